@@ -1,0 +1,172 @@
+"""The storage seam: what a job store must do, and nothing more.
+
+A :class:`JobStore` carries out single atomic operations on stored jobs. It decides
+nothing by itself: priorities, backoff and crash caps come from the caller
+(:class:`~sclib.JobQueue` and its :class:`~sclib.jobs.policy.RetryPolicy`). The
+semantics every implementation must keep are written down as executable tests in
+:mod:`sclib.testing.jobstore`; a new backend passes that suite or it is not done.
+
+Two rules hold for every method:
+
+* **Atomic**: each call is one state-guarded write (one SQLite write transaction, one
+  MongoDB ``find_one_and_update`` where it can be one). Two callers racing for the
+  same job cannot both win.
+* **Fenced**: every write a worker makes after its claim (heartbeat, complete, fail,
+  cancel, release) is conditioned on job id + worker id + attempt + ``running``. A
+  worker that lost its lease gets :class:`~sclib.errors.LeaseLost` and nothing changes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sclib.models import ErrorRecord, Job, JobEvent, Lease, Progress
+
+if TYPE_CHECKING:
+    from sclib.jobs.policy import RetryPolicy
+
+__all__ = ["JobFilter", "JobStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs :meth:`JobStore.list_jobs` returns; ``None`` means any."""
+
+    status: str | None = None
+    type: str | None = None
+    dataset_uuid: str | None = None
+    owner: str | None = None
+
+
+class JobStore(ABC):
+    """Durable storage for jobs. See the module docstring for the rules."""
+
+    #: Several processes may share this store (a file or a server, not memory).
+    shared_between_processes: ClassVar[bool] = True
+    #: The URL scheme(s) this store is opened with.
+    schemes: ClassVar[tuple[str, ...]] = ()
+
+    # -- producing -------------------------------------------------------------
+
+    @abstractmethod
+    def enqueue(self, job: Job) -> tuple[Job, bool]:
+        """Store a new ``pending`` job; return ``(job, created)``.
+
+        If ``job.idempotency_key`` is already used, nothing is written and the
+        existing job is returned with ``created=False``. ``depends_on`` ids must
+        exist (else :class:`~sclib.errors.JobNotFound`, nothing written); a job whose
+        dependency already failed or was cancelled is stored as ``cancelled``.
+        """
+
+    # -- consuming (fenced) ----------------------------------------------------
+
+    @abstractmethod
+    def claim(
+        self,
+        worker_id: str,
+        types: Sequence[str] | None,
+        now: datetime,
+        lease_until: datetime,
+    ) -> Job | None:
+        """Atomically take the next claimable job, or return ``None``.
+
+        Claimable: ``pending``, ``run_at <= now``, every dependency completed, type in
+        ``types`` (any type if ``None``). Order: priority (1 first), then ``run_at``,
+        then id. The job comes back as it is after the claim: ``running``, held by
+        ``worker_id`` until ``lease_until``, ``attempts`` one higher.
+        """
+
+    @abstractmethod
+    def heartbeat(
+        self,
+        lease: Lease,
+        now: datetime,
+        lease_until: datetime,
+        progress: Progress | None = None,
+    ) -> bool:
+        """Extend the lease (and store progress); return whether cancel was asked."""
+
+    @abstractmethod
+    def complete(self, lease: Lease, now: datetime, result: Any = None) -> Job:
+        """Mark the job ``completed`` with ``result``; unblocks its dependents."""
+
+    @abstractmethod
+    def fail(
+        self, lease: Lease, now: datetime, error: ErrorRecord, policy: RetryPolicy
+    ) -> Job:
+        """Record an error; retry after the policy's backoff or end in ``failed``.
+
+        A final failure cancels the jobs that depend on this one.
+        """
+
+    @abstractmethod
+    def cancel_running(self, lease: Lease, now: datetime, message: str) -> Job:
+        """The worker stopped a job whose cancellation was requested: ``cancelled``."""
+
+    @abstractmethod
+    def release(self, lease: Lease, now: datetime, message: str) -> Job:
+        """Give a running job back (graceful shutdown): ``pending``, claimable now.
+
+        ``attempts`` stays as it is, so the lease of the released attempt stays dead.
+        """
+
+    # -- operating -------------------------------------------------------------
+
+    @abstractmethod
+    def request_cancel(self, job_id: str, now: datetime, reason: str) -> Job:
+        """Cancel a pending job at once, or ask the worker of a running one to stop.
+
+        Raises :class:`~sclib.errors.InvalidJobState` for finished jobs.
+        """
+
+    @abstractmethod
+    def retry(self, job_id: str, now: datetime) -> Job:
+        """Operator retry of a ``failed`` or ``cancelled`` job: a fresh budget, now."""
+
+    @abstractmethod
+    def rescue_expired(
+        self, now: datetime, policy: RetryPolicy, limit: int = 100
+    ) -> list[Job]:
+        """Take back running jobs whose lease expired before ``now``.
+
+        Each rescue is a compare-and-set on the expired lease and counts as a crash:
+        pending again (claimable now), ``cancelled`` if cancellation was requested,
+        or ``failed`` once the crash cap is reached.
+        """
+
+    # -- reading ---------------------------------------------------------------
+
+    @abstractmethod
+    def get(self, job_id: str) -> Job:
+        """The job with this id; :class:`~sclib.errors.JobNotFound` if there is none."""
+
+    @abstractmethod
+    def list_jobs(
+        self, filter: JobFilter | None = None, *, limit: int = 50, offset: int = 0
+    ) -> list[Job]:
+        """Jobs matching ``filter`` in creation order (oldest first), paginated."""
+
+    @abstractmethod
+    def counts(self) -> Mapping[tuple[str, str], int]:
+        """Number of jobs by ``(status, type)``."""
+
+    @abstractmethod
+    def events(self, job_id: str) -> list[JobEvent]:
+        """The job's history, oldest first."""
+
+    @abstractmethod
+    def delete_finished(self, before: datetime) -> int:
+        """Delete finished jobs that finished before ``before``; return how many."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Release connections. The store must not be used afterwards."""
+
+    def __enter__(self) -> JobStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

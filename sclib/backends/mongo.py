@@ -1,0 +1,648 @@
+"""MongoDB job store (pymongo), written for a MongoDB 6/7 replica set.
+
+One document per job in the ``jobs`` collection of the ``scientistcloud`` database
+(the seed's names; both configurable). The job id is the document ``_id``. A job's
+history is embedded in the document as ``events`` and never loaded with the job.
+
+Atomicity: a claim is one ``find_one_and_update`` with ``sort`` and
+``ReturnDocument.AFTER``; every later write is a ``find_one_and_update`` whose filter
+holds the fence (``_id``, ``worker_id``, ``attempts``, ``status: running``), so a
+worker that lost its lease matches nothing. Operations that touch several documents
+(unblocking or cancelling dependents) are idempotent follow-ups; the rescue sweep
+repairs any dependency count a crash left behind.
+
+Indexes are created idempotently on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from sclib.backends.base import JobFilter, JobStore
+from sclib.errors import (
+    BackendError,
+    ConfigurationError,
+    InvalidJobState,
+    JobNotFound,
+    LeaseLost,
+    MissingDependency,
+)
+from sclib.jobtypes import JobStatus
+from sclib.models import ErrorRecord, Job, JobEvent, Lease, Progress
+
+try:
+    import pymongo
+    from pymongo import ReturnDocument
+    from pymongo.errors import DuplicateKeyError, PyMongoError
+    from pymongo.write_concern import WriteConcern
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise MissingDependency("pymongo", "mongo", "The MongoDB backend") from exc
+
+if TYPE_CHECKING:
+    from sclib.jobs.policy import RetryPolicy
+
+__all__ = ["MongoJobStore"]
+
+_FINISHED = ["completed", "failed", "cancelled"]
+_NO_EVENTS = {"events": False}
+_AFTER = ReturnDocument.AFTER
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    """pymongo returns naive UTC datetimes unless the client is tz_aware."""
+    if dt is None:
+        return None
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+def _doc_to_job(doc: Mapping[str, Any]) -> Job:
+    def req(name: str) -> datetime:
+        value = _aware(doc[name])
+        assert value is not None
+        return value
+
+    return Job(
+        id=doc["_id"],
+        type=doc["type"],
+        status=JobStatus(doc["status"]),
+        priority=doc["priority"],
+        parameters=doc.get("parameters") or {},
+        dataset_uuid=doc.get("dataset_uuid"),
+        owner=doc.get("owner"),
+        attempts=doc.get("attempts", 0),
+        max_attempts=doc["max_attempts"],
+        failures=doc.get("failures", 0),
+        crashes=doc.get("crashes", 0),
+        max_crashes=doc["max_crashes"],
+        timeout_seconds=doc["timeout_seconds"],
+        run_at=req("run_at"),
+        worker_id=doc.get("worker_id"),
+        lease_until=_aware(doc.get("lease_until")),
+        cancel_requested=bool(doc.get("cancel_requested", False)),
+        progress=Progress.from_dict(doc.get("progress")),
+        result=doc.get("result"),
+        error=doc.get("error"),
+        error_history=tuple(
+            ErrorRecord.from_dict({**e, "at": _aware(e["at"])})
+            for e in doc.get("error_history", [])
+        ),
+        idempotency_key=doc.get("idempotency_key"),
+        depends_on=tuple(doc.get("depends_on", [])),
+        waiting_on=doc.get("waiting_on", 0),
+        created_at=req("created_at"),
+        updated_at=req("updated_at"),
+        started_at=_aware(doc.get("started_at")),
+        finished_at=_aware(doc.get("finished_at")),
+    )
+
+
+def _event(
+    kind: str,
+    at: datetime,
+    worker_id: str | None = None,
+    attempt: int | None = None,
+    message: str = "",
+) -> dict[str, Any]:
+    return {"kind": kind, "at": at, "worker_id": worker_id, "attempt": attempt,
+            "message": message}
+
+
+def _error_doc(error: ErrorRecord) -> dict[str, Any]:
+    return {"attempt": error.attempt, "at": error.at, "error": error.error,
+            "worker_id": error.worker_id, "kind": error.kind}
+
+
+class MongoJobStore(JobStore):
+    """Jobs in a MongoDB collection.
+
+    :param client: a ``pymongo.MongoClient`` (or a compatible stand-in in tests).
+    :param database: database name (seed default ``scientistcloud``).
+    :param collection: collection name (seed default ``jobs``).
+    :param write_concern: e.g. ``{"w": "majority", "j": True}`` (the default).
+    """
+
+    schemes = ("mongodb", "mongodb+srv")
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        database: str = "scientistcloud",
+        collection: str = "jobs",
+        write_concern: Mapping[str, Any] | None = None,
+        owns_client: bool = False,
+    ) -> None:
+        if not database or not collection:
+            raise ConfigurationError("database and collection names must not be empty")
+        self.client = client
+        self._owns_client = owns_client
+        concern = dict(write_concern or {"w": "majority", "j": True})
+        try:
+            wc = WriteConcern(**concern)
+        except (TypeError, ValueError, PyMongoError) as exc:
+            raise ConfigurationError(f"bad write concern {concern!r}: {exc}") from exc
+        self.coll = client[database].get_collection(collection, write_concern=wc)
+        self.database = database
+        self.collection = collection
+        self._ensure_indexes()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        database: str | None = None,
+        collection: str = "jobs",
+        write_concern: Mapping[str, Any] | None = None,
+        **client_options: Any,
+    ) -> MongoJobStore:
+        """Connect to ``mongodb://host/[database]``; the path names the database."""
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise ConfigurationError(
+                f"malformed MongoDB URL {url!r}: no host; expected "
+                "'mongodb://host:27017/database'"
+            )
+        name = database or parts.path.lstrip("/") or "scientistcloud"
+        try:
+            client = pymongo.MongoClient(url, tz_aware=True, **client_options)
+        except (PyMongoError, ValueError, TypeError) as exc:
+            raise ConfigurationError(f"bad MongoDB URL {url!r}: {exc}") from exc
+        return cls(client, database=name, collection=collection,
+                   write_concern=write_concern, owns_client=True)
+
+    def __repr__(self) -> str:
+        return f"MongoJobStore(database={self.database!r}, collection={self.collection!r})"
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    def _ensure_indexes(self) -> None:
+        try:
+            self.coll.create_index(
+                [("status", 1), ("waiting_on", 1), ("priority", 1), ("run_at", 1),
+                 ("_id", 1)], name="claimable",
+            )
+            self.coll.create_index([("status", 1), ("lease_until", 1)], name="leases")
+            self.coll.create_index("idempotency_key", unique=True, sparse=True,
+                                   name="idempotency")
+            self.coll.create_index("depends_on", name="dependents")
+            self.coll.create_index([("status", 1), ("type", 1)], name="status_type")
+            self.coll.create_index("dataset_uuid", name="dataset")
+            self.coll.create_index("owner", name="owner")
+            self.coll.create_index("finished_at", name="finished")
+        except PyMongoError as exc:
+            raise BackendError(f"cannot create job indexes: {exc}") from exc
+
+    # -- helpers -----------------------------------------------------------------
+
+    @staticmethod
+    def _fence(lease: Lease) -> dict[str, Any]:
+        return {"_id": lease.job_id, "worker_id": lease.worker_id,
+                "attempts": lease.attempt, "status": "running"}
+
+    def _fenced_update(self, lease: Lease, update: Mapping[str, Any]) -> Job:
+        try:
+            doc = self.coll.find_one_and_update(
+                self._fence(lease), update, projection=_NO_EVENTS, return_document=_AFTER
+            )
+        except PyMongoError as exc:
+            raise BackendError(f"MongoDB job store: {exc}") from exc
+        if doc is None:
+            raise LeaseLost(lease.job_id, lease.worker_id, lease.attempt)
+        return _doc_to_job(doc)
+
+    def _find(self, job_id: str) -> dict[str, Any]:
+        try:
+            doc: dict[str, Any] | None = self.coll.find_one(
+                {"_id": job_id}, projection=_NO_EVENTS
+            )
+        except PyMongoError as exc:
+            raise BackendError(f"MongoDB job store: {exc}") from exc
+        if doc is None:
+            raise JobNotFound(job_id)
+        return doc
+
+    def _count_waiting(self, deps: Sequence[str]) -> int:
+        if not deps:
+            return 0
+        return int(self.coll.count_documents(
+            {"_id": {"$in": list(deps)}, "status": {"$ne": "completed"}}
+        ))
+
+    def _recount(self, job_ids: Sequence[str]) -> None:
+        """Set ``waiting_on`` of pending jobs from their dependencies' statuses."""
+        for doc in self.coll.find(
+            {"_id": {"$in": list(job_ids)}, "status": "pending"},
+            projection={"depends_on": True, "waiting_on": True},
+        ):
+            waiting = self._count_waiting(doc.get("depends_on", []))
+            if waiting != doc.get("waiting_on", 0):
+                self.coll.update_one(
+                    {"_id": doc["_id"], "status": "pending"},
+                    {"$set": {"waiting_on": waiting}},
+                )
+
+    def _cascade_cancel(self, job_id: str, now: datetime, why: str) -> None:
+        todo = [job_id]
+        while todo:
+            dep = todo.pop()
+            message = f"dependency {dep} {why}"
+            for doc in self.coll.find(
+                {"depends_on": dep, "status": "pending"}, projection={"_id": True}
+            ):
+                done = self.coll.find_one_and_update(
+                    {"_id": doc["_id"], "status": "pending"},
+                    {"$set": {"status": "cancelled", "error": message,
+                              "updated_at": now, "finished_at": now},
+                     "$push": {"events": _event("cancelled", now, message=message)}},
+                    projection={"_id": True},
+                )
+                if done is not None:
+                    todo.append(doc["_id"])
+
+    # -- producing -----------------------------------------------------------------
+
+    def enqueue(self, job: Job) -> tuple[Job, bool]:
+        try:
+            if job.idempotency_key is not None:
+                existing = self.coll.find_one(
+                    {"idempotency_key": job.idempotency_key}, projection=_NO_EVENTS
+                )
+                if existing is not None:
+                    return _doc_to_job(existing), False
+            statuses = {
+                d["_id"]: d["status"]
+                for d in self.coll.find(
+                    {"_id": {"$in": list(job.depends_on)}},
+                    projection={"status": True},
+                )
+            } if job.depends_on else {}
+            for dep in job.depends_on:
+                if dep not in statuses:
+                    raise JobNotFound(dep)
+            dead = next(
+                (f"dependency {d} {statuses[d]}" for d in job.depends_on
+                 if statuses[d] in ("failed", "cancelled")),
+                None,
+            )
+            now = job.created_at
+            doc: dict[str, Any] = {
+                "_id": job.id,
+                "type": job.type,
+                "status": "cancelled" if dead else job.status.value,
+                "priority": job.priority,
+                "parameters": dict(job.parameters),
+                "dataset_uuid": job.dataset_uuid,
+                "owner": job.owner,
+                "attempts": 0,
+                "max_attempts": job.max_attempts,
+                "failures": 0,
+                "crashes": 0,
+                "max_crashes": job.max_crashes,
+                "timeout_seconds": job.timeout_seconds,
+                "run_at": job.run_at,
+                "worker_id": None,
+                "lease_until": None,
+                "cancel_requested": False,
+                "progress": None,
+                "result": None,
+                "error": dead,
+                "error_history": [],
+                "depends_on": list(job.depends_on),
+                "waiting_on": sum(
+                    1 for d in job.depends_on if statuses[d] != "completed"
+                ),
+                "created_at": now,
+                "updated_at": now,
+                "started_at": None,
+                "finished_at": now if dead else None,
+                "events": [_event("created", now)]
+                + ([_event("cancelled", now, message=dead)] if dead else []),
+            }
+            if job.idempotency_key is not None:
+                doc["idempotency_key"] = job.idempotency_key
+            try:
+                self.coll.insert_one(doc)
+            except DuplicateKeyError:
+                existing = self.coll.find_one(
+                    {"idempotency_key": job.idempotency_key}, projection=_NO_EVENTS
+                )
+                if existing is None:
+                    raise
+                return _doc_to_job(existing), False
+            if doc["waiting_on"]:
+                # a dependency may have completed between the check and the insert
+                self._recount([job.id])
+            return _doc_to_job(self._find(job.id)), True
+        except PyMongoError as exc:
+            raise BackendError(f"MongoDB job store: {exc}") from exc
+
+    # -- consuming -------------------------------------------------------------------
+
+    def claim(
+        self,
+        worker_id: str,
+        types: Sequence[str] | None,
+        now: datetime,
+        lease_until: datetime,
+    ) -> Job | None:
+        query: dict[str, Any] = {
+            "status": "pending", "waiting_on": 0, "run_at": {"$lte": now}
+        }
+        if types is not None:
+            if not types:
+                return None
+            query["type"] = {"$in": list(types)}
+        try:
+            doc = self.coll.find_one_and_update(
+                query,
+                {"$set": {"status": "running", "worker_id": worker_id,
+                          "lease_until": lease_until, "updated_at": now,
+                          "cancel_requested": False},
+                 "$inc": {"attempts": 1}},
+                sort=[("priority", 1), ("run_at", 1), ("_id", 1)],
+                projection=_NO_EVENTS,
+                return_document=_AFTER,
+            )
+            if doc is None:
+                return None
+            started = doc.get("started_at") or now
+            # second, fenced write: the attempt number is known only now
+            doc = self.coll.find_one_and_update(
+                {"_id": doc["_id"], "worker_id": worker_id,
+                 "attempts": doc["attempts"], "status": "running"},
+                {"$set": {"started_at": started},
+                 "$push": {"events": _event("claimed", now, worker_id,
+                                            doc["attempts"])}},
+                projection=_NO_EVENTS, return_document=_AFTER,
+            ) or doc
+        except PyMongoError as exc:
+            raise BackendError(f"MongoDB job store: {exc}") from exc
+        return _doc_to_job(doc)
+
+    def heartbeat(
+        self,
+        lease: Lease,
+        now: datetime,
+        lease_until: datetime,
+        progress: Progress | None = None,
+    ) -> bool:
+        update: dict[str, Any] = {"lease_until": lease_until, "updated_at": now}
+        if progress is not None:
+            update["progress"] = progress.to_dict()
+        return self._fenced_update(lease, {"$set": update}).cancel_requested
+
+    def complete(self, lease: Lease, now: datetime, result: Any = None) -> Job:
+        job = self._fenced_update(lease, {
+            "$set": {"status": "completed", "result": result, "lease_until": None,
+                     "updated_at": now, "finished_at": now},
+            "$push": {"events": _event("completed", now, lease.worker_id,
+                                       lease.attempt)},
+        })
+        try:
+            dependents = [
+                d["_id"] for d in self.coll.find(
+                    {"depends_on": lease.job_id, "status": "pending"},
+                    projection={"_id": True},
+                )
+            ]
+            if dependents:
+                self._recount(dependents)
+        except PyMongoError as exc:
+            raise BackendError(f"MongoDB job store: {exc}") from exc
+        return job
+
+    def fail(
+        self, lease: Lease, now: datetime, error: ErrorRecord, policy: RetryPolicy
+    ) -> Job:
+        current = self._find(lease.job_id)
+        failures = current.get("failures", 0) + 1
+        retry_at = policy.after_error(failures, current["max_attempts"], now)
+        fence = {**self._fence(lease), "failures": current.get("failures", 0)}
+        if retry_at is None:
+            update: dict[str, Any] = {
+                "$set": {"status": "failed", "failures": failures,
+                         "error": error.error, "lease_until": None,
+                         "updated_at": now, "finished_at": now},
+                "$push": {"error_history": _error_doc(error),
+                          "events": _event("failed", now, lease.worker_id,
+                                           lease.attempt, error.error)},
+            }
+        else:
+            update = {
+                "$set": {"status": "pending", "failures": failures,
+                         "error": error.error, "lease_until": None,
+                         "run_at": retry_at, "updated_at": now},
+                "$push": {"error_history": _error_doc(error),
+                          "events": _event(
+                              "retried", now, lease.worker_id, lease.attempt,
+                              f"{error.error} (failure {failures} of "
+                              f"{current['max_attempts']}; next try at "
+                              f"{retry_at.isoformat()})")},
+            }
+        try:
+            doc = self.coll.find_one_and_update(
+                fence, update, projection=_NO_EVENTS, return_document=_AFTER
+            )
+            if doc is None:
+                raise LeaseLost(lease.job_id, lease.worker_id, lease.attempt)
+            if retry_at is None:
+                self._cascade_cancel(lease.job_id, now, "failed")
+        except PyMongoError as exc:
+            raise BackendError(f"MongoDB job store: {exc}") from exc
+        return _doc_to_job(doc)
+
+    def cancel_running(self, lease: Lease, now: datetime, message: str) -> Job:
+        job = self._fenced_update(lease, {
+            "$set": {"status": "cancelled", "error": message, "lease_until": None,
+                     "updated_at": now, "finished_at": now},
+            "$push": {"events": _event("cancelled", now, lease.worker_id,
+                                       lease.attempt, message)},
+        })
+        self._cascade_cancel(lease.job_id, now, "cancelled")
+        return job
+
+    def release(self, lease: Lease, now: datetime, message: str) -> Job:
+        return self._fenced_update(lease, {
+            "$set": {"status": "pending", "lease_until": None, "run_at": now,
+                     "updated_at": now},
+            "$push": {"events": _event("released", now, lease.worker_id,
+                                       lease.attempt, message)},
+        })
+
+    # -- operating -------------------------------------------------------------------
+
+    def request_cancel(self, job_id: str, now: datetime, reason: str) -> Job:
+        try:
+            doc = self.coll.find_one_and_update(
+                {"_id": job_id, "status": "pending"},
+                {"$set": {"status": "cancelled", "error": reason, "updated_at": now,
+                          "finished_at": now},
+                 "$push": {"events": _event("cancelled", now, message=reason)}},
+                projection=_NO_EVENTS, return_document=_AFTER,
+            )
+            if doc is not None:
+                self._cascade_cancel(job_id, now, "cancelled")
+                return _doc_to_job(doc)
+            doc = self.coll.find_one_and_update(
+                {"_id": job_id, "status": "running"},
+                {"$set": {"cancel_requested": True, "updated_at": now},
+                 "$push": {"events": _event("cancel_requested", now,
+                                            message=reason)}},
+                projection=_NO_EVENTS, return_document=_AFTER,
+            )
+        except PyMongoError as exc:
+            raise BackendError(f"MongoDB job store: {exc}") from exc
+        if doc is not None:
+            return _doc_to_job(doc)
+        current = self._find(job_id)
+        raise InvalidJobState(
+            f"job {job_id} is already {current['status']}; only pending or running "
+            "jobs can be cancelled"
+        )
+
+    def retry(self, job_id: str, now: datetime) -> Job:
+        current = self._find(job_id)
+        if current["status"] not in ("failed", "cancelled"):
+            raise InvalidJobState(
+                f"job {job_id} is {current['status']}; only failed or cancelled jobs "
+                "can be retried"
+            )
+        try:
+            waiting = self._count_waiting(current.get("depends_on", []))
+            doc = self.coll.find_one_and_update(
+                {"_id": job_id, "status": current["status"]},
+                {"$set": {"status": "pending", "failures": 0, "crashes": 0,
+                          "cancel_requested": False, "worker_id": None,
+                          "lease_until": None, "run_at": now, "waiting_on": waiting,
+                          "updated_at": now, "finished_at": None},
+                 "$push": {"events": _event("retried", now,
+                                            message="retried by an operator")}},
+                projection=_NO_EVENTS, return_document=_AFTER,
+            )
+        except PyMongoError as exc:
+            raise BackendError(f"MongoDB job store: {exc}") from exc
+        if doc is None:
+            raise InvalidJobState(f"job {job_id} changed while it was being retried")
+        return _doc_to_job(doc)
+
+    def rescue_expired(
+        self, now: datetime, policy: RetryPolicy, limit: int = 100
+    ) -> list[Job]:
+        rescued: list[Job] = []
+        try:
+            expired = list(self.coll.find(
+                {"status": "running", "lease_until": {"$lt": now}},
+                projection=_NO_EVENTS,
+            ).sort("lease_until", 1).limit(limit))
+            for cur in expired:
+                rescued_job = self._rescue_one(cur, now, policy)
+                if rescued_job is not None:
+                    rescued.append(rescued_job)
+            # repair dependency counts a crash between two writes may have left
+            stuck = [d["_id"] for d in self.coll.find(
+                {"status": "pending", "waiting_on": {"$gt": 0}},
+                projection={"_id": True},
+            ).limit(limit)]
+            if stuck:
+                self._recount(stuck)
+        except PyMongoError as exc:
+            raise BackendError(f"MongoDB job store: {exc}") from exc
+        return rescued
+
+    def _rescue_one(
+        self, cur: Mapping[str, Any], now: datetime, policy: RetryPolicy
+    ) -> Job | None:
+        crashes = cur.get("crashes", 0) + 1
+        worker, attempt = cur.get("worker_id"), cur["attempts"]
+        message = (f"worker {worker} stopped renewing its lease (attempt {attempt}); "
+                   "presumed crashed")
+        record = _error_doc(ErrorRecord(attempt, now, message, worker, "crash"))
+        events = [_event("rescued", now, worker, attempt, message)]
+        sets: dict[str, Any] = {"crashes": crashes, "lease_until": None,
+                                "updated_at": now}
+        why = ""
+        if cur.get("cancel_requested"):
+            why = "cancelled"
+            events[0]["message"] += "; cancellation had been requested"
+        else:
+            retry_at = policy.after_crash(crashes, cur["max_crashes"], now)
+            if retry_at is None:
+                why = "failed"
+                message = (f"crash loop: the job's worker vanished {crashes} times "
+                           f"(cap {cur['max_crashes']}); last: {message}")
+            else:
+                sets.update(status="pending", run_at=retry_at)
+        if why:
+            sets.update(status=why, finished_at=now)
+            events.append(_event(why, now, message=message))
+        sets["error"] = message
+        doc = self.coll.find_one_and_update(
+            {"_id": cur["_id"], "worker_id": worker, "attempts": attempt,
+             "status": "running", "lease_until": {"$lt": now}},
+            {"$set": sets,
+             "$push": {"error_history": record, "events": {"$each": events}}},
+            projection=_NO_EVENTS, return_document=_AFTER,
+        )
+        if doc is None:
+            return None  # someone else rescued it, or the worker came back in time
+        if why:
+            self._cascade_cancel(cur["_id"], now, why)
+        return _doc_to_job(doc)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        return _doc_to_job(self._find(job_id))
+
+    def list_jobs(
+        self, filter: JobFilter | None = None, *, limit: int = 50, offset: int = 0
+    ) -> list[Job]:
+        f = filter or JobFilter()
+        query = {
+            k: v for k, v in (("status", f.status), ("type", f.type),
+                              ("dataset_uuid", f.dataset_uuid), ("owner", f.owner))
+            if v is not None
+        }
+        try:
+            cursor = self.coll.find(query, projection=_NO_EVENTS).sort("_id", 1)
+            return [_doc_to_job(d) for d in cursor.skip(offset).limit(limit)]
+        except PyMongoError as exc:
+            raise BackendError(f"MongoDB job store: {exc}") from exc
+
+    def counts(self) -> Mapping[tuple[str, str], int]:
+        try:
+            rows = self.coll.aggregate([
+                {"$group": {"_id": {"status": "$status", "type": "$type"},
+                            "n": {"$sum": 1}}}
+            ])
+            return {(r["_id"]["status"], r["_id"]["type"]): r["n"] for r in rows}
+        except PyMongoError as exc:
+            raise BackendError(f"MongoDB job store: {exc}") from exc
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        try:
+            doc = self.coll.find_one({"_id": job_id}, projection={"events": True})
+        except PyMongoError as exc:
+            raise BackendError(f"MongoDB job store: {exc}") from exc
+        if doc is None:
+            raise JobNotFound(job_id)
+        return [
+            JobEvent(e["kind"], _aware(e["at"]) or datetime.now(UTC), e.get("worker_id"),
+                     e.get("attempt"), e.get("message", ""))
+            for e in doc.get("events", [])
+        ]
+
+    def delete_finished(self, before: datetime) -> int:
+        try:
+            res = self.coll.delete_many(
+                {"status": {"$in": _FINISHED}, "finished_at": {"$lt": before}}
+            )
+        except PyMongoError as exc:
+            raise BackendError(f"MongoDB job store: {exc}") from exc
+        return int(res.deleted_count)

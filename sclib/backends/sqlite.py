@@ -1,0 +1,698 @@
+"""The embedded default: one SQLite file, shared by threads and processes.
+
+Each operation is one ``BEGIN IMMEDIATE`` write transaction, so SQLite's single
+writer lock makes it atomic across every thread and process using the file. The
+file runs in WAL mode so readers never block the writer. A claim is one
+``UPDATE ... WHERE id = (SELECT ... ORDER BY priority, run_at, id LIMIT 1)
+RETURNING *`` served by a partial index over claimable rows, so its cost does not
+grow with the number of pending jobs.
+
+Times are stored as POSIX seconds (REAL); JSON-valued fields as TEXT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sclib.backends.base import JobFilter, JobStore
+from sclib.errors import (
+    BackendError,
+    ConfigurationError,
+    InvalidJobState,
+    JobNotFound,
+    LeaseLost,
+)
+from sclib.jobtypes import JobStatus
+from sclib.models import (
+    ErrorRecord,
+    Job,
+    JobEvent,
+    Lease,
+    Progress,
+    from_timestamp,
+    to_timestamp,
+)
+
+if TYPE_CHECKING:
+    from sclib.jobs.policy import RetryPolicy
+
+__all__ = ["SQLiteJobStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id               TEXT PRIMARY KEY,
+    type             TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    priority         INTEGER NOT NULL,
+    parameters       TEXT NOT NULL DEFAULT '{}',
+    dataset_uuid     TEXT,
+    owner            TEXT,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL,
+    failures         INTEGER NOT NULL DEFAULT 0,
+    crashes          INTEGER NOT NULL DEFAULT 0,
+    max_crashes      INTEGER NOT NULL,
+    timeout_seconds  REAL NOT NULL,
+    run_at           REAL NOT NULL,
+    worker_id        TEXT,
+    lease_until      REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    progress         TEXT,
+    result           TEXT,
+    error            TEXT,
+    error_history    TEXT NOT NULL DEFAULT '[]',
+    idempotency_key  TEXT,
+    depends_on       TEXT NOT NULL DEFAULT '[]',
+    waiting_on       INTEGER NOT NULL DEFAULT 0,
+    created_at       REAL NOT NULL,
+    updated_at       REAL NOT NULL,
+    started_at       REAL,
+    finished_at      REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
+    ON jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_claimable
+    ON jobs (priority, run_at, id) WHERE status = 'pending' AND waiting_on = 0;
+CREATE INDEX IF NOT EXISTS jobs_leases
+    ON jobs (lease_until) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS jobs_status_type ON jobs (status, type);
+CREATE INDEX IF NOT EXISTS jobs_dataset ON jobs (dataset_uuid);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner);
+CREATE INDEX IF NOT EXISTS jobs_finished
+    ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS job_deps (
+    dep_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    PRIMARY KEY (dep_id, job_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_events (
+    job_id    TEXT NOT NULL,
+    at        REAL NOT NULL,
+    kind      TEXT NOT NULL,
+    worker_id TEXT,
+    attempt   INTEGER,
+    message   TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS job_events_job ON job_events (job_id);
+"""
+
+_FINISHED = ("completed", "failed", "cancelled")
+_SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _ts(dt: datetime | None) -> float | None:
+    return None if dt is None else to_timestamp(dt)
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else from_timestamp(ts)
+
+
+def _row_to_job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        type=row["type"],
+        status=JobStatus(row["status"]),
+        priority=row["priority"],
+        parameters=json.loads(row["parameters"]),
+        dataset_uuid=row["dataset_uuid"],
+        owner=row["owner"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        failures=row["failures"],
+        crashes=row["crashes"],
+        max_crashes=row["max_crashes"],
+        timeout_seconds=row["timeout_seconds"],
+        run_at=from_timestamp(row["run_at"]),
+        worker_id=row["worker_id"],
+        lease_until=_dt(row["lease_until"]),
+        cancel_requested=bool(row["cancel_requested"]),
+        progress=Progress.from_dict(json.loads(row["progress"] or "null")),
+        result=json.loads(row["result"]) if row["result"] is not None else None,
+        error=row["error"],
+        error_history=tuple(
+            ErrorRecord.from_dict(e) for e in json.loads(row["error_history"])
+        ),
+        idempotency_key=row["idempotency_key"],
+        depends_on=tuple(json.loads(row["depends_on"])),
+        waiting_on=row["waiting_on"],
+        created_at=from_timestamp(row["created_at"]),
+        updated_at=from_timestamp(row["updated_at"]),
+        started_at=_dt(row["started_at"]),
+        finished_at=_dt(row["finished_at"]),
+    )
+
+
+class SQLiteJobStore(JobStore):
+    """Jobs in one SQLite file (``sqlite:///path/to/file.db``).
+
+    :param path: the database file; its folder is created if missing.
+    :param synchronous: SQLite's ``synchronous`` pragma. ``"NORMAL"`` (default) in WAL
+        mode survives any process crash, SIGKILL included; after a power loss or an
+        OS crash the last few transactions may roll back. ``"FULL"`` syncs every
+        commit to disk and survives those too, at a cost in throughput.
+    :param busy_timeout: seconds a write waits for the lock before failing.
+    """
+
+    schemes = ("sqlite",)
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 30.0,
+    ) -> None:
+        text = os.fspath(path)
+        if not text or text == ":memory:":
+            raise ConfigurationError(
+                "SQLiteJobStore needs a file path: an in-memory database cannot be "
+                "shared between the threads and processes of a queue"
+            )
+        if synchronous.upper() not in _SYNC_MODES:
+            raise ConfigurationError(
+                f"synchronous must be one of {', '.join(_SYNC_MODES)}, got "
+                f"{synchronous!r}"
+            )
+        self.path = Path(text)
+        self.synchronous = synchronous.upper()
+        self.busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._closed = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot create the folder for the job database {self.path}: {exc}"
+            ) from exc
+        self._init_schema()
+
+    def __repr__(self) -> str:
+        return f"SQLiteJobStore({str(self.path)!r})"
+
+    # -- connections -----------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self._closed:
+            raise BackendError(f"{self!r} is closed")
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        except sqlite3.Error as exc:
+            raise BackendError(
+                f"cannot open the job database {self.path}: {exc}"
+            ) from exc
+        self._local.conn = conn
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    def _init_schema(self) -> None:
+        try:
+            self._conn().executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise BackendError(
+                f"cannot create the job tables in {self.path}: {exc}"
+            ) from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; SQLite errors become :class:`BackendError`."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise BackendError(f"job database {self.path}: {exc}") from exc
+        try:
+            yield conn
+        except BaseException as exc:
+            conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise BackendError(f"job database {self.path}: {exc}") from exc
+            raise
+        else:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK")
+                raise BackendError(f"job database {self.path}: {exc}") from exc
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise BackendError(f"job database {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._closed = True
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+    # -- helpers inside a transaction -----------------------------------------
+
+    @staticmethod
+    def _event(
+        db: sqlite3.Connection,
+        job_id: str,
+        at: float,
+        kind: str,
+        worker_id: str | None = None,
+        attempt: int | None = None,
+        message: str = "",
+    ) -> None:
+        db.execute(
+            "INSERT INTO job_events (job_id, at, kind, worker_id, attempt, message) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (job_id, at, kind, worker_id, attempt, message),
+        )
+
+    @staticmethod
+    def _fenced(db: sqlite3.Connection, lease: Lease) -> sqlite3.Row:
+        row: sqlite3.Row | None = db.execute(
+            "SELECT * FROM jobs WHERE id = ? AND worker_id = ? AND attempts = ? "
+            "AND status = 'running'",
+            (lease.job_id, lease.worker_id, lease.attempt),
+        ).fetchone()
+        if row is None:
+            raise LeaseLost(lease.job_id, lease.worker_id, lease.attempt)
+        return row
+
+    @staticmethod
+    def _get_row(db: sqlite3.Connection, job_id: str) -> sqlite3.Row:
+        row: sqlite3.Row | None = db.execute(
+            "SELECT * FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        return row
+
+    def _cascade_cancel(
+        self, db: sqlite3.Connection, job_id: str, now: float, why: str
+    ) -> None:
+        """Cancel every pending job that (transitively) depends on ``job_id``."""
+        todo = [job_id]
+        while todo:
+            dep = todo.pop()
+            rows = db.execute(
+                "SELECT j.id FROM job_deps d JOIN jobs j ON j.id = d.job_id "
+                "WHERE d.dep_id = ? AND j.status = 'pending'",
+                (dep,),
+            ).fetchall()
+            for (child,) in rows:
+                message = f"dependency {dep} {why}"
+                db.execute(
+                    "UPDATE jobs SET status = 'cancelled', error = ?, updated_at = ?, "
+                    "finished_at = ? WHERE id = ?",
+                    (message, now, now, child),
+                )
+                self._event(db, child, now, "cancelled", message=message)
+                todo.append(child)
+
+    # -- producing -------------------------------------------------------------
+
+    def enqueue(self, job: Job) -> tuple[Job, bool]:
+        now = to_timestamp(job.created_at)
+        with self._write() as db:
+            if job.idempotency_key is not None:
+                row = db.execute(
+                    "SELECT * FROM jobs WHERE idempotency_key = ?",
+                    (job.idempotency_key,),
+                ).fetchone()
+                if row is not None:
+                    return _row_to_job(row), False
+            waiting = 0
+            dead: str | None = None
+            for dep in job.depends_on:
+                dep_row = db.execute(
+                    "SELECT status FROM jobs WHERE id = ?", (dep,)
+                ).fetchone()
+                if dep_row is None:
+                    raise JobNotFound(dep)
+                if dep_row["status"] in ("failed", "cancelled"):
+                    dead = dead or f"dependency {dep} {dep_row['status']}"
+                elif dep_row["status"] != "completed":
+                    waiting += 1
+            status = "cancelled" if dead else job.status.value
+            db.execute(
+                "INSERT INTO jobs (id, type, status, priority, parameters, "
+                "dataset_uuid, owner, max_attempts, max_crashes, timeout_seconds, "
+                "run_at, idempotency_key, depends_on, waiting_on, error, created_at, "
+                "updated_at, finished_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.id, job.type, status, job.priority, _dumps(job.parameters),
+                    job.dataset_uuid, job.owner, job.max_attempts, job.max_crashes,
+                    job.timeout_seconds, to_timestamp(job.run_at),
+                    job.idempotency_key, _dumps(list(job.depends_on)), waiting, dead,
+                    now, now, now if dead else None,
+                ),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO job_deps (dep_id, job_id) VALUES (?, ?)",
+                [(dep, job.id) for dep in job.depends_on],
+            )
+            self._event(db, job.id, now, "created")
+            if dead:
+                self._event(db, job.id, now, "cancelled", message=dead)
+            row = self._get_row(db, job.id)
+        return _row_to_job(row), True
+
+    # -- consuming -------------------------------------------------------------
+
+    def claim(
+        self,
+        worker_id: str,
+        types: Sequence[str] | None,
+        now: datetime,
+        lease_until: datetime,
+    ) -> Job | None:
+        t = to_timestamp(now)
+        type_clause = ""
+        params: list[Any] = [worker_id, to_timestamp(lease_until), t, t, t]
+        if types is not None:
+            if not types:
+                return None
+            type_clause = f" AND type IN ({', '.join('?' * len(types))})"
+            params.extend(types)
+        sql = (
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, "
+            "worker_id = ?, lease_until = ?, updated_at = ?, "
+            "started_at = COALESCE(started_at, ?), cancel_requested = 0 "
+            "WHERE id = (SELECT id FROM jobs WHERE status = 'pending' "
+            "AND waiting_on = 0 AND run_at <= ?" + type_clause +
+            " ORDER BY priority, run_at, id LIMIT 1) RETURNING *"
+        )
+        with self._write() as db:
+            row = db.execute(sql, params).fetchone()
+            if row is None:
+                return None
+            self._event(db, row["id"], t, "claimed", worker_id, row["attempts"])
+        return _row_to_job(row)
+
+    def heartbeat(
+        self,
+        lease: Lease,
+        now: datetime,
+        lease_until: datetime,
+        progress: Progress | None = None,
+    ) -> bool:
+        params: list[Any] = [to_timestamp(lease_until), to_timestamp(now)]
+        progress_sql = ""
+        if progress is not None:
+            progress_sql = ", progress = ?"
+            params.append(_dumps(progress.to_dict()))
+        params.extend([lease.job_id, lease.worker_id, lease.attempt])
+        with self._write() as db:
+            row = db.execute(
+                "UPDATE jobs SET lease_until = ?, updated_at = ?" + progress_sql +
+                " WHERE id = ? AND worker_id = ? AND attempts = ? "
+                "AND status = 'running' RETURNING cancel_requested",
+                params,
+            ).fetchone()
+        if row is None:
+            raise LeaseLost(lease.job_id, lease.worker_id, lease.attempt)
+        return bool(row[0])
+
+    def complete(self, lease: Lease, now: datetime, result: Any = None) -> Job:
+        t = to_timestamp(now)
+        with self._write() as db:
+            self._fenced(db, lease)
+            row = db.execute(
+                "UPDATE jobs SET status = 'completed', result = ?, lease_until = NULL, "
+                "updated_at = ?, finished_at = ? WHERE id = ? RETURNING *",
+                (_dumps(result), t, t, lease.job_id),
+            ).fetchone()
+            db.execute(
+                "UPDATE jobs SET waiting_on = waiting_on - 1 WHERE id IN "
+                "(SELECT job_id FROM job_deps WHERE dep_id = ?) AND status = 'pending' "
+                "AND waiting_on > 0",
+                (lease.job_id,),
+            )
+            self._event(db, lease.job_id, t, "completed", lease.worker_id,
+                        lease.attempt)
+        return _row_to_job(row)
+
+    def fail(
+        self, lease: Lease, now: datetime, error: ErrorRecord, policy: RetryPolicy
+    ) -> Job:
+        t = to_timestamp(now)
+        with self._write() as db:
+            current = self._fenced(db, lease)
+            failures = current["failures"] + 1
+            history = json.loads(current["error_history"])
+            history.append(error.to_dict())
+            retry_at = policy.after_error(failures, current["max_attempts"], now)
+            if retry_at is None:
+                row = db.execute(
+                    "UPDATE jobs SET status = 'failed', failures = ?, error = ?, "
+                    "error_history = ?, lease_until = NULL, updated_at = ?, "
+                    "finished_at = ? WHERE id = ? RETURNING *",
+                    (failures, error.error, _dumps(history), t, t, lease.job_id),
+                ).fetchone()
+                self._event(db, lease.job_id, t, "failed", lease.worker_id,
+                            lease.attempt, error.error)
+                self._cascade_cancel(db, lease.job_id, t, "failed")
+            else:
+                row = db.execute(
+                    "UPDATE jobs SET status = 'pending', failures = ?, error = ?, "
+                    "error_history = ?, lease_until = NULL, run_at = ?, "
+                    "updated_at = ? WHERE id = ? RETURNING *",
+                    (failures, error.error, _dumps(history), to_timestamp(retry_at),
+                     t, lease.job_id),
+                ).fetchone()
+                self._event(
+                    db, lease.job_id, t, "retried", lease.worker_id, lease.attempt,
+                    f"{error.error} (failure {failures} of {current['max_attempts']}; "
+                    f"next try at {retry_at.isoformat()})",
+                )
+        return _row_to_job(row)
+
+    def cancel_running(self, lease: Lease, now: datetime, message: str) -> Job:
+        t = to_timestamp(now)
+        with self._write() as db:
+            self._fenced(db, lease)
+            row = db.execute(
+                "UPDATE jobs SET status = 'cancelled', error = ?, lease_until = NULL, "
+                "updated_at = ?, finished_at = ? WHERE id = ? RETURNING *",
+                (message, t, t, lease.job_id),
+            ).fetchone()
+            self._event(db, lease.job_id, t, "cancelled", lease.worker_id,
+                        lease.attempt, message)
+            self._cascade_cancel(db, lease.job_id, t, "cancelled")
+        return _row_to_job(row)
+
+    def release(self, lease: Lease, now: datetime, message: str) -> Job:
+        t = to_timestamp(now)
+        with self._write() as db:
+            self._fenced(db, lease)
+            row = db.execute(
+                "UPDATE jobs SET status = 'pending', lease_until = NULL, run_at = ?, "
+                "updated_at = ? WHERE id = ? RETURNING *",
+                (t, t, lease.job_id),
+            ).fetchone()
+            self._event(db, lease.job_id, t, "released", lease.worker_id,
+                        lease.attempt, message)
+        return _row_to_job(row)
+
+    # -- operating -------------------------------------------------------------
+
+    def request_cancel(self, job_id: str, now: datetime, reason: str) -> Job:
+        t = to_timestamp(now)
+        with self._write() as db:
+            current = self._get_row(db, job_id)
+            status = current["status"]
+            if status == "pending":
+                row = db.execute(
+                    "UPDATE jobs SET status = 'cancelled', error = ?, updated_at = ?, "
+                    "finished_at = ? WHERE id = ? RETURNING *",
+                    (reason, t, t, job_id),
+                ).fetchone()
+                self._event(db, job_id, t, "cancelled", message=reason)
+                self._cascade_cancel(db, job_id, t, "cancelled")
+            elif status == "running":
+                row = db.execute(
+                    "UPDATE jobs SET cancel_requested = 1, updated_at = ? "
+                    "WHERE id = ? RETURNING *",
+                    (t, job_id),
+                ).fetchone()
+                self._event(db, job_id, t, "cancel_requested", message=reason)
+            else:
+                raise InvalidJobState(
+                    f"job {job_id} is already {status}; only pending or running "
+                    "jobs can be cancelled"
+                )
+        return _row_to_job(row)
+
+    def retry(self, job_id: str, now: datetime) -> Job:
+        t = to_timestamp(now)
+        with self._write() as db:
+            current = self._get_row(db, job_id)
+            if current["status"] not in ("failed", "cancelled"):
+                raise InvalidJobState(
+                    f"job {job_id} is {current['status']}; only failed or cancelled "
+                    "jobs can be retried"
+                )
+            waiting = db.execute(
+                "SELECT COUNT(*) FROM job_deps d JOIN jobs j ON j.id = d.dep_id "
+                "WHERE d.job_id = ? AND j.status != 'completed'",
+                (job_id,),
+            ).fetchone()[0]
+            row = db.execute(
+                "UPDATE jobs SET status = 'pending', failures = 0, crashes = 0, "
+                "cancel_requested = 0, worker_id = NULL, lease_until = NULL, "
+                "run_at = ?, waiting_on = ?, updated_at = ?, finished_at = NULL "
+                "WHERE id = ? RETURNING *",
+                (t, waiting, t, job_id),
+            ).fetchone()
+            self._event(db, job_id, t, "retried", message="retried by an operator")
+        return _row_to_job(row)
+
+    def rescue_expired(
+        self, now: datetime, policy: RetryPolicy, limit: int = 100
+    ) -> list[Job]:
+        t = to_timestamp(now)
+        rescued: list[Job] = []
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT * FROM jobs WHERE status = 'running' AND lease_until < ? "
+                "ORDER BY lease_until LIMIT ?",
+                (t, limit),
+            ).fetchall()
+            for cur in rows:
+                crashes = cur["crashes"] + 1
+                message = (
+                    f"worker {cur['worker_id']} stopped renewing its lease "
+                    f"(attempt {cur['attempts']}); presumed crashed"
+                )
+                history = json.loads(cur["error_history"])
+                history.append(
+                    ErrorRecord(cur["attempts"], now, message, cur["worker_id"],
+                                "crash").to_dict()
+                )
+                if cur["cancel_requested"]:
+                    status, run_at, why = "cancelled", cur["run_at"], "cancelled"
+                    event_message = message + "; cancellation had been requested"
+                else:
+                    retry_at = policy.after_crash(crashes, cur["max_crashes"], now)
+                    if retry_at is None:
+                        status, run_at, why = "failed", cur["run_at"], "failed"
+                        message = (
+                            f"crash loop: the job's worker vanished {crashes} times "
+                            f"(cap {cur['max_crashes']}); last: {message}"
+                        )
+                    else:
+                        status, run_at, why = "pending", to_timestamp(retry_at), ""
+                    event_message = message
+                finished = t if status != "pending" else None
+                row = db.execute(
+                    "UPDATE jobs SET status = ?, crashes = ?, error = ?, "
+                    "error_history = ?, lease_until = NULL, run_at = ?, "
+                    "updated_at = ?, finished_at = ? WHERE id = ? AND worker_id = ? "
+                    "AND attempts = ? AND status = 'running' AND lease_until < ? "
+                    "RETURNING *",
+                    (status, crashes, message, _dumps(history), run_at, t, finished,
+                     cur["id"], cur["worker_id"], cur["attempts"], t),
+                ).fetchone()
+                if row is None:  # pragma: no cover - cannot race inside one txn
+                    continue
+                self._event(db, cur["id"], t, "rescued", cur["worker_id"],
+                            cur["attempts"], event_message)
+                if why:
+                    self._event(db, cur["id"], t, why, message=message)
+                    self._cascade_cancel(db, cur["id"], t, why)
+                rescued.append(_row_to_job(row))
+        return rescued
+
+    # -- reading ---------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise JobNotFound(job_id)
+        return _row_to_job(rows[0])
+
+    def list_jobs(
+        self, filter: JobFilter | None = None, *, limit: int = 50, offset: int = 0
+    ) -> list[Job]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        f = filter or JobFilter()
+        for column, value in (
+            ("status", f.status),
+            ("type", f.type),
+            ("dataset_uuid", f.dataset_uuid),
+            ("owner", f.owner),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        params.extend([limit, offset])
+        rows = self._read(
+            f"SELECT * FROM jobs{where} ORDER BY id LIMIT ? OFFSET ?", params
+        )
+        return [_row_to_job(r) for r in rows]
+
+    def counts(self) -> Mapping[tuple[str, str], int]:
+        rows = self._read(
+            "SELECT status, type, COUNT(*) FROM jobs GROUP BY status, type"
+        )
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        rows = self._read(
+            "SELECT * FROM job_events WHERE job_id = ? ORDER BY rowid", (job_id,)
+        )
+        if not rows:
+            self.get(job_id)  # raises JobNotFound for unknown ids
+        return [
+            JobEvent(r["kind"], from_timestamp(r["at"]), r["worker_id"], r["attempt"],
+                     r["message"])
+            for r in rows
+        ]
+
+    def delete_finished(self, before: datetime) -> int:
+        t = to_timestamp(before)
+        with self._write() as db:
+            ids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM jobs WHERE finished_at IS NOT NULL "
+                    "AND finished_at < ? AND status IN (?, ?, ?)",
+                    (t, *_FINISHED),
+                ).fetchall()
+            ]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                db.execute(f"DELETE FROM job_events WHERE job_id IN ({marks})", chunk)
+                db.execute(f"DELETE FROM job_deps WHERE job_id IN ({marks})", chunk)
+                db.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk)
+        return len(ids)

@@ -1,0 +1,125 @@
+"""The one exception tree of sclib.
+
+Every error sclib raises on purpose is a subclass of :class:`SclibError`. Each class
+says, through :attr:`SclibError.retryable`, whether trying the same call again later
+can help. Driver errors (``sqlite3``, ``pymongo``) are translated once, at the backend
+boundary, with ``raise ... from exc`` so the original stays attached.
+
+::
+
+    SclibError
+    ├── ConfigurationError        bad backend URL, bad setting, missing extra
+    │   └── MissingDependency     an optional package is not installed
+    ├── InvalidInput              a value from the caller is wrong (ValueError too)
+    │   ├── UnknownJobType
+    │   └── InvalidTransition     a dataset status change the table does not allow
+    ├── NotFound                  (LookupError too)
+    │   └── JobNotFound
+    ├── InvalidJobState           the job is not in a state that allows the operation
+    ├── LeaseLost                 a fenced write by a worker that no longer owns the job
+    ├── JobCancelled              raised inside a handler when cancellation was requested
+    ├── JobTimeout                raised inside a handler past its time limit
+    └── BackendError              the store failed (retryable: locked, unreachable)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "ConfigurationError",
+    "InvalidInput",
+    "InvalidJobState",
+    "InvalidTransition",
+    "JobCancelled",
+    "JobNotFound",
+    "JobTimeout",
+    "LeaseLost",
+    "MissingDependency",
+    "NotFound",
+    "SclibError",
+    "UnknownJobType",
+]
+
+
+class SclibError(Exception):
+    """Base class of every error sclib raises on purpose."""
+
+    #: Whether the same call may succeed if tried again later, unchanged.
+    retryable: bool = False
+
+
+class ConfigurationError(SclibError):
+    """sclib was configured wrongly: a malformed backend URL, a bad setting."""
+
+
+class MissingDependency(ConfigurationError, ImportError):
+    """An optional dependency is not installed; the message names the extra."""
+
+    def __init__(self, package: str, extra: str, feature: str) -> None:
+        super().__init__(
+            f"{feature} needs the '{package}' package, which is not installed; "
+            f"install it with: pip install 'sclib[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+class InvalidInput(SclibError, ValueError):
+    """A value given by the caller is wrong; the message says which and why."""
+
+
+class UnknownJobType(InvalidInput):
+    """The job type is not registered with this queue."""
+
+
+class InvalidTransition(InvalidInput):
+    """A dataset status change that the transition table does not allow."""
+
+
+class NotFound(SclibError, LookupError):
+    """Something that was asked for by id does not exist."""
+
+
+class JobNotFound(NotFound):
+    """No job has this id."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class InvalidJobState(SclibError):
+    """The job exists but its status does not allow this operation."""
+
+
+class LeaseLost(SclibError):
+    """A worker tried to write to a job it no longer owns.
+
+    The lease expired and the job was rescued, cancelled, or claimed again. The write
+    changed nothing; the worker must drop its work on this job.
+    """
+
+    def __init__(self, job_id: str, worker_id: str, attempt: int) -> None:
+        super().__init__(
+            f"worker {worker_id!r} no longer holds the lease on job {job_id!r} "
+            f"(attempt {attempt}); the write was refused and nothing changed"
+        )
+        self.job_id = job_id
+        self.worker_id = worker_id
+        self.attempt = attempt
+
+
+class JobCancelled(SclibError):
+    """Raised inside a handler (by ``ctx.check()``) when cancellation was requested."""
+
+
+class JobTimeout(SclibError):
+    """Raised inside a handler (by ``ctx.check()``) once it ran past its time limit."""
+
+    retryable = True
+
+
+class BackendError(SclibError):
+    """The job store failed to carry out an operation."""
+
+    retryable = True

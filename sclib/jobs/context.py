@@ -1,0 +1,121 @@
+"""JobContext: what a handler gets, and how it talks back to its worker.
+
+The handler reports progress with :meth:`JobContext.report` (cheap: it only stores
+the latest value; the worker's heartbeat thread sends it) and calls
+:meth:`JobContext.check` between steps, which raises :class:`~sclib.errors.
+JobCancelled` once cancellation was requested, :class:`~sclib.errors.JobTimeout`
+past the time limit, and :class:`~sclib.errors.LeaseLost` if the job was taken
+back from this worker.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from sclib.errors import JobCancelled, JobTimeout, LeaseLost
+from sclib.models import Job, Lease, Progress
+
+__all__ = ["JobContext"]
+
+
+class JobContext:
+    """The running job, as its handler sees it."""
+
+    def __init__(self, job: Job, *, deadline: float | None = None) -> None:
+        self.job = job
+        self.lease: Lease = job.lease
+        #: ``time.monotonic()`` value past which the job has timed out
+        self.deadline = deadline
+        self._progress: Progress | None = None
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._timed_out = threading.Event()
+        self._lost = threading.Event()
+        self._stop_reason = ""
+
+    # -- what the handler reads -------------------------------------------------
+
+    @property
+    def parameters(self) -> Mapping[str, Any]:
+        return self.job.parameters
+
+    @property
+    def attempt(self) -> int:
+        return self.job.attempts
+
+    @property
+    def cancelled(self) -> bool:
+        """True once cancellation was requested (or the worker is shutting down)."""
+        return self._cancel.is_set()
+
+    @property
+    def should_stop(self) -> bool:
+        return self._cancel.is_set() or self._timed_out.is_set() or self._lost.is_set()
+
+    def check(self) -> None:
+        """Raise if the handler should stop now; call it between steps."""
+        if self._lost.is_set():
+            raise LeaseLost(self.lease.job_id, self.lease.worker_id, self.lease.attempt)
+        if self._timed_out.is_set() or (
+            self.deadline is not None and time.monotonic() > self.deadline
+        ):
+            self._timed_out.set()
+            raise JobTimeout(
+                f"job {self.job.id} ran past its time limit of "
+                f"{self.job.timeout_seconds:g}s"
+            )
+        if self._cancel.is_set():
+            raise JobCancelled(self._stop_reason or f"job {self.job.id} was cancelled")
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, waking early (and raising through :meth:`check`) if told to stop."""
+        end = time.monotonic() + seconds
+        while True:
+            self.check()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self._cancel.wait(min(left, 0.05))
+
+    def report(
+        self,
+        percentage: float | None = None,
+        *,
+        bytes_done: int | None = None,
+        bytes_total: int | None = None,
+        message: str = "",
+    ) -> None:
+        """Record progress; the next heartbeat stores it."""
+        if percentage is None and bytes_done is not None and bytes_total:
+            percentage = 100.0 * bytes_done / bytes_total
+        with self._lock:
+            self._progress = Progress(percentage, bytes_done, bytes_total, message)
+
+    # -- what the worker drives -------------------------------------------------
+
+    def take_progress(self) -> Progress | None:
+        """The progress reported since the last call, if any."""
+        with self._lock:
+            progress, self._progress = self._progress, None
+        return progress
+
+    def request_cancel(self, reason: str = "") -> None:
+        self._stop_reason = reason
+        self._cancel.set()
+
+    def mark_timed_out(self) -> None:
+        self._timed_out.set()
+
+    def mark_lost(self) -> None:
+        self._lost.set()
+
+    @property
+    def timed_out(self) -> bool:
+        return self._timed_out.is_set()
+
+    @property
+    def lost(self) -> bool:
+        return self._lost.is_set()

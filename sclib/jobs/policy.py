@@ -1,0 +1,70 @@
+"""Retry policy: pure decisions, no I/O.
+
+A store calls :meth:`RetryPolicy.after_error` and :meth:`RetryPolicy.after_crash`
+inside the write that records the failure, so the decision and the write are one
+atomic step; the policy itself only computes.
+
+* After an error (the handler raised or timed out) the job runs again after an
+  exponential backoff with jitter, until it has failed ``max_attempts`` times.
+* After a crash (the worker vanished and its lease expired) the job is claimable
+  again at once, until it has crashed ``max_crashes`` times: a job that kills its
+  worker every time is a crash loop and must stop, but a crash says nothing about
+  the job, so it does not use up the error budget.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sclib.errors import InvalidInput
+
+__all__ = ["RetryPolicy"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff after errors and the cap on crashes.
+
+    The delay before retry ``n`` (``n`` = failures so far, from 1) is
+    ``min(max_delay, base_delay * factor ** (n - 1))``, scaled by a random factor in
+    ``[1 - jitter, 1]`` so that jobs failing together do not retry together.
+    """
+
+    base_delay: float = 5.0
+    factor: float = 2.0
+    max_delay: float = 3600.0
+    jitter: float = 0.5
+    rng: Callable[[], float] = field(default=random.random, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise InvalidInput("retry delays must not be negative")
+        if self.factor < 1:
+            raise InvalidInput(f"backoff factor must be >= 1, got {self.factor}")
+        if not 0 <= self.jitter <= 1:
+            raise InvalidInput(f"jitter must lie in [0, 1], got {self.jitter}")
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait before the retry that follows failure number ``failures``."""
+        exponent = max(0, failures - 1)
+        # cap the exponent so huge failure counts cannot overflow a float
+        raw = self.base_delay * self.factor ** min(exponent, 64)
+        capped = min(self.max_delay, raw)
+        return capped * (1.0 - self.jitter * self.rng())
+
+    def after_error(
+        self, failures: int, max_attempts: int, now: datetime
+    ) -> datetime | None:
+        """When to run again after the ``failures``-th error; ``None`` means give up."""
+        if failures >= max_attempts:
+            return None
+        return now + timedelta(seconds=self.delay(failures))
+
+    def after_crash(self, crashes: int, max_crashes: int, now: datetime) -> datetime | None:
+        """When to run again after the ``crashes``-th crash; ``None`` means give up."""
+        if crashes >= max_crashes:
+            return None
+        return now

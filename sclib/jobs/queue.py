@@ -1,0 +1,340 @@
+"""JobQueue: the policy above a :class:`~sclib.backends.base.JobStore`.
+
+The store executes atomic operations; the queue validates input, fills in per-type
+defaults (priority, attempts, time limit), owns the clock and the retry policy, and,
+in *immediate* mode, runs jobs inline in the caller (for notebooks and tests).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sclib.backends import open_store
+from sclib.backends.base import JobFilter, JobStore
+from sclib.errors import InvalidInput
+from sclib.jobs.policy import RetryPolicy
+from sclib.jobtypes import JobStatus, JobTypes, check_priority
+from sclib.models import ErrorRecord, Job, JobEvent, Lease, Progress, new_job_id
+
+if TYPE_CHECKING:
+    from sclib.jobs.registry import HandlerRegistry
+
+__all__ = ["JobQueue", "QueueStats"]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+QueueStats = dict[str, Any]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _check_json(value: Any, what: str) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"{what} must be JSON-serialisable: {exc}") from None
+
+
+class JobQueue:
+    """Create, claim, finish and inspect jobs.
+
+    :param store: where jobs live; see :func:`~sclib.backends.open_store`.
+    :param job_types: the known job types (the seed's built-ins by default).
+    :param retry_policy: backoff after errors and the crash cap.
+    :param max_crashes: how many times a job's worker may vanish before the job is
+        failed as a crash loop.
+    :param clock: returns the current aware UTC time; injected in tests.
+    :param handlers: with ``immediate=True``, the handlers that run jobs inline.
+    :param immediate: run each job inline when it is enqueued (no worker needed).
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        job_types: JobTypes | None = None,
+        retry_policy: RetryPolicy | None = None,
+        max_crashes: int = 3,
+        clock: Clock = utcnow,
+        handlers: HandlerRegistry | None = None,
+        immediate: bool = False,
+    ) -> None:
+        if max_crashes < 1:
+            raise InvalidInput(f"max_crashes must be >= 1, got {max_crashes}")
+        if immediate and handlers is None:
+            raise InvalidInput("immediate mode needs handlers=HandlerRegistry(...)")
+        self.store = store
+        self.job_types = job_types or JobTypes()
+        if retry_policy is None:
+            # inline runs must not wait: retries are due at once in immediate mode
+            retry_policy = RetryPolicy(base_delay=0.0) if immediate else RetryPolicy()
+        self.retry_policy = retry_policy
+        self.max_crashes = max_crashes
+        self.clock = clock
+        self.handlers = handlers
+        self.immediate = immediate
+
+    @classmethod
+    def open(cls, url: str, **kwargs: Any) -> JobQueue:
+        """A queue over the store at ``url`` (``sqlite:///...`` or ``mongodb://...``)."""
+        return cls(open_store(url), **kwargs)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> JobQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"JobQueue({self.store!r})"
+
+    # -- producing -------------------------------------------------------------
+
+    def enqueue(
+        self,
+        job_type: str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        dataset_uuid: str | None = None,
+        owner: str | None = None,
+        priority: int | None = None,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        idempotency_key: str | None = None,
+        depends_on: Iterable[str] = (),
+        max_attempts: int | None = None,
+        timeout_seconds: float | None = None,
+    ) -> Job:
+        """Add a job and return it as stored.
+
+        With an ``idempotency_key`` that was used before, nothing new is created and
+        the existing job is returned. ``run_at`` (or ``delay``) schedules the job;
+        ``depends_on`` holds it back until every listed job has completed (and
+        cancels it if one of them fails or is cancelled).
+        """
+        config = self.job_types.require(job_type)
+        params = dict(parameters) if parameters is not None else {}
+        if parameters is not None and not isinstance(parameters, Mapping):
+            raise InvalidInput(f"parameters must be a mapping, got {type(parameters)}")
+        _check_json(params, "parameters")
+        prio = config.priority if priority is None else check_priority(priority)
+        attempts = config.max_attempts if max_attempts is None else max_attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise InvalidInput(f"max_attempts must be an integer >= 1, got {attempts!r}")
+        timeout = config.timeout_seconds if timeout_seconds is None else timeout_seconds
+        if not isinstance(timeout, int | float) or not timeout > 0:
+            raise InvalidInput(f"timeout_seconds must be positive, got {timeout!r}")
+        for name, value in (("dataset_uuid", dataset_uuid), ("owner", owner),
+                            ("idempotency_key", idempotency_key)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidInput(f"{name} must be a non-empty string, got {value!r}")
+        deps = tuple(depends_on)
+        if isinstance(depends_on, str) or not all(
+            isinstance(d, str) and d for d in deps
+        ):
+            raise InvalidInput(
+                f"depends_on must be a list of job ids, got {depends_on!r}"
+            )
+        now = self.clock()
+        if run_at is not None and delay is not None:
+            raise InvalidInput("give run_at or delay, not both")
+        if run_at is not None:
+            if run_at.tzinfo is None:
+                raise InvalidInput(
+                    "run_at must be timezone-aware (e.g. datetime.now(timezone.utc))"
+                )
+            when = run_at.astimezone(UTC)
+        elif delay is not None:
+            seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+            if seconds < 0:
+                raise InvalidInput(f"delay must not be negative, got {delay!r}")
+            when = now + timedelta(seconds=seconds)
+        else:
+            when = now
+        job = Job(
+            id=new_job_id(),
+            type=job_type,
+            status=JobStatus.PENDING,
+            priority=prio,
+            parameters=params,
+            dataset_uuid=dataset_uuid,
+            owner=owner,
+            max_attempts=attempts,
+            max_crashes=self.max_crashes,
+            timeout_seconds=float(timeout),
+            run_at=when,
+            idempotency_key=idempotency_key,
+            depends_on=tuple(dict.fromkeys(deps)),
+            created_at=now,
+            updated_at=now,
+        )
+        stored, created = self.store.enqueue(job)
+        if created:
+            log.debug("enqueued %s job %s", job_type, stored.id)
+        if self.immediate and created:
+            self.run_until_idle()
+            return self.store.get(stored.id)
+        return stored
+
+    def create_job(
+        self,
+        dataset_uuid: str,
+        job_type: str,
+        parameters: Mapping[str, Any] | None = None,
+        priority: int | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """The seed's ``create_job(dataset_uuid, job_type, parameters, priority)``.
+
+        Returns the new job's id; see :meth:`enqueue` for the other options.
+        """
+        return self.enqueue(
+            job_type, parameters, dataset_uuid=dataset_uuid, priority=priority, **kwargs
+        ).id
+
+    # -- consuming (used by Worker; fenced by the lease) -----------------------
+
+    def claim(
+        self,
+        worker_id: str,
+        types: Sequence[str] | None = None,
+        *,
+        lease_seconds: float = 30.0,
+    ) -> Job | None:
+        """Take the next claimable job for ``worker_id``, or ``None``."""
+        now = self.clock()
+        return self.store.claim(
+            worker_id, types, now, now + timedelta(seconds=lease_seconds)
+        )
+
+    def heartbeat(
+        self, lease: Lease, progress: Progress | None = None, *, lease_seconds: float
+    ) -> bool:
+        """Extend the lease; returns True if cancellation was requested."""
+        now = self.clock()
+        return self.store.heartbeat(
+            lease, now, now + timedelta(seconds=lease_seconds), progress
+        )
+
+    def complete(self, lease: Lease, result: Any = None) -> Job:
+        _check_json(result, "a job's result")
+        return self.store.complete(lease, self.clock(), result)
+
+    def fail(self, lease: Lease, error: str | BaseException, *, kind: str = "error") -> Job:
+        """Record a failed attempt; retried with backoff until ``max_attempts``."""
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        now = self.clock()
+        record = ErrorRecord(lease.attempt, now, text, lease.worker_id, kind)
+        return self.store.fail(lease, now, record, self.retry_policy)
+
+    def cancel_running(self, lease: Lease, message: str = "cancelled") -> Job:
+        return self.store.cancel_running(lease, self.clock(), message)
+
+    def release(self, lease: Lease, message: str = "worker shutting down") -> Job:
+        return self.store.release(lease, self.clock(), message)
+
+    def rescue_expired(self, limit: int = 100) -> list[Job]:
+        """Take back jobs whose worker stopped renewing its lease."""
+        rescued = self.store.rescue_expired(self.clock(), self.retry_policy, limit)
+        for job in rescued:
+            log.warning(
+                "rescued job %s (%s) from a vanished worker: now %s",
+                job.id, job.type, job.status.value,
+            )
+        return rescued
+
+    # -- operating -------------------------------------------------------------
+
+    def cancel(self, job_id: str, reason: str = "cancelled by request") -> Job:
+        """Cancel a pending job now; ask the worker of a running job to stop."""
+        return self.store.request_cancel(job_id, self.clock(), reason)
+
+    def retry(self, job_id: str) -> Job:
+        """Run a failed or cancelled job again, with a fresh attempt budget."""
+        job = self.store.retry(job_id, self.clock())
+        if self.immediate:
+            self.run_until_idle()
+            return self.store.get(job_id)
+        return job
+
+    def get(self, job_id: str) -> Job:
+        return self.store.get(job_id)
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        job_type: str | None = None,
+        dataset_uuid: str | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Jobs in creation order (oldest first), filtered and paginated."""
+        if status is not None:
+            try:
+                JobStatus(status)
+            except ValueError:
+                known = ", ".join(s.value for s in JobStatus)
+                raise InvalidInput(
+                    f"unknown job status {status!r}; known: {known}"
+                ) from None
+        if not 1 <= limit <= 10_000:
+            raise InvalidInput(f"limit must lie in 1..10000, got {limit}")
+        if offset < 0:
+            raise InvalidInput(f"offset must not be negative, got {offset}")
+        return self.store.list_jobs(
+            JobFilter(status, job_type, dataset_uuid, owner), limit=limit, offset=offset
+        )
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        return self.store.events(job_id)
+
+    def stats(self) -> QueueStats:
+        """Counts by status, by type, and by type then status."""
+        by_status = {s.value: 0 for s in JobStatus}
+        by_type: dict[str, int] = {}
+        by_type_status: dict[str, dict[str, int]] = {}
+        total = 0
+        for (status, job_type), n in self.store.counts().items():
+            by_status[status] = by_status.get(status, 0) + n
+            by_type[job_type] = by_type.get(job_type, 0) + n
+            by_type_status.setdefault(job_type, {})[status] = n
+            total += n
+        return {
+            "total": total,
+            "by_status": by_status,
+            "by_type": by_type,
+            "by_type_status": by_type_status,
+        }
+
+    def delete_finished(self, older_than: timedelta) -> int:
+        """Delete jobs that finished more than ``older_than`` ago; return how many."""
+        if older_than < timedelta(0):
+            raise InvalidInput(f"older_than must not be negative, got {older_than}")
+        return self.store.delete_finished(self.clock() - older_than)
+
+    # -- immediate mode ----------------------------------------------------------
+
+    def run_until_idle(self, *, max_jobs: int | None = None) -> int:
+        """Run claimable jobs inline in this thread until none is left.
+
+        Returns how many jobs ran. This is what immediate mode calls after each
+        enqueue; it also serves tests and notebooks that want to drain a queue
+        without a worker. Time limits are not enforced inline.
+        """
+        if self.handlers is None:
+            raise InvalidInput("run_until_idle needs handlers=HandlerRegistry(...)")
+        from sclib.jobs.worker import run_inline
+
+        return run_inline(self, self.handlers, max_jobs=max_jobs)

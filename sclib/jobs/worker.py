@@ -1,0 +1,525 @@
+"""Worker: claim -> run handler -> complete / fail, with leases and heartbeats.
+
+One worker owns ``concurrency`` slots. Each claimed job runs in a thread (default)
+or in a child process (``mode="process"``), while one heartbeat thread, which the
+handlers cannot block, renews every lease, stores the latest progress, and passes
+cancellation requests on. A job past its time limit is failed (and retried by the
+policy): in process mode its process is killed; in thread mode the thread cannot be
+killed, so it is abandoned and any write it makes later is refused by fencing.
+
+Stopping (``stop()``, SIGTERM or SIGINT): claim nothing more, let running jobs
+finish for ``grace_period`` seconds, then release the rest so another worker can
+take them at once. A second signal stops without waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from types import FrameType
+from typing import Any, Literal
+
+from sclib.errors import (
+    InvalidInput,
+    JobCancelled,
+    JobTimeout,
+    LeaseLost,
+    SclibError,
+)
+from sclib.jobs.context import JobContext
+from sclib.jobs.queue import JobQueue
+from sclib.jobs.registry import Handler, HandlerRegistry
+from sclib.models import Job
+
+__all__ = ["Worker", "WorkerStats", "new_worker_id", "run_inline"]
+
+log = logging.getLogger(__name__)
+
+OutcomeKind = Literal["ok", "error", "timeout", "cancelled", "lost"]
+
+
+def new_worker_id() -> str:
+    """Unique per process start: host, pid and a random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class WorkerStats:
+    """What a worker did since it started."""
+
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    timed_out: int = 0
+    lost: int = 0
+    released: int = 0
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    kind: OutcomeKind
+    result: Any = None
+    message: str = ""
+
+
+def _execute(handler: Handler, ctx: JobContext) -> _Outcome:
+    """Run one handler call and classify how it ended. Never raises."""
+    try:
+        result = handler(ctx)
+    except JobCancelled as exc:
+        return _Outcome("cancelled", message=str(exc) or "cancelled")
+    except JobTimeout as exc:
+        return _Outcome("timeout", message=str(exc))
+    except LeaseLost as exc:
+        return _Outcome("lost", message=str(exc))
+    except Exception as exc:
+        if ctx.cancelled:
+            return _Outcome("cancelled", message=f"cancelled ({type(exc).__name__})")
+        log.warning(
+            "job %s (%s) attempt %s raised %s", ctx.job.id, ctx.job.type,
+            ctx.attempt, type(exc).__name__, exc_info=True,
+        )
+        tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        return _Outcome("error", message=tb)
+    if ctx.timed_out:
+        return _Outcome("timeout", message="finished after its time limit")
+    return _Outcome("ok", result=result)
+
+
+def _record(queue: JobQueue, ctx: JobContext, outcome: _Outcome) -> str:
+    """Write the outcome, fenced by the lease. Returns what happened."""
+    lease = ctx.lease
+    try:
+        if outcome.kind == "ok":
+            try:
+                queue.complete(lease, outcome.result)
+            except InvalidInput as exc:  # result not JSON: a handler bug
+                queue.fail(lease, f"handler returned an unusable result: {exc}")
+                return "failed"
+            return "completed"
+        if outcome.kind == "cancelled":
+            queue.cancel_running(lease, outcome.message)
+            return "cancelled"
+        if outcome.kind == "lost":
+            return "lost"
+        queue.fail(
+            lease, outcome.message, kind="timeout" if outcome.kind == "timeout"
+            else "error",
+        )
+        return "timed_out" if outcome.kind == "timeout" else "failed"
+    except LeaseLost:
+        log.info("job %s: lease lost before its outcome was stored; dropped", lease.job_id)
+        return "lost"
+
+
+def run_inline(
+    queue: JobQueue, handlers: HandlerRegistry, *, max_jobs: int | None = None
+) -> int:
+    """Claim and run jobs in this thread until none is claimable. Returns the count."""
+    if getattr(queue, "_draining", False):
+        return 0  # an enqueue from inside a handler: the outer loop picks it up
+    queue._draining = True  # type: ignore[attr-defined]
+    worker_id = f"inline-{new_worker_id()}"
+    types = list(handlers)
+    ran = 0
+    try:
+        while max_jobs is None or ran < max_jobs:
+            job = queue.claim(worker_id, types, lease_seconds=600)
+            if job is None:
+                break
+            queue.heartbeat(job.lease, lease_seconds=job.timeout_seconds + 60)
+            ctx = JobContext(job)
+            _record(queue, ctx, _execute(handlers[job.type], ctx))
+            ran += 1
+    finally:
+        queue._draining = False  # type: ignore[attr-defined]
+    return ran
+
+
+# -- process mode ---------------------------------------------------------------
+
+
+class _ChildContext(JobContext):
+    """The context inside a child process: progress goes up a pipe."""
+
+    def __init__(self, job: Job, conn: Connection, deadline: float | None) -> None:
+        super().__init__(job, deadline=deadline)
+        self._conn = conn
+        self._send_lock = threading.Lock()
+
+    def report(self, percentage: float | None = None, **kwargs: Any) -> None:
+        super().report(percentage, **kwargs)
+        progress = self.take_progress()
+        if progress is not None:
+            with self._send_lock:
+                self._conn.send(("progress", progress))
+
+
+def _child_main(handler: Handler, job: Job, conn: Connection, budget: float) -> None:
+    ctx = _ChildContext(job, conn, time.monotonic() + budget)
+
+    def listen() -> None:
+        try:
+            while True:
+                message = conn.recv()
+                if message == "cancel":
+                    ctx.request_cancel("cancellation requested")
+        except (EOFError, OSError):
+            return
+
+    threading.Thread(target=listen, daemon=True).start()
+    outcome = _execute(handler, ctx)
+    with ctx._send_lock:
+        conn.send(("outcome", outcome))
+
+
+# -- the worker -----------------------------------------------------------------
+
+
+class _Slot:
+    """One running job: its context, and the thread that waits for its outcome."""
+
+    def __init__(self, job: Job, ctx: JobContext) -> None:
+        self.job = job
+        self.ctx = ctx
+        self.done = threading.Event()
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self.conn: Connection | None = None
+        #: the worker gave the job up (timed out or lease lost); the handler's
+        #: outcome, if it ever comes, is not recorded
+        self.abandoned = False
+
+
+class Worker:
+    """Runs jobs from a :class:`~sclib.JobQueue` with registered handlers.
+
+    :param concurrency: how many jobs run at once.
+    :param types: job types to take (default: every type with a handler).
+    :param mode: ``"thread"`` (default) or ``"process"`` (each job in a fresh
+        interpreter; handlers must be importable functions; hard time limits).
+    :param lease_seconds: how long a claim is valid without a heartbeat; a crashed
+        worker's jobs are rescued this long after its last heartbeat.
+    :param heartbeat_interval: seconds between lease renewals (default a third of
+        the lease).
+    :param poll_interval: seconds to wait before asking again when nothing was
+        claimable.
+    :param grace_period: seconds running jobs get to finish on a graceful stop.
+    :param rescue_interval: seconds between sweeps for expired leases; ``None``
+        turns rescue off for this worker (another worker or the server does it).
+    """
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        handlers: HandlerRegistry,
+        *,
+        concurrency: int = 1,
+        types: Iterable[str] | None = None,
+        mode: Literal["thread", "process"] = "thread",
+        lease_seconds: float = 30.0,
+        heartbeat_interval: float | None = None,
+        poll_interval: float = 1.0,
+        grace_period: float = 30.0,
+        rescue_interval: float | None = 5.0,
+        worker_id: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise InvalidInput(f"concurrency must be >= 1, got {concurrency}")
+        if mode not in ("thread", "process"):
+            raise InvalidInput(f"mode must be 'thread' or 'process', got {mode!r}")
+        if lease_seconds <= 0 or poll_interval <= 0 or grace_period < 0:
+            raise InvalidInput(
+                "lease_seconds and poll_interval must be positive and grace_period "
+                "not negative"
+            )
+        if not handlers:
+            raise InvalidInput("a worker needs at least one handler")
+        selected = list(handlers) if types is None else list(dict.fromkeys(types))
+        missing = [t for t in selected if t not in handlers]
+        if missing:
+            raise InvalidInput(
+                f"no handler for job type(s) {', '.join(missing)}; handlers exist "
+                f"for: {', '.join(sorted(handlers))}"
+            )
+        for job_type in selected:
+            queue.job_types.require(job_type)
+        self.queue = queue
+        self.handlers = handlers
+        self.types = selected
+        self.concurrency = concurrency
+        self.mode = mode
+        self.lease_seconds = lease_seconds
+        self.heartbeat_interval = heartbeat_interval or lease_seconds / 3
+        self.poll_interval = poll_interval
+        self.grace_period = grace_period
+        self.rescue_interval = rescue_interval
+        self.worker_id = worker_id or new_worker_id()
+        self.stats = WorkerStats()
+        self._slots: dict[str, _Slot] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._hurry = threading.Event()
+        self._last_rescue = 0.0
+        self._mp = multiprocessing.get_context("spawn")
+
+    def __repr__(self) -> str:
+        return f"Worker({self.worker_id!r}, types={self.types}, mode={self.mode!r})"
+
+    # -- control ----------------------------------------------------------------
+
+    def stop(self, *, wait: bool = True) -> None:
+        """Ask the worker to stop gracefully (safe from any thread)."""
+        if self._stopping.is_set() and not wait:
+            self._hurry.set()
+        self._stopping.set()
+        self._wake.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop gracefully; a second one stops without waiting."""
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            if self._stopping.is_set():
+                log.warning("second %s: stopping now", signal.Signals(signum).name)
+                self._hurry.set()
+            else:
+                log.info(
+                    "%s: finishing running jobs (up to %gs), claiming no more",
+                    signal.Signals(signum).name, self.grace_period,
+                )
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self, *, until_idle: bool = False, max_jobs: int | None = None) -> WorkerStats:
+        """Work until stopped (or, with ``until_idle``, until nothing is claimable)."""
+        log.info("worker %s taking %s", self.worker_id, ", ".join(self.types))
+        beat = threading.Thread(target=self._heartbeat_loop, daemon=True,
+                                name=f"sclib-heartbeat-{self.worker_id}")
+        beat.start()
+        try:
+            while not self._stopping.is_set():
+                self._maybe_rescue()
+                self._check_deadlines()
+                claimed = self._fill_slots(max_jobs)
+                if max_jobs is not None and self.stats.claimed >= max_jobs:
+                    if not self._slots:
+                        break
+                if until_idle and not claimed and not self._slots:
+                    break
+                if not claimed or len(self._slots) >= self.concurrency:
+                    timeout = self.poll_interval if not self._slots else min(
+                        self.poll_interval, 0.25
+                    )
+                    self._wake.wait(timeout)
+                    self._wake.clear()
+        finally:
+            self._shutdown()
+            self._stopping.set()
+            beat.join(timeout=5)
+        log.info("worker %s stopped: %s", self.worker_id, self.stats)
+        return self.stats
+
+    # -- claiming and running ----------------------------------------------------
+
+    def _fill_slots(self, max_jobs: int | None) -> bool:
+        claimed = False
+        while len(self._slots) < self.concurrency and not self._stopping.is_set():
+            if max_jobs is not None and self.stats.claimed >= max_jobs:
+                break
+            try:
+                job = self.queue.claim(
+                    self.worker_id, self.types, lease_seconds=self.lease_seconds
+                )
+            except SclibError as exc:
+                log.warning("claim failed (%s); trying again shortly", exc)
+                break
+            if job is None:
+                break
+            claimed = True
+            self.stats.claimed += 1
+            self._start(job)
+        return claimed
+
+    def _start(self, job: Job) -> None:
+        deadline = time.monotonic() + job.timeout_seconds
+        ctx = JobContext(job, deadline=deadline)
+        slot = _Slot(job, ctx)
+        with self._lock:
+            self._slots[job.id] = slot
+        if self.mode == "process":
+            parent, child = self._mp.Pipe()
+            process = self._mp.Process(
+                target=_child_main,
+                args=(self.handlers[job.type], job, child, job.timeout_seconds),
+                daemon=True,
+            )
+            slot.process, slot.conn = process, parent
+            process.start()
+            child.close()
+            target = self._wait_process
+        else:
+            target = self._run_thread
+        threading.Thread(
+            target=target, args=(slot,), daemon=True, name=f"sclib-job-{job.id}"
+        ).start()
+
+    def _run_thread(self, slot: _Slot) -> None:
+        outcome = _execute(self.handlers[slot.job.type], slot.ctx)
+        self._finish(slot, outcome)
+
+    def _wait_process(self, slot: _Slot) -> None:
+        assert slot.conn is not None and slot.process is not None
+        outcome: _Outcome | None = None
+        try:
+            while outcome is None:
+                message = slot.conn.recv()
+                if message[0] == "progress":
+                    with slot.ctx._lock:
+                        slot.ctx._progress = message[1]
+                elif message[0] == "outcome":
+                    outcome = message[1]
+        except (EOFError, OSError):
+            slot.process.join(timeout=1)
+            code = slot.process.exitcode
+            outcome = _Outcome(
+                "error", message=f"job process exited with code {code} before "
+                "reporting an outcome",
+            )
+        slot.process.join(timeout=5)
+        self._finish(slot, outcome)
+
+    def _finish(self, slot: _Slot, outcome: _Outcome) -> None:
+        ctx = slot.ctx
+        if not slot.abandoned:
+            self._count(_record(self.queue, ctx, outcome))
+        with self._lock:
+            self._slots.pop(slot.job.id, None)
+        slot.done.set()
+        self._wake.set()
+
+    def _count(self, what: str) -> None:
+        if hasattr(self.stats, what):
+            setattr(self.stats, what, getattr(self.stats, what) + 1)
+
+    # -- supervision ---------------------------------------------------------------
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            late = [s for s in self._slots.values()
+                    if s.ctx.deadline is not None and now > s.ctx.deadline
+                    and not s.abandoned]
+        for slot in late:
+            slot.abandoned = True  # before recording, so the handler's outcome is not
+            slot.ctx.mark_timed_out()
+            log.warning(
+                "job %s (%s) ran past its %gs limit; stopping it", slot.job.id,
+                slot.job.type, slot.job.timeout_seconds,
+            )
+            self._count(_record(self.queue, slot.ctx, _Outcome(
+                "timeout",
+                message=f"timed out after {slot.job.timeout_seconds:g}s",
+            )))
+            self._abandon(slot)
+
+    def _abandon(self, slot: _Slot) -> None:
+        """Free the slot of a job this worker no longer owns, killing its process."""
+        slot.abandoned = True
+        if slot.process is not None and slot.process.is_alive():
+            slot.process.kill()
+        elif slot.process is None:
+            log.warning(
+                "job %s: a thread cannot be killed; it keeps running in the "
+                "background and its writes will be refused (use mode='process' for "
+                "hard limits)", slot.job.id,
+            )
+        with self._lock:
+            self._slots.pop(slot.job.id, None)
+        self._wake.set()
+
+    def _maybe_rescue(self) -> None:
+        if self.rescue_interval is None:
+            return
+        now = time.monotonic()
+        if now - self._last_rescue < self.rescue_interval:
+            return
+        self._last_rescue = now
+        try:
+            self.queue.rescue_expired()
+        except SclibError as exc:
+            log.warning("rescue sweep failed: %s", exc)
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stopping.wait(self.heartbeat_interval) or self._slots:
+            if self._hurry.is_set():
+                return
+            with self._lock:
+                slots = list(self._slots.values())
+            for slot in slots:
+                if slot.done.is_set() or slot.abandoned:
+                    continue
+                try:
+                    cancel = self.queue.heartbeat(
+                        slot.ctx.lease, slot.ctx.take_progress(),
+                        lease_seconds=self.lease_seconds,
+                    )
+                except LeaseLost:
+                    log.warning("job %s: lease lost; dropping it", slot.job.id)
+                    slot.ctx.mark_lost()
+                    self.stats.lost += 1
+                    self._abandon(slot)
+                    continue
+                except SclibError as exc:
+                    log.warning("heartbeat for job %s failed: %s", slot.job.id, exc)
+                    continue
+                if cancel and not slot.ctx.cancelled:
+                    slot.ctx.request_cancel("cancellation requested")
+                    if slot.conn is not None:
+                        try:
+                            slot.conn.send("cancel")
+                        except OSError:
+                            pass
+            if self._stopping.is_set() and not self._slots:
+                return
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            slots = list(self._slots.values())
+        if slots:
+            log.info("waiting up to %gs for %d running job(s)", self.grace_period,
+                     len(slots))
+        end = time.monotonic() + self.grace_period
+        for slot in slots:
+            while not slot.done.is_set() and not self._hurry.is_set():
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                slot.done.wait(min(left, 0.1))
+        with self._lock:
+            left_over = [s for s in self._slots.values() if not s.done.is_set()]
+        for slot in left_over:
+            slot.abandoned = True
+            slot.ctx.request_cancel("worker shutting down")
+            slot.ctx.mark_lost()
+            try:
+                self.queue.release(slot.ctx.lease, f"worker {self.worker_id} stopped")
+                self.stats.released += 1
+            except (LeaseLost, SclibError) as exc:
+                log.warning("could not release job %s: %s", slot.job.id, exc)
+            if slot.process is not None and slot.process.is_alive():
+                slot.process.kill()
+            with self._lock:
+                self._slots.pop(slot.job.id, None)

@@ -1,0 +1,475 @@
+"""The JobStore contract: the semantics every job store keeps, as tests.
+
+Use it from a backend's test module::
+
+    import pytest
+    from sclib.testing.jobstore import JobStoreContract
+
+    class TestMyStore(JobStoreContract):
+        @pytest.fixture
+        def store(self, tmp_path):
+            s = MyStore(...)
+            yield s
+            s.close()
+
+Every test drives the store through :class:`~sclib.JobQueue` with a
+:class:`~sclib.testing.ManualClock`, so leases expire and backoffs pass without
+sleeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from sclib.backends.base import JobStore
+from sclib.errors import (
+    InvalidInput,
+    InvalidJobState,
+    JobNotFound,
+    LeaseLost,
+    UnknownJobType,
+)
+from sclib.jobs.policy import RetryPolicy
+from sclib.jobs.queue import JobQueue
+from sclib.jobtypes import JobStatus
+from sclib.models import Progress
+from sclib.testing.clock import ManualClock
+
+__all__ = ["JobStoreContract"]
+
+LEASE = 30.0
+BACKOFF = 10.0
+
+
+class JobStoreContract:
+    """Subclass this and provide a ``store`` fixture (a fresh, empty store)."""
+
+    @pytest.fixture
+    def store(self) -> Iterator[JobStore]:  # pragma: no cover - overridden
+        raise NotImplementedError("provide a `store` fixture")
+
+    @pytest.fixture
+    def clock(self) -> ManualClock:
+        return ManualClock()
+
+    @pytest.fixture
+    def queue(self, store: JobStore, clock: ManualClock) -> JobQueue:
+        # no jitter: backoff times are exact, so tests can step over them
+        policy = RetryPolicy(base_delay=BACKOFF, factor=2.0, jitter=0.0)
+        return JobQueue(store, clock=clock, retry_policy=policy, max_crashes=2)
+
+    # -- enqueue ---------------------------------------------------------------
+
+    def test_enqueue_fills_per_type_defaults(self, queue: JobQueue) -> None:
+        """A new job is pending, with its type's priority, attempts and time limit."""
+        job = queue.enqueue("dataset_conversion", {"input_path": "/in"},
+                            dataset_uuid="d1", owner="a@example.org")
+        assert job.status is JobStatus.PENDING
+        assert (job.priority, job.max_attempts, job.timeout_seconds) == (1, 2, 7200.0)
+        assert job.parameters == {"input_path": "/in"}
+        assert job.attempts == 0
+        assert queue.get(job.id) == job
+        assert [e.kind for e in queue.events(job.id)] == ["created"]
+
+    def test_enqueue_rejects_bad_input_and_stores_nothing(self, queue: JobQueue) -> None:
+        """Unknown type, bad priority, non-JSON parameters, naive times: clear errors."""
+        with pytest.raises(UnknownJobType, match="unknown job type 'nope'.*known"):
+            queue.enqueue("nope")
+        with pytest.raises(InvalidInput, match="priority must be 1"):
+            queue.enqueue("upload", priority=7)
+        with pytest.raises(InvalidInput, match="JSON"):
+            queue.enqueue("upload", {"f": object()})
+        with pytest.raises(InvalidInput, match="timezone-aware"):
+            queue.enqueue("upload", run_at=datetime(2030, 1, 1))  # noqa: DTZ001
+        with pytest.raises(InvalidInput, match="max_attempts"):
+            queue.enqueue("upload", max_attempts=0)
+        with pytest.raises(JobNotFound, match="missing"):
+            queue.enqueue("upload", depends_on=["missing"])
+        assert queue.stats()["total"] == 0
+
+    def test_idempotency_key_returns_the_existing_job(self, queue: JobQueue) -> None:
+        """Enqueueing the same key twice creates one job and returns it both times."""
+        first = queue.enqueue("upload", {"n": 1}, idempotency_key="k1")
+        second = queue.enqueue("upload", {"n": 2}, idempotency_key="k1")
+        assert second.id == first.id
+        assert second.parameters == {"n": 1}
+        assert queue.stats()["total"] == 1
+
+    # -- claim -----------------------------------------------------------------
+
+    def test_claim_order_priority_then_run_at_then_id(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """Priority 1 first; within a priority the oldest run_at, then creation."""
+        low = queue.enqueue("upload", priority=3)
+        normal_late = queue.enqueue("upload", priority=2)
+        normal_early = queue.enqueue("upload", priority=2,
+                                     run_at=clock() - timedelta(seconds=5))
+        high = queue.enqueue("upload", priority=1)
+        normal_late_2 = queue.enqueue("upload", priority=2)
+        order = []
+        while (job := queue.claim("w")) is not None:
+            order.append(job.id)
+        assert order == [high.id, normal_early.id, normal_late.id, normal_late_2.id,
+                         low.id]
+
+    def test_claim_returns_job_after_claim(self, queue: JobQueue, clock: ManualClock) -> None:
+        """The claim returns the running job: worker, lease end, attempts + 1."""
+        job = queue.enqueue("upload")
+        claimed = queue.claim("w1", lease_seconds=LEASE)
+        assert claimed is not None and claimed.id == job.id
+        assert claimed.status is JobStatus.RUNNING
+        assert claimed.worker_id == "w1"
+        assert claimed.attempts == 1
+        assert claimed.lease_until == clock() + timedelta(seconds=LEASE)
+        assert queue.claim("w2") is None
+        events = queue.events(job.id)
+        assert (events[-1].kind, events[-1].worker_id, events[-1].attempt) == (
+            "claimed", "w1", 1)
+
+    def test_claim_filters_by_type(self, queue: JobQueue) -> None:
+        """A worker only gets the job types it asked for."""
+        queue.enqueue("upload", priority=1)
+        conv = queue.enqueue("dataset_conversion", priority=3)
+        got = queue.claim("w", ["dataset_conversion", "data_validation"])
+        assert got is not None and got.id == conv.id
+        assert queue.claim("w", ["data_validation"]) is None
+        assert queue.claim("w", []) is None
+
+    def test_scheduled_job_waits_for_run_at(self, queue: JobQueue, clock: ManualClock) -> None:
+        """A job with run_at in the future is pending but not claimable until then."""
+        job = queue.enqueue("upload", delay=60)
+        assert queue.claim("w") is None
+        clock.advance(59)
+        assert queue.claim("w") is None
+        clock.advance(1)
+        claimed = queue.claim("w")
+        assert claimed is not None and claimed.id == job.id
+
+    # -- dependencies --------------------------------------------------------------
+
+    def test_dependent_waits_until_every_dependency_completed(self, queue: JobQueue) -> None:
+        """depends_on holds a job back until all its dependencies completed."""
+        a = queue.enqueue("upload")
+        b = queue.enqueue("upload")
+        c = queue.enqueue("dataset_conversion", depends_on=[a.id, b.id])
+        assert c.waiting_on == 2
+        for _ in range(2):
+            job = queue.claim("w", ["upload"])
+            assert job is not None
+            assert queue.claim("w", ["dataset_conversion"]) is None
+            queue.complete(job.lease)
+        got = queue.claim("w", ["dataset_conversion"])
+        assert got is not None and got.id == c.id
+
+    def test_dependency_on_completed_job_is_satisfied(self, queue: JobQueue) -> None:
+        """A dependency that already completed does not hold the new job back."""
+        a = queue.enqueue("upload")
+        job = queue.claim("w")
+        assert job is not None
+        queue.complete(job.lease, {"done": True})
+        b = queue.enqueue("upload", depends_on=[a.id])
+        assert b.waiting_on == 0
+        got = queue.claim("w")
+        assert got is not None and got.id == b.id
+
+    def test_failed_dependency_cancels_dependents_transitively(
+        self, queue: JobQueue
+    ) -> None:
+        """When a job fails for good, its dependents and theirs are cancelled."""
+        a = queue.enqueue("upload", max_attempts=1)
+        b = queue.enqueue("file_extraction", depends_on=[a.id])
+        c = queue.enqueue("dataset_conversion", depends_on=[b.id])
+        job = queue.claim("w")
+        assert job is not None and job.id == a.id
+        queue.fail(job.lease, "source vanished")
+        assert queue.get(a.id).status is JobStatus.FAILED
+        for dependent, dep in ((b, a), (c, b)):
+            got = queue.get(dependent.id)
+            assert got.status is JobStatus.CANCELLED
+            assert got.error is not None and dep.id in got.error
+        late = queue.enqueue("data_validation", depends_on=[a.id])
+        assert late.status is JobStatus.CANCELLED
+        assert late.error is not None and "failed" in late.error
+
+    def test_cancelled_dependency_cancels_dependents(self, queue: JobQueue) -> None:
+        """Cancelling a pending job cancels the jobs waiting for it."""
+        a = queue.enqueue("upload")
+        b = queue.enqueue("file_extraction", depends_on=[a.id])
+        queue.cancel(a.id, "user changed their mind")
+        assert queue.get(b.id).status is JobStatus.CANCELLED
+
+    # -- heartbeat and fencing -----------------------------------------------------
+
+    def test_heartbeat_extends_lease_and_stores_progress(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """A heartbeat moves lease_until forward and keeps the reported progress."""
+        queue.enqueue("upload")
+        job = queue.claim("w", lease_seconds=LEASE)
+        assert job is not None
+        clock.advance(20)
+        progress = Progress(45.2, 1024000, 2264000, "dataset.zip")
+        assert queue.heartbeat(job.lease, progress, lease_seconds=LEASE) is False
+        stored = queue.get(job.id)
+        assert stored.lease_until == clock() + timedelta(seconds=LEASE)
+        assert stored.progress == progress
+        clock.advance(20)  # past the first lease, within the renewed one
+        assert queue.rescue_expired() == []
+        assert queue.get(job.id).status is JobStatus.RUNNING
+
+    def test_heartbeat_reports_cancel_request(self, queue: JobQueue) -> None:
+        """Cancelling a running job is a request the worker learns by heartbeat."""
+        job = queue.enqueue("upload")
+        claimed = queue.claim("w")
+        assert claimed is not None
+        after = queue.cancel(job.id)
+        assert after.status is JobStatus.RUNNING and after.cancel_requested
+        assert queue.heartbeat(claimed.lease, lease_seconds=LEASE) is True
+        done = queue.cancel_running(claimed.lease, "stopped at a chunk boundary")
+        assert done.status is JobStatus.CANCELLED
+        assert [e.kind for e in queue.events(job.id)][-2:] == [
+            "cancel_requested", "cancelled"]
+
+    def test_lost_lease_writes_change_nothing(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """After a rescue and a new claim, the old lease holder's writes are refused."""
+        queue.enqueue("upload")
+        old = queue.claim("w-old", lease_seconds=LEASE)
+        assert old is not None
+        clock.advance(LEASE + 1)
+        assert [j.id for j in queue.rescue_expired()] == [old.id]
+        new = queue.claim("w-new", lease_seconds=LEASE)
+        assert new is not None and new.id == old.id and new.attempts == 2
+        before = queue.get(old.id)
+        with pytest.raises(LeaseLost):
+            queue.heartbeat(old.lease, Progress(99.0), lease_seconds=LEASE)
+        with pytest.raises(LeaseLost):
+            queue.complete(old.lease, {"stale": True})
+        with pytest.raises(LeaseLost):
+            queue.fail(old.lease, "stale failure")
+        with pytest.raises(LeaseLost):
+            queue.release(old.lease)
+        with pytest.raises(LeaseLost):
+            queue.cancel_running(old.lease)
+        assert queue.get(old.id) == before
+        queue.complete(new.lease, {"fresh": True})
+        assert queue.get(old.id).result == {"fresh": True}
+
+    def test_same_worker_new_attempt_fences_old_attempt(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """The attempt number is part of the fence, not just the worker id."""
+        queue.enqueue("upload")
+        first = queue.claim("w", lease_seconds=LEASE)
+        assert first is not None
+        queue.release(first.lease)
+        second = queue.claim("w", lease_seconds=LEASE)
+        assert second is not None and second.attempts == first.attempts + 1
+        with pytest.raises(LeaseLost):
+            queue.complete(first.lease)
+        queue.complete(second.lease)
+
+    # -- failure and retry ---------------------------------------------------------
+
+    def test_fail_retries_with_backoff_then_fails(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """Errors retry after exponential backoff; after max_attempts: failed."""
+        job = queue.enqueue("upload", max_attempts=3)
+        delays = []
+        for attempt in range(1, 4):
+            claimed = queue.claim("w")
+            assert claimed is not None and claimed.attempts == attempt
+            after = queue.fail(claimed.lease, RuntimeError(f"boom {attempt}"))
+            if attempt < 3:
+                assert after.status is JobStatus.PENDING
+                delay = (after.run_at - clock()).total_seconds()
+                delays.append(delay)
+                assert queue.claim("w") is None  # not before the backoff
+                clock.advance(delay)
+        assert delays == [BACKOFF, BACKOFF * 2]
+        final = queue.get(job.id)
+        assert final.status is JobStatus.FAILED
+        assert final.error == "RuntimeError: boom 3"
+        assert [e.error for e in final.error_history] == [
+            "RuntimeError: boom 1", "RuntimeError: boom 2", "RuntimeError: boom 3"]
+        assert final.failures == 3
+        kinds = [e.kind for e in queue.events(job.id)]
+        assert kinds.count("retried") == 2 and kinds[-1] == "failed"
+
+    def test_operator_retry_of_failed_job(self, queue: JobQueue) -> None:
+        """A failed job retried by an operator is pending again with a fresh budget."""
+        job = queue.enqueue("upload", max_attempts=1)
+        claimed = queue.claim("w")
+        assert claimed is not None
+        queue.fail(claimed.lease, "disk full")
+        again = queue.retry(job.id)
+        assert again.status is JobStatus.PENDING and again.failures == 0
+        assert again.error_history[-1].error == "disk full"
+        got = queue.claim("w")
+        assert got is not None and got.id == job.id and got.attempts == 2
+
+    def test_retry_and_cancel_refuse_wrong_states(self, queue: JobQueue) -> None:
+        """Retrying a live job or cancelling a finished one is a clear error."""
+        job = queue.enqueue("upload")
+        with pytest.raises(InvalidJobState, match="only failed or cancelled"):
+            queue.retry(job.id)
+        claimed = queue.claim("w")
+        assert claimed is not None
+        queue.complete(claimed.lease)
+        with pytest.raises(InvalidJobState, match="already completed"):
+            queue.cancel(job.id)
+        with pytest.raises(JobNotFound):
+            queue.cancel("no-such-job")
+        with pytest.raises(JobNotFound):
+            queue.retry("no-such-job")
+        with pytest.raises(JobNotFound):
+            queue.get("no-such-job")
+        with pytest.raises(JobNotFound):
+            queue.events("no-such-job")
+
+    # -- rescue --------------------------------------------------------------------
+
+    def test_rescue_returns_expired_jobs_and_spares_live_ones(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """Expired leases come back as pending crashes; live ones are untouched."""
+        queue.enqueue("upload")
+        queue.enqueue("upload")
+        dead = queue.claim("dead", lease_seconds=10)
+        live = queue.claim("live", lease_seconds=100)
+        assert dead is not None and live is not None
+        clock.advance(11)
+        rescued = queue.rescue_expired()
+        assert [j.id for j in rescued] == [dead.id]
+        back = queue.get(dead.id)
+        assert back.status is JobStatus.PENDING
+        assert (back.crashes, back.failures) == (1, 0)
+        assert back.error_history[-1].kind == "crash"
+        assert queue.get(live.id).status is JobStatus.RUNNING
+        assert queue.rescue_expired() == []
+        assert "rescued" in [e.kind for e in queue.events(dead.id)]
+
+    def test_crash_loop_is_capped(self, queue: JobQueue, clock: ManualClock) -> None:
+        """A job whose worker vanishes max_crashes times ends failed as a crash loop."""
+        job = queue.enqueue("upload", max_attempts=5)
+        for _ in range(2):  # the queue fixture uses max_crashes=2
+            claimed = queue.claim("w", lease_seconds=10)
+            assert claimed is not None
+            clock.advance(11)
+            queue.rescue_expired()
+        final = queue.get(job.id)
+        assert final.status is JobStatus.FAILED
+        assert final.error is not None and "crash loop" in final.error
+        assert final.failures == 0  # crashes do not use up the error budget
+
+    def test_rescue_of_cancel_requested_job_cancels_it(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """If the worker dies after cancel was requested, the job ends cancelled."""
+        job = queue.enqueue("upload")
+        claimed = queue.claim("w", lease_seconds=10)
+        assert claimed is not None
+        queue.cancel(job.id)
+        clock.advance(11)
+        queue.rescue_expired()
+        assert queue.get(job.id).status is JobStatus.CANCELLED
+
+    def test_release_makes_job_claimable_at_once(self, queue: JobQueue) -> None:
+        """A released job is pending and claimable now; attempts stay counted."""
+        job = queue.enqueue("upload")
+        claimed = queue.claim("w1")
+        assert claimed is not None
+        released = queue.release(claimed.lease, "shutting down")
+        assert released.status is JobStatus.PENDING
+        assert (released.failures, released.crashes) == (0, 0)
+        again = queue.claim("w2")
+        assert again is not None and again.id == job.id and again.attempts == 2
+
+    # -- reading -------------------------------------------------------------------
+
+    def test_list_filters_and_paginates_in_stable_order(self, queue: JobQueue) -> None:
+        """list() filters by status, type, dataset and owner; pages do not overlap."""
+        made = [
+            queue.enqueue("upload", dataset_uuid=f"d{i % 2}", owner=f"u{i % 3}")
+            for i in range(7)
+        ]
+        made.append(queue.enqueue("dataset_conversion", dataset_uuid="d0"))
+        page1 = queue.list(limit=3)
+        page2 = queue.list(limit=3, offset=3)
+        page3 = queue.list(limit=3, offset=6)
+        assert [j.id for j in page1 + page2 + page3] == [j.id for j in made]
+        assert {j.id for j in queue.list(dataset_uuid="d0")} == {
+            j.id for j in made if j.dataset_uuid == "d0"}
+        assert {j.id for j in queue.list(owner="u1")} == {
+            j.id for j in made if j.owner == "u1"}
+        assert [j.id for j in queue.list(job_type="dataset_conversion")] == [made[-1].id]
+        claimed = queue.claim("w")
+        assert claimed is not None
+        assert [j.id for j in queue.list(status="running")] == [claimed.id]
+        with pytest.raises(InvalidInput, match="unknown job status"):
+            queue.list(status="queued")
+
+    def test_stats_count_by_status_and_type(self, queue: JobQueue) -> None:
+        """stats() counts jobs by status, by type, and by type and status."""
+        for _ in range(3):
+            queue.enqueue("upload")
+        queue.enqueue("data_validation")
+        claimed = queue.claim("w", ["upload"])
+        assert claimed is not None
+        queue.complete(claimed.lease)
+        stats = queue.stats()
+        assert stats["total"] == 4
+        assert stats["by_status"] == {"pending": 3, "running": 0, "completed": 1,
+                                      "failed": 0, "cancelled": 0}
+        assert stats["by_type"] == {"upload": 3, "data_validation": 1}
+        assert stats["by_type_status"]["upload"] == {"pending": 2, "completed": 1}
+
+    def test_delete_finished_keeps_recent_and_live_jobs(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """Only jobs that finished before the cut-off are deleted."""
+        old = queue.enqueue("upload")
+        claimed = queue.claim("w")
+        assert claimed is not None
+        queue.complete(claimed.lease)
+        pending = queue.enqueue("upload", delay=10**8)
+        clock.advance(3600 * 24 * 31)
+        recent = queue.enqueue("upload")
+        claimed = queue.claim("w")
+        assert claimed is not None and claimed.id == recent.id
+        queue.complete(claimed.lease)
+        assert queue.delete_finished(timedelta(days=30)) == 1
+        with pytest.raises(JobNotFound):
+            queue.get(old.id)
+        assert queue.get(pending.id).status is JobStatus.PENDING
+        assert queue.get(recent.id).status is JobStatus.COMPLETED
+
+    def test_result_round_trips(self, queue: JobQueue) -> None:
+        """The handler's JSON result is stored as given."""
+        job = queue.enqueue("upload")
+        claimed = queue.claim("w")
+        assert claimed is not None
+        result: dict[str, Any] = {"files": ["a.tif", "b.tif"], "bytes": 2**40,
+                                  "nested": {"ok": True, "ratio": 0.5}}
+        queue.complete(claimed.lease, result)
+        assert queue.get(job.id).result == result
+        assert queue.get(job.id).finished_at is not None
+
+    def test_times_are_aware_utc(self, queue: JobQueue) -> None:
+        """Every time a store returns is timezone-aware UTC."""
+        job = queue.enqueue("upload")
+        claimed = queue.claim("w")
+        assert claimed is not None
+        for value in (claimed.created_at, claimed.run_at, claimed.lease_until,
+                      claimed.started_at):
+            assert value is not None and value.utcoffset() == timedelta(0)
+        assert all(e.at.tzinfo is not None for e in queue.events(job.id))
+        assert claimed.created_at.tzinfo is not None
+        assert claimed.created_at.astimezone(UTC) == claimed.created_at
