@@ -121,6 +121,11 @@ def _record(queue: JobQueue, ctx: JobContext, outcome: _Outcome) -> str:
     except LeaseLost:
         log.info("job %s: lease lost before its outcome was stored; dropped", lease.job_id)
         return "lost"
+    except SclibError as exc:
+        # the store is unreachable: the lease will expire and the job be rescued
+        log.error("job %s: could not store its outcome (%s): %s", lease.job_id,
+                  outcome.kind, exc)
+        return "lost"
 
 
 def run_inline(
@@ -405,8 +410,7 @@ class Worker:
         ctx = slot.ctx
         if not slot.abandoned:
             self._count(_record(self.queue, ctx, outcome))
-        with self._lock:
-            self._slots.pop(slot.job.id, None)
+        self._forget(slot)
         slot.done.set()
         self._wake.set()
 
@@ -446,8 +450,13 @@ class Worker:
                 "background and its writes will be refused (use mode='process' for "
                 "hard limits)", slot.job.id,
             )
+        self._forget(slot)
+
+    def _forget(self, slot: _Slot) -> None:
+        """Free the slot (the same job may hold a newer slot: leave that one)."""
         with self._lock:
-            self._slots.pop(slot.job.id, None)
+            if self._slots.get(slot.job.id) is slot:
+                del self._slots[slot.job.id]
         self._wake.set()
 
     def _maybe_rescue(self) -> None:
@@ -521,5 +530,4 @@ class Worker:
                 log.warning("could not release job %s: %s", slot.job.id, exc)
             if slot.process is not None and slot.process.is_alive():
                 slot.process.kill()
-            with self._lock:
-                self._slots.pop(slot.job.id, None)
+            self._forget(slot)

@@ -1,0 +1,181 @@
+"""The Worker on a real SQLite file: outcomes, timeouts, cancel, stop, immediate mode."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from sclib import (
+    HandlerRegistry,
+    InvalidInput,
+    JobQueue,
+    JobStatus,
+    RetryPolicy,
+    Worker,
+)
+from tests.integration.handlers import handlers
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> Iterator[JobQueue]:
+    q = JobQueue.open(f"sqlite:///{tmp_path}/jobs.db",
+                      retry_policy=RetryPolicy(base_delay=0.0, jitter=0.0))
+    yield q
+    q.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+def start(worker: Worker) -> threading.Thread:
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_worker_completes_jobs_and_stores_results(queue: JobQueue) -> None:
+    """until_idle drains the queue; each result and the progress are stored."""
+    jobs = [queue.enqueue("data_validation", {"i": i}) for i in range(20)]
+    stats = Worker(queue, handlers, concurrency=4, poll_interval=0.05).run(
+        until_idle=True)
+    assert stats.completed == 20 and stats.claimed == 20
+    for i, job in enumerate(jobs):
+        done = queue.get(job.id)
+        assert done.status is JobStatus.COMPLETED
+        assert done.result == {"echo": {"i": i}, "attempt": 1}
+
+
+def test_handler_error_is_retried_then_recorded(queue: JobQueue) -> None:
+    """A raising handler is retried; the error text and history are kept."""
+    ok = queue.enqueue("file_extraction", {"ok_on": 2}, max_attempts=3)
+    bad = queue.enqueue("file_extraction", {}, max_attempts=2)
+    Worker(queue, handlers, poll_interval=0.05).run(until_idle=True)
+    assert queue.get(ok.id).status is JobStatus.COMPLETED
+    assert queue.get(ok.id).result == {"attempt": 2}
+    failed = queue.get(bad.id)
+    assert failed.status is JobStatus.FAILED
+    assert failed.error == "OSError: transient failure on attempt 2"
+    assert len(failed.error_history) == 2
+
+
+def test_unusable_result_fails_with_clear_error(queue: JobQueue) -> None:
+    """A handler returning something that is not JSON fails its job, saying why."""
+    job = queue.enqueue("backup_creation", max_attempts=1)
+    Worker(queue, handlers, poll_interval=0.05).run(until_idle=True)
+    failed = queue.get(job.id)
+    assert failed.status is JobStatus.FAILED
+    assert failed.error is not None and "unusable result" in failed.error
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_hanging_handler_times_out_and_is_retried(queue: JobQueue, mode: str) -> None:
+    """Past its time limit a job is failed as a timeout and retried per policy."""
+    job = queue.enqueue("dataset_conversion", {"seconds": 3.0}, timeout_seconds=0.3,
+                        max_attempts=2)
+    worker = Worker(queue, handlers, mode=mode,  # type: ignore[arg-type]
+                    poll_interval=0.05)
+    started = time.monotonic()
+    stats = worker.run(until_idle=True)
+    elapsed = time.monotonic() - started
+    final = queue.get(job.id)
+    assert final.status is JobStatus.FAILED
+    assert [e.kind for e in final.error_history] == ["timeout", "timeout"]
+    assert "timed out after 0.3s" in (final.error or "")
+    assert stats.timed_out == 2
+    assert elapsed < 2.9  # neither attempt waited for the 3 s handler
+
+
+def test_running_job_is_cancelled_through_heartbeat(queue: JobQueue, tmp_path: Path) -> None:
+    """cancel() on a running job reaches the handler, which stops; job: cancelled."""
+    marker = tmp_path / "started"
+    job = queue.enqueue("data_compression", {"marker": str(marker), "steps": 400})
+    worker = Worker(queue, handlers, poll_interval=0.05, lease_seconds=0.6)
+    thread = start(worker)
+    wait_for(marker.exists)
+    queue.cancel(job.id, "user pressed stop")
+    wait_for(lambda: queue.get(job.id).finished, timeout=10)
+    worker.stop()
+    thread.join(10)
+    done = queue.get(job.id)
+    assert done.status is JobStatus.CANCELLED
+    assert done.progress.percentage is not None and done.progress.percentage < 100
+    assert worker.stats.cancelled == 1
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_graceful_stop_releases_unfinished_jobs(
+    queue: JobQueue, tmp_path: Path, mode: str
+) -> None:
+    """stop(): running jobs get the grace period, then go back to pending at once."""
+    marker = tmp_path / "started"
+    job = queue.enqueue("data_compression", {"marker": str(marker), "steps": 1000})
+    worker = Worker(queue, handlers, poll_interval=0.05, grace_period=0.2,
+                    mode=mode)  # type: ignore[arg-type]
+    thread = start(worker)
+    wait_for(marker.exists)
+    worker.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+    back = queue.get(job.id)
+    assert back.status is JobStatus.PENDING and back.worker_id == worker.worker_id
+    assert worker.stats.released == 1
+    again = queue.claim("next-worker")  # claimable at once, no lease to wait out
+    assert again is not None and again.id == job.id
+
+
+def test_progress_reaches_the_store(queue: JobQueue) -> None:
+    """Progress reported by a handler is visible while the job runs."""
+    job = queue.enqueue("data_compression", {"steps": 60, "step_seconds": 0.05})
+    worker = Worker(queue, handlers, poll_interval=0.05, heartbeat_interval=0.1,
+                    lease_seconds=5)
+    thread = start(worker)
+    wait_for(lambda: (queue.get(job.id).progress.percentage or 0) > 0)
+    seen = queue.get(job.id).progress
+    assert seen.message.startswith("step ")
+    wait_for(lambda: queue.get(job.id).finished)
+    worker.stop()
+    thread.join(10)
+    assert queue.get(job.id).result == {"steps": 60}
+
+
+def test_worker_rejects_bad_configuration(queue: JobQueue) -> None:
+    """Unknown types, missing handlers and bad numbers are refused up front."""
+    with pytest.raises(InvalidInput, match="no handler for job type"):
+        Worker(queue, handlers, types=["upload"])
+    with pytest.raises(InvalidInput, match="concurrency"):
+        Worker(queue, handlers, concurrency=0)
+    with pytest.raises(InvalidInput, match="at least one handler"):
+        Worker(queue, HandlerRegistry())
+    with pytest.raises(InvalidInput, match="mode"):
+        Worker(queue, handlers, mode="fiber")  # type: ignore[arg-type]
+
+
+def test_immediate_mode_runs_jobs_inline(tmp_path: Path) -> None:
+    """With immediate=True, enqueue returns the finished job, retries included."""
+    q = JobQueue.open(f"sqlite:///{tmp_path}/inline.db", handlers=handlers,
+                      immediate=True)
+    try:
+        done = q.enqueue("data_validation", {"x": 1})
+        assert done.status is JobStatus.COMPLETED
+        assert done.result == {"echo": {"x": 1}, "attempt": 1}
+        flaky = q.enqueue("file_extraction", {"ok_on": 3}, max_attempts=3)
+        assert flaky.status is JobStatus.COMPLETED and flaky.attempts == 3
+        first = q.enqueue("data_validation", {"step": 1})
+        second = q.enqueue("data_validation", {"step": 2}, depends_on=[first.id])
+        assert second.status is JobStatus.COMPLETED
+    finally:
+        q.close()
+    with pytest.raises(InvalidInput, match="immediate mode needs handlers"):
+        JobQueue.open(f"sqlite:///{tmp_path}/x.db", immediate=True)
