@@ -39,26 +39,47 @@ class _Parser(argparse.ArgumentParser):
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sclib", description="sclib: ingest and process datasets.")
-    parser.add_argument("--backend", help="job store URL (sqlite:///... or mongodb://...)")
-    parser.add_argument("--data-dir", type=Path, help="data folder (default ./sclib-data)")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log output (-vv for debug)")
+    parser.add_argument(
+        "--backend", help="job store URL (sqlite:///... or mongodb://...)"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, help="data folder (default ./sclib-data)"
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more log output (-vv for debug)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     w = sub.add_parser("worker", help="run a worker that executes jobs")
     w.add_argument("--concurrency", type=int, help="jobs run at once (default 1)")
-    w.add_argument("--types", help="comma-separated job types to take (default: all "
-                   "types with a handler)")
-    w.add_argument("--handlers", action="append", default=[], metavar="MODULE:ATTR",
-                   help="handler registry to load (repeatable)")
+    w.add_argument(
+        "--types",
+        help="comma-separated job types to take (default: all types with a handler)",
+    )
+    w.add_argument(
+        "--handlers",
+        action="append",
+        default=[],
+        metavar="MODULE:ATTR",
+        help="handler registry to load (repeatable)",
+    )
     w.add_argument("--mode", choices=["thread", "process"])
     w.add_argument("--lease-seconds", type=float)
     w.add_argument("--poll-interval", type=float)
     w.add_argument("--grace-period", type=float)
-    w.add_argument("--rescue-interval", type=float, default=5.0,
-                   help="seconds between sweeps for expired leases (0: never)")
-    w.add_argument("--until-idle", action="store_true",
-                   help="exit once no job is claimable")
+    w.add_argument(
+        "--rescue-interval",
+        type=float,
+        default=5.0,
+        help="seconds between sweeps for expired leases (0: never)",
+    )
+    w.add_argument(
+        "--until-idle", action="store_true", help="exit once no job is claimable"
+    )
     w.add_argument("--max-jobs", type=int, help="exit after this many jobs")
 
     jobs = sub.add_parser("jobs", help="inspect and manage jobs")
@@ -85,8 +106,13 @@ def _build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true")
     submit = jsub.add_parser("submit", help="enqueue a job")
     submit.add_argument("job_type")
-    submit.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="a parameter; VALUE is parsed as JSON if it can be")
+    submit.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter; VALUE is parsed as JSON if it can be",
+    )
     submit.add_argument("--params-json", help="all parameters as one JSON object")
     submit.add_argument("--dataset", dest="dataset_uuid")
     submit.add_argument("--owner")
@@ -115,14 +141,18 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _queue(settings: Settings) -> JobQueue:
     url = settings.backend_url()
-    return JobQueue(open_store(url, **settings.store_options(url)),
-                    max_crashes=settings.max_crashes)
+    return JobQueue(
+        open_store(url, **settings.store_options(url)), max_crashes=settings.max_crashes
+    )
 
 
 def _short(job: Job) -> list[str]:
     pct = job.progress.percentage
     return [
-        job.id, job.type, job.status.value, str(job.priority),
+        job.id,
+        job.type,
+        job.status.value,
+        str(job.priority),
         f"{job.attempts}/{job.max_attempts}",
         "" if pct is None else f"{pct:.0f}%",
         (job.error or "")[:60],
@@ -132,8 +162,9 @@ def _short(job: Job) -> list[str]:
 def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True))]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True))
-              for r in rows]
+    lines += [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows
+    ]
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -168,45 +199,89 @@ def _parse_params(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_jobs(args: argparse.Namespace, queue: JobQueue) -> int:
     action = args.action
     if action == "list":
-        jobs = queue.list(status=args.status, job_type=args.job_type,
-                          dataset_uuid=args.dataset_uuid, owner=args.owner,
-                          limit=args.limit, offset=args.offset)
+        jobs = queue.list(
+            status=args.status,
+            job_type=args.job_type,
+            dataset_uuid=args.dataset_uuid,
+            owner=args.owner,
+            limit=args.limit,
+            offset=args.offset,
+        )
         header = ["JOB ID", "TYPE", "STATUS", "PRIO", "ATTEMPTS", "PROGRESS", "ERROR"]
-        _emit([j.to_dict() for j in jobs], args.json,
-              _table([_short(j) for j in jobs], header) if jobs else "no jobs")
+        _emit(
+            [j.to_dict() for j in jobs],
+            args.json,
+            _table([_short(j) for j in jobs], header) if jobs else "no jobs",
+        )
     elif action == "show":
         job = queue.get(args.job_id)
         events = queue.events(args.job_id)
-        data = {**job.to_dict(), "events": [
-            {"kind": e.kind, "at": e.at.isoformat(), "worker_id": e.worker_id,
-             "attempt": e.attempt, "message": e.message} for e in events]}
+        data = {
+            **job.to_dict(),
+            "events": [
+                {
+                    "kind": e.kind,
+                    "at": e.at.isoformat(),
+                    "worker_id": e.worker_id,
+                    "attempt": e.attempt,
+                    "message": e.message,
+                }
+                for e in events
+            ],
+        }
         lines = [f"{k}: {json.dumps(v, default=str)}" for k, v in job.to_dict().items()]
         lines.append("events:")
-        lines += [f"  {e.at.isoformat()}  {e.kind:<16} {e.worker_id or '-':<24} "
-                  f"{e.attempt or '-':<3} {e.message}" for e in events]
+        lines += [
+            f"  {e.at.isoformat()}  {e.kind:<16} {e.worker_id or '-':<24} "
+            f"{e.attempt or '-':<3} {e.message}"
+            for e in events
+        ]
         _emit(data, args.json, "\n".join(lines))
     elif action == "cancel":
         job = queue.cancel(args.job_id, args.reason)
-        state = ("cancellation requested; the worker will stop it"
-                 if job.status.value == "running" else job.status.value)
+        state = (
+            "cancellation requested; the worker will stop it"
+            if job.status.value == "running"
+            else job.status.value
+        )
         _emit(job.to_dict(), args.json, f"job {job.id}: {state}")
     elif action == "retry":
         job = queue.retry(args.job_id)
         _emit(job.to_dict(), args.json, f"job {job.id}: {job.status.value} again")
     elif action == "stats":
         stats = queue.stats()
-        rows = [[t, *[str(c.get(s, 0)) for s in stats["by_status"]], str(stats["by_type"][t])]
-                for t, c in sorted(stats["by_type_status"].items())]
-        rows.append(["TOTAL", *[str(n) for n in stats["by_status"].values()],
-                     str(stats["total"])])
-        _emit(stats, args.json,
-              _table(rows, ["TYPE", *[s.upper() for s in stats["by_status"]], "ALL"]))
+        rows = [
+            [
+                t,
+                *[str(c.get(s, 0)) for s in stats["by_status"]],
+                str(stats["by_type"][t]),
+            ]
+            for t, c in sorted(stats["by_type_status"].items())
+        ]
+        rows.append(
+            [
+                "TOTAL",
+                *[str(n) for n in stats["by_status"].values()],
+                str(stats["total"]),
+            ]
+        )
+        _emit(
+            stats,
+            args.json,
+            _table(rows, ["TYPE", *[s.upper() for s in stats["by_status"]], "ALL"]),
+        )
     elif action == "submit":
         job = queue.enqueue(
-            args.job_type, _parse_params(args), dataset_uuid=args.dataset_uuid,
-            owner=args.owner, priority=args.priority, delay=args.delay,
-            idempotency_key=args.idempotency_key, depends_on=args.depends_on,
-            max_attempts=args.max_attempts, timeout_seconds=args.timeout_seconds,
+            args.job_type,
+            _parse_params(args),
+            dataset_uuid=args.dataset_uuid,
+            owner=args.owner,
+            priority=args.priority,
+            delay=args.delay,
+            idempotency_key=args.idempotency_key,
+            depends_on=args.depends_on,
+            max_attempts=args.max_attempts,
+            timeout_seconds=args.timeout_seconds,
         )
         _emit(job.to_dict(), args.json, job.id)
     return EXIT_OK
@@ -224,18 +299,24 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     handlers = HandlerRegistry()
     for path in paths:
         handlers = handlers.merge(HandlerRegistry.load(path))
-    types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
+    types = (
+        [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
+    )
     queue = _queue(settings)
     try:
         worker = Worker(
-            queue, handlers,
+            queue,
+            handlers,
             concurrency=args.concurrency or settings.worker_concurrency,
             types=types,
             mode=args.mode or settings.worker_mode,
             lease_seconds=args.lease_seconds or settings.lease_seconds,
             poll_interval=args.poll_interval or settings.poll_interval,
-            grace_period=(settings.grace_period if args.grace_period is None
-                          else args.grace_period),
+            grace_period=(
+                settings.grace_period
+                if args.grace_period is None
+                else args.grace_period
+            ),
             rescue_interval=args.rescue_interval or None,
         )
         worker.install_signal_handlers()
@@ -255,12 +336,32 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps([j.to_dict() for j in jobs], indent=2, default=str))
     else:
-        rows = [[j.id[-8:], j.type, j.dataset_uuid or "", j.status.value,
-                 str(j.attempts), json.dumps(j.result)[:60],
-                 "; ".join(f"try {e.attempt}: {e.error}" for e in j.error_history)]
-                for j in jobs]
-        print(_table(rows, ["JOB", "TYPE", "DATASET", "STATUS", "TRIES", "RESULT",
-                            "EARLIER ERRORS"]))
+        rows = [
+            [
+                j.id[-8:],
+                j.type,
+                j.dataset_uuid or "",
+                j.status.value,
+                str(j.attempts),
+                json.dumps(j.result)[:60],
+                "; ".join(f"try {e.attempt}: {e.error}" for e in j.error_history),
+            ]
+            for j in jobs
+        ]
+        print(
+            _table(
+                rows,
+                [
+                    "JOB",
+                    "TYPE",
+                    "DATASET",
+                    "STATUS",
+                    "TRIES",
+                    "RESULT",
+                    "EARLIER ERRORS",
+                ],
+            )
+        )
         done = sum(j.status.value == "completed" for j in jobs)
         print(f"\n{done} of {len(jobs)} jobs completed; data in {settings.data_dir}")
     return EXIT_OK if all(j.status.value == "completed" for j in jobs) else EXIT_FAILED
@@ -272,7 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     if args.command == "worker":
         level = min(level, logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         settings = _settings(args)
         if args.command == "worker":

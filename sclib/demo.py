@@ -70,8 +70,12 @@ def compress(ctx: JobContext) -> dict[str, Any]:
             fout.write(block)
     _commit(tmp, dst)
     size_in, size_out = src.stat().st_size, dst.stat().st_size
-    return {"file": dst.name, "bytes_in": size_in, "bytes_out": size_out,
-            "ratio": round(size_in / max(size_out, 1), 2)}
+    return {
+        "file": dst.name,
+        "bytes_in": size_in,
+        "bytes_out": size_out,
+        "ratio": round(size_in / max(size_out, 1), 2),
+    }
 
 
 @handlers.register("backup_creation")
@@ -116,22 +120,38 @@ def run_demo(data_dir: Path, *, datasets: int = 3, rows: int = 20_000) -> list[J
         for n in range(datasets):
             src = inputs / f"dataset_{n}.csv"
             _make_dataset(src, rows, n)
-            check = queue.enqueue("data_validation", {"path": str(src)},
-                                  dataset_uuid=f"demo-{n}")
+            check = queue.enqueue(
+                "data_validation", {"path": str(src)}, dataset_uuid=f"demo-{n}"
+            )
             pack = queue.enqueue(
                 "data_compression",
-                {"path": str(src), "output": str(data_dir / "converted" / f"{src.name}.gz")},
-                dataset_uuid=f"demo-{n}", depends_on=[check.id],
+                {
+                    "path": str(src),
+                    "output": str(data_dir / "converted" / f"{src.name}.gz"),
+                },
+                dataset_uuid=f"demo-{n}",
+                depends_on=[check.id],
             )
             made += [check, pack]
-        made.append(queue.enqueue(
-            "backup_creation",
-            {"path": str(inputs / "dataset_0.csv"),
-             "output": str(data_dir / "backup" / "dataset_0.csv"), "fail_first": True},
-            dataset_uuid="demo-0",
-        ))
-        worker = Worker(queue, handlers, concurrency=2, poll_interval=0.1,
-                        lease_seconds=10, grace_period=5)
+        made.append(
+            queue.enqueue(
+                "backup_creation",
+                {
+                    "path": str(inputs / "dataset_0.csv"),
+                    "output": str(data_dir / "backup" / "dataset_0.csv"),
+                    "fail_first": True,
+                },
+                dataset_uuid="demo-0",
+            )
+        )
+        worker = Worker(
+            queue,
+            handlers,
+            concurrency=2,
+            poll_interval=0.1,
+            lease_seconds=10,
+            grace_period=5,
+        )
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         deadline = time.monotonic() + 60

@@ -17,7 +17,7 @@ boundary, with ``raise ... from exc`` so the original stays attached.
     │   └── JobNotFound
     ├── InvalidJobState           the job is not in a state that allows the operation
     ├── LeaseLost                 a fenced write by a worker that no longer owns the job
-    ├── JobCancelled              raised inside a handler when cancellation was requested
+    ├── JobCancelled              raised in a handler once cancellation was requested
     ├── JobTimeout                raised inside a handler past its time limit
     └── BackendError              the store failed (retryable: locked, unreachable)
 """

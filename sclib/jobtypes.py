@@ -82,8 +82,10 @@ _FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLE
 
 def check_priority(priority: object) -> int:
     """Return ``priority`` if it is 1 (high), 2 (normal) or 3 (low); else raise."""
-    if isinstance(priority, bool) or not isinstance(priority, int) or not (
-        PRIORITY_HIGH <= priority <= PRIORITY_LOW
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not (PRIORITY_HIGH <= priority <= PRIORITY_LOW)
     ):
         raise InvalidInput(
             f"priority must be 1 (high), 2 (normal) or 3 (low), got {priority!r}"
@@ -118,11 +120,19 @@ class JobTypeConfig:
 
 JOB_TYPE_CONFIGS: Mapping[str, JobTypeConfig] = {
     JobType.GOOGLE_SYNC: JobTypeConfig(
-        "Synchronize data from Google Drive", 60, 3, PRIORITY_NORMAL, True,
+        "Synchronize data from Google Drive",
+        60,
+        3,
+        PRIORITY_NORMAL,
+        True,
         "5-60 minutes",
     ),
     JobType.DATASET_CONVERSION: JobTypeConfig(
-        "Convert dataset to streamable format", 120, 2, PRIORITY_HIGH, False,
+        "Convert dataset to streamable format",
+        120,
+        2,
+        PRIORITY_HIGH,
+        False,
         "10-60 minutes",
     ),
     JobType.FILE_UPLOAD: JobTypeConfig(
@@ -145,7 +155,11 @@ JOB_TYPE_CONFIGS: Mapping[str, JobTypeConfig] = {
     ),
     JobType.UPLOAD: JobTypeConfig(
         "Asynchronous upload from a local file, Google Drive, S3 or a URL",
-        1440, 3, PRIORITY_NORMAL, True, "1 minute to several hours",
+        1440,
+        3,
+        PRIORITY_NORMAL,
+        True,
+        "1 minute to several hours",
     ),
 }
 
@@ -232,8 +246,14 @@ _ERROR_STATES = frozenset(
 )
 # Where processing can (re)start from: any queued or active step.
 _STARTS = frozenset(
-    {_D.SYNC_QUEUED, _D.UPLOAD_QUEUED, _D.UPLOADING, _D.UNZIPPING, _D.CONVERSION_QUEUED,
-     _D.ZIPPING}
+    {
+        _D.SYNC_QUEUED,
+        _D.UPLOAD_QUEUED,
+        _D.UPLOADING,
+        _D.UNZIPPING,
+        _D.CONVERSION_QUEUED,
+        _D.ZIPPING,
+    }
 )
 
 #: Allowed dataset status changes. Staying in the same status is always allowed.
@@ -258,7 +278,9 @@ DATASET_TRANSITIONS: Mapping[DatasetStatus, frozenset[DatasetStatus]] = {
     _D.RETRYING: _STARTS | {_D.SYNCING, _D.CONVERTING, _D.FAILED},
     # An operator (or an automatic retry) restarts a step after an error.
     _D.SYNC_ERROR: frozenset({_D.RETRYING, _D.SYNC_QUEUED, _D.FAILED}),
-    _D.UPLOAD_ERROR: frozenset({_D.RETRYING, _D.UPLOAD_QUEUED, _D.UPLOADING, _D.FAILED}),
+    _D.UPLOAD_ERROR: frozenset(
+        {_D.RETRYING, _D.UPLOAD_QUEUED, _D.UPLOADING, _D.FAILED}
+    ),
     _D.UNZIP_ERROR: frozenset({_D.RETRYING, _D.UNZIPPING, _D.FAILED}),
     _D.CONVERSION_ERROR: frozenset({_D.RETRYING, _D.CONVERSION_QUEUED, _D.FAILED}),
     _D.COMPRESSION_ERROR: frozenset({_D.RETRYING, _D.ZIPPING, _D.FAILED}),
@@ -300,8 +322,11 @@ _STEP_STATUSES: Mapping[str, tuple[DatasetStatus, DatasetStatus, DatasetStatus]]
     JobType.FILE_UPLOAD: (_D.UPLOAD_QUEUED, _D.UPLOADING, _D.UPLOAD_ERROR),
     JobType.RSYNC_TRANSFER: (_D.SYNC_QUEUED, _D.SYNCING, _D.SYNC_ERROR),
     JobType.FILE_EXTRACTION: (_D.UNZIPPING, _D.UNZIPPING, _D.UNZIP_ERROR),
-    JobType.DATASET_CONVERSION: (_D.CONVERSION_QUEUED, _D.CONVERTING,
-                                 _D.CONVERSION_ERROR),
+    JobType.DATASET_CONVERSION: (
+        _D.CONVERSION_QUEUED,
+        _D.CONVERTING,
+        _D.CONVERSION_ERROR,
+    ),
     JobType.DATA_COMPRESSION: (_D.ZIPPING, _D.ZIPPING, _D.COMPRESSION_ERROR),
 }
 

@@ -39,7 +39,8 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("SCLIB_MONGO_URL", "MONGO_URL")
     )
     db_name: str = Field(
-        default="scientistcloud", validation_alias=AliasChoices("SCLIB_DB_NAME", "DB_NAME")
+        default="scientistcloud",
+        validation_alias=AliasChoices("SCLIB_DB_NAME", "DB_NAME"),
     )
     jobs_collection: str = Field(
         default="jobs", validation_alias=AliasChoices("SCLIB_JOBS_COLLECTION")
@@ -51,7 +52,10 @@ class Settings(BaseSettings):
         default="NORMAL", validation_alias=AliasChoices("SCLIB_SQLITE_SYNCHRONOUS")
     )
     worker_concurrency: int = Field(
-        default=1, ge=1, le=1024, validation_alias=AliasChoices("SCLIB_WORKER_CONCURRENCY")
+        default=1,
+        ge=1,
+        le=1024,
+        validation_alias=AliasChoices("SCLIB_WORKER_CONCURRENCY"),
     )
     worker_mode: Literal["thread", "process"] = Field(
         default="thread", validation_alias=AliasChoices("SCLIB_WORKER_MODE")
@@ -98,11 +102,14 @@ class Settings(BaseSettings):
         if url.startswith("sqlite:"):
             return {"synchronous": self.sqlite_synchronous}
         wc: dict[str, object] = (
-            {"w": "majority", "j": True} if self.mongo_write_concern == "majority"
+            {"w": "majority", "j": True}
+            if self.mongo_write_concern == "majority"
             else {"w": 1}
         )
-        options: dict[str, object] = {"collection": self.jobs_collection,
-                                      "write_concern": wc}
+        options: dict[str, object] = {
+            "collection": self.jobs_collection,
+            "write_concern": wc,
+        }
         if not urlsplit(url).path.strip("/"):
             options["database"] = self.db_name
         return options
@@ -116,6 +123,7 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            for err in exc.errors()
         )
         raise ConfigurationError(f"invalid sclib settings: {problems}") from None

@@ -32,7 +32,8 @@ def open_store(url: str, **options: Any) -> JobStore:
         rest = url[len("sqlite://") :]
         if not rest.startswith("/") or len(rest) < 2:
             raise ConfigurationError(
-                f"malformed backend URL {url!r}: the SQLite path is missing; {_EXPECTED}"
+                f"malformed backend URL {url!r}: the SQLite path is missing; "
+                f"{_EXPECTED}"
             )
         path = unquote(urlsplit("file://" + rest).path[1:])
         if not path:

@@ -106,13 +106,23 @@ def _event(
     attempt: int | None = None,
     message: str = "",
 ) -> dict[str, Any]:
-    return {"kind": kind, "at": at, "worker_id": worker_id, "attempt": attempt,
-            "message": message}
+    return {
+        "kind": kind,
+        "at": at,
+        "worker_id": worker_id,
+        "attempt": attempt,
+        "message": message,
+    }
 
 
 def _error_doc(error: ErrorRecord) -> dict[str, Any]:
-    return {"attempt": error.attempt, "at": error.at, "error": error.error,
-            "worker_id": error.worker_id, "kind": error.kind}
+    return {
+        "attempt": error.attempt,
+        "at": error.at,
+        "error": error.error,
+        "worker_id": error.worker_id,
+        "kind": error.kind,
+    }
 
 
 class MongoJobStore(JobStore):
@@ -171,11 +181,18 @@ class MongoJobStore(JobStore):
             client = pymongo.MongoClient(url, tz_aware=True, **client_options)
         except (PyMongoError, ValueError, TypeError) as exc:
             raise ConfigurationError(f"bad MongoDB URL {url!r}: {exc}") from exc
-        return cls(client, database=name, collection=collection,
-                   write_concern=write_concern, owns_client=True)
+        return cls(
+            client,
+            database=name,
+            collection=collection,
+            write_concern=write_concern,
+            owns_client=True,
+        )
 
     def __repr__(self) -> str:
-        return f"MongoJobStore(database={self.database!r}, collection={self.collection!r})"
+        return (
+            f"MongoJobStore(database={self.database!r}, collection={self.collection!r})"
+        )
 
     def close(self) -> None:
         if self._owns_client:
@@ -184,12 +201,19 @@ class MongoJobStore(JobStore):
     def _ensure_indexes(self) -> None:
         try:
             self.coll.create_index(
-                [("status", 1), ("waiting_on", 1), ("priority", 1), ("run_at", 1),
-                 ("_id", 1)], name="claimable",
+                [
+                    ("status", 1),
+                    ("waiting_on", 1),
+                    ("priority", 1),
+                    ("run_at", 1),
+                    ("_id", 1),
+                ],
+                name="claimable",
             )
             self.coll.create_index([("status", 1), ("lease_until", 1)], name="leases")
-            self.coll.create_index("idempotency_key", unique=True, sparse=True,
-                                   name="idempotency")
+            self.coll.create_index(
+                "idempotency_key", unique=True, sparse=True, name="idempotency"
+            )
             self.coll.create_index("depends_on", name="dependents")
             self.coll.create_index([("status", 1), ("type", 1)], name="status_type")
             self.coll.create_index("dataset_uuid", name="dataset")
@@ -202,13 +226,20 @@ class MongoJobStore(JobStore):
 
     @staticmethod
     def _fence(lease: Lease) -> dict[str, Any]:
-        return {"_id": lease.job_id, "worker_id": lease.worker_id,
-                "attempts": lease.attempt, "status": "running"}
+        return {
+            "_id": lease.job_id,
+            "worker_id": lease.worker_id,
+            "attempts": lease.attempt,
+            "status": "running",
+        }
 
     def _fenced_update(self, lease: Lease, update: Mapping[str, Any]) -> Job:
         try:
             doc = self.coll.find_one_and_update(
-                self._fence(lease), update, projection=_NO_EVENTS, return_document=_AFTER
+                self._fence(lease),
+                update,
+                projection=_NO_EVENTS,
+                return_document=_AFTER,
             )
         except PyMongoError as exc:
             raise BackendError(f"MongoDB job store: {exc}") from exc
@@ -230,9 +261,11 @@ class MongoJobStore(JobStore):
     def _count_waiting(self, deps: Sequence[str]) -> int:
         if not deps:
             return 0
-        return int(self.coll.count_documents(
-            {"_id": {"$in": list(deps)}, "status": {"$ne": "completed"}}
-        ))
+        return int(
+            self.coll.count_documents(
+                {"_id": {"$in": list(deps)}, "status": {"$ne": "completed"}}
+            )
+        )
 
     def _recount(self, job_ids: Sequence[str]) -> None:
         """Set ``waiting_on`` of pending jobs from their dependencies' statuses."""
@@ -257,9 +290,15 @@ class MongoJobStore(JobStore):
             ):
                 done = self.coll.find_one_and_update(
                     {"_id": doc["_id"], "status": "pending"},
-                    {"$set": {"status": "cancelled", "error": message,
-                              "updated_at": now, "finished_at": now},
-                     "$push": {"events": _event("cancelled", now, message=message)}},
+                    {
+                        "$set": {
+                            "status": "cancelled",
+                            "error": message,
+                            "updated_at": now,
+                            "finished_at": now,
+                        },
+                        "$push": {"events": _event("cancelled", now, message=message)},
+                    },
                     projection={"_id": True},
                 )
                 if done is not None:
@@ -275,19 +314,26 @@ class MongoJobStore(JobStore):
                 )
                 if existing is not None:
                     return _doc_to_job(existing), False
-            statuses = {
-                d["_id"]: d["status"]
-                for d in self.coll.find(
-                    {"_id": {"$in": list(job.depends_on)}},
-                    projection={"status": True},
-                )
-            } if job.depends_on else {}
+            statuses = (
+                {
+                    d["_id"]: d["status"]
+                    for d in self.coll.find(
+                        {"_id": {"$in": list(job.depends_on)}},
+                        projection={"status": True},
+                    )
+                }
+                if job.depends_on
+                else {}
+            )
             for dep in job.depends_on:
                 if dep not in statuses:
                     raise JobNotFound(dep)
             dead = next(
-                (f"dependency {d} {statuses[d]}" for d in job.depends_on
-                 if statuses[d] in ("failed", "cancelled")),
+                (
+                    f"dependency {d} {statuses[d]}"
+                    for d in job.depends_on
+                    if statuses[d] in ("failed", "cancelled")
+                ),
                 None,
             )
             now = job.created_at
@@ -352,7 +398,9 @@ class MongoJobStore(JobStore):
         lease_until: datetime,
     ) -> Job | None:
         query: dict[str, Any] = {
-            "status": "pending", "waiting_on": 0, "run_at": {"$lte": now}
+            "status": "pending",
+            "waiting_on": 0,
+            "run_at": {"$lte": now},
         }
         if types is not None:
             if not types:
@@ -361,10 +409,16 @@ class MongoJobStore(JobStore):
         try:
             doc = self.coll.find_one_and_update(
                 query,
-                {"$set": {"status": "running", "worker_id": worker_id,
-                          "lease_until": lease_until, "updated_at": now,
-                          "cancel_requested": False},
-                 "$inc": {"attempts": 1}},
+                {
+                    "$set": {
+                        "status": "running",
+                        "worker_id": worker_id,
+                        "lease_until": lease_until,
+                        "updated_at": now,
+                        "cancel_requested": False,
+                    },
+                    "$inc": {"attempts": 1},
+                },
                 sort=[("priority", 1), ("run_at", 1), ("_id", 1)],
                 projection=_NO_EVENTS,
                 return_document=_AFTER,
@@ -373,14 +427,25 @@ class MongoJobStore(JobStore):
                 return None
             started = doc.get("started_at") or now
             # second, fenced write: the attempt number is known only now
-            doc = self.coll.find_one_and_update(
-                {"_id": doc["_id"], "worker_id": worker_id,
-                 "attempts": doc["attempts"], "status": "running"},
-                {"$set": {"started_at": started},
-                 "$push": {"events": _event("claimed", now, worker_id,
-                                            doc["attempts"])}},
-                projection=_NO_EVENTS, return_document=_AFTER,
-            ) or doc
+            doc = (
+                self.coll.find_one_and_update(
+                    {
+                        "_id": doc["_id"],
+                        "worker_id": worker_id,
+                        "attempts": doc["attempts"],
+                        "status": "running",
+                    },
+                    {
+                        "$set": {"started_at": started},
+                        "$push": {
+                            "events": _event("claimed", now, worker_id, doc["attempts"])
+                        },
+                    },
+                    projection=_NO_EVENTS,
+                    return_document=_AFTER,
+                )
+                or doc
+            )
         except PyMongoError as exc:
             raise BackendError(f"MongoDB job store: {exc}") from exc
         return _doc_to_job(doc)
@@ -398,15 +463,25 @@ class MongoJobStore(JobStore):
         return self._fenced_update(lease, {"$set": update}).cancel_requested
 
     def complete(self, lease: Lease, now: datetime, result: Any = None) -> Job:
-        job = self._fenced_update(lease, {
-            "$set": {"status": "completed", "result": result, "lease_until": None,
-                     "updated_at": now, "finished_at": now},
-            "$push": {"events": _event("completed", now, lease.worker_id,
-                                       lease.attempt)},
-        })
+        job = self._fenced_update(
+            lease,
+            {
+                "$set": {
+                    "status": "completed",
+                    "result": result,
+                    "lease_until": None,
+                    "updated_at": now,
+                    "finished_at": now,
+                },
+                "$push": {
+                    "events": _event("completed", now, lease.worker_id, lease.attempt)
+                },
+            },
+        )
         try:
             dependents = [
-                d["_id"] for d in self.coll.find(
+                d["_id"]
+                for d in self.coll.find(
                     {"depends_on": lease.job_id, "status": "pending"},
                     projection={"_id": True},
                 )
@@ -426,24 +501,43 @@ class MongoJobStore(JobStore):
         fence = {**self._fence(lease), "failures": current.get("failures", 0)}
         if retry_at is None:
             update: dict[str, Any] = {
-                "$set": {"status": "failed", "failures": failures,
-                         "error": error.error, "lease_until": None,
-                         "updated_at": now, "finished_at": now},
-                "$push": {"error_history": _error_doc(error),
-                          "events": _event("failed", now, lease.worker_id,
-                                           lease.attempt, error.error)},
+                "$set": {
+                    "status": "failed",
+                    "failures": failures,
+                    "error": error.error,
+                    "lease_until": None,
+                    "updated_at": now,
+                    "finished_at": now,
+                },
+                "$push": {
+                    "error_history": _error_doc(error),
+                    "events": _event(
+                        "failed", now, lease.worker_id, lease.attempt, error.error
+                    ),
+                },
             }
         else:
             update = {
-                "$set": {"status": "pending", "failures": failures,
-                         "error": error.error, "lease_until": None,
-                         "run_at": retry_at, "updated_at": now},
-                "$push": {"error_history": _error_doc(error),
-                          "events": _event(
-                              "retried", now, lease.worker_id, lease.attempt,
-                              f"{error.error} (failure {failures} of "
-                              f"{current['max_attempts']}; next try at "
-                              f"{retry_at.isoformat()})")},
+                "$set": {
+                    "status": "pending",
+                    "failures": failures,
+                    "error": error.error,
+                    "lease_until": None,
+                    "run_at": retry_at,
+                    "updated_at": now,
+                },
+                "$push": {
+                    "error_history": _error_doc(error),
+                    "events": _event(
+                        "retried",
+                        now,
+                        lease.worker_id,
+                        lease.attempt,
+                        f"{error.error} (failure {failures} of "
+                        f"{current['max_attempts']}; next try at "
+                        f"{retry_at.isoformat()})",
+                    ),
+                },
             }
         try:
             doc = self.coll.find_one_and_update(
@@ -458,22 +552,43 @@ class MongoJobStore(JobStore):
         return _doc_to_job(doc)
 
     def cancel_running(self, lease: Lease, now: datetime, message: str) -> Job:
-        job = self._fenced_update(lease, {
-            "$set": {"status": "cancelled", "error": message, "lease_until": None,
-                     "updated_at": now, "finished_at": now},
-            "$push": {"events": _event("cancelled", now, lease.worker_id,
-                                       lease.attempt, message)},
-        })
+        job = self._fenced_update(
+            lease,
+            {
+                "$set": {
+                    "status": "cancelled",
+                    "error": message,
+                    "lease_until": None,
+                    "updated_at": now,
+                    "finished_at": now,
+                },
+                "$push": {
+                    "events": _event(
+                        "cancelled", now, lease.worker_id, lease.attempt, message
+                    )
+                },
+            },
+        )
         self._cascade_cancel(lease.job_id, now, "cancelled")
         return job
 
     def release(self, lease: Lease, now: datetime, message: str) -> Job:
-        return self._fenced_update(lease, {
-            "$set": {"status": "pending", "lease_until": None, "run_at": now,
-                     "updated_at": now},
-            "$push": {"events": _event("released", now, lease.worker_id,
-                                       lease.attempt, message)},
-        })
+        return self._fenced_update(
+            lease,
+            {
+                "$set": {
+                    "status": "pending",
+                    "lease_until": None,
+                    "run_at": now,
+                    "updated_at": now,
+                },
+                "$push": {
+                    "events": _event(
+                        "released", now, lease.worker_id, lease.attempt, message
+                    )
+                },
+            },
+        )
 
     # -- operating -------------------------------------------------------------------
 
@@ -481,20 +596,31 @@ class MongoJobStore(JobStore):
         try:
             doc = self.coll.find_one_and_update(
                 {"_id": job_id, "status": "pending"},
-                {"$set": {"status": "cancelled", "error": reason, "updated_at": now,
-                          "finished_at": now},
-                 "$push": {"events": _event("cancelled", now, message=reason)}},
-                projection=_NO_EVENTS, return_document=_AFTER,
+                {
+                    "$set": {
+                        "status": "cancelled",
+                        "error": reason,
+                        "updated_at": now,
+                        "finished_at": now,
+                    },
+                    "$push": {"events": _event("cancelled", now, message=reason)},
+                },
+                projection=_NO_EVENTS,
+                return_document=_AFTER,
             )
             if doc is not None:
                 self._cascade_cancel(job_id, now, "cancelled")
                 return _doc_to_job(doc)
             doc = self.coll.find_one_and_update(
                 {"_id": job_id, "status": "running"},
-                {"$set": {"cancel_requested": True, "updated_at": now},
-                 "$push": {"events": _event("cancel_requested", now,
-                                            message=reason)}},
-                projection=_NO_EVENTS, return_document=_AFTER,
+                {
+                    "$set": {"cancel_requested": True, "updated_at": now},
+                    "$push": {
+                        "events": _event("cancel_requested", now, message=reason)
+                    },
+                },
+                projection=_NO_EVENTS,
+                return_document=_AFTER,
             )
         except PyMongoError as exc:
             raise BackendError(f"MongoDB job store: {exc}") from exc
@@ -517,13 +643,27 @@ class MongoJobStore(JobStore):
             waiting = self._count_waiting(current.get("depends_on", []))
             doc = self.coll.find_one_and_update(
                 {"_id": job_id, "status": current["status"]},
-                {"$set": {"status": "pending", "failures": 0, "crashes": 0,
-                          "cancel_requested": False, "worker_id": None,
-                          "lease_until": None, "run_at": now, "waiting_on": waiting,
-                          "updated_at": now, "finished_at": None},
-                 "$push": {"events": _event("retried", now,
-                                            message="retried by an operator")}},
-                projection=_NO_EVENTS, return_document=_AFTER,
+                {
+                    "$set": {
+                        "status": "pending",
+                        "failures": 0,
+                        "crashes": 0,
+                        "cancel_requested": False,
+                        "worker_id": None,
+                        "lease_until": None,
+                        "run_at": now,
+                        "waiting_on": waiting,
+                        "updated_at": now,
+                        "finished_at": None,
+                    },
+                    "$push": {
+                        "events": _event(
+                            "retried", now, message="retried by an operator"
+                        )
+                    },
+                },
+                projection=_NO_EVENTS,
+                return_document=_AFTER,
             )
         except PyMongoError as exc:
             raise BackendError(f"MongoDB job store: {exc}") from exc
@@ -536,19 +676,26 @@ class MongoJobStore(JobStore):
     ) -> list[Job]:
         rescued: list[Job] = []
         try:
-            expired = list(self.coll.find(
-                {"status": "running", "lease_until": {"$lt": now}},
-                projection=_NO_EVENTS,
-            ).sort("lease_until", 1).limit(limit))
+            expired = list(
+                self.coll.find(
+                    {"status": "running", "lease_until": {"$lt": now}},
+                    projection=_NO_EVENTS,
+                )
+                .sort("lease_until", 1)
+                .limit(limit)
+            )
             for cur in expired:
                 rescued_job = self._rescue_one(cur, now, policy)
                 if rescued_job is not None:
                     rescued.append(rescued_job)
             # repair dependency counts a crash between two writes may have left
-            stuck = [d["_id"] for d in self.coll.find(
-                {"status": "pending", "waiting_on": {"$gt": 0}},
-                projection={"_id": True},
-            ).limit(limit)]
+            stuck = [
+                d["_id"]
+                for d in self.coll.find(
+                    {"status": "pending", "waiting_on": {"$gt": 0}},
+                    projection={"_id": True},
+                ).limit(limit)
+            ]
             if stuck:
                 self._recount(stuck)
         except PyMongoError as exc:
@@ -560,12 +707,17 @@ class MongoJobStore(JobStore):
     ) -> Job | None:
         crashes = cur.get("crashes", 0) + 1
         worker, attempt = cur.get("worker_id"), cur["attempts"]
-        message = (f"worker {worker} stopped renewing its lease (attempt {attempt}); "
-                   "presumed crashed")
+        message = (
+            f"worker {worker} stopped renewing its lease (attempt {attempt}); "
+            "presumed crashed"
+        )
         record = _error_doc(ErrorRecord(attempt, now, message, worker, "crash"))
         events = [_event("rescued", now, worker, attempt, message)]
-        sets: dict[str, Any] = {"crashes": crashes, "lease_until": None,
-                                "updated_at": now}
+        sets: dict[str, Any] = {
+            "crashes": crashes,
+            "lease_until": None,
+            "updated_at": now,
+        }
         why = ""
         if cur.get("cancel_requested"):
             why = "cancelled"
@@ -574,8 +726,10 @@ class MongoJobStore(JobStore):
             retry_at = policy.after_crash(crashes, cur["max_crashes"], now)
             if retry_at is None:
                 why = "failed"
-                message = (f"crash loop: the job's worker vanished {crashes} times "
-                           f"(cap {cur['max_crashes']}); last: {message}")
+                message = (
+                    f"crash loop: the job's worker vanished {crashes} times "
+                    f"(cap {cur['max_crashes']}); last: {message}"
+                )
             else:
                 sets.update(status="pending", run_at=retry_at)
         if why:
@@ -583,11 +737,19 @@ class MongoJobStore(JobStore):
             events.append(_event(why, now, message=message))
         sets["error"] = message
         doc = self.coll.find_one_and_update(
-            {"_id": cur["_id"], "worker_id": worker, "attempts": attempt,
-             "status": "running", "lease_until": {"$lt": now}},
-            {"$set": sets,
-             "$push": {"error_history": record, "events": {"$each": events}}},
-            projection=_NO_EVENTS, return_document=_AFTER,
+            {
+                "_id": cur["_id"],
+                "worker_id": worker,
+                "attempts": attempt,
+                "status": "running",
+                "lease_until": {"$lt": now},
+            },
+            {
+                "$set": sets,
+                "$push": {"error_history": record, "events": {"$each": events}},
+            },
+            projection=_NO_EVENTS,
+            return_document=_AFTER,
         )
         if doc is None:
             return None  # someone else rescued it, or the worker came back in time
@@ -605,8 +767,13 @@ class MongoJobStore(JobStore):
     ) -> list[Job]:
         f = filter or JobFilter()
         query = {
-            k: v for k, v in (("status", f.status), ("type", f.type),
-                              ("dataset_uuid", f.dataset_uuid), ("owner", f.owner))
+            k: v
+            for k, v in (
+                ("status", f.status),
+                ("type", f.type),
+                ("dataset_uuid", f.dataset_uuid),
+                ("owner", f.owner),
+            )
             if v is not None
         }
         try:
@@ -617,10 +784,16 @@ class MongoJobStore(JobStore):
 
     def counts(self) -> Mapping[tuple[str, str], int]:
         try:
-            rows = self.coll.aggregate([
-                {"$group": {"_id": {"status": "$status", "type": "$type"},
-                            "n": {"$sum": 1}}}
-            ])
+            rows = self.coll.aggregate(
+                [
+                    {
+                        "$group": {
+                            "_id": {"status": "$status", "type": "$type"},
+                            "n": {"$sum": 1},
+                        }
+                    }
+                ]
+            )
             return {(r["_id"]["status"], r["_id"]["type"]): r["n"] for r in rows}
         except PyMongoError as exc:
             raise BackendError(f"MongoDB job store: {exc}") from exc
@@ -633,8 +806,13 @@ class MongoJobStore(JobStore):
         if doc is None:
             raise JobNotFound(job_id)
         return [
-            JobEvent(e["kind"], _aware(e["at"]) or datetime.now(UTC), e.get("worker_id"),
-                     e.get("attempt"), e.get("message", ""))
+            JobEvent(
+                e["kind"],
+                _aware(e["at"]) or datetime.now(UTC),
+                e.get("worker_id"),
+                e.get("attempt"),
+                e.get("message", ""),
+            )
             for e in doc.get("events", [])
         ]
 

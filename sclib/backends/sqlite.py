@@ -367,11 +367,24 @@ class SQLiteJobStore(JobStore):
                 "updated_at, finished_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    job.id, job.type, status, job.priority, _dumps(job.parameters),
-                    job.dataset_uuid, job.owner, job.max_attempts, job.max_crashes,
-                    job.timeout_seconds, to_timestamp(job.run_at),
-                    job.idempotency_key, _dumps(list(job.depends_on)), waiting, dead,
-                    now, now, now if dead else None,
+                    job.id,
+                    job.type,
+                    status,
+                    job.priority,
+                    _dumps(job.parameters),
+                    job.dataset_uuid,
+                    job.owner,
+                    job.max_attempts,
+                    job.max_crashes,
+                    job.timeout_seconds,
+                    to_timestamp(job.run_at),
+                    job.idempotency_key,
+                    _dumps(list(job.depends_on)),
+                    waiting,
+                    dead,
+                    now,
+                    now,
+                    now if dead else None,
                 ),
             )
             db.executemany(
@@ -406,8 +419,9 @@ class SQLiteJobStore(JobStore):
             "worker_id = ?, lease_until = ?, updated_at = ?, "
             "started_at = COALESCE(started_at, ?), cancel_requested = 0 "
             "WHERE id = (SELECT id FROM jobs WHERE status = 'pending' "
-            "AND waiting_on = 0 AND run_at <= ?" + type_clause +
-            " ORDER BY priority, run_at, id LIMIT 1) RETURNING *"
+            "AND waiting_on = 0 AND run_at <= ?"
+            + type_clause
+            + " ORDER BY priority, run_at, id LIMIT 1) RETURNING *"
         )
         with self._write() as db:
             row = db.execute(sql, params).fetchone()
@@ -431,8 +445,9 @@ class SQLiteJobStore(JobStore):
         params.extend([lease.job_id, lease.worker_id, lease.attempt])
         with self._write() as db:
             row = db.execute(
-                "UPDATE jobs SET lease_until = ?, updated_at = ?" + progress_sql +
-                " WHERE id = ? AND worker_id = ? AND attempts = ? "
+                "UPDATE jobs SET lease_until = ?, updated_at = ?"
+                + progress_sql
+                + " WHERE id = ? AND worker_id = ? AND attempts = ? "
                 "AND status = 'running' RETURNING cancel_requested",
                 params,
             ).fetchone()
@@ -455,8 +470,9 @@ class SQLiteJobStore(JobStore):
                 "AND waiting_on > 0",
                 (lease.job_id,),
             )
-            self._event(db, lease.job_id, t, "completed", lease.worker_id,
-                        lease.attempt)
+            self._event(
+                db, lease.job_id, t, "completed", lease.worker_id, lease.attempt
+            )
         return _row_to_job(row)
 
     def fail(
@@ -476,19 +492,37 @@ class SQLiteJobStore(JobStore):
                     "finished_at = ? WHERE id = ? RETURNING *",
                     (failures, error.error, _dumps(history), t, t, lease.job_id),
                 ).fetchone()
-                self._event(db, lease.job_id, t, "failed", lease.worker_id,
-                            lease.attempt, error.error)
+                self._event(
+                    db,
+                    lease.job_id,
+                    t,
+                    "failed",
+                    lease.worker_id,
+                    lease.attempt,
+                    error.error,
+                )
                 self._cascade_cancel(db, lease.job_id, t, "failed")
             else:
                 row = db.execute(
                     "UPDATE jobs SET status = 'pending', failures = ?, error = ?, "
                     "error_history = ?, lease_until = NULL, run_at = ?, "
                     "updated_at = ? WHERE id = ? RETURNING *",
-                    (failures, error.error, _dumps(history), to_timestamp(retry_at),
-                     t, lease.job_id),
+                    (
+                        failures,
+                        error.error,
+                        _dumps(history),
+                        to_timestamp(retry_at),
+                        t,
+                        lease.job_id,
+                    ),
                 ).fetchone()
                 self._event(
-                    db, lease.job_id, t, "retried", lease.worker_id, lease.attempt,
+                    db,
+                    lease.job_id,
+                    t,
+                    "retried",
+                    lease.worker_id,
+                    lease.attempt,
                     f"{error.error} (failure {failures} of {current['max_attempts']}; "
                     f"next try at {retry_at.isoformat()})",
                 )
@@ -503,8 +537,15 @@ class SQLiteJobStore(JobStore):
                 "updated_at = ?, finished_at = ? WHERE id = ? RETURNING *",
                 (message, t, t, lease.job_id),
             ).fetchone()
-            self._event(db, lease.job_id, t, "cancelled", lease.worker_id,
-                        lease.attempt, message)
+            self._event(
+                db,
+                lease.job_id,
+                t,
+                "cancelled",
+                lease.worker_id,
+                lease.attempt,
+                message,
+            )
             self._cascade_cancel(db, lease.job_id, t, "cancelled")
         return _row_to_job(row)
 
@@ -517,8 +558,9 @@ class SQLiteJobStore(JobStore):
                 "updated_at = ? WHERE id = ? RETURNING *",
                 (t, t, lease.job_id),
             ).fetchone()
-            self._event(db, lease.job_id, t, "released", lease.worker_id,
-                        lease.attempt, message)
+            self._event(
+                db, lease.job_id, t, "released", lease.worker_id, lease.attempt, message
+            )
         return _row_to_job(row)
 
     # -- operating -------------------------------------------------------------
@@ -593,8 +635,9 @@ class SQLiteJobStore(JobStore):
                 )
                 history = json.loads(cur["error_history"])
                 history.append(
-                    ErrorRecord(cur["attempts"], now, message, cur["worker_id"],
-                                "crash").to_dict()
+                    ErrorRecord(
+                        cur["attempts"], now, message, cur["worker_id"], "crash"
+                    ).to_dict()
                 )
                 if cur["cancel_requested"]:
                     status, run_at, why = "cancelled", cur["run_at"], "cancelled"
@@ -617,13 +660,31 @@ class SQLiteJobStore(JobStore):
                     "updated_at = ?, finished_at = ? WHERE id = ? AND worker_id = ? "
                     "AND attempts = ? AND status = 'running' AND lease_until < ? "
                     "RETURNING *",
-                    (status, crashes, message, _dumps(history), run_at, t, finished,
-                     cur["id"], cur["worker_id"], cur["attempts"], t),
+                    (
+                        status,
+                        crashes,
+                        message,
+                        _dumps(history),
+                        run_at,
+                        t,
+                        finished,
+                        cur["id"],
+                        cur["worker_id"],
+                        cur["attempts"],
+                        t,
+                    ),
                 ).fetchone()
                 if row is None:  # pragma: no cover - cannot race inside one txn
                     continue
-                self._event(db, cur["id"], t, "rescued", cur["worker_id"],
-                            cur["attempts"], event_message)
+                self._event(
+                    db,
+                    cur["id"],
+                    t,
+                    "rescued",
+                    cur["worker_id"],
+                    cur["attempts"],
+                    event_message,
+                )
                 if why:
                     self._event(db, cur["id"], t, why, message=message)
                     self._cascade_cancel(db, cur["id"], t, why)
@@ -673,8 +734,13 @@ class SQLiteJobStore(JobStore):
         if not rows:
             self.get(job_id)  # raises JobNotFound for unknown ids
         return [
-            JobEvent(r["kind"], from_timestamp(r["at"]), r["worker_id"], r["attempt"],
-                     r["message"])
+            JobEvent(
+                r["kind"],
+                from_timestamp(r["at"]),
+                r["worker_id"],
+                r["attempt"],
+                r["message"],
+            )
             for r in rows
         ]
 

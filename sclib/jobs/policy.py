@@ -63,7 +63,9 @@ class RetryPolicy:
             return None
         return now + timedelta(seconds=self.delay(failures))
 
-    def after_crash(self, crashes: int, max_crashes: int, now: datetime) -> datetime | None:
+    def after_crash(
+        self, crashes: int, max_crashes: int, now: datetime
+    ) -> datetime | None:
         """When to run again after the ``crashes``-th crash; ``None`` means give up."""
         if crashes >= max_crashes:
             return None

@@ -7,6 +7,7 @@ in *immediate* mode, runs jobs inline in the caller (for notebooks and tests).
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -130,12 +131,17 @@ class JobQueue:
         prio = config.priority if priority is None else check_priority(priority)
         attempts = config.max_attempts if max_attempts is None else max_attempts
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-            raise InvalidInput(f"max_attempts must be an integer >= 1, got {attempts!r}")
+            raise InvalidInput(
+                f"max_attempts must be an integer >= 1, got {attempts!r}"
+            )
         timeout = config.timeout_seconds if timeout_seconds is None else timeout_seconds
         if not isinstance(timeout, int | float) or not timeout > 0:
             raise InvalidInput(f"timeout_seconds must be positive, got {timeout!r}")
-        for name, value in (("dataset_uuid", dataset_uuid), ("owner", owner),
-                            ("idempotency_key", idempotency_key)):
+        for name, value in (
+            ("dataset_uuid", dataset_uuid),
+            ("owner", owner),
+            ("idempotency_key", idempotency_key),
+        ):
             if value is not None and (not isinstance(value, str) or not value):
                 raise InvalidInput(f"{name} must be a non-empty string, got {value!r}")
         deps = tuple(depends_on)
@@ -230,7 +236,9 @@ class JobQueue:
         _check_json(result, "a job's result")
         return self.store.complete(lease, self.clock(), result)
 
-    def fail(self, lease: Lease, error: str | BaseException, *, kind: str = "error") -> Job:
+    def fail(
+        self, lease: Lease, error: str | BaseException, *, kind: str = "error"
+    ) -> Job:
         """Record a failed attempt; retried with backoff until ``max_attempts``."""
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         now = self.clock()
@@ -243,13 +251,15 @@ class JobQueue:
     def release(self, lease: Lease, message: str = "worker shutting down") -> Job:
         return self.store.release(lease, self.clock(), message)
 
-    def rescue_expired(self, limit: int = 100) -> list[Job]:
+    def rescue_expired(self, limit: int = 100) -> builtins.list[Job]:
         """Take back jobs whose worker stopped renewing its lease."""
         rescued = self.store.rescue_expired(self.clock(), self.retry_policy, limit)
         for job in rescued:
             log.warning(
                 "rescued job %s (%s) from a vanished worker: now %s",
-                job.id, job.type, job.status.value,
+                job.id,
+                job.type,
+                job.status.value,
             )
         return rescued
 
@@ -279,7 +289,7 @@ class JobQueue:
         owner: str | None = None,
         limit: int = 50,
         offset: int = 0,
-    ) -> list[Job]:
+    ) -> builtins.list[Job]:
         """Jobs in creation order (oldest first), filtered and paginated."""
         if status is not None:
             try:
@@ -297,7 +307,7 @@ class JobQueue:
             JobFilter(status, job_type, dataset_uuid, owner), limit=limit, offset=offset
         )
 
-    def events(self, job_id: str) -> list[JobEvent]:
+    def events(self, job_id: str) -> builtins.list[JobEvent]:
         return self.store.events(job_id)
 
     def stats(self) -> QueueStats:

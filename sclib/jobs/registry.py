@@ -25,9 +25,7 @@ def load_object(path: str) -> Any:
     """Import ``"package.module:attribute"`` and return the attribute."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
-        raise ConfigurationError(
-            f"expected 'package.module:attribute', got {path!r}"
-        )
+        raise ConfigurationError(f"expected 'package.module:attribute', got {path!r}")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:

@@ -14,6 +14,7 @@ take them at once. A second signal stops without waiting.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -87,8 +88,12 @@ def _execute(handler: Handler, ctx: JobContext) -> _Outcome:
         if ctx.cancelled:
             return _Outcome("cancelled", message=f"cancelled ({type(exc).__name__})")
         log.warning(
-            "job %s (%s) attempt %s raised %s", ctx.job.id, ctx.job.type,
-            ctx.attempt, type(exc).__name__, exc_info=True,
+            "job %s (%s) attempt %s raised %s",
+            ctx.job.id,
+            ctx.job.type,
+            ctx.attempt,
+            type(exc).__name__,
+            exc_info=True,
         )
         tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
         return _Outcome("error", message=tb)
@@ -114,17 +119,24 @@ def _record(queue: JobQueue, ctx: JobContext, outcome: _Outcome) -> str:
         if outcome.kind == "lost":
             return "lost"
         queue.fail(
-            lease, outcome.message, kind="timeout" if outcome.kind == "timeout"
-            else "error",
+            lease,
+            outcome.message,
+            kind="timeout" if outcome.kind == "timeout" else "error",
         )
         return "timed_out" if outcome.kind == "timeout" else "failed"
     except LeaseLost:
-        log.info("job %s: lease lost before its outcome was stored; dropped", lease.job_id)
+        log.info(
+            "job %s: lease lost before its outcome was stored; dropped", lease.job_id
+        )
         return "lost"
     except SclibError as exc:
         # the store is unreachable: the lease will expire and the job be rescued
-        log.error("job %s: could not store its outcome (%s): %s", lease.job_id,
-                  outcome.kind, exc)
+        log.error(
+            "job %s: could not store its outcome (%s): %s",
+            lease.job_id,
+            outcome.kind,
+            exc,
+        )
         return "lost"
 
 
@@ -301,32 +313,43 @@ class Worker:
             else:
                 log.info(
                     "%s: finishing running jobs (up to %gs), claiming no more",
-                    signal.Signals(signum).name, self.grace_period,
+                    signal.Signals(signum).name,
+                    self.grace_period,
                 )
             self.stop()
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
 
-    def run(self, *, until_idle: bool = False, max_jobs: int | None = None) -> WorkerStats:
+    def run(
+        self, *, until_idle: bool = False, max_jobs: int | None = None
+    ) -> WorkerStats:
         """Work until stopped (or, with ``until_idle``, until nothing is claimable)."""
         log.info("worker %s taking %s", self.worker_id, ", ".join(self.types))
-        beat = threading.Thread(target=self._heartbeat_loop, daemon=True,
-                                name=f"sclib-heartbeat-{self.worker_id}")
+        beat = threading.Thread(
+            target=self._heartbeat_loop,
+            daemon=True,
+            name=f"sclib-heartbeat-{self.worker_id}",
+        )
         beat.start()
         try:
             while not self._stopping.is_set():
                 self._maybe_rescue()
                 self._check_deadlines()
                 claimed = self._fill_slots(max_jobs)
-                if max_jobs is not None and self.stats.claimed >= max_jobs:
-                    if not self._slots:
-                        break
+                if (
+                    max_jobs is not None
+                    and self.stats.claimed >= max_jobs
+                    and not self._slots
+                ):
+                    break
                 if until_idle and not claimed and not self._slots:
                     break
                 if not claimed or len(self._slots) >= self.concurrency:
-                    timeout = self.poll_interval if not self._slots else min(
-                        self.poll_interval, 0.25
+                    timeout = (
+                        self.poll_interval
+                        if not self._slots
+                        else min(self.poll_interval, 0.25)
                     )
                     self._wake.wait(timeout)
                     self._wake.clear()
@@ -400,7 +423,8 @@ class Worker:
             slot.process.join(timeout=1)
             code = slot.process.exitcode
             outcome = _Outcome(
-                "error", message=f"job process exited with code {code} before "
+                "error",
+                message=f"job process exited with code {code} before "
                 "reporting an outcome",
             )
         slot.process.join(timeout=5)
@@ -423,20 +447,32 @@ class Worker:
     def _check_deadlines(self) -> None:
         now = time.monotonic()
         with self._lock:
-            late = [s for s in self._slots.values()
-                    if s.ctx.deadline is not None and now > s.ctx.deadline
-                    and not s.abandoned]
+            late = [
+                s
+                for s in self._slots.values()
+                if s.ctx.deadline is not None
+                and now > s.ctx.deadline
+                and not s.abandoned
+            ]
         for slot in late:
             slot.abandoned = True  # before recording, so the handler's outcome is not
             slot.ctx.mark_timed_out()
             log.warning(
-                "job %s (%s) ran past its %gs limit; stopping it", slot.job.id,
-                slot.job.type, slot.job.timeout_seconds,
+                "job %s (%s) ran past its %gs limit; stopping it",
+                slot.job.id,
+                slot.job.type,
+                slot.job.timeout_seconds,
             )
-            self._count(_record(self.queue, slot.ctx, _Outcome(
-                "timeout",
-                message=f"timed out after {slot.job.timeout_seconds:g}s",
-            )))
+            self._count(
+                _record(
+                    self.queue,
+                    slot.ctx,
+                    _Outcome(
+                        "timeout",
+                        message=f"timed out after {slot.job.timeout_seconds:g}s",
+                    ),
+                )
+            )
             self._abandon(slot)
 
     def _abandon(self, slot: _Slot) -> None:
@@ -448,7 +484,8 @@ class Worker:
             log.warning(
                 "job %s: a thread cannot be killed; it keeps running in the "
                 "background and its writes will be refused (use mode='process' for "
-                "hard limits)", slot.job.id,
+                "hard limits)",
+                slot.job.id,
             )
         self._forget(slot)
 
@@ -482,7 +519,8 @@ class Worker:
                     continue
                 try:
                     cancel = self.queue.heartbeat(
-                        slot.ctx.lease, slot.ctx.take_progress(),
+                        slot.ctx.lease,
+                        slot.ctx.take_progress(),
                         lease_seconds=self.lease_seconds,
                     )
                 except LeaseLost:
@@ -497,10 +535,8 @@ class Worker:
                 if cancel and not slot.ctx.cancelled:
                     slot.ctx.request_cancel("cancellation requested")
                     if slot.conn is not None:
-                        try:
+                        with contextlib.suppress(OSError):
                             slot.conn.send("cancel")
-                        except OSError:
-                            pass
             if self._stopping.is_set() and not self._slots:
                 return
 
@@ -508,8 +544,9 @@ class Worker:
         with self._lock:
             slots = list(self._slots.values())
         if slots:
-            log.info("waiting up to %gs for %d running job(s)", self.grace_period,
-                     len(slots))
+            log.info(
+                "waiting up to %gs for %d running job(s)", self.grace_period, len(slots)
+            )
         end = time.monotonic() + self.grace_period
         for slot in slots:
             while not slot.done.is_set() and not self._hurry.is_set():

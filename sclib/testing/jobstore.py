@@ -66,8 +66,12 @@ class JobStoreContract:
 
     def test_enqueue_fills_per_type_defaults(self, queue: JobQueue) -> None:
         """A new job is pending, with its type's priority, attempts and time limit."""
-        job = queue.enqueue("dataset_conversion", {"input_path": "/in"},
-                            dataset_uuid="d1", owner="a@example.org")
+        job = queue.enqueue(
+            "dataset_conversion",
+            {"input_path": "/in"},
+            dataset_uuid="d1",
+            owner="a@example.org",
+        )
         assert job.status is JobStatus.PENDING
         assert (job.priority, job.max_attempts, job.timeout_seconds) == (1, 2, 7200.0)
         assert job.parameters == {"input_path": "/in"}
@@ -75,16 +79,18 @@ class JobStoreContract:
         assert queue.get(job.id) == job
         assert [e.kind for e in queue.events(job.id)] == ["created"]
 
-    def test_enqueue_rejects_bad_input_and_stores_nothing(self, queue: JobQueue) -> None:
-        """Unknown type, bad priority, non-JSON parameters, naive times: clear errors."""
-        with pytest.raises(UnknownJobType, match="unknown job type 'nope'.*known"):
+    def test_enqueue_rejects_bad_input_and_stores_nothing(
+        self, queue: JobQueue
+    ) -> None:
+        """Unknown type, bad priority, non-JSON parameters, naive times: errors."""
+        with pytest.raises(UnknownJobType, match=r"unknown job type 'nope'.*known"):
             queue.enqueue("nope")
         with pytest.raises(InvalidInput, match="priority must be 1"):
             queue.enqueue("upload", priority=7)
         with pytest.raises(InvalidInput, match="JSON"):
             queue.enqueue("upload", {"f": object()})
         with pytest.raises(InvalidInput, match="timezone-aware"):
-            queue.enqueue("upload", run_at=datetime(2030, 1, 1))  # noqa: DTZ001
+            queue.enqueue("upload", run_at=datetime(2030, 1, 1))
         with pytest.raises(InvalidInput, match="max_attempts"):
             queue.enqueue("upload", max_attempts=0)
         with pytest.raises(JobNotFound, match="missing"):
@@ -107,17 +113,25 @@ class JobStoreContract:
         """Priority 1 first; within a priority the oldest run_at, then creation."""
         low = queue.enqueue("upload", priority=3)
         normal_late = queue.enqueue("upload", priority=2)
-        normal_early = queue.enqueue("upload", priority=2,
-                                     run_at=clock() - timedelta(seconds=5))
+        normal_early = queue.enqueue(
+            "upload", priority=2, run_at=clock() - timedelta(seconds=5)
+        )
         high = queue.enqueue("upload", priority=1)
         normal_late_2 = queue.enqueue("upload", priority=2)
         order = []
         while (job := queue.claim("w")) is not None:
             order.append(job.id)
-        assert order == [high.id, normal_early.id, normal_late.id, normal_late_2.id,
-                         low.id]
+        assert order == [
+            high.id,
+            normal_early.id,
+            normal_late.id,
+            normal_late_2.id,
+            low.id,
+        ]
 
-    def test_claim_returns_job_after_claim(self, queue: JobQueue, clock: ManualClock) -> None:
+    def test_claim_returns_job_after_claim(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
         """The claim returns the running job: worker, lease end, attempts + 1."""
         job = queue.enqueue("upload")
         claimed = queue.claim("w1", lease_seconds=LEASE)
@@ -129,7 +143,10 @@ class JobStoreContract:
         assert queue.claim("w2") is None
         events = queue.events(job.id)
         assert (events[-1].kind, events[-1].worker_id, events[-1].attempt) == (
-            "claimed", "w1", 1)
+            "claimed",
+            "w1",
+            1,
+        )
 
     def test_claim_filters_by_type(self, queue: JobQueue) -> None:
         """A worker only gets the job types it asked for."""
@@ -140,7 +157,9 @@ class JobStoreContract:
         assert queue.claim("w", ["data_validation"]) is None
         assert queue.claim("w", []) is None
 
-    def test_scheduled_job_waits_for_run_at(self, queue: JobQueue, clock: ManualClock) -> None:
+    def test_scheduled_job_waits_for_run_at(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
         """A job with run_at in the future is pending but not claimable until then."""
         job = queue.enqueue("upload", delay=60)
         assert queue.claim("w") is None
@@ -152,7 +171,9 @@ class JobStoreContract:
 
     # -- dependencies --------------------------------------------------------------
 
-    def test_dependent_waits_until_every_dependency_completed(self, queue: JobQueue) -> None:
+    def test_dependent_waits_until_every_dependency_completed(
+        self, queue: JobQueue
+    ) -> None:
         """depends_on holds a job back until all its dependencies completed."""
         a = queue.enqueue("upload")
         b = queue.enqueue("upload")
@@ -233,7 +254,9 @@ class JobStoreContract:
         done = queue.cancel_running(claimed.lease, "stopped at a chunk boundary")
         assert done.status is JobStatus.CANCELLED
         assert [e.kind for e in queue.events(job.id)][-2:] == [
-            "cancel_requested", "cancelled"]
+            "cancel_requested",
+            "cancelled",
+        ]
 
     def test_lost_lease_writes_change_nothing(
         self, queue: JobQueue, clock: ManualClock
@@ -298,7 +321,10 @@ class JobStoreContract:
         assert final.status is JobStatus.FAILED
         assert final.error == "RuntimeError: boom 3"
         assert [e.error for e in final.error_history] == [
-            "RuntimeError: boom 1", "RuntimeError: boom 2", "RuntimeError: boom 3"]
+            "RuntimeError: boom 1",
+            "RuntimeError: boom 2",
+            "RuntimeError: boom 3",
+        ]
         assert final.failures == 3
         kinds = [e.kind for e in queue.events(job.id)]
         assert kinds.count("retried") == 2 and kinds[-1] == "failed"
@@ -406,10 +432,14 @@ class JobStoreContract:
         page3 = queue.list(limit=3, offset=6)
         assert [j.id for j in page1 + page2 + page3] == [j.id for j in made]
         assert {j.id for j in queue.list(dataset_uuid="d0")} == {
-            j.id for j in made if j.dataset_uuid == "d0"}
+            j.id for j in made if j.dataset_uuid == "d0"
+        }
         assert {j.id for j in queue.list(owner="u1")} == {
-            j.id for j in made if j.owner == "u1"}
-        assert [j.id for j in queue.list(job_type="dataset_conversion")] == [made[-1].id]
+            j.id for j in made if j.owner == "u1"
+        }
+        assert [j.id for j in queue.list(job_type="dataset_conversion")] == [
+            made[-1].id
+        ]
         claimed = queue.claim("w")
         assert claimed is not None
         assert [j.id for j in queue.list(status="running")] == [claimed.id]
@@ -426,8 +456,13 @@ class JobStoreContract:
         queue.complete(claimed.lease)
         stats = queue.stats()
         assert stats["total"] == 4
-        assert stats["by_status"] == {"pending": 3, "running": 0, "completed": 1,
-                                      "failed": 0, "cancelled": 0}
+        assert stats["by_status"] == {
+            "pending": 3,
+            "running": 0,
+            "completed": 1,
+            "failed": 0,
+            "cancelled": 0,
+        }
         assert stats["by_type"] == {"upload": 3, "data_validation": 1}
         assert stats["by_type_status"]["upload"] == {"pending": 2, "completed": 1}
 
@@ -456,8 +491,11 @@ class JobStoreContract:
         job = queue.enqueue("upload")
         claimed = queue.claim("w")
         assert claimed is not None
-        result: dict[str, Any] = {"files": ["a.tif", "b.tif"], "bytes": 2**40,
-                                  "nested": {"ok": True, "ratio": 0.5}}
+        result: dict[str, Any] = {
+            "files": ["a.tif", "b.tif"],
+            "bytes": 2**40,
+            "nested": {"ok": True, "ratio": 0.5},
+        }
         queue.complete(claimed.lease, result)
         assert queue.get(job.id).result == result
         assert queue.get(job.id).finished_at is not None
@@ -467,8 +505,12 @@ class JobStoreContract:
         job = queue.enqueue("upload")
         claimed = queue.claim("w")
         assert claimed is not None
-        for value in (claimed.created_at, claimed.run_at, claimed.lease_until,
-                      claimed.started_at):
+        for value in (
+            claimed.created_at,
+            claimed.run_at,
+            claimed.lease_until,
+            claimed.started_at,
+        ):
             assert value is not None and value.utcoffset() == timedelta(0)
         assert all(e.at.tzinfo is not None for e in queue.events(job.id))
         assert claimed.created_at.tzinfo is not None

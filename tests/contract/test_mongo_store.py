@@ -35,8 +35,11 @@ def mongo_store(request: pytest.FixtureRequest) -> Iterator[MongoJobStore]:
         client.close()  # type: ignore[attr-defined]
     else:
         mongomock = pytest.importorskip("mongomock")
-        store = MongoJobStore(mongomock.MongoClient(tz_aware=True),
-                              database="scientistcloud", write_concern={"w": 1})
+        store = MongoJobStore(
+            mongomock.MongoClient(tz_aware=True),
+            database="scientistcloud",
+            write_concern={"w": 1},
+        )
         yield store
 
 

@@ -1,4 +1,4 @@
-"""The Worker on a real SQLite file: outcomes, timeouts, cancel, stop, immediate mode."""
+"""The Worker on a real SQLite file: outcomes, timeouts, cancel, stop, inline mode."""
 
 from __future__ import annotations
 
@@ -24,8 +24,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def queue(tmp_path: Path) -> Iterator[JobQueue]:
-    q = JobQueue.open(f"sqlite:///{tmp_path}/jobs.db",
-                      retry_policy=RetryPolicy(base_delay=0.0, jitter=0.0))
+    q = JobQueue.open(
+        f"sqlite:///{tmp_path}/jobs.db",
+        retry_policy=RetryPolicy(base_delay=0.0, jitter=0.0),
+    )
     yield q
     q.close()
 
@@ -49,7 +51,8 @@ def test_worker_completes_jobs_and_stores_results(queue: JobQueue) -> None:
     """until_idle drains the queue; each result and the progress are stored."""
     jobs = [queue.enqueue("data_validation", {"i": i}) for i in range(20)]
     stats = Worker(queue, handlers, concurrency=4, poll_interval=0.05).run(
-        until_idle=True)
+        until_idle=True
+    )
     assert stats.completed == 20 and stats.claimed == 20
     for i, job in enumerate(jobs):
         done = queue.get(job.id)
@@ -82,10 +85,15 @@ def test_unusable_result_fails_with_clear_error(queue: JobQueue) -> None:
 @pytest.mark.parametrize("mode", ["thread", "process"])
 def test_hanging_handler_times_out_and_is_retried(queue: JobQueue, mode: str) -> None:
     """Past its time limit a job is failed as a timeout and retried per policy."""
-    job = queue.enqueue("dataset_conversion", {"seconds": 3.0}, timeout_seconds=0.3,
-                        max_attempts=2)
-    worker = Worker(queue, handlers, mode=mode,  # type: ignore[arg-type]
-                    poll_interval=0.05)
+    job = queue.enqueue(
+        "dataset_conversion", {"seconds": 3.0}, timeout_seconds=0.3, max_attempts=2
+    )
+    worker = Worker(
+        queue,
+        handlers,
+        mode=mode,  # type: ignore[arg-type]
+        poll_interval=0.05,
+    )
     started = time.monotonic()
     stats = worker.run(until_idle=True)
     elapsed = time.monotonic() - started
@@ -97,7 +105,9 @@ def test_hanging_handler_times_out_and_is_retried(queue: JobQueue, mode: str) ->
     assert elapsed < 2.9  # neither attempt waited for the 3 s handler
 
 
-def test_running_job_is_cancelled_through_heartbeat(queue: JobQueue, tmp_path: Path) -> None:
+def test_running_job_is_cancelled_through_heartbeat(
+    queue: JobQueue, tmp_path: Path
+) -> None:
     """cancel() on a running job reaches the handler, which stops; job: cancelled."""
     marker = tmp_path / "started"
     job = queue.enqueue("data_compression", {"marker": str(marker), "steps": 400})
@@ -121,8 +131,7 @@ def test_graceful_stop_releases_unfinished_jobs(
     """stop(): running jobs get the grace period, then go back to pending at once."""
     marker = tmp_path / "started"
     job = queue.enqueue("data_compression", {"marker": str(marker), "steps": 1000})
-    worker = Worker(queue, handlers, poll_interval=0.05, grace_period=0.2,
-                    mode=mode)  # type: ignore[arg-type]
+    worker = Worker(queue, handlers, poll_interval=0.05, grace_period=0.2, mode=mode)  # type: ignore[arg-type]
     thread = start(worker)
     wait_for(marker.exists)
     worker.stop()
@@ -138,8 +147,9 @@ def test_graceful_stop_releases_unfinished_jobs(
 def test_progress_reaches_the_store(queue: JobQueue) -> None:
     """Progress reported by a handler is visible while the job runs."""
     job = queue.enqueue("data_compression", {"steps": 60, "step_seconds": 0.05})
-    worker = Worker(queue, handlers, poll_interval=0.05, heartbeat_interval=0.1,
-                    lease_seconds=5)
+    worker = Worker(
+        queue, handlers, poll_interval=0.05, heartbeat_interval=0.1, lease_seconds=5
+    )
     thread = start(worker)
     wait_for(lambda: (queue.get(job.id).progress.percentage or 0) > 0)
     seen = queue.get(job.id).progress
@@ -164,8 +174,9 @@ def test_worker_rejects_bad_configuration(queue: JobQueue) -> None:
 
 def test_immediate_mode_runs_jobs_inline(tmp_path: Path) -> None:
     """With immediate=True, enqueue returns the finished job, retries included."""
-    q = JobQueue.open(f"sqlite:///{tmp_path}/inline.db", handlers=handlers,
-                      immediate=True)
+    q = JobQueue.open(
+        f"sqlite:///{tmp_path}/inline.db", handlers=handlers, immediate=True
+    )
     try:
         done = q.enqueue("data_validation", {"x": 1})
         assert done.status is JobStatus.COMPLETED

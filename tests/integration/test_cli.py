@@ -1,0 +1,172 @@
+"""The sclib command, run as a real subprocess against a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def sclib(
+    tmp_path: Path,
+    *args: str,
+    check_code: int | None = 0,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "SCLIB_DATA_DIR": str(tmp_path),
+        **(env or {}),
+    }
+    full_env.pop("MONGO_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "sclib", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+    )
+    if check_code is not None:
+        assert done.returncode == check_code, done.stderr
+    return done
+
+
+def as_json(done: subprocess.CompletedProcess[str]) -> Any:
+    return json.loads(done.stdout)
+
+
+def test_submit_list_show_cancel_retry_stats(tmp_path: Path) -> None:
+    """The jobs commands work end to end and speak JSON with --json."""
+    job = as_json(
+        sclib(
+            tmp_path,
+            "jobs",
+            "submit",
+            "data_validation",
+            "--param",
+            "path=/data/x.tif",
+            "--param",
+            "n=3",
+            "--dataset",
+            "d1",
+            "--priority",
+            "1",
+            "--json",
+        )
+    )
+    assert job["parameters"] == {"path": "/data/x.tif", "n": 3}
+    assert job["status"] == "pending" and job["priority"] == 1
+    listed = as_json(sclib(tmp_path, "jobs", "list", "--status", "pending", "--json"))
+    assert [j["job_id"] for j in listed] == [job["job_id"]]
+    text = sclib(tmp_path, "jobs", "list").stdout
+    assert job["job_id"] in text and "data_validation" in text
+    cancelled = as_json(sclib(tmp_path, "jobs", "cancel", job["job_id"], "--json"))
+    assert cancelled["status"] == "cancelled"
+    shown = as_json(sclib(tmp_path, "jobs", "show", job["job_id"], "--json"))
+    assert [e["kind"] for e in shown["events"]] == ["created", "cancelled"]
+    again = as_json(sclib(tmp_path, "jobs", "retry", job["job_id"], "--json"))
+    assert again["status"] == "pending"
+    stats = as_json(sclib(tmp_path, "jobs", "stats", "--json"))
+    assert stats["by_status"]["pending"] == 1 and stats["total"] == 1
+    assert "TOTAL" in sclib(tmp_path, "jobs", "stats").stdout
+
+
+def test_errors_have_messages_and_exit_codes(tmp_path: Path) -> None:
+    """Unknown ids exit 1, bad usage and configuration exit 2; one clear line each."""
+    missing = sclib(tmp_path, "jobs", "show", "nope", check_code=1)
+    assert missing.stderr.strip() == "sclib: error: no job with id 'nope'"
+    job = as_json(sclib(tmp_path, "jobs", "submit", "upload", "--json"))
+    sclib(tmp_path, "jobs", "cancel", job["job_id"])
+    again = sclib(tmp_path, "jobs", "cancel", job["job_id"], check_code=1)
+    assert "already cancelled" in again.stderr
+    bad_type = sclib(tmp_path, "jobs", "submit", "teleport", check_code=2)
+    assert "unknown job type 'teleport'" in bad_type.stderr
+    bad_url = sclib(tmp_path, "--backend", "jobs.db", "jobs", "list", check_code=2)
+    assert "malformed backend URL 'jobs.db'" in bad_url.stderr
+    bad_param = sclib(
+        tmp_path, "jobs", "submit", "upload", "--param", "novalue", check_code=2
+    )
+    assert "KEY=VALUE" in bad_param.stderr
+    no_handlers = sclib(tmp_path, "worker", "--until-idle", check_code=2)
+    assert "no handlers to run" in no_handlers.stderr
+    bad_env = sclib(
+        tmp_path, "jobs", "list", check_code=2, env={"SCLIB_WORKER_CONCURRENCY": "zero"}
+    )
+    assert "invalid sclib settings" in bad_env.stderr
+    assert "Traceback" not in bad_env.stderr + no_handlers.stderr
+
+
+def test_worker_command_drains_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """`sclib worker` runs jobs; SIGTERM stops it cleanly with exit code 0."""
+    ids = [
+        as_json(
+            sclib(
+                tmp_path,
+                "jobs",
+                "submit",
+                "data_validation",
+                "--param",
+                f"path={tmp_path / 'f.bin'}",
+                "--json",
+            )
+        )["job_id"]
+        for _ in range(3)
+    ]
+    (tmp_path / "f.bin").write_bytes(os.urandom(100_000))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SCLIB_DATA_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sclib",
+            "worker",
+            "--handlers",
+            "sclib.demo:handlers",
+            "--poll-interval",
+            "0.05",
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            stats = as_json(sclib(tmp_path, "jobs", "stats", "--json"))
+            if stats["by_status"]["completed"] == 3:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 0, err
+    assert "stopped" in err
+    for job_id in ids:
+        shown = as_json(sclib(tmp_path, "jobs", "show", job_id, "--json"))
+        assert shown["status"] == "completed"
+        assert shown["result"]["bytes"] == 100_000
+
+
+def test_demo_runs_on_the_embedded_default(tmp_path: Path) -> None:
+    """`sclib demo` completes every demo job, including one retried after an error."""
+    out = sclib(tmp_path, "demo", "--json")
+    jobs = as_json(out)
+    assert {j["status"] for j in jobs} == {"completed"}
+    backup = next(j for j in jobs if j["job_type"] == "backup_creation")
+    assert backup["attempts"] == 2
+    assert "simulated" in backup["error_history"][0]["error"]
+    assert (tmp_path / "converted" / "dataset_0.csv.gz").exists()
