@@ -45,6 +45,7 @@ from typing import Any
 import huey
 from huey import SqliteHuey
 from huey.consumer import ConsumerStopped
+from huey.signals import SIGNAL_COMPLETE
 from huey.storage import SqliteStorage
 
 import sclib
@@ -119,7 +120,7 @@ def sclib_queue(path: str, sync: str) -> JobQueue:
     return JobQueue(SQLiteJobStore(path, synchronous=sync))
 
 
-# -- filling a database quickly --------------------------------------------------------
+# -- filling a database quickly ------------------------------------------------------
 
 
 def bulk_fill(path: str, count: int, sync: str) -> float:
@@ -137,7 +138,9 @@ def bulk_fill(path: str, count: int, sync: str) -> float:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.row_factory = sqlite3.Row
     try:
-        row = dict(conn.execute("SELECT * FROM jobs WHERE id = ?", (template.id,)).fetchone())
+        row = dict(
+            conn.execute("SELECT * FROM jobs WHERE id = ?", (template.id,)).fetchone()
+        )
         events = [
             dict(r)
             for r in conn.execute(
@@ -159,7 +162,7 @@ def bulk_fill(path: str, count: int, sync: str) -> float:
                 yield tuple(values[c] for c in columns)
 
         def event_rows() -> Iterator[tuple[Any, ...]]:
-            for (job_id, t) in conn.execute(
+            for job_id, t in conn.execute(
                 "SELECT id, created_at FROM jobs WHERE id != ?", (template.id,)
             ).fetchall():
                 for event in events:
@@ -202,7 +205,7 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
-# -- 1. enqueue --------------------------------------------------------------------------
+# -- 1. enqueue ----------------------------------------------------------------------
 
 
 def bench_enqueue(tmp: str, n: int, sync: str) -> dict[str, Any]:
@@ -227,7 +230,7 @@ def bench_enqueue(tmp: str, n: int, sync: str) -> dict[str, Any]:
     }
 
 
-# -- 2. claim + complete -----------------------------------------------------------------
+# -- 2. claim + complete -------------------------------------------------------------
 
 
 def _sclib_child(
@@ -242,8 +245,12 @@ def _sclib_child(
     if mode == "worker":
         worker = Worker(queue, handlers, **SCLIB_WORKER)
         stats = worker.run(until_idle=True)
-        done = {"claimed": stats.claimed, "completed": stats.completed,
-                "failed": stats.failed, "lost": stats.lost}
+        done = {
+            "claimed": stats.claimed,
+            "completed": stats.completed,
+            "failed": stats.failed,
+            "lost": stats.lost,
+        }
     else:
         worker_id = f"raw-{os.getpid()}"
         done = {"claimed": 0, "completed": 0}
@@ -264,12 +271,24 @@ def _huey_child(
     app, task = huey_app(path, sync)
     for i in range(n):
         task(i)
+    executed = [0]
+
+    # counted in memory in each worker process, reported when it shuts down, so
+    # the parent can check that every task really ran (and ran once)
+    @app.signal(SIGNAL_COMPLETE)
+    def count(signal: str, task: Any) -> None:
+        executed[0] += 1
+
+    @app.on_shutdown()
+    def report() -> None:
+        out.put(("executed", executed[0]))
+
     consumer = app.create_consumer(workers=workers, **HUEY_CONSUMER)
     ready.put(os.getpid())
     go.wait()
     consumer.start()  # forks the worker processes (and the scheduler)
     pids = [p.pid for _, p in consumer.worker_threads] + [consumer.scheduler.pid]
-    out.put([(pid, _start_time(pid)) for pid in pids])
+    out.put(("pids", [(pid, _start_time(pid)) for pid in pids]))
     health_check = time.monotonic()
     while True:  # Consumer.run() without its restart handling
         try:
@@ -291,8 +310,11 @@ def _wait_ready(ready: Any, count: int) -> None:
 
 
 def _drain(
-    path: str, sql: str, finished: Callable[[dict[str, int]], bool],
-    procs: list[Any], go: Any,
+    path: str,
+    sql: str,
+    finished: Callable[[dict[str, int]], bool],
+    procs: list[Any],
+    go: Any,
 ) -> float:
     """Release the children, wait until ``finished(counts)``; return the seconds."""
     start = time.perf_counter()
@@ -351,15 +373,20 @@ def bench_huey_drain(tmp: str, n: int, procs: int, sync: str) -> float:
     # result storage nothing else is written, so an empty table means done (the
     # last task or two may still be inside a no-op call).
     seconds = _drain(path, sql, lambda c: c.get("queued", 1) == 0, [child], go)
-    _grandchildren.extend(out.get(timeout=60))
-    _stop_huey(child)
-    return n / seconds
-
-
-def _stop_huey(child: Any) -> None:
+    tag, pids = out.get(timeout=60)
+    assert tag == "pids"
+    _grandchildren.extend(pids)
     if child.is_alive():
-        os.kill(child.pid, signal.SIGTERM)  # huey: stop now, interrupt workers
-        child.join(timeout=30)
+        os.kill(child.pid, signal.SIGINT)  # huey: graceful stop, workers finish
+    executed = 0
+    for _ in range(procs):
+        tag, count = out.get(timeout=60)
+        assert tag == "executed"
+        executed += count
+    child.join(timeout=30)
+    if executed != n:
+        raise RuntimeError(f"huey ran {executed} tasks, expected {n}")
+    return n / seconds
 
 
 def bench_claim_complete(
@@ -373,15 +400,17 @@ def bench_claim_complete(
         raw = bench_sclib_drain(tmp, n, procs, "raw", sync)
         log(f"  {procs} process(es): huey consumer ...")
         hu = bench_huey_drain(tmp, n, procs, sync)
-        rows.append({
-            "processes": procs,
-            "jobs": n,
-            "sclib_worker_jobs_per_s": worker,
-            "sclib_raw_jobs_per_s": raw,
-            "huey_jobs_per_s": hu,
-            "ratio_worker": worker / hu,
-            "ratio_raw": raw / hu,
-        })
+        rows.append(
+            {
+                "processes": procs,
+                "jobs": n,
+                "sclib_worker_jobs_per_s": worker,
+                "sclib_raw_jobs_per_s": raw,
+                "huey_jobs_per_s": hu,
+                "ratio_worker": worker / hu,
+                "ratio_raw": raw / hu,
+            }
+        )
     return rows
 
 
@@ -394,8 +423,10 @@ def _claim_plan(queue: JobQueue, path: str) -> str:
     try:
         conn = queue.store._conn()  # type: ignore[attr-defined]
         conn.set_trace_callback(seen.append)
-        job = queue.claim("plan-probe", [JOB_TYPE], lease_seconds=30)
-        conn.set_trace_callback(None)
+        try:
+            job = queue.claim("plan-probe", [JOB_TYPE], lease_seconds=30)
+        finally:
+            conn.set_trace_callback(None)
         if job is not None:
             queue.complete(job.lease)
         claim_sql = next(s for s in seen if s.lstrip().upper().startswith("UPDATE"))
@@ -496,8 +527,9 @@ def print_report(result: dict[str, Any]) -> None:
     print()
     rows = result["claim_complete"]
     print(f"2. claim+complete of {rows[0]['jobs']:,} pre-filled no-op jobs (jobs/s)")
-    print("   procs  sclib Worker  sclib raw loop  huey consumer  "
-          "Worker/huey  raw/huey")
+    print(
+        "   procs  sclib Worker  sclib raw loop  huey consumer  Worker/huey  raw/huey"
+    )
     for r in rows:
         print(
             f"   {r['processes']:>5}  {r['sclib_worker_jobs_per_s']:12,.0f}  "
@@ -513,7 +545,7 @@ def print_report(result: dict[str, Any]) -> None:
         print(
             f"   {case['pending']:>12,}  {case['samples']:>7}  "
             f"{case['claim_median_us']:>10,.0f} us  {case['claim_p95_us']:>8,.0f} us"
-            f"  {case['complete_median_us']:>12,.0f} us  {case['fill_seconds']:.0f} s"
+            f"  {case['complete_median_us']:>12,.0f} us  {case['fill_seconds']:.1f} s"
         )
     print(
         f"   median ratio {lat['large']['pending']:,} / {lat['small']['pending']:,}: "
@@ -525,24 +557,42 @@ def print_report(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--jobs", type=int, default=None,
-                        help="jobs per enqueue and drain run (default 2000; 300 "
-                        "with --quick)")
-    parser.add_argument("--quick", action="store_true",
-                        help="small sizes (100,000 instead of 1,000,000 pending "
-                        "jobs for the latency case); under a minute")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object on stdout and nothing else")
-    parser.add_argument("--processes", default="1,4",
-                        help="worker process counts for claim+complete (default 1,4)")
-    parser.add_argument("--synchronous", default="NORMAL",
-                        choices=["OFF", "NORMAL", "FULL"],
-                        help="SQLite synchronous mode for both queues (default "
-                        "NORMAL, sclib's default)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="jobs per enqueue and drain run (default 2000; 300 with --quick)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes (100,000 instead of 1,000,000 pending "
+        "jobs for the latency case); under a minute",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object on stdout and nothing else",
+    )
+    parser.add_argument(
+        "--processes",
+        default="1,4",
+        help="worker process counts for claim+complete (default 1,4)",
+    )
+    parser.add_argument(
+        "--synchronous",
+        default="NORMAL",
+        choices=["OFF", "NORMAL", "FULL"],
+        help="SQLite synchronous mode for both queues (default "
+        "NORMAL, sclib's default)",
+    )
     parser.add_argument("--latency-samples", type=int, default=500)
-    parser.add_argument("--profile", action="store_true",
-                        help="also print (to stderr) a cProfile of one process "
-                        "draining --jobs jobs with claim()+complete()")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also print (to stderr) a cProfile of one process "
+        "draining --jobs jobs with claim()+complete()",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     n = args.jobs or (300 if quick else 2000)

@@ -40,6 +40,7 @@ from sclib.jobtypes import (
     JobTypes,
     check_transition,
     dataset_status_for,
+    dataset_status_trail,
 )
 from sclib.models import ErrorRecord, Job, JobEvent, Lease, Progress
 
@@ -79,5 +80,6 @@ __all__ = [
     "__version__",
     "check_transition",
     "dataset_status_for",
+    "dataset_status_trail",
     "open_store",
 ]

@@ -216,8 +216,12 @@ def _cmd_jobs(args: argparse.Namespace, queue: JobQueue) -> int:
     elif action == "show":
         job = queue.get(args.job_id)
         events = queue.events(args.job_id)
+        dataset_status = (
+            queue.dataset_status(job.dataset_uuid) if job.dataset_uuid else None
+        )
         data = {
             **job.to_dict(),
+            "dataset_status": dataset_status.value if dataset_status else None,
             "events": [
                 {
                     "kind": e.kind,
@@ -229,7 +233,11 @@ def _cmd_jobs(args: argparse.Namespace, queue: JobQueue) -> int:
                 for e in events
             ],
         }
-        lines = [f"{k}: {json.dumps(v, default=str)}" for k, v in job.to_dict().items()]
+        lines = [
+            f"{k}: {json.dumps(v, default=str)}"
+            for k, v in data.items()
+            if k != "events"
+        ]
         lines.append("events:")
         lines += [
             f"  {e.at.isoformat()}  {e.kind:<16} {e.worker_id or '-':<24} "

@@ -16,7 +16,7 @@ use (see the seed document); they keep their meaning.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -36,6 +36,7 @@ __all__ = [
     "check_priority",
     "check_transition",
     "dataset_status_for",
+    "dataset_status_trail",
 ]
 
 PRIORITY_HIGH = 1
@@ -353,3 +354,52 @@ def dataset_status_for(
     if job_status is JobStatus.FAILED:
         return error
     return None
+
+
+def dataset_status_trail(
+    jobs: Iterable[tuple[str, str, int]],
+) -> list[DatasetStatus]:
+    """The legacy statuses a dataset went through, given its jobs in creation order.
+
+    ``jobs`` holds ``(job_type, job_status, failures)`` for each job of the dataset.
+    Starting from ``submitted``, each job that moves a dataset's status adds its
+    steps (queued, active, ``retrying`` and active again after a failed attempt,
+    the error status if it failed for good); a job that completed hands over to the
+    next job, or ends in ``done`` if it was the last one. The first job that has not
+    completed gives the current status: the steps after it are still waiting. When
+    a completed pipeline starts a new step (reprocessing, files added), it passes
+    through ``done``.
+
+    Every step is checked with :func:`check_transition`; a sequence of jobs that
+    the legacy statuses cannot represent raises :class:`InvalidTransition`.
+    """
+    trail = [DatasetStatus.SUBMITTED]
+
+    def go(new: DatasetStatus) -> None:
+        if new is not trail[-1]:
+            trail.append(check_transition(trail[-1], new))
+
+    finished_last = False
+    for job_type, status, failures in jobs:
+        steps = _STEP_STATUSES.get(job_type)
+        job_status = JobStatus(status)
+        if steps is None or job_status is JobStatus.CANCELLED:
+            continue
+        queued, active, error = steps
+        if finished_last and queued not in DATASET_TRANSITIONS[trail[-1]]:
+            go(DatasetStatus.DONE)
+        go(queued)
+        if job_status is not JobStatus.PENDING or failures:
+            go(active)
+        if failures:
+            go(DatasetStatus.RETRYING)
+            if job_status is not JobStatus.PENDING:
+                go(active)
+        if job_status is JobStatus.FAILED:
+            go(error)
+        finished_last = job_status is JobStatus.COMPLETED
+        if not finished_last:
+            break  # later steps wait for this one
+    if finished_last:
+        go(DatasetStatus.DONE)
+    return trail

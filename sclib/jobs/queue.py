@@ -18,7 +18,13 @@ from sclib.backends import open_store
 from sclib.backends.base import JobFilter, JobStore
 from sclib.errors import InvalidInput
 from sclib.jobs.policy import RetryPolicy
-from sclib.jobtypes import JobStatus, JobTypes, check_priority
+from sclib.jobtypes import (
+    DatasetStatus,
+    JobStatus,
+    JobTypes,
+    check_priority,
+    dataset_status_trail,
+)
 from sclib.models import ErrorRecord, Job, JobEvent, Lease, Progress, new_job_id
 
 if TYPE_CHECKING:
@@ -306,6 +312,27 @@ class JobQueue:
         return self.store.list_jobs(
             JobFilter(status, job_type, dataset_uuid, owner), limit=limit, offset=offset
         )
+
+    def dataset_status(self, dataset_uuid: str) -> DatasetStatus | None:
+        """The legacy status string of a dataset, derived from its jobs.
+
+        ``None`` if the dataset has no jobs. Raises
+        :class:`~sclib.errors.InvalidTransition` if its jobs describe a history the
+        legacy statuses cannot represent (see :func:`~sclib.jobtypes.
+        dataset_status_trail`).
+        """
+        jobs: builtins.list[Job] = []
+        while True:
+            page = self.list(dataset_uuid=dataset_uuid, limit=1000, offset=len(jobs))
+            jobs += page
+            if len(page) < 1000:
+                break
+        if not jobs:
+            return None
+        trail = dataset_status_trail(
+            (j.type, j.status.value, j.failures + j.crashes) for j in jobs
+        )
+        return trail[-1]
 
     def events(self, job_id: str) -> builtins.list[JobEvent]:
         return self.store.events(job_id)

@@ -76,6 +76,7 @@ def test_submit_list_show_cancel_retry_stats(tmp_path: Path) -> None:
     assert cancelled["status"] == "cancelled"
     shown = as_json(sclib(tmp_path, "jobs", "show", job["job_id"], "--json"))
     assert [e["kind"] for e in shown["events"]] == ["created", "cancelled"]
+    assert shown["dataset_status"] == "submitted"  # validation does not move it
     again = as_json(sclib(tmp_path, "jobs", "retry", job["job_id"], "--json"))
     assert again["status"] == "pending"
     stats = as_json(sclib(tmp_path, "jobs", "stats", "--json"))

@@ -190,3 +190,21 @@ def test_immediate_mode_runs_jobs_inline(tmp_path: Path) -> None:
         q.close()
     with pytest.raises(InvalidInput, match="immediate mode needs handlers"):
         JobQueue.open(f"sqlite:///{tmp_path}/x.db", immediate=True)
+
+
+def test_dataset_status_follows_its_jobs(queue: JobQueue) -> None:
+    """The legacy dataset status is derived from the dataset's jobs as they run."""
+    assert queue.dataset_status("d1") is None
+    up = queue.enqueue("upload", dataset_uuid="d1")
+    conv = queue.enqueue("dataset_conversion", dataset_uuid="d1", depends_on=[up.id])
+    assert queue.dataset_status("d1") == "upload queued"
+    claimed = queue.claim("w", ["upload"])
+    assert claimed is not None
+    assert queue.dataset_status("d1") == "uploading"
+    queue.complete(claimed.lease)
+    assert queue.dataset_status("d1") == "conversion queued"
+    claimed = queue.claim("w", ["dataset_conversion"])
+    assert claimed is not None and claimed.id == conv.id
+    assert queue.dataset_status("d1") == "converting"
+    queue.complete(claimed.lease)
+    assert queue.dataset_status("d1") == "done"

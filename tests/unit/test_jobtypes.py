@@ -20,7 +20,7 @@ from sclib import (
     check_transition,
     dataset_status_for,
 )
-from sclib.jobtypes import DATASET_TRANSITIONS, JOB_TYPE_CONFIGS
+from sclib.jobtypes import DATASET_TRANSITIONS, JOB_TYPE_CONFIGS, dataset_status_trail
 
 
 def test_seed_job_types_and_statuses() -> None:
@@ -158,3 +158,66 @@ def test_job_types_catalogue_is_per_instance() -> None:
         JobTypeConfig("x", 1, 1, 0)
     with pytest.raises(InvalidInput, match="max_attempts"):
         JobTypeConfig("x", 1, 0, 1)
+
+
+@pytest.mark.parametrize(
+    ("jobs", "expected"),
+    [
+        ([], "submitted"),
+        ([("upload", "pending", 0)], "upload queued"),
+        ([("upload", "running", 0)], "uploading"),
+        ([("upload", "completed", 0), ("file_extraction", "running", 0)], "unzipping"),
+        (
+            [
+                ("upload", "completed", 0),
+                ("file_extraction", "completed", 0),
+                ("dataset_conversion", "completed", 0),
+            ],
+            "done",
+        ),
+        (
+            [("google_sync", "completed", 0), ("dataset_conversion", "pending", 0)],
+            "conversion queued",
+        ),
+        ([("dataset_conversion", "pending", 1)], "retrying"),
+        ([("dataset_conversion", "failed", 2)], "conversion error"),
+        ([("upload", "completed", 0), ("data_validation", "running", 0)], "done"),
+        ([("upload", "cancelled", 0)], "submitted"),
+        (
+            [
+                ("dataset_conversion", "completed", 0),
+                ("data_compression", "running", 0),
+            ],
+            "zipping",
+        ),
+    ],
+)
+def test_dataset_status_trail_derives_legacy_status(
+    jobs: list[tuple[str, str, int]], expected: str
+) -> None:
+    """A dataset's jobs, in order, give the legacy status the portal shows."""
+    assert dataset_status_trail(jobs)[-1].value == expected
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([t.value for t in JobType]),
+            st.sampled_from([s.value for s in JobStatus]),
+            st.integers(min_value=0, max_value=3),
+        ),
+        max_size=8,
+    )
+)
+def test_every_job_history_has_a_legal_status_trail(
+    jobs: list[tuple[str, str, int]],
+) -> None:
+    """The transition table covers every order of jobs the queue can hold.
+
+    dataset_status_trail checks each step with check_transition, so this fails as
+    soon as an edit to the table or to the job-type mapping leaves a gap.
+    """
+    trail = dataset_status_trail(jobs)
+    assert trail[0] is DatasetStatus.SUBMITTED
+    for old, new in pairwise(trail):
+        assert new in DATASET_TRANSITIONS[old]
