@@ -189,9 +189,11 @@ class SQLiteJobStore(JobStore):
         self.path = Path(text)
         self.synchronous = synchronous.upper()
         self.busy_timeout = busy_timeout
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._all_lock = threading.Lock()
+        # connections are pooled, not per thread: a worker runs each job in a fresh
+        # thread, and a connection per thread would leak one per job
+        self._idle: list[sqlite3.Connection] = []
+        self._pool_lock = threading.Lock()
+        self._max_idle = 8
         self._closed = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -206,10 +208,7 @@ class SQLiteJobStore(JobStore):
 
     # -- connections -----------------------------------------------------------
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
+    def _connect(self) -> sqlite3.Connection:
         if self._closed:
             raise BackendError(f"{self!r} is closed")
         try:
@@ -226,14 +225,29 @@ class SQLiteJobStore(JobStore):
             raise BackendError(
                 f"cannot open the job database {self.path}: {exc}"
             ) from exc
-        self._local.conn = conn
-        with self._all_lock:
-            self._all.append(conn)
         return conn
+
+    @contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        """Borrow a pooled connection for one operation."""
+        with self._pool_lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._connect()
+        try:
+            yield conn
+        finally:
+            with self._pool_lock:
+                keep = not self._closed and len(self._idle) < self._max_idle
+                if keep:
+                    self._idle.append(conn)
+            if not keep:
+                conn.close()
 
     def _init_schema(self) -> None:
         try:
-            self._conn().executescript(_SCHEMA)
+            with self._conn() as conn:
+                conn.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise BackendError(
                 f"cannot create the job tables in {self.path}: {exc}"
@@ -242,38 +256,38 @@ class SQLiteJobStore(JobStore):
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; SQLite errors become :class:`BackendError`."""
-        conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise BackendError(f"job database {self.path}: {exc}") from exc
-        try:
-            yield conn
-        except BaseException as exc:
-            conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise BackendError(f"job database {self.path}: {exc}") from exc
-            raise
-        else:
+        with self._conn() as conn:
             try:
-                conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
                 raise BackendError(f"job database {self.path}: {exc}") from exc
+            try:
+                yield conn
+            except BaseException as exc:
+                conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise BackendError(f"job database {self.path}: {exc}") from exc
+                raise
+            else:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK")
+                    raise BackendError(f"job database {self.path}: {exc}") from exc
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
-            return self._conn().execute(sql, params).fetchall()
+            with self._conn() as conn:
+                return conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise BackendError(f"job database {self.path}: {exc}") from exc
 
     def close(self) -> None:
-        self._closed = True
-        with self._all_lock:
-            conns, self._all = self._all, []
+        with self._pool_lock:
+            self._closed = True
+            conns, self._idle = self._idle, []
         for conn in conns:
             conn.close()
-        self._local = threading.local()
 
     # -- helpers inside a transaction -----------------------------------------
 

@@ -174,11 +174,16 @@ class _ChildContext(JobContext):
         super().__init__(job, deadline=deadline)
         self._conn = conn
         self._send_lock = threading.Lock()
+        self._last_sent = 0.0
 
     def report(self, percentage: float | None = None, **kwargs: Any) -> None:
         super().report(percentage, **kwargs)
+        now = time.monotonic()
+        if now - self._last_sent < 0.2:  # the heartbeat sends at most this often
+            return
         progress = self.take_progress()
         if progress is not None:
+            self._last_sent = now
             with self._send_lock:
                 self._conn.send(("progress", progress))
 
@@ -288,6 +293,7 @@ class Worker:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._hurry = threading.Event()
+        self._beat_stop = threading.Event()
         self._last_rescue = 0.0
         self._mp = multiprocessing.get_context("spawn")
 
@@ -296,9 +302,13 @@ class Worker:
 
     # -- control ----------------------------------------------------------------
 
-    def stop(self, *, wait: bool = True) -> None:
-        """Ask the worker to stop gracefully (safe from any thread)."""
-        if self._stopping.is_set() and not wait:
+    def stop(self, *, hurry: bool = False) -> None:
+        """Ask the worker to stop (safe from any thread and from signal handlers).
+
+        Running jobs get ``grace_period`` seconds to finish, then are released;
+        ``hurry=True`` releases them without waiting.
+        """
+        if hurry:
             self._hurry.set()
         self._stopping.set()
         self._wake.set()
@@ -354,8 +364,9 @@ class Worker:
                     self._wake.wait(timeout)
                     self._wake.clear()
         finally:
-            self._shutdown()
             self._stopping.set()
+            self._shutdown()
+            self._beat_stop.set()
             beat.join(timeout=5)
         log.info("worker %s stopped: %s", self.worker_id, self.stats)
         return self.stats
@@ -509,7 +520,9 @@ class Worker:
             log.warning("rescue sweep failed: %s", exc)
 
     def _heartbeat_loop(self) -> None:
-        while not self._stopping.wait(self.heartbeat_interval) or self._slots:
+        # runs until the worker has shut down: jobs in their grace period still
+        # need their leases renewed
+        while not self._beat_stop.wait(self.heartbeat_interval):
             if self._hurry.is_set():
                 return
             with self._lock:
@@ -537,8 +550,6 @@ class Worker:
                     if slot.conn is not None:
                         with contextlib.suppress(OSError):
                             slot.conn.send("cancel")
-            if self._stopping.is_set() and not self._slots:
-                return
 
     def _shutdown(self) -> None:
         with self._lock:

@@ -208,3 +208,19 @@ def test_dataset_status_follows_its_jobs(queue: JobQueue) -> None:
     assert queue.dataset_status("d1") == "converting"
     queue.complete(claimed.lease)
     assert queue.dataset_status("d1") == "done"
+
+
+def test_many_jobs_do_not_leak_connections(queue: JobQueue) -> None:
+    """Each job runs in a new thread; open file descriptors must not grow per job."""
+    fds = Path("/proc/self/fd")
+    if not fds.exists():
+        pytest.skip("needs /proc")
+    Worker(queue, handlers, poll_interval=0.05).run(until_idle=True)  # warm up
+    before = len(list(fds.iterdir()))
+    for i in range(300):
+        queue.enqueue("data_validation", {"i": i})
+    stats = Worker(queue, handlers, concurrency=4, poll_interval=0.05).run(
+        until_idle=True
+    )
+    assert stats.completed == 300
+    assert len(list(fds.iterdir())) - before < 20
