@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -153,7 +154,8 @@ def _short(job: Job) -> list[str]:
         job.type,
         job.status.value,
         str(job.priority),
-        f"{job.attempts}/{job.max_attempts}",
+        f"{job.failures}/{job.max_attempts}",
+        str(job.attempts),
         "" if pct is None else f"{pct:.0f}%",
         (job.error or "")[:60],
     ]
@@ -207,7 +209,16 @@ def _cmd_jobs(args: argparse.Namespace, queue: JobQueue) -> int:
             limit=args.limit,
             offset=args.offset,
         )
-        header = ["JOB ID", "TYPE", "STATUS", "PRIO", "ATTEMPTS", "PROGRESS", "ERROR"]
+        header = [
+            "JOB ID",
+            "TYPE",
+            "STATUS",
+            "PRIO",
+            "FAILURES",
+            "RUNS",
+            "PROGRESS",
+            "ERROR",
+        ]
         _emit(
             [j.to_dict() for j in jobs],
             args.json,
@@ -296,9 +307,9 @@ def _cmd_jobs(args: argparse.Namespace, queue: JobQueue) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    paths = list(args.handlers)
-    if settings.handlers:
-        paths += [p.strip() for p in settings.handlers.split(",") if p.strip()]
+    # the environment first, so that --handlers (loaded later) wins on conflicts
+    paths = [p.strip() for p in (settings.handlers or "").split(",") if p.strip()]
+    paths += args.handlers
     if not paths:
         raise _UsageError(
             "no handlers to run: pass --handlers module:registry (or set "
@@ -315,24 +326,24 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         worker = Worker(
             queue,
             handlers,
-            concurrency=args.concurrency or settings.worker_concurrency,
+            concurrency=_given(args.concurrency, settings.worker_concurrency),
             types=types,
-            mode=args.mode or settings.worker_mode,
-            lease_seconds=args.lease_seconds or settings.lease_seconds,
-            poll_interval=args.poll_interval or settings.poll_interval,
-            grace_period=(
-                settings.grace_period
-                if args.grace_period is None
-                else args.grace_period
-            ),
+            mode=_given(args.mode, settings.worker_mode),
+            lease_seconds=_given(args.lease_seconds, settings.lease_seconds),
+            poll_interval=_given(args.poll_interval, settings.poll_interval),
+            grace_period=_given(args.grace_period, settings.grace_period),
             rescue_interval=args.rescue_interval or None,
         )
         worker.install_signal_handlers()
-        stats = worker.run(until_idle=args.until_idle, max_jobs=args.max_jobs)
+        worker.run(until_idle=args.until_idle, max_jobs=args.max_jobs)
     finally:
         queue.close()
-    print(f"worker {worker.worker_id} stopped: {stats}", file=sys.stderr)
     return EXIT_OK
+
+
+def _given(value: Any, default: Any) -> Any:
+    """The command-line value if one was given (0 included), else the setting."""
+    return default if value is None else value
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -366,12 +377,14 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
                     "STATUS",
                     "TRIES",
                     "RESULT",
-                    "EARLIER ERRORS",
+                    "ERRORS",
                 ],
             )
         )
         done = sum(j.status.value == "completed" for j in jobs)
+        db = (settings.data_dir / "demo.db").resolve()
         print(f"\n{done} of {len(jobs)} jobs completed; data in {settings.data_dir}")
+        print(f"inspect them with: sclib --backend sqlite:///{db} jobs list")
     return EXIT_OK if all(j.status.value == "completed" for j in jobs) else EXIT_FAILED
 
 
@@ -384,6 +397,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.command == "worker":
+        if args.rescue_interval < 0:
+            return _usage("--rescue-interval must not be negative")
+        if args.max_jobs is not None and args.max_jobs < 1:
+            return _usage("--max-jobs must be at least 1")
+    if args.command == "demo" and args.datasets < 1:
+        return _usage("--datasets must be at least 1")
     try:
         settings = _settings(args)
         if args.command == "worker":
@@ -401,6 +421,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SclibError as exc:
         print(f"sclib: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:
+        # the reader went away (`sclib jobs list --json | head`): not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _usage(message: str) -> int:
+    print(f"sclib: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,7 +2,7 @@
 
 The library itself takes explicit arguments; this module turns ``SCLIB_*``
 variables, and the seed's names where they exist (``MONGO_URL``, ``DB_NAME``,
-``VISUS_DATASETS``, ``JOB_IN_DATA_DIR``, ``JOB_OUT_DATA_DIR``), into those arguments.
+``VISUS_DATASETS``), into those arguments.
 ``docs/settings.md`` lists every variable.
 """
 
@@ -83,10 +83,10 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @property
-    def in_data_dir(self) -> Path:
-        """The seed's JOB_IN_DATA_DIR: where uploads land."""
-        return self.data_dir / "upload"
+    @field_validator("worker_mode", "mongo_write_concern", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     def backend_url(self) -> str:
         """The job store URL these settings select."""

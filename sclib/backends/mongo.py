@@ -99,6 +99,14 @@ def _doc_to_job(doc: Mapping[str, Any]) -> Job:
     )
 
 
+def _backend_error(exc: Exception) -> BackendError:
+    """One readable line: the driver's messages can run to kilobytes."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if len(text) > 300:
+        text = text[:300] + "..."
+    return BackendError(f"MongoDB job store: {type(exc).__name__}: {text}")
+
+
 def _event(
     kind: str,
     at: datetime,
@@ -177,6 +185,8 @@ class MongoJobStore(JobStore):
                 "'mongodb://host:27017/database'"
             )
         name = database or parts.path.lstrip("/") or "scientistcloud"
+        # fail within seconds, not the driver's 30 s, when the server is unreachable
+        client_options.setdefault("serverSelectionTimeoutMS", 10_000)
         try:
             client = pymongo.MongoClient(url, tz_aware=True, **client_options)
         except (PyMongoError, ValueError, TypeError) as exc:
@@ -220,7 +230,8 @@ class MongoJobStore(JobStore):
             self.coll.create_index("owner", name="owner")
             self.coll.create_index("finished_at", name="finished")
         except PyMongoError as exc:
-            raise BackendError(f"cannot create job indexes: {exc}") from exc
+            err = _backend_error(exc)
+            raise BackendError(f"cannot create job indexes: {err}") from exc
 
     # -- helpers -----------------------------------------------------------------
 
@@ -242,7 +253,7 @@ class MongoJobStore(JobStore):
                 return_document=_AFTER,
             )
         except PyMongoError as exc:
-            raise BackendError(f"MongoDB job store: {exc}") from exc
+            raise _backend_error(exc) from exc
         if doc is None:
             raise LeaseLost(lease.job_id, lease.worker_id, lease.attempt)
         return _doc_to_job(doc)
@@ -253,7 +264,7 @@ class MongoJobStore(JobStore):
                 {"_id": job_id}, projection=_NO_EVENTS
             )
         except PyMongoError as exc:
-            raise BackendError(f"MongoDB job store: {exc}") from exc
+            raise _backend_error(exc) from exc
         if doc is None:
             raise JobNotFound(job_id)
         return doc
@@ -386,7 +397,7 @@ class MongoJobStore(JobStore):
                 self._recount([job.id])
             return _doc_to_job(self._find(job.id)), True
         except PyMongoError as exc:
-            raise BackendError(f"MongoDB job store: {exc}") from exc
+            raise _backend_error(exc) from exc
 
     # -- consuming -------------------------------------------------------------------
 
@@ -447,7 +458,7 @@ class MongoJobStore(JobStore):
                 or doc
             )
         except PyMongoError as exc:
-            raise BackendError(f"MongoDB job store: {exc}") from exc
+            raise _backend_error(exc) from exc
         return _doc_to_job(doc)
 
     def heartbeat(
@@ -489,7 +500,7 @@ class MongoJobStore(JobStore):
             if dependents:
                 self._recount(dependents)
         except PyMongoError as exc:
-            raise BackendError(f"MongoDB job store: {exc}") from exc
+            raise _backend_error(exc) from exc
         return job
 
     def fail(
@@ -548,7 +559,7 @@ class MongoJobStore(JobStore):
             if retry_at is None:
                 self._cascade_cancel(lease.job_id, now, "failed")
         except PyMongoError as exc:
-            raise BackendError(f"MongoDB job store: {exc}") from exc
+            raise _backend_error(exc) from exc
         return _doc_to_job(doc)
 
     def cancel_running(self, lease: Lease, now: datetime, message: str) -> Job:
@@ -623,7 +634,7 @@ class MongoJobStore(JobStore):
                 return_document=_AFTER,
             )
         except PyMongoError as exc:
-            raise BackendError(f"MongoDB job store: {exc}") from exc
+            raise _backend_error(exc) from exc
         if doc is not None:
             return _doc_to_job(doc)
         current = self._find(job_id)
@@ -666,10 +677,47 @@ class MongoJobStore(JobStore):
                 return_document=_AFTER,
             )
         except PyMongoError as exc:
-            raise BackendError(f"MongoDB job store: {exc}") from exc
+            raise _backend_error(exc) from exc
         if doc is None:
             raise InvalidJobState(f"job {job_id} changed while it was being retried")
+        self._revive_dependents(job_id, now)
         return _doc_to_job(doc)
+
+    def _revive_dependents(self, job_id: str, now: datetime) -> None:
+        """Re-queue the jobs that were cancelled only because ``job_id`` ended."""
+        todo = [job_id]
+        while todo:
+            dep = todo.pop()
+            for doc in self.coll.find(
+                {
+                    "depends_on": dep,
+                    "status": "cancelled",
+                    "error": {"$regex": f"^dependency {dep} "},
+                },
+                projection={"depends_on": True},
+            ):
+                waiting = self._count_waiting(doc.get("depends_on", []))
+                done = self.coll.find_one_and_update(
+                    {"_id": doc["_id"], "status": "cancelled"},
+                    {
+                        "$set": {
+                            "status": "pending",
+                            "error": None,
+                            "run_at": now,
+                            "waiting_on": waiting,
+                            "updated_at": now,
+                            "finished_at": None,
+                        },
+                        "$push": {
+                            "events": _event(
+                                "retried", now, message=f"dependency {dep} retried"
+                            )
+                        },
+                    },
+                    projection={"_id": True},
+                )
+                if done is not None:
+                    todo.append(doc["_id"])
 
     def rescue_expired(
         self, now: datetime, policy: RetryPolicy, limit: int = 100
@@ -699,7 +747,7 @@ class MongoJobStore(JobStore):
             if stuck:
                 self._recount(stuck)
         except PyMongoError as exc:
-            raise BackendError(f"MongoDB job store: {exc}") from exc
+            raise _backend_error(exc) from exc
         return rescued
 
     def _rescue_one(
@@ -780,7 +828,7 @@ class MongoJobStore(JobStore):
             cursor = self.coll.find(query, projection=_NO_EVENTS).sort("_id", 1)
             return [_doc_to_job(d) for d in cursor.skip(offset).limit(limit)]
         except PyMongoError as exc:
-            raise BackendError(f"MongoDB job store: {exc}") from exc
+            raise _backend_error(exc) from exc
 
     def counts(self) -> Mapping[tuple[str, str], int]:
         try:
@@ -796,13 +844,13 @@ class MongoJobStore(JobStore):
             )
             return {(r["_id"]["status"], r["_id"]["type"]): r["n"] for r in rows}
         except PyMongoError as exc:
-            raise BackendError(f"MongoDB job store: {exc}") from exc
+            raise _backend_error(exc) from exc
 
     def events(self, job_id: str) -> list[JobEvent]:
         try:
             doc = self.coll.find_one({"_id": job_id}, projection={"events": True})
         except PyMongoError as exc:
-            raise BackendError(f"MongoDB job store: {exc}") from exc
+            raise _backend_error(exc) from exc
         if doc is None:
             raise JobNotFound(job_id)
         return [
@@ -822,5 +870,5 @@ class MongoJobStore(JobStore):
                 {"status": {"$in": _FINISHED}, "finished_at": {"$lt": before}}
             )
         except PyMongoError as exc:
-            raise BackendError(f"MongoDB job store: {exc}") from exc
+            raise _backend_error(exc) from exc
         return int(res.deleted_count)

@@ -628,7 +628,33 @@ class SQLiteJobStore(JobStore):
                 (t, waiting, t, job_id),
             ).fetchone()
             self._event(db, job_id, t, "retried", message="retried by an operator")
+            self._revive_dependents(db, job_id, t)
         return _row_to_job(row)
+
+    def _revive_dependents(
+        self, db: sqlite3.Connection, job_id: str, now: float
+    ) -> None:
+        """Re-queue the jobs that were cancelled only because ``job_id`` ended."""
+        todo = [job_id]
+        while todo:
+            dep = todo.pop()
+            rows = db.execute(
+                "SELECT j.id FROM job_deps d JOIN jobs j ON j.id = d.job_id "
+                "WHERE d.dep_id = ? AND j.status = 'cancelled' AND j.error LIKE ?",
+                (dep, f"dependency {dep} %"),
+            ).fetchall()
+            for (child,) in rows:
+                db.execute(
+                    "UPDATE jobs SET status = 'pending', error = NULL, run_at = ?, "
+                    "updated_at = ?, finished_at = NULL, waiting_on = ("
+                    "SELECT COUNT(*) FROM job_deps d JOIN jobs j ON j.id = d.dep_id "
+                    "WHERE d.job_id = ? AND j.status != 'completed') WHERE id = ?",
+                    (now, now, child, child),
+                )
+                self._event(
+                    db, child, now, "retried", message=f"dependency {dep} retried"
+                )
+                todo.append(child)
 
     def rescue_expired(
         self, now: datetime, policy: RetryPolicy, limit: int = 100

@@ -341,6 +341,27 @@ class JobStoreContract:
         got = queue.claim("w")
         assert got is not None and got.id == job.id and got.attempts == 2
 
+    def test_retry_revives_dependents_it_cancelled(self, queue: JobQueue) -> None:
+        """Retrying a failed job re-queues the jobs its failure cancelled, and waits."""
+        a = queue.enqueue("upload", max_attempts=1)
+        b = queue.enqueue("file_extraction", depends_on=[a.id])
+        c = queue.enqueue("dataset_conversion", depends_on=[b.id])
+        other = queue.enqueue("data_validation")
+        queue.cancel(other.id, "not wanted")
+        claimed = queue.claim("w", ["upload"])
+        assert claimed is not None
+        queue.fail(claimed.lease, "network down")
+        assert queue.get(c.id).status is JobStatus.CANCELLED
+        queue.retry(a.id)
+        for job in (b, c):
+            back = queue.get(job.id)
+            assert back.status is JobStatus.PENDING
+            assert back.waiting_on == 1 and back.error is None
+        assert queue.get(other.id).status is JobStatus.CANCELLED
+        claimed = queue.claim("w")
+        assert claimed is not None and claimed.id == a.id  # b and c still wait
+        assert queue.claim("w") is None
+
     def test_retry_and_cancel_refuse_wrong_states(self, queue: JobQueue) -> None:
         """Retrying a live job or cancelling a finished one is a clear error."""
         job = queue.enqueue("upload")

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from sclib import JobQueue
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,6 +109,44 @@ def test_errors_have_messages_and_exit_codes(tmp_path: Path) -> None:
     )
     assert "invalid sclib settings" in bad_env.stderr
     assert "Traceback" not in bad_env.stderr + no_handlers.stderr
+    negative = sclib(tmp_path, "worker", "--rescue-interval", "-1", check_code=2)
+    assert "--rescue-interval must not be negative" in negative.stderr
+    zero = sclib(
+        tmp_path,
+        "worker",
+        "--handlers",
+        "sclib.demo:handlers",
+        "--concurrency",
+        "0",
+        check_code=2,
+    )
+    assert "concurrency must be >= 1" in zero.stderr
+    assert (
+        "at least 1" in sclib(tmp_path, "demo", "--datasets", "0", check_code=2).stderr
+    )
+
+
+def test_json_piped_into_a_closed_reader_is_not_an_error(tmp_path: Path) -> None:
+    """`sclib jobs list --json | head -c 10` ends quietly, without a traceback."""
+    queue = JobQueue.open(f"sqlite:///{tmp_path}/sclib.db")
+    for i in range(500):
+        queue.enqueue("upload", {"i": i, "padding": "x" * 200})
+    queue.close()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SCLIB_DATA_DIR": str(tmp_path)}
+    env.pop("MONGO_URL", None)
+    done = subprocess.run(
+        [
+            "/bin/bash",
+            "-c",
+            f"{sys.executable} -m sclib jobs list --json --limit 500 | head -c 10",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.stdout == "[\n  {\n    "
+    assert done.stderr == ""
 
 
 def test_worker_command_drains_and_stops_on_sigterm(tmp_path: Path) -> None:
