@@ -9,12 +9,22 @@ boundary, with ``raise ... from exc`` so the original stays attached.
 
     SclibError
     ├── ConfigurationError        bad backend URL, bad setting, missing extra
-    │   └── MissingDependency     an optional package is not installed
+    │   ├── MissingDependency     an optional package is not installed
+    │   └── UnsupportedScheme     no source or destination plugin for a URL scheme
     ├── InvalidInput              a value from the caller is wrong (ValueError too)
     │   ├── UnknownJobType
-    │   └── InvalidTransition     a dataset status change the table does not allow
+    │   ├── InvalidTransition     a dataset status change the table does not allow
+    │   └── BlockedAddress        a URL source resolves to a refused address (SSRF)
     ├── NotFound                  (LookupError too)
-    │   └── JobNotFound
+    │   ├── JobNotFound
+    │   ├── SessionNotFound
+    │   └── SourceNotFound        the source object or folder does not exist
+    ├── TransferError             moving bytes failed
+    │   ├── SourceChanged         the source changed since the transfer started
+    │   ├── SourceError           reading the source failed (retryable)
+    │   ├── DestinationError      writing the destination failed (retryable)
+    │   ├── ChecksumMismatch      bytes did not arrive as sent (retryable)
+    │   └── TransferCancelled
     ├── InvalidJobState           the job is not in a state that allows the operation
     ├── LeaseLost                 a fenced write by a worker that no longer owns the job
     ├── JobCancelled              raised in a handler once cancellation was requested
@@ -26,7 +36,10 @@ from __future__ import annotations
 
 __all__ = [
     "BackendError",
+    "BlockedAddress",
+    "ChecksumMismatch",
     "ConfigurationError",
+    "DestinationError",
     "InvalidInput",
     "InvalidJobState",
     "InvalidTransition",
@@ -37,7 +50,14 @@ __all__ = [
     "MissingDependency",
     "NotFound",
     "SclibError",
+    "SessionNotFound",
+    "SourceChanged",
+    "SourceError",
+    "SourceNotFound",
+    "TransferCancelled",
+    "TransferError",
     "UnknownJobType",
+    "UnsupportedScheme",
 ]
 
 
@@ -123,3 +143,50 @@ class BackendError(SclibError):
     """The job store failed to carry out an operation."""
 
     retryable = True
+
+
+class UnsupportedScheme(ConfigurationError):
+    """No source or destination plugin handles this URL scheme."""
+
+
+class BlockedAddress(InvalidInput):
+    """A URL source points at an address sclib refuses to reach (loopback, private,
+    link-local or cloud metadata) and the configuration does not allow it."""
+
+
+class SessionNotFound(NotFound):
+    """No transfer session has this id."""
+
+
+class SourceNotFound(NotFound):
+    """The source object or folder does not exist."""
+
+
+class TransferError(SclibError):
+    """Moving bytes failed."""
+
+
+class SourceChanged(TransferError):
+    """The source changed since the transfer started; resuming would mix versions."""
+
+
+class SourceError(TransferError):
+    """Reading the source failed."""
+
+    retryable = True
+
+
+class DestinationError(TransferError):
+    """Writing to the destination failed."""
+
+    retryable = True
+
+
+class ChecksumMismatch(TransferError):
+    """Bytes did not arrive as they were sent."""
+
+    retryable = True
+
+
+class TransferCancelled(TransferError):
+    """The transfer was cancelled; its state is kept so it can resume."""

@@ -15,17 +15,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sclib.backends.base import JobFilter, JobStore
+from sclib.backends.sqlite_db import SQLiteDatabase
 from sclib.errors import (
-    BackendError,
-    ConfigurationError,
     InvalidJobState,
     JobNotFound,
     LeaseLost,
@@ -105,7 +101,6 @@ CREATE INDEX IF NOT EXISTS job_events_job ON job_events (job_id);
 """
 
 _FINISHED = ("completed", "failed", "cancelled")
-_SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
 def _dumps(value: Any) -> str:
@@ -175,119 +170,16 @@ class SQLiteJobStore(JobStore):
         synchronous: str = "NORMAL",
         busy_timeout: float = 30.0,
     ) -> None:
-        text = os.fspath(path)
-        if not text or text == ":memory:":
-            raise ConfigurationError(
-                "SQLiteJobStore needs a file path: an in-memory database cannot be "
-                "shared between the threads and processes of a queue"
-            )
-        if synchronous.upper() not in _SYNC_MODES:
-            raise ConfigurationError(
-                f"synchronous must be one of {', '.join(_SYNC_MODES)}, got "
-                f"{synchronous!r}"
-            )
-        self.path = Path(text)
-        self.synchronous = synchronous.upper()
-        self.busy_timeout = busy_timeout
-        # connections are pooled, not per thread: a worker runs each job in a fresh
-        # thread, and a connection per thread would leak one per job
-        self._idle: list[sqlite3.Connection] = []
-        self._pool_lock = threading.Lock()
-        self._max_idle = 8
-        self._closed = False
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot create the folder for the job database {self.path}: {exc}"
-            ) from exc
-        self._init_schema()
+        self.db = SQLiteDatabase(
+            path, _SCHEMA, synchronous=synchronous, busy_timeout=busy_timeout
+        )
+        self.path = self.db.path
 
     def __repr__(self) -> str:
         return f"SQLiteJobStore({str(self.path)!r})"
 
-    # -- connections -----------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._closed:
-            raise BackendError(f"{self!r} is closed")
-        try:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        except sqlite3.Error as exc:
-            raise BackendError(
-                f"cannot open the job database {self.path}: {exc}"
-            ) from exc
-        return conn
-
-    @contextmanager
-    def _conn(self) -> Iterator[sqlite3.Connection]:
-        """Borrow a pooled connection for one operation."""
-        with self._pool_lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = self._connect()
-        try:
-            yield conn
-        finally:
-            with self._pool_lock:
-                keep = not self._closed and len(self._idle) < self._max_idle
-                if keep:
-                    self._idle.append(conn)
-            if not keep:
-                conn.close()
-
-    def _init_schema(self) -> None:
-        try:
-            with self._conn() as conn:
-                conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise BackendError(
-                f"cannot create the job tables in {self.path}: {exc}"
-            ) from exc
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; SQLite errors become :class:`BackendError`."""
-        with self._conn() as conn:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise BackendError(f"job database {self.path}: {exc}") from exc
-            try:
-                yield conn
-            except BaseException as exc:
-                conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise BackendError(f"job database {self.path}: {exc}") from exc
-                raise
-            else:
-                try:
-                    conn.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    conn.execute("ROLLBACK")
-                    raise BackendError(f"job database {self.path}: {exc}") from exc
-
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        try:
-            with self._conn() as conn:
-                return conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise BackendError(f"job database {self.path}: {exc}") from exc
-
     def close(self) -> None:
-        with self._pool_lock:
-            self._closed = True
-            conns, self._idle = self._idle, []
-        for conn in conns:
-            conn.close()
+        self.db.close()
 
     # -- helpers inside a transaction -----------------------------------------
 
@@ -353,7 +245,7 @@ class SQLiteJobStore(JobStore):
 
     def enqueue(self, job: Job) -> tuple[Job, bool]:
         now = to_timestamp(job.created_at)
-        with self._write() as db:
+        with self.db.write() as db:
             if job.idempotency_key is not None:
                 row = db.execute(
                     "SELECT * FROM jobs WHERE idempotency_key = ?",
@@ -437,7 +329,7 @@ class SQLiteJobStore(JobStore):
             + type_clause
             + " ORDER BY priority, run_at, id LIMIT 1) RETURNING *"
         )
-        with self._write() as db:
+        with self.db.write() as db:
             row = db.execute(sql, params).fetchone()
             if row is None:
                 return None
@@ -457,7 +349,7 @@ class SQLiteJobStore(JobStore):
             progress_sql = ", progress = ?"
             params.append(_dumps(progress.to_dict()))
         params.extend([lease.job_id, lease.worker_id, lease.attempt])
-        with self._write() as db:
+        with self.db.write() as db:
             row = db.execute(
                 "UPDATE jobs SET lease_until = ?, updated_at = ?"
                 + progress_sql
@@ -471,7 +363,7 @@ class SQLiteJobStore(JobStore):
 
     def complete(self, lease: Lease, now: datetime, result: Any = None) -> Job:
         t = to_timestamp(now)
-        with self._write() as db:
+        with self.db.write() as db:
             self._fenced(db, lease)
             row = db.execute(
                 "UPDATE jobs SET status = 'completed', result = ?, lease_until = NULL, "
@@ -493,7 +385,7 @@ class SQLiteJobStore(JobStore):
         self, lease: Lease, now: datetime, error: ErrorRecord, policy: RetryPolicy
     ) -> Job:
         t = to_timestamp(now)
-        with self._write() as db:
+        with self.db.write() as db:
             current = self._fenced(db, lease)
             failures = current["failures"] + 1
             history = json.loads(current["error_history"])
@@ -544,7 +436,7 @@ class SQLiteJobStore(JobStore):
 
     def cancel_running(self, lease: Lease, now: datetime, message: str) -> Job:
         t = to_timestamp(now)
-        with self._write() as db:
+        with self.db.write() as db:
             self._fenced(db, lease)
             row = db.execute(
                 "UPDATE jobs SET status = 'cancelled', error = ?, lease_until = NULL, "
@@ -565,7 +457,7 @@ class SQLiteJobStore(JobStore):
 
     def release(self, lease: Lease, now: datetime, message: str) -> Job:
         t = to_timestamp(now)
-        with self._write() as db:
+        with self.db.write() as db:
             self._fenced(db, lease)
             row = db.execute(
                 "UPDATE jobs SET status = 'pending', lease_until = NULL, run_at = ?, "
@@ -581,7 +473,7 @@ class SQLiteJobStore(JobStore):
 
     def request_cancel(self, job_id: str, now: datetime, reason: str) -> Job:
         t = to_timestamp(now)
-        with self._write() as db:
+        with self.db.write() as db:
             current = self._get_row(db, job_id)
             status = current["status"]
             if status == "pending":
@@ -608,7 +500,7 @@ class SQLiteJobStore(JobStore):
 
     def retry(self, job_id: str, now: datetime) -> Job:
         t = to_timestamp(now)
-        with self._write() as db:
+        with self.db.write() as db:
             current = self._get_row(db, job_id)
             if current["status"] not in ("failed", "cancelled"):
                 raise InvalidJobState(
@@ -661,7 +553,7 @@ class SQLiteJobStore(JobStore):
     ) -> list[Job]:
         t = to_timestamp(now)
         rescued: list[Job] = []
-        with self._write() as db:
+        with self.db.write() as db:
             rows = db.execute(
                 "SELECT * FROM jobs WHERE status = 'running' AND lease_until < ? "
                 "ORDER BY lease_until LIMIT ?",
@@ -734,7 +626,7 @@ class SQLiteJobStore(JobStore):
     # -- reading ---------------------------------------------------------------
 
     def get(self, job_id: str) -> Job:
-        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        rows = self.db.read("SELECT * FROM jobs WHERE id = ?", (job_id,))
         if not rows:
             raise JobNotFound(job_id)
         return _row_to_job(rows[0])
@@ -756,19 +648,19 @@ class SQLiteJobStore(JobStore):
                 params.append(value)
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         params.extend([limit, offset])
-        rows = self._read(
+        rows = self.db.read(
             f"SELECT * FROM jobs{where} ORDER BY id LIMIT ? OFFSET ?", params
         )
         return [_row_to_job(r) for r in rows]
 
     def counts(self) -> Mapping[tuple[str, str], int]:
-        rows = self._read(
+        rows = self.db.read(
             "SELECT status, type, COUNT(*) FROM jobs GROUP BY status, type"
         )
         return {(r[0], r[1]): r[2] for r in rows}
 
     def events(self, job_id: str) -> list[JobEvent]:
-        rows = self._read(
+        rows = self.db.read(
             "SELECT * FROM job_events WHERE job_id = ? ORDER BY rowid", (job_id,)
         )
         if not rows:
@@ -786,7 +678,7 @@ class SQLiteJobStore(JobStore):
 
     def delete_finished(self, before: datetime) -> int:
         t = to_timestamp(before)
-        with self._write() as db:
+        with self.db.write() as db:
             ids = [
                 r[0]
                 for r in db.execute(

@@ -1,0 +1,146 @@
+"""One SQLite file shared by threads and processes: connections and transactions.
+
+Both SQLite stores (jobs, transfer sessions) use this: a small pool of connections
+in WAL mode, ``BEGIN IMMEDIATE`` write transactions (so SQLite's single writer lock
+makes each operation atomic across processes), and driver errors translated to
+:class:`~sclib.errors.BackendError` once, here.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sclib.errors import BackendError, ConfigurationError
+
+__all__ = ["SYNC_MODES", "SQLiteDatabase"]
+
+SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+class SQLiteDatabase:
+    """A SQLite file with a schema, pooled connections and write transactions.
+
+    :param synchronous: SQLite's ``synchronous`` pragma. ``"NORMAL"`` in WAL mode
+        survives any process crash; ``"FULL"`` also survives power loss.
+    :param busy_timeout: seconds a write waits for the lock before failing.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        schema: str,
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 30.0,
+    ) -> None:
+        text = os.fspath(path)
+        if not text or text == ":memory:":
+            raise ConfigurationError(
+                "sclib needs a SQLite file path: an in-memory database cannot be "
+                "shared between threads and processes"
+            )
+        if synchronous.upper() not in SYNC_MODES:
+            raise ConfigurationError(
+                f"synchronous must be one of {', '.join(SYNC_MODES)}, got "
+                f"{synchronous!r}"
+            )
+        self.path = Path(text)
+        self.synchronous = synchronous.upper()
+        self.busy_timeout = busy_timeout
+        # pooled, not per thread: a worker runs each job in a fresh thread, and a
+        # connection per thread would leak one per job
+        self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._max_idle = 8
+        self._closed = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot create the folder for the database {self.path}: {exc}"
+            ) from exc
+        try:
+            with self._conn() as conn:
+                conn.executescript(schema)
+        except sqlite3.Error as exc:
+            raise BackendError(f"cannot create tables in {self.path}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"SQLiteDatabase({str(self.path)!r})"
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise BackendError(f"the database {self.path} is closed")
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        except sqlite3.Error as exc:
+            raise BackendError(f"cannot open the database {self.path}: {exc}") from exc
+        return conn
+
+    @contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        """Borrow a pooled connection for one operation."""
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._connect()
+        try:
+            yield conn
+        finally:
+            with self._lock:
+                keep = not self._closed and len(self._idle) < self._max_idle
+                if keep:
+                    self._idle.append(conn)
+            if not keep:
+                conn.close()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; SQLite errors become :class:`BackendError`."""
+        with self._conn() as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise BackendError(f"database {self.path}: {exc}") from exc
+            try:
+                yield conn
+            except BaseException as exc:
+                conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise BackendError(f"database {self.path}: {exc}") from exc
+                raise
+            else:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK")
+                    raise BackendError(f"database {self.path}: {exc}") from exc
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Run one query outside a write transaction."""
+        try:
+            with self._conn() as conn:
+                return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise BackendError(f"database {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            conns, self._idle = self._idle, []
+        for conn in conns:
+            conn.close()
