@@ -417,27 +417,54 @@ def bench_claim_complete(
 # -- 3. claim latency ----------------------------------------------------------------
 
 
-def _claim_plan(queue: JobQueue, path: str) -> str:
-    """The query plan SQLite uses for the store's claim statement (best effort)."""
+def _query_plans(path: str, sync: str) -> dict[str, str]:
+    """The query plans SQLite uses for one claim and one complete (best effort).
+
+    The statements are caught with a trace callback on the connections a fresh
+    store opens, so this follows whatever SQL the store currently runs.
+    """
     seen: list[str] = []
-    try:
-        conn = queue.store._conn()  # type: ignore[attr-defined]
+    real_connect = sqlite3.connect
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = real_connect(*args, **kwargs)
         conn.set_trace_callback(seen.append)
+        return conn
+
+    def statements() -> list[str]:
+        found = [s for s in seen if s.lstrip().upper().startswith(("SELECT", "UPDATE"))]
+        del seen[:]
+        return found
+
+    try:
+        sqlite3.connect = connect  # type: ignore[assignment]
         try:
+            queue = sclib_queue(path, sync)
+            del seen[:]
             job = queue.claim("plan-probe", [JOB_TYPE], lease_seconds=30)
+            traced = {"claim": statements()}
+            if job is not None:
+                queue.complete(job.lease)
+                traced["complete"] = statements()
         finally:
-            conn.set_trace_callback(None)
-        if job is not None:
-            queue.complete(job.lease)
-        claim_sql = next(s for s in seen if s.lstrip().upper().startswith("UPDATE"))
-        probe = sqlite3.connect(path)
+            sqlite3.connect = real_connect  # type: ignore[assignment]
+        queue.close()
+        probe = real_connect(path)
         try:
-            plan = probe.execute("EXPLAIN QUERY PLAN " + claim_sql).fetchall()
+            return {
+                op: " | ".join(
+                    "; ".join(
+                        str(r[-1])
+                        for r in probe.execute("EXPLAIN QUERY PLAN " + sql).fetchall()
+                    )
+                    for sql in sqls
+                )
+                for op, sqls in traced.items()
+            }
         finally:
             probe.close()
-        return "; ".join(str(r[-1]) for r in plan)
     except Exception as exc:  # diagnostics only
-        return f"unavailable ({type(exc).__name__}: {exc})"
+        return {"error": f"unavailable ({type(exc).__name__}: {exc})"}
 
 
 def bench_latency(
@@ -446,8 +473,8 @@ def bench_latency(
     path = os.path.join(tmp, f"latency-{pending}.db")
     log(f"  filling {pending:,} pending jobs ...")
     fill = bulk_fill(path, pending, sync)
+    plans = _query_plans(path, sync)
     queue = sclib_queue(path, sync)
-    plan = _claim_plan(queue, path)
     for _ in range(3):  # warm up the connection and the cache
         job = queue.claim("bench", [JOB_TYPE], lease_seconds=30)
         assert job is not None
@@ -474,7 +501,7 @@ def bench_latency(
         "claim_p95_us": claims[min(len(claims) - 1, int(len(claims) * 0.95))],
         "complete_median_us": statistics.median(completes),
         "fill_seconds": fill,
-        "query_plan": plan,
+        "query_plans": plans,
     }
 
 
@@ -551,8 +578,8 @@ def print_report(result: dict[str, Any]) -> None:
         f"   median ratio {lat['large']['pending']:,} / {lat['small']['pending']:,}: "
         f"{lat['ratio_median']:.2f}x (target <= 2)"
     )
-    print(f"   claim plan at {lat['small']['pending']:,}: {lat['small']['query_plan']}")
-    print(f"   claim plan at {lat['large']['pending']:,}: {lat['large']['query_plan']}")
+    for op, plan in lat["large"]["query_plans"].items():
+        print(f"   {op} query plan at {lat['large']['pending']:,} pending: {plan}")
 
 
 def main(argv: list[str] | None = None) -> int:

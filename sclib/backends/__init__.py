@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 from sclib.backends.base import JobFilter, JobStore
 from sclib.errors import ConfigurationError, MissingDependency
 
-__all__ = ["JobFilter", "JobStore", "open_store"]
+__all__ = ["JobFilter", "JobStore", "open_store", "parse_backend_url"]
 
 _EXPECTED = (
     "expected 'sqlite:///path/to/jobs.db' (four slashes for an absolute path: "
@@ -23,30 +23,36 @@ _EXPECTED = (
 )
 
 
-def open_store(url: str, **options: Any) -> JobStore:
-    """Open the job store that ``url`` names; ``options`` go to its constructor."""
+def parse_backend_url(url: str) -> tuple[str, str]:
+    """Check a backend URL; return ``("sqlite", path)`` or ``("mongodb", url)``."""
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(f"malformed backend URL {url!r}: {_EXPECTED}")
     scheme = url.split("://", 1)[0].lower()
     if scheme == "sqlite":
         rest = url[len("sqlite://") :]
-        if not rest.startswith("/") or len(rest) < 2:
+        path = unquote(urlsplit("file://" + rest).path[1:]) if rest else ""
+        if not rest.startswith("/") or not path:
             raise ConfigurationError(
                 f"malformed backend URL {url!r}: the SQLite path is missing; "
                 f"{_EXPECTED}"
             )
-        path = unquote(urlsplit("file://" + rest).path[1:])
-        if not path:
-            raise ConfigurationError(f"malformed backend URL {url!r}: {_EXPECTED}")
-        from sclib.backends.sqlite import SQLiteJobStore
-
-        return SQLiteJobStore(path, **options)
+        return "sqlite", path
     if scheme in ("mongodb", "mongodb+srv"):
-        try:
-            from sclib.backends.mongo import MongoJobStore
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise MissingDependency("pymongo", "mongo", "The MongoDB backend") from exc
-        return MongoJobStore.from_url(url, **options)
+        return "mongodb", url
     raise ConfigurationError(
         f"unsupported backend URL scheme {scheme!r} in {url!r}: {_EXPECTED}"
     )
+
+
+def open_store(url: str, **options: Any) -> JobStore:
+    """Open the job store that ``url`` names; ``options`` go to its constructor."""
+    kind, target = parse_backend_url(url)
+    if kind == "sqlite":
+        from sclib.backends.sqlite import SQLiteJobStore
+
+        return SQLiteJobStore(target, **options)
+    try:
+        from sclib.backends.mongo import MongoJobStore
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise MissingDependency("pymongo", "mongo", "The MongoDB backend") from exc
+    return MongoJobStore.from_url(target, **options)

@@ -1,0 +1,228 @@
+"""Transfer sessions in MongoDB: one document per session, chunks embedded.
+
+Each chunk is recorded with one ``$set`` on ``chunks.<index>``, atomic per
+document, so concurrent chunk writers never lose each other's records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sclib.backends.mongo import _aware, _backend_error
+from sclib.errors import ConfigurationError, SessionNotFound
+from sclib.transfers.sessions import (
+    ACTIVE,
+    CANCELLED,
+    ChunkRecord,
+    SessionStore,
+    TransferSession,
+)
+
+try:
+    import pymongo
+    from pymongo.errors import PyMongoError
+    from pymongo.write_concern import WriteConcern
+except ImportError as exc:  # pragma: no cover - depends on the install
+    from sclib.errors import MissingDependency
+
+    raise MissingDependency("pymongo", "mongo", "The MongoDB backend") from exc
+
+__all__ = ["MongoSessionStore"]
+
+
+def _doc_to_session(doc: Mapping[str, Any]) -> TransferSession:
+    created = _aware(doc["created_at"])
+    updated = _aware(doc["updated_at"])
+    assert created is not None and updated is not None
+    return TransferSession(
+        id=doc["_id"],
+        key=doc["key"],
+        source_url=doc["source_url"],
+        dest_url=doc["dest_url"],
+        size=doc["size"],
+        chunk_size=doc["chunk_size"],
+        identity=doc.get("identity") or {},
+        state=doc.get("state") or {},
+        chunks={
+            int(k): ChunkRecord(v["digest"], v.get("token"))
+            for k, v in (doc.get("chunks") or {}).items()
+        },
+        status=doc["status"],
+        digest=doc.get("digest"),
+        sha256=doc.get("sha256"),
+        error=doc.get("error"),
+        created_at=created,
+        updated_at=updated,
+    )
+
+
+class MongoSessionStore(SessionStore):
+    """Sessions in a MongoDB collection (default ``upload_sessions``)."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        database: str = "scientistcloud",
+        collection: str = "upload_sessions",
+        write_concern: Mapping[str, Any] | None = None,
+        owns_client: bool = False,
+    ) -> None:
+        concern = dict(write_concern or {"w": "majority", "j": True})
+        self.client = client
+        self._owns_client = owns_client
+        self.coll = client[database].get_collection(
+            collection, write_concern=WriteConcern(**concern)
+        )
+        try:
+            self.coll.create_index([("key", 1), ("status", 1)], name="key_status")
+            self.coll.create_index([("status", 1), ("updated_at", 1)], name="updated")
+        except PyMongoError as exc:
+            raise _backend_error(exc) from exc
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, database: str | None = None, **options: Any
+    ) -> MongoSessionStore:
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise ConfigurationError(f"malformed MongoDB URL {url!r}: no host")
+        client: Any = pymongo.MongoClient(
+            url, tz_aware=True, serverSelectionTimeoutMS=10_000
+        )
+        name = database or parts.path.lstrip("/") or "scientistcloud"
+        return cls(client, database=name, owns_client=True, **options)
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    def _find(self, query: Mapping[str, Any]) -> dict[str, Any] | None:
+        try:
+            doc: dict[str, Any] | None = self.coll.find_one(
+                query, sort=[("created_at", -1)]
+            )
+        except PyMongoError as exc:
+            raise _backend_error(exc) from exc
+        return doc
+
+    def create(self, session: TransferSession) -> TransferSession:
+        now = session.created_at
+        try:
+            self.coll.update_many(
+                {"key": session.key, "status": ACTIVE},
+                {"$set": {"status": CANCELLED, "updated_at": now}},
+            )
+            self.coll.insert_one(
+                {
+                    "_id": session.id,
+                    "key": session.key,
+                    "source_url": session.source_url,
+                    "dest_url": session.dest_url,
+                    "size": session.size,
+                    "chunk_size": session.chunk_size,
+                    "identity": dict(session.identity),
+                    "state": dict(session.state),
+                    "chunks": {
+                        str(i): {"digest": c.digest, "token": c.token}
+                        for i, c in session.chunks.items()
+                    },
+                    "status": session.status,
+                    "digest": None,
+                    "sha256": None,
+                    "error": None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        except PyMongoError as exc:
+            raise _backend_error(exc) from exc
+        return self.get(session.id)
+
+    def get(self, session_id: str) -> TransferSession:
+        doc = self._find({"_id": session_id})
+        if doc is None:
+            raise SessionNotFound(f"no transfer session with id {session_id!r}")
+        return _doc_to_session(doc)
+
+    def find_active(self, key: str) -> TransferSession | None:
+        doc = self._find({"key": key, "status": ACTIVE})
+        return None if doc is None else _doc_to_session(doc)
+
+    def _update(self, session_id: str, update: Mapping[str, Any]) -> None:
+        try:
+            res = self.coll.update_one({"_id": session_id}, update)
+        except PyMongoError as exc:
+            raise _backend_error(exc) from exc
+        if res.matched_count == 0:
+            raise SessionNotFound(f"no transfer session with id {session_id!r}")
+
+    def record_chunk(self, session_id: str, index: int, record: ChunkRecord) -> None:
+        self._update(
+            session_id,
+            {
+                "$set": {
+                    f"chunks.{index}": {"digest": record.digest, "token": record.token},
+                    "updated_at": datetime.now(UTC),
+                }
+            },
+        )
+
+    def forget_chunks(self, session_id: str, indexes: list[int]) -> None:
+        self._update(
+            session_id,
+            {
+                "$unset": {f"chunks.{i}": "" for i in indexes},
+                "$set": {"updated_at": datetime.now(UTC)},
+            },
+        )
+
+    def update(
+        self,
+        session_id: str,
+        *,
+        state: Mapping[str, Any] | None = None,
+        status: str | None = None,
+        digest: str | None = None,
+        sha256: str | None = None,
+        error: str | None = None,
+    ) -> TransferSession:
+        sets: dict[str, Any] = {"updated_at": datetime.now(UTC)}
+        for name, value in (
+            ("state", None if state is None else dict(state)),
+            ("status", status),
+            ("digest", digest),
+            ("sha256", sha256),
+            ("error", error),
+        ):
+            if value is not None:
+                sets[name] = value
+        self._update(session_id, {"$set": sets})
+        return self.get(session_id)
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        updated_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[TransferSession]:
+        query: dict[str, Any] = {}
+        if status is not None:
+            query["status"] = status
+        if updated_before is not None:
+            query["updated_at"] = {"$lt": updated_before}
+        try:
+            docs = self.coll.find(query).sort("created_at", 1).limit(limit)
+            return [_doc_to_session(d) for d in docs]
+        except PyMongoError as exc:
+            raise _backend_error(exc) from exc
+
+    def delete(self, session_id: str) -> None:
+        try:
+            self.coll.delete_one({"_id": session_id})
+        except PyMongoError as exc:
+            raise _backend_error(exc) from exc

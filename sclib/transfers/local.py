@@ -1,0 +1,235 @@
+"""Local files as a source and as a destination.
+
+The destination writes each object into a preallocated temp file next to its final
+path (``.<name>.sclib-part``), with positioned writes so chunks land in any order,
+reads every chunk back to verify it, and on commit syncs the file to disk and
+renames it into place atomically (then syncs the folder). Until then nothing is at
+the final path. The temp file's path is the writer's resumable state.
+
+"Durable" for a chunk means written to the operating system: it survives the
+process dying (SIGKILL included). The sync to disk happens once, at commit; after
+an OS crash, a resumed transfer re-reads and re-verifies every chunk it had
+recorded, so a lost write is found and sent again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat as stat_mod
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from sclib.errors import (
+    ChecksumMismatch,
+    DestinationError,
+    InvalidInput,
+    SourceChanged,
+    SourceError,
+    SourceNotFound,
+)
+from sclib.transfers.destinations import Destination, DestinationWriter
+from sclib.transfers.plan import Chunk
+from sclib.transfers.sources import Source, SourceObject
+
+__all__ = ["LocalDestination", "LocalSource", "local_path"]
+
+
+def local_path(url: str) -> Path:
+    """``file:///x/y``, ``local://x`` or a plain path -> a Path."""
+    if url.startswith("file://"):
+        return Path(url[len("file://"):] or "/")
+    if url.startswith("local://"):
+        return Path(url[len("local://"):])
+    return Path(url)
+
+
+def _identity(st: os.stat_result) -> dict[str, str]:
+    return {"mtime_ns": str(st.st_mtime_ns), "inode": str(st.st_ino)}
+
+
+class LocalSource(Source):
+    """Files and folders on this machine (``file://`` URLs or plain paths)."""
+
+    schemes = ("file", "local")
+
+    def __init__(self, **options: Any) -> None:
+        if options:
+            raise InvalidInput(
+                f"the local source takes no options, got {', '.join(sorted(options))}"
+            )
+
+    def _object(self, path: Path, key: str) -> SourceObject:
+        try:
+            st = path.stat()
+        except FileNotFoundError as exc:
+            raise SourceNotFound(f"{path} does not exist") from exc
+        except OSError as exc:
+            raise SourceError(f"cannot read {path}: {exc}") from exc
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise SourceNotFound(f"{path} is not a regular file")
+        return SourceObject(
+            url=str(path.resolve()), key=key, size=st.st_size, identity=_identity(st)
+        )
+
+    def stat(self, url: str) -> SourceObject:
+        path = local_path(url)
+        if path.is_dir():
+            raise SourceNotFound(f"{path} is a folder; copy it as a folder")
+        return self._object(path, "")
+
+    def walk(self, url: str) -> Iterator[SourceObject]:
+        root = local_path(url)
+        if not root.exists():
+            raise SourceNotFound(f"{root} does not exist")
+        if not root.is_dir():
+            yield self._object(root, "")
+            return
+        for folder, dirs, files in os.walk(root):
+            dirs.sort()
+            for name in sorted(files):
+                path = Path(folder) / name
+                if path.is_symlink() or not path.is_file():
+                    continue  # links and special files are not copied
+                yield self._object(path, path.relative_to(root).as_posix())
+
+    def read(self, obj: SourceObject, offset: int, length: int) -> bytes:
+        try:
+            fd = os.open(obj.url, os.O_RDONLY)
+        except FileNotFoundError as exc:
+            raise SourceChanged(f"{obj.url} disappeared during the transfer") from exc
+        except OSError as exc:
+            raise SourceError(f"cannot open {obj.url}: {exc}") from exc
+        try:
+            st = os.fstat(fd)
+            if st.st_size != obj.size or _identity(st) != dict(obj.identity):
+                raise SourceChanged(
+                    f"{obj.url} changed since the transfer started (size "
+                    f"{obj.size} -> {st.st_size}, or modified); start a new transfer "
+                    "to copy the new version"
+                )
+            data = os.pread(fd, length, offset)
+        except OSError as exc:
+            raise SourceError(f"reading {obj.url} at {offset}: {exc}") from exc
+        finally:
+            os.close(fd)
+        if len(data) != min(length, max(0, obj.size - offset)):
+            raise SourceChanged(f"{obj.url} got shorter during the transfer")
+        return data
+
+
+class _LocalWriter(DestinationWriter):
+    def __init__(self, final: Path, size: int, state: Mapping[str, Any] | None) -> None:
+        self.final = final
+        self.size = size
+        temp = Path(state["temp"]) if state and state.get("temp") else None
+        resumed = (
+            temp is not None and temp.parent == final.parent and temp.exists()
+            and temp.stat().st_size == size
+        )
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if not resumed:
+                temp = final.with_name(
+                    f".{final.name}.{secrets.token_hex(4)}.sclib-part"
+                )
+                fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                try:
+                    if size:
+                        try:
+                            os.posix_fallocate(fd, 0, size)
+                        except OSError:  # not supported (e.g. tmpfs on some kernels)
+                            os.ftruncate(fd, size)
+                finally:
+                    os.close(fd)
+            assert temp is not None
+            self.temp = temp
+            self._fd = os.open(temp, os.O_RDWR)
+        except OSError as exc:
+            raise DestinationError(f"cannot prepare {final}: {exc}") from exc
+        self._lock = threading.Lock()
+        self.state = {"temp": str(temp), "resumed": resumed}
+
+    def write_chunk(self, chunk: Chunk, data: bytes) -> str | None:
+        if len(data) != chunk.length:
+            raise InvalidInput(
+                f"chunk {chunk.index}: got {len(data)} bytes, expected {chunk.length}"
+            )
+        try:
+            written = os.pwrite(self._fd, data, chunk.offset)
+            if written != len(data):
+                raise DestinationError(
+                    f"short write to {self.temp}: {written} of {len(data)} bytes"
+                )
+            landed = os.pread(self._fd, chunk.length, chunk.offset)
+        except OSError as exc:
+            raise DestinationError(
+                f"writing chunk {chunk.index} of {self.final}: {exc}"
+            ) from exc
+        if landed != data:
+            raise ChecksumMismatch(
+                f"chunk {chunk.index} of {self.final} reads back different bytes"
+            )
+        return None
+
+    def read_back(self, chunk: Chunk) -> bytes | None:
+        try:
+            return os.pread(self._fd, chunk.length, chunk.offset)
+        except OSError as exc:
+            raise DestinationError(f"reading back {self.temp}: {exc}") from exc
+
+    def commit(self, tokens: Mapping[int, str | None]) -> None:
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            os.replace(self.temp, self.final)
+            dir_fd = os.open(self.final.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise DestinationError(f"cannot commit {self.final}: {exc}") from exc
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        self.temp.unlink(missing_ok=True)
+
+
+class LocalDestination(Destination):
+    """A local folder (or, for a single object, a file path)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def _final(self, key: str) -> Path:
+        if not key:
+            return self.root
+        parts = key.split("/")
+        if any(p in ("", ".", "..") for p in parts) or key.startswith("/"):
+            raise InvalidInput(
+                f"refusing object name {key!r}: it would leave the destination folder"
+            )
+        final = self.root.joinpath(*parts)
+        if not final.resolve().is_relative_to(self.root.resolve()):
+            raise InvalidInput(f"refusing object name {key!r}: it leaves {self.root}")
+        return final
+
+    def url_for(self, key: str) -> str:
+        return str(self._final(key))
+
+    def open(
+        self,
+        key: str,
+        size: int,
+        chunk_size: int,
+        state: Mapping[str, Any] | None = None,
+    ) -> DestinationWriter:
+        return _LocalWriter(self._final(key), size, state)
+
+    def exists(self, key: str) -> bool:
+        return self._final(key).is_file()

@@ -1,0 +1,170 @@
+"""Transfer sessions: what a new process needs to continue an interrupted transfer.
+
+A session records one object's transfer: the source (URL without credentials, size
+and identity), the destination and the writer's state (temp file, multipart upload
+id), the chunk size, and every verified chunk with its BLAKE3 digest. It is found
+again by its *key*, derived from the source and destination URLs, so re-running
+the same copy resumes it.
+
+Sessions live in a :class:`SessionStore` beside the job store: SQLite
+(:mod:`sclib.backends.sqlite_sessions`) or MongoDB
+(:mod:`sclib.backends.mongo_sessions`). Each chunk is recorded with one atomic
+write, so a crash loses at most the chunks that were in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sclib.models import new_job_id
+
+__all__ = [
+    "ChunkRecord",
+    "SessionStore",
+    "TransferSession",
+    "new_session",
+    "open_session_store",
+    "session_key",
+]
+
+ACTIVE, COMPLETED, FAILED, CANCELLED = "active", "completed", "failed", "cancelled"
+
+
+def session_key(source_url: str, dest_url: str) -> str:
+    """The key that finds a transfer again: from where to where."""
+    raw = f"{source_url}\n{dest_url}".encode()
+    return hashlib.sha256(raw).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRecord:
+    """A verified chunk: its BLAKE3 digest and the destination's token, if any."""
+
+    digest: str
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransferSession:
+    """The resumable state of one object's transfer."""
+
+    id: str
+    key: str
+    source_url: str
+    dest_url: str
+    size: int
+    chunk_size: int
+    identity: Mapping[str, str] = field(default_factory=dict)
+    state: Mapping[str, Any] = field(default_factory=dict)
+    chunks: Mapping[int, ChunkRecord] = field(default_factory=dict)
+    status: str = ACTIVE
+    digest: str | None = None
+    sha256: str | None = None
+    error: str | None = None
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def bytes_verified(self) -> int:
+        """Bytes in verified chunks."""
+        total = 0
+        for index in self.chunks:
+            start = index * self.chunk_size
+            total += max(0, min(self.chunk_size, self.size - start))
+        return total
+
+
+def new_session(
+    source_url: str,
+    dest_url: str,
+    size: int,
+    chunk_size: int,
+    identity: Mapping[str, str],
+    state: Mapping[str, Any],
+) -> TransferSession:
+    now = datetime.now(UTC)
+    return TransferSession(
+        id=new_job_id(),
+        key=session_key(source_url, dest_url),
+        source_url=source_url,
+        dest_url=dest_url,
+        size=size,
+        chunk_size=chunk_size,
+        identity=dict(identity),
+        state=dict(state),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+class SessionStore(ABC):
+    """Durable transfer sessions. Every method is one atomic write or read."""
+
+    @abstractmethod
+    def create(self, session: TransferSession) -> TransferSession:
+        """Store a new session. An older *active* session with the same key is
+        marked ``cancelled`` in the same write: one active session per key."""
+
+    @abstractmethod
+    def get(self, session_id: str) -> TransferSession:
+        """The session; :class:`~sclib.errors.SessionNotFound` if unknown."""
+
+    @abstractmethod
+    def find_active(self, key: str) -> TransferSession | None:
+        """The active session with this key, if any."""
+
+    @abstractmethod
+    def record_chunk(
+        self, session_id: str, index: int, record: ChunkRecord
+    ) -> None:
+        """Record a verified chunk (recording it again replaces it)."""
+
+    @abstractmethod
+    def forget_chunks(self, session_id: str, indexes: list[int]) -> None:
+        """Drop chunks found bad on re-verification, so they are sent again."""
+
+    @abstractmethod
+    def update(
+        self,
+        session_id: str,
+        *,
+        state: Mapping[str, Any] | None = None,
+        status: str | None = None,
+        digest: str | None = None,
+        sha256: str | None = None,
+        error: str | None = None,
+    ) -> TransferSession:
+        """Change the given fields (``None`` leaves a field as it is)."""
+
+    @abstractmethod
+    def list(
+        self, *, status: str | None = None, updated_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[TransferSession]:
+        """Sessions, oldest first; for cleanup of abandoned transfers."""
+
+    @abstractmethod
+    def delete(self, session_id: str) -> None:
+        """Remove a session and its chunk records."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+def open_session_store(url: str, **options: Any) -> SessionStore:
+    """The session store at ``url`` (same URL forms as :func:`sclib.open_store`)."""
+    from sclib.backends import parse_backend_url
+
+    kind, target = parse_backend_url(url)
+    if kind == "sqlite":
+        from sclib.backends.sqlite_sessions import SQLiteSessionStore
+
+        return SQLiteSessionStore(target, **options)
+    from sclib.backends.mongo_sessions import MongoSessionStore
+
+    return MongoSessionStore.from_url(target, **options)

@@ -1,0 +1,344 @@
+"""Source plugins: where bytes come from, by URL scheme.
+
+A :class:`Source` knows one family of URLs (``file://``, ``s3://``, ``https://``...).
+It can describe an object (:meth:`Source.stat`), list a folder or prefix
+(:meth:`Source.walk`), and read any byte range of an object (:meth:`Source.read`),
+refusing with :class:`~sclib.errors.SourceChanged` when the object is no longer
+the version that was described. That last rule is what makes resuming safe: a
+resumed transfer never mixes two versions of a file.
+
+Plugins are found, in order, in: the runtime registry (:func:`register`), the
+entry-point group ``sclib.sources`` (for third-party packages), and the built-in
+table below, which imports each plugin lazily and names the extra to install when
+its dependency is missing. Any other protocol that fsspec knows works through
+:class:`FsspecSource` as a fallback.
+
+Credentials are passed as options when the source is opened; a source must never
+log them or put them in anything it returns (:attr:`SourceObject.url` included).
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+from sclib.errors import (
+    ConfigurationError,
+    MissingDependency,
+    SourceChanged,
+    SourceError,
+    SourceNotFound,
+    UnsupportedScheme,
+)
+
+__all__ = [
+    "FsspecSource",
+    "Source",
+    "SourceObject",
+    "available_schemes",
+    "open_source",
+    "register",
+    "scheme_of",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceObject:
+    """One object a source can read.
+
+    :param url: the object's URL, without credentials.
+    :param key: its path relative to the folder or prefix being copied, with ``/``
+        separators; ``""`` when a single object is copied.
+    :param size: its size in bytes.
+    :param identity: what identifies this version (``etag``, ``mtime``,
+        ``version_id``, ``generation``, ``md5`` ...). Two reads with equal identity
+        read the same bytes; a resumed transfer compares it.
+    :param content_type: the MIME type, when the source knows it.
+    """
+
+    url: str
+    key: str
+    size: int
+    identity: Mapping[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+
+
+class Source(ABC):
+    """Reads objects from one family of URLs. Subclasses must be thread-safe:
+    the engine reads several ranges of one object at once."""
+
+    #: URL schemes this source handles, e.g. ``("s3",)``.
+    schemes: ClassVar[tuple[str, ...]] = ()
+
+    def supports_ranges(self, obj: SourceObject) -> bool:
+        """Whether :meth:`read` can start at any offset for ``obj``.
+
+        If not, the engine reads the object front to back, one :meth:`read` call
+        after the other in order, from one thread; the source may then serve the
+        reads from a single streaming response. Resuming such an object restarts
+        it from the beginning (the bytes already verified are skipped, not kept).
+        """
+        return True
+
+    @abstractmethod
+    def stat(self, url: str) -> SourceObject:
+        """Describe one object; :class:`~sclib.errors.SourceNotFound` if missing."""
+
+    @abstractmethod
+    def walk(self, url: str) -> Iterator[SourceObject]:
+        """Every object under the folder or prefix ``url``, recursively, each with its
+        ``key`` relative to ``url``. A single object yields itself with ``key=""``."""
+
+    @abstractmethod
+    def read(self, obj: SourceObject, offset: int, length: int) -> bytes:
+        """``length`` bytes of ``obj`` from ``offset`` (fewer only at the end).
+
+        Raises :class:`~sclib.errors.SourceChanged` if the object is no longer the
+        version ``obj`` describes (where the protocol can tell), and
+        :class:`~sclib.errors.SourceError` for failures worth retrying.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def scheme_of(url: str) -> str:
+    """The URL's scheme, lower case; a bare path is ``file``."""
+    if "://" not in url:
+        return "file"
+    return url.split("://", 1)[0].lower()
+
+
+class FsspecSource(Source):
+    """Any fsspec filesystem as a source (the fallback for unknown protocols).
+
+    ``options`` go to ``fsspec.filesystem(protocol, **options)``. The identity of an
+    object is taken from what ``fs.info`` reports (ETag, mtime, version, generation,
+    checksum); reads use ``fs.cat_file(path, start, end)``.
+    """
+
+    #: info() keys that identify a version, by the name the identity gets
+    identity_keys: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "etag": ("ETag", "etag"),
+        "mtime": ("mtime", "LastModified", "last_modified", "updated", "modified"),
+        "version_id": ("VersionId", "version_id"),
+        "generation": ("generation",),
+        "md5": ("md5Hash", "md5"),
+        "crc32c": ("crc32c",),
+    }
+
+    def __init__(self, protocol: str, fs: Any | None = None, **options: Any) -> None:
+        if fs is None:
+            try:
+                import fsspec
+            except ImportError as exc:  # pragma: no cover - depends on the install
+                raise MissingDependency("fsspec", "s3", "fsspec sources") from exc
+            try:
+                fs = fsspec.filesystem(protocol, **options)
+            except ImportError as exc:
+                raise MissingDependency(
+                    exc.name or protocol, _EXTRAS.get(protocol, "all"),
+                    f"The {protocol!r} source",
+                ) from exc
+            except (ValueError, TypeError) as exc:
+                raise ConfigurationError(
+                    f"cannot open an fsspec filesystem for {protocol!r}: {exc}"
+                ) from exc
+        self.protocol = protocol
+        self.fs = fs
+
+    def _path(self, url: str) -> str:
+        return str(self.fs._strip_protocol(url))
+
+    def _url(self, path: str) -> str:
+        return str(self.fs.unstrip_protocol(path))
+
+    def _identity(self, info: Mapping[str, Any]) -> dict[str, str]:
+        identity: dict[str, str] = {}
+        for name, keys in self.identity_keys.items():
+            for key in keys:
+                value = info.get(key)
+                if value not in (None, ""):
+                    identity[name] = str(value)
+                    break
+        return identity
+
+    def _object(self, info: Mapping[str, Any], key: str) -> SourceObject:
+        return SourceObject(
+            url=self._url(info["name"]),
+            key=key,
+            size=int(info.get("size") or 0),
+            identity=self._identity(info),
+            content_type=info.get("ContentType") or info.get("contentType"),
+        )
+
+    def _info(self, path: str) -> dict[str, Any]:
+        try:
+            info: dict[str, Any] = self.fs.info(path)
+        except FileNotFoundError as exc:
+            raise SourceNotFound(
+                f"{self.protocol} source {path!r} does not exist"
+            ) from exc
+        except OSError as exc:
+            raise SourceError(f"cannot read {path!r}: {exc}") from exc
+        return info
+
+    def stat(self, url: str) -> SourceObject:
+        info = self._info(self._path(url))
+        if info.get("type") == "directory":
+            raise SourceNotFound(
+                f"{url!r} is a folder; copy it as a folder, not as one object"
+            )
+        return self._object(info, "")
+
+    def walk(self, url: str) -> Iterator[SourceObject]:
+        root = self._path(url).rstrip("/")
+        info = self._info(root)
+        if info.get("type") != "directory":
+            yield self._object(info, "")
+            return
+        try:
+            found = self.fs.find(root, detail=True)
+        except OSError as exc:
+            raise SourceError(f"cannot list {url!r}: {exc}") from exc
+        for path in sorted(found):
+            entry = found[path]
+            if entry.get("type") == "directory":
+                continue
+            key = path[len(root):].lstrip("/")
+            yield self._object(entry, key)
+
+    def read(self, obj: SourceObject, offset: int, length: int) -> bytes:
+        path = self._path(obj.url)
+        if obj.identity:
+            self.check_unchanged(obj)
+        try:
+            data: bytes = self.fs.cat_file(path, start=offset, end=offset + length)
+        except FileNotFoundError as exc:
+            raise SourceChanged(f"{obj.url} disappeared during the transfer") from exc
+        except OSError as exc:
+            raise SourceError(f"reading {obj.url} at {offset}: {exc}") from exc
+        return data
+
+    def check_unchanged(self, obj: SourceObject) -> None:
+        """Raise :class:`SourceChanged` if ``obj`` is no longer the same version.
+
+        The generic check re-reads ``info`` and compares identity and size; plugins
+        whose protocol supports conditional reads (If-Match, generation match)
+        should override :meth:`read` and do it in the same request instead.
+        """
+        try:
+            info = self.fs.info(self._path(obj.url))
+        except FileNotFoundError as exc:
+            raise SourceChanged(f"{obj.url} disappeared during the transfer") from exc
+        except OSError as exc:
+            raise SourceError(f"cannot check {obj.url}: {exc}") from exc
+        now = self._object(info, obj.key)
+        if now.size != obj.size or any(
+            now.identity.get(k) != v for k, v in obj.identity.items()
+        ):
+            raise SourceChanged(
+                f"{obj.url} changed since the transfer started (size {obj.size} -> "
+                f"{now.size}, identity {dict(obj.identity)} -> {dict(now.identity)}); "
+                "start a new transfer to copy the new version"
+            )
+
+
+# -- the registry ---------------------------------------------------------------
+
+SourceFactory = Callable[..., Source]
+
+#: scheme -> "module:attribute" of a Source class, imported on first use
+_BUILTIN: dict[str, str] = {
+    "file": "sclib.transfers.local:LocalSource",
+    "local": "sclib.transfers.local:LocalSource",
+    "s3": "sclib.transfers.s3:S3Source",
+    "s3a": "sclib.transfers.s3:S3Source",
+    "gs": "sclib.transfers.gcs:GCSSource",
+    "gcs": "sclib.transfers.gcs:GCSSource",
+    "gdrive": "sclib.transfers.gdrive:DriveSource",
+    "http": "sclib.transfers.http:HTTPSource",
+    "https": "sclib.transfers.http:HTTPSource",
+}
+#: scheme -> the sclib extra that installs its dependency
+_EXTRAS: dict[str, str] = {
+    "s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "gdrive": "gdrive",
+    "http": "server", "https": "server",
+}
+
+_registry: dict[str, SourceFactory] = {}
+_lock = threading.Lock()
+
+
+def register(scheme: str, factory: SourceFactory) -> None:
+    """Use ``factory(**options)`` for URLs with ``scheme`` (overrides built-ins)."""
+    if not scheme or not scheme.replace("+", "").replace("-", "").isalnum():
+        raise ConfigurationError(f"bad URL scheme {scheme!r}")
+    with _lock:
+        _registry[scheme.lower()] = factory
+
+
+def _entry_point(scheme: str) -> SourceFactory | None:
+    for ep in entry_points(group="sclib.sources"):
+        if ep.name.lower() == scheme:
+            loaded: SourceFactory = ep.load()
+            return loaded
+    return None
+
+
+def _builtin(scheme: str) -> SourceFactory | None:
+    target = _BUILTIN.get(scheme)
+    if target is None:
+        return None
+    module_name, _, attr = target.partition(":")
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise MissingDependency(
+            exc.name or module_name, _EXTRAS.get(scheme, "all"),
+            f"The {scheme!r} source",
+        ) from exc
+    factory: SourceFactory = getattr(module, attr)
+    return factory
+
+
+def open_source(url: str, **options: Any) -> Source:
+    """A :class:`Source` for ``url``'s scheme, opened with ``options``."""
+    scheme = scheme_of(url)
+    with _lock:
+        factory = _registry.get(scheme)
+    factory = factory or _entry_point(scheme) or _builtin(scheme)
+    if factory is not None:
+        return factory(**options)
+    try:
+        import fsspec
+
+        known = fsspec.available_protocols()
+    except ImportError:  # pragma: no cover - depends on the install
+        known = []
+    if scheme in known:
+        return FsspecSource(scheme, **options)
+    raise UnsupportedScheme(
+        f"no source plugin for {scheme!r} URLs ({url.split('://', 1)[0]}://...); "
+        f"built in: {', '.join(sorted(_BUILTIN))}; others can be added with "
+        "sclib.transfers.sources.register() or the 'sclib.sources' entry point"
+    )
+
+
+def available_schemes() -> list[str]:
+    """Schemes with a registered, entry-point or built-in plugin."""
+    names = set(_BUILTIN) | set(_registry)
+    names |= {ep.name for ep in entry_points(group="sclib.sources")}
+    return sorted(names)
