@@ -22,14 +22,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from sclib.errors import LeaseLost
 from sclib.models import ErrorRecord, Job, JobEvent, Lease, Progress
 
 if TYPE_CHECKING:
     from sclib.jobs.policy import RetryPolicy
 
-__all__ = ["JobFilter", "JobStore"]
+__all__ = ["JobFilter", "JobStore", "Settlement"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,21 @@ class JobFilter:
     type: str | None = None
     dataset_uuid: str | None = None
     owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How a worker's attempt ended, to be written by :meth:`JobStore.settle_and_claim`.
+
+    ``complete`` takes ``result``; ``fail`` takes ``error``; ``cancel`` and
+    ``release`` take ``message``.
+    """
+
+    lease: Lease
+    kind: Literal["complete", "fail", "cancel", "release"]
+    result: Any = None
+    error: ErrorRecord | None = None
+    message: str = ""
 
 
 class JobStore(ABC):
@@ -113,6 +129,75 @@ class JobStore(ABC):
 
         ``attempts`` stays as it is, so the lease of the released attempt stays dead.
         """
+
+    # -- batched forms (a worker's hot path) -----------------------------------
+    #
+    # The defaults loop over the single operations; a store that can do better
+    # (SQLite: one transaction) overrides them. The semantics are the same.
+
+    def claim_many(
+        self,
+        worker_id: str,
+        types: Sequence[str] | None,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+    ) -> list[Job]:
+        """Claim up to ``limit`` jobs, in claim order."""
+        jobs: list[Job] = []
+        while len(jobs) < limit:
+            job = self.claim(worker_id, types, now, lease_until)
+            if job is None:
+                break
+            jobs.append(job)
+        return jobs
+
+    def heartbeat_many(
+        self,
+        beats: Sequence[tuple[Lease, Progress | None]],
+        now: datetime,
+        lease_until: datetime,
+    ) -> list[bool | LeaseLost]:
+        """Heartbeat each lease; per lease: cancel requested, or the LeaseLost."""
+        out: list[bool | LeaseLost] = []
+        for lease, progress in beats:
+            try:
+                out.append(self.heartbeat(lease, now, lease_until, progress))
+            except LeaseLost as exc:
+                out.append(exc)
+        return out
+
+    def settle_and_claim(
+        self,
+        settlements: Sequence[Settlement],
+        now: datetime,
+        policy: RetryPolicy,
+        worker_id: str,
+        types: Sequence[str] | None,
+        lease_until: datetime,
+        limit: int,
+    ) -> tuple[list[LeaseLost | None], list[Job]]:
+        """Record finished attempts, then claim up to ``limit`` new jobs.
+
+        Returns, per settlement, ``None`` or the :class:`LeaseLost` it met (that
+        one changed nothing), and the claimed jobs.
+        """
+        outcomes: list[LeaseLost | None] = []
+        for item in settlements:
+            try:
+                if item.kind == "complete":
+                    self.complete(item.lease, now, item.result)
+                elif item.kind == "fail":
+                    assert item.error is not None
+                    self.fail(item.lease, now, item.error, policy)
+                elif item.kind == "cancel":
+                    self.cancel_running(item.lease, now, item.message)
+                else:
+                    self.release(item.lease, now, item.message)
+                outcomes.append(None)
+            except LeaseLost as exc:
+                outcomes.append(exc)
+        return outcomes, self.claim_many(worker_id, types, now, lease_until, limit)
 
     # -- operating -------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sclib.backends.base import JobFilter, JobStore
+from sclib.backends.base import JobFilter, JobStore, Settlement
 from sclib.backends.sqlite_db import SQLiteDatabase
 from sclib.errors import (
     InvalidJobState,
@@ -115,13 +115,16 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else from_timestamp(ts)
 
 
+_EMPTY_PROGRESS = Progress()
+
+
 def _row_to_job(row: sqlite3.Row) -> Job:
     return Job(
         id=row["id"],
         type=row["type"],
         status=JobStatus(row["status"]),
         priority=row["priority"],
-        parameters=json.loads(row["parameters"]),
+        parameters={} if row["parameters"] == "{}" else json.loads(row["parameters"]),
         dataset_uuid=row["dataset_uuid"],
         owner=row["owner"],
         attempts=row["attempts"],
@@ -134,14 +137,18 @@ def _row_to_job(row: sqlite3.Row) -> Job:
         worker_id=row["worker_id"],
         lease_until=_dt(row["lease_until"]),
         cancel_requested=bool(row["cancel_requested"]),
-        progress=Progress.from_dict(json.loads(row["progress"] or "null")),
+        progress=_EMPTY_PROGRESS
+        if row["progress"] is None
+        else Progress.from_dict(json.loads(row["progress"])),
         result=json.loads(row["result"]) if row["result"] is not None else None,
         error=row["error"],
-        error_history=tuple(
-            ErrorRecord.from_dict(e) for e in json.loads(row["error_history"])
-        ),
+        error_history=()
+        if row["error_history"] == "[]"
+        else tuple(ErrorRecord.from_dict(e) for e in json.loads(row["error_history"])),
         idempotency_key=row["idempotency_key"],
-        depends_on=tuple(json.loads(row["depends_on"])),
+        depends_on=()
+        if row["depends_on"] == "[]"
+        else tuple(json.loads(row["depends_on"])),
         waiting_on=row["waiting_on"],
         created_at=from_timestamp(row["created_at"]),
         updated_at=from_timestamp(row["updated_at"]),
@@ -304,6 +311,47 @@ class SQLiteJobStore(JobStore):
         return _row_to_job(row), True
 
     # -- consuming -------------------------------------------------------------
+    #
+    # Each operation has an ``_x_in(db, ...)`` form that runs inside a transaction
+    # the caller holds, so the worker's batched ``settle_and_claim`` and the single
+    # calls share one implementation.
+
+    def _claim_in(
+        self,
+        db: sqlite3.Connection,
+        worker_id: str,
+        types: Sequence[str] | None,
+        t: float,
+        lease_until: float,
+        limit: int,
+    ) -> list[sqlite3.Row]:
+        if limit <= 0 or (types is not None and not types):
+            return []
+        type_clause = ""
+        params: list[Any] = [worker_id, lease_until, t, t, t]
+        if types is not None:
+            type_clause = f" AND type IN ({', '.join('?' * len(types))})"
+            params.extend(types)
+        params.append(limit)
+        # INDEXED BY: the planner would otherwise pick jobs_status_type and sort
+        # every pending job on each claim (a cost that grows with the queue)
+        rows = db.execute(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, "
+            "worker_id = ?, lease_until = ?, updated_at = ?, "
+            "started_at = COALESCE(started_at, ?), cancel_requested = 0 "
+            "WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_claimable "
+            "WHERE status = 'pending' AND waiting_on = 0 AND run_at <= ?"
+            + type_clause
+            + " ORDER BY priority, run_at, id LIMIT ?) RETURNING *",
+            params,
+        ).fetchall()
+        rows.sort(key=lambda r: (r["priority"], r["run_at"], r["id"]))
+        db.executemany(
+            "INSERT INTO job_events (job_id, at, kind, worker_id, attempt, message) "
+            "VALUES (?, ?, 'claimed', ?, ?, '')",
+            [(r["id"], t, worker_id, r["attempts"]) for r in rows],
+        )
+        return rows
 
     def claim(
         self,
@@ -312,29 +360,52 @@ class SQLiteJobStore(JobStore):
         now: datetime,
         lease_until: datetime,
     ) -> Job | None:
-        t = to_timestamp(now)
-        type_clause = ""
-        params: list[Any] = [worker_id, to_timestamp(lease_until), t, t, t]
-        if types is not None:
-            if not types:
-                return None
-            type_clause = f" AND type IN ({', '.join('?' * len(types))})"
-            params.extend(types)
-        sql = (
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, "
-            "worker_id = ?, lease_until = ?, updated_at = ?, "
-            "started_at = COALESCE(started_at, ?), cancel_requested = 0 "
-            "WHERE id = (SELECT id FROM jobs WHERE status = 'pending' "
-            "AND waiting_on = 0 AND run_at <= ?"
-            + type_clause
-            + " ORDER BY priority, run_at, id LIMIT 1) RETURNING *"
-        )
+        jobs = self.claim_many(worker_id, types, now, lease_until, 1)
+        return jobs[0] if jobs else None
+
+    def claim_many(
+        self,
+        worker_id: str,
+        types: Sequence[str] | None,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+    ) -> list[Job]:
         with self.db.write() as db:
-            row = db.execute(sql, params).fetchone()
-            if row is None:
-                return None
-            self._event(db, row["id"], t, "claimed", worker_id, row["attempts"])
-        return _row_to_job(row)
+            rows = self._claim_in(
+                db,
+                worker_id,
+                types,
+                to_timestamp(now),
+                to_timestamp(lease_until),
+                limit,
+            )
+        return [_row_to_job(r) for r in rows]
+
+    @staticmethod
+    def _heartbeat_in(
+        db: sqlite3.Connection,
+        lease: Lease,
+        t: float,
+        lease_until: float,
+        progress: Progress | None,
+    ) -> bool:
+        params: list[Any] = [lease_until, t]
+        progress_sql = ""
+        if progress is not None:
+            progress_sql = ", progress = ?"
+            params.append(_dumps(progress.to_dict()))
+        params.extend([lease.job_id, lease.worker_id, lease.attempt])
+        row = db.execute(
+            "UPDATE jobs SET lease_until = ?, updated_at = ?"
+            + progress_sql
+            + " WHERE id = ? AND worker_id = ? AND attempts = ? "
+            "AND status = 'running' RETURNING cancel_requested",
+            params,
+        ).fetchone()
+        if row is None:
+            raise LeaseLost(lease.job_id, lease.worker_id, lease.attempt)
+        return bool(row[0])
 
     def heartbeat(
         self,
@@ -343,131 +414,200 @@ class SQLiteJobStore(JobStore):
         lease_until: datetime,
         progress: Progress | None = None,
     ) -> bool:
-        params: list[Any] = [to_timestamp(lease_until), to_timestamp(now)]
-        progress_sql = ""
-        if progress is not None:
-            progress_sql = ", progress = ?"
-            params.append(_dumps(progress.to_dict()))
-        params.extend([lease.job_id, lease.worker_id, lease.attempt])
         with self.db.write() as db:
-            row = db.execute(
-                "UPDATE jobs SET lease_until = ?, updated_at = ?"
-                + progress_sql
-                + " WHERE id = ? AND worker_id = ? AND attempts = ? "
-                "AND status = 'running' RETURNING cancel_requested",
-                params,
-            ).fetchone()
+            return self._heartbeat_in(
+                db, lease, to_timestamp(now), to_timestamp(lease_until), progress
+            )
+
+    def heartbeat_many(
+        self,
+        beats: Sequence[tuple[Lease, Progress | None]],
+        now: datetime,
+        lease_until: datetime,
+    ) -> list[bool | LeaseLost]:
+        t, until = to_timestamp(now), to_timestamp(lease_until)
+        out: list[bool | LeaseLost] = []
+        with self.db.write() as db:
+            for lease, progress in beats:
+                try:
+                    out.append(self._heartbeat_in(db, lease, t, until, progress))
+                except LeaseLost as exc:
+                    out.append(exc)
+        return out
+
+    def _finish_in(
+        self,
+        db: sqlite3.Connection,
+        lease: Lease,
+        sets: str,
+        params: Sequence[Any],
+    ) -> sqlite3.Row:
+        """A fenced UPDATE: the lease is part of the WHERE clause."""
+        row: sqlite3.Row | None = db.execute(
+            f"UPDATE jobs SET {sets} WHERE id = ? AND worker_id = ? AND attempts = ? "
+            "AND status = 'running' RETURNING *",
+            (*params, lease.job_id, lease.worker_id, lease.attempt),
+        ).fetchone()
         if row is None:
             raise LeaseLost(lease.job_id, lease.worker_id, lease.attempt)
-        return bool(row[0])
+        return row
+
+    def _complete_in(
+        self, db: sqlite3.Connection, lease: Lease, t: float, result: Any
+    ) -> sqlite3.Row:
+        row = self._finish_in(
+            db,
+            lease,
+            "status = 'completed', result = ?, lease_until = NULL, updated_at = ?, "
+            "finished_at = ?",
+            (_dumps(result), t, t),
+        )
+        # '+status' keeps the planner on job_deps' key instead of scanning every
+        # pending job through jobs_status_type
+        db.execute(
+            "UPDATE jobs SET waiting_on = waiting_on - 1 WHERE id IN "
+            "(SELECT job_id FROM job_deps WHERE dep_id = ?) AND +status = 'pending' "
+            "AND waiting_on > 0",
+            (lease.job_id,),
+        )
+        self._event(db, lease.job_id, t, "completed", lease.worker_id, lease.attempt)
+        return row
 
     def complete(self, lease: Lease, now: datetime, result: Any = None) -> Job:
-        t = to_timestamp(now)
         with self.db.write() as db:
-            self._fenced(db, lease)
-            row = db.execute(
-                "UPDATE jobs SET status = 'completed', result = ?, lease_until = NULL, "
-                "updated_at = ?, finished_at = ? WHERE id = ? RETURNING *",
-                (_dumps(result), t, t, lease.job_id),
-            ).fetchone()
-            db.execute(
-                "UPDATE jobs SET waiting_on = waiting_on - 1 WHERE id IN "
-                "(SELECT job_id FROM job_deps WHERE dep_id = ?) AND status = 'pending' "
-                "AND waiting_on > 0",
-                (lease.job_id,),
-            )
-            self._event(
-                db, lease.job_id, t, "completed", lease.worker_id, lease.attempt
-            )
+            row = self._complete_in(db, lease, to_timestamp(now), result)
         return _row_to_job(row)
 
-    def fail(
-        self, lease: Lease, now: datetime, error: ErrorRecord, policy: RetryPolicy
-    ) -> Job:
+    def _fail_in(
+        self,
+        db: sqlite3.Connection,
+        lease: Lease,
+        now: datetime,
+        error: ErrorRecord,
+        policy: RetryPolicy,
+    ) -> sqlite3.Row:
         t = to_timestamp(now)
-        with self.db.write() as db:
-            current = self._fenced(db, lease)
-            failures = current["failures"] + 1
-            history = json.loads(current["error_history"])
-            history.append(error.to_dict())
-            retry_at = policy.after_error(failures, current["max_attempts"], now)
-            if retry_at is None:
-                row = db.execute(
-                    "UPDATE jobs SET status = 'failed', failures = ?, error = ?, "
-                    "error_history = ?, lease_until = NULL, updated_at = ?, "
-                    "finished_at = ? WHERE id = ? RETURNING *",
-                    (failures, error.error, _dumps(history), t, t, lease.job_id),
-                ).fetchone()
-                self._event(
-                    db,
-                    lease.job_id,
-                    t,
-                    "failed",
-                    lease.worker_id,
-                    lease.attempt,
-                    error.error,
-                )
-                self._cascade_cancel(db, lease.job_id, t, "failed")
-            else:
-                row = db.execute(
-                    "UPDATE jobs SET status = 'pending', failures = ?, error = ?, "
-                    "error_history = ?, lease_until = NULL, run_at = ?, "
-                    "updated_at = ? WHERE id = ? RETURNING *",
-                    (
-                        failures,
-                        error.error,
-                        _dumps(history),
-                        to_timestamp(retry_at),
-                        t,
-                        lease.job_id,
-                    ),
-                ).fetchone()
-                self._event(
-                    db,
-                    lease.job_id,
-                    t,
-                    "retried",
-                    lease.worker_id,
-                    lease.attempt,
-                    f"{error.error} (failure {failures} of {current['max_attempts']}; "
-                    f"next try at {retry_at.isoformat()})",
-                )
-        return _row_to_job(row)
-
-    def cancel_running(self, lease: Lease, now: datetime, message: str) -> Job:
-        t = to_timestamp(now)
-        with self.db.write() as db:
-            self._fenced(db, lease)
-            row = db.execute(
-                "UPDATE jobs SET status = 'cancelled', error = ?, lease_until = NULL, "
-                "updated_at = ?, finished_at = ? WHERE id = ? RETURNING *",
-                (message, t, t, lease.job_id),
-            ).fetchone()
+        current = self._fenced(db, lease)
+        failures = current["failures"] + 1
+        history = json.loads(current["error_history"])
+        history.append(error.to_dict())
+        retry_at = policy.after_error(failures, current["max_attempts"], now)
+        if retry_at is None:
+            row = self._finish_in(
+                db,
+                lease,
+                "status = 'failed', failures = ?, error = ?, error_history = ?, "
+                "lease_until = NULL, updated_at = ?, finished_at = ?",
+                (failures, error.error, _dumps(history), t, t),
+            )
             self._event(
                 db,
                 lease.job_id,
                 t,
-                "cancelled",
+                "failed",
                 lease.worker_id,
                 lease.attempt,
-                message,
+                error.error,
             )
-            self._cascade_cancel(db, lease.job_id, t, "cancelled")
+            self._cascade_cancel(db, lease.job_id, t, "failed")
+            return row
+        row = self._finish_in(
+            db,
+            lease,
+            "status = 'pending', failures = ?, error = ?, error_history = ?, "
+            "lease_until = NULL, run_at = ?, updated_at = ?",
+            (failures, error.error, _dumps(history), to_timestamp(retry_at), t),
+        )
+        self._event(
+            db,
+            lease.job_id,
+            t,
+            "retried",
+            lease.worker_id,
+            lease.attempt,
+            f"{error.error} (failure {failures} of {current['max_attempts']}; "
+            f"next try at {retry_at.isoformat()})",
+        )
+        return row
+
+    def fail(
+        self, lease: Lease, now: datetime, error: ErrorRecord, policy: RetryPolicy
+    ) -> Job:
+        with self.db.write() as db:
+            row = self._fail_in(db, lease, now, error, policy)
         return _row_to_job(row)
 
-    def release(self, lease: Lease, now: datetime, message: str) -> Job:
-        t = to_timestamp(now)
+    def _cancel_in(
+        self, db: sqlite3.Connection, lease: Lease, t: float, message: str
+    ) -> sqlite3.Row:
+        row = self._finish_in(
+            db,
+            lease,
+            "status = 'cancelled', error = ?, lease_until = NULL, updated_at = ?, "
+            "finished_at = ?",
+            (message, t, t),
+        )
+        self._event(
+            db, lease.job_id, t, "cancelled", lease.worker_id, lease.attempt, message
+        )
+        self._cascade_cancel(db, lease.job_id, t, "cancelled")
+        return row
+
+    def cancel_running(self, lease: Lease, now: datetime, message: str) -> Job:
         with self.db.write() as db:
-            self._fenced(db, lease)
-            row = db.execute(
-                "UPDATE jobs SET status = 'pending', lease_until = NULL, run_at = ?, "
-                "updated_at = ? WHERE id = ? RETURNING *",
-                (t, t, lease.job_id),
-            ).fetchone()
-            self._event(
-                db, lease.job_id, t, "released", lease.worker_id, lease.attempt, message
-            )
+            row = self._cancel_in(db, lease, to_timestamp(now), message)
         return _row_to_job(row)
+
+    def _release_in(
+        self, db: sqlite3.Connection, lease: Lease, t: float, message: str
+    ) -> sqlite3.Row:
+        row = self._finish_in(
+            db,
+            lease,
+            "status = 'pending', lease_until = NULL, run_at = ?, updated_at = ?",
+            (t, t),
+        )
+        self._event(
+            db, lease.job_id, t, "released", lease.worker_id, lease.attempt, message
+        )
+        return row
+
+    def release(self, lease: Lease, now: datetime, message: str) -> Job:
+        with self.db.write() as db:
+            row = self._release_in(db, lease, to_timestamp(now), message)
+        return _row_to_job(row)
+
+    def settle_and_claim(
+        self,
+        settlements: Sequence[Settlement],
+        now: datetime,
+        policy: RetryPolicy,
+        worker_id: str,
+        types: Sequence[str] | None,
+        lease_until: datetime,
+        limit: int,
+    ) -> tuple[list[LeaseLost | None], list[Job]]:
+        t = to_timestamp(now)
+        outcomes: list[LeaseLost | None] = []
+        with self.db.write() as db:
+            for item in settlements:
+                try:
+                    if item.kind == "complete":
+                        self._complete_in(db, item.lease, t, item.result)
+                    elif item.kind == "fail":
+                        assert item.error is not None
+                        self._fail_in(db, item.lease, now, item.error, policy)
+                    elif item.kind == "cancel":
+                        self._cancel_in(db, item.lease, t, item.message)
+                    else:
+                        self._release_in(db, item.lease, t, item.message)
+                    outcomes.append(None)
+                except LeaseLost as exc:
+                    outcomes.append(exc)
+            rows = self._claim_in(
+                db, worker_id, types, t, to_timestamp(lease_until), limit
+            )
+        return outcomes, [_row_to_job(r) for r in rows]
 
     # -- operating -------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from sclib.backends.base import JobStore
+from sclib.backends.base import JobStore, Settlement
 from sclib.errors import (
     InvalidInput,
     InvalidJobState,
@@ -36,7 +36,7 @@ from sclib.errors import (
 from sclib.jobs.policy import RetryPolicy
 from sclib.jobs.queue import JobQueue
 from sclib.jobtypes import JobStatus
-from sclib.models import Progress
+from sclib.models import ErrorRecord, Progress
 from sclib.testing.clock import ManualClock
 
 __all__ = ["JobStoreContract"]
@@ -438,6 +438,80 @@ class JobStoreContract:
         assert (released.failures, released.crashes) == (0, 0)
         again = queue.claim("w2")
         assert again is not None and again.id == job.id and again.attempts == 2
+
+    # -- batched forms -------------------------------------------------------------
+
+    def test_claim_many_keeps_claim_order_and_limit(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """claim_many takes up to N claimable jobs, in priority/run_at/id order."""
+        low = queue.enqueue("upload", priority=3)
+        high = queue.enqueue("upload", priority=1)
+        mid = [queue.enqueue("upload", priority=2) for _ in range(3)]
+        later = queue.enqueue("upload", priority=1, delay=60)
+        now = clock()
+        got = queue.store.claim_many("w", None, now, now + timedelta(seconds=LEASE), 4)
+        assert [j.id for j in got] == [high.id, *[j.id for j in mid]]
+        assert all(j.status is JobStatus.RUNNING and j.attempts == 1 for j in got)
+        rest = queue.store.claim_many(
+            "w", None, now, now + timedelta(seconds=LEASE), 10
+        )
+        assert [j.id for j in rest] == [low.id]
+        assert queue.get(later.id).status is JobStatus.PENDING
+
+    def test_settle_and_claim_is_fenced_per_job(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """One call records several outcomes, refuses a stale lease, then claims."""
+        done, bad, back, stale, nxt = (queue.enqueue("upload") for _ in range(5))
+        now = clock()
+        until = now + timedelta(seconds=LEASE)
+        held = queue.store.claim_many("w", None, now, until, 4)
+        assert [j.id for j in held] == [done.id, bad.id, back.id, stale.id]
+        queue.release(held[3].lease)  # the worker's lease on `stale` is now dead
+        error = ErrorRecord(1, now, "boom", "w")
+        outcomes, claimed = queue.store.settle_and_claim(
+            [
+                Settlement(held[0].lease, "complete", result={"ok": 1}),
+                Settlement(held[1].lease, "fail", error=error),
+                Settlement(held[2].lease, "release", message="stopping"),
+                Settlement(held[3].lease, "complete", result={"stale": 1}),
+            ],
+            now,
+            queue.retry_policy,
+            "w",
+            None,
+            until,
+            1,
+        )
+        assert outcomes[:3] == [None, None, None]
+        assert isinstance(outcomes[3], LeaseLost)
+        assert queue.get(done.id).result == {"ok": 1}
+        assert queue.get(bad.id).status is JobStatus.PENDING
+        assert queue.get(bad.id).failures == 1
+        assert "released" in [e.kind for e in queue.events(back.id)]
+        assert queue.get(stale.id).result is None
+        # one of the claimable jobs, all tied on priority and run_at
+        assert [j.id for j in claimed] in ([stale.id], [back.id], [nxt.id])
+        assert claimed[0].attempts == queue.get(claimed[0].id).attempts
+
+    def test_heartbeat_many_reports_each_lease(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """heartbeat_many renews live leases and reports lost ones and cancels."""
+        a, b = queue.enqueue("upload"), queue.enqueue("upload")
+        now = clock()
+        until = now + timedelta(seconds=LEASE)
+        ja, jb = queue.store.claim_many("w", None, now, until, 2)
+        queue.cancel(a.id)
+        queue.release(jb.lease)
+        out = queue.store.heartbeat_many(
+            [(ja.lease, Progress(10.0)), (jb.lease, None)], now, until
+        )
+        assert out[0] is True
+        assert isinstance(out[1], LeaseLost)
+        assert queue.get(a.id).progress.percentage == 10.0
+        assert queue.get(b.id).status is JobStatus.PENDING
 
     # -- reading -------------------------------------------------------------------
 
