@@ -67,6 +67,9 @@ HUEY_CONSUMER = {
     "backoff": 1.15,
     "max_delay": 0.05,
 }
+# the batched configuration: claim this many jobs ahead (Worker(prefetch=...)),
+# so claims and completions share one transaction per batch
+PREFETCH = 32
 SCLIB_WORKER = {
     "concurrency": 1,
     "poll_interval": 0.05,
@@ -242,8 +245,11 @@ def _sclib_child(
     handlers.register(JOB_TYPE, sclib_noop)
     ready.put(os.getpid())
     go.wait()
-    if mode == "worker":
-        worker = Worker(queue, handlers, **SCLIB_WORKER)
+    if mode in ("worker", "prefetch"):
+        options = dict(SCLIB_WORKER)
+        if mode == "prefetch":
+            options["prefetch"] = PREFETCH
+        worker = Worker(queue, handlers, **options)
         stats = worker.run(until_idle=True)
         done = {
             "claimed": stats.claimed,
@@ -396,6 +402,8 @@ def bench_claim_complete(
     for procs in process_counts:
         log(f"  {procs} process(es): sclib Worker ...")
         worker = bench_sclib_drain(tmp, n, procs, "worker", sync)
+        log(f"  {procs} process(es): sclib Worker, prefetch={PREFETCH} ...")
+        batched = bench_sclib_drain(tmp, n, procs, "prefetch", sync)
         log(f"  {procs} process(es): sclib raw claim/complete loop ...")
         raw = bench_sclib_drain(tmp, n, procs, "raw", sync)
         log(f"  {procs} process(es): huey consumer ...")
@@ -405,9 +413,11 @@ def bench_claim_complete(
                 "processes": procs,
                 "jobs": n,
                 "sclib_worker_jobs_per_s": worker,
+                "sclib_worker_prefetch_jobs_per_s": batched,
                 "sclib_raw_jobs_per_s": raw,
                 "huey_jobs_per_s": hu,
                 "ratio_worker": worker / hu,
+                "ratio_worker_prefetch": batched / hu,
                 "ratio_raw": raw / hu,
             }
         )
@@ -555,14 +565,22 @@ def print_report(result: dict[str, Any]) -> None:
     rows = result["claim_complete"]
     print(f"2. claim+complete of {rows[0]['jobs']:,} pre-filled no-op jobs (jobs/s)")
     print(
-        "   procs  sclib Worker  sclib raw loop  huey consumer  Worker/huey  raw/huey"
+        "   procs  sclib Worker  Worker+prefetch  sclib raw loop  huey consumer"
+        "  Worker/huey  prefetch/huey  raw/huey"
     )
     for r in rows:
         print(
             f"   {r['processes']:>5}  {r['sclib_worker_jobs_per_s']:12,.0f}  "
+            f"{r['sclib_worker_prefetch_jobs_per_s']:15,.0f}  "
             f"{r['sclib_raw_jobs_per_s']:14,.0f}  {r['huey_jobs_per_s']:13,.0f}  "
-            f"{r['ratio_worker']:10.2f}x  {r['ratio_raw']:7.2f}x"
+            f"{r['ratio_worker']:10.2f}x  {r['ratio_worker_prefetch']:12.2f}x  "
+            f"{r['ratio_raw']:7.2f}x"
         )
+    print(
+        f"   (Worker: prefetch=0, one settle+claim transaction per job; "
+        f"Worker+prefetch: prefetch={PREFETCH}, one per batch; raw loop: "
+        "claim() then complete(), two per job)"
+    )
     print("   (target: sclib >= 2x huey; more processes than CPUs oversubscribe)")
     print()
     lat = result["claim_latency"]

@@ -68,6 +68,12 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="MODULE:ATTR",
         help="handler registry to load (repeatable)",
     )
+    w.add_argument(
+        "--prefetch",
+        type=int,
+        help="jobs to claim ahead of free slots (default 0); raises "
+        "throughput for short jobs",
+    )
     w.add_argument("--mode", choices=["thread", "process"])
     w.add_argument("--lease-seconds", type=float)
     w.add_argument("--poll-interval", type=float)
@@ -327,6 +333,7 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             queue,
             handlers,
             concurrency=_given(args.concurrency, settings.worker_concurrency),
+            prefetch=_given(args.prefetch, settings.worker_prefetch),
             types=types,
             mode=_given(args.mode, settings.worker_mode),
             lease_seconds=_given(args.lease_seconds, settings.lease_seconds),

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
         le=1024,
         validation_alias=AliasChoices("SCLIB_WORKER_CONCURRENCY"),
     )
+    worker_prefetch: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        validation_alias=AliasChoices("SCLIB_WORKER_PREFETCH"),
+    )
     worker_mode: Literal["thread", "process"] = Field(
         default="thread", validation_alias=AliasChoices("SCLIB_WORKER_MODE")
     )

@@ -441,11 +441,12 @@ class SQLiteJobStore(JobStore):
         lease: Lease,
         sets: str,
         params: Sequence[Any],
+        returning: str = "*",
     ) -> sqlite3.Row:
         """A fenced UPDATE: the lease is part of the WHERE clause."""
         row: sqlite3.Row | None = db.execute(
             f"UPDATE jobs SET {sets} WHERE id = ? AND worker_id = ? AND attempts = ? "
-            "AND status = 'running' RETURNING *",
+            f"AND status = 'running' RETURNING {returning}",
             (*params, lease.job_id, lease.worker_id, lease.attempt),
         ).fetchone()
         if row is None:
@@ -453,14 +454,20 @@ class SQLiteJobStore(JobStore):
         return row
 
     def _complete_in(
-        self, db: sqlite3.Connection, lease: Lease, t: float, result: Any
+        self,
+        db: sqlite3.Connection,
+        lease: Lease,
+        t: float,
+        result: Any,
+        returning: str = "*",
     ) -> sqlite3.Row:
         row = self._finish_in(
             db,
             lease,
             "status = 'completed', result = ?, lease_until = NULL, updated_at = ?, "
             "finished_at = ?",
-            (_dumps(result), t, t),
+            ("null" if result is None else _dumps(result), t, t),
+            returning,
         )
         # '+status' keeps the planner on job_deps' key instead of scanning every
         # pending job through jobs_status_type
@@ -593,7 +600,7 @@ class SQLiteJobStore(JobStore):
             for item in settlements:
                 try:
                     if item.kind == "complete":
-                        self._complete_in(db, item.lease, t, item.result)
+                        self._complete_in(db, item.lease, t, item.result, "id")
                     elif item.kind == "fail":
                         assert item.error is not None
                         self._fail_in(db, item.lease, now, item.error, policy)

@@ -32,8 +32,10 @@ class JobContext:
         self._progress: Progress | None = None
         self._lock = threading.Lock()
         self._cancel = threading.Event()
-        self._timed_out = threading.Event()
-        self._lost = threading.Event()
+        # plain flags: set once by the worker, read by the handler (a bool store
+        # is atomic in CPython); only cancellation needs to wake a sleeper
+        self._timed_out = False
+        self._lost = False
         self._stop_reason = ""
 
     # -- what the handler reads -------------------------------------------------
@@ -53,16 +55,16 @@ class JobContext:
 
     @property
     def should_stop(self) -> bool:
-        return self._cancel.is_set() or self._timed_out.is_set() or self._lost.is_set()
+        return self._cancel.is_set() or self._timed_out or self._lost
 
     def check(self) -> None:
         """Raise if the handler should stop now; call it between steps."""
-        if self._lost.is_set():
+        if self._lost:
             raise LeaseLost(self.lease.job_id, self.lease.worker_id, self.lease.attempt)
-        if self._timed_out.is_set() or (
+        if self._timed_out or (
             self.deadline is not None and time.monotonic() > self.deadline
         ):
-            self._timed_out.set()
+            self._timed_out = True
             raise JobTimeout(
                 f"job {self.job.id} ran past its time limit of "
                 f"{self.job.timeout_seconds:g}s"
@@ -107,15 +109,17 @@ class JobContext:
         self._cancel.set()
 
     def mark_timed_out(self) -> None:
-        self._timed_out.set()
+        self._timed_out = True
+        self._cancel.set()  # wake a handler sleeping in ctx.sleep()
 
     def mark_lost(self) -> None:
-        self._lost.set()
+        self._lost = True
+        self._cancel.set()
 
     @property
     def timed_out(self) -> bool:
-        return self._timed_out.is_set()
+        return self._timed_out
 
     @property
     def lost(self) -> bool:
-        return self._lost.is_set()
+        return self._lost

@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sclib.backends import open_store
-from sclib.backends.base import JobFilter, JobStore
-from sclib.errors import InvalidInput
+from sclib.backends.base import JobFilter, JobStore, Settlement
+from sclib.errors import InvalidInput, LeaseLost
 from sclib.jobs.policy import RetryPolicy
 from sclib.jobtypes import (
     DatasetStatus,
@@ -256,6 +256,51 @@ class JobQueue:
 
     def release(self, lease: Lease, message: str = "worker shutting down") -> Job:
         return self.store.release(lease, self.clock(), message)
+
+    def settle_and_claim(
+        self,
+        settlements: Sequence[Settlement],
+        worker_id: str,
+        types: Sequence[str] | None = None,
+        *,
+        lease_seconds: float = 30.0,
+        limit: int = 1,
+    ) -> tuple[builtins.list[LeaseLost | None], builtins.list[Job]]:
+        """Record finished attempts and claim up to ``limit`` jobs, in one step.
+
+        This is a worker's hot path: on SQLite it is one transaction however many
+        jobs it settles and claims.
+        """
+        now = self.clock()
+        return self.store.settle_and_claim(
+            settlements,
+            now,
+            self.retry_policy,
+            worker_id,
+            types,
+            now + timedelta(seconds=lease_seconds),
+            limit,
+        )
+
+    def heartbeat_many(
+        self,
+        beats: Sequence[tuple[Lease, Progress | None]],
+        *,
+        lease_seconds: float,
+    ) -> builtins.list[bool | LeaseLost]:
+        """Heartbeat several leases at once; see :meth:`heartbeat`."""
+        now = self.clock()
+        return self.store.heartbeat_many(
+            beats, now, now + timedelta(seconds=lease_seconds)
+        )
+
+    def failure(
+        self, lease: Lease, error: str | BaseException, *, kind: str = "error"
+    ) -> Settlement:
+        """A ``fail`` settlement for :meth:`settle_and_claim`."""
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        record = ErrorRecord(lease.attempt, self.clock(), text, lease.worker_id, kind)
+        return Settlement(lease, "fail", error=record)
 
     def rescue_expired(self, limit: int = 100) -> builtins.list[Job]:
         """Take back jobs whose worker stopped renewing its lease."""

@@ -15,9 +15,11 @@ take them at once. A second signal stops without waiting.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import multiprocessing
 import os
+import queue as queue_mod
 import secrets
 import signal
 import socket
@@ -30,6 +32,7 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any, Literal
 
+from sclib.backends.base import Settlement
 from sclib.errors import (
     InvalidInput,
     JobCancelled,
@@ -100,6 +103,13 @@ def _execute(handler: Handler, ctx: JobContext) -> _Outcome:
     if ctx.timed_out:
         return _Outcome("timeout", message="finished after its time limit")
     return _Outcome("ok", result=result)
+
+
+def _check_result(result: Any) -> None:
+    try:
+        json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"a job's result must be JSON-serialisable: {exc}") from None
 
 
 def _record(queue: JobQueue, ctx: JobContext, outcome: _Outcome) -> str:
@@ -210,23 +220,35 @@ def _child_main(handler: Handler, job: Job, conn: Connection, budget: float) -> 
 
 
 class _Slot:
-    """One running job: its context, and the thread that waits for its outcome."""
+    """One held job: claimed, maybe waiting in the prefetch buffer, maybe running."""
 
-    def __init__(self, job: Job, ctx: JobContext) -> None:
+    def __init__(self, job: Job) -> None:
         self.job = job
-        self.ctx = ctx
-        self.done = threading.Event()
+        self.ctx = JobContext(job)
+        self.started = False
+        self.done = False
         self.process: multiprocessing.process.BaseProcess | None = None
         self.conn: Connection | None = None
         #: the worker gave the job up (timed out or lease lost); the handler's
         #: outcome, if it ever comes, is not recorded
         self.abandoned = False
+        #: a replacement runner thread took over this slot's runner
+        self.replaced = False
 
 
 class Worker:
     """Runs jobs from a :class:`~sclib.JobQueue` with registered handlers.
 
+    One dispatcher loop does every write but heartbeats: it records finished
+    attempts and claims new jobs in one call (:meth:`JobQueue.settle_and_claim`,
+    one SQLite transaction). ``concurrency`` runner threads execute handlers; one
+    heartbeat thread renews every held lease in one call.
+
     :param concurrency: how many jobs run at once.
+    :param prefetch: how many extra jobs to claim ahead, so a runner that finishes
+        finds its next job already leased (fewer round trips for short jobs; the
+        prefetched jobs' leases are renewed while they wait). ``0`` (default)
+        claims only for idle runners, which is fairest to other workers.
     :param types: job types to take (default: every type with a handler).
     :param mode: ``"thread"`` (default) or ``"process"`` (each job in a fresh
         interpreter; handlers must be importable functions; hard time limits).
@@ -247,6 +269,7 @@ class Worker:
         handlers: HandlerRegistry,
         *,
         concurrency: int = 1,
+        prefetch: int = 0,
         types: Iterable[str] | None = None,
         mode: Literal["thread", "process"] = "thread",
         lease_seconds: float = 30.0,
@@ -258,6 +281,8 @@ class Worker:
     ) -> None:
         if concurrency < 1:
             raise InvalidInput(f"concurrency must be >= 1, got {concurrency}")
+        if prefetch < 0:
+            raise InvalidInput(f"prefetch must not be negative, got {prefetch}")
         if mode not in ("thread", "process"):
             raise InvalidInput(f"mode must be 'thread' or 'process', got {mode!r}")
         if lease_seconds <= 0 or poll_interval <= 0 or grace_period < 0:
@@ -280,6 +305,7 @@ class Worker:
         self.handlers = handlers
         self.types = selected
         self.concurrency = concurrency
+        self.prefetch = prefetch
         self.mode = mode
         self.lease_seconds = lease_seconds
         self.heartbeat_interval = heartbeat_interval or lease_seconds / 3
@@ -290,6 +316,8 @@ class Worker:
         self.stats = WorkerStats()
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
+        self._ready: queue_mod.SimpleQueue[_Slot | None] = queue_mod.SimpleQueue()
+        self._settlements: list[tuple[Settlement, str]] = []
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._hurry = threading.Event()
@@ -317,16 +345,17 @@ class Worker:
         """SIGTERM/SIGINT stop gracefully; a second one stops without waiting."""
 
         def handle(signum: int, frame: FrameType | None) -> None:
+            name = signal.Signals(signum).name
             if self._stopping.is_set():
-                log.warning("second %s: stopping now", signal.Signals(signum).name)
-                self._hurry.set()
+                log.warning("second %s: stopping now", name)
+                self.stop(hurry=True)
             else:
                 log.info(
                     "%s: finishing running jobs (up to %gs), claiming no more",
-                    signal.Signals(signum).name,
+                    name,
                     self.grace_period,
                 )
-            self.stop()
+                self.stop()
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
@@ -342,116 +371,196 @@ class Worker:
             name=f"sclib-heartbeat-{self.worker_id}",
         )
         beat.start()
+        for _ in range(self.concurrency):
+            self._start_runner()
         try:
-            while not self._stopping.is_set():
-                self._maybe_rescue()
-                self._check_deadlines()
-                claimed = self._fill_slots(max_jobs)
-                if (
-                    max_jobs is not None
-                    and self.stats.claimed >= max_jobs
-                    and not self._slots
-                ):
-                    break
-                if until_idle and not claimed and not self._slots:
-                    break
-                if not claimed or len(self._slots) >= self.concurrency:
-                    timeout = (
-                        self.poll_interval
-                        if not self._slots
-                        else min(self.poll_interval, 0.25)
-                    )
-                    self._wake.wait(timeout)
-                    self._wake.clear()
+            self._dispatch(until_idle, max_jobs)
+            self._drain()
         finally:
             self._stopping.set()
-            self._shutdown()
             self._beat_stop.set()
+            for _ in range(self.concurrency + 1):
+                self._ready.put(None)
             beat.join(timeout=5)
         log.info("worker %s stopped: %s", self.worker_id, self.stats)
         return self.stats
 
-    # -- claiming and running ----------------------------------------------------
+    # -- the dispatcher ------------------------------------------------------------
 
-    def _fill_slots(self, max_jobs: int | None) -> bool:
-        claimed = False
-        while len(self._slots) < self.concurrency and not self._stopping.is_set():
-            if max_jobs is not None and self.stats.claimed >= max_jobs:
-                break
-            try:
-                job = self.queue.claim(
-                    self.worker_id, self.types, lease_seconds=self.lease_seconds
-                )
-            except SclibError as exc:
-                log.warning("claim failed (%s); trying again shortly", exc)
-                break
-            if job is None:
-                break
-            claimed = True
-            self.stats.claimed += 1
-            self._start(job)
-        return claimed
-
-    def _start(self, job: Job) -> None:
-        deadline = time.monotonic() + job.timeout_seconds
-        ctx = JobContext(job, deadline=deadline)
-        slot = _Slot(job, ctx)
-        with self._lock:
-            self._slots[job.id] = slot
-        if self.mode == "process":
-            parent, child = self._mp.Pipe()
-            process = self._mp.Process(
-                target=_child_main,
-                args=(self.handlers[job.type], job, child, job.timeout_seconds),
-                daemon=True,
+    def _dispatch(self, until_idle: bool, max_jobs: int | None) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            self._maybe_rescue()
+            self._check_deadlines()
+            left = None if max_jobs is None else max_jobs - self.stats.claimed
+            claimed, room = self._settle(claim=True, most=left)
+            if (
+                max_jobs is not None
+                and self.stats.claimed >= max_jobs
+                and not (self._slots or self._settlements)
+            ):
+                return
+            if until_idle and not claimed and not self._slots and not self._settlements:
+                return
+            if claimed and claimed == room:
+                continue  # a full batch: there may be more right away
+            busy = bool(self._slots)
+            self._wake.wait(
+                min(self.poll_interval, 0.25) if busy else self.poll_interval
             )
-            slot.process, slot.conn = process, parent
-            process.start()
-            child.close()
-            target = self._wait_process
+
+    def _settle(
+        self, *, claim: bool = False, most: int | None = None
+    ) -> tuple[int, int]:
+        """Write finished attempts; with ``claim``, fill the free slots (at most
+        ``most`` new jobs). Returns how many jobs were claimed and the limit used.
+        """
+        with self._lock:
+            pending, self._settlements = self._settlements, []
+            freed = sum(1 for item, _ in pending if item.lease.job_id in self._slots)
+            free = self.concurrency + self.prefetch - len(self._slots) + freed
+            limit = max(0, free if most is None else min(free, most)) if claim else 0
+        if not pending and limit <= 0:
+            return 0, 0
+        try:
+            outcomes, jobs = self.queue.settle_and_claim(
+                [item for item, _ in pending],
+                self.worker_id,
+                self.types,
+                lease_seconds=self.lease_seconds,
+                limit=limit,
+            )
+        except SclibError as exc:
+            log.warning("could not reach the job store (%s); trying again shortly", exc)
+            with self._lock:
+                self._settlements[:0] = pending
+            self._wake.wait(self.poll_interval)
+            return 0, limit
+        for (item, what), lost in zip(pending, outcomes, strict=True):
+            if lost is not None:
+                log.info(
+                    "job %s: lease lost before its outcome was stored; dropped",
+                    item.lease.job_id,
+                )
+                self.stats.lost += 1
+            else:
+                self._count(what)
+            with self._lock:
+                slot = self._slots.get(item.lease.job_id)
+                if slot is not None and slot.ctx.lease == item.lease:
+                    del self._slots[item.lease.job_id]
+        for job in jobs:
+            self.stats.claimed += 1
+            slot = _Slot(job)
+            with self._lock:
+                self._slots[job.id] = slot
+            self._ready.put(slot)
+        return len(jobs), limit
+
+    def _add_settlement(self, item: Settlement, what: str) -> None:
+        with self._lock:
+            self._settlements.append((item, what))
+        self._wake.set()
+
+    def _outcome_settlement(self, slot: _Slot, outcome: _Outcome) -> None:
+        lease = slot.ctx.lease
+        if outcome.kind == "lost":
+            with self._lock:
+                self._slots.pop(slot.job.id, None)
+            self.stats.lost += 1
+            self._wake.set()
+            return
+        if outcome.kind == "ok":
+            try:
+                if outcome.result is not None:
+                    _check_result(outcome.result)
+            except InvalidInput as exc:
+                self._add_settlement(
+                    self.queue.failure(
+                        lease, f"handler returned an unusable result: {exc}"
+                    ),
+                    "failed",
+                )
+                return
+            self._add_settlement(
+                Settlement(lease, "complete", result=outcome.result), "completed"
+            )
+        elif outcome.kind == "cancelled":
+            self._add_settlement(
+                Settlement(lease, "cancel", message=outcome.message), "cancelled"
+            )
+        elif outcome.kind == "timeout":
+            self._add_settlement(
+                self.queue.failure(lease, outcome.message, kind="timeout"), "timed_out"
+            )
         else:
-            target = self._run_thread
+            self._add_settlement(self.queue.failure(lease, outcome.message), "failed")
+
+    def _count(self, what: str) -> None:
+        if hasattr(self.stats, what):
+            setattr(self.stats, what, getattr(self.stats, what) + 1)
+
+    # -- runners -------------------------------------------------------------------
+
+    def _start_runner(self) -> None:
         threading.Thread(
-            target=target, args=(slot,), daemon=True, name=f"sclib-job-{job.id}"
+            target=self._runner, daemon=True, name=f"sclib-runner-{self.worker_id}"
         ).start()
 
-    def _run_thread(self, slot: _Slot) -> None:
-        outcome = _execute(self.handlers[slot.job.type], slot.ctx)
-        self._finish(slot, outcome)
+    def _runner(self) -> None:
+        while True:
+            slot = self._ready.get()
+            if slot is None:
+                return
+            if slot.abandoned or self._hurry.is_set():
+                slot.done = True
+                continue
+            slot.started = True
+            slot.ctx.deadline = time.monotonic() + slot.job.timeout_seconds
+            if self.mode == "process":
+                outcome = self._run_process(slot)
+            else:
+                outcome = _execute(self.handlers[slot.job.type], slot.ctx)
+            if not slot.abandoned:
+                self._outcome_settlement(slot, outcome)
+            slot.done = True
+            if slot.replaced:
+                return  # a replacement runner took this one's place
 
-    def _wait_process(self, slot: _Slot) -> None:
-        assert slot.conn is not None and slot.process is not None
+    def _run_process(self, slot: _Slot) -> _Outcome:
+        parent, child = self._mp.Pipe()
+        process = self._mp.Process(
+            target=_child_main,
+            args=(
+                self.handlers[slot.job.type],
+                slot.job,
+                child,
+                slot.job.timeout_seconds,
+            ),
+            daemon=True,
+        )
+        slot.process, slot.conn = process, parent
+        process.start()
+        child.close()
         outcome: _Outcome | None = None
         try:
             while outcome is None:
-                message = slot.conn.recv()
+                message = parent.recv()
                 if message[0] == "progress":
                     with slot.ctx._lock:
                         slot.ctx._progress = message[1]
                 elif message[0] == "outcome":
                     outcome = message[1]
         except (EOFError, OSError):
-            slot.process.join(timeout=1)
-            code = slot.process.exitcode
+            process.join(timeout=1)
             outcome = _Outcome(
                 "error",
-                message=f"job process exited with code {code} before "
-                "reporting an outcome",
+                message=f"job process exited with code {process.exitcode} "
+                "before reporting an outcome",
             )
-        slot.process.join(timeout=5)
-        self._finish(slot, outcome)
-
-    def _finish(self, slot: _Slot, outcome: _Outcome) -> None:
-        ctx = slot.ctx
-        if not slot.abandoned:
-            self._count(_record(self.queue, ctx, outcome))
-        self._forget(slot)
-        slot.done.set()
-        self._wake.set()
-
-    def _count(self, what: str) -> None:
-        if hasattr(self.stats, what):
-            setattr(self.stats, what, getattr(self.stats, what) + 1)
+        process.join(timeout=5)
+        parent.close()
+        return outcome
 
     # -- supervision ---------------------------------------------------------------
 
@@ -461,50 +570,49 @@ class Worker:
             late = [
                 s
                 for s in self._slots.values()
-                if s.ctx.deadline is not None
-                and now > s.ctx.deadline
+                if s.started
                 and not s.abandoned
+                and s.ctx.deadline is not None
+                and now > s.ctx.deadline
             ]
         for slot in late:
-            slot.abandoned = True  # before recording, so the handler's outcome is not
-            slot.ctx.mark_timed_out()
             log.warning(
                 "job %s (%s) ran past its %gs limit; stopping it",
                 slot.job.id,
                 slot.job.type,
                 slot.job.timeout_seconds,
             )
-            self._count(
-                _record(
-                    self.queue,
-                    slot.ctx,
-                    _Outcome(
-                        "timeout",
-                        message=f"timed out after {slot.job.timeout_seconds:g}s",
-                    ),
-                )
-            )
+            slot.ctx.mark_timed_out()
             self._abandon(slot)
+            self._add_settlement(
+                self.queue.failure(
+                    slot.ctx.lease,
+                    f"timed out after {slot.job.timeout_seconds:g}s",
+                    kind="timeout",
+                ),
+                "timed_out",
+            )
+            with self._lock:  # the settlement frees the slot when it is written
+                self._slots[slot.job.id] = slot
 
     def _abandon(self, slot: _Slot) -> None:
-        """Free the slot of a job this worker no longer owns, killing its process."""
+        """Give up a job this worker no longer owns (or no longer waits for)."""
         slot.abandoned = True
-        if slot.process is not None and slot.process.is_alive():
-            slot.process.kill()
-        elif slot.process is None:
+        slot.ctx.request_cancel("stopped by the worker")
+        if slot.process is not None:
+            if slot.process.is_alive():
+                slot.process.kill()
+        elif slot.started and not slot.done:
             log.warning(
                 "job %s: a thread cannot be killed; it keeps running in the "
                 "background and its writes will be refused (use mode='process' for "
                 "hard limits)",
                 slot.job.id,
             )
-        self._forget(slot)
-
-    def _forget(self, slot: _Slot) -> None:
-        """Free the slot (the same job may hold a newer slot: leave that one)."""
+            slot.replaced = True
+            self._start_runner()
         with self._lock:
-            if self._slots.get(slot.job.id) is slot:
-                del self._slots[slot.job.id]
+            self._slots.pop(slot.job.id, None)
         self._wake.set()
 
     def _maybe_rescue(self) -> None:
@@ -526,56 +634,60 @@ class Worker:
             if self._hurry.is_set():
                 return
             with self._lock:
-                slots = list(self._slots.values())
-            for slot in slots:
-                if slot.done.is_set() or slot.abandoned:
-                    continue
-                try:
-                    cancel = self.queue.heartbeat(
-                        slot.ctx.lease,
-                        slot.ctx.take_progress(),
-                        lease_seconds=self.lease_seconds,
-                    )
-                except LeaseLost:
+                slots = [
+                    s for s in self._slots.values() if not s.abandoned and not s.done
+                ]
+            if not slots:
+                continue
+            try:
+                answers = self.queue.heartbeat_many(
+                    [(s.ctx.lease, s.ctx.take_progress()) for s in slots],
+                    lease_seconds=self.lease_seconds,
+                )
+            except SclibError as exc:
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            for slot, answer in zip(slots, answers, strict=True):
+                if isinstance(answer, LeaseLost):
                     log.warning("job %s: lease lost; dropping it", slot.job.id)
                     slot.ctx.mark_lost()
                     self.stats.lost += 1
                     self._abandon(slot)
-                    continue
-                except SclibError as exc:
-                    log.warning("heartbeat for job %s failed: %s", slot.job.id, exc)
-                    continue
-                if cancel and not slot.ctx.cancelled:
+                elif answer and not slot.ctx.cancelled:
                     slot.ctx.request_cancel("cancellation requested")
                     if slot.conn is not None:
                         with contextlib.suppress(OSError):
                             slot.conn.send("cancel")
 
-    def _shutdown(self) -> None:
-        with self._lock:
-            slots = list(self._slots.values())
-        if slots:
-            log.info(
-                "waiting up to %gs for %d running job(s)", self.grace_period, len(slots)
-            )
+    def _drain(self) -> None:
+        """Graceful stop: let running jobs finish, then release what is left."""
         end = time.monotonic() + self.grace_period
-        for slot in slots:
-            while not slot.done.is_set() and not self._hurry.is_set():
-                left = end - time.monotonic()
-                if left <= 0:
-                    break
-                slot.done.wait(min(left, 0.1))
         with self._lock:
-            left_over = [s for s in self._slots.values() if not s.done.is_set()]
-        for slot in left_over:
-            slot.abandoned = True
-            slot.ctx.request_cancel("worker shutting down")
-            slot.ctx.mark_lost()
-            try:
-                self.queue.release(slot.ctx.lease, f"worker {self.worker_id} stopped")
-                self.stats.released += 1
-            except (LeaseLost, SclibError) as exc:
-                log.warning("could not release job %s: %s", slot.job.id, exc)
-            if slot.process is not None and slot.process.is_alive():
-                slot.process.kill()
-            self._forget(slot)
+            waiting = [s for s in self._slots.values() if not s.started]
+        for slot in waiting:  # prefetched, never started: give them back now
+            self._release(slot)
+        while self._slots and not self._hurry.is_set() and time.monotonic() < end:
+            self._settle()
+            self._wake.wait(0.05)
+            self._wake.clear()
+        self._settle()
+        with self._lock:
+            left = list(self._slots.values())
+        if left:
+            log.info("releasing %d unfinished job(s)", len(left))
+        for slot in left:
+            self._release(slot)
+        self._settle()
+
+    def _release(self, slot: _Slot) -> None:
+        slot.abandoned = True
+        slot.ctx.request_cancel("worker shutting down")
+        slot.ctx.mark_lost()
+        if slot.process is not None and slot.process.is_alive():
+            slot.process.kill()
+        self._add_settlement(
+            Settlement(
+                slot.ctx.lease, "release", message=f"worker {self.worker_id} stopped"
+            ),
+            "released",
+        )

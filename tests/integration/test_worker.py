@@ -224,3 +224,33 @@ def test_many_jobs_do_not_leak_connections(queue: JobQueue) -> None:
     )
     assert stats.completed == 300
     assert len(list(fds.iterdir())) - before < 20
+
+
+def test_prefetch_drains_the_queue(queue: JobQueue) -> None:
+    """With prefetch, jobs are claimed in batches and every one completes once."""
+    jobs = [queue.enqueue("data_validation", {"i": i}) for i in range(200)]
+    stats = Worker(queue, handlers, concurrency=2, prefetch=16, poll_interval=0.05).run(
+        until_idle=True
+    )
+    assert (stats.claimed, stats.completed, stats.lost) == (200, 200, 0)
+    assert all(queue.get(j.id).attempts == 1 for j in jobs)
+
+
+def test_stop_releases_prefetched_jobs_at_once(queue: JobQueue, tmp_path: Path) -> None:
+    """Prefetched jobs that never started go back to pending when the worker stops."""
+    marker = tmp_path / "started"
+    jobs = [
+        queue.enqueue("data_compression", {"marker": str(marker), "steps": 1000})
+        for _ in range(4)
+    ]
+    worker = Worker(
+        queue, handlers, concurrency=1, prefetch=3, poll_interval=0.05, grace_period=0.2
+    )
+    thread = start(worker)
+    wait_for(marker.exists)
+    wait_for(lambda: worker.stats.claimed == 4)
+    worker.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert worker.stats.released == 4
+    assert {queue.get(j.id).status for j in jobs} == {JobStatus.PENDING}
