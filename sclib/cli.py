@@ -131,6 +131,34 @@ def _build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--timeout", type=float, dest="timeout_seconds")
     submit.add_argument("--json", action="store_true")
 
+    cp = sub.add_parser(
+        "copy", help="copy a file or folder, resumably (run it again to resume)"
+    )
+    cp.add_argument("source", help="path or URL: s3://, gs://, gdrive://, https://")
+    cp.add_argument("destination", help="local path, s3://bucket/prefix or gs://...")
+    cp.add_argument("--parallel", type=int, default=4, help="chunks in flight")
+    cp.add_argument("--chunk-size", help="e.g. 8MiB (default: automatic)")
+    cp.add_argument("--include", action="append", default=[], metavar="GLOB")
+    cp.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+    cp.add_argument(
+        "--restart",
+        action="store_true",
+        help="drop an unfinished earlier transfer and start over",
+    )
+    cp.add_argument("--sha256", action="store_true", help="also print SHA-256")
+    cp.add_argument(
+        "--source-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="source option, e.g. endpoint_url=..., allow_private=true "
+        "(credentials: prefer the SCLIB_SOURCE_OPTIONS variable, a JSON "
+        "object, so they stay out of the process list)",
+    )
+    cp.add_argument("--dest-option", action="append", default=[], metavar="KEY=VALUE")
+    cp.add_argument("--no-progress", action="store_true")
+    cp.add_argument("--json", action="store_true")
+
     demo = sub.add_parser("demo", help="run the embedded demo and print its results")
     demo.add_argument("--datasets", type=int, default=3)
     demo.add_argument("--json", action="store_true")
@@ -353,6 +381,85 @@ def _given(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
+def _options(items: Sequence[str], flag: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise _UsageError(f"{flag} expects KEY=VALUE, got {item!r}")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
+def _cmd_copy(args: argparse.Namespace, settings: Settings) -> int:
+    from sclib.transfers import TqdmSubscriber, TransferConfig, TransferEngine
+    from sclib.transfers.plan import parse_size
+    from sclib.transfers.sessions import open_session_store
+
+    source_options: dict[str, Any] = {}
+    env_options = os.environ.get("SCLIB_SOURCE_OPTIONS")
+    if env_options:
+        try:
+            source_options.update(json.loads(env_options))
+        except json.JSONDecodeError as exc:
+            raise _UsageError(f"SCLIB_SOURCE_OPTIONS is not JSON: {exc}") from None
+    source_options.update(_options(args.source_option, "--source-option"))
+    config = TransferConfig(
+        parallel=args.parallel,
+        chunk_size=parse_size(args.chunk_size) if args.chunk_size else None,
+        sha256=args.sha256,
+    )
+    url = settings.backend_url()
+    sessions = open_session_store(url, **settings.store_options(url))
+    show = not (args.no_progress or args.json) and sys.stderr.isatty()
+    subscribers = [TqdmSubscriber("copy", file=sys.stderr)] if show else []
+    try:
+        result = TransferEngine(sessions, config).copy(
+            args.source,
+            args.destination,
+            include=args.include,
+            exclude=args.exclude,
+            source_options=source_options,
+            dest_options=_options(args.dest_option, "--dest-option"),
+            subscribers=subscribers,
+            restart=args.restart,
+        )
+    finally:
+        sessions.close()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "seconds": result.seconds,
+                    "bytes": result.bytes,
+                    "files": [vars(f) for f in result.files],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for f in result.files:
+            resumed = (
+                f" ({f.chunks_reused} of {f.chunks} chunks already there)"
+                if f.chunks_reused
+                else ""
+            )
+            print(f"{f.blake3}  {f.dest_url}{resumed}")
+            if f.sha256:
+                print(f"sha256 {f.sha256}  {f.dest_url}")
+        mib = result.bytes / 2**20
+        rate = mib / result.seconds if result.seconds else 0.0
+        print(
+            f"{len(result.files)} file(s), {mib:,.1f} MiB in {result.seconds:.1f}s "
+            f"({rate:,.0f} MiB/s), verified with BLAKE3",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from sclib.demo import run_demo
 
@@ -417,6 +524,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_worker(args, settings)
         if args.command == "demo":
             return _cmd_demo(args, settings)
+        if args.command == "copy":
+            return _cmd_copy(args, settings)
         queue = _queue(settings)
         try:
             return _cmd_jobs(args, queue)

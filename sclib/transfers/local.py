@@ -41,9 +41,9 @@ __all__ = ["LocalDestination", "LocalSource", "local_path"]
 def local_path(url: str) -> Path:
     """``file:///x/y``, ``local://x`` or a plain path -> a Path."""
     if url.startswith("file://"):
-        return Path(url[len("file://"):] or "/")
+        return Path(url[len("file://") :] or "/")
     if url.startswith("local://"):
-        return Path(url[len("local://"):])
+        return Path(url[len("local://") :])
     return Path(url)
 
 
@@ -127,7 +127,9 @@ class _LocalWriter(DestinationWriter):
         self.size = size
         temp = Path(state["temp"]) if state and state.get("temp") else None
         resumed = (
-            temp is not None and temp.parent == final.parent and temp.exists()
+            temp is not None
+            and temp.parent == final.parent
+            and temp.exists()
             and temp.stat().st_size == size
         )
         try:
@@ -150,7 +152,7 @@ class _LocalWriter(DestinationWriter):
             self._fd = os.open(temp, os.O_RDWR)
         except OSError as exc:
             raise DestinationError(f"cannot prepare {final}: {exc}") from exc
-        self._lock = threading.Lock()
+        self._buffers = threading.local()
         self.state = {"temp": str(temp), "resumed": resumed}
 
     def write_chunk(self, chunk: Chunk, data: bytes) -> str | None:
@@ -158,18 +160,23 @@ class _LocalWriter(DestinationWriter):
             raise InvalidInput(
                 f"chunk {chunk.index}: got {len(data)} bytes, expected {chunk.length}"
             )
+        # read back into a per-thread buffer: no new allocation per chunk
+        buf: bytearray | None = getattr(self._buffers, "buf", None)
+        if buf is None or len(buf) < chunk.length:
+            buf = self._buffers.buf = bytearray(chunk.length)
+        view = memoryview(buf)[: chunk.length]
         try:
             written = os.pwrite(self._fd, data, chunk.offset)
             if written != len(data):
                 raise DestinationError(
                     f"short write to {self.temp}: {written} of {len(data)} bytes"
                 )
-            landed = os.pread(self._fd, chunk.length, chunk.offset)
+            got = os.preadv(self._fd, [view], chunk.offset)
         except OSError as exc:
             raise DestinationError(
                 f"writing chunk {chunk.index} of {self.final}: {exc}"
             ) from exc
-        if landed != data:
+        if got != chunk.length or view != data:
             raise ChecksumMismatch(
                 f"chunk {chunk.index} of {self.final} reads back different bytes"
             )

@@ -76,15 +76,26 @@ def check_chunk_size(chunk_size: int, size: int, *, object_store: bool = False) 
     return chunk_size
 
 
-_UNITS = {"": 1, "B": 1, "K": KIB, "KB": KIB, "KIB": KIB, "M": MIB, "MB": MIB,
-          "MIB": MIB, "G": GIB, "GB": GIB, "GIB": GIB}
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": KIB,
+    "KB": KIB,
+    "KIB": KIB,
+    "M": MIB,
+    "MB": MIB,
+    "MIB": MIB,
+    "G": GIB,
+    "GB": GIB,
+    "GIB": GIB,
+}
 
 
 def parse_size(text: str) -> int:
     """``"8MiB"``, ``"64k"``, ``"1G"``, ``"1048576"`` -> bytes (binary units)."""
     raw = text.strip().upper().replace(" ", "")
     digits = raw.rstrip("KMGIB")
-    unit = raw[len(digits):]
+    unit = raw[len(digits) :]
     if not digits.isdigit() or unit not in _UNITS:
         raise InvalidInput(
             f"cannot read {text!r} as a size; use e.g. 8MiB, 64KiB, 1GiB or bytes"

@@ -15,16 +15,19 @@ write, so a crash loses at most the chunks that were in flight.
 from __future__ import annotations
 
 import hashlib
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from sclib.errors import SessionNotFound
 from sclib.models import new_job_id
 
 __all__ = [
     "ChunkRecord",
+    "MemorySessionStore",
     "SessionStore",
     "TransferSession",
     "new_session",
@@ -119,9 +122,7 @@ class SessionStore(ABC):
         """The active session with this key, if any."""
 
     @abstractmethod
-    def record_chunk(
-        self, session_id: str, index: int, record: ChunkRecord
-    ) -> None:
+    def record_chunk(self, session_id: str, index: int, record: ChunkRecord) -> None:
         """Record a verified chunk (recording it again replaces it)."""
 
     @abstractmethod
@@ -143,7 +144,10 @@ class SessionStore(ABC):
 
     @abstractmethod
     def list(
-        self, *, status: str | None = None, updated_before: datetime | None = None,
+        self,
+        *,
+        status: str | None = None,
+        updated_before: datetime | None = None,
         limit: int = 1000,
     ) -> list[TransferSession]:
         """Sessions, oldest first; for cleanup of abandoned transfers."""
@@ -154,6 +158,109 @@ class SessionStore(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+
+class MemorySessionStore(SessionStore):
+    """Sessions in this process's memory: resumes within the process only.
+
+    The engine's default when no store is given; also handy in tests.
+    """
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, TransferSession] = {}
+        self._lock = threading.Lock()
+
+    def _require(self, session_id: str) -> TransferSession:
+        try:
+            return self._sessions[session_id]
+        except KeyError:
+            raise SessionNotFound(
+                f"no transfer session with id {session_id!r}"
+            ) from None
+
+    def create(self, session: TransferSession) -> TransferSession:
+        with self._lock:
+            for sid, old in list(self._sessions.items()):
+                if old.key == session.key and old.status == ACTIVE:
+                    self._sessions[sid] = replace(old, status=CANCELLED)
+            self._sessions[session.id] = session
+            return session
+
+    def get(self, session_id: str) -> TransferSession:
+        with self._lock:
+            return self._require(session_id)
+
+    def find_active(self, key: str) -> TransferSession | None:
+        with self._lock:
+            found = [
+                s
+                for s in self._sessions.values()
+                if s.key == key and s.status == ACTIVE
+            ]
+        return max(found, key=lambda s: s.created_at) if found else None
+
+    def record_chunk(self, session_id: str, index: int, record: ChunkRecord) -> None:
+        with self._lock:
+            old = self._require(session_id)
+            chunks = {**old.chunks, index: record}
+            self._sessions[session_id] = replace(
+                old, chunks=chunks, updated_at=datetime.now(UTC)
+            )
+
+    def forget_chunks(self, session_id: str, indexes: list[int]) -> None:
+        with self._lock:
+            old = self._require(session_id)
+            chunks = {i: c for i, c in old.chunks.items() if i not in indexes}
+            self._sessions[session_id] = replace(
+                old, chunks=chunks, updated_at=datetime.now(UTC)
+            )
+
+    def update(
+        self,
+        session_id: str,
+        *,
+        state: Mapping[str, Any] | None = None,
+        status: str | None = None,
+        digest: str | None = None,
+        sha256: str | None = None,
+        error: str | None = None,
+    ) -> TransferSession:
+        with self._lock:
+            old = self._require(session_id)
+            changes: dict[str, Any] = {"updated_at": datetime.now(UTC)}
+            if state is not None:
+                changes["state"] = dict(state)
+            for name, value in (
+                ("status", status),
+                ("digest", digest),
+                ("sha256", sha256),
+                ("error", error),
+            ):
+                if value is not None:
+                    changes[name] = value
+            new = replace(old, **changes)
+            self._sessions[session_id] = new
+            return new
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        updated_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[TransferSession]:
+        with self._lock:
+            found = [
+                s
+                for s in self._sessions.values()
+                if (status is None or s.status == status)
+                and (updated_before is None or s.updated_at < updated_before)
+            ]
+        return sorted(found, key=lambda s: s.created_at)[:limit]
+
+    def delete(self, session_id: str) -> None:
+        with self._lock:
+            self._sessions.pop(session_id, None)
 
 
 def open_session_store(url: str, **options: Any) -> SessionStore:

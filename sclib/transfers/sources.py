@@ -147,7 +147,8 @@ class FsspecSource(Source):
                 fs = fsspec.filesystem(protocol, **options)
             except ImportError as exc:
                 raise MissingDependency(
-                    exc.name or protocol, _EXTRAS.get(protocol, "all"),
+                    exc.name or protocol,
+                    _EXTRAS.get(protocol, "all"),
                     f"The {protocol!r} source",
                 ) from exc
             except (ValueError, TypeError) as exc:
@@ -215,7 +216,7 @@ class FsspecSource(Source):
             entry = found[path]
             if entry.get("type") == "directory":
                 continue
-            key = path[len(root):].lstrip("/")
+            key = path[len(root) :].lstrip("/")
             yield self._object(entry, key)
 
     def read(self, obj: SourceObject, offset: int, length: int) -> bytes:
@@ -272,8 +273,13 @@ _BUILTIN: dict[str, str] = {
 }
 #: scheme -> the sclib extra that installs its dependency
 _EXTRAS: dict[str, str] = {
-    "s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "gdrive": "gdrive",
-    "http": "server", "https": "server",
+    "s3": "s3",
+    "s3a": "s3",
+    "gs": "gcs",
+    "gcs": "gcs",
+    "gdrive": "gdrive",
+    "http": "server",
+    "https": "server",
 }
 
 _registry: dict[str, SourceFactory] = {}
@@ -307,7 +313,8 @@ def _builtin(scheme: str) -> SourceFactory | None:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise MissingDependency(
-            exc.name or module_name, _EXTRAS.get(scheme, "all"),
+            exc.name or module_name,
+            _EXTRAS.get(scheme, "all"),
             f"The {scheme!r} source",
         ) from exc
     factory: SourceFactory = getattr(module, attr)

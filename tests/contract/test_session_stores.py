@@ -17,9 +17,15 @@ import pytest
 from sclib.backends.mongo_sessions import MongoSessionStore
 from sclib.backends.sqlite_sessions import SQLiteSessionStore
 from sclib.testing.sessionstore import SessionStoreContract
-from sclib.transfers.sessions import SessionStore
+from sclib.transfers.sessions import MemorySessionStore, SessionStore
 
 REAL_URI = os.environ.get("SCLIB_TEST_MONGODB_URI")
+
+
+class TestMemorySessionStore(SessionStoreContract):
+    @pytest.fixture
+    def sessions(self) -> SessionStore:
+        return MemorySessionStore()
 
 
 class TestSQLiteSessionStore(SessionStoreContract):
