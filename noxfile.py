@@ -7,7 +7,7 @@ import nox
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
-PATHS = ["sclib", "tests", "benchmarks", "noxfile.py"]
+PATHS = ["sclib", "tests", "benchmarks", "examples", "noxfile.py"]
 
 
 @nox.session
@@ -28,7 +28,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite (pass pytest options after --)."""
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev]", "-e", "examples/source_plugin")
     session.run("pytest", *session.posargs)
 
 
