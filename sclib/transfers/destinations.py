@@ -29,7 +29,7 @@ class DestinationWriter(ABC):
     state: dict[str, Any]
 
     @abstractmethod
-    def write_chunk(self, chunk: Chunk, data: bytes) -> str | None:
+    def write_chunk(self, chunk: Chunk, data: bytes | memoryview) -> str | None:
         """Store ``data`` as ``chunk`` and check it landed intact.
 
         Returns a token to keep with the chunk (an S3 part's ETag), or ``None``.

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -387,24 +388,32 @@ class TransferEngine:
         sent = reused = 0
         tracker.add(current=obj.key or dest_url)
 
-        def read(chunk: Chunk) -> bytes:
-            data = self._retry(
+        # a few reusable chunk buffers: memory stays at parallel x chunk size
+        # instead of churning one fresh allocation per chunk
+        pool: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        for _ in range(self.config.parallel + 1):
+            pool.put(bytearray(min(session.chunk_size, max(obj.size, 1))))
+
+        def read(chunk: Chunk, buf: bytearray) -> memoryview:
+            view = memoryview(buf)[: chunk.length]
+            n = self._retry(
                 f"reading chunk {chunk.index} of {obj.url}",
-                lambda: src.read(obj, chunk.offset, chunk.length),
+                lambda: src.read_into(obj, chunk.offset, view),
             )
-            if len(data) != chunk.length:
+            if n != chunk.length:
                 raise SourceChanged(
-                    f"{obj.url}: chunk {chunk.index} has {len(data)} bytes, expected "
+                    f"{obj.url}: chunk {chunk.index} has {n} bytes, expected "
                     f"{chunk.length}; the source changed"
                 )
-            tracker.add(bytes_read=len(data))
-            return data
+            tracker.add(bytes_read=n)
+            return view
 
-        def send(chunk: Chunk, data: bytes) -> tuple[Chunk, bytes, bool]:
+        def send(chunk: Chunk, data: memoryview) -> None:
             digest = blake3_hex(data)
+            payload: bytes | memoryview = bytes(data) if dst.object_store else data
             token = self._retry(
                 f"writing chunk {chunk.index} to {dest_url}",
-                lambda: writer.write_chunk(chunk, data),
+                lambda: writer.write_chunk(chunk, payload),
             )
             tracker.add(bytes_durable=len(data))
             self.sessions.record_chunk(
@@ -412,25 +421,33 @@ class TransferEngine:
             )
             tokens[chunk.index] = token
             tracker.add(bytes_verified=len(data))
-            return chunk, data, True
 
-        def task(chunk: Chunk, data: bytes | None) -> tuple[Chunk, bytes, bool]:
+        Done = tuple[Chunk, memoryview, bool, bytearray]
+
+        def task(chunk: Chunk, buf: bytearray, preread: bool) -> Done:
             """Send a chunk, or re-check one an earlier run verified.
 
-            ``data`` holds the source bytes when the source is read sequentially
-            (by the caller, in order); otherwise the task reads its own range.
+            With ``preread``, ``buf`` already holds the source bytes (sequential
+            sources are read by the caller, in order); otherwise the task reads
+            its own range into ``buf``.
             """
             if cancel.is_set():
                 raise TransferCancelled(f"transfer of {obj.url} cancelled")
+            data = memoryview(buf)[: chunk.length] if preread else None
             record = verified.get(chunk.index)
             if record is not None:
-                landed = writer.read_back(chunk)
-                if landed is None:  # the destination cannot read back: use the source
-                    landed = data if data is not None else read(chunk)
+                back = writer.read_back(chunk)
+                landed: bytes | memoryview
+                if back is not None:
+                    landed = back
+                else:  # the destination cannot read back: use the source
+                    if data is None:
+                        data = read(chunk, buf)
+                    landed = data
                 if blake3_hex(landed) == record.digest:
                     tokens[chunk.index] = record.token
                     tracker.add(bytes_verified=len(landed), bytes_reused=len(landed))
-                    return chunk, landed, False
+                    return chunk, memoryview(landed), False, buf
                 log.warning(
                     "chunk %d of %s no longer matches its recorded digest; "
                     "sending it again",
@@ -438,7 +455,9 @@ class TransferEngine:
                     dest_url,
                 )
                 self.sessions.forget_chunks(session.id, [chunk.index])
-            return send(chunk, data if data is not None else read(chunk))
+            data = data if data is not None else read(chunk, buf)
+            send(chunk, data)
+            return chunk, data, True, buf
 
         executor: Executor = (
             SerialExecutor()
@@ -447,19 +466,23 @@ class TransferEngine:
                 self.config.parallel, thread_name_prefix="sclib-chunk"
             )
         )
-        window: deque[Future[tuple[Chunk, bytes, bool]]] = deque()
+        window: deque[Future[Done]] = deque()
         error: BaseException | None = None
 
         def settle_oldest() -> None:
             nonlocal sent, reused, error
             future = window.popleft()
             try:
-                chunk, data, was_sent = future.result()
+                chunk, data, was_sent, buf = future.result()
             except BaseException as exc:
                 error = error or exc
                 return
             if error is None:
+                # futures settle in index order, so the hash consumes the bytes
+                # now and the buffer can go back to the pool
+                assert hasher.next_index == chunk.index
                 hasher.add(chunk.index, data)
+            pool.put(buf)
             sent += was_sent
             reused += not was_sent
 
@@ -467,9 +490,15 @@ class TransferEngine:
             for chunk in plan:
                 if error is not None or cancel.is_set():
                     break
-                # sequential sources are read here, in order, one stream
-                data = None if ranged else read(chunk)
-                window.append(executor.submit(task, chunk, data))
+                buf = pool.get()
+                if not ranged:  # sequential sources: read here, in order, one stream
+                    try:
+                        read(chunk, buf)
+                    except BaseException as exc:
+                        error = exc
+                        pool.put(buf)
+                        break
+                window.append(executor.submit(task, chunk, buf, not ranged))
                 while len(window) >= self.config.parallel or (
                     window and window[0].done()
                 ):

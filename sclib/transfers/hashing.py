@@ -26,7 +26,7 @@ def new_blake3() -> Any:
     return blake3(max_threads=blake3.AUTO)
 
 
-def blake3_hex(data: bytes | memoryview) -> str:
+def blake3_hex(data: bytes | bytearray | memoryview) -> str:
     """The BLAKE3 hex digest of ``data``."""
     hasher = new_blake3()
     hasher.update(data)
@@ -40,7 +40,7 @@ class OrderedHasher:
         self._blake3 = new_blake3()
         self._sha256 = hashlib.sha256() if sha256 else None
         self._next = 0
-        self._pending: dict[int, bytes] = {}
+        self._pending: dict[int, bytes | memoryview] = {}
         self._lock = threading.Lock()
 
     @property
@@ -53,7 +53,7 @@ class OrderedHasher:
         """How many chunks wait in the reorder buffer."""
         return len(self._pending)
 
-    def add(self, index: int, data: bytes) -> None:
+    def add(self, index: int, data: bytes | memoryview) -> None:
         """Give chunk ``index``; it is hashed once every chunk before it was."""
         with self._lock:
             if index < self._next or index in self._pending:

@@ -37,6 +37,8 @@ from sclib.transfers.sources import Source, SourceObject
 
 __all__ = ["LocalDestination", "LocalSource", "local_path"]
 
+_READBACK = 1 << 20  # bytes compared at a time when verifying a written chunk
+
 
 def local_path(url: str) -> Path:
     """``file:///x/y``, ``local://x`` or a plain path -> a Path."""
@@ -97,12 +99,18 @@ class LocalSource(Source):
                 yield self._object(path, path.relative_to(root).as_posix())
 
     def read(self, obj: SourceObject, offset: int, length: int) -> bytes:
+        buf = bytearray(max(0, min(length, obj.size - offset)))
+        n = self.read_into(obj, offset, memoryview(buf))
+        return bytes(buf[:n])
+
+    def read_into(self, obj: SourceObject, offset: int, buf: memoryview) -> int:
         try:
             fd = os.open(obj.url, os.O_RDONLY)
         except FileNotFoundError as exc:
             raise SourceChanged(f"{obj.url} disappeared during the transfer") from exc
         except OSError as exc:
             raise SourceError(f"cannot open {obj.url}: {exc}") from exc
+        want = max(0, min(len(buf), obj.size - offset))
         try:
             st = os.fstat(fd)
             if st.st_size != obj.size or _identity(st) != dict(obj.identity):
@@ -111,14 +119,19 @@ class LocalSource(Source):
                     f"{obj.size} -> {st.st_size}, or modified); start a new transfer "
                     "to copy the new version"
                 )
-            data = os.pread(fd, length, offset)
+            got = 0
+            while got < want:
+                n = os.preadv(fd, [buf[got:want]], offset + got)
+                if n == 0:
+                    break
+                got += n
         except OSError as exc:
             raise SourceError(f"reading {obj.url} at {offset}: {exc}") from exc
         finally:
             os.close(fd)
-        if len(data) != min(length, max(0, obj.size - offset)):
+        if got != want:
             raise SourceChanged(f"{obj.url} got shorter during the transfer")
-        return data
+        return got
 
 
 class _LocalWriter(DestinationWriter):
@@ -155,28 +168,34 @@ class _LocalWriter(DestinationWriter):
         self._buffers = threading.local()
         self.state = {"temp": str(temp), "resumed": resumed}
 
-    def write_chunk(self, chunk: Chunk, data: bytes) -> str | None:
+    def write_chunk(self, chunk: Chunk, data: bytes | memoryview) -> str | None:
         if len(data) != chunk.length:
             raise InvalidInput(
                 f"chunk {chunk.index}: got {len(data)} bytes, expected {chunk.length}"
             )
-        # read back into a per-thread buffer: no new allocation per chunk
+        # read back through a small per-thread buffer: no allocation per chunk
         buf: bytearray | None = getattr(self._buffers, "buf", None)
-        if buf is None or len(buf) < chunk.length:
-            buf = self._buffers.buf = bytearray(chunk.length)
-        view = memoryview(buf)[: chunk.length]
+        if buf is None:
+            buf = self._buffers.buf = bytearray(_READBACK)
+        view, src = memoryview(buf), memoryview(data)
+        intact = True
         try:
             written = os.pwrite(self._fd, data, chunk.offset)
             if written != len(data):
                 raise DestinationError(
                     f"short write to {self.temp}: {written} of {len(data)} bytes"
                 )
-            got = os.preadv(self._fd, [view], chunk.offset)
+            for start in range(0, chunk.length, _READBACK):
+                n = min(_READBACK, chunk.length - start)
+                got = os.preadv(self._fd, [view[:n]], chunk.offset + start)
+                if got != n or view[:n] != src[start : start + n]:
+                    intact = False
+                    break
         except OSError as exc:
             raise DestinationError(
                 f"writing chunk {chunk.index} of {self.final}: {exc}"
             ) from exc
-        if got != chunk.length or view != data:
+        if not intact:
             raise ChecksumMismatch(
                 f"chunk {chunk.index} of {self.final} reads back different bytes"
             )

@@ -102,6 +102,14 @@ class Source(ABC):
         :class:`~sclib.errors.SourceError` for failures worth retrying.
         """
 
+    def read_into(self, obj: SourceObject, offset: int, buf: memoryview) -> int:
+        """Read into ``buf`` (``len(buf)`` bytes, fewer only at the end); return the
+        count. The engine reuses a few buffers this way, so memory does not churn;
+        sources that can read into memory directly (local files) override it."""
+        data = self.read(obj, offset, len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
@@ -142,7 +150,7 @@ class FsspecSource(Source):
             try:
                 import fsspec
             except ImportError as exc:  # pragma: no cover - depends on the install
-                raise MissingDependency("fsspec", "s3", "fsspec sources") from exc
+                raise MissingDependency("fsspec", "all", "fsspec sources") from exc
             try:
                 fs = fsspec.filesystem(protocol, **options)
             except ImportError as exc:
@@ -278,8 +286,6 @@ _EXTRAS: dict[str, str] = {
     "gs": "gcs",
     "gcs": "gcs",
     "gdrive": "gdrive",
-    "http": "server",
-    "https": "server",
 }
 
 _registry: dict[str, SourceFactory] = {}

@@ -41,20 +41,25 @@ class _Wrapped(LocalSource):
     def walk(self, url: str):  # type: ignore[no-untyped-def]
         return super().walk(_path(url))
 
+    def before_read(self, offset: int) -> None:
+        """The misbehaviour; runs before every read of the real file."""
+
+    def read_into(self, obj: SourceObject, offset: int, buf: memoryview) -> int:
+        self.before_read(offset)
+        return super().read_into(obj, offset, buf)
+
 
 class FlakySource(_Wrapped):
-    def read(self, obj: SourceObject, offset: int, length: int) -> bytes:
+    def before_read(self, offset: int) -> None:
         with self.lock:
             self.reads += 1
             if self.reads > int(self.options.get("fail_after", 10**9)):
                 raise Interrupted(f"simulated interruption at read {self.reads}")
-        return super().read(obj, offset, length)
 
 
 class SlowSource(_Wrapped):
-    def read(self, obj: SourceObject, offset: int, length: int) -> bytes:
+    def before_read(self, offset: int) -> None:
         time.sleep(float(self.options.get("delay", 0.01)))
-        return super().read(obj, offset, length)
 
 
 class TransientSource(_Wrapped):
@@ -62,13 +67,12 @@ class TransientSource(_Wrapped):
         super().__init__(**options)
         self.failures: dict[int, int] = {}
 
-    def read(self, obj: SourceObject, offset: int, length: int) -> bytes:
+    def before_read(self, offset: int) -> None:
         with self.lock:
             seen = self.failures.get(offset, 0)
             self.failures[offset] = seen + 1
         if seen < int(self.options.get("errors", 1)):
             raise SourceError(f"simulated network error at offset {offset}")
-        return super().read(obj, offset, length)
 
 
 def install() -> None:

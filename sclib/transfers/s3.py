@@ -1,0 +1,729 @@
+"""Amazon S3 (and S3-compatible stores): a source and a destination, through s3fs.
+
+URLs are ``s3://bucket/key`` (``s3a://`` is accepted too and reported as ``s3://``).
+Both classes take the same options, the seed's names first:
+
+==========================  =====================================================
+option                      meaning
+==========================  =====================================================
+``access_key_id``           AWS access key id (s3fs ``key``)
+``secret_access_key``       AWS secret access key (s3fs ``secret``)
+``session_token``           temporary session token (s3fs ``token``)
+``region``                  region name (``client_kwargs["region_name"]``)
+``endpoint_url``            another endpoint: MinIO, Ceph, a local test server
+``anon``                    unsigned requests, for public buckets
+==========================  =====================================================
+
+Any other option is passed to :class:`s3fs.S3FileSystem` as it is (``key``,
+``secret``, ``client_kwargs``, ``config_kwargs``, ``requester_pays``...); a name that
+s3fs does not know is refused with :class:`~sclib.errors.ConfigurationError` rather
+than silently ignored. Credentials are never logged nor put in an error message or
+a URL, and :func:`repr` of these objects leaves them out.
+
+Reading (:class:`S3Source`) identifies an object by its ETag (and VersionId when
+the bucket is versioned). Each ranged read is a conditional ``GetObject`` with
+``If-Match`` on that ETag, so an object replaced since it was described fails the
+very request that would have mixed versions, with
+:class:`~sclib.errors.SourceChanged`; the ETag and total size the server reports
+with the bytes are checked as well, for S3-compatible stores that ignore
+``If-Match``.
+
+Writing (:class:`S3Destination`) uses one multipart upload per object, one part per
+chunk (part number = chunk index + 1). Each part is sent with its ``Content-MD5``
+and its returned ETag is compared with the MD5 of the chunk. Nothing exists at the
+key until :meth:`S3Writer.commit` completes the upload. A 0-byte object has no
+chunks and no multipart upload: :meth:`S3Writer.commit` writes it with one
+``PutObject``. Every other object, however small, goes through the multipart upload
+(S3 accepts a last, or only, part of any size), so there is one code path to resume.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import inspect
+import logging
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+# aiohttp and botocore come with s3fs (through aiobotocore); the ignores cover a
+# type check run where the s3 extra is not installed (and botocore has no types)
+import aiohttp  # type: ignore[import-not-found, unused-ignore]
+import s3fs
+from botocore.exceptions import (  # type: ignore[import-not-found, import-untyped, unused-ignore]
+    BotoCoreError,
+)
+from fsspec.asyn import sync
+
+from sclib.errors import (
+    ChecksumMismatch,
+    ConfigurationError,
+    DestinationError,
+    InvalidInput,
+    SourceChanged,
+    SourceError,
+)
+from sclib.transfers.destinations import Destination, DestinationWriter
+from sclib.transfers.plan import MAX_PARTS, MIN_OBJECT_STORE_CHUNK, Chunk
+from sclib.transfers.sources import FsspecSource, SourceObject
+
+__all__ = ["S3Destination", "S3Source", "S3Writer", "s3fs_options"]
+
+logger = logging.getLogger(__name__)
+
+#: the seed's option names -> s3fs's
+_ALIASES = {
+    "access_key_id": "key",
+    "secret_access_key": "secret",
+    "session_token": "token",
+}
+#: options s3fs takes through ``**kwargs`` (fsspec's instance and listings caches)
+_FSSPEC_OPTIONS = frozenset(
+    {"skip_instance_cache", "use_listings_cache", "listings_expiry_time", "max_paths"}
+)
+_SCHEMES = ("s3", "s3a")
+_PRECONDITION_FAILED = frozenset({"PreconditionFailed", "412"})
+_BAD_DIGEST = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
+_NO_UPLOAD = frozenset({"NoSuchUpload"})
+#: what a network call through s3fs may raise (s3fs translates ClientError to OSError)
+_IO_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    BotoCoreError,
+    aiohttp.ClientError,
+)
+
+
+def _s3fs_parameters() -> frozenset[str]:
+    names = set(inspect.signature(s3fs.S3FileSystem.__init__).parameters)
+    names.discard("self")
+    names.discard("kwargs")
+    return frozenset(names)
+
+
+def s3fs_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` as keyword arguments for :class:`s3fs.S3FileSystem`.
+
+    Maps the seed's names (``access_key_id``, ``secret_access_key``,
+    ``session_token``, ``region``), passes s3fs's own through, and refuses unknown
+    or doubled names. Each S3 source or destination gets its own filesystem
+    instance, without a listings cache (a cached listing would report a stale ETag).
+    """
+    known = _s3fs_parameters() | _FSSPEC_OPTIONS
+    out: dict[str, Any] = {}
+    client_kwargs = dict(options.get("client_kwargs") or {})
+    unknown: list[str] = []
+    for name, value in options.items():
+        if name in _ALIASES:
+            target = _ALIASES[name]
+            if target in options:
+                raise ConfigurationError(
+                    f"S3 options {name!r} and {target!r} are the same setting; "
+                    "give only one"
+                )
+            if value is not None:
+                out[target] = value
+        elif name == "region":
+            if "region_name" in client_kwargs and value is not None:
+                raise ConfigurationError(
+                    "S3 options 'region' and client_kwargs['region_name'] are the "
+                    "same setting; give only one"
+                )
+            if value is not None:
+                client_kwargs["region_name"] = value
+        elif name == "client_kwargs":
+            continue
+        elif name in known:
+            out[name] = value
+        else:
+            unknown.append(name)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown S3 option(s) {', '.join(sorted(unknown))}; use access_key_id, "
+            "secret_access_key, session_token, region, endpoint_url, anon, or an "
+            "s3fs.S3FileSystem argument"
+        )
+    if client_kwargs:
+        out["client_kwargs"] = client_kwargs
+    out.setdefault("skip_instance_cache", True)
+    out.setdefault("use_listings_cache", False)
+    return out
+
+
+def _make_filesystem(options: Mapping[str, Any]) -> Any:
+    kwargs = s3fs_options(options)
+    try:
+        return s3fs.S3FileSystem(**kwargs)
+    except (TypeError, ValueError) as exc:
+        # the message names a parameter, never its value
+        raise ConfigurationError(
+            f"cannot open an S3 filesystem: {type(exc).__name__}"
+        ) from None
+
+
+def _describe(options: Mapping[str, Any]) -> str:
+    """What may be shown of ``options``: endpoint and region, no credentials."""
+    parts = []
+    if options.get("endpoint_url"):
+        parts.append(f"endpoint_url={options['endpoint_url']!r}")
+    region = options.get("region") or (options.get("client_kwargs") or {}).get(
+        "region_name"
+    )
+    if region:
+        parts.append(f"region={region!r}")
+    if options.get("anon"):
+        parts.append("anon=True")
+    return ", ".join(parts)
+
+
+def _close_filesystem(fs: Any) -> None:
+    """Close the aiobotocore client of an s3fs filesystem we created."""
+    client = getattr(fs, "_s3", None)
+    if client is None:
+        return
+    try:
+        sync(fs.loop, client.__aexit__, None, None, None, timeout=5)
+    except Exception as exc:  # best effort: a finalizer closes it anyway
+        logger.debug("closing the S3 client failed: %s", type(exc).__name__)
+    fs._s3 = None
+
+
+def _error_code(exc: BaseException) -> str | None:
+    """The S3 error code behind an exception s3fs translated (or HTTP status)."""
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            break
+        response = getattr(seen, "response", None)
+        if isinstance(response, Mapping):
+            code = (response.get("Error") or {}).get("Code")
+            if code:
+                return str(code)
+            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            if status:
+                return str(status)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _quoted(etag: str) -> str:
+    if etag.startswith(('"', "W/")):
+        return etag
+    return f'"{etag}"'
+
+
+def _bare(etag: str | None) -> str:
+    return (etag or "").strip('"')
+
+
+def _is_md5(etag: str | None) -> bool:
+    bare = _bare(etag)
+    return len(bare) == 32 and all(c in "0123456789abcdef" for c in bare.lower())
+
+
+def _multipart_etag(etags: list[str]) -> str | None:
+    """The ETag S3 gives a completed multipart upload of parts with ``etags``."""
+    if not etags or not all(_is_md5(e) for e in etags):
+        return None
+    digest = hashlib.md5(
+        b"".join(bytes.fromhex(_bare(e)) for e in etags), usedforsecurity=False
+    )
+    return f"{digest.hexdigest()}-{len(etags)}"
+
+
+def _content_range_total(value: str | None) -> int | None:
+    """``bytes 0-9/100`` -> 100."""
+    if not value or "/" not in value:
+        return None
+    total = value.rsplit("/", 1)[1].strip()
+    return int(total) if total.isdigit() else None
+
+
+class S3Source(FsspecSource):
+    """Reads ``s3://bucket/key`` objects and ``s3://bucket/prefix`` folders.
+
+    :param fs: an existing :class:`s3fs.S3FileSystem` to use (then ``options`` are
+        ignored and :meth:`close` leaves it open).
+    :param options: see the module documentation.
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = _SCHEMES
+    identity_keys: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "etag": ("ETag",),
+        "version_id": ("VersionId",),
+    }
+
+    def __init__(self, *, fs: Any | None = None, **options: Any) -> None:
+        self._owns_fs = fs is None
+        self._shown = _describe(options)
+        super().__init__("s3", fs=fs if fs is not None else _make_filesystem(options))
+
+    def __repr__(self) -> str:
+        return f"S3Source({self._shown})"
+
+    def _identity(self, info: Mapping[str, Any]) -> dict[str, str]:
+        identity = super()._identity(info)
+        if identity.get("version_id") == "null":  # unversioned, said by some stores
+            del identity["version_id"]
+        return identity
+
+    def read(self, obj: SourceObject, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise InvalidInput(f"cannot read {length} bytes at offset {offset}")
+        end = min(offset + length, obj.size)
+        if end <= offset:
+            if obj.identity:
+                self.check_unchanged(obj)
+            return b""
+        bucket, key, _ = self.fs.split_path(self._path(obj.url))
+        params: dict[str, Any] = {
+            "Bucket": bucket,
+            "Key": key,
+            "Range": f"bytes={offset}-{end - 1}",
+        }
+        etag = obj.identity.get("etag")
+        if etag:
+            params["IfMatch"] = _quoted(etag)
+        try:
+            result: tuple[str | None, int | None, bytes] = sync(
+                self.fs.loop, self._get_range, params
+            )
+        except FileNotFoundError as exc:
+            raise SourceChanged(f"{obj.url} disappeared during the transfer") from exc
+        except _IO_ERRORS as exc:
+            code = _error_code(exc)
+            if code in _PRECONDITION_FAILED:
+                raise SourceChanged(
+                    f"{obj.url} changed since the transfer started (its ETag is no "
+                    f"longer {etag}); start a new transfer to copy the new version"
+                ) from exc
+            if code in ("InvalidRange", "416"):
+                raise SourceChanged(
+                    f"{obj.url} is shorter than the {obj.size} bytes it had when the "
+                    "transfer started"
+                ) from exc
+            raise SourceError(
+                f"reading {obj.url} at {offset}: {type(exc).__name__}: {exc}"
+            ) from exc
+        served_etag, total, data = result
+        if etag and served_etag and _bare(served_etag) != _bare(etag):
+            raise SourceChanged(
+                f"{obj.url} changed since the transfer started (ETag {etag} -> "
+                f"{served_etag}); start a new transfer to copy the new version"
+            )
+        if total is not None and total != obj.size:
+            raise SourceChanged(
+                f"{obj.url} changed since the transfer started (size {obj.size} -> "
+                f"{total})"
+            )
+        if len(data) != end - offset:
+            raise SourceError(
+                f"short read of {obj.url} at {offset}: got {len(data)} of "
+                f"{end - offset} bytes"
+            )
+        return data
+
+    async def _get_range(
+        self, params: Mapping[str, Any]
+    ) -> tuple[str | None, int | None, bytes]:
+        response = await self.fs._call_s3("get_object", **params)
+        body = response["Body"]
+        try:
+            data: bytes = await body.read()
+        finally:
+            body.close()
+        return (
+            response.get("ETag"),
+            _content_range_total(response.get("ContentRange")),
+            data,
+        )
+
+    def close(self) -> None:
+        if self._owns_fs:
+            _close_filesystem(self.fs)
+
+
+class S3Writer(DestinationWriter):
+    """One object written as an S3 multipart upload; made by
+    :meth:`S3Destination.open`.
+
+    ``state`` is ``{"bucket", "key", "upload_id", "resumed"}``; ``upload_id`` is
+    ``None`` for a 0-byte object, which is written whole at commit.
+    """
+
+    def __init__(
+        self,
+        destination: S3Destination,
+        key: str,
+        size: int,
+        chunk_size: int,
+        state: Mapping[str, Any] | None,
+    ) -> None:
+        if size < 0:
+            raise InvalidInput(f"size must not be negative, got {size}")
+        if chunk_size <= 0:
+            raise InvalidInput(f"chunk size must be positive, got {chunk_size}")
+        parts = -(-size // chunk_size)
+        if parts > MAX_PARTS:
+            raise InvalidInput(
+                f"{size} bytes in chunks of {chunk_size} make {parts} parts; S3 "
+                f"allows at most {MAX_PARTS}"
+            )
+        if parts > 1 and chunk_size < MIN_OBJECT_STORE_CHUNK:
+            raise InvalidInput(
+                f"S3 parts other than the last must be at least 5 MiB, got chunks "
+                f"of {chunk_size}"
+            )
+        self.fs = destination.fs
+        self.bucket = destination.bucket
+        self.key = key
+        self.url = f"s3://{self.bucket}/{key}"
+        self.size = size
+        self.chunk_size = chunk_size
+        self.parts = parts
+        self.state = self._open(state)
+
+    # -- opening and resuming ---------------------------------------------------
+
+    def _open(self, saved: Mapping[str, Any] | None) -> dict[str, Any]:
+        if (
+            saved
+            and saved.get("bucket") == self.bucket
+            and saved.get("key") == self.key
+        ):
+            upload_id = saved.get("upload_id")
+            if self.size == 0 and upload_id is None:
+                return self._state(None, resumed=True)
+            if isinstance(upload_id, str) and self._upload_exists(upload_id):
+                logger.info("resuming the multipart upload of %s", self.url)
+                return self._state(upload_id, resumed=True)
+            logger.info(
+                "the saved multipart upload of %s is gone; starting a new one",
+                self.url,
+            )
+        if self.size == 0:
+            return self._state(None, resumed=False)
+        try:
+            response = self.fs.call_s3(
+                "create_multipart_upload", Bucket=self.bucket, Key=self.key
+            )
+        except _IO_ERRORS as exc:
+            raise DestinationError(
+                f"cannot start a multipart upload to {self.url}: {exc}"
+            ) from exc
+        return self._state(str(response["UploadId"]), resumed=False)
+
+    def _state(self, upload_id: str | None, *, resumed: bool) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "key": self.key,
+            "upload_id": upload_id,
+            "resumed": resumed,
+        }
+
+    @property
+    def upload_id(self) -> str | None:
+        value = self.state.get("upload_id")
+        return value if isinstance(value, str) else None
+
+    def _upload_exists(self, upload_id: str) -> bool:
+        try:
+            self.fs.call_s3(
+                "list_parts",
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=upload_id,
+                MaxParts=1,
+            )
+        except FileNotFoundError:
+            return False
+        except _IO_ERRORS as exc:
+            if _error_code(exc) in _NO_UPLOAD:
+                return False
+            raise DestinationError(
+                f"cannot check the multipart upload of {self.url}: {exc}"
+            ) from exc
+        return True
+
+    # -- chunks -----------------------------------------------------------------
+
+    def _chunk_length(self, index: int) -> int:
+        return min(self.chunk_size, self.size - index * self.chunk_size)
+
+    def _check_chunk(self, chunk: Chunk, data: bytes) -> None:
+        if not 0 <= chunk.index < self.parts:
+            raise InvalidInput(
+                f"chunk {chunk.index} is out of range: {self.url} has {self.parts}"
+            )
+        if chunk.offset != chunk.index * self.chunk_size or chunk.length != (
+            self._chunk_length(chunk.index)
+        ):
+            raise InvalidInput(
+                f"chunk {chunk} does not match chunks of {self.chunk_size} bytes "
+                f"of a {self.size}-byte object"
+            )
+        if len(data) != chunk.length:
+            raise InvalidInput(
+                f"chunk {chunk.index} is {chunk.length} bytes but {len(data)} "
+                "were given"
+            )
+
+    def write_chunk(self, chunk: Chunk, data: bytes | memoryview) -> str | None:
+        data = bytes(data)  # a no-op for bytes; the engine may pass a view
+        self._check_chunk(chunk, data)
+        upload_id = self.upload_id
+        if upload_id is None:  # pragma: no cover - size 0 has no chunks
+            raise InvalidInput(f"{self.url} has no multipart upload")
+        digest = hashlib.md5(data, usedforsecurity=False)
+        try:
+            response = self.fs.call_s3(
+                "upload_part",
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=upload_id,
+                PartNumber=chunk.index + 1,
+                Body=data,
+                ContentMD5=base64.b64encode(digest.digest()).decode("ascii"),
+            )
+        except _IO_ERRORS as exc:
+            code = _error_code(exc)
+            if code in _BAD_DIGEST:
+                raise ChecksumMismatch(
+                    f"S3 received chunk {chunk.index} of {self.url} damaged "
+                    f"({code}); send it again"
+                ) from exc
+            if code in _NO_UPLOAD or isinstance(exc, FileNotFoundError):
+                raise DestinationError(
+                    f"the multipart upload of {self.url} no longer exists (aborted "
+                    "or expired); reopen the writer to start a new one"
+                ) from exc
+            raise DestinationError(
+                f"uploading chunk {chunk.index} of {self.url}: {exc}"
+            ) from exc
+        etag = str(response.get("ETag") or "")
+        encrypted = response.get("SSECustomerAlgorithm") or str(
+            response.get("ServerSideEncryption") or ""
+        ).startswith("aws:kms")
+        if encrypted and not _is_md5(etag):
+            # SSE-KMS and SSE-C part ETags are not MD5s; S3 checked Content-MD5
+            logger.debug("part %d of %s: ETag is not an MD5", chunk.index, self.url)
+        elif _bare(etag) != digest.hexdigest():
+            raise ChecksumMismatch(
+                f"chunk {chunk.index} of {self.url} did not land intact: S3 stored "
+                f"a part with ETag {etag}, the chunk's MD5 is {digest.hexdigest()}"
+            )
+        logger.debug("uploaded part %d of %s", chunk.index + 1, self.url)
+        return etag
+
+    # -- commit and abort -------------------------------------------------------
+
+    def _listed_parts(self, upload_id: str) -> dict[int, tuple[str, int]]:
+        """part number -> (ETag, size) of every part S3 holds for the upload."""
+        parts: dict[int, tuple[str, int]] = {}
+        marker = 0
+        while True:
+            response = self.fs.call_s3(
+                "list_parts",
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=upload_id,
+                PartNumberMarker=marker,
+            )
+            for part in response.get("Parts") or []:
+                parts[int(part["PartNumber"])] = (
+                    str(part["ETag"]),
+                    int(part["Size"]),
+                )
+            if not response.get("IsTruncated"):
+                return parts
+            next_marker = int(response.get("NextPartNumberMarker") or 0)
+            if next_marker <= marker:
+                return parts
+            marker = next_marker
+
+    def commit(self, tokens: Mapping[int, str | None]) -> None:
+        upload_id = self.upload_id
+        if upload_id is None:
+            self._put_empty()
+            return
+        try:
+            listed = self._listed_parts(upload_id)
+        except _IO_ERRORS as exc:
+            if isinstance(exc, FileNotFoundError) or _error_code(exc) in _NO_UPLOAD:
+                if self._already_committed(tokens):
+                    logger.info("%s was already committed", self.url)
+                    return
+                raise DestinationError(
+                    f"the multipart upload of {self.url} no longer exists (aborted "
+                    "or expired) and the object is not there; send it again"
+                ) from exc
+            raise DestinationError(
+                f"cannot list the parts of {self.url}: {exc}"
+            ) from exc
+        missing = [i for i in range(self.parts) if i + 1 not in listed]
+        if missing:
+            raise DestinationError(
+                f"cannot commit {self.url}: chunk(s) {_some(missing)} were never "
+                "uploaded"
+            )
+        etags: list[str] = []
+        for index in range(self.parts):
+            etag, size = listed[index + 1]
+            token = tokens.get(index)
+            if size != self._chunk_length(index) or (
+                token is not None and _bare(token) != _bare(etag)
+            ):
+                raise ChecksumMismatch(
+                    f"part {index + 1} of {self.url} is not the chunk that was "
+                    f"verified (size {size}, ETag {etag}, expected "
+                    f"{self._chunk_length(index)} bytes with ETag {token}); send "
+                    "that chunk again"
+                )
+            etags.append(etag)
+        try:
+            response = self.fs.call_s3(
+                "complete_multipart_upload",
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=upload_id,
+                MultipartUpload={
+                    "Parts": [
+                        {"PartNumber": i + 1, "ETag": etag}
+                        for i, etag in enumerate(etags)
+                    ]
+                },
+            )
+        except _IO_ERRORS as exc:
+            raise DestinationError(
+                f"cannot complete the multipart upload of {self.url}: {exc}"
+            ) from exc
+        expected = _multipart_etag(etags)
+        final = _bare(response.get("ETag"))
+        if expected and final and final != expected:
+            raise ChecksumMismatch(
+                f"{self.url} was assembled wrongly: its ETag is {final}, the parts "
+                f"make {expected}"
+            )
+        logger.info(
+            "committed %s (%d bytes, %d parts)", self.url, self.size, len(etags)
+        )
+
+    def _put_empty(self) -> None:
+        try:
+            self.fs.call_s3(
+                "put_object",
+                Bucket=self.bucket,
+                Key=self.key,
+                Body=b"",
+                ContentMD5=base64.b64encode(
+                    hashlib.md5(b"", usedforsecurity=False).digest()
+                ).decode("ascii"),
+            )
+        except _IO_ERRORS as exc:
+            raise DestinationError(f"cannot write {self.url}: {exc}") from exc
+        logger.info("committed %s (0 bytes)", self.url)
+
+    def _already_committed(self, tokens: Mapping[int, str | None]) -> bool:
+        """After a lost reply to CompleteMultipartUpload: is our object there?"""
+        etags = [tokens.get(i) for i in range(self.parts)]
+        expected = _multipart_etag([e for e in etags if e is not None])
+        if expected is None or None in etags:
+            return False
+        try:
+            head = self.fs.call_s3("head_object", Bucket=self.bucket, Key=self.key)
+        except _IO_ERRORS:
+            return False
+        return bool(
+            int(head.get("ContentLength", -1)) == self.size
+            and _bare(head.get("ETag")) == expected
+        )
+
+    def abort(self) -> None:
+        upload_id = self.upload_id
+        if upload_id is None:
+            return
+        try:
+            self.fs.call_s3(
+                "abort_multipart_upload",
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=upload_id,
+            )
+        except FileNotFoundError:
+            pass
+        except _IO_ERRORS as exc:
+            if _error_code(exc) not in _NO_UPLOAD:
+                raise DestinationError(
+                    f"cannot abort the multipart upload of {self.url}: {exc}"
+                ) from exc
+        logger.info("aborted the multipart upload of %s", self.url)
+
+
+def _some(indexes: list[int], limit: int = 10) -> str:
+    shown = ", ".join(str(i) for i in indexes[:limit])
+    return shown + (f" and {len(indexes) - limit} more" if len(indexes) > limit else "")
+
+
+class S3Destination(Destination):
+    """Objects under ``s3://bucket/prefix``, each written by a multipart upload.
+
+    :param url: the bucket and prefix; the object for relative key ``k`` is
+        ``prefix/k`` (``prefix`` itself for ``k == ""``).
+    :param fs: an existing :class:`s3fs.S3FileSystem` (``options`` are then ignored).
+    :param options: see the module documentation.
+    """
+
+    object_store: ClassVar[bool] = True
+    schemes: ClassVar[tuple[str, ...]] = _SCHEMES
+
+    def __init__(self, url: str, *, fs: Any | None = None, **options: Any) -> None:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme.lower() not in _SCHEMES:
+            raise ConfigurationError(f"not an S3 URL: {url!r} (use s3://bucket/prefix)")
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise ConfigurationError(f"no bucket in {url!r}")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._owns_fs = fs is None
+        self._shown = _describe(options)
+        self.fs = fs if fs is not None else _make_filesystem(options)
+
+    def __repr__(self) -> str:
+        where = f"s3://{self.bucket}/{self.prefix}"
+        return f"S3Destination({where!r}{', ' if self._shown else ''}{self._shown})"
+
+    def object_key(self, key: str) -> str:
+        """The S3 key of the object with relative ``key``."""
+        joined = "/".join(p for p in (self.prefix, key.lstrip("/")) if p)
+        if not joined:
+            raise InvalidInput(
+                f"s3://{self.bucket} is a bucket, not an object; give a key or a prefix"
+            )
+        return joined
+
+    def url_for(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.object_key(key)}"
+
+    def open(
+        self,
+        key: str,
+        size: int,
+        chunk_size: int,
+        state: Mapping[str, Any] | None = None,
+    ) -> S3Writer:
+        return S3Writer(self, self.object_key(key), size, chunk_size, state)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.fs.call_s3("head_object", Bucket=self.bucket, Key=self.object_key(key))
+        except FileNotFoundError:
+            return False
+        except _IO_ERRORS as exc:
+            if _error_code(exc) in ("404", "NoSuchKey"):
+                return False
+            raise DestinationError(f"cannot check {self.url_for(key)}: {exc}") from exc
+        return True
+
+    def close(self) -> None:
+        if self._owns_fs:
+            _close_filesystem(self.fs)
