@@ -211,3 +211,43 @@ def test_demo_runs_on_the_embedded_default(tmp_path: Path) -> None:
     assert backup["attempts"] == 2
     assert "simulated" in backup["error_history"][0]["error"]
     assert (tmp_path / "converted" / "dataset_0.csv.gz").exists()
+
+
+def test_copy_command_verifies_and_explains_errors(tmp_path: Path) -> None:
+    """`sclib copy` prints the BLAKE3 of what landed; bad input gets one line."""
+    from blake3 import blake3
+
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    (tmp_path / "scan.raw").write_bytes(data)
+    out = as_json(
+        sclib(
+            tmp_path,
+            "copy",
+            str(tmp_path / "scan.raw"),
+            str(tmp_path / "dest") + "/",
+            "--chunk-size",
+            "1MiB",
+            "--json",
+        )
+    )
+    (file,) = out["files"]
+    assert file["blake3"] == blake3(data).hexdigest()
+    assert (tmp_path / "dest" / "scan.raw").read_bytes() == data
+    missing = sclib(
+        tmp_path, "copy", str(tmp_path / "nope.raw"), str(tmp_path / "d"), check_code=1
+    )
+    assert "does not exist" in missing.stderr
+    bad = sclib(
+        tmp_path, "copy", str(tmp_path / "scan.raw"), "ftp2://x/y", check_code=2
+    )
+    assert "no destination plugin for 'ftp2'" in bad.stderr
+    size = sclib(
+        tmp_path,
+        "copy",
+        str(tmp_path / "scan.raw"),
+        str(tmp_path / "e"),
+        "--chunk-size",
+        "3MiB",
+        check_code=2,
+    )
+    assert "power of two" in size.stderr
