@@ -495,6 +495,27 @@ class JobStoreContract:
         assert [j.id for j in claimed] in ([stale.id], [back.id], [nxt.id])
         assert claimed[0].attempts == queue.get(claimed[0].id).attempts
 
+    def test_settling_together_unblocks_a_common_dependent(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """Two dependencies completed in one settle call release their dependent."""
+        a, b = queue.enqueue("upload"), queue.enqueue("upload")
+        c = queue.enqueue("dataset_conversion", depends_on=[a.id, b.id])
+        now = clock()
+        until = now + timedelta(seconds=LEASE)
+        held = queue.store.claim_many("w", ["upload"], now, until, 2)
+        outcomes, claimed = queue.store.settle_and_claim(
+            [Settlement(j.lease, "complete") for j in held],
+            now,
+            queue.retry_policy,
+            "w",
+            ["dataset_conversion"],
+            until,
+            5,
+        )
+        assert outcomes == [None, None]
+        assert [j.id for j in claimed] == [c.id]
+
     def test_heartbeat_many_reports_each_lease(
         self, queue: JobQueue, clock: ManualClock
     ) -> None:
