@@ -221,14 +221,7 @@ def _parse_params(args: argparse.Namespace) -> dict[str, Any]:
         if not isinstance(loaded, dict):
             raise _UsageError("--params-json must be a JSON object")
         params.update(loaded)
-    for item in args.param:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise _UsageError(f"--param expects KEY=VALUE, got {item!r}")
-        try:
-            params[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[key] = raw
+    params.update(_options(args.param, "--param"))
     return params
 
 

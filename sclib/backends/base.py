@@ -182,22 +182,26 @@ class JobStore(ABC):
         Returns, per settlement, ``None`` or the :class:`LeaseLost` it met (that
         one changed nothing), and the claimed jobs.
         """
-        outcomes: list[LeaseLost | None] = []
-        for item in settlements:
-            try:
-                if item.kind == "complete":
-                    self.complete(item.lease, now, item.result)
-                elif item.kind == "fail":
-                    assert item.error is not None
-                    self.fail(item.lease, now, item.error, policy)
-                elif item.kind == "cancel":
-                    self.cancel_running(item.lease, now, item.message)
-                else:
-                    self.release(item.lease, now, item.message)
-                outcomes.append(None)
-            except LeaseLost as exc:
-                outcomes.append(exc)
+        outcomes = [self.settle(item, now, policy) for item in settlements]
         return outcomes, self.claim_many(worker_id, types, now, lease_until, limit)
+
+    def settle(
+        self, item: Settlement, now: datetime, policy: RetryPolicy
+    ) -> LeaseLost | None:
+        """Write one settlement; return the LeaseLost it met, if any."""
+        try:
+            if item.kind == "complete":
+                self.complete(item.lease, now, item.result)
+            elif item.kind == "fail":
+                assert item.error is not None
+                self.fail(item.lease, now, item.error, policy)
+            elif item.kind == "cancel":
+                self.cancel_running(item.lease, now, item.message)
+            else:
+                self.release(item.lease, now, item.message)
+        except LeaseLost as exc:
+            return exc
+        return None
 
     # -- operating -------------------------------------------------------------
 
