@@ -17,9 +17,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from sclib.errors import ConfigurationError, InvalidInput
 from sclib.transfers.plan import Chunk
 
-__all__ = ["Destination", "DestinationWriter"]
+__all__ = ["BucketDestination", "Destination", "DestinationWriter"]
 
 
 class DestinationWriter(ABC):
@@ -82,3 +83,59 @@ class Destination(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+
+class BucketDestination(Destination):
+    """An object store's ``scheme://bucket/prefix``: URL parsing, keys and options.
+
+    Subclasses set :attr:`schemes` and :attr:`kind` and build their filesystem
+    client in :meth:`make_filesystem` (``options`` never reach ``repr()``: only
+    what :meth:`describe` chooses to show).
+    """
+
+    object_store: ClassVar[bool] = True
+    #: URL schemes accepted; the first is the one reported
+    schemes: ClassVar[tuple[str, ...]] = ()
+    #: the store's name in messages ("S3", "GCS")
+    kind: ClassVar[str] = ""
+
+    def __init__(self, url: str, *, fs: Any | None = None, **options: Any) -> None:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme.lower() not in self.schemes:
+            raise ConfigurationError(
+                f"not a {self.kind} URL: {url!r} (use {self.schemes[0]}://bucket/prefix)"
+            )
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise ConfigurationError(f"no bucket in {url!r}")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._owns_fs = fs is None
+        self._shown = self.describe(options)
+        self.fs = fs if fs is not None else self.make_filesystem(options)
+
+    @abstractmethod
+    def make_filesystem(self, options: Mapping[str, Any]) -> Any:
+        """The client (an fsspec filesystem) for these options."""
+
+    def describe(self, options: Mapping[str, Any]) -> str:
+        """What ``repr()`` may show of the options (never credentials)."""
+        return ""
+
+    def __repr__(self) -> str:
+        where = f"{self.schemes[0]}://{self.bucket}/{self.prefix}"
+        extra = f", {self._shown}" if self._shown else ""
+        return f"{type(self).__name__}({where!r}{extra})"
+
+    def object_key(self, key: str) -> str:
+        """The object name for relative ``key`` (the prefix itself for ``""``)."""
+        joined = "/".join(p for p in (self.prefix, key.lstrip("/")) if p)
+        if not joined:
+            raise InvalidInput(
+                f"{self.schemes[0]}://{self.bucket} is a bucket, not an object; give "
+                "a key or a prefix"
+            )
+        return joined
+
+    def url_for(self, key: str) -> str:
+        return f"{self.schemes[0]}://{self.bucket}/{self.object_key(key)}"

@@ -76,7 +76,7 @@ from sclib.errors import (
     SourceChanged,
     SourceError,
 )
-from sclib.transfers.destinations import Destination, DestinationWriter
+from sclib.transfers.destinations import BucketDestination, DestinationWriter
 from sclib.transfers.plan import Chunk
 from sclib.transfers.sources import FsspecSource, SourceObject
 
@@ -802,7 +802,7 @@ class GCSWriter(DestinationWriter):
         )
 
 
-class GCSDestination(Destination):
+class GCSDestination(BucketDestination):
     """Objects under ``gs://bucket/prefix``, each composed from verified parts.
 
     :param url: the bucket and prefix; the object for relative key ``k`` is
@@ -812,37 +812,14 @@ class GCSDestination(Destination):
     :param options: see the module documentation.
     """
 
-    object_store: ClassVar[bool] = True
     schemes: ClassVar[tuple[str, ...]] = _SCHEMES
+    kind: ClassVar[str] = "GCS"
 
-    def __init__(self, url: str, *, fs: Any | None = None, **options: Any) -> None:
-        scheme, sep, rest = url.partition("://")
-        if not sep or scheme.lower() not in _SCHEMES:
-            raise ConfigurationError(f"not a GCS URL: {url!r} (use gs://bucket/prefix)")
-        bucket, _, prefix = rest.partition("/")
-        if not bucket:
-            raise ConfigurationError(f"no bucket in {url!r}")
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
-        self._owns_fs = fs is None
-        self._shown = _describe(options)
-        self.fs = fs if fs is not None else _make_filesystem(options)
+    def make_filesystem(self, options: Mapping[str, Any]) -> Any:
+        return _make_filesystem(dict(options))
 
-    def __repr__(self) -> str:
-        where = f"gs://{self.bucket}/{self.prefix}"
-        return f"GCSDestination({where!r}{', ' if self._shown else ''}{self._shown})"
-
-    def object_key(self, key: str) -> str:
-        """The object name for relative ``key``."""
-        joined = "/".join(p for p in (self.prefix, key.lstrip("/")) if p)
-        if not joined:
-            raise InvalidInput(
-                f"gs://{self.bucket} is a bucket, not an object; give a key or a prefix"
-            )
-        return joined
-
-    def url_for(self, key: str) -> str:
-        return f"gs://{self.bucket}/{self.object_key(key)}"
+    def describe(self, options: Mapping[str, Any]) -> str:
+        return _describe(dict(options))
 
     def open(
         self,

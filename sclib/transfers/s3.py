@@ -63,7 +63,7 @@ from sclib.errors import (
     SourceChanged,
     SourceError,
 )
-from sclib.transfers.destinations import Destination, DestinationWriter
+from sclib.transfers.destinations import BucketDestination, DestinationWriter
 from sclib.transfers.plan import MAX_PARTS, MIN_OBJECT_STORE_CHUNK, Chunk
 from sclib.transfers.sources import FsspecSource, SourceObject
 
@@ -663,7 +663,7 @@ def _some(indexes: list[int], limit: int = 10) -> str:
     return shown + (f" and {len(indexes) - limit} more" if len(indexes) > limit else "")
 
 
-class S3Destination(Destination):
+class S3Destination(BucketDestination):
     """Objects under ``s3://bucket/prefix``, each written by a multipart upload.
 
     :param url: the bucket and prefix; the object for relative key ``k`` is
@@ -672,37 +672,14 @@ class S3Destination(Destination):
     :param options: see the module documentation.
     """
 
-    object_store: ClassVar[bool] = True
     schemes: ClassVar[tuple[str, ...]] = _SCHEMES
+    kind: ClassVar[str] = "S3"
 
-    def __init__(self, url: str, *, fs: Any | None = None, **options: Any) -> None:
-        scheme, sep, rest = url.partition("://")
-        if not sep or scheme.lower() not in _SCHEMES:
-            raise ConfigurationError(f"not an S3 URL: {url!r} (use s3://bucket/prefix)")
-        bucket, _, prefix = rest.partition("/")
-        if not bucket:
-            raise ConfigurationError(f"no bucket in {url!r}")
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
-        self._owns_fs = fs is None
-        self._shown = _describe(options)
-        self.fs = fs if fs is not None else _make_filesystem(options)
+    def make_filesystem(self, options: Mapping[str, Any]) -> Any:
+        return _make_filesystem(dict(options))
 
-    def __repr__(self) -> str:
-        where = f"s3://{self.bucket}/{self.prefix}"
-        return f"S3Destination({where!r}{', ' if self._shown else ''}{self._shown})"
-
-    def object_key(self, key: str) -> str:
-        """The S3 key of the object with relative ``key``."""
-        joined = "/".join(p for p in (self.prefix, key.lstrip("/")) if p)
-        if not joined:
-            raise InvalidInput(
-                f"s3://{self.bucket} is a bucket, not an object; give a key or a prefix"
-            )
-        return joined
-
-    def url_for(self, key: str) -> str:
-        return f"s3://{self.bucket}/{self.object_key(key)}"
+    def describe(self, options: Mapping[str, Any]) -> str:
+        return _describe(dict(options))
 
     def open(
         self,
