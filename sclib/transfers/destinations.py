@@ -7,8 +7,10 @@ the final path or key until every chunk is written and verified.
 
 A writer's :attr:`DestinationWriter.state` is a small JSON-ready dict (a temp file
 path, an S3 multipart upload id...). The engine stores it in the transfer session
-after every chunk, so a new process can reopen the writer with
-``destination.open(..., state=saved)`` and continue where the last one stopped.
+when it opens the writer, so a new process can reopen the writer with
+``destination.open(..., state=saved)`` and continue where the last one stopped; on
+resume it asks the writer (:meth:`DestinationWriter.missing`) which recorded chunks
+the destination no longer holds, and sends those again.
 """
 
 from __future__ import annotations
@@ -37,6 +39,15 @@ class DestinationWriter(ABC):
         Raises :class:`~sclib.errors.ChecksumMismatch` if what landed differs from
         ``data`` and :class:`~sclib.errors.DestinationError` if writing failed.
         """
+
+    def missing(self, tokens: Mapping[int, str | None]) -> list[int]:
+        """Of the chunks an earlier run recorded (index -> token), those the
+        destination no longer holds intact. Destinations that can read back
+        (local files) return ``[]``: the engine checks those chunks by digest."""
+        return []
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the writer holds open (it can be reopened from its state)."""
 
     def read_back(self, chunk: Chunk) -> bytes | None:
         """The bytes stored for ``chunk`` before commit, or ``None`` if this kind of

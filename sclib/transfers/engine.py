@@ -35,6 +35,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Literal, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from sclib.errors import (
     InvalidInput,
@@ -80,9 +81,10 @@ T = TypeVar("T")
 class TransferConfig:
     """Every knob of the engine, explained once.
 
-    :param parallel: chunks in flight per object. Memory use is about
-        ``parallel x chunk_size`` (plus as many chunks waiting to be hashed in
-        order): with the defaults, 4 x 8 MiB = 32 MiB, at most twice that.
+    :param parallel: chunks in flight per object. The engine reuses
+        ``parallel + 1`` chunk buffers, so memory is about that many chunks: with
+        the defaults, 5 x 8 MiB = 40 MiB (object-store writers may copy a chunk
+        while sending it).
     :param chunk_size: bytes per chunk, a power of two >= 1 KiB; ``None`` picks
         8 MiB, raised for object stores to >= 5 MiB and >= size / 10,000.
     :param max_attempts: tries per chunk for retryable errors (network, a chunk
@@ -245,7 +247,11 @@ class TransferEngine:
         tracker = tracker or ProgressTracker(subscribers)
         cancel = cancel or threading.Event()
         src = open_source(source, **dict(source_options or {}))
-        dst = open_destination(destination, **dict(dest_options or {}))
+        try:
+            dst = open_destination(destination, **dict(dest_options or {}))
+        except BaseException:
+            src.close()
+            raise
         try:
             objects = self._select(src.walk(source), include, exclude)
             if len(objects) == 1 and objects[0].key == "":
@@ -291,13 +297,13 @@ class TransferEngine:
     def _select(
         objects: Iterable[SourceObject], include: Sequence[str], exclude: Sequence[str]
     ) -> list[SourceObject]:
-        def keep(key: str) -> bool:
-            name = key or "."
+        def keep(obj: SourceObject) -> bool:
+            name = obj.key or _object_name(obj)  # a single object: its file name
             if include and not any(fnmatch.fnmatchcase(name, p) for p in include):
                 return False
             return not any(fnmatch.fnmatchcase(name, p) for p in exclude)
 
-        return [o for o in objects if o.key == "" or keep(o.key)]
+        return [o for o in objects if keep(o)]
 
     def _session(
         self,
@@ -342,14 +348,20 @@ class TransferEngine:
                 self.config.chunk_size, obj.size, object_store=dst.object_store
             )
         writer = dst.open(obj.key, obj.size, chunk_size, None)
-        session = self.sessions.create(
-            new_session(
-                obj.url, dest_url, obj.size, chunk_size, obj.identity, writer.state
+        try:
+            session = self.sessions.create(
+                new_session(
+                    obj.url, dest_url, obj.size, chunk_size, obj.identity, writer.state
+                )
             )
-        )
+        except BaseException:
+            writer.abort()  # no session points at it: nobody could resume it
+            raise
         return session, writer
 
-    def _retry(self, what: str, fn: Callable[[], T]) -> T:
+    def _retry(
+        self, what: str, fn: Callable[[], T], cancel: threading.Event | None = None
+    ) -> T:
         delay = self.config.retry_delay
         for attempt in range(1, self.config.max_attempts + 1):
             try:
@@ -365,7 +377,10 @@ class TransferEngine:
                     exc,
                     delay,
                 )
-                time.sleep(delay)
+                if cancel is None:
+                    time.sleep(delay)
+                elif cancel.wait(delay):
+                    raise TransferCancelled(f"cancelled while retrying {what}") from exc
                 delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -380,7 +395,41 @@ class TransferEngine:
     ) -> FileResult:
         dest_url = dst.url_for(obj.key)
         session, writer = self._session(dst, obj, dest_url, restart)
+        try:
+            return self._transfer(
+                src, dst, obj, tracker, cancel, session, writer, dest_url
+            )
+        finally:
+            writer.close()
+
+    def _transfer(
+        self,
+        src: Source,
+        dst: Destination,
+        obj: SourceObject,
+        tracker: ProgressTracker,
+        cancel: threading.Event,
+        session: TransferSession,
+        writer: DestinationWriter,
+        dest_url: str,
+    ) -> FileResult:
         verified = dict(self.sessions.get(session.id).chunks)
+        if verified:
+            # object stores cannot read parts back: ask which recorded ones are gone
+            stale = self._retry(
+                f"checking the partial upload of {dest_url}",
+                lambda: writer.missing({i: r.token for i, r in verified.items()}),
+                cancel,
+            )
+            if stale:
+                log.warning(
+                    "%s no longer holds %d recorded chunk(s); sending them again",
+                    dest_url,
+                    len(stale),
+                )
+                self.sessions.forget_chunks(session.id, stale)
+                for index in stale:
+                    verified.pop(index, None)
         plan = ChunkPlan(obj.size, session.chunk_size)
         hasher = OrderedHasher(sha256=self.config.sha256)
         ranged = src.supports_ranges(obj)
@@ -399,6 +448,7 @@ class TransferEngine:
             n = self._retry(
                 f"reading chunk {chunk.index} of {obj.url}",
                 lambda: src.read_into(obj, chunk.offset, view),
+                cancel,
             )
             if n != chunk.length:
                 raise SourceChanged(
@@ -414,10 +464,15 @@ class TransferEngine:
             token = self._retry(
                 f"writing chunk {chunk.index} to {dest_url}",
                 lambda: writer.write_chunk(chunk, payload),
+                cancel,
             )
             tracker.add(bytes_durable=len(data))
-            self.sessions.record_chunk(
-                session.id, chunk.index, ChunkRecord(digest, token)
+            self._retry(
+                f"recording chunk {chunk.index} of {dest_url}",
+                lambda: self.sessions.record_chunk(
+                    session.id, chunk.index, ChunkRecord(digest, token)
+                ),
+                cancel,
             )
             tokens[chunk.index] = token
             tracker.add(bytes_verified=len(data))
@@ -436,7 +491,22 @@ class TransferEngine:
             data = memoryview(buf)[: chunk.length] if preread else None
             record = verified.get(chunk.index)
             if record is not None:
-                back = writer.read_back(chunk)
+                changed = SourceChanged(
+                    f"{obj.url} is not the version this transfer started with (chunk "
+                    f"{chunk.index} differs); start over with restart=True"
+                )
+                if data is not None and blake3_hex(data) != record.digest:
+                    raise changed  # the source bytes are at hand: compare them
+                if not obj.identity and data is None:
+                    # a source that cannot name its version: compare the bytes
+                    data = read(chunk, buf)
+                    if blake3_hex(data) != record.digest:
+                        raise changed
+                back = self._retry(
+                    f"reading back chunk {chunk.index} of {dest_url}",
+                    lambda: writer.read_back(chunk),
+                    cancel,
+                )
                 landed: bytes | memoryview
                 if back is not None:
                     landed = back
@@ -446,7 +516,8 @@ class TransferEngine:
                     landed = data
                 if blake3_hex(landed) == record.digest:
                     tokens[chunk.index] = record.token
-                    tracker.add(bytes_verified=len(landed), bytes_reused=len(landed))
+                    n = len(landed)
+                    tracker.add(bytes_durable=n, bytes_verified=n, bytes_reused=n)
                     return chunk, memoryview(landed), False, buf
                 log.warning(
                     "chunk %d of %s no longer matches its recorded digest; "
@@ -515,10 +586,11 @@ class TransferEngine:
             self.sessions.update(session.id, error=str(error))
             raise error
         digest = hasher.hexdigest()
-        self._retry(f"committing {dest_url}", lambda: writer.commit(tokens))
+        self._retry(f"committing {dest_url}", lambda: writer.commit(tokens), cancel)
         self.sessions.update(
             session.id,
             status=COMPLETED,
+            error="",  # an earlier interruption is no longer the session's state
             digest=digest,
             sha256=hasher.sha256_hexdigest(),
         )
@@ -545,9 +617,18 @@ class TransferEngine:
         )
 
 
+def _object_name(obj: SourceObject) -> str:
+    """The file name of an object copied on its own."""
+    if obj.name:
+        return obj.name
+    path = urlsplit(obj.url).path if "://" in obj.url else obj.url
+    name = unquote(PurePosixPath(path.rstrip("/")).name)
+    return name if name not in ("", ".", "..") else "download"
+
+
 def _single_key(obj: SourceObject, destination: str) -> str:
     """Where a single copied object goes, relative to the destination."""
-    name = PurePosixPath(obj.url.rstrip("/").split("?", 1)[0]).name or "download"
+    name = _object_name(obj)
     if destination.endswith("/"):
         return name
     if scheme_of(destination) in ("file", "local"):
@@ -559,4 +640,6 @@ def _single_key(obj: SourceObject, destination: str) -> str:
 
 
 def _renamed(obj: SourceObject, key: str) -> SourceObject:
-    return SourceObject(obj.url, key, obj.size, obj.identity, obj.content_type)
+    return SourceObject(
+        obj.url, key, obj.size, obj.identity, obj.content_type, obj.name
+    )

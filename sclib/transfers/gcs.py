@@ -77,7 +77,7 @@ from sclib.errors import (
     SourceError,
 )
 from sclib.transfers.destinations import BucketDestination, DestinationWriter
-from sclib.transfers.plan import Chunk
+from sclib.transfers.plan import Chunk, check_chunk
 from sclib.transfers.sources import FsspecSource, SourceObject
 
 __all__ = [
@@ -567,22 +567,7 @@ class GCSWriter(DestinationWriter):
         return min(self.chunk_size, self.size - index * self.chunk_size)
 
     def _check_chunk(self, chunk: Chunk, data: bytes) -> None:
-        if not 0 <= chunk.index < self.parts:
-            raise InvalidInput(
-                f"chunk {chunk.index} is out of range: {self.url} has {self.parts}"
-            )
-        if chunk.offset != chunk.index * self.chunk_size or chunk.length != (
-            self._chunk_length(chunk.index)
-        ):
-            raise InvalidInput(
-                f"chunk {chunk} does not match chunks of {self.chunk_size} bytes "
-                f"of a {self.size}-byte object"
-            )
-        if len(data) != chunk.length:
-            raise InvalidInput(
-                f"chunk {chunk.index} is {chunk.length} bytes but {len(data)} "
-                "were given"
-            )
+        check_chunk(chunk, len(data), self.size, self.chunk_size, self.url)
 
     def write_chunk(self, chunk: Chunk, data: bytes | memoryview) -> str | None:
         data = bytes(data)  # a no-op for bytes; the engine may pass a view
@@ -632,6 +617,21 @@ class GCSWriter(DestinationWriter):
             if rest.isdigit():
                 parts[int(rest)] = item
         return parts, names
+
+    def missing(self, tokens: Mapping[int, str | None]) -> list[int]:
+        if not tokens or self._committed:
+            return []
+        parts, _ = self._listed_parts()
+        bad = []
+        for i, token in tokens.items():
+            part = parts.get(i)
+            if (
+                part is None
+                or str(part.get("generation")) != str(token)
+                or int(part.get("size", -1)) != self._chunk_length(i)
+            ):
+                bad.append(i)
+        return sorted(bad)
 
     def commit(self, tokens: Mapping[int, str | None]) -> None:
         if self._committed:

@@ -792,6 +792,7 @@ class DriveSource(Source):
         url = f"gdrive://{file_id}"
         mime = str(meta.get("mimeType") or "application/octet-stream")
         identity = self._identity(meta)
+        name = _safe_name(str(meta.get("name") or ""), file_id)
         if not self._is_google(mime):
             return SourceObject(
                 url=url,
@@ -799,14 +800,21 @@ class DriveSource(Source):
                 size=int(meta.get("size") or 0),
                 identity=identity,
                 content_type=mime,
+                name=name,
             )
         export = self._export_mime(mime)
         if export is None:
             return None
         identity["export_mime"] = export
         spool = self._spool_for(file_id, identity, url)
+        ext = _extension(export)
         return SourceObject(
-            url=url, key=key, size=spool.size, identity=identity, content_type=export
+            url=url,
+            key=key,
+            size=spool.size,
+            identity=identity,
+            content_type=export,
+            name=f"{name}.{ext}" if ext else name,
         )
 
     def _unsupported(self, meta: Mapping[str, Any], url: str) -> Exception:

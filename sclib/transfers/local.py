@@ -74,7 +74,11 @@ class LocalSource(Source):
         if not stat_mod.S_ISREG(st.st_mode):
             raise SourceNotFound(f"{path} is not a regular file")
         return SourceObject(
-            url=str(path.resolve()), key=key, size=st.st_size, identity=_identity(st)
+            url=str(path.resolve()),
+            key=key,
+            size=st.st_size,
+            identity=_identity(st),
+            name=path.name,
         )
 
     def stat(self, url: str) -> SourceObject:
@@ -138,18 +142,24 @@ class _LocalWriter(DestinationWriter):
     def __init__(self, final: Path, size: int, state: Mapping[str, Any] | None) -> None:
         self.final = final
         self.size = size
+        if final.is_dir():
+            raise InvalidInput(
+                f"{final} is a folder; copy into it with a trailing '/' or choose "
+                "another destination"
+            )
         temp = Path(state["temp"]) if state and state.get("temp") else None
-        resumed = (
-            temp is not None
-            and temp.parent == final.parent
-            and temp.exists()
-            and temp.stat().st_size == size
-        )
+        resumed = False
+        if temp is not None and temp.parent == final.parent and temp.exists():
+            if temp.stat().st_size == size:
+                resumed = True
+            else:  # a leftover of another size: not ours to resume, not to keep
+                temp.unlink(missing_ok=True)
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             if not resumed:
+                # short enough for any name: the final name may already be 255 bytes
                 temp = final.with_name(
-                    f".{final.name}.{secrets.token_hex(4)}.sclib-part"
+                    f".{final.name[:64]}.{secrets.token_hex(4)}.sclib-part"
                 )
                 fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
                 try:
@@ -168,6 +178,15 @@ class _LocalWriter(DestinationWriter):
         self._buffers = threading.local()
         self.state = {"temp": str(temp), "resumed": resumed}
 
+    def _close_fd(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def close(self) -> None:
+        self._close_fd()
+
     def write_chunk(self, chunk: Chunk, data: bytes | memoryview) -> str | None:
         if len(data) != chunk.length:
             raise InvalidInput(
@@ -180,11 +199,12 @@ class _LocalWriter(DestinationWriter):
         view, src = memoryview(buf), memoryview(data)
         intact = True
         try:
-            written = os.pwrite(self._fd, data, chunk.offset)
-            if written != len(data):
-                raise DestinationError(
-                    f"short write to {self.temp}: {written} of {len(data)} bytes"
-                )
+            written, whole = 0, memoryview(data)
+            while written < len(whole):  # pwrite may write less than asked
+                n = os.pwrite(self._fd, whole[written:], chunk.offset + written)
+                if n == 0:
+                    raise DestinationError(f"no progress writing {self.temp}")
+                written += n
             for start in range(0, chunk.length, _READBACK):
                 n = min(_READBACK, chunk.length - start)
                 got = os.preadv(self._fd, [view[:n]], chunk.offset + start)
@@ -209,8 +229,9 @@ class _LocalWriter(DestinationWriter):
 
     def commit(self, tokens: Mapping[int, str | None]) -> None:
         try:
-            os.fsync(self._fd)
-            os.close(self._fd)
+            if self._fd >= 0:
+                os.fsync(self._fd)
+                self._close_fd()
             os.replace(self.temp, self.final)
             dir_fd = os.open(self.final.parent, os.O_RDONLY)
             try:
@@ -218,12 +239,19 @@ class _LocalWriter(DestinationWriter):
             finally:
                 os.close(dir_fd)
         except OSError as exc:
-            raise DestinationError(f"cannot commit {self.final}: {exc}") from exc
+            error = DestinationError(f"cannot commit {self.final}: {exc}")
+            if isinstance(
+                exc, IsADirectoryError | NotADirectoryError | FileExistsError
+            ):
+                error.retryable = False  # trying again cannot help
+            raise error from exc
 
     def abort(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
-        self.temp.unlink(missing_ok=True)
+        self._close_fd()
+        try:
+            self.temp.unlink(missing_ok=True)
+        except OSError as exc:
+            raise DestinationError(f"cannot remove {self.temp}: {exc}") from exc
 
 
 class LocalDestination(Destination):

@@ -22,6 +22,7 @@ __all__ = [
     "Chunk",
     "ChunkPlan",
     "auto_chunk_size",
+    "check_chunk",
     "parse_size",
 ]
 
@@ -31,7 +32,7 @@ GIB = 1024 * MIB
 MAX_PARTS = 10_000
 MIN_OBJECT_STORE_CHUNK = 5 * MIB
 DEFAULT_CHUNK = 8 * MIB
-MAX_CHUNK = 4 * GIB
+MAX_CHUNK = 1 * GIB
 
 
 def _next_power_of_two_kib(n: int) -> int:
@@ -59,7 +60,7 @@ def check_chunk_size(chunk_size: int, size: int, *, object_store: bool = False) 
     """Validate an explicit chunk size; return it."""
     if chunk_size < KIB or chunk_size & (chunk_size - 1) or chunk_size > MAX_CHUNK:
         raise InvalidInput(
-            f"chunk size must be a power of two between 1 KiB and 4 GiB, got "
+            f"chunk size must be a power of two between 1 KiB and 1 GiB, got "
             f"{chunk_size}"
         )
     if object_store:
@@ -155,3 +156,26 @@ class ChunkPlan:
     def bytes_in(self, indexes: Iterable[int]) -> int:
         """How many bytes the given chunks hold."""
         return sum(self.chunk(i).length for i in set(indexes))
+
+
+def check_chunk(
+    chunk: Chunk, data_length: int, size: int, chunk_size: int, what: str
+) -> None:
+    """Check that ``chunk`` is one of the plan's chunks and ``data`` fits it.
+
+    Writers call this before storing anything, so a caller's mistake is an
+    :class:`~sclib.errors.InvalidInput` naming ``what``, not a corrupt object.
+    """
+    parts = -(-size // chunk_size)
+    if not 0 <= chunk.index < parts:
+        raise InvalidInput(f"chunk {chunk.index} is out of range: {what} has {parts}")
+    expected = min(chunk_size, size - chunk.index * chunk_size)
+    if chunk.offset != chunk.index * chunk_size or chunk.length != expected:
+        raise InvalidInput(
+            f"chunk {chunk} does not match chunks of {chunk_size} bytes of a "
+            f"{size}-byte object"
+        )
+    if data_length != chunk.length:
+        raise InvalidInput(
+            f"chunk {chunk.index} is {chunk.length} bytes but {data_length} were given"
+        )

@@ -64,7 +64,7 @@ from sclib.errors import (
     SourceError,
 )
 from sclib.transfers.destinations import BucketDestination, DestinationWriter
-from sclib.transfers.plan import MAX_PARTS, MIN_OBJECT_STORE_CHUNK, Chunk
+from sclib.transfers.plan import MAX_PARTS, MIN_OBJECT_STORE_CHUNK, Chunk, check_chunk
 from sclib.transfers.sources import FsspecSource, SourceObject
 
 __all__ = ["S3Destination", "S3Source", "S3Writer", "s3fs_options"]
@@ -450,22 +450,7 @@ class S3Writer(DestinationWriter):
         return min(self.chunk_size, self.size - index * self.chunk_size)
 
     def _check_chunk(self, chunk: Chunk, data: bytes) -> None:
-        if not 0 <= chunk.index < self.parts:
-            raise InvalidInput(
-                f"chunk {chunk.index} is out of range: {self.url} has {self.parts}"
-            )
-        if chunk.offset != chunk.index * self.chunk_size or chunk.length != (
-            self._chunk_length(chunk.index)
-        ):
-            raise InvalidInput(
-                f"chunk {chunk} does not match chunks of {self.chunk_size} bytes "
-                f"of a {self.size}-byte object"
-            )
-        if len(data) != chunk.length:
-            raise InvalidInput(
-                f"chunk {chunk.index} is {chunk.length} bytes but {len(data)} "
-                "were given"
-            )
+        check_chunk(chunk, len(data), self.size, self.chunk_size, self.url)
 
     def write_chunk(self, chunk: Chunk, data: bytes | memoryview) -> str | None:
         data = bytes(data)  # a no-op for bytes; the engine may pass a view
@@ -539,6 +524,22 @@ class S3Writer(DestinationWriter):
             if next_marker <= marker:
                 return parts
             marker = next_marker
+
+    def missing(self, tokens: Mapping[int, str | None]) -> list[int]:
+        upload_id = self.upload_id
+        if upload_id is None or not tokens:
+            return []
+        try:
+            listed = self._listed_parts(upload_id)
+        except _IO_ERRORS as exc:
+            raise DestinationError(
+                f"cannot list the parts of the upload of {self.url}: {exc}"
+            ) from exc
+        return sorted(
+            i
+            for i, token in tokens.items()
+            if listed.get(i + 1) != (str(token), self._chunk_length(i))
+        )
 
     def commit(self, tokens: Mapping[int, str | None]) -> None:
         upload_id = self.upload_id

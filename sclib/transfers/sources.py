@@ -58,6 +58,9 @@ class SourceObject:
         ``version_id``, ``generation``, ``md5`` ...). Two reads with equal identity
         read the same bytes; a resumed transfer compares it.
     :param content_type: the MIME type, when the source knows it.
+    :param name: the file name to use when the object is copied on its own into a
+        folder, when the URL does not say it (a Drive file id, a symlink); default:
+        the last part of the URL's path.
     """
 
     url: str
@@ -65,6 +68,7 @@ class SourceObject:
     size: int
     identity: Mapping[str, str] = field(default_factory=dict)
     content_type: str | None = None
+    name: str | None = None
 
 
 class Source(ABC):

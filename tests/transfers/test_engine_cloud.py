@@ -126,3 +126,38 @@ def test_local_to_gcs_and_back(gcs: dict[str, Any], tmp_path: Path) -> None:
     assert up.files[0].chunks == 2
     engine.copy(url, str(tmp_path / "back.tif"), source_options=gcs["options"])
     assert (tmp_path / "back.tif").read_bytes() == data
+
+
+def test_lost_gcs_part_is_sent_again_on_resume(
+    gcs: dict[str, Any], tmp_path: Path
+) -> None:
+    """A recorded part that vanished from the bucket is noticed on resume and sent
+    again, instead of failing every later commit."""
+    from gcsfs.core import GCSFileSystem
+
+    data = os.urandom(40 * MIB)
+    (tmp_path / "big.raw").write_bytes(data)
+    sessions = MemorySessionStore()
+    engine = TransferEngine(
+        sessions, TransferConfig(chunk_size=8 * MIB, parallel=1, retry_delay=0)
+    )
+    url = f"gs://{gcs['bucket']}/lost/big.raw"
+    with pytest.raises(Interrupted):
+        engine.copy(
+            f"flaky://{tmp_path}/big.raw",
+            url,
+            dest_options=gcs["options"],
+            source_options={"fail_after": 3},
+        )
+    (session,) = sessions.list(status="active")
+    assert 0 in session.chunks
+    fs = GCSFileSystem(**gcs["options"])
+    parts = [p for p in fs.find(f"{gcs['bucket']}/lost/") if "sclib-parts" in p]
+    first = min(parts)
+    fs.rm(first)
+    result = engine.copy(
+        f"flaky://{tmp_path}/big.raw", url, dest_options=gcs["options"]
+    )
+    assert result.files[0].chunks_reused == len(session.chunks) - 1
+    engine.copy(url, str(tmp_path / "back.raw"), source_options=gcs["options"])
+    assert (tmp_path / "back.raw").read_bytes() == data
