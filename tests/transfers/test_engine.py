@@ -291,3 +291,23 @@ def test_bad_configuration_is_refused() -> None:
         TransferEngine(config=TransferConfig(chunk_size=3000)).copy(
             __file__, "/tmp/never-written-sclib-test"
         )
+
+
+def test_digest_equals_b3sum(tmp_path: Path) -> None:
+    """The whole-file digest is exactly what the b3sum tool prints."""
+    import shutil
+    import subprocess
+
+    b3sum = shutil.which("b3sum")
+    if b3sum is None:
+        pytest.skip(
+            "b3sum is not installed (Debian package b3sum; .ci/run installs it)"
+        )
+    write(tmp_path / "src.bin", 3 * 1024 * KIB + 77)
+    result = TransferEngine(config=TransferConfig(chunk_size=64 * KIB)).copy(
+        str(tmp_path / "src.bin"), str(tmp_path / "dst.bin")
+    )
+    printed = subprocess.run(
+        [b3sum, str(tmp_path / "dst.bin")], capture_output=True, text=True, check=True
+    ).stdout.split()[0]
+    assert result.files[0].blake3 == printed
