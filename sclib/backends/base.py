@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from sclib.errors import LeaseLost
+from sclib.errors import LeaseLost, SclibError
 from sclib.models import ErrorRecord, Job, JobEvent, Lease, Progress
 
 if TYPE_CHECKING:
@@ -146,7 +146,12 @@ class JobStore(ABC):
         """Claim up to ``limit`` jobs, in claim order."""
         jobs: list[Job] = []
         while len(jobs) < limit:
-            job = self.claim(worker_id, types, now, lease_until)
+            try:
+                job = self.claim(worker_id, types, now, lease_until)
+            except SclibError:
+                if not jobs:
+                    raise
+                break  # keep what was claimed: dropping it would strand those jobs
             if job is None:
                 break
             jobs.append(job)

@@ -8,14 +8,18 @@ Atomicity: a claim is one ``find_one_and_update`` with ``sort`` and
 ``ReturnDocument.AFTER``; every later write is a ``find_one_and_update`` whose filter
 holds the fence (``_id``, ``worker_id``, ``attempts``, ``status: running``), so a
 worker that lost its lease matches nothing. Operations that touch several documents
-(unblocking or cancelling dependents) are idempotent follow-ups; the rescue sweep
-repairs any dependency count a crash left behind.
+(unblocking or cancelling dependents) are idempotent follow-ups, each write a
+compare-and-set; the rescue sweep takes turns through every waiting job and repairs
+what a crash between two writes left behind (a missed completion, a missed cascade).
+On a replica set these steps could run in one transaction; they do not, so that the
+same code runs against the in-process stand-in used in CI.
 
 Indexes are created idempotently on first use.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -35,6 +39,7 @@ from sclib.models import ErrorRecord, Job, JobEvent, Lease, Progress
 
 try:
     import pymongo
+    from bson.errors import InvalidDocument
     from pymongo import ReturnDocument
     from pymongo.errors import DuplicateKeyError, PyMongoError
     from pymongo.write_concern import WriteConcern
@@ -45,6 +50,12 @@ if TYPE_CHECKING:
     from sclib.jobs.policy import RetryPolicy
 
 __all__ = ["MongoJobStore"]
+
+log = logging.getLogger(__name__)
+
+#: what the driver raises: its own errors, and bson's for documents it cannot store
+#: (a result over 16 MB is a DocumentTooLarge, which is an InvalidDocument)
+_DRIVER_ERRORS: tuple[type[Exception], ...] = (PyMongoError, InvalidDocument)
 
 _FINISHED = ["completed", "failed", "cancelled"]
 _NO_EVENTS = {"events": False}
@@ -165,6 +176,7 @@ class MongoJobStore(JobStore):
         self.coll = client[database].get_collection(collection, write_concern=wc)
         self.database = database
         self.collection = collection
+        self._sweep_after: str | None = None
         self._ensure_indexes()
 
     @classmethod
@@ -229,7 +241,7 @@ class MongoJobStore(JobStore):
             self.coll.create_index("dataset_uuid", name="dataset")
             self.coll.create_index("owner", name="owner")
             self.coll.create_index("finished_at", name="finished")
-        except PyMongoError as exc:
+        except _DRIVER_ERRORS as exc:
             err = _backend_error(exc)
             raise BackendError(f"cannot create job indexes: {err}") from exc
 
@@ -252,7 +264,7 @@ class MongoJobStore(JobStore):
                 projection=_NO_EVENTS,
                 return_document=_AFTER,
             )
-        except PyMongoError as exc:
+        except _DRIVER_ERRORS as exc:
             raise _backend_error(exc) from exc
         if doc is None:
             raise LeaseLost(lease.job_id, lease.worker_id, lease.attempt)
@@ -263,7 +275,7 @@ class MongoJobStore(JobStore):
             doc: dict[str, Any] | None = self.coll.find_one(
                 {"_id": job_id}, projection=_NO_EVENTS
             )
-        except PyMongoError as exc:
+        except _DRIVER_ERRORS as exc:
             raise _backend_error(exc) from exc
         if doc is None:
             raise JobNotFound(job_id)
@@ -278,42 +290,86 @@ class MongoJobStore(JobStore):
             )
         )
 
-    def _recount(self, job_ids: Sequence[str]) -> None:
-        """Set ``waiting_on`` of pending jobs from their dependencies' statuses."""
-        for doc in self.coll.find(
-            {"_id": {"$in": list(job_ids)}, "status": "pending"},
-            projection={"depends_on": True, "waiting_on": True},
-        ):
-            waiting = self._count_waiting(doc.get("depends_on", []))
-            if waiting != doc.get("waiting_on", 0):
-                self.coll.update_one(
-                    {"_id": doc["_id"], "status": "pending"},
-                    {"$set": {"waiting_on": waiting}},
+    def _recount(self, job_ids: Sequence[str], now: datetime | None = None) -> None:
+        """Set ``waiting_on`` of pending jobs from their dependencies' statuses, and
+        cancel those behind a failed or cancelled dependency. Each write is a
+        compare-and-set on what was read, so concurrent recounts cannot lose one."""
+        try:
+            for doc in self.coll.find(
+                {"_id": {"$in": list(job_ids)}, "status": "pending"},
+                projection={"depends_on": True, "waiting_on": True},
+            ):
+                deps = doc.get("depends_on", [])
+                dead = (
+                    self.coll.find_one(
+                        {
+                            "_id": {"$in": deps},
+                            "status": {"$in": ["failed", "cancelled"]},
+                        },
+                        projection={"status": True},
+                    )
+                    if deps
+                    else None
                 )
+                if dead is not None:
+                    when = now or datetime.now(UTC)
+                    message = f"dependency {dead['_id']} {dead['status']}"
+                    cancelled = self.coll.find_one_and_update(
+                        {"_id": doc["_id"], "status": "pending"},
+                        {
+                            "$set": {
+                                "status": "cancelled",
+                                "error": message,
+                                "updated_at": when,
+                                "finished_at": when,
+                            },
+                            "$push": {
+                                "events": _event("cancelled", when, message=message)
+                            },
+                        },
+                        projection={"_id": True},
+                    )
+                    if cancelled is not None:
+                        self._cascade_cancel(doc["_id"], when, "cancelled")
+                    continue
+                waiting = self._count_waiting(deps)
+                old = doc.get("waiting_on", 0)
+                if waiting != old:
+                    self.coll.update_one(
+                        {"_id": doc["_id"], "status": "pending", "waiting_on": old},
+                        {"$set": {"waiting_on": waiting}},
+                    )
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc) from exc
 
     def _cascade_cancel(self, job_id: str, now: datetime, why: str) -> None:
-        todo = [job_id]
-        while todo:
-            dep = todo.pop()
-            message = f"dependency {dep} {why}"
-            for doc in self.coll.find(
-                {"depends_on": dep, "status": "pending"}, projection={"_id": True}
-            ):
-                done = self.coll.find_one_and_update(
-                    {"_id": doc["_id"], "status": "pending"},
-                    {
-                        "$set": {
-                            "status": "cancelled",
-                            "error": message,
-                            "updated_at": now,
-                            "finished_at": now,
+        try:
+            todo = [job_id]
+            while todo:
+                dep = todo.pop()
+                message = f"dependency {dep} {why}"
+                for doc in self.coll.find(
+                    {"depends_on": dep, "status": "pending"}, projection={"_id": True}
+                ):
+                    done = self.coll.find_one_and_update(
+                        {"_id": doc["_id"], "status": "pending"},
+                        {
+                            "$set": {
+                                "status": "cancelled",
+                                "error": message,
+                                "updated_at": now,
+                                "finished_at": now,
+                            },
+                            "$push": {
+                                "events": _event("cancelled", now, message=message)
+                            },
                         },
-                        "$push": {"events": _event("cancelled", now, message=message)},
-                    },
-                    projection={"_id": True},
-                )
-                if done is not None:
-                    todo.append(doc["_id"])
+                        projection={"_id": True},
+                    )
+                    if done is not None:
+                        todo.append(doc["_id"])
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc) from exc
 
     # -- producing -----------------------------------------------------------------
 
@@ -392,11 +448,12 @@ class MongoJobStore(JobStore):
                 if existing is None:
                     raise
                 return _doc_to_job(existing), False
-            if doc["waiting_on"]:
-                # a dependency may have completed between the check and the insert
-                self._recount([job.id])
+            if job.depends_on and not dead:
+                # a dependency may have completed, failed or been cancelled between
+                # the check and the insert
+                self._recount([job.id], now)
             return _doc_to_job(self._find(job.id)), True
-        except PyMongoError as exc:
+        except _DRIVER_ERRORS as exc:
             raise _backend_error(exc) from exc
 
     # -- consuming -------------------------------------------------------------------
@@ -437,7 +494,11 @@ class MongoJobStore(JobStore):
             if doc is None:
                 return None
             started = doc.get("started_at") or now
-            # second, fenced write: the attempt number is known only now
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc) from exc
+        try:
+            # second, fenced write: the attempt number is known only now. It only
+            # records the event; if it fails, the claim stands.
             doc = (
                 self.coll.find_one_and_update(
                     {
@@ -457,8 +518,12 @@ class MongoJobStore(JobStore):
                 )
                 or doc
             )
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
+        except _DRIVER_ERRORS as exc:
+            log.warning(
+                "job %s claimed, but its claim event was not stored: %s",
+                doc["_id"],
+                _backend_error(exc),
+            )
         return _doc_to_job(doc)
 
     def heartbeat(
@@ -499,7 +564,7 @@ class MongoJobStore(JobStore):
             ]
             if dependents:
                 self._recount(dependents)
-        except PyMongoError as exc:
+        except _DRIVER_ERRORS as exc:
             raise _backend_error(exc) from exc
         return job
 
@@ -510,6 +575,41 @@ class MongoJobStore(JobStore):
         failures = current.get("failures", 0) + 1
         retry_at = policy.after_error(failures, current["max_attempts"], now)
         fence = {**self._fence(lease), "failures": current.get("failures", 0)}
+        if retry_at is not None and current.get("cancel_requested"):
+            # cancelled while running, then it failed: no retry
+            message = f"cancelled; its last attempt failed: {error.error}"
+            try:
+                doc = self.coll.find_one_and_update(
+                    fence,
+                    {
+                        "$set": {
+                            "status": "cancelled",
+                            "failures": failures,
+                            "error": message,
+                            "lease_until": None,
+                            "updated_at": now,
+                            "finished_at": now,
+                        },
+                        "$push": {
+                            "error_history": _error_doc(error),
+                            "events": _event(
+                                "cancelled",
+                                now,
+                                lease.worker_id,
+                                lease.attempt,
+                                message,
+                            ),
+                        },
+                    },
+                    projection=_NO_EVENTS,
+                    return_document=_AFTER,
+                )
+            except _DRIVER_ERRORS as exc:
+                raise _backend_error(exc) from exc
+            if doc is None:
+                raise LeaseLost(lease.job_id, lease.worker_id, lease.attempt)
+            self._cascade_cancel(lease.job_id, now, "cancelled")
+            return _doc_to_job(doc)
         if retry_at is None:
             update: dict[str, Any] = {
                 "$set": {
@@ -558,7 +658,7 @@ class MongoJobStore(JobStore):
                 raise LeaseLost(lease.job_id, lease.worker_id, lease.attempt)
             if retry_at is None:
                 self._cascade_cancel(lease.job_id, now, "failed")
-        except PyMongoError as exc:
+        except _DRIVER_ERRORS as exc:
             raise _backend_error(exc) from exc
         return _doc_to_job(doc)
 
@@ -584,6 +684,12 @@ class MongoJobStore(JobStore):
         return job
 
     def release(self, lease: Lease, now: datetime, message: str) -> Job:
+        current = self._find(lease.job_id)
+        if current.get("cancel_requested") and all(
+            current.get(k) == v for k, v in self._fence(lease).items()
+        ):
+            # cancelled while running: do not hand it to another worker
+            return self.cancel_running(lease, now, f"cancelled ({message})")
         return self._fenced_update(
             lease,
             {
@@ -633,7 +739,7 @@ class MongoJobStore(JobStore):
                 projection=_NO_EVENTS,
                 return_document=_AFTER,
             )
-        except PyMongoError as exc:
+        except _DRIVER_ERRORS as exc:
             raise _backend_error(exc) from exc
         if doc is not None:
             return _doc_to_job(doc)
@@ -643,12 +749,34 @@ class MongoJobStore(JobStore):
             "jobs can be cancelled"
         )
 
+    def _dead_dependency(self, deps: Sequence[str]) -> dict[str, Any] | None:
+        if not deps:
+            return None
+        try:
+            found: dict[str, Any] | None = self.coll.find_one(
+                {
+                    "_id": {"$in": list(deps)},
+                    "status": {"$in": ["failed", "cancelled"]},
+                },
+                projection={"status": True},
+            )
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc) from exc
+        return found
+
     def retry(self, job_id: str, now: datetime) -> Job:
         current = self._find(job_id)
         if current["status"] not in ("failed", "cancelled"):
             raise InvalidJobState(
                 f"job {job_id} is {current['status']}; only failed or cancelled jobs "
                 "can be retried"
+            )
+        dead = self._dead_dependency(current.get("depends_on", []))
+        if dead is not None:
+            raise InvalidJobState(
+                f"job {job_id} depends on job {dead['_id']}, which is "
+                f"{dead['status']}; retry that one first (its dependents come back "
+                "with it)"
             )
         try:
             waiting = self._count_waiting(current.get("depends_on", []))
@@ -676,7 +804,7 @@ class MongoJobStore(JobStore):
                 projection=_NO_EVENTS,
                 return_document=_AFTER,
             )
-        except PyMongoError as exc:
+        except _DRIVER_ERRORS as exc:
             raise _backend_error(exc) from exc
         if doc is None:
             raise InvalidJobState(f"job {job_id} changed while it was being retried")
@@ -684,40 +812,57 @@ class MongoJobStore(JobStore):
         return _doc_to_job(doc)
 
     def _revive_dependents(self, job_id: str, now: datetime) -> None:
-        """Re-queue the jobs that were cancelled only because ``job_id`` ended."""
-        todo = [job_id]
-        while todo:
-            dep = todo.pop()
-            for doc in self.coll.find(
-                {
-                    "depends_on": dep,
-                    "status": "cancelled",
-                    "error": {"$regex": f"^dependency {dep} "},
-                },
-                projection={"depends_on": True},
-            ):
-                waiting = self._count_waiting(doc.get("depends_on", []))
-                done = self.coll.find_one_and_update(
-                    {"_id": doc["_id"], "status": "cancelled"},
+        """Re-queue the jobs that were cancelled only because ``job_id`` ended
+        (those still behind another dead dependency stay cancelled, saying so)."""
+        try:
+            todo = [job_id]
+            while todo:
+                dep = todo.pop()
+                for doc in self.coll.find(
                     {
-                        "$set": {
-                            "status": "pending",
-                            "error": None,
-                            "run_at": now,
-                            "waiting_on": waiting,
-                            "updated_at": now,
-                            "finished_at": None,
-                        },
-                        "$push": {
-                            "events": _event(
-                                "retried", now, message=f"dependency {dep} retried"
-                            )
-                        },
+                        "depends_on": dep,
+                        "status": "cancelled",
+                        "error": {"$regex": f"^dependency {dep} "},
                     },
-                    projection={"_id": True},
-                )
-                if done is not None:
-                    todo.append(doc["_id"])
+                    projection={"depends_on": True},
+                ):
+                    deps = doc.get("depends_on", [])
+                    dead = self._dead_dependency(deps)
+                    if dead is not None:
+                        self.coll.update_one(
+                            {"_id": doc["_id"], "status": "cancelled"},
+                            {
+                                "$set": {
+                                    "error": f"dependency {dead['_id']} "
+                                    f"{dead['status']}",
+                                    "updated_at": now,
+                                }
+                            },
+                        )
+                        continue
+                    done = self.coll.find_one_and_update(
+                        {"_id": doc["_id"], "status": "cancelled"},
+                        {
+                            "$set": {
+                                "status": "pending",
+                                "error": None,
+                                "run_at": now,
+                                "waiting_on": self._count_waiting(deps),
+                                "updated_at": now,
+                                "finished_at": None,
+                            },
+                            "$push": {
+                                "events": _event(
+                                    "retried", now, message=f"dependency {dep} retried"
+                                )
+                            },
+                        },
+                        projection={"_id": True},
+                    )
+                    if done is not None:
+                        todo.append(doc["_id"])
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc) from exc
 
     def rescue_expired(
         self, now: datetime, policy: RetryPolicy, limit: int = 100
@@ -736,17 +881,23 @@ class MongoJobStore(JobStore):
                 rescued_job = self._rescue_one(cur, now, policy)
                 if rescued_job is not None:
                     rescued.append(rescued_job)
-            # repair dependency counts a crash between two writes may have left
-            stuck = [
+            # Repair what a crash between two writes may have left: dependency
+            # counts that missed a completion, and dependents of a job that failed
+            # or was cancelled before its cascade ran. One page per sweep, taking
+            # turns through every waiting job.
+            query: dict[str, Any] = {"status": "pending", "waiting_on": {"$gt": 0}}
+            if self._sweep_after is not None:
+                query["_id"] = {"$gt": self._sweep_after}
+            page = [
                 d["_id"]
-                for d in self.coll.find(
-                    {"status": "pending", "waiting_on": {"$gt": 0}},
-                    projection={"_id": True},
-                ).limit(limit)
+                for d in self.coll.find(query, projection={"_id": True})
+                .sort("_id", 1)
+                .limit(limit)
             ]
-            if stuck:
-                self._recount(stuck)
-        except PyMongoError as exc:
+            self._sweep_after = page[-1] if len(page) == limit else None
+            if page:
+                self._recount(page, now)
+        except _DRIVER_ERRORS as exc:
             raise _backend_error(exc) from exc
         return rescued
 
@@ -827,7 +978,7 @@ class MongoJobStore(JobStore):
         try:
             cursor = self.coll.find(query, projection=_NO_EVENTS).sort("_id", 1)
             return [_doc_to_job(d) for d in cursor.skip(offset).limit(limit)]
-        except PyMongoError as exc:
+        except _DRIVER_ERRORS as exc:
             raise _backend_error(exc) from exc
 
     def counts(self) -> Mapping[tuple[str, str], int]:
@@ -843,13 +994,13 @@ class MongoJobStore(JobStore):
                 ]
             )
             return {(r["_id"]["status"], r["_id"]["type"]): r["n"] for r in rows}
-        except PyMongoError as exc:
+        except _DRIVER_ERRORS as exc:
             raise _backend_error(exc) from exc
 
     def events(self, job_id: str) -> list[JobEvent]:
         try:
             doc = self.coll.find_one({"_id": job_id}, projection={"events": True})
-        except PyMongoError as exc:
+        except _DRIVER_ERRORS as exc:
             raise _backend_error(exc) from exc
         if doc is None:
             raise JobNotFound(job_id)
@@ -869,6 +1020,6 @@ class MongoJobStore(JobStore):
             res = self.coll.delete_many(
                 {"status": {"$in": _FINISHED}, "finished_at": {"$lt": before}}
             )
-        except PyMongoError as exc:
+        except _DRIVER_ERRORS as exc:
             raise _backend_error(exc) from exc
         return int(res.deleted_count)

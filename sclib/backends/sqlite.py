@@ -175,7 +175,7 @@ class SQLiteJobStore(JobStore):
         path: str | os.PathLike[str],
         *,
         synchronous: str = "NORMAL",
-        busy_timeout: float = 30.0,
+        busy_timeout: float = 10.0,
     ) -> None:
         self.db = SQLiteDatabase(
             path, _SCHEMA, synchronous=synchronous, busy_timeout=busy_timeout
@@ -485,10 +485,11 @@ class SQLiteJobStore(JobStore):
         db: sqlite3.Connection,
         items: Sequence[tuple[Lease, Any]],
         t: float,
-    ) -> set[str]:
-        """Complete many jobs with a few statements; return the ids that matched
-        their fence (the others' leases were lost and nothing changed for them)."""
-        done: set[str] = set()
+    ) -> set[tuple[str, str, int]]:
+        """Complete many jobs with a few statements; return the leases (id, worker,
+        attempt) that matched their fence (the others' were lost: nothing changed
+        for them)."""
+        done: set[tuple[str, str, int]] = set()
         for start in range(0, len(items), 200):  # well under SQLite's variable cap
             part = items[start : start + 200]
             params: list[Any] = []
@@ -506,11 +507,11 @@ class SQLiteJobStore(JobStore):
                 "lease_until = NULL, updated_at = ?, finished_at = ? FROM v "
                 "WHERE jobs.id = v.id AND jobs.worker_id = v.worker "
                 "AND jobs.attempts = v.attempt AND jobs.status = 'running' "
-                "RETURNING jobs.id",
+                "RETURNING jobs.id, jobs.worker_id, jobs.attempts",
                 [*params, t, t],
             ).fetchall()
             ids = [r[0] for r in rows]
-            done.update(ids)
+            done.update((r[0], r[1], r[2]) for r in rows)
             if not ids:
                 continue
             marks = ", ".join("?" * len(ids))
@@ -524,11 +525,10 @@ class SQLiteJobStore(JobStore):
                     f"dep_id IN ({marks})) AND +status = 'pending' AND waiting_on > 0",
                     [*ids, *ids],
                 )
-            by_id = {lease.job_id: lease for lease, _ in part}
             db.executemany(
                 "INSERT INTO job_events (job_id, at, kind, worker_id, attempt, "
                 "message) VALUES (?, ?, 'completed', ?, ?, '')",
-                [(i, t, by_id[i].worker_id, by_id[i].attempt) for i in ids],
+                [(r[0], t, r[1], r[2]) for r in rows],
             )
         return done
 
@@ -551,6 +551,18 @@ class SQLiteJobStore(JobStore):
         history = json.loads(current["error_history"])
         history.append(error.to_dict())
         retry_at = policy.after_error(failures, current["max_attempts"], now)
+        if retry_at is not None and current["cancel_requested"]:
+            # cancelled while running, then it failed: no retry
+            self._finish_in(
+                db,
+                lease,
+                "failures = ?, error_history = ?",
+                (failures, _dumps(history)),
+                "id",
+            )
+            return self._cancel_in(
+                db, lease, t, f"cancelled; its last attempt failed: {error.error}"
+            )
         if retry_at is None:
             row = self._finish_in(
                 db,
@@ -620,6 +632,9 @@ class SQLiteJobStore(JobStore):
     def _release_in(
         self, db: sqlite3.Connection, lease: Lease, t: float, message: str
     ) -> sqlite3.Row:
+        if self._fenced(db, lease)["cancel_requested"]:
+            # cancelled while running: do not hand it to another worker
+            return self._cancel_in(db, lease, t, f"cancelled ({message})")
         row = self._finish_in(
             db,
             lease,
@@ -657,7 +672,12 @@ class SQLiteJobStore(JobStore):
             for item in settlements:
                 try:
                     if item.kind == "complete":
-                        if item.lease.job_id not in completed:
+                        lease = item.lease
+                        if (
+                            lease.job_id,
+                            lease.worker_id,
+                            lease.attempt,
+                        ) not in completed:
                             raise LeaseLost(
                                 item.lease.job_id,
                                 item.lease.worker_id,
@@ -716,6 +736,12 @@ class SQLiteJobStore(JobStore):
                     f"job {job_id} is {current['status']}; only failed or cancelled "
                     "jobs can be retried"
                 )
+            dead = self._dead_dependency(db, job_id)
+            if dead is not None:
+                raise InvalidJobState(
+                    f"job {job_id} depends on job {dead[0]}, which is {dead[1]}; "
+                    "retry that one first (its dependents come back with it)"
+                )
             waiting = db.execute(
                 "SELECT COUNT(*) FROM job_deps d JOIN jobs j ON j.id = d.dep_id "
                 "WHERE d.job_id = ? AND j.status != 'completed'",
@@ -732,10 +758,21 @@ class SQLiteJobStore(JobStore):
             self._revive_dependents(db, job_id, t)
         return _row_to_job(row)
 
+    @staticmethod
+    def _dead_dependency(db: sqlite3.Connection, job_id: str) -> tuple[str, str] | None:
+        """A dependency of ``job_id`` that failed or was cancelled, if any."""
+        row = db.execute(
+            "SELECT j.id, j.status FROM job_deps d JOIN jobs j ON j.id = d.dep_id "
+            "WHERE d.job_id = ? AND j.status IN ('failed', 'cancelled') LIMIT 1",
+            (job_id,),
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
     def _revive_dependents(
         self, db: sqlite3.Connection, job_id: str, now: float
     ) -> None:
-        """Re-queue the jobs that were cancelled only because ``job_id`` ended."""
+        """Re-queue the jobs that were cancelled only because ``job_id`` ended
+        (those still behind another dead dependency stay cancelled, saying so)."""
         todo = [job_id]
         while todo:
             dep = todo.pop()
@@ -745,6 +782,13 @@ class SQLiteJobStore(JobStore):
                 (dep, f"dependency {dep} %"),
             ).fetchall()
             for (child,) in rows:
+                dead = self._dead_dependency(db, child)
+                if dead is not None:
+                    db.execute(
+                        "UPDATE jobs SET error = ?, updated_at = ? WHERE id = ?",
+                        (f"dependency {dead[0]} {dead[1]}", now, child),
+                    )
+                    continue
                 db.execute(
                     "UPDATE jobs SET status = 'pending', error = NULL, run_at = ?, "
                     "updated_at = ?, finished_at = NULL, waiting_on = ("

@@ -8,6 +8,7 @@ makes each operation atomic across processes), and driver errors translated to
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -37,7 +38,7 @@ class SQLiteDatabase:
         schema: str,
         *,
         synchronous: str = "NORMAL",
-        busy_timeout: float = 30.0,
+        busy_timeout: float = 10.0,
     ) -> None:
         text = os.fspath(path)
         if not text or text == ":memory:":
@@ -119,7 +120,7 @@ class SQLiteDatabase:
             try:
                 yield conn
             except BaseException as exc:
-                conn.execute("ROLLBACK")
+                self._rollback(conn)
                 if isinstance(exc, sqlite3.Error):
                     raise BackendError(f"database {self.path}: {exc}") from exc
                 raise
@@ -127,8 +128,16 @@ class SQLiteDatabase:
                 try:
                     conn.execute("COMMIT")
                 except sqlite3.Error as exc:
-                    conn.execute("ROLLBACK")
+                    self._rollback(conn)
                     raise BackendError(f"database {self.path}: {exc}") from exc
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        """Roll back if a transaction is still open; SQLite may already have rolled
+        it back itself (disk full, I/O error), and that must not hide the error."""
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Run one query outside a write transaction."""

@@ -60,7 +60,7 @@ class SQLiteSessionStore(SessionStore):
         path: str | os.PathLike[str],
         *,
         synchronous: str = "NORMAL",
-        busy_timeout: float = 30.0,
+        busy_timeout: float = 10.0,
     ) -> None:
         self.db = SQLiteDatabase(
             path, _SCHEMA, synchronous=synchronous, busy_timeout=busy_timeout

@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -87,6 +88,12 @@ class JobQueue:
         self.clock = clock
         self.handlers = handlers
         self.immediate = immediate
+        # inline drains (immediate mode): one at a time, see worker.run_inline
+        self._inline: dict[str, Any] = {
+            "lock": threading.Lock(),
+            "active": False,
+            "dirty": False,
+        }
 
     @classmethod
     def open(cls, url: str, **kwargs: Any) -> JobQueue:

@@ -19,6 +19,7 @@ import json
 import logging
 import multiprocessing
 import os
+import pickle
 import queue as queue_mod
 import secrets
 import signal
@@ -153,25 +154,43 @@ def _record(queue: JobQueue, ctx: JobContext, outcome: _Outcome) -> str:
 def run_inline(
     queue: JobQueue, handlers: HandlerRegistry, *, max_jobs: int | None = None
 ) -> int:
-    """Claim and run jobs in this thread until none is claimable. Returns the count."""
-    if getattr(queue, "_draining", False):
-        return 0  # an enqueue from inside a handler: the outer loop picks it up
-    queue._draining = True  # type: ignore[attr-defined]
+    """Claim and run jobs in this thread until none is claimable. Returns the count.
+
+    One drain runs at a time per queue. A call made while another drain runs (a
+    handler enqueueing, or another thread) marks the queue dirty and returns at
+    once; the running drain then looks again before it stops, so no job is left
+    behind.
+    """
+    state = queue._inline
+    with state["lock"]:
+        if state["active"]:
+            state["dirty"] = True
+            return 0
+        state["active"] = True
     worker_id = f"inline-{new_worker_id()}"
     types = list(handlers)
     ran = 0
     try:
-        while max_jobs is None or ran < max_jobs:
-            job = queue.claim(worker_id, types, lease_seconds=600)
-            if job is None:
-                break
-            queue.heartbeat(job.lease, lease_seconds=job.timeout_seconds + 60)
-            ctx = JobContext(job)
-            _record(queue, ctx, _execute(handlers[job.type], ctx))
-            ran += 1
-    finally:
-        queue._draining = False  # type: ignore[attr-defined]
-    return ran
+        while True:
+            while max_jobs is None or ran < max_jobs:
+                job = queue.claim(worker_id, types, lease_seconds=600)
+                if job is None:
+                    break
+                queue.heartbeat(job.lease, lease_seconds=job.timeout_seconds + 60)
+                ctx = JobContext(job)
+                _record(queue, ctx, _execute(handlers[job.type], ctx))
+                ran += 1
+            with state["lock"]:
+                if state["dirty"] and (max_jobs is None or ran < max_jobs):
+                    state["dirty"] = False
+                    continue
+                state["active"] = False
+                state["dirty"] = False
+                return ran
+    except BaseException:
+        with state["lock"]:
+            state["active"] = False
+        raise
 
 
 # -- process mode ---------------------------------------------------------------
@@ -301,6 +320,16 @@ class Worker:
             )
         for job_type in selected:
             queue.job_types.require(job_type)
+        if mode == "process":
+            for job_type in selected:
+                try:
+                    pickle.dumps(handlers[job_type])
+                except Exception as exc:
+                    raise InvalidInput(
+                        f"process mode sends handlers to a fresh interpreter by "
+                        f"reference, but the handler for {job_type!r} cannot be "
+                        f"pickled ({exc}); make it a module-level function"
+                    ) from None
         self.queue = queue
         self.handlers = handlers
         self.types = selected
@@ -323,6 +352,7 @@ class Worker:
         self._hurry = threading.Event()
         self._beat_stop = threading.Event()
         self._last_rescue = 0.0
+        self._store_ok = True
         self._mp = multiprocessing.get_context("spawn")
 
     def __repr__(self) -> str:
@@ -400,7 +430,13 @@ class Worker:
                 and not (self._slots or self._settlements)
             ):
                 return
-            if until_idle and not claimed and not self._slots and not self._settlements:
+            if (
+                until_idle
+                and self._store_ok
+                and not claimed
+                and not self._slots
+                and not self._settlements
+            ):
                 return
             if claimed and claimed == room:
                 continue  # a full batch: there may be more right away
@@ -434,8 +470,10 @@ class Worker:
             log.warning("could not reach the job store (%s); trying again shortly", exc)
             with self._lock:
                 self._settlements[:0] = pending
+            self._store_ok = False
             self._wake.wait(self.poll_interval)
             return 0, limit
+        self._store_ok = True
         for (item, what), lost in zip(pending, outcomes, strict=True):
             if lost is not None:
                 log.info(
@@ -512,36 +550,53 @@ class Worker:
             slot = self._ready.get()
             if slot is None:
                 return
-            if slot.abandoned or self._hurry.is_set():
+            with self._lock:  # against a concurrent release of a prefetched slot
+                skip = slot.abandoned or self._hurry.is_set()
+                if not skip:
+                    slot.started = True
+                    slot.ctx.deadline = time.monotonic() + slot.job.timeout_seconds
+            if skip:
                 slot.done = True
                 continue
-            slot.started = True
-            slot.ctx.deadline = time.monotonic() + slot.job.timeout_seconds
-            if self.mode == "process":
-                outcome = self._run_process(slot)
-            else:
-                outcome = _execute(self.handlers[slot.job.type], slot.ctx)
-            if not slot.abandoned:
-                self._outcome_settlement(slot, outcome)
-            slot.done = True
+            try:
+                if self.mode == "process":
+                    outcome = self._run_process(slot)
+                else:
+                    outcome = _execute(self.handlers[slot.job.type], slot.ctx)
+            except BaseException as exc:
+                log.exception("job %s: the worker could not run it", slot.job.id)
+                outcome = _Outcome(
+                    "error",
+                    message=f"the worker could not run the job: "
+                    f"{type(exc).__name__}: {exc}",
+                )
+            try:
+                if not slot.abandoned:
+                    self._outcome_settlement(slot, outcome)
+            finally:
+                slot.done = True
             if slot.replaced:
                 return  # a replacement runner took this one's place
 
     def _run_process(self, slot: _Slot) -> _Outcome:
         parent, child = self._mp.Pipe()
-        process = self._mp.Process(
-            target=_child_main,
-            args=(
-                self.handlers[slot.job.type],
-                slot.job,
-                child,
-                slot.job.timeout_seconds,
-            ),
-            daemon=True,
-        )
-        slot.process, slot.conn = process, parent
-        process.start()
-        child.close()
+        try:
+            # not daemonic: a handler may start processes of its own
+            process = self._mp.Process(
+                target=_child_main,
+                args=(
+                    self.handlers[slot.job.type],
+                    slot.job,
+                    child,
+                    slot.job.timeout_seconds,
+                ),
+            )
+            process.start()
+            slot.process, slot.conn = process, parent
+            if slot.abandoned:  # abandoned while starting: do not let it run
+                process.kill()
+        finally:
+            child.close()
         outcome: _Outcome | None = None
         try:
             while outcome is None:
@@ -558,8 +613,12 @@ class Worker:
                 message=f"job process exited with code {process.exitcode} "
                 "before reporting an outcome",
             )
-        process.join(timeout=5)
-        parent.close()
+        finally:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)
+            parent.close()
         return outcome
 
     # -- supervision ---------------------------------------------------------------
@@ -635,7 +694,10 @@ class Worker:
                 return
             with self._lock:
                 slots = [
-                    s for s in self._slots.values() if not s.abandoned and not s.done
+                    # done but not yet saved too: the outcome still needs the lease
+                    s
+                    for s in self._slots.values()
+                    if not s.abandoned
                 ]
             if not slots:
                 continue
@@ -662,11 +724,14 @@ class Worker:
     def _drain(self) -> None:
         """Graceful stop: let running jobs finish, then release what is left."""
         end = time.monotonic() + self.grace_period
-        with self._lock:
+        with self._lock:  # a runner checks `abandoned` under the same lock
             waiting = [s for s in self._slots.values() if not s.started]
+            for slot in waiting:
+                slot.abandoned = True
         for slot in waiting:  # prefetched, never started: give them back now
             self._release(slot)
         while self._slots and not self._hurry.is_set() and time.monotonic() < end:
+            self._check_deadlines()
             self._settle()
             self._wake.wait(0.05)
             self._wake.clear()

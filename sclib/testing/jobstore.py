@@ -516,6 +516,73 @@ class JobStoreContract:
         assert outcomes == [None, None]
         assert [j.id for j in claimed] == [c.id]
 
+    def test_cancel_request_survives_release_and_failure(self, queue: JobQueue) -> None:
+        """A job cancelled while running is not handed on: releasing it or failing
+        it (even with retries left) ends it cancelled."""
+        for end in ("release", "fail"):
+            job = queue.enqueue("upload", max_attempts=5)
+            claimed = queue.claim("w")
+            assert claimed is not None and claimed.id == job.id
+            queue.cancel(job.id, "stop it")
+            if end == "release":
+                queue.release(claimed.lease, "shutting down")
+            else:
+                queue.fail(claimed.lease, "boom")
+            assert queue.get(job.id).status is JobStatus.CANCELLED, end
+            assert queue.claim("w") is None
+
+    def test_retry_refuses_a_job_behind_a_dead_dependency(
+        self, queue: JobQueue
+    ) -> None:
+        """A dependent cannot be retried alone while its dependency is dead; and
+        reviving through one dependency leaves it cancelled if another is dead."""
+        x = queue.enqueue("upload", max_attempts=1)
+        y = queue.enqueue("upload", max_attempts=1)
+        z = queue.enqueue("dataset_conversion", depends_on=[x.id, y.id])
+        for _ in range(2):
+            claimed = queue.claim("w", ["upload"])
+            assert claimed is not None
+            queue.fail(claimed.lease, "gone")
+        assert queue.get(z.id).status is JobStatus.CANCELLED
+        with pytest.raises(InvalidJobState, match="retry that one first"):
+            queue.retry(z.id)
+        queue.retry(x.id)
+        still = queue.get(z.id)
+        assert still.status is JobStatus.CANCELLED
+        assert still.error is not None and y.id in still.error
+        queue.retry(y.id)
+        assert queue.get(z.id).status is JobStatus.PENDING
+
+    def test_stale_and_fresh_lease_of_one_job_in_one_batch(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """In one settle call, the stale lease is refused even though the fresh one
+        for the same job is accepted."""
+        job = queue.enqueue("upload")
+        first = queue.claim("w")
+        assert first is not None
+        queue.release(first.lease)
+        second = queue.claim("w")
+        assert second is not None and second.attempts == first.attempts + 1
+        now = clock()
+        outcomes, _ = queue.store.settle_and_claim(
+            [
+                Settlement(second.lease, "complete", result={"n": 2}),
+                Settlement(first.lease, "complete", result={"n": 1}),
+            ],
+            now,
+            queue.retry_policy,
+            "w",
+            None,
+            now,
+            0,
+        )
+        assert outcomes[0] is None
+        assert isinstance(outcomes[1], LeaseLost)
+        assert queue.get(job.id).result == {"n": 2}
+        completed = [e for e in queue.events(job.id) if e.kind == "completed"]
+        assert [e.attempt for e in completed] == [second.attempts]
+
     def test_heartbeat_many_reports_each_lease(
         self, queue: JobQueue, clock: ManualClock
     ) -> None:

@@ -50,3 +50,9 @@ def slow_cooperative(ctx: JobContext) -> dict[str, Any]:
 def bad_result(ctx: JobContext) -> object:
     """Return something that is not JSON."""
     return {"when": object()}
+
+
+@handlers.register("google_sync")
+def exits(ctx: JobContext) -> None:
+    """Raise SystemExit, which is not an Exception (a badly behaved library)."""
+    raise SystemExit(3)

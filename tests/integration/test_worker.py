@@ -254,3 +254,45 @@ def test_stop_releases_prefetched_jobs_at_once(queue: JobQueue, tmp_path: Path) 
     assert not thread.is_alive()
     assert worker.stats.released == 4
     assert {queue.get(j.id).status for j in jobs} == {JobStatus.PENDING}
+
+
+def test_a_handler_raising_systemexit_does_not_kill_the_worker(queue: JobQueue) -> None:
+    """BaseException from a handler fails that job; the runner lives on."""
+    bad = queue.enqueue("google_sync", max_attempts=1)
+    good = queue.enqueue("data_validation", {"after": True})
+    stats = Worker(queue, handlers, poll_interval=0.05).run(until_idle=True)
+    assert queue.get(bad.id).status is JobStatus.FAILED
+    assert "SystemExit" in (queue.get(bad.id).error or "")
+    assert queue.get(good.id).status is JobStatus.COMPLETED
+    assert stats.completed == 1
+
+
+def test_process_mode_needs_picklable_handlers(queue: JobQueue) -> None:
+    """A lambda cannot cross into a fresh interpreter: refused up front."""
+    local = HandlerRegistry({"data_validation": lambda ctx: None})
+    with pytest.raises(InvalidInput, match="cannot be pickled"):
+        Worker(queue, local, mode="process")
+
+
+def test_immediate_mode_from_several_threads(tmp_path: Path) -> None:
+    """Jobs enqueued from several threads in immediate mode all run."""
+    q = JobQueue.open(
+        f"sqlite:///{tmp_path}/inline.db", handlers=handlers, immediate=True
+    )
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def produce() -> None:
+        for i in range(25):
+            job = q.enqueue("data_validation", {"i": i})
+            with lock:
+                ids.append(job.id)
+
+    threads = [threading.Thread(target=produce) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ids) == 100  # no final drain: every job ran inside some enqueue
+    assert {q.get(i).status for i in ids} == {JobStatus.COMPLETED}
+    q.close()
