@@ -159,9 +159,13 @@ def open_destination(url: str, **options: Any) -> Destination:
     if scheme in ("file", "local"):
         from sclib.transfers.local import LocalDestination, local_path
 
-        if options:
-            raise InvalidInput("local destinations take no options")
-        return LocalDestination(local_path(url))
+        unknown = set(options) - {"fsync"}
+        if unknown:
+            raise InvalidInput(
+                f"local destinations take only the option 'fsync', got "
+                f"{', '.join(sorted(unknown))}"
+            )
+        return LocalDestination(local_path(url), fsync=bool(options.get("fsync", True)))
     if scheme in ("s3", "s3a"):
         from sclib.transfers.s3 import S3Destination
 
