@@ -440,10 +440,13 @@ class Worker:
                 return
             if claimed and claimed == room:
                 continue  # a full batch: there may be more right away
-            busy = bool(self._slots)
-            self._wake.wait(
-                min(self.poll_interval, 0.25) if busy else self.poll_interval
-            )
+            if self._settlements:
+                timeout = 0.05  # outcomes are gathering: record them soon
+            elif self._slots:
+                timeout = min(self.poll_interval, 0.25)
+            else:
+                timeout = self.poll_interval
+            self._wake.wait(timeout)
 
     def _settle(
         self, *, claim: bool = False, most: int | None = None
@@ -498,7 +501,17 @@ class Worker:
     def _add_settlement(self, item: Settlement, what: str) -> None:
         with self._lock:
             self._settlements.append((item, what))
-        self._wake.set()
+            waiting = len(self._settlements)
+        # With prefetched jobs still queued for the runners, let a few outcomes
+        # gather so one transaction records them and claims the next batch; the
+        # dispatcher still writes within 50 ms (see _dispatch).
+        if (
+            self.prefetch == 0
+            or waiting >= max(1, self.prefetch // 2)
+            or self._ready.empty()
+            or self._stopping.is_set()
+        ):
+            self._wake.set()
 
     def _outcome_settlement(self, slot: _Slot, outcome: _Outcome) -> None:
         lease = slot.ctx.lease
