@@ -16,12 +16,13 @@ import json
 import os
 import sqlite3
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sclib.backends.base import JobFilter, JobStore, Settlement
 from sclib.backends.sqlite_db import SQLiteDatabase
 from sclib.errors import (
+    BackendError,
     InvalidJobState,
     JobNotFound,
     LeaseLost,
@@ -116,44 +117,105 @@ def _dt(ts: float | None) -> datetime | None:
 
 
 _EMPTY_PROGRESS = Progress()
+_STATUSES: Mapping[str, JobStatus] = {s.value: s for s in JobStatus}
+_COLUMNS = (
+    "id",
+    "type",
+    "status",
+    "priority",
+    "parameters",
+    "dataset_uuid",
+    "owner",
+    "attempts",
+    "max_attempts",
+    "failures",
+    "crashes",
+    "max_crashes",
+    "timeout_seconds",
+    "run_at",
+    "worker_id",
+    "lease_until",
+    "cancel_requested",
+    "progress",
+    "result",
+    "error",
+    "error_history",
+    "idempotency_key",
+    "depends_on",
+    "waiting_on",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+)
 
 
 def _row_to_job(row: sqlite3.Row) -> Job:
+    """A Job from a ``jobs`` row (a claim builds one per job: kept lean)."""
+    (
+        id_,
+        type_,
+        status,
+        priority,
+        parameters,
+        dataset_uuid,
+        owner,
+        attempts,
+        max_attempts,
+        failures,
+        crashes,
+        max_crashes,
+        timeout,
+        run_at,
+        worker_id,
+        lease_until,
+        cancel_requested,
+        progress,
+        result,
+        error,
+        error_history,
+        idempotency_key,
+        depends_on,
+        waiting_on,
+        created_at,
+        updated_at,
+        started_at,
+        finished_at,
+    ) = tuple(row)[:28]
+    fromts = datetime.fromtimestamp
     return Job(
-        id=row["id"],
-        type=row["type"],
-        status=JobStatus(row["status"]),
-        priority=row["priority"],
-        parameters={} if row["parameters"] == "{}" else json.loads(row["parameters"]),
-        dataset_uuid=row["dataset_uuid"],
-        owner=row["owner"],
-        attempts=row["attempts"],
-        max_attempts=row["max_attempts"],
-        failures=row["failures"],
-        crashes=row["crashes"],
-        max_crashes=row["max_crashes"],
-        timeout_seconds=row["timeout_seconds"],
-        run_at=from_timestamp(row["run_at"]),
-        worker_id=row["worker_id"],
-        lease_until=_dt(row["lease_until"]),
-        cancel_requested=bool(row["cancel_requested"]),
-        progress=_EMPTY_PROGRESS
-        if row["progress"] is None
-        else Progress.from_dict(json.loads(row["progress"])),
-        result=json.loads(row["result"]) if row["result"] is not None else None,
-        error=row["error"],
-        error_history=()
-        if row["error_history"] == "[]"
-        else tuple(ErrorRecord.from_dict(e) for e in json.loads(row["error_history"])),
-        idempotency_key=row["idempotency_key"],
-        depends_on=()
-        if row["depends_on"] == "[]"
-        else tuple(json.loads(row["depends_on"])),
-        waiting_on=row["waiting_on"],
-        created_at=from_timestamp(row["created_at"]),
-        updated_at=from_timestamp(row["updated_at"]),
-        started_at=_dt(row["started_at"]),
-        finished_at=_dt(row["finished_at"]),
+        id_,
+        type_,
+        _STATUSES[status],
+        priority,
+        {} if parameters == "{}" else json.loads(parameters),
+        dataset_uuid,
+        owner,
+        attempts,
+        max_attempts,
+        failures,
+        crashes,
+        max_crashes,
+        timeout,
+        fromts(run_at, UTC),
+        worker_id,
+        None if lease_until is None else fromts(lease_until, UTC),
+        bool(cancel_requested),
+        _EMPTY_PROGRESS
+        if progress is None
+        else Progress.from_dict(json.loads(progress)),
+        None if result is None else json.loads(result),
+        error,
+        ()
+        if error_history == "[]"
+        else tuple(ErrorRecord.from_dict(e) for e in json.loads(error_history)),
+        idempotency_key,
+        () if depends_on == "[]" else tuple(json.loads(depends_on)),
+        waiting_on,
+        fromts(created_at, UTC),
+        fromts(updated_at, UTC),
+        None if started_at is None else fromts(started_at, UTC),
+        None if finished_at is None else fromts(finished_at, UTC),
     )
 
 
@@ -181,6 +243,13 @@ class SQLiteJobStore(JobStore):
             path, _SCHEMA, synchronous=synchronous, busy_timeout=busy_timeout
         )
         self.path = self.db.path
+        names = tuple(r[1] for r in self.db.read("PRAGMA table_info(jobs)"))
+        if names[: len(_COLUMNS)] != _COLUMNS:  # _row_to_job reads by position
+            self.db.close()
+            raise BackendError(
+                f"{self.path} has a jobs table this version of sclib does not know "
+                f"(columns {', '.join(names)})"
+            )
 
     def __repr__(self) -> str:
         return f"SQLiteJobStore({str(self.path)!r})"

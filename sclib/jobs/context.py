@@ -31,9 +31,10 @@ class JobContext:
         self.deadline = deadline
         self._progress: Progress | None = None
         self._lock = threading.Lock()
-        self._cancel = threading.Event()
         # plain flags: set once by the worker, read by the handler (a bool store
-        # is atomic in CPython); only cancellation needs to wake a sleeper
+        # is atomic in CPython); an Event is made only if the handler sleeps
+        self._cancelled = False
+        self._wakeup: threading.Event | None = None
         self._timed_out = False
         self._lost = False
         self._stop_reason = ""
@@ -51,11 +52,11 @@ class JobContext:
     @property
     def cancelled(self) -> bool:
         """True once cancellation was requested (or the worker is shutting down)."""
-        return self._cancel.is_set()
+        return self._cancelled
 
     @property
     def should_stop(self) -> bool:
-        return self._cancel.is_set() or self._timed_out or self._lost
+        return self._cancelled or self._timed_out or self._lost
 
     def check(self) -> None:
         """Raise if the handler should stop now; call it between steps."""
@@ -69,7 +70,7 @@ class JobContext:
                 f"job {self.job.id} ran past its time limit of "
                 f"{self.job.timeout_seconds:g}s"
             )
-        if self._cancel.is_set():
+        if self._cancelled:
             raise JobCancelled(self._stop_reason or f"job {self.job.id} was cancelled")
 
     def sleep(self, seconds: float) -> None:
@@ -80,7 +81,7 @@ class JobContext:
             left = end - time.monotonic()
             if left <= 0:
                 return
-            self._cancel.wait(min(left, 0.05))
+            self._event().wait(min(left, 0.05))
 
     def report(
         self,
@@ -96,6 +97,19 @@ class JobContext:
         with self._lock:
             self._progress = Progress(percentage, bytes_done, bytes_total, message)
 
+    def _event(self) -> threading.Event:
+        with self._lock:
+            if self._wakeup is None:
+                self._wakeup = threading.Event()
+                if self.should_stop:
+                    self._wakeup.set()
+            return self._wakeup
+
+    def _wake(self) -> None:
+        event = self._wakeup
+        if event is not None:
+            event.set()
+
     # -- what the worker drives -------------------------------------------------
 
     def take_progress(self) -> Progress | None:
@@ -106,15 +120,16 @@ class JobContext:
 
     def request_cancel(self, reason: str = "") -> None:
         self._stop_reason = reason
-        self._cancel.set()
+        self._cancelled = True
+        self._wake()
 
     def mark_timed_out(self) -> None:
         self._timed_out = True
-        self._cancel.set()  # wake a handler sleeping in ctx.sleep()
+        self._wake()  # a handler sleeping in ctx.sleep() notices at once
 
     def mark_lost(self) -> None:
         self._lost = True
-        self._cancel.set()
+        self._wake()
 
     @property
     def timed_out(self) -> bool:
