@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -47,3 +48,44 @@ class TestMongoJobStore(JobStoreContract):
     @pytest.fixture
     def store(self, mongo_store: MongoJobStore) -> MongoJobStore:
         return mongo_store
+
+
+@pytest.mark.mongo_server
+@pytest.mark.skipif(
+    not REAL_URI, reason="needs a real MongoDB (SCLIB_TEST_MONGODB_URI)"
+)
+def test_concurrent_claims_never_share_a_job() -> None:
+    """Eight threads claiming from one real MongoDB never get the same attempt of
+    a job twice (find_one_and_update is atomic per document). The in-process
+    stand-in cannot show this, so the test needs a server."""
+    import threading
+
+    import pymongo
+
+    from sclib.jobs.queue import JobQueue
+
+    client: Any = pymongo.MongoClient(REAL_URI, tz_aware=True)
+    name = f"sclib_test_{uuid.uuid4().hex[:12]}"
+    queue = JobQueue(MongoJobStore(client, database=name))
+    try:
+        for i in range(300):
+            queue.enqueue("upload", {"i": i})
+        seen: list[tuple[str, int]] = []
+        lock = threading.Lock()
+
+        def claimer(n: int) -> None:
+            while (job := queue.claim(f"w{n}")) is not None:
+                with lock:
+                    seen.append((job.id, job.attempts))
+                queue.complete(job.lease)
+
+        threads = [threading.Thread(target=claimer, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(seen) == len(set(seen)) == 300
+        assert queue.stats()["by_status"]["completed"] == 300
+    finally:
+        client.drop_database(name)
+        client.close()
