@@ -103,7 +103,7 @@ class MongoSessionStore(SessionStore):
     def _find(self, query: Mapping[str, Any]) -> dict[str, Any] | None:
         try:
             doc: dict[str, Any] | None = self.coll.find_one(
-                query, sort=[("created_at", -1)]
+                query, sort=[("created_at", -1), ("_id", -1)]
             )
         except PyMongoError as exc:
             raise _backend_error(exc) from exc
@@ -148,8 +148,8 @@ class MongoSessionStore(SessionStore):
             raise SessionNotFound(f"no transfer session with id {session_id!r}")
         return _doc_to_session(doc)
 
-    def find_active(self, key: str) -> TransferSession | None:
-        doc = self._find({"key": key, "status": ACTIVE})
+    def find(self, key: str, status: str = ACTIVE) -> TransferSession | None:
+        doc = self._find({"key": key, "status": status})
         return None if doc is None else _doc_to_session(doc)
 
     def _update(self, session_id: str, update: Mapping[str, Any]) -> None:

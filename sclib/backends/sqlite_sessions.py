@@ -140,12 +140,12 @@ class SQLiteSessionStore(SessionStore):
                 raise SessionNotFound(f"no transfer session with id {session_id!r}")
             return self._load(db, row)
 
-    def find_active(self, key: str) -> TransferSession | None:
+    def find(self, key: str, status: str = ACTIVE) -> TransferSession | None:
         with self.db.write() as db:
             row = db.execute(
                 "SELECT * FROM transfer_sessions WHERE key = ? AND status = ? "
-                "ORDER BY created_at DESC LIMIT 1",
-                (key, ACTIVE),
+                "ORDER BY created_at DESC, id DESC LIMIT 1",
+                (key, status),
             ).fetchone()
             return None if row is None else self._load(db, row)
 

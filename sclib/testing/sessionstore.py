@@ -93,6 +93,16 @@ class SessionStoreContract:
         assert sessions.get(old.id).status == "cancelled"
         assert sessions.find_active(session_key("x", "y")) is None
 
+    def test_find_by_status_returns_the_latest(self, sessions: SessionStore) -> None:
+        """find(key, status) returns the newest session in that status."""
+        first = sessions.create(_session())
+        sessions.update(first.id, status="completed", digest="a" * 64)
+        second = sessions.create(_session())
+        sessions.update(second.id, status="completed", digest="b" * 64)
+        found = sessions.find(first.key, "completed")
+        assert found is not None and found.id == second.id
+        assert sessions.find(first.key) is None  # none active
+
     def test_update_changes_only_given_fields(self, sessions: SessionStore) -> None:
         """update() sets status, digest, state; other fields keep their values."""
         made = sessions.create(_session())

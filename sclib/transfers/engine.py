@@ -398,6 +398,15 @@ class TransferEngine:
         restart: bool,
     ) -> FileResult:
         dest_url = dst.url_for(obj.key)
+        if not restart:
+            done = self._already_copied(dst, obj, dest_url)
+            if done is not None:
+                tracker.add(
+                    bytes_durable=obj.size,
+                    bytes_verified=obj.size,
+                    bytes_reused=obj.size,
+                )
+                return done
         session, writer = self._session(dst, obj, dest_url, restart)
         try:
             return self._transfer(
@@ -405,6 +414,36 @@ class TransferEngine:
             )
         finally:
             writer.close()
+
+    def _already_copied(
+        self, dst: Destination, obj: SourceObject, dest_url: str
+    ) -> FileResult | None:
+        """The result of an earlier copy of this very version, if it is still at
+        the destination: a re-run after an interruption skips finished files."""
+        done = self.sessions.find(session_key(obj.url, dest_url), COMPLETED)
+        if (
+            done is None
+            or done.digest is None
+            or done.size != obj.size
+            or dict(done.identity) != dict(obj.identity)
+            or not obj.identity
+            or not dst.exists(obj.key)
+        ):
+            return None
+        chunks = ChunkPlan(obj.size, done.chunk_size).count
+        log.info("%s is already at %s (copied earlier); skipping", obj.url, dest_url)
+        return FileResult(
+            key=obj.key,
+            source_url=obj.url,
+            dest_url=dest_url,
+            size=obj.size,
+            blake3=done.digest,
+            sha256=done.sha256,
+            chunks=chunks,
+            chunks_sent=0,
+            chunks_reused=chunks,
+            session_id=done.id,
+        )
 
     def _transfer(
         self,

@@ -118,8 +118,12 @@ class SessionStore(ABC):
         """The session; :class:`~sclib.errors.SessionNotFound` if unknown."""
 
     @abstractmethod
+    def find(self, key: str, status: str = ACTIVE) -> TransferSession | None:
+        """The most recent session with this key and status, if any."""
+
     def find_active(self, key: str) -> TransferSession | None:
         """The active session with this key, if any."""
+        return self.find(key, ACTIVE)
 
     @abstractmethod
     def record_chunk(self, session_id: str, index: int, record: ChunkRecord) -> None:
@@ -190,14 +194,14 @@ class MemorySessionStore(SessionStore):
         with self._lock:
             return self._require(session_id)
 
-    def find_active(self, key: str) -> TransferSession | None:
+    def find(self, key: str, status: str = ACTIVE) -> TransferSession | None:
         with self._lock:
             found = [
                 s
                 for s in self._sessions.values()
-                if s.key == key and s.status == ACTIVE
+                if s.key == key and s.status == status
             ]
-        return max(found, key=lambda s: s.created_at) if found else None
+        return max(found, key=lambda s: (s.created_at, s.id)) if found else None
 
     def record_chunk(self, session_id: str, index: int, record: ChunkRecord) -> None:
         with self._lock:

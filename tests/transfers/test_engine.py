@@ -311,3 +311,24 @@ def test_digest_equals_b3sum(tmp_path: Path) -> None:
         [b3sum, str(tmp_path / "dst.bin")], capture_output=True, text=True, check=True
     ).stdout.split()[0]
     assert result.files[0].blake3 == printed
+
+
+def test_rerun_skips_files_already_copied(tmp_path: Path) -> None:
+    """Running a finished copy again sends nothing for files still at the
+    destination; a deleted copy, a changed source or restart=True copies again."""
+    (tmp_path / "src").mkdir()
+    for n in range(3):
+        write(tmp_path / "src" / f"f{n}.bin", 5 * KIB)
+    sessions = MemorySessionStore()
+    eng = engine(sessions, KIB, "threads")
+    first = eng.copy(str(tmp_path / "src"), str(tmp_path / "dst"))
+    assert sum(f.chunks_sent for f in first.files) == 15
+    again = eng.copy(str(tmp_path / "src"), str(tmp_path / "dst"))
+    assert [f.chunks_sent for f in again.files] == [0, 0, 0]
+    assert [f.blake3 for f in again.files] == [f.blake3 for f in first.files]
+    (tmp_path / "dst" / "f0.bin").unlink()
+    write(tmp_path / "src" / "f1.bin", 5 * KIB)  # a new version
+    third = eng.copy(str(tmp_path / "src"), str(tmp_path / "dst"))
+    assert [f.chunks_sent for f in third.files] == [5, 5, 0]
+    forced = eng.copy(str(tmp_path / "src"), str(tmp_path / "dst"), restart=True)
+    assert [f.chunks_sent for f in forced.files] == [5, 5, 5]
