@@ -406,7 +406,9 @@ def _cmd_copy(args: argparse.Namespace, settings: Settings) -> int:
         sha256=args.sha256,
     )
     url = settings.backend_url()
-    sessions = open_session_store(url, **settings.store_options(url))
+    options = settings.store_options(url)
+    options.pop("collection", None)  # that names the jobs collection
+    sessions = open_session_store(url, **options)
     show = not (args.no_progress or args.json) and sys.stderr.isatty()
     subscribers = [TqdmSubscriber("copy", file=sys.stderr)] if show else []
     try:
