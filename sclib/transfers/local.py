@@ -242,6 +242,13 @@ class _LocalWriter(DestinationWriter):
             raise DestinationError(
                 f"writing chunk {chunk.index} of {self.final}: {exc}"
             ) from exc
+        if intact and self.fsync and hasattr(os, "posix_fadvise"):
+            # start writing this chunk to disk now, in the background, so the
+            # fsync at commit has little left to do
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(
+                    self._fd, chunk.offset, chunk.length, os.POSIX_FADV_DONTNEED
+                )
         if not intact:
             raise ChecksumMismatch(
                 f"chunk {chunk.index} of {self.final} reads back different bytes"
