@@ -1013,6 +1013,10 @@ class SQLiteJobStore(JobStore):
                 chunk = ids[start : start + 500]
                 marks = ", ".join("?" * len(chunk))
                 db.execute(f"DELETE FROM job_events WHERE job_id IN ({marks})", chunk)
-                db.execute(f"DELETE FROM job_deps WHERE job_id IN ({marks})", chunk)
+                db.execute(
+                    f"DELETE FROM job_deps WHERE job_id IN ({marks}) "
+                    f"OR dep_id IN ({marks})",
+                    [*chunk, *chunk],
+                )
                 db.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk)
         return len(ids)

@@ -231,7 +231,10 @@ def _child_main(handler: Handler, job: Job, conn: Connection, budget: float) -> 
 
     threading.Thread(target=listen, daemon=True).start()
     outcome = _execute(handler, ctx)
+    last = ctx.take_progress()  # a report the throttle held back
     with ctx._send_lock:
+        if last is not None:
+            conn.send(("progress", last))
         conn.send(("outcome", outcome))
 
 
@@ -483,7 +486,7 @@ class Worker:
                     "job %s: lease lost before its outcome was stored; dropped",
                     item.lease.job_id,
                 )
-                self.stats.lost += 1
+                self._count("lost")
             else:
                 self._count(what)
             with self._lock:
@@ -518,7 +521,7 @@ class Worker:
         if outcome.kind == "lost":
             with self._lock:
                 self._slots.pop(slot.job.id, None)
-            self.stats.lost += 1
+            self._count("lost")
             self._wake.set()
             return
         if outcome.kind == "ok":
@@ -548,8 +551,9 @@ class Worker:
             self._add_settlement(self.queue.failure(lease, outcome.message), "failed")
 
     def _count(self, what: str) -> None:
-        if hasattr(self.stats, what):
-            setattr(self.stats, what, getattr(self.stats, what) + 1)
+        with self._lock:  # counted from the dispatcher and the heartbeat thread
+            if hasattr(self.stats, what):
+                setattr(self.stats, what, getattr(self.stats, what) + 1)
 
     # -- runners -------------------------------------------------------------------
 
@@ -726,7 +730,7 @@ class Worker:
                 if isinstance(answer, LeaseLost):
                     log.warning("job %s: lease lost; dropping it", slot.job.id)
                     slot.ctx.mark_lost()
-                    self.stats.lost += 1
+                    self._count("lost")
                     self._abandon(slot)
                 elif answer and not slot.ctx.cancelled:
                     slot.ctx.request_cancel("cancellation requested")
