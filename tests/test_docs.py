@@ -33,3 +33,12 @@ def test_snippet_runs(
         close = getattr(value, "close", None)
         if type(value).__name__ == "JobQueue" and callable(close):
             close()
+
+
+def test_every_error_class_is_documented() -> None:
+    """docs/errors.md has a row for each class in sclib.errors.__all__."""
+    import sclib.errors
+
+    text = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
+    missing = [n for n in sclib.errors.__all__ if f"| `{n}` |" not in text]
+    assert missing == []
