@@ -9,6 +9,7 @@ The public API is what this module exports; everything else may change.
 from __future__ import annotations
 
 from sclib.backends import JobStore, open_store
+from sclib.backends.base import ClaimedJob
 from sclib.errors import (
     BackendError,
     ConfigurationError,
@@ -48,6 +49,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "BackendError",
+    "ClaimedJob",
     "ConfigurationError",
     "DatasetStatus",
     "ErrorRecord",

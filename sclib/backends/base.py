@@ -19,7 +19,7 @@ Two rules hold for every method:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -30,7 +30,7 @@ from sclib.models import ErrorRecord, Job, JobEvent, Lease, Progress
 if TYPE_CHECKING:
     from sclib.jobs.policy import RetryPolicy
 
-__all__ = ["JobFilter", "JobStore", "Settlement"]
+__all__ = ["ClaimedJob", "JobFilter", "JobStore", "Settlement"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,60 @@ class Settlement:
     result: Any = None
     error: ErrorRecord | None = None
     message: str = ""
+
+
+class ClaimedJob:
+    """A job a worker has just claimed: its lease, type and time limit at once, the
+    full :class:`~sclib.models.Job` (as read by the claim) only when asked for.
+
+    A worker needs only the first three to run a job and fence its outcome; most
+    short jobs never look at the rest, so a store may defer building it.
+    """
+
+    __slots__ = ("_build", "_job", "_source", "lease", "timeout_seconds", "type")
+
+    def __init__(
+        self,
+        lease: Lease,
+        type: str,
+        timeout_seconds: float,
+        job: Job | None = None,
+        build: Callable[[Any], Job] | None = None,
+        source: Any = None,
+    ) -> None:
+        if job is None and build is None:
+            raise ValueError("a ClaimedJob needs the job or a way to build it")
+        self.lease = lease
+        self.type = type
+        self.timeout_seconds = timeout_seconds
+        self._job = job
+        self._build = build
+        self._source = source
+
+    @classmethod
+    def of(cls, job: Job) -> ClaimedJob:
+        return cls(job.lease, job.type, job.timeout_seconds, job=job)
+
+    @property
+    def id(self) -> str:
+        return self.lease.job_id
+
+    @property
+    def attempts(self) -> int:
+        return self.lease.attempt
+
+    @property
+    def job(self) -> Job:
+        """The job as the claim read it (built on first use)."""
+        job = self._job
+        if job is None:
+            assert self._build is not None
+            job = self._job = self._build(self._source)
+            self._build = self._source = None
+        return job
+
+    def __repr__(self) -> str:
+        return f"ClaimedJob({self.lease!r}, type={self.type!r})"
 
 
 class JobStore(ABC):
@@ -181,14 +235,16 @@ class JobStore(ABC):
         types: Sequence[str] | None,
         lease_until: datetime,
         limit: int,
-    ) -> tuple[list[LeaseLost | None], list[Job]]:
+    ) -> tuple[list[LeaseLost | None], list[ClaimedJob]]:
         """Record finished attempts, then claim up to ``limit`` new jobs.
 
         Returns, per settlement, ``None`` or the :class:`LeaseLost` it met (that
-        one changed nothing), and the claimed jobs.
+        one changed nothing), and the claimed jobs as :class:`ClaimedJob` s (a
+        store may build each full :class:`Job` only when it is asked for).
         """
         outcomes = [self.settle(item, now, policy) for item in settlements]
-        return outcomes, self.claim_many(worker_id, types, now, lease_until, limit)
+        jobs = self.claim_many(worker_id, types, now, lease_until, limit)
+        return outcomes, [ClaimedJob.of(job) for job in jobs]
 
     def settle(
         self, item: Settlement, now: datetime, policy: RetryPolicy

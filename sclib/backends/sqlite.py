@@ -17,9 +17,10 @@ import os
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from sclib.backends.base import JobFilter, JobStore, Settlement
+from sclib.backends.base import ClaimedJob, JobFilter, JobStore, Settlement
 from sclib.backends.sqlite_db import SQLiteDatabase
 from sclib.errors import (
     BackendError,
@@ -148,6 +149,17 @@ _COLUMNS = (
     "started_at",
     "finished_at",
 )
+
+
+# positions in a ``jobs`` row (checked against the table in SQLiteJobStore)
+_CLAIM_ORDER = itemgetter(3, 13, 0)  # priority, run_at, id
+
+
+def _row_to_claimed(row: sqlite3.Row) -> ClaimedJob:
+    """A just-claimed row: lease, type and time limit now, the Job when asked."""
+    return ClaimedJob(
+        Lease(row[0], row[14], row[7]), row[1], row[12], build=_row_to_job, source=row
+    )
 
 
 def _row_to_job(row: sqlite3.Row) -> Job:
@@ -414,11 +426,12 @@ class SQLiteJobStore(JobStore):
             + " ORDER BY priority, run_at, id LIMIT ?) RETURNING *",
             params,
         ).fetchall()
-        rows.sort(key=lambda r: (r["priority"], r["run_at"], r["id"]))
+        if len(rows) > 1:
+            rows.sort(key=_CLAIM_ORDER)
         db.executemany(
             "INSERT INTO job_events (job_id, at, kind, worker_id, attempt, message) "
             "VALUES (?, ?, 'claimed', ?, ?, '')",
-            [(r["id"], t, worker_id, r["attempts"]) for r in rows],
+            [(r[0], t, worker_id, r[7]) for r in rows],
         )
         return rows
 
@@ -729,7 +742,22 @@ class SQLiteJobStore(JobStore):
         types: Sequence[str] | None,
         lease_until: datetime,
         limit: int,
-    ) -> tuple[list[LeaseLost | None], list[Job]]:
+    ) -> tuple[list[LeaseLost | None], list[ClaimedJob]]:
+        outcomes, rows = self._settle_and_claim_rows(
+            settlements, now, policy, worker_id, types, lease_until, limit
+        )
+        return outcomes, [_row_to_claimed(r) for r in rows]
+
+    def _settle_and_claim_rows(
+        self,
+        settlements: Sequence[Settlement],
+        now: datetime,
+        policy: RetryPolicy,
+        worker_id: str,
+        types: Sequence[str] | None,
+        lease_until: datetime,
+        limit: int,
+    ) -> tuple[list[LeaseLost | None], list[sqlite3.Row]]:
         t = to_timestamp(now)
         outcomes: list[LeaseLost | None] = []
         with self.db.write() as db:
@@ -765,7 +793,7 @@ class SQLiteJobStore(JobStore):
             rows = self._claim_in(
                 db, worker_id, types, t, to_timestamp(lease_until), limit
             )
-        return outcomes, [_row_to_job(r) for r in rows]
+        return outcomes, rows
 
     # -- operating -------------------------------------------------------------
 

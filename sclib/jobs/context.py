@@ -13,10 +13,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sclib.errors import JobCancelled, JobTimeout, LeaseLost
 from sclib.models import Job, Lease, Progress
+
+if TYPE_CHECKING:
+    from sclib.backends.base import ClaimedJob
 
 __all__ = ["JobContext"]
 
@@ -24,8 +27,13 @@ __all__ = ["JobContext"]
 class JobContext:
     """The running job, as its handler sees it."""
 
-    def __init__(self, job: Job, *, deadline: float | None = None) -> None:
-        self.job = job
+    def __init__(self, job: Job | ClaimedJob, *, deadline: float | None = None) -> None:
+        # a worker passes the ClaimedJob: the full Job is built on first use
+        if isinstance(job, Job):
+            self._job: Job | None = job
+            self._claimed: ClaimedJob | None = None
+        else:
+            self._job, self._claimed = None, job
         self.lease: Lease = job.lease
         #: ``time.monotonic()`` value past which the job has timed out
         self.deadline = deadline
@@ -42,12 +50,21 @@ class JobContext:
     # -- what the handler reads -------------------------------------------------
 
     @property
+    def job(self) -> Job:
+        """The job as it was claimed."""
+        job = self._job
+        if job is None:
+            assert self._claimed is not None
+            job = self._job = self._claimed.job
+        return job
+
+    @property
     def parameters(self) -> Mapping[str, Any]:
         return self.job.parameters
 
     @property
     def attempt(self) -> int:
-        return self.job.attempts
+        return self.lease.attempt
 
     @property
     def cancelled(self) -> bool:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sclib.backends import open_store
-from sclib.backends.base import JobFilter, JobStore, Settlement
+from sclib.backends.base import ClaimedJob, JobFilter, JobStore, Settlement
 from sclib.errors import InvalidInput, LeaseLost
 from sclib.jobs.policy import RetryPolicy
 from sclib.jobtypes import (
@@ -272,7 +272,7 @@ class JobQueue:
         *,
         lease_seconds: float = 30.0,
         limit: int = 1,
-    ) -> tuple[builtins.list[LeaseLost | None], builtins.list[Job]]:
+    ) -> tuple[builtins.list[LeaseLost | None], builtins.list[ClaimedJob]]:
         """Record finished attempts and claim up to ``limit`` jobs, in one step.
 
         This is a worker's hot path: on SQLite it is one transaction however many

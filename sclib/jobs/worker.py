@@ -33,7 +33,7 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any, Literal
 
-from sclib.backends.base import Settlement
+from sclib.backends.base import ClaimedJob, Settlement
 from sclib.errors import (
     InvalidInput,
     JobCancelled,
@@ -244,9 +244,24 @@ def _child_main(handler: Handler, job: Job, conn: Connection, budget: float) -> 
 class _Slot:
     """One held job: claimed, maybe waiting in the prefetch buffer, maybe running."""
 
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        self.ctx = JobContext(job)
+    __slots__ = (
+        "abandoned",
+        "conn",
+        "ctx",
+        "done",
+        "id",
+        "process",
+        "replaced",
+        "started",
+        "timeout_seconds",
+        "type",
+    )
+
+    def __init__(self, claimed: ClaimedJob) -> None:
+        self.id = claimed.lease.job_id
+        self.type = claimed.type
+        self.timeout_seconds = claimed.timeout_seconds
+        self.ctx = JobContext(claimed)
         self.started = False
         self.done = False
         self.process: multiprocessing.process.BaseProcess | None = None
@@ -459,8 +474,12 @@ class Worker:
         """
         with self._lock:
             pending, self._settlements = self._settlements, []
-            freed = sum(1 for item, _ in pending if item.lease.job_id in self._slots)
-            free = self.concurrency + self.prefetch - len(self._slots) + freed
+            slots = self._slots
+            freed = 0
+            for item, _ in pending:
+                if item.lease.job_id in slots:
+                    freed += 1
+            free = self.concurrency + self.prefetch - len(slots) + freed
             limit = max(0, free if most is None else min(free, most)) if claim else 0
         if not pending and limit <= 0:
             return 0, 0
@@ -480,26 +499,36 @@ class Worker:
             self._wake.wait(self.poll_interval)
             return 0, limit
         self._store_ok = True
-        for (item, what), lost in zip(pending, outcomes, strict=True):
-            if lost is not None:
-                log.info(
-                    "job %s: lease lost before its outcome was stored; dropped",
-                    item.lease.job_id,
-                )
-                self._count("lost")
-            else:
-                self._count(what)
-            with self._lock:
-                slot = self._slots.get(item.lease.job_id)
-                if slot is not None and slot.ctx.lease == item.lease:
-                    del self._slots[item.lease.job_id]
-        for job in jobs:
-            self.stats.claimed += 1
-            slot = _Slot(job)
-            with self._lock:
-                self._slots[job.id] = slot
-            self._ready.put(slot)
-        return len(jobs), limit
+        counts: dict[str, int] = {}
+        lost_ids: list[str] = []
+        new = [_Slot(job) for job in jobs]
+        stats = self.stats
+        with self._lock:  # one acquisition for the whole batch
+            for (item, what), lost in zip(pending, outcomes, strict=True):
+                lease = item.lease
+                if lost is not None:
+                    lost_ids.append(lease.job_id)
+                    what = "lost"
+                counts[what] = counts.get(what, 0) + 1
+                slot = slots.get(lease.job_id)
+                if slot is not None and (
+                    slot.ctx.lease is lease or slot.ctx.lease == lease
+                ):
+                    del slots[lease.job_id]
+            for what, count in counts.items():
+                if hasattr(stats, what):
+                    setattr(stats, what, getattr(stats, what) + count)
+            stats.claimed += len(new)
+            for slot in new:
+                slots[slot.id] = slot
+        for job_id in lost_ids:
+            log.info(
+                "job %s: lease lost before its outcome was stored; dropped", job_id
+            )
+        put = self._ready.put
+        for slot in new:
+            put(slot)
+        return len(new), limit
 
     def _add_settlement(self, item: Settlement, what: str) -> None:
         with self._lock:
@@ -508,19 +537,21 @@ class Worker:
         # With prefetched jobs still queued for the runners, let a few outcomes
         # gather so one transaction records them and claims the next batch; the
         # dispatcher still writes within 50 ms (see _dispatch).
-        if (
+        if not self._wake.is_set() and (
             self.prefetch == 0
             or waiting >= max(1, self.prefetch // 2)
             or self._ready.empty()
             or self._stopping.is_set()
         ):
+            # (already set: the dispatcher has not cleared it yet, and it clears
+            # it before it takes the settlements, this one included)
             self._wake.set()
 
     def _outcome_settlement(self, slot: _Slot, outcome: _Outcome) -> None:
         lease = slot.ctx.lease
         if outcome.kind == "lost":
             with self._lock:
-                self._slots.pop(slot.job.id, None)
+                self._slots.pop(slot.id, None)
             self._count("lost")
             self._wake.set()
             return
@@ -571,7 +602,7 @@ class Worker:
                 skip = slot.abandoned or self._hurry.is_set()
                 if not skip:
                     slot.started = True
-                    slot.ctx.deadline = time.monotonic() + slot.job.timeout_seconds
+                    slot.ctx.deadline = time.monotonic() + slot.timeout_seconds
             if skip:
                 slot.done = True
                 continue
@@ -579,9 +610,9 @@ class Worker:
                 if self.mode == "process":
                     outcome = self._run_process(slot)
                 else:
-                    outcome = _execute(self.handlers[slot.job.type], slot.ctx)
+                    outcome = _execute(self.handlers[slot.type], slot.ctx)
             except BaseException as exc:
-                log.exception("job %s: the worker could not run it", slot.job.id)
+                log.exception("job %s: the worker could not run it", slot.id)
                 outcome = _Outcome(
                     "error",
                     message=f"the worker could not run the job: "
@@ -602,10 +633,10 @@ class Worker:
             process = self._mp.Process(
                 target=_child_main,
                 args=(
-                    self.handlers[slot.job.type],
-                    slot.job,
+                    self.handlers[slot.type],
+                    slot.ctx.job,
                     child,
-                    slot.job.timeout_seconds,
+                    slot.timeout_seconds,
                 ),
             )
             process.start()
@@ -654,22 +685,22 @@ class Worker:
         for slot in late:
             log.warning(
                 "job %s (%s) ran past its %gs limit; stopping it",
-                slot.job.id,
-                slot.job.type,
-                slot.job.timeout_seconds,
+                slot.id,
+                slot.type,
+                slot.timeout_seconds,
             )
             slot.ctx.mark_timed_out()
             self._abandon(slot)
             self._add_settlement(
                 self.queue.failure(
                     slot.ctx.lease,
-                    f"timed out after {slot.job.timeout_seconds:g}s",
+                    f"timed out after {slot.timeout_seconds:g}s",
                     kind="timeout",
                 ),
                 "timed_out",
             )
             with self._lock:  # the settlement frees the slot when it is written
-                self._slots[slot.job.id] = slot
+                self._slots[slot.id] = slot
 
     def _abandon(self, slot: _Slot) -> None:
         """Give up a job this worker no longer owns (or no longer waits for)."""
@@ -683,12 +714,12 @@ class Worker:
                 "job %s: a thread cannot be killed; it keeps running in the "
                 "background and its writes will be refused (use mode='process' for "
                 "hard limits)",
-                slot.job.id,
+                slot.id,
             )
             slot.replaced = True
             self._start_runner()
         with self._lock:
-            self._slots.pop(slot.job.id, None)
+            self._slots.pop(slot.id, None)
         self._wake.set()
 
     def _maybe_rescue(self) -> None:
@@ -728,7 +759,7 @@ class Worker:
                 continue
             for slot, answer in zip(slots, answers, strict=True):
                 if isinstance(answer, LeaseLost):
-                    log.warning("job %s: lease lost; dropping it", slot.job.id)
+                    log.warning("job %s: lease lost; dropping it", slot.id)
                     slot.ctx.mark_lost()
                     self._count("lost")
                     self._abandon(slot)
