@@ -314,22 +314,7 @@ class MongoJobStore(JobStore):
                 if dead is not None:
                     when = now or datetime.now(UTC)
                     message = f"dependency {dead['_id']} {dead['status']}"
-                    cancelled = self.coll.find_one_and_update(
-                        {"_id": doc["_id"], "status": "pending"},
-                        {
-                            "$set": {
-                                "status": "cancelled",
-                                "error": message,
-                                "updated_at": when,
-                                "finished_at": when,
-                            },
-                            "$push": {
-                                "events": _event("cancelled", when, message=message)
-                            },
-                        },
-                        projection={"_id": True},
-                    )
-                    if cancelled is not None:
+                    if self._cancel_pending(doc["_id"], when, message):
                         self._cascade_cancel(doc["_id"], when, "cancelled")
                     continue
                 waiting = self._count_waiting(deps)
@@ -342,6 +327,23 @@ class MongoJobStore(JobStore):
         except _DRIVER_ERRORS as exc:
             raise _backend_error(exc) from exc
 
+    def _cancel_pending(self, job_id: str, now: datetime, message: str) -> bool:
+        """Cancel a job if it is still pending (a compare-and-set); True if it was."""
+        done = self.coll.find_one_and_update(
+            {"_id": job_id, "status": "pending"},
+            {
+                "$set": {
+                    "status": "cancelled",
+                    "error": message,
+                    "updated_at": now,
+                    "finished_at": now,
+                },
+                "$push": {"events": _event("cancelled", now, message=message)},
+            },
+            projection={"_id": True},
+        )
+        return done is not None
+
     def _cascade_cancel(self, job_id: str, now: datetime, why: str) -> None:
         try:
             todo = [job_id]
@@ -351,22 +353,7 @@ class MongoJobStore(JobStore):
                 for doc in self.coll.find(
                     {"depends_on": dep, "status": "pending"}, projection={"_id": True}
                 ):
-                    done = self.coll.find_one_and_update(
-                        {"_id": doc["_id"], "status": "pending"},
-                        {
-                            "$set": {
-                                "status": "cancelled",
-                                "error": message,
-                                "updated_at": now,
-                                "finished_at": now,
-                            },
-                            "$push": {
-                                "events": _event("cancelled", now, message=message)
-                            },
-                        },
-                        projection={"_id": True},
-                    )
-                    if done is not None:
+                    if self._cancel_pending(doc["_id"], now, message):
                         todo.append(doc["_id"])
         except _DRIVER_ERRORS as exc:
             raise _backend_error(exc) from exc
