@@ -159,6 +159,47 @@ def _build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--no-progress", action="store_true")
     cp.add_argument("--json", action="store_true")
 
+    srv = sub.add_parser(
+        "serve", help="run the reference server (with a worker) under uvicorn"
+    )
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument(
+        "--backend", default=argparse.SUPPRESS, help="job store URL (as above)"
+    )
+    srv.add_argument(
+        "--data-dir", type=Path, default=argparse.SUPPRESS, help="data folder"
+    )
+    srv.add_argument(
+        "--workers",
+        type=int,
+        help="job-runner threads of the in-process worker; 0 runs none (then run "
+        "'sclib worker --handlers sclib.server.handlers:handlers_from_settings')",
+    )
+    srv.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="no tokens: every request is the local admin (loopback only)",
+    )
+    srv.add_argument("--log-level", default="info")
+
+    up = sub.add_parser("uploads", help="unfinished uploads on this server's backend")
+    upsub = up.add_subparsers(dest="uploads_command", required=True)
+    exp = upsub.add_parser(
+        "expire", help="remove uploads untouched for SCLIB_UPLOAD_EXPIRY_HOURS"
+    )
+    exp.add_argument(
+        "--apply", action="store_true", help="delete them (default: only report)"
+    )
+    exp.add_argument("--json", action="store_true")
+
+    try:  # TEMP until sclib/cli_client.py lands
+        from sclib.cli_client import register
+
+        register(sub)
+    except ModuleNotFoundError:
+        pass
+
     demo = sub.add_parser("demo", help="run the embedded demo and print its results")
     demo.add_argument("--datasets", type=int, default=3)
     demo.add_argument("--json", action="store_true")
@@ -455,6 +496,88 @@ def _cmd_copy(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        from sclib.errors import MissingDependency
+
+        raise MissingDependency("uvicorn", "server", "sclib serve") from None
+    from sclib.server import create_app
+    from sclib.server.auth import check_bind_address
+
+    overrides: dict[str, Any] = {}
+    if args.no_auth:
+        overrides["no_auth"] = True
+    if args.workers is not None:
+        if args.workers < 0:
+            raise _UsageError("--workers must not be negative")
+        overrides["worker_concurrency"] = args.workers
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    check_bind_address(args.host, settings.no_auth)
+    app = create_app(settings, run_worker=settings.worker_concurrency > 0)
+    print(
+        f"sclib serving on http://{args.host}:{args.port} (docs at /docs), "
+        f"data in {settings.data_dir}",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_keep_alive=300,
+        h11_max_incomplete_event_size=1024**2,
+    )
+    return EXIT_OK
+
+
+def _cmd_uploads(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import timedelta
+
+    from sclib.server.uploads import UploadManager
+    from sclib.transfers.sessions import open_session_store
+
+    url = settings.backend_url()
+    queue = _queue(settings)
+    sessions = open_session_store(url, **settings.session_store_options(url))
+    try:
+        manager = UploadManager(
+            sessions,
+            queue,
+            settings.data_dir,
+            expiry=timedelta(hours=settings.upload_expiry_hours),
+        )
+        found = manager.expire(dry_run=not args.apply)
+    finally:
+        sessions.close()
+        queue.close()
+    rows = [
+        {
+            "upload_id": u.id,
+            "protocol": u.protocol,
+            "owner": u.owner,
+            "filename": u.filename,
+            "bytes_received": u.bytes_received,
+            "updated_at": u.updated_at.isoformat(),
+        }
+        for u in found
+    ]
+    verb = "removed" if args.apply else "would remove (run with --apply)"
+    text = _table(
+        [[str(v) for v in r.values()] for r in rows],
+        ["upload_id", "protocol", "owner", "filename", "received", "updated"],
+    )
+    _emit(
+        {"applied": args.apply, "uploads": rows},
+        args.json,
+        f"{text}\n{len(rows)} abandoned upload(s) {verb}",
+    )
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from sclib.demo import run_demo
 
@@ -521,6 +644,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_demo(args, settings)
         if args.command == "copy":
             return _cmd_copy(args, settings)
+        if args.command == "serve":
+            return _cmd_serve(args, settings)
+        if args.command == "uploads":
+            return _cmd_uploads(args, settings)
+        if args.command in ("upload", "status"):
+            from sclib.cli_client import run
+
+            return run(args)
         queue = _queue(settings)
         try:
             return _cmd_jobs(args, queue)

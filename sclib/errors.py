@@ -25,6 +25,13 @@ boundary, with ``raise ... from exc`` so the original stays attached.
     │   ├── DestinationError      writing the destination failed (retryable)
     │   ├── ChecksumMismatch      bytes did not arrive as sent (retryable)
     │   └── TransferCancelled
+    ├── AuthError                 a request could not be authenticated or authorised
+    │   ├── Unauthorized          no credentials, or credentials that do not verify
+    │   └── Forbidden             authenticated, but not allowed to do this
+    ├── UploadError               an upload cannot take this request
+    │   ├── UploadConflict        wrong offset, length or state for this upload
+    │   ├── UploadBusy            another request is writing the same upload or chunk
+    │   └── TooLarge              a body, chunk or file above the configured limit
     ├── InvalidJobState           the job is not in a state that allows the operation
     ├── LeaseLost                 a fenced write by a worker that no longer owns the job
     ├── JobCancelled              raised in a handler once cancellation was requested
@@ -35,11 +42,13 @@ boundary, with ``raise ... from exc`` so the original stays attached.
 from __future__ import annotations
 
 __all__ = [
+    "AuthError",
     "BackendError",
     "BlockedAddress",
     "ChecksumMismatch",
     "ConfigurationError",
     "DestinationError",
+    "Forbidden",
     "InvalidInput",
     "InvalidJobState",
     "InvalidTransition",
@@ -54,10 +63,15 @@ __all__ = [
     "SourceChanged",
     "SourceError",
     "SourceNotFound",
+    "TooLarge",
     "TransferCancelled",
     "TransferError",
+    "Unauthorized",
     "UnknownJobType",
     "UnsupportedScheme",
+    "UploadBusy",
+    "UploadConflict",
+    "UploadError",
 ]
 
 
@@ -190,3 +204,35 @@ class ChecksumMismatch(TransferError):
 
 class TransferCancelled(TransferError):
     """The transfer was cancelled; its state is kept so it can resume."""
+
+
+class AuthError(SclibError):
+    """A request could not be authenticated or is not allowed."""
+
+
+class Unauthorized(AuthError):
+    """No credentials were given, or they do not verify (HTTP 401)."""
+
+
+class Forbidden(AuthError):
+    """The caller is known but may not do this (HTTP 403)."""
+
+
+class UploadError(SclibError):
+    """An upload cannot take this request."""
+
+
+class UploadConflict(UploadError):
+    """The request does not fit the upload's state: a wrong offset, a length that
+    differs from the declared one, an upload already finished (HTTP 409)."""
+
+
+class UploadBusy(UploadError):
+    """Another request is writing the same upload (or the same chunk) right now
+    (HTTP 423). Retry once it has finished."""
+
+    retryable = True
+
+
+class TooLarge(UploadError, InvalidInput):
+    """A request body, chunk or file is above the configured limit (HTTP 413)."""

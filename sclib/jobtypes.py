@@ -33,6 +33,7 @@ __all__ = [
     "JobType",
     "JobTypeConfig",
     "JobTypes",
+    "SensorType",
     "check_priority",
     "check_transition",
     "dataset_status_for",
@@ -206,6 +207,32 @@ class JobTypes(Mapping[str, JobTypeConfig]):
 
     def __len__(self) -> int:
         return len(self._configs)
+
+
+class SensorType(StrEnum):
+    """The sensor types of the seed: they say how a dataset is converted."""
+
+    IDX = "IDX"
+    TIFF = "TIFF"
+    TIFF_RGB = "TIFF RGB"
+    NETCDF = "NETCDF"
+    HDF5 = "HDF5"
+    NEXUS_4D = "4D_NEXUS"
+    RGB = "RGB"
+    MAPIR = "MAPIR"
+    OTHER = "OTHER"
+
+    @classmethod
+    def parse(cls, value: object) -> SensorType:
+        """The sensor named by ``value`` (case-insensitive; ``_`` for a space is
+        accepted); :class:`InvalidInput` naming the known sensors otherwise."""
+        if isinstance(value, str):
+            wanted = value.strip().upper()
+            for sensor in cls:
+                if wanted in (sensor.value, sensor.value.replace(" ", "_")):
+                    return sensor
+        known = ", ".join(s.value for s in cls)
+        raise InvalidInput(f"unknown sensor {value!r}; known sensors: {known}")
 
 
 class DatasetStatus(StrEnum):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sclib.errors import ConfigurationError
@@ -23,7 +23,9 @@ __all__ = ["Settings", "load_settings"]
 class Settings(BaseSettings):
     """Every environment variable sclib's command-line tools read."""
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        extra="ignore", frozen=True, populate_by_name=True
+    )
 
     data_dir: Path = Field(
         default=Path("sclib-data"),
@@ -84,6 +86,93 @@ class Settings(BaseSettings):
         description="Comma-separated 'module:attribute' handler registries to load.",
     )
 
+    # -- the server (sclib serve) ---------------------------------------------
+    secret_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SCLIB_SECRET_KEY", "SECRET_KEY"),
+        description="Signs HS256 tokens and seals credentials kept in job parameters.",
+    )
+    api_tokens: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SCLIB_API_TOKENS"),
+        description=(
+            "Static API tokens, as JSON: {token: email} or "
+            "{token: {email: ..., roles: [...]}}."
+        ),
+    )
+    jwks_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SCLIB_JWKS_URL"),
+        description="JWKS address of an Auth0-style issuer (RS256/ES256 tokens).",
+    )
+    jwt_audience: str | None = Field(
+        default=None, validation_alias=AliasChoices("SCLIB_JWT_AUDIENCE")
+    )
+    jwt_issuer: str | None = Field(
+        default=None, validation_alias=AliasChoices("SCLIB_JWT_ISSUER")
+    )
+    jwt_email_claim: str = Field(
+        default="email", validation_alias=AliasChoices("SCLIB_JWT_EMAIL_CLAIM")
+    )
+    jwt_roles_claim: str = Field(
+        default="roles", validation_alias=AliasChoices("SCLIB_JWT_ROLES_CLAIM")
+    )
+    admin_role: str = Field(
+        default="admin", validation_alias=AliasChoices("SCLIB_ADMIN_ROLE")
+    )
+    no_auth: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("SCLIB_NO_AUTH"),
+        description="Local development only: every request is the local user.",
+    )
+    cors_origins: str = Field(
+        default="",
+        validation_alias=AliasChoices("SCLIB_CORS_ORIGINS"),
+        description="Comma-separated browser origins allowed to call the API.",
+    )
+    upload_expiry_hours: float = Field(
+        default=24.0,
+        gt=0,
+        validation_alias=AliasChoices("SCLIB_UPLOAD_EXPIRY_HOURS"),
+        description="Unfinished uploads untouched for this long are removed.",
+    )
+    max_upload_size: int = Field(
+        default=10 * 1024**4,
+        gt=0,
+        validation_alias=AliasChoices("SCLIB_MAX_UPLOAD_SIZE"),
+    )
+    chunk_size: int = Field(
+        default=100 * 1024**2,
+        ge=1024,
+        validation_alias=AliasChoices("SCLIB_CHUNK_SIZE"),
+        description="Chunk size the large-file protocol hands out.",
+    )
+    max_chunk_size: int = Field(
+        default=1024**3,
+        ge=1024,
+        validation_alias=AliasChoices("SCLIB_MAX_CHUNK_SIZE"),
+        description="Largest chunk or tus PATCH body the server accepts.",
+    )
+    standard_upload_limit: int = Field(
+        default=100 * 1000**2,
+        gt=0,
+        validation_alias=AliasChoices("SCLIB_STANDARD_UPLOAD_LIMIT"),
+        description="Files up to this size go in one request ('standard').",
+    )
+    upload_path_roots: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SCLIB_UPLOAD_PATH_ROOTS"),
+        description=(
+            "os.pathsep-separated folders the server-path upload route may read; "
+            "unset turns the route off."
+        ),
+    )
+    allow_private_addresses: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("SCLIB_ALLOW_PRIVATE_ADDRESSES"),
+        description="Let URL imports reach loopback and private addresses.",
+    )
+
     @field_validator("sqlite_synchronous", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -94,6 +183,16 @@ class Settings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    def upload_path_root_list(self) -> list[Path]:
+        if not self.upload_path_roots:
+            return []
+        import os
+
+        return [Path(p) for p in self.upload_path_roots.split(os.pathsep) if p]
+
     def backend_url(self) -> str:
         """The job store URL these settings select."""
         if self.backend:
@@ -102,6 +201,14 @@ class Settings(BaseSettings):
             return self.mongo_url
         # an absolute path after 'sqlite:///' gives the four-slash absolute form
         return "sqlite:///" + str((self.data_dir / "sclib.db").resolve())
+
+    def session_store_options(self, url: str) -> dict[str, object]:
+        """Constructor options for the session store beside the job store."""
+        if url.startswith("sqlite:"):
+            return {}
+        if not urlsplit(url).path.strip("/"):
+            return {"database": self.db_name}
+        return {}
 
     def store_options(self, url: str) -> dict[str, object]:
         """Constructor options for the store at ``url``."""

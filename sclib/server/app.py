@@ -1,0 +1,216 @@
+"""The reference server: ``create_app(settings)``.
+
+One app serves the seed's upload routes (``/api/upload/...``), the large-file chunk
+protocol, tus 1.0 at ``/files/``, and the jobs API (``/api/v1/jobs``). Everything
+it knows lives in the backend (jobs, upload sessions) and the data folder (bytes),
+so several server processes can share them and any of them can continue any
+upload. With ``run_worker`` it also runs a worker thread that executes jobs, which
+is what ``sclib serve`` does by default: one command, a working system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+
+import sclib
+from sclib.backends import open_store
+from sclib.jobs.queue import JobQueue
+from sclib.jobs.registry import HandlerRegistry
+from sclib.jobs.worker import Worker
+from sclib.server.auth import Authenticator, Identity, validate_settings
+from sclib.server.handlers import handlers_from_settings
+from sclib.server.problems import install_handlers
+from sclib.server.uploads import UploadManager
+from sclib.settings import Settings, load_settings
+from sclib.transfers.sessions import SessionStore, open_session_store
+
+__all__ = ["ServerState", "create_app", "current_identity", "server_state"]
+
+log = logging.getLogger(__name__)
+
+TUS_HEADERS = [
+    "Location",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Metadata",
+    "Upload-Expires",
+    "Upload-Defer-Length",
+    "Upload-Concat",
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Tus-Checksum-Algorithm",
+]
+
+
+@dataclass
+class ServerState:
+    """What every route needs; one per app."""
+
+    settings: Settings
+    queue: JobQueue
+    sessions: SessionStore
+    uploads: UploadManager
+    auth: Authenticator
+    worker: Worker | None = None
+
+    def close(self) -> None:
+        self.sessions.close()
+        self.queue.close()
+
+
+def server_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.sclib
+    return state
+
+
+def current_identity(request: Request) -> Identity:
+    """The caller, from the ``Authorization`` header (401 if missing or bad)."""
+    state = server_state(request)
+    return state.auth.authenticate(request.headers.get("authorization"))
+
+
+def _run_worker(worker: Worker) -> None:
+    try:
+        worker.run()
+    except Exception:  # the server keeps answering; /health reports the worker
+        log.exception("the in-process worker stopped with an error")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    run_worker: bool = True,
+    handlers: HandlerRegistry | None = None,
+) -> FastAPI:
+    """The FastAPI app over ``settings`` (default: the environment).
+
+    :param run_worker: run a worker thread in the server process (``sclib serve``
+        does unless ``--workers 0``); without it, run ``sclib worker`` elsewhere.
+    :param handlers: job handlers for that worker (default: the upload handler).
+    """
+    settings = settings or load_settings()
+    validate_settings(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.backend_url()
+    queue = JobQueue(
+        open_store(url, **settings.store_options(url)),
+        max_crashes=settings.max_crashes,
+    )
+    sessions = open_session_store(url, **settings.session_store_options(url))
+    uploads = UploadManager(
+        sessions,
+        queue,
+        settings.data_dir,
+        chunk_size=settings.chunk_size,
+        max_chunk_size=settings.max_chunk_size,
+        max_upload_size=settings.max_upload_size,
+        expiry=timedelta(hours=settings.upload_expiry_hours),
+    )
+    state = ServerState(
+        settings, queue, sessions, uploads, Authenticator.from_settings(settings)
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        thread = None
+        if run_worker and settings.worker_concurrency > 0:
+            registry = handlers or handlers_from_settings(settings)
+            state.worker = Worker(
+                queue,
+                registry,
+                concurrency=settings.worker_concurrency,
+                lease_seconds=settings.lease_seconds,
+                poll_interval=min(settings.poll_interval, 0.5),
+                grace_period=settings.grace_period,
+            )
+            thread = threading.Thread(
+                target=_run_worker,
+                args=(state.worker,),
+                daemon=True,
+                name="sclib-worker",
+            )
+            thread.start()
+        sweeper = asyncio.create_task(_sweep(state))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            if state.worker is not None and thread is not None:
+                state.worker.stop()
+                await asyncio.to_thread(thread.join, settings.grace_period + 5)
+            state.close()
+
+    app = FastAPI(
+        title="sclib",
+        version=sclib.__version__,
+        description=(
+            "Upload datasets (one request, resumable chunks, or tus 1.0), import "
+            "them from S3, GCS, Google Drive or URLs, and follow their jobs."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.sclib = state
+    install_handlers(app)
+    origins = settings.cors_origin_list()
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PATCH", "HEAD", "DELETE", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=TUS_HEADERS,
+            allow_credentials=False,
+            max_age=600,
+        )
+
+    from sclib.server import routes_jobs, routes_upload, tus
+
+    app.include_router(routes_upload.router)
+    app.include_router(routes_jobs.router)
+    app.include_router(tus.router)
+    return app
+
+
+async def _sweep(state: ServerState) -> None:
+    """Expire abandoned uploads now and then (every tenth of the expiry time)."""
+    period = max(60.0, state.settings.upload_expiry_hours * 360)
+    while True:
+        await asyncio.sleep(period)
+        try:
+            expired = await asyncio.to_thread(state.uploads.expire, dry_run=False)
+        except Exception:
+            log.exception("expiring abandoned uploads failed; trying again later")
+            continue
+        if expired:
+            log.info("expired %d abandoned upload(s)", len(expired))
+
+
+IdentityDep = Depends(current_identity)
+StateDep = Depends(server_state)
+
+
+def owner_filter(identity: Identity) -> str | None:
+    """``None`` (everything) for admins, else the caller's own email."""
+    return None if identity.is_admin else identity.email
+
+
+def public_job(job: Any) -> dict[str, Any]:
+    """A job as the API shows it: sealed credentials never leave the server."""
+    data: dict[str, Any] = job.to_dict()
+    params = dict(data.get("parameters") or {})
+    if "sealed" in params:
+        params["sealed"] = "***"
+    data["parameters"] = params
+    return data

@@ -1,0 +1,249 @@
+"""The dataset fields every upload route takes, and the path rules for user input.
+
+The seed's routes all carry the same form or JSON fields (``user_email``,
+``dataset_name``, ``sensor``, ``convert``, ...). :class:`DatasetFields` validates
+them once, whatever the route, so a bad value gets the same 422 everywhere, naming
+the field.
+
+Paths from users (``filename``, ``relative_path``) are *rejected*, not silently
+repaired, when they could leave the dataset's folder: an absolute path, a ``..``
+component, a backslash (a Windows separator that a later tool may honour), a NUL or
+another control character. What passes is a clean relative POSIX path whose parts
+are all ordinary names; joined under the dataset folder it cannot escape it.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sclib.errors import InvalidInput
+from sclib.jobtypes import SensorType
+
+__all__ = [
+    "DatasetFields",
+    "looks_like_email",
+    "parse_bool",
+    "parse_fields",
+    "safe_filename",
+    "safe_join",
+    "safe_relative_path",
+]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+_MAX_NAME = 255
+_MAX_PATH = 1024
+
+
+def _check_part(part: str, field: str, value: str) -> None:
+    if part in ("", ".", ".."):
+        raise InvalidInput(
+            f"{field} {value!r} is not allowed: it must be a relative path of "
+            f"ordinary names (no empty, '.' or '..' parts)"
+        )
+    if len(part.encode()) > _MAX_NAME:
+        raise InvalidInput(f"{field}: the name {part[:40]!r}... is too long")
+
+
+def safe_relative_path(value: str, field: str = "relative_path") -> str:
+    """``value`` as a clean relative POSIX path, or :class:`InvalidInput`.
+
+    Leading and trailing slashes are not forgiven on purpose: ``/etc`` is an
+    absolute path, and the caller should hear that it was refused.
+    """
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field} must be a string")
+    if value == "":
+        return ""
+    if _CONTROL.search(value) or "\\" in value:
+        raise InvalidInput(
+            f"{field} {value!r} contains a backslash or a control character"
+        )
+    if len(value.encode()) > _MAX_PATH:
+        raise InvalidInput(f"{field} is longer than {_MAX_PATH} bytes")
+    if value.startswith("/") or re.match(r"^[A-Za-z]:", value):
+        raise InvalidInput(f"{field} {value!r} is absolute; give a relative path")
+    parts = value.rstrip("/").split("/")
+    for part in parts:
+        _check_part(part, field, value)
+    return str(PurePosixPath(*parts))
+
+
+def safe_filename(value: str, field: str = "filename") -> str:
+    """A single file name (no separators), or :class:`InvalidInput`."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"{field} must be a non-empty file name")
+    if "/" in value or "\\" in value:
+        raise InvalidInput(
+            f"{field} {value!r} contains a path separator; send the folder as "
+            f"relative_path"
+        )
+    if _CONTROL.search(value):
+        raise InvalidInput(f"{field} {value!r} contains a control character")
+    _check_part(value, field, value)
+    return value
+
+
+def safe_join(root: Path, *relative: str) -> Path:
+    """``root`` joined with already-checked relative parts; refuses to leave it."""
+    target = root.joinpath(*[r for r in relative if r])
+    resolved_root = root.resolve()
+    resolved = target.resolve()
+    if resolved != resolved_root and resolved_root not in resolved.parents:
+        raise InvalidInput(f"path {'/'.join(relative)!r} leaves its folder")
+    return target
+
+
+def looks_like_email(value: str) -> bool:
+    return bool(_EMAIL.match(value))
+
+
+def parse_bool(value: object, field: str) -> bool:
+    """Form fields arrive as text: ``true/false``, ``1/0``, ``yes/no``, ``on/off``."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off", ""):
+            return False
+    raise InvalidInput(f"{field} must be true or false, got {value!r}")
+
+
+class DatasetFields(BaseModel):
+    """The dataset fields of an upload or import (the seed's names)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_email: str | None = None
+    dataset_name: str = Field(min_length=1, max_length=_MAX_NAME)
+    sensor: SensorType
+    convert: bool = True
+    is_public: bool = False
+    is_public_downloadable: bool = False
+    folder: str | None = Field(default=None, max_length=_MAX_PATH)
+    relative_path: str = ""
+    team_uuid: str | None = Field(default=None, max_length=_MAX_NAME)
+    tags: tuple[str, ...] = ()
+    dataset_identifier: str | None = None
+    add_to_existing: bool = False
+
+    @field_validator("user_email", "folder", "team_uuid", "dataset_identifier")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    @field_validator("user_email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is not None and not _EMAIL.match(value):
+            raise ValueError(f"{value!r} is not an email address")
+        return value.lower() if value else value
+
+    @field_validator("dataset_name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        value = value.strip()
+        if not value or _CONTROL.search(value):
+            raise ValueError("must be a non-empty name without control characters")
+        return value
+
+    @field_validator("sensor", mode="before")
+    @classmethod
+    def _sensor(cls, value: object) -> SensorType:
+        try:
+            return SensorType.parse(value)
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator(
+        "convert", "is_public", "is_public_downloadable", "add_to_existing",
+        mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _bool(cls, value: object) -> bool:
+        try:
+            return parse_bool(value, "value")
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("relative_path", mode="before")
+    @classmethod
+    def _relative(cls, value: object) -> str:
+        if value is None:
+            return ""
+        try:
+            return safe_relative_path(value, "relative_path")  # type: ignore[arg-type]
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("folder")
+    @classmethod
+    def _folder(cls, value: str | None) -> str | None:
+        if value is not None and _CONTROL.search(value):
+            raise ValueError("must not contain control characters")
+        return value
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: object) -> tuple[str, ...]:
+        if value is None or value == "":
+            return ()
+        if isinstance(value, str):
+            items = value.split(",")
+        elif isinstance(value, list | tuple):
+            items = [str(v) for v in value]
+        else:
+            raise ValueError("must be a list of strings or comma-separated text")
+        tags = tuple(dict.fromkeys(t.strip() for t in items if t.strip()))
+        if any(len(t) > _MAX_NAME or _CONTROL.search(t) for t in tags):
+            raise ValueError("a tag is too long or contains a control character")
+        return tags
+
+    @field_validator("dataset_identifier")
+    @classmethod
+    def _identifier(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return uuid.UUID(value).hex
+        except ValueError:
+            raise ValueError(f"{value!r} is not a dataset uuid") from None
+
+    def to_parameters(self) -> dict[str, Any]:
+        """The fields as JSON job parameters."""
+        data = self.model_dump(mode="json")
+        data["tags"] = list(self.tags)
+        return data
+
+
+def parse_fields(values: Mapping[str, Any]) -> DatasetFields:
+    """Validate ``values``; :class:`InvalidInput` naming each bad or missing field."""
+    try:
+        return DatasetFields.model_validate(dict(values))
+    except ValidationError as exc:
+        raise InvalidInput(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        if err["type"] == "missing":
+            problems.append(f"{field}: field required")
+        elif err["type"] == "extra_forbidden":
+            problems.append(f"{field}: unknown field")
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"{field}: {msg}")
+    return "; ".join(problems)

@@ -1,0 +1,320 @@
+"""The ``upload`` job: what a worker does once an upload arrived or an import was asked.
+
+Two kinds of ``upload`` job exist, told apart by ``parameters["source"]``:
+
+* ``"upload"``: the server already received, verified and committed the file(s)
+  into ``<data>/upload/<dataset_uuid>/``. The job re-reads every file and checks
+  its BLAKE3 against the digest recorded at commit time (bytes *stored*, not bytes
+  sent), and returns the file list.
+* ``"import"``: a server-side import (S3, GCS, Google Drive, HTTP(S)). The job runs
+  the :class:`~sclib.transfers.engine.TransferEngine` from the source into the
+  dataset folder, with its sessions in the shared store, so a retried or rescued
+  job continues where the last attempt stopped. Credentials travel sealed
+  (:mod:`sclib.server.secrets`) and are opened only here, in memory.
+
+:func:`handlers_from_settings` builds the registry from the environment, so
+``sclib worker --handlers sclib.server.handlers:handlers_from_settings`` runs these
+jobs in a separate worker process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sclib.errors import ChecksumMismatch, InvalidInput
+from sclib.jobs.context import JobContext
+from sclib.jobs.registry import HandlerRegistry
+from sclib.jobtypes import JobType
+from sclib.server.fields import safe_join, safe_relative_path
+from sclib.settings import Settings, load_settings
+from sclib.transfers.hashing import new_blake3
+from sclib.transfers.sessions import SessionStore, open_session_store
+
+__all__ = [
+    "ImportSpec",
+    "UploadHandler",
+    "handlers_from_settings",
+    "import_spec",
+    "supported_sources",
+]
+
+log = logging.getLogger(__name__)
+
+#: source_type -> (URL scheme, the source_config keys it takes, the required ones)
+_SOURCES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "s3": (
+        "s3",
+        (
+            "bucket_name",
+            "object_key",
+            "access_key_id",
+            "secret_access_key",
+            "session_token",
+            "region",
+            "endpoint_url",
+        ),
+        ("bucket_name",),
+    ),
+    "gcs": (
+        "gs",
+        ("bucket_name", "object_key", "service_account_json", "endpoint_url"),
+        ("bucket_name",),
+    ),
+    "google_drive": (
+        "gdrive",
+        ("file_id", "folder_id", "service_account_json", "access_token"),
+        (),
+    ),
+    "url": ("https", ("url",), ("url",)),
+}
+
+
+def supported_sources() -> dict[str, dict[str, list[str]]]:
+    """Each source type with its ``source_config`` keys (for the API to show)."""
+    return {
+        name: {"fields": list(keys), "required": list(required)}
+        for name, (_, keys, required) in _SOURCES.items()
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ImportSpec:
+    """A server-side import: the source URL, its options, its secret options."""
+
+    source_type: str
+    url: str
+    options: dict[str, Any]
+    secrets: dict[str, Any]
+
+
+def import_spec(source_type: str, config: Mapping[str, Any]) -> ImportSpec:
+    """Turn the seed's ``source_type`` + ``source_config`` into a source URL.
+
+    :class:`InvalidInput` names an unknown source type, a missing or unknown key.
+    Server paths (``service_account_file``) are refused: a client must send the
+    file's content, or the server would read files of its own disk for anyone.
+    """
+    if source_type not in _SOURCES:
+        raise InvalidInput(
+            f"source_type: unknown source {source_type!r}; supported: "
+            f"{', '.join(_SOURCES)}"
+        )
+    if not isinstance(config, Mapping):
+        raise InvalidInput("source_config: must be an object")
+    scheme, keys, required = _SOURCES[source_type]
+    if "service_account_file" in config:
+        raise InvalidInput(
+            "source_config.service_account_file: server paths are not accepted; "
+            "send the file's content as service_account_json"
+        )
+    unknown = sorted(set(config) - set(keys))
+    if unknown:
+        raise InvalidInput(
+            f"source_config: unknown key(s) {', '.join(unknown)} for {source_type}; "
+            f"it takes {', '.join(keys)}"
+        )
+    for key in required:
+        if not config.get(key):
+            raise InvalidInput(f"source_config.{key}: field required")
+    for key, value in config.items():
+        if key == "service_account_json":
+            if not isinstance(value, str | dict):
+                raise InvalidInput(f"source_config.{key}: must be JSON text or object")
+        elif value is not None and not isinstance(value, str):
+            raise InvalidInput(f"source_config.{key}: must be a string")
+    options: dict[str, Any] = {}
+    secrets: dict[str, Any] = {}
+    if source_type == "url":
+        url = str(config["url"]).strip()
+        if not url.lower().startswith(("http://", "https://")):
+            raise InvalidInput("source_config.url: must be an http:// or https:// URL")
+    elif source_type in ("s3", "gcs"):
+        key = str(config.get("object_key") or "").lstrip("/")
+        url = f"{scheme}://{config['bucket_name']}/{key}"
+        for name in ("region", "endpoint_url"):
+            if config.get(name):
+                options[name] = config[name]
+        for name in ("access_key_id", "secret_access_key", "session_token"):
+            if config.get(name):
+                secrets[name] = config[name]
+        if config.get("service_account_json"):
+            secrets["token"] = _json_object(config["service_account_json"])
+    else:
+        ident = config.get("file_id") or config.get("folder_id")
+        if not ident:
+            raise InvalidInput("source_config.file_id: field required")
+        url = f"gdrive://{ident}"
+        if config.get("service_account_json"):
+            secrets["service_account_info"] = _json_object(
+                config["service_account_json"]
+            )
+        if config.get("access_token"):
+            secrets["access_token"] = config["access_token"]
+    return ImportSpec(source_type, url, options, secrets)
+
+
+#: source_config keys that are credentials: sealed, never stored in plain text
+SECRET_KEYS = frozenset(
+    {"access_key_id", "secret_access_key", "session_token", "service_account_json",
+     "access_token"}
+)  # fmt: skip
+
+
+def public_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` without its credentials (what may be stored and shown)."""
+    return {k: v for k, v in config.items() if k not in SECRET_KEYS}
+
+
+def _json_object(value: str | Mapping[str, Any]) -> dict[str, Any]:
+    import json
+
+    if isinstance(value, Mapping):
+        return dict(value)
+    try:
+        data = json.loads(value)
+    except ValueError:
+        raise InvalidInput(
+            "source_config.service_account_json: not valid JSON"
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidInput("source_config.service_account_json: must be an object")
+    return data
+
+
+class _JobProgress:
+    """Engine progress -> the job's progress; cancellation -> the engine."""
+
+    def __init__(self, ctx: JobContext, cancel: threading.Event) -> None:
+        self.ctx = ctx
+        self.cancel = cancel
+
+    def on_progress(self, progress: Any, **_: Any) -> None:
+        self.ctx.report(
+            bytes_done=progress.bytes_verified,
+            bytes_total=progress.bytes_total,
+            message=progress.current,
+        )
+        if self.ctx.should_stop:
+            self.cancel.set()
+
+
+class UploadHandler:
+    """The ``upload`` job handler; see the module docstring."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        sessions: SessionStore | None = None,
+        *,
+        secret_key: str | None = None,
+        allow_private: bool = False,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.sessions = sessions
+        self.secret_key = secret_key
+        self.allow_private = allow_private
+
+    def __call__(self, ctx: JobContext) -> dict[str, Any]:
+        params = ctx.parameters
+        dataset_uuid = ctx.job.dataset_uuid
+        if not dataset_uuid:
+            raise InvalidInput("an upload job needs a dataset_uuid")
+        folder = self.data_dir / "upload" / dataset_uuid
+        source = params.get("source")
+        if source == "upload":
+            return self._verify(ctx, folder, params.get("files") or [])
+        if source == "import":
+            return self._import(ctx, folder, params)
+        raise InvalidInput(f"unknown upload source {source!r}")
+
+    def _verify(
+        self, ctx: JobContext, folder: Path, files: list[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        total = sum(int(f["size"]) for f in files)
+        done = 0
+        for record in files:
+            path = safe_join(folder, safe_relative_path(record["path"], "path"))
+            hasher = new_blake3()
+            buf = bytearray(8 * 1024**2)
+            view = memoryview(buf)
+            with open(path, "rb", buffering=0) as f:
+                while n := f.readinto(buf):
+                    hasher.update(view[:n])
+                    done += n
+                    ctx.report(bytes_done=done, bytes_total=total, message=path.name)
+                    ctx.check()
+            if hasher.hexdigest() != record["blake3"]:
+                raise ChecksumMismatch(
+                    f"{record['path']}: the stored file's BLAKE3 differs from the "
+                    f"one verified on arrival"
+                )
+        return {"files": [dict(f) for f in files], "bytes": total}
+
+    def _import(
+        self, ctx: JobContext, folder: Path, params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        from sclib.transfers.engine import TransferEngine
+
+        spec = import_spec(params["source_type"], params.get("source_config") or {})
+        # required credentials were sealed at submission; checks pass on the rest
+        options = dict(spec.options)
+        if params.get("sealed"):
+            from sclib.server.secrets import SecretBox
+
+            if not self.secret_key:
+                raise InvalidInput(
+                    "this import carries sealed credentials but the worker has no "
+                    "SECRET_KEY to open them"
+                )
+            options.update(SecretBox(self.secret_key).open(params["sealed"]))
+        if spec.source_type == "url" and self.allow_private:
+            options["allow_private"] = True
+        relative = safe_relative_path(
+            (params.get("dataset") or {}).get("relative_path") or "", "relative_path"
+        )
+        target = safe_join(folder, relative) if relative else folder
+        target.mkdir(parents=True, exist_ok=True)
+        cancel = threading.Event()
+        engine = TransferEngine(self.sessions)
+        result = engine.copy(
+            spec.url,
+            target.resolve().as_uri() + "/",
+            source_options=options,
+            subscribers=[_JobProgress(ctx, cancel)],
+            cancel=cancel,
+        )
+        ctx.check()
+        from sclib.transfers.local import local_path
+
+        files = []
+        for f in result.files:
+            path = local_path(f.dest_url)
+            files.append(
+                {
+                    "path": path.relative_to(folder.resolve()).as_posix(),
+                    "size": f.size,
+                    "blake3": f.blake3,
+                }
+            )
+        return {"files": files, "bytes": result.bytes, "source": spec.url}
+
+
+def handlers_from_settings(settings: Settings | None = None) -> HandlerRegistry:
+    """The server's job handlers, configured from ``settings`` (or the environment)."""
+    settings = settings or load_settings()
+    url = settings.backend_url()
+    sessions = open_session_store(url, **settings.session_store_options(url))
+    handler = UploadHandler(
+        settings.data_dir,
+        sessions,
+        secret_key=(
+            settings.secret_key.get_secret_value() if settings.secret_key else None
+        ),
+        allow_private=settings.allow_private_addresses,
+    )
+    return HandlerRegistry({JobType.UPLOAD: handler})

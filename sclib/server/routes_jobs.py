@@ -1,0 +1,152 @@
+"""The jobs API: ``/api/v1/jobs``.
+
+Users see, cancel and retry their own jobs; another user's job id is a 404, as if
+it did not exist. Admins (a token with the admin role) see everything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from sclib.errors import Forbidden, JobNotFound, NotFound
+from sclib.jobtypes import JobType
+from sclib.server.app import (
+    IdentityDep,
+    ServerState,
+    StateDep,
+    owner_filter,
+    public_job,
+)
+from sclib.server.auth import Identity
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+
+class SubmitJob(BaseModel):
+    """``POST /api/v1/jobs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_type: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    dataset_uuid: str | None = None
+    priority: int | None = Field(default=None, ge=1, le=3)
+    idempotency_key: str | None = None
+    depends_on: list[str] = Field(default_factory=list)
+
+
+def _visible(state: ServerState, identity: Identity, job_id: str) -> Any:
+    job = state.queue.get(job_id)
+    if not state.auth.can_see(identity, job.owner):
+        raise JobNotFound(job_id)
+    return job
+
+
+@router.post("", status_code=201)
+def submit(
+    body: SubmitJob, identity: Identity = IdentityDep, state: ServerState = StateDep
+) -> dict[str, Any]:
+    """Enqueue a job for the caller (``upload`` jobs come from the upload routes)."""
+    if body.job_type == JobType.UPLOAD and not identity.is_admin:
+        raise Forbidden(
+            "job_type: upload jobs are created by the /api/upload routes, not here"
+        )
+    if body.dataset_uuid and not identity.is_admin:
+        mine = state.queue.list(dataset_uuid=body.dataset_uuid, limit=1)
+        if mine and mine[0].owner != identity.email:
+            raise NotFound(f"no dataset {body.dataset_uuid}")
+    for dep in body.depends_on:
+        _visible(state, identity, dep)
+    job = state.queue.enqueue(
+        body.job_type,
+        body.parameters,
+        dataset_uuid=body.dataset_uuid,
+        owner=identity.email,
+        priority=body.priority,
+        idempotency_key=(
+            f"{identity.email}:{body.idempotency_key}" if body.idempotency_key else None
+        ),
+        depends_on=body.depends_on,
+    )
+    return public_job(job)
+
+
+@router.get("")
+def list_jobs(
+    status: str | None = None,
+    job_type: str | None = None,
+    dataset_uuid: str | None = None,
+    limit: int = Query(50, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+    identity: Identity = IdentityDep,
+    state: ServerState = StateDep,
+) -> dict[str, Any]:
+    """The caller's jobs, oldest first (admins: everyone's)."""
+    found = state.queue.list(
+        status=status,
+        job_type=job_type,
+        dataset_uuid=dataset_uuid,
+        owner=owner_filter(identity),
+        limit=limit,
+        offset=offset,
+    )
+    return {
+        "jobs": [public_job(j) for j in found],
+        "count": len(found),
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+@router.get("/queue/stats")
+def queue_stats(
+    identity: Identity = IdentityDep, state: ServerState = StateDep
+) -> dict[str, Any]:
+    """Job counts by status and by type (counts only: no other user's data)."""
+    return dict(state.queue.stats())
+
+
+@router.get("/{job_id}")
+def get_job(
+    job_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
+) -> dict[str, Any]:
+    """One job with its event history."""
+    job = _visible(state, identity, job_id)
+    data = public_job(job)
+    data["events"] = [
+        {
+            "at": e.at.isoformat(),
+            "kind": e.kind,
+            "worker_id": e.worker_id,
+            "attempt": e.attempt,
+            "message": e.message,
+        }
+        for e in state.queue.events(job_id)
+    ]
+    data["dataset_status"] = (
+        str(state.queue.dataset_status(job.dataset_uuid)) if job.dataset_uuid else None
+    )
+    return data
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(
+    job_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
+) -> dict[str, Any]:
+    """Cancel a pending job, or ask a running one to stop (409 once finished)."""
+    _visible(state, identity, job_id)
+    return public_job(state.queue.cancel(job_id, f"cancelled by {identity.email}"))
+
+
+@router.post("/{job_id}/retry")
+def retry_job(
+    job_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
+) -> dict[str, Any]:
+    """Run a failed or cancelled job again (409 otherwise)."""
+    _visible(state, identity, job_id)
+    return public_job(state.queue.retry(job_id))

@@ -1,0 +1,648 @@
+"""The seed's upload routes: ``/api/upload/...`` and the large-file chunk protocol.
+
+Same paths, field names, response keys and status codes as ScientistCloud's
+upload API, over the new engine: bodies stream to disk, state lives in the
+backend, ids never change, unknown ids are 404, identity comes from the token.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+import sclib
+from sclib.errors import (
+    InvalidInput,
+    JobNotFound,
+    SclibError,
+    TooLarge,
+)
+from sclib.jobtypes import JobType, SensorType
+from sclib.models import Job
+from sclib.server.app import (
+    IdentityDep,
+    ServerState,
+    StateDep,
+    owner_filter,
+)
+from sclib.server.auth import Identity
+from sclib.server.fields import DatasetFields, looks_like_email, parse_fields
+from sclib.server.handlers import import_spec, supported_sources
+from sclib.server.streaming import Sink, pump, receive_multipart
+from sclib.server.uploads import LARGE, STANDARD, StagedWrite, Upload
+
+__all__ = ["router"]
+
+log = logging.getLogger(__name__)
+
+router = APIRouter()
+
+_FIELD_NAMES = set(DatasetFields.model_fields)
+_MULTIPART_SLACK = 1024**2  # headers and fields around the file part
+_ASSUMED_RATE = 50 * 1000**2  # bytes/s for estimates: a conservative network
+
+
+def _visible_job(state: ServerState, identity: Identity, job_id: str) -> Job:
+    job = state.queue.get(job_id)
+    if not state.auth.can_see(identity, job.owner):
+        raise JobNotFound(job_id)
+    return job
+
+
+def _fields(
+    state: ServerState, identity: Identity, values: dict[str, Any]
+) -> tuple[DatasetFields, str, str]:
+    """Validated fields, the owner, and the dataset uuid."""
+    fields = parse_fields(values)
+    owner = state.auth.check_user_email(identity, fields.user_email)
+    dataset_uuid = state.uploads.resolve_dataset(fields, owner, identity.is_admin)
+    return fields, owner, dataset_uuid
+
+
+def _estimate(size: int) -> float:
+    return round(1.0 + size / _ASSUMED_RATE, 1)
+
+
+def _upload_type(state: ServerState, size: int) -> str:
+    return "standard" if size <= state.settings.standard_upload_limit else "chunked"
+
+
+def _check_length(request: Request, limit: int) -> None:
+    raw = request.headers.get("content-length")
+    if raw is not None and raw.isdigit() and int(raw) > limit:
+        raise TooLarge(f"the request body ({raw} bytes) is above the limit of {limit}")
+
+
+# -- service ------------------------------------------------------------------------
+
+
+@router.get("/", tags=["service"])
+def root() -> dict[str, Any]:
+    """What this server is and where to start."""
+    return {
+        "service": "sclib upload and job API",
+        "version": sclib.__version__,
+        "docs": "/docs",
+        "endpoints": {
+            "upload": "/api/upload/upload",
+            "large_files": "/api/upload/large/initiate",
+            "tus": "/files/",
+            "jobs": "/api/v1/jobs",
+            "health": "/health",
+        },
+    }
+
+
+@router.get("/health", tags=["service"])
+def health(request: Request) -> JSONResponse:
+    """Whether the backend answers and the in-process worker (if any) runs."""
+    state: ServerState = request.app.state.sclib
+    body: dict[str, Any] = {"status": "healthy", "version": sclib.__version__}
+    try:
+        body["queue"] = state.queue.stats()["by_status"]
+    except SclibError as exc:
+        body.update(status="unhealthy", error=str(exc))
+    if state.worker is not None:
+        body["worker"] = {"id": state.worker.worker_id}
+    return JSONResponse(body, status_code=200 if body["status"] == "healthy" else 503)
+
+
+@router.get("/health/large-files", tags=["service"])
+def health_large(request: Request) -> dict[str, Any]:
+    """The large-file protocol's limits and how many uploads are in progress."""
+    import shutil
+
+    state: ServerState = request.app.state.sclib
+    free = shutil.disk_usage(state.uploads.staging_root).free
+    return {
+        "status": "healthy",
+        "active_uploads": state.uploads.active_count(),
+        "max_file_size": state.settings.max_upload_size,
+        "chunk_size": state.settings.chunk_size,
+        "staging_free_bytes": free,
+    }
+
+
+# -- one-request uploads ---------------------------------------------------------------
+
+
+async def _single_upload(
+    request: Request, state: ServerState, identity: Identity
+) -> dict[str, Any]:
+    _check_length(request, state.settings.max_upload_size + _MULTIPART_SLACK)
+    uploads = state.uploads
+    holder: dict[str, Any] = {}
+
+    async def open_sink(filename: str | None, seen: dict[str, str]) -> Sink:
+        email = seen.get("user_email", "").strip()
+        if looks_like_email(email):  # refuse another user's early, before the bytes
+            state.auth.check_user_email(identity, email)
+        upload = await run_in_threadpool(
+            uploads.create,
+            protocol=STANDARD,
+            owner=identity.email,
+            filename=filename or "",
+            size=None,
+            fields=None,
+            dataset_uuid=None,
+        )
+        holder["upload"] = upload
+        write = await run_in_threadpool(uploads.begin_single, upload.id)
+        holder["write"] = write
+        return write
+
+    try:
+        form = await receive_multipart(
+            request.stream(), request.headers.get("content-type", ""), "file", open_sink
+        )
+        unknown = sorted(set(form.fields) - _FIELD_NAMES)
+        if unknown:
+            raise InvalidInput(f"{', '.join(unknown)}: unknown field(s)")
+        fields, owner, dataset_uuid = _fields(state, identity, dict(form.fields))
+        write: StagedWrite = holder["write"]
+        await run_in_threadpool(write.finish)
+        upload: Upload = holder["upload"]
+        digest = write.hashers.hexdigest("blake3")
+        write.close()
+        await run_in_threadpool(
+            uploads.set_fields,
+            upload.id,
+            fields,
+            dataset_uuid,
+            upload.filename,
+            length=write.written,
+            owner=owner,
+        )
+        result = await run_in_threadpool(
+            uploads.complete, upload.id, None, digests={"blake3": digest}
+        )
+    except (SclibError, ClientDisconnect):
+        if "write" in holder:
+            holder["write"].close()
+        if "upload" in holder:
+            await run_in_threadpool(uploads.discard, holder["upload"].id)
+        raise
+    size = int(result["file_size"])
+    return {
+        "job_id": result["job_id"],
+        "status": "queued",
+        "message": f"Upload of {upload.filename} received; job {result['job_id']} "
+        "verifies and records it",
+        "estimated_duration": _estimate(size),
+        "upload_type": _upload_type(state, size),
+        "dataset_uuid": result["dataset_uuid"],
+        "upload_id": upload.id,
+        "file_blake3": result["file_blake3"],
+        "file_size": size,
+    }
+
+
+@router.post("/api/upload/upload", tags=["upload"])
+async def upload(
+    request: Request, identity: Identity = IdentityDep, state: ServerState = StateDep
+) -> dict[str, Any]:
+    """One multipart request: a ``file`` part and the dataset fields.
+
+    The body streams to the data folder as it arrives; the job verifies the
+    stored file and records it in the dataset."""
+    return await _single_upload(request, state, identity)
+
+
+@router.post("/api/upload/local/upload", tags=["upload"])
+async def upload_local(
+    request: Request, identity: Identity = IdentityDep, state: ServerState = StateDep
+) -> dict[str, Any]:
+    """The seed's name for :func:`upload` (same fields, same answer)."""
+    return await _single_upload(request, state, identity)
+
+
+class InitiateRequest(BaseModel):
+    """A server-side import (the seed's ``/api/upload/initiate`` body)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source_type: str
+    source_config: dict[str, Any] = Field(default_factory=dict)
+    user_email: str | None = None
+    dataset_name: str
+    sensor: str
+    convert: bool = True
+    is_public: bool = False
+    is_public_downloadable: bool = False
+    folder: str | None = None
+    relative_path: str | None = None
+    team_uuid: str | None = None
+    tags: list[str] | str | None = None
+    dataset_identifier: str | None = None
+    add_to_existing: bool = False
+
+
+@router.post("/api/upload/initiate", tags=["upload"])
+def initiate(
+    body: InitiateRequest,
+    identity: Identity = IdentityDep,
+    state: ServerState = StateDep,
+) -> dict[str, Any]:
+    """Import from ``s3``, ``gcs``, ``google_drive`` or ``url`` on the server.
+
+    Credentials in ``source_config`` are sealed with the server's SECRET_KEY before
+    they are stored, and never returned."""
+    from sclib.server.handlers import public_config
+
+    values = body.model_dump(exclude={"source_type", "source_config"})
+    fields, owner, dataset_uuid = _fields(state, identity, values)
+    spec = import_spec(body.source_type, body.source_config)
+    if spec.source_type == "url" and not state.settings.allow_private_addresses:
+        from sclib.transfers.ssrf import AddressPolicy
+
+        AddressPolicy().check_url(spec.url)
+    sealed = None
+    if spec.secrets:
+        from sclib.server.secrets import SecretBox
+
+        key = state.settings.secret_key
+        if key is None:
+            raise InvalidInput(
+                "source_config carries credentials, but this server has no "
+                "SECRET_KEY to seal them with; ask the operator to set one"
+            )
+        sealed = SecretBox(key.get_secret_value()).seal(spec.secrets)
+    job = state.queue.enqueue(
+        JobType.UPLOAD,
+        {
+            "source": "import",
+            "source_type": spec.source_type,
+            "source_config": public_config(body.source_config),
+            "sealed": sealed,
+            "dataset": fields.to_parameters(),
+        },
+        dataset_uuid=dataset_uuid,
+        owner=owner,
+    )
+    return {
+        "job_id": job.id,
+        "status": "queued",
+        "message": f"Import from {spec.source_type} queued",
+        "estimated_duration": None,
+        "upload_type": spec.source_type,
+        "dataset_uuid": dataset_uuid,
+    }
+
+
+# -- jobs as the seed shows them -------------------------------------------------------
+
+
+def upload_status(job: Job) -> dict[str, Any]:
+    """The seed's status body for a job."""
+    progress = job.progress
+    total = progress.bytes_total
+    if total is None:
+        files = job.parameters.get("files") or []
+        total = sum(int(f.get("size", 0)) for f in files) if files else None
+    done = progress.bytes_done
+    pct = progress.percentage
+    if job.status.value == "completed":
+        pct, done = 100.0, total if total is not None else done
+    message = (
+        progress.message
+        or {
+            "pending": "queued",
+            "running": "in progress",
+            "completed": "completed",
+            "failed": "failed",
+            "cancelled": "cancelled",
+        }[job.status.value]
+    )
+    return {
+        "job_id": job.id,
+        "status": job.status.value,
+        "progress_percentage": round(pct or 0.0, 2),
+        "bytes_uploaded": done or 0,
+        "bytes_total": total,
+        "message": message,
+        "error": job.error,
+        "current_file": progress.message or None,
+        "job_type": job.type,
+        "dataset_uuid": job.dataset_uuid,
+        "created_at": job.created_at.isoformat(),
+        "updated_at": job.updated_at.isoformat(),
+    }
+
+
+@router.get("/api/upload/status/{job_id}", tags=["upload"])
+def status(
+    job_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
+) -> dict[str, Any]:
+    """Progress of an upload or import job; 404 for unknown (or others') ids."""
+    return upload_status(_visible_job(state, identity, job_id))
+
+
+@router.post("/api/upload/cancel/{job_id}", tags=["upload"])
+def cancel(
+    job_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
+) -> dict[str, Any]:
+    """Cancel a pending or running job (409 if it already finished)."""
+    _visible_job(state, identity, job_id)
+    job = state.queue.cancel(job_id, "cancelled by the user")
+    return {
+        "job_id": job.id,
+        "status": job.status.value,
+        "message": "cancelled" if job.status.value == "cancelled" else "cancelling",
+    }
+
+
+@router.get("/api/upload/jobs", tags=["upload"])
+def jobs(
+    user_id: str | None = None,
+    status: str | None = None,
+    limit: int = Query(50, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+    identity: Identity = IdentityDep,
+    state: ServerState = StateDep,
+) -> dict[str, Any]:
+    """The caller's upload jobs (admins: anyone's, or ``user_id``'s)."""
+    owner = owner_filter(identity)
+    if user_id:
+        wanted = user_id.strip().lower()
+        if owner is not None and wanted != owner:
+            from sclib.errors import Forbidden
+
+            raise Forbidden("user_id: you may list only your own jobs")
+        owner = wanted
+    found = state.queue.list(
+        status=status, job_type=JobType.UPLOAD, owner=owner, limit=limit, offset=offset
+    )
+    return {
+        "jobs": [upload_status(j) for j in found],
+        "count": len(found),
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+@router.get("/api/upload/supported-sources", tags=["upload"])
+def sources() -> dict[str, Any]:
+    """Import sources with their ``source_config`` keys, and the sensor names."""
+    return {
+        "sources": {"local": {"fields": ["file"], "required": ["file"]}}
+        | supported_sources(),
+        "sensors": [s.value for s in SensorType],
+        "upload_types": ["standard", "chunked", "tus"],
+    }
+
+
+@router.get("/api/upload/limits", tags=["upload"])
+@router.get("/api/upload/large/limits", tags=["large files"])
+def limits(state: ServerState = StateDep) -> dict[str, Any]:
+    """Size limits and the chunk size this server hands out."""
+    s = state.settings
+    return {
+        "max_file_size": s.max_upload_size,
+        "standard_upload_limit": s.standard_upload_limit,
+        "chunk_size": s.chunk_size,
+        "max_chunk_size": s.max_chunk_size,
+        "upload_expiry_hours": s.upload_expiry_hours,
+        "tus_endpoint": "/files/",
+        "checksums": ["sha256", "blake3"],
+    }
+
+
+@router.get("/api/upload/estimate-time", tags=["upload"])
+def estimate_time(
+    file_size: int = Query(..., ge=0), state: ServerState = StateDep
+) -> dict[str, Any]:
+    """A rough duration for a file of ``file_size`` bytes (at 50 MB/s)."""
+    chunk = state.settings.chunk_size
+    return {
+        "file_size": file_size,
+        "upload_type": _upload_type(state, file_size),
+        "estimated_seconds": _estimate(file_size),
+        "chunk_size": chunk,
+        "total_chunks": max(1, -(-file_size // chunk)),
+    }
+
+
+# -- the large-file chunk protocol -----------------------------------------------------
+
+
+class LargeInitiate(BaseModel):
+    """``POST /api/upload/large/initiate``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str
+    file_size: int = Field(ge=0)
+    file_hash: str | None = Field(default=None, description="SHA-256 hex")
+    file_blake3: str | None = None
+    chunk_size: int | None = None
+    user_email: str | None = None
+    dataset_name: str
+    sensor: str
+    convert: bool = True
+    is_public: bool = False
+    is_public_downloadable: bool = False
+    folder: str | None = None
+    relative_path: str | None = None
+    team_uuid: str | None = None
+    tags: list[str] | str | None = None
+    dataset_identifier: str | None = None
+    add_to_existing: bool = False
+
+
+def _large(state: ServerState, identity: Identity, upload_id: str) -> Upload:
+    upload = state.uploads.get(upload_id, owner_filter(identity))
+    if upload.protocol != LARGE:
+        from sclib.server.uploads import UploadNotFound
+
+        raise UploadNotFound(f"upload {upload_id} not found")
+    return upload
+
+
+@router.post("/api/upload/large/initiate", tags=["large files"])
+def large_initiate(
+    body: LargeInitiate, identity: Identity = IdentityDep, state: ServerState = StateDep
+) -> dict[str, Any]:
+    """Start a chunked upload; send chunks in any order, in parallel, then
+    ``complete``."""
+    values = body.model_dump(
+        exclude={"filename", "file_size", "file_hash", "file_blake3", "chunk_size"}
+    )
+    fields, owner, dataset_uuid = _fields(state, identity, values)
+    expected = {}
+    if body.file_hash:
+        expected["sha256"] = body.file_hash
+    if body.file_blake3:
+        expected["blake3"] = body.file_blake3
+    upload = state.uploads.create(
+        protocol=LARGE,
+        owner=owner,
+        filename=body.filename,
+        size=body.file_size,
+        fields=fields,
+        dataset_uuid=dataset_uuid,
+        chunk_size=body.chunk_size,
+        expected=expected,
+    )
+    return {
+        "upload_id": upload.id,
+        "chunk_size": upload.chunk_size,
+        "total_chunks": upload.total_chunks,
+        "dataset_uuid": dataset_uuid,
+        "message": f"send {upload.total_chunks} chunk(s) of {upload.chunk_size} bytes",
+    }
+
+
+def _chunk_hash(value: str) -> tuple[str, str]:
+    algo, sep, digest = value.strip().partition(":")
+    if not sep:
+        algo, digest = "sha256", algo
+    algo = algo.lower()
+    digest = digest.lower()
+    if algo not in ("sha256", "blake3") or len(digest) != 64:
+        raise InvalidInput(
+            "chunk_hash: expected a SHA-256 hex digest, or 'blake3:<hex>' / "
+            f"'sha256:<hex>', got {value[:80]!r}"
+        )
+    return algo, digest
+
+
+@router.post("/api/upload/large/chunk/{upload_id}/{chunk_index}", tags=["large files"])
+async def large_chunk(
+    upload_id: str,
+    chunk_index: int,
+    request: Request,
+    identity: Identity = IdentityDep,
+    state: ServerState = StateDep,
+) -> dict[str, Any]:
+    """One chunk: multipart (``chunk`` + ``chunk_hash``, the seed's form) or a raw
+    body with ``X-Chunk-Hash: blake3:<hex>`` (sclib's client). Idempotent."""
+    upload = await run_in_threadpool(_large, state, identity, upload_id)
+    _check_length(request, upload.chunk_size + _MULTIPART_SLACK)
+    owner = owner_filter(identity)
+    ctype = request.headers.get("content-type", "")
+    holder: dict[str, StagedWrite] = {}
+    try:
+        if ctype.startswith("multipart/"):
+
+            async def open_sink(filename: str | None, seen: dict[str, str]) -> Sink:
+                write = await run_in_threadpool(
+                    state.uploads.begin_chunk, upload_id, owner, chunk_index, {"sha256"}
+                )
+                holder["write"] = write
+                return write
+
+            form = await receive_multipart(request.stream(), ctype, "chunk", open_sink)
+            if not form.fields.get("chunk_hash"):
+                raise InvalidInput("chunk_hash: field required")
+            algo, digest = _chunk_hash(form.fields["chunk_hash"])
+        else:
+            header = request.headers.get("x-chunk-hash")
+            if not header:
+                raise InvalidInput(
+                    "X-Chunk-Hash: header required for a raw chunk body "
+                    "(blake3:<hex> or sha256:<hex>)"
+                )
+            algo, digest = _chunk_hash(header)
+            holder["write"] = await run_in_threadpool(
+                state.uploads.begin_chunk, upload_id, owner, chunk_index, {algo}
+            )
+            await pump(request.stream(), holder["write"])
+        done = await run_in_threadpool(
+            state.uploads.finish_chunk, holder.pop("write"), chunk_index, {algo: digest}
+        )
+    finally:
+        if "write" in holder:
+            holder["write"].close()
+    return {
+        "upload_id": upload_id,
+        "chunk_index": chunk_index,
+        "received": True,
+        "uploaded_chunks": len(done.chunks),
+        "total_chunks": done.total_chunks,
+    }
+
+
+@router.get("/api/upload/large/status/{upload_id}", tags=["large files"])
+def large_status(
+    upload_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
+) -> dict[str, Any]:
+    """How many chunks arrived."""
+    upload = _large(state, identity, upload_id)
+    total = upload.total_chunks
+    got = len(upload.chunks)
+    return {
+        "upload_id": upload_id,
+        "status": upload.status,
+        "uploaded_chunks": got,
+        "total_chunks": total,
+        "is_complete": upload.result is not None,
+        "progress_percentage": round(100.0 * got / total, 2) if total else 100.0,
+        "bytes_received": upload.bytes_received,
+        "file_size": upload.size,
+    }
+
+
+@router.get("/api/upload/large/resume/{upload_id}", tags=["large files"])
+def large_resume(
+    upload_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
+) -> dict[str, Any]:
+    """The chunks still missing: send these, then ``complete``."""
+    upload = _large(state, identity, upload_id)
+    return {
+        "upload_id": upload_id,
+        "missing_chunks": upload.missing_chunks,
+        "total_chunks": upload.total_chunks,
+        "chunk_size": upload.chunk_size,
+        "can_resume": upload.status == "active",
+    }
+
+
+class CompleteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file_blake3: str | None = None
+    file_hash: str | None = None
+
+
+@router.post("/api/upload/large/complete/{upload_id}", tags=["large files"])
+async def large_complete(
+    upload_id: str,
+    request: Request,
+    identity: Identity = IdentityDep,
+    state: ServerState = StateDep,
+) -> dict[str, Any]:
+    """Verify the whole file, commit it to the dataset, enqueue its job.
+
+    Calling it again returns the same answer."""
+    upload = await run_in_threadpool(_large, state, identity, upload_id)
+    expected: dict[str, str] = {}
+    raw = await request.body()
+    if raw.strip():
+        try:
+            body = CompleteRequest.model_validate_json(raw)
+        except ValueError as exc:
+            raise InvalidInput(f"complete: the body must be JSON ({exc})") from None
+        if body.file_blake3:
+            expected["blake3"] = body.file_blake3
+        if body.file_hash:
+            expected["sha256"] = body.file_hash
+    result = await run_in_threadpool(
+        state.uploads.complete, upload.id, owner_filter(identity), expected=expected
+    )
+    return dict(result)
+
+
+@router.delete("/api/upload/large/cancel/{upload_id}", tags=["large files"])
+def large_cancel(
+    upload_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
+) -> dict[str, Any]:
+    """Stop the upload and delete what arrived."""
+    _large(state, identity, upload_id)
+    upload = state.uploads.cancel(upload_id, owner_filter(identity))
+    return {"upload_id": upload_id, "status": upload.status, "message": "cancelled"}

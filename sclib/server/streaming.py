@@ -1,0 +1,178 @@
+"""Request bodies streamed to disk, never held whole in memory.
+
+Starlette's ``request.form()`` spools an uploaded file to a temporary file, which
+the route would then copy again into place: twice the disk traffic, and a second
+full copy on disk. Here the body is parsed as it arrives (python-multipart's
+streaming parser, the one FastAPI itself uses), and the file part's bytes go
+straight to the upload's staging file in batches of :data:`BATCH` bytes, written in
+a worker thread so the event loop never blocks on disk. Memory per request is
+about one batch, whatever the file size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from starlette.concurrency import run_in_threadpool
+
+from sclib.errors import InvalidInput, TooLarge
+
+__all__ = ["BATCH", "Sink", "StreamedForm", "pump", "receive_multipart"]
+
+BATCH = 8 * 1024**2
+_MAX_FIELD = 64 * 1024
+_MAX_FIELDS = 64
+
+
+class Sink(Protocol):
+    """Where a file part's bytes go (a :class:`~sclib.server.uploads.StagedWrite`)."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+
+@dataclass
+class StreamedForm:
+    """The text fields of a multipart body, and what its file part was."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    filename: str | None = None
+    file_bytes: int = 0
+    file_seen: bool = False
+
+
+async def pump(stream: AsyncIterator[bytes], sink: Sink, batch: int = BATCH) -> int:
+    """Write a raw body to ``sink`` in batches; returns the bytes written."""
+    buf = bytearray()
+    total = 0
+    async for piece in stream:
+        buf += piece
+        total += len(piece)
+        if len(buf) >= batch:
+            await run_in_threadpool(sink.write, bytes(buf))
+            buf.clear()
+    if buf:
+        await run_in_threadpool(sink.write, bytes(buf))
+    return total
+
+
+async def receive_multipart(
+    stream: AsyncIterator[bytes],
+    content_type: str,
+    file_field: str,
+    open_sink: Callable[[str | None, dict[str, str]], Awaitable[Sink]],
+    *,
+    batch: int = BATCH,
+) -> StreamedForm:
+    """Parse a multipart body, streaming the part named ``file_field`` to the sink
+    that ``open_sink(filename, fields_so_far)`` returns (called once, when the part
+    starts). Other parts are text fields, each at most 64 KiB."""
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
+    ctype, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if ctype != b"multipart/form-data" or not boundary:
+        raise InvalidInput(
+            "the body must be multipart/form-data with a boundary "
+            f"(got Content-Type {content_type!r})"
+        )
+    form = StreamedForm()
+    state: dict[str, Any] = {
+        "name": None,
+        "filename": None,
+        "header": b"",
+        "value": b"",
+    }
+    headers: dict[bytes, bytes] = {}
+    pending = bytearray()  # file bytes not yet written
+    value = bytearray()  # the current text field
+    in_file = False
+    need_sink = False
+
+    def on_part_begin() -> None:
+        headers.clear()
+        value.clear()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["header"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        headers[state["header"].lower()] = state["value"]
+        state["header"] = b""
+        state["value"] = b""
+
+    def on_headers_finished() -> None:
+        nonlocal in_file, need_sink
+        _, disp = parse_options_header(headers.get(b"content-disposition", b""))
+        name = disp.get(b"name", b"").decode("utf-8", "replace")
+        filename = disp.get(b"filename")
+        state["name"] = name
+        in_file = name == file_field
+        if in_file:
+            if form.file_seen:
+                raise InvalidInput(f"{file_field}: more than one file part")
+            form.file_seen = True
+            form.filename = (
+                filename.decode("utf-8", "replace") if filename is not None else None
+            )
+            need_sink = True
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if in_file:
+            pending.extend(data[start:end])
+        else:
+            value.extend(data[start:end])
+            if len(value) > _MAX_FIELD:
+                raise TooLarge(f"form field {state['name']!r} is above 64 KiB")
+
+    def on_part_end() -> None:
+        nonlocal in_file
+        if not in_file:
+            if len(form.fields) >= _MAX_FIELDS:
+                raise InvalidInput("too many form fields")
+            form.fields[state["name"]] = value.decode("utf-8", "replace")
+        in_file = False
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+        },
+    )
+    sink: Sink | None = None
+
+    async def flush() -> None:
+        nonlocal sink, need_sink
+        if need_sink:
+            need_sink = False
+            sink = await open_sink(form.filename, dict(form.fields))
+        if pending and sink is not None:
+            data = bytes(pending)
+            pending.clear()
+            form.file_bytes += len(data)
+            await run_in_threadpool(sink.write, data)
+
+    try:
+        async for piece in stream:
+            parser.write(piece)
+            if need_sink or len(pending) >= batch:
+                await flush()
+        parser.finalize()
+    except (InvalidInput, TooLarge):
+        raise
+    except ValueError as exc:  # the parser's own errors
+        raise InvalidInput(f"malformed multipart body: {exc}") from None
+    await flush()
+    if not form.file_seen:
+        raise InvalidInput(f"{file_field}: field required (a file part)")
+    return form

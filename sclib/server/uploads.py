@@ -1,0 +1,799 @@
+"""Uploads the server receives: state in the SessionStore, bytes in a staging file.
+
+Every way of sending a file to the server (one multipart request, the large-file
+chunk protocol, tus) goes through :class:`UploadManager`:
+
+* **State** lives in the :class:`~sclib.transfers.sessions.SessionStore` (SQLite or
+  MongoDB), never in process memory: which chunks arrived with their BLAKE3
+  digests, the tus offset, the dataset fields, the owner. Any server process that
+  shares the store and the data folder can continue any upload, and a restart loses
+  nothing.
+* **Bytes** go to ``<data>/tmp/uploads/<upload_id>/data``, written at their offsets
+  and made durable (``fdatasync``) before the chunk or offset is recorded. Nothing
+  appears in the dataset folder until the whole file is verified; then one rename
+  moves it to ``<data>/upload/<dataset_uuid>/<relative_path>/<filename>``.
+* **One writer** per chunk (chunk protocol) or per upload (tus, completion), held
+  with locks that survive neither the request nor the process (:mod:`.locks`).
+* **Completion** re-reads the file once, computing BLAKE3 (and SHA-256 when the
+  client declared one), commits it, and enqueues an ``upload`` job whose handler
+  verifies the stored file and records it in the dataset. Completing twice returns
+  the first answer; a crash between the rename and the job is repaired on the next
+  call.
+
+Abandoned uploads expire (:meth:`UploadManager.expire`, dry run first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sclib.errors import (
+    ChecksumMismatch,
+    InvalidInput,
+    NotFound,
+    SessionNotFound,
+    TooLarge,
+    UploadConflict,
+)
+from sclib.jobs.queue import JobQueue
+from sclib.jobtypes import JobType
+from sclib.models import new_job_id
+from sclib.server.fields import DatasetFields, safe_filename, safe_join
+from sclib.server.locks import WriteLock, lock_chunk, lock_upload
+from sclib.transfers.hashing import new_blake3
+from sclib.transfers.sessions import (
+    ACTIVE,
+    CANCELLED,
+    COMPLETED,
+    ChunkRecord,
+    SessionStore,
+    TransferSession,
+)
+
+__all__ = ["Upload", "UploadManager", "UploadNotFound"]
+
+log = logging.getLogger(__name__)
+
+LARGE, TUS, STANDARD = "large", "tus", "standard"
+_PREFIX = "upload:"
+_CHECKPOINT = 64 * 1024**2  # tus: record the offset at least this often
+_HASHES = ("blake3", "sha256", "sha1", "md5")
+
+
+class UploadNotFound(NotFound):
+    """No upload with this id (or not one the caller may see)."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """An upload as the routes see it (a view over its session)."""
+
+    id: str
+    protocol: str
+    owner: str
+    filename: str
+    size: int | None
+    chunk_size: int
+    fields: DatasetFields | None
+    dataset_uuid: str | None
+    status: str
+    offset: int
+    chunks: frozenset[int]
+    metadata: Mapping[str, str]
+    expected: Mapping[str, str]
+    result: Mapping[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    state: Mapping[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def total_chunks(self) -> int:
+        if self.size is None:
+            return 0
+        return max(1, -(-self.size // self.chunk_size))
+
+    @property
+    def missing_chunks(self) -> list[int]:
+        return [i for i in range(self.total_chunks) if i not in self.chunks]
+
+    @property
+    def bytes_received(self) -> int:
+        if self.protocol != LARGE:
+            return self.offset
+        total = 0
+        for index in self.chunks:
+            total += self.chunk_length(index)
+        return total
+
+    def chunk_length(self, index: int) -> int:
+        assert self.size is not None
+        return max(0, min(self.chunk_size, self.size - index * self.chunk_size))
+
+    @property
+    def complete(self) -> bool:
+        return self.status == COMPLETED
+
+
+def _view(session: TransferSession) -> Upload:
+    st = session.state
+    fields = DatasetFields.model_validate(st["fields"]) if st.get("fields") else None
+    return Upload(
+        id=session.id,
+        protocol=st["protocol"],
+        owner=st["owner"],
+        filename=st["filename"],
+        size=st.get("length"),
+        chunk_size=session.chunk_size,
+        fields=fields,
+        dataset_uuid=st.get("dataset_uuid"),
+        status=session.status,
+        offset=int(st.get("offset", 0)),
+        chunks=frozenset(session.chunks),
+        metadata=st.get("metadata") or {},
+        expected=st.get("expected") or {},
+        result=st.get("result"),
+        created_at=session.created_at,
+        updated_at=session.updated_at,
+        state=st,
+    )
+
+
+class Hashers:
+    """The digests computed while bytes stream in."""
+
+    def __init__(self, names: set[str]) -> None:
+        self._hashers: dict[str, Any] = {}
+        for name in names:
+            if name not in _HASHES:
+                raise InvalidInput(
+                    f"unsupported checksum algorithm {name!r}; use one of "
+                    f"{', '.join(_HASHES)}"
+                )
+            self._hashers[name] = (
+                new_blake3() if name == "blake3" else hashlib.new(name)
+            )
+
+    def update(self, data: bytes | memoryview) -> None:
+        for h in self._hashers.values():
+            h.update(data)
+
+    def hexdigest(self, name: str) -> str:
+        return str(self._hashers[name].hexdigest())
+
+    def check(self, expected: Mapping[str, str], what: str) -> None:
+        for name, want in expected.items():
+            got = self.hexdigest(name)
+            if got != want.lower():
+                raise ChecksumMismatch(
+                    f"{what}: {name} is {got}, the client said {want.lower()}"
+                )
+
+
+class StagedWrite:
+    """Bytes of one request going to the staging file, under a held lock.
+
+    The route feeds :meth:`write` (in a worker thread) and then calls
+    :meth:`finish` or :meth:`abort`; both release the lock.
+    """
+
+    def __init__(
+        self,
+        manager: UploadManager,
+        upload: Upload,
+        lock: WriteLock,
+        start: int,
+        limit: int,
+        hashes: set[str],
+        *,
+        exact: bool,
+        on_checkpoint: Callable[[int], None] | None = None,
+    ) -> None:
+        self.manager = manager
+        self.upload = upload
+        self.start = start
+        self.limit = limit
+        self.exact = exact
+        self.written = 0
+        self.hashers = Hashers(hashes)
+        self._lock = lock
+        self._on_checkpoint = on_checkpoint
+        self._checkpointed = 0
+        path = manager.staging_file(upload.id)
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._fd is None:
+            raise UploadConflict("this write was already finished")
+        view = memoryview(data)
+        if self.written + len(view) > self.limit:
+            raise TooLarge(
+                f"the request body is larger than expected ({self.limit} bytes "
+                f"here for upload {self.upload.id})"
+            )
+        self.hashers.update(view)
+        pos = self.start + self.written
+        while view:
+            n = os.pwrite(self._fd, view, pos)
+            view = view[n:]
+            pos += n
+        self.written += len(data)
+        if (
+            self._on_checkpoint is not None
+            and self.written - self._checkpointed >= _CHECKPOINT
+        ):
+            os.fdatasync(self._fd)
+            self._checkpointed = self.written
+            self._on_checkpoint(self.written)
+
+    def durable(self) -> None:
+        """Make what was written durable."""
+        if self._fd is not None:
+            os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._lock.release()
+
+    def finish(self, expected: Mapping[str, str] | None = None) -> None:
+        """Check length and digests, make the bytes durable; the lock stays held
+        until :meth:`close`."""
+        if self.exact and self.written != self.limit:
+            raise InvalidInput(
+                f"expected {self.limit} bytes for upload {self.upload.id}, "
+                f"got {self.written}"
+            )
+        self.hashers.check(expected or {}, f"upload {self.upload.id}")
+        self.durable()
+
+
+class UploadManager:
+    """Creates, receives, verifies and commits uploads; see the module docstring.
+
+    :param sessions: where upload state lives (shared by every server process).
+    :param queue: where the ``upload`` job of a finished upload goes.
+    :param data_dir: the data folder (``upload/``, ``tmp/`` live under it).
+    """
+
+    def __init__(
+        self,
+        sessions: SessionStore,
+        queue: JobQueue,
+        data_dir: Path,
+        *,
+        chunk_size: int = 100 * 1024**2,
+        max_chunk_size: int = 1024**3,
+        max_upload_size: int = 10 * 1024**4,
+        expiry: timedelta = timedelta(hours=24),
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.sessions = sessions
+        self.queue = queue
+        self.data_dir = Path(data_dir)
+        self.chunk_size = chunk_size
+        self.max_chunk_size = max_chunk_size
+        self.max_upload_size = max_upload_size
+        self.expiry = expiry
+        self.clock = clock
+        self.upload_root = self.data_dir / "upload"
+        self.staging_root = self.data_dir / "tmp" / "uploads"
+        self.upload_root.mkdir(parents=True, exist_ok=True)
+        self.staging_root.mkdir(parents=True, exist_ok=True)
+
+    # -- paths -----------------------------------------------------------------------
+
+    def staging_dir(self, upload_id: str) -> Path:
+        return self.staging_root / upload_id
+
+    def staging_file(self, upload_id: str) -> Path:
+        return self.staging_dir(upload_id) / "data"
+
+    def _lock_file(self, upload_id: str) -> Path:
+        return self.staging_dir(upload_id) / "lock"
+
+    def dataset_dir(self, dataset_uuid: str) -> Path:
+        return self.upload_root / dataset_uuid
+
+    def final_path(self, upload: Upload) -> Path:
+        assert upload.fields is not None and upload.dataset_uuid is not None
+        return safe_join(
+            self.dataset_dir(upload.dataset_uuid),
+            upload.fields.relative_path,
+            upload.filename,
+        )
+
+    # -- creating --------------------------------------------------------------------
+
+    def check_size(self, size: int | None, what: str = "file_size") -> None:
+        if size is None:
+            return
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise InvalidInput(f"{what} must be a non-negative integer, got {size!r}")
+        if size > self.max_upload_size:
+            raise TooLarge(
+                f"{what} {size} is above this server's limit of "
+                f"{self.max_upload_size} bytes"
+            )
+
+    def resolve_dataset(self, fields: DatasetFields, owner: str, admin: bool) -> str:
+        """The dataset an upload goes to: a new one, or an existing one of the
+        caller's (``add_to_existing`` with ``dataset_identifier``)."""
+        if not fields.add_to_existing:
+            if fields.dataset_identifier:
+                raise InvalidInput(
+                    "dataset_identifier: only used with add_to_existing=true"
+                )
+            return uuid.uuid4().hex
+        if not fields.dataset_identifier:
+            raise InvalidInput(
+                "dataset_identifier: field required when add_to_existing is true"
+            )
+        jobs = self.queue.list(dataset_uuid=fields.dataset_identifier, limit=1)
+        if not jobs or not (admin or jobs[0].owner == owner):
+            raise NotFound(f"no dataset {fields.dataset_identifier}")
+        return fields.dataset_identifier
+
+    def create(
+        self,
+        *,
+        protocol: str,
+        owner: str,
+        filename: str,
+        size: int | None,
+        fields: DatasetFields | None,
+        dataset_uuid: str | None,
+        chunk_size: int | None = None,
+        expected: Mapping[str, str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Upload:
+        """Start an upload; nothing is written to the dataset folder yet."""
+        safe_filename(filename)
+        self.check_size(size)
+        chunk = chunk_size or self.chunk_size
+        if not 1024 <= chunk <= self.max_chunk_size:
+            raise InvalidInput(
+                f"chunk_size must lie in 1024..{self.max_chunk_size}, got {chunk}"
+            )
+        expected = {k: v.lower() for k, v in (expected or {}).items()}
+        for name, value in expected.items():
+            if (
+                name not in ("sha256", "blake3")
+                or len(value) != 64
+                or any(c not in "0123456789abcdef" for c in value)
+            ):
+                raise InvalidInput(f"file_hash: {value!r} is not a {name} hex digest")
+        upload_id = new_job_id()
+        now = self.clock()
+        state: dict[str, Any] = {
+            "protocol": protocol,
+            "owner": owner,
+            "filename": filename,
+            "length": size,
+            "fields": fields.model_dump(mode="json") if fields else None,
+            "dataset_uuid": dataset_uuid,
+            "offset": 0,
+            "metadata": dict(metadata or {}),
+            "expected": expected,
+            "result": None,
+        }
+        self.staging_dir(upload_id).mkdir(parents=True, exist_ok=False)
+        staging = self.staging_file(upload_id)
+        with open(staging, "wb") as f:
+            if size:
+                f.truncate(size)  # sparse: no space used until written
+        session = TransferSession(
+            id=upload_id,
+            key=_PREFIX + upload_id,
+            source_url=f"{_PREFIX}{protocol}/{upload_id}",
+            dest_url=staging.resolve().as_uri(),
+            size=-1 if size is None else size,
+            chunk_size=chunk,
+            state=state,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            self.sessions.create(session)
+        except BaseException:
+            shutil.rmtree(self.staging_dir(upload_id), ignore_errors=True)
+            raise
+        log.info("upload %s (%s) started by %s", upload_id, protocol, owner)
+        return _view(session)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def get(self, upload_id: str, owner: str | None = None) -> Upload:
+        """The upload; :class:`UploadNotFound` if unknown or, with ``owner``, not
+        that owner's (another user's upload looks exactly like a missing one)."""
+        try:
+            session = self.sessions.get(upload_id)
+        except SessionNotFound:
+            raise UploadNotFound(f"upload {upload_id} not found") from None
+        if not session.key.startswith(_PREFIX):
+            raise UploadNotFound(f"upload {upload_id} not found")
+        upload = _view(session)
+        if owner is not None and upload.owner != owner:
+            raise UploadNotFound(f"upload {upload_id} not found")
+        return upload
+
+    def expires_at(self, upload: Upload) -> datetime:
+        return upload.updated_at + self.expiry
+
+    def _require_active(self, upload: Upload) -> None:
+        if upload.status != ACTIVE:
+            raise UploadConflict(
+                f"upload {upload.id} is {upload.status}; it takes no more data"
+            )
+
+    # -- receiving -------------------------------------------------------------------
+
+    def begin_chunk(
+        self, upload_id: str, owner: str | None, index: int, hashes: set[str]
+    ) -> StagedWrite:
+        """Start receiving chunk ``index`` of a large-file upload."""
+        upload = self.get(upload_id, owner)
+        if upload.protocol != LARGE:
+            raise UploadConflict(f"upload {upload_id} does not take chunks")
+        self._require_active(upload)
+        if not 0 <= index < upload.total_chunks:
+            raise InvalidInput(
+                f"chunk_index {index} is out of range: upload {upload_id} has "
+                f"chunks 0..{upload.total_chunks - 1}"
+            )
+        lock = lock_chunk(self._lock_file(upload_id), upload_id, index)
+        try:
+            length = upload.chunk_length(index)
+            return StagedWrite(
+                self,
+                upload,
+                lock,
+                index * upload.chunk_size,
+                length,
+                hashes | {"blake3"},
+                exact=True,
+            )
+        except BaseException:
+            lock.release()
+            raise
+
+    def finish_chunk(
+        self, write: StagedWrite, index: int, expected: Mapping[str, str]
+    ) -> Upload:
+        """Verify the chunk and record it; the chunk is then never asked for again."""
+        try:
+            write.finish(expected)
+            self.sessions.record_chunk(
+                write.upload.id, index, ChunkRecord(write.hashers.hexdigest("blake3"))
+            )
+        finally:
+            write.close()
+        return self.get(write.upload.id)
+
+    def begin_patch(
+        self,
+        upload_id: str,
+        owner: str | None,
+        offset: int,
+        length: int | None,
+        hashes: set[str],
+    ) -> StagedWrite:
+        """Start a tus ``PATCH`` at ``offset``; the offset must be the upload's."""
+        upload = self.get(upload_id, owner)
+        self._require_active(upload)
+        lock = lock_upload(self._lock_file(upload_id), upload_id)
+        try:
+            upload = self.get(upload_id, owner)  # fresh, now that we hold the lock
+            self._require_active(upload)
+            if offset != upload.offset:
+                raise UploadConflict(
+                    f"Upload-Offset {offset} does not match the upload's offset "
+                    f"{upload.offset}"
+                )
+            room = (
+                (upload.size - offset)
+                if upload.size is not None
+                else self.max_upload_size - offset
+            )
+            room = min(room, self.max_chunk_size) if upload.size is None else room
+            if length is not None and length > room:
+                raise TooLarge(
+                    f"{length} bytes at offset {offset} go past the upload's "
+                    f"length of {upload.size}"
+                    if upload.size is not None
+                    else f"a PATCH body may hold at most {room} bytes"
+                )
+            checkpoint = None
+            if not hashes:
+
+                def checkpoint(written: int) -> None:
+                    self._set_offset(upload_id, offset + written)
+
+            return StagedWrite(
+                self,
+                upload,
+                lock,
+                offset,
+                room if length is None else length,
+                hashes,
+                exact=length is not None,
+                on_checkpoint=checkpoint,
+            )
+        except BaseException:
+            lock.release()
+            raise
+
+    def _set_offset(self, upload_id: str, offset: int, **more: Any) -> Upload:
+        session = self.sessions.get(upload_id)
+        state = {**session.state, "offset": offset, **more}
+        return _view(self.sessions.update(upload_id, state=state))
+
+    def finish_patch(
+        self, write: StagedWrite, expected: Mapping[str, str] | None
+    ) -> Upload:
+        """Verify the body (tus checksum) and advance the offset."""
+        try:
+            write.finish(expected)
+            return self._set_offset(write.upload.id, write.start + write.written)
+        finally:
+            write.close()
+
+    def abort_patch(self, write: StagedWrite, *, keep: bool) -> None:
+        """A body that broke off: keep what arrived (tus without a checksum) or not."""
+        try:
+            if keep and write.written:
+                write.durable()
+                self._set_offset(write.upload.id, write.start + write.written)
+        finally:
+            write.close()
+
+    def declare_length(self, upload_id: str, owner: str | None, length: int) -> Upload:
+        """tus ``Upload-Defer-Length``: the length arrives with a later PATCH."""
+        self.check_size(length, "Upload-Length")
+        upload = self.get(upload_id, owner)
+        if upload.size is not None:
+            if upload.size != length:
+                raise UploadConflict(
+                    f"Upload-Length {length} differs from the declared {upload.size}"
+                )
+            return upload
+        if length < upload.offset:
+            raise UploadConflict(
+                f"Upload-Length {length} is below the bytes already received"
+            )
+        session = self.sessions.get(upload_id)
+        state = {**session.state, "length": length}
+        return _view(self.sessions.update(upload_id, state=state))
+
+    def begin_single(self, upload_id: str) -> StagedWrite:
+        """Receive a single-request upload (length known only at its end)."""
+        upload = self.get(upload_id)
+        lock = lock_upload(self._lock_file(upload_id), upload_id)
+        try:
+            return StagedWrite(
+                self, upload, lock, 0, self.max_upload_size, {"blake3"}, exact=False
+            )
+        except BaseException:
+            lock.release()
+            raise
+
+    def set_fields(
+        self,
+        upload_id: str,
+        fields: DatasetFields,
+        dataset_uuid: str,
+        filename: str,
+        *,
+        length: int,
+        owner: str,
+    ) -> Upload:
+        """Attach what a single-request upload tells only at its end: the dataset
+        fields, the owner they name, and the length."""
+        safe_filename(filename)
+        session = self.sessions.get(upload_id)
+        state = {
+            **session.state,
+            "fields": fields.model_dump(mode="json"),
+            "dataset_uuid": dataset_uuid,
+            "filename": filename,
+            "owner": owner,
+            "length": length,
+            "offset": length,
+        }
+        return _view(self.sessions.update(upload_id, state=state))
+
+    def discard(self, upload_id: str) -> None:
+        """Drop an upload whose request failed: its bytes and its session."""
+        shutil.rmtree(self.staging_dir(upload_id), ignore_errors=True)
+        with contextlib.suppress(SessionNotFound):
+            self.sessions.update(upload_id, status=CANCELLED, error="request failed")
+
+    # -- completing ------------------------------------------------------------------
+
+    def ready(self, upload: Upload) -> bool:
+        """Whether every byte has arrived."""
+        if upload.size is None:
+            return False
+        if upload.protocol == LARGE:
+            return not upload.missing_chunks
+        return upload.offset == upload.size
+
+    def complete(
+        self,
+        upload_id: str,
+        owner: str | None,
+        *,
+        expected: Mapping[str, str] | None = None,
+        digests: Mapping[str, str] | None = None,
+    ) -> Mapping[str, Any]:
+        """Verify, commit and enqueue the upload's job; idempotent.
+
+        ``digests`` are digests the route already computed while the bytes arrived
+        in one piece (a single-request upload): then the file is not read again.
+        """
+        upload = self.get(upload_id, owner)
+        if upload.result is not None:
+            return upload.result
+        with lock_upload(self._lock_file(upload_id), upload_id):
+            upload = self.get(upload_id, owner)
+            if upload.result is not None:
+                return upload.result
+            self._require_active(upload)
+            if upload.fields is None or upload.dataset_uuid is None:
+                raise UploadConflict(f"upload {upload_id} has no dataset fields")
+            if not self.ready(upload):
+                raise UploadConflict(
+                    f"upload {upload_id} is not complete: "
+                    + (
+                        f"chunks {upload.missing_chunks[:10]} are missing"
+                        if upload.protocol == LARGE
+                        else f"{upload.offset} of {upload.size} bytes received"
+                    )
+                )
+            want = {
+                **upload.expected,
+                **{k: v.lower() for k, v in (expected or {}).items()},
+            }
+            final = self.final_path(upload)
+            committing = upload.state.get("committing")
+            staging = self.staging_file(upload_id)
+            if committing and not staging.exists() and final.exists():
+                found = dict(committing)  # renamed before a crash: digests recorded
+            else:
+                found = dict(digests or {})
+                if "blake3" not in found or not set(want) <= set(found):
+                    found = _hash_file(staging, {"blake3", *want})
+                for name, value in want.items():
+                    if found[name] != value:
+                        raise ChecksumMismatch(
+                            f"upload {upload_id}: the file's {name} is {found[name]}, "
+                            f"the client said {value}; nothing was committed"
+                        )
+                session = self.sessions.get(upload_id)
+                self.sessions.update(
+                    upload_id, state={**session.state, "committing": found}
+                )
+                final.parent.mkdir(parents=True, exist_ok=True)
+                if final.is_dir():
+                    raise UploadConflict(
+                        f"{upload.fields.relative_path or '.'}/{upload.filename} "
+                        f"is a folder in dataset {upload.dataset_uuid}"
+                    )
+                os.replace(staging, final)
+                _fsync_dir(final.parent)
+            relative = final.relative_to(self.dataset_dir(upload.dataset_uuid))
+            record = {
+                "path": relative.as_posix(),
+                "size": upload.size,
+                "blake3": found["blake3"],
+            }
+            job = self.queue.enqueue(
+                JobType.UPLOAD,
+                {
+                    "source": "upload",
+                    "upload_id": upload_id,
+                    "protocol": upload.protocol,
+                    "files": [record],
+                    "dataset": upload.fields.to_parameters(),
+                },
+                dataset_uuid=upload.dataset_uuid,
+                owner=upload.owner,
+                idempotency_key=_PREFIX + upload_id,
+            )
+            result = {
+                "upload_id": upload_id,
+                "job_id": job.id,
+                "dataset_uuid": upload.dataset_uuid,
+                "status": job.status.value,
+                "file_blake3": found["blake3"],
+                "file_size": upload.size,
+                "path": relative.as_posix(),
+                "message": f"{upload.filename} received and verified",
+            }
+            session = self.sessions.get(upload_id)
+            state = {**session.state, "result": result}
+            state.pop("committing", None)
+            self.sessions.update(
+                upload_id,
+                state=state,
+                status=COMPLETED,
+                digest=found["blake3"],
+                sha256=found.get("sha256"),
+            )
+        shutil.rmtree(self.staging_dir(upload_id), ignore_errors=True)
+        log.info("upload %s committed as job %s", upload_id, job.id)
+        return result
+
+    # -- ending ----------------------------------------------------------------------
+
+    def cancel(self, upload_id: str, owner: str | None) -> Upload:
+        """Stop an unfinished upload and delete its bytes (tus termination)."""
+        upload = self.get(upload_id, owner)
+        if upload.status == COMPLETED:
+            raise UploadConflict(f"upload {upload_id} is already complete")
+        with lock_upload(self._lock_file(upload_id), upload_id):
+            session = self.sessions.update(
+                upload_id, status=CANCELLED, error="cancelled by request"
+            )
+        shutil.rmtree(self.staging_dir(upload_id), ignore_errors=True)
+        return _view(session)
+
+    def expire(self, *, dry_run: bool = True) -> list[Upload]:
+        """Unfinished uploads untouched for longer than ``expiry``; unless
+        ``dry_run``, their bytes are deleted and they are marked cancelled."""
+        cutoff = self.clock() - self.expiry
+        found: list[Upload] = []
+        for session in self.sessions.list(status=ACTIVE, updated_before=cutoff):
+            if not session.key.startswith(_PREFIX):
+                continue
+            upload = _view(session)
+            found.append(upload)
+            if dry_run:
+                continue
+            try:
+                with lock_upload(self._lock_file(upload.id), upload.id):
+                    self.sessions.update(upload.id, status=CANCELLED, error="expired")
+            except FileNotFoundError:
+                self.sessions.update(upload.id, status=CANCELLED, error="expired")
+            shutil.rmtree(self.staging_dir(upload.id), ignore_errors=True)
+            log.info("upload %s expired", upload.id)
+        return found
+
+    def active_count(self) -> int:
+        return sum(
+            1
+            for s in self.sessions.list(status=ACTIVE, limit=100_000)
+            if s.key.startswith(_PREFIX)
+        )
+
+
+def _hash_file(path: Path, names: set[str]) -> dict[str, str]:
+    hashers = Hashers(names)
+    buf = bytearray(8 * 1024**2)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            hashers.update(view[:n])
+    return {name: hashers.hexdigest(name) for name in names}
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
