@@ -193,12 +193,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("--json", action="store_true")
 
-    try:  # TEMP until sclib/cli_client.py lands
-        from sclib.cli_client import register
+    from sclib.cli_client import register
 
-        register(sub)
-    except ModuleNotFoundError:
-        pass
+    register(sub)
 
     demo = sub.add_parser("demo", help="run the embedded demo and print its results")
     demo.add_argument("--datasets", type=int, default=3)

@@ -42,3 +42,17 @@ def test_every_error_class_is_documented() -> None:
     text = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
     missing = [n for n in sclib.errors.__all__ if f"| `{n}` |" not in text]
     assert missing == []
+
+
+def test_every_setting_is_documented() -> None:
+    """docs/settings.md names the first environment variable of every setting."""
+    from sclib.settings import Settings
+
+    text = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
+    missing = []
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        first = alias.choices[0] if alias is not None else name  # type: ignore[union-attr]
+        if f"`{first}`" not in text:
+            missing.append(str(first))
+    assert missing == []

@@ -302,6 +302,9 @@ def upload_status(job: Job) -> dict[str, Any]:
     """The seed's status body for a job."""
     progress = job.progress
     total = progress.bytes_total
+    result = job.result if isinstance(job.result, dict) else {}
+    if total is None and isinstance(result.get("bytes"), int):
+        total = result["bytes"]
     if total is None:
         files = job.parameters.get("files") or []
         total = sum(int(f.get("size", 0)) for f in files) if files else None

@@ -1,0 +1,238 @@
+"""What the client returns: pydantic models that also read like the seed's dicts.
+
+Every answer of the server is parsed into a model with typed attributes
+(``result.job_id``). The seed's client returned plain dicts, so each model also
+answers dict-style access: ``result["job_id"]``, ``result.get("error")``,
+``"job_id" in result``, ``result.keys()``. Fields the server adds that a model
+does not declare are kept (``extra="allow"``) and reachable both ways.
+"""
+
+from __future__ import annotations
+
+from collections.abc import KeysView
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CancelResult",
+    "ChunkReceipt",
+    "CompleteResult",
+    "Health",
+    "JobInfo",
+    "JobList",
+    "LargeUpload",
+    "LargeUploadStatus",
+    "Limits",
+    "QueueStats",
+    "ResultModel",
+    "ResumeInfo",
+    "SupportedSources",
+    "TimeEstimate",
+    "UploadJobList",
+    "UploadResult",
+    "UploadStatus",
+]
+
+#: Job statuses after which nothing changes any more.
+FINISHED_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+
+class ResultModel(BaseModel):
+    """Base of every result: typed attributes plus the seed's dict-style access."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def _names(self) -> dict[str, None]:
+        names = dict.fromkeys(type(self).model_fields)
+        names.update(dict.fromkeys(self.model_extra or {}))
+        return names
+
+    def keys(self) -> KeysView[str]:
+        """The field names, declared and extra (like ``dict.keys()``)."""
+        return self._names().keys()
+
+    def __getitem__(self, key: str) -> Any:
+        if not isinstance(key, str) or key not in self._names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of ``key``, or ``default`` when there is no such field."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self._names()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (datetimes as ISO 8601 text)."""
+        return self.model_dump(mode="json")
+
+
+class UploadResult(ResultModel):
+    """The answer to an upload or import: the job that processes it."""
+
+    job_id: str
+    status: str = "pending"
+    upload_type: str = "standard"
+    dataset_uuid: str | None = None
+    message: str | None = None
+    estimated_duration: float | None = None
+    upload_id: str | None = None
+    file_blake3: str | None = None
+
+
+class UploadStatus(ResultModel):
+    """A job's status as ``/api/upload/status/{job_id}`` reports it."""
+
+    job_id: str
+    status: str
+    progress_percentage: float = 0.0
+    bytes_uploaded: int | None = None
+    bytes_total: int | None = None
+    message: str | None = None
+    error: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job reached completed, failed or cancelled."""
+        return self.status in FINISHED_STATUSES
+
+
+class CancelResult(ResultModel):
+    """The answer to a cancellation request."""
+
+    job_id: str
+    status: str
+    message: str | None = None
+
+
+class UploadJobList(ResultModel):
+    """A page of upload jobs."""
+
+    jobs: list[UploadStatus] = Field(default_factory=list)
+    count: int | None = None
+    total: int | None = None
+    limit: int | None = None
+    offset: int | None = None
+
+
+class SupportedSources(ResultModel):
+    """The import sources and sensor types the server knows."""
+
+    sources: Any = None
+    sensors: list[str] = Field(default_factory=list)
+
+
+class Limits(ResultModel):
+    """The server's size limits (bytes)."""
+
+    max_file_size: int | None = None
+    standard_upload_limit: int = 100 * 1000**2
+    chunk_size: int | None = None
+    max_chunk_size: int | None = None
+
+
+class TimeEstimate(ResultModel):
+    """How long the server guesses an upload of ``file_size`` bytes takes."""
+
+    file_size: int
+    estimated_seconds: float | None = None
+    upload_type: str | None = None
+
+
+class Health(ResultModel):
+    """The server's health report."""
+
+    status: str
+
+
+class LargeUpload(ResultModel):
+    """A started large-file upload: where to send which chunks."""
+
+    upload_id: str
+    chunk_size: int
+    total_chunks: int
+    message: str | None = None
+
+
+class ChunkReceipt(ResultModel):
+    """The server's receipt for one chunk."""
+
+    upload_id: str
+    chunk_index: int
+    uploaded_chunks: int | list[int] | None = None
+    total_chunks: int | None = None
+    received: bool = True
+
+
+class LargeUploadStatus(ResultModel):
+    """How far a large-file upload got."""
+
+    upload_id: str
+    uploaded_chunks: int | list[int] | None = None
+    total_chunks: int | None = None
+    is_complete: bool = False
+    progress_percentage: float = 0.0
+
+
+class ResumeInfo(ResultModel):
+    """The chunks a large-file upload still needs."""
+
+    upload_id: str
+    missing_chunks: list[int] = Field(default_factory=list)
+    total_chunks: int
+    can_resume: bool = True
+
+
+class CompleteResult(ResultModel):
+    """The answer to completing a large-file upload (the same answer every time)."""
+
+    upload_id: str
+    job_id: str
+    dataset_uuid: str | None = None
+    status: str = "pending"
+    message: str | None = None
+    file_blake3: str | None = None
+
+
+class JobInfo(ResultModel):
+    """A job of the queue, as ``sclib.models.Job.to_dict()`` shows it."""
+
+    job_id: str
+    job_type: str
+    status: str
+    priority: int | None = None
+    dataset_uuid: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    progress: dict[str, Any] = Field(default_factory=dict)
+    result: Any = None
+    error: str | None = None
+    attempts: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job reached completed, failed or cancelled."""
+        return self.status in FINISHED_STATUSES
+
+
+class JobList(ResultModel):
+    """A page of jobs."""
+
+    jobs: list[JobInfo] = Field(default_factory=list)
+    count: int | None = None
+    total: int | None = None
+    limit: int | None = None
+    offset: int | None = None
+
+
+class QueueStats(ResultModel):
+    """Counts of the queue's jobs; the server decides the fields."""

@@ -1,0 +1,140 @@
+"""Local resume state of large-file uploads: which upload a file was sent under.
+
+When :meth:`Client.upload_file` starts a chunked upload it writes a small JSON
+file naming the server's ``upload_id`` and the chunk size. The file is keyed by
+the *content identity* of what is being sent: the server address, the absolute
+path, the size, the modification time (ns) and the inode. Re-running the same
+upload after a crash, in the same or a new process, finds the entry, asks the
+server which chunks are missing and sends only those. A file that changed (new
+size or mtime) gets a new key, so it is never resumed into an old upload.
+
+Entries live in ``$XDG_CACHE_HOME/sclib/uploads`` (``~/.cache/sclib/uploads``
+when the variable is unset), one file per upload, each written atomically
+(temporary file + :func:`os.replace`), and removed once the server accepted the
+completed upload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = ["UploadState", "UploadStateStore", "content_key", "default_state_dir"]
+
+log = logging.getLogger(__name__)
+
+_VERSION = 1
+
+
+def default_state_dir() -> Path:
+    """``$XDG_CACHE_HOME/sclib/uploads``, or ``~/.cache/sclib/uploads``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache"
+    )
+    return Path(base) / "sclib" / "uploads"
+
+
+def content_key(server: str, path: str | os.PathLike[str], st: os.stat_result) -> str:
+    """The key of one file's upload to one server (a hex digest).
+
+    It changes when the file is replaced or modified, so a changed file starts a
+    new upload instead of mixing old and new bytes.
+    """
+    identity = [
+        server.rstrip("/"),
+        os.path.abspath(path),
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ino,
+    ]
+    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class UploadState:
+    """What is remembered about one unfinished chunked upload."""
+
+    upload_id: str
+    chunk_size: int
+    total_chunks: int
+    size: int
+    path: str
+    server: str
+    #: digest of the dataset fields the upload was started with: other fields
+    #: (another dataset, another folder) must not continue this upload
+    fields: str = ""
+    created_at: float = field(default_factory=time.time)
+
+
+class UploadStateStore:
+    """One JSON file per unfinished upload in ``directory``."""
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        self.directory = Path(directory) if directory else default_state_dir()
+
+    def __repr__(self) -> str:
+        return f"UploadStateStore({str(self.directory)!r})"
+
+    def _file(self, key: str) -> Path:
+        if not key or not all(c in "0123456789abcdef" for c in key):
+            raise ValueError(f"not a state key: {key!r}")
+        return self.directory / f"{key}.json"
+
+    def load(self, key: str) -> UploadState | None:
+        """The entry under ``key``; ``None`` when there is none or it is unreadable."""
+        path = self._file(key)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable upload state %s: %s", path, exc)
+            return None
+        if not isinstance(raw, dict) or raw.pop("version", None) != _VERSION:
+            log.warning("ignoring upload state %s of another format", path)
+            return None
+        try:
+            return UploadState(**raw)
+        except TypeError as exc:
+            log.warning("ignoring malformed upload state %s: %s", path, exc)
+            return None
+
+    def save(self, key: str, state: UploadState) -> None:
+        """Write the entry under ``key`` atomically (readers see old or new)."""
+        target = self._file(key)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        payload = json.dumps({"version": _VERSION, **asdict(state)}, sort_keys=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def remove(self, key: str) -> None:
+        """Forget the entry under ``key`` (no error when there is none)."""
+        with contextlib.suppress(FileNotFoundError):
+            self._file(key).unlink()
+
+    def keys(self) -> Iterator[str]:
+        """The keys of every stored entry."""
+        if not self.directory.is_dir():
+            return
+        for path in sorted(self.directory.glob("*.json")):
+            yield path.stem
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.keys())

@@ -1,0 +1,456 @@
+"""The client against the real server: ``sclib serve`` under uvicorn on 127.0.0.1.
+
+One server (module scope) runs with a 1 MB standard-upload limit, so a 5 MiB file
+goes through the chunked protocol; tests that kill the server start their own.
+Requests are counted by wrapping httpx's transport, so "only the missing chunks
+were sent" is checked on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sclib import cli
+from sclib.client import (
+    AsyncClient,
+    Client,
+    ConnectionFailed,
+    UploadResult,
+    UploadStatus,
+)
+from sclib.errors import (
+    Forbidden,
+    InvalidInput,
+    JobNotFound,
+    NotFound,
+    SclibError,
+    Unauthorized,
+    UploadConflict,
+)
+from sclib.transfers.hashing import blake3_hex
+from tests.server.live import LiveServer, free_port
+
+pytestmark = pytest.mark.integration
+
+MIB = 1024 * 1024
+SERVER_ENV = {"SCLIB_STANDARD_UPLOAD_LIMIT": "1000000", "SCLIB_CHUNK_SIZE": "1048576"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server for the module, with a 1 MB limit for single-request uploads."""
+    live = LiveServer(tmp_path_factory.mktemp("srv") / "data", env=SERVER_ENV)
+    live.start()
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+class CountingTransport(httpx.HTTPTransport):
+    """httpx's transport, counting requests by route (ids left out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+        self.chunks: list[int] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        parts = request.url.path.strip("/").split("/")
+        if parts[:3] == ["api", "upload", "large"]:
+            self.counts[parts[3]] += 1
+            if parts[3] == "chunk":
+                self.chunks.append(int(parts[5]))
+        else:
+            self.counts["/".join(parts[:3])] += 1
+        return super().handle_request(request)
+
+
+def _client(
+    live: LiveServer, tmp_path: Path, *, token: bool = True, **kw: Any
+) -> Client:
+    return Client(
+        live.url,
+        live.token() if token else None,
+        state_dir=tmp_path / "state",
+        **kw,
+    )
+
+
+def _file(tmp_path: Path, size: int, name: str = "data.bin") -> Path:
+    path = tmp_path / name
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def _stored(live: LiveServer, result: UploadResult, relative: str) -> Path:
+    assert result.dataset_uuid is not None
+    return live.data_dir / "upload" / result.dataset_uuid / relative
+
+
+def _wait(client: Client, job_id: str) -> UploadStatus:
+    return client.wait_for_completion(job_id, timeout=60, poll_interval=0.1)
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_after(chunks: int, total: int) -> Callable[[float], None]:
+    def callback(fraction: float) -> None:
+        if fraction >= chunks / total - 1e-9:
+            raise _Crash
+
+    return callback
+
+
+# -- uploads -------------------------------------------------------------------------
+
+
+def test_small_file_upload_completes(server: LiveServer, tmp_path: Path) -> None:
+    """A small file goes in one request; the job completes; the bytes are stored."""
+    f = _file(tmp_path, 10_000, "small.bin")
+    seen: list[float] = []
+    with _client(server, tmp_path) as client:
+        result = client.upload_file(
+            f, dataset_name="Small", sensor="OTHER", progress_callback=seen.append
+        )
+        assert result.upload_type == "standard" and result["job_id"]
+        final = _wait(client, result.job_id)
+    assert final.status == "completed" and final["status"] == "completed"
+    assert seen[-1] == 1.0
+    assert _stored(server, result, "small.bin").read_bytes() == f.read_bytes()
+
+
+def test_large_file_goes_in_parallel_verified_chunks(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """5 MiB over a 1 MB limit: 1 MiB chunks, 3 in flight, BLAKE3 end to end."""
+    f = _file(tmp_path, 5 * MIB + 123, "big.bin")
+    transport = CountingTransport()
+    with _client(server, tmp_path, transport=transport) as client:
+        result = client.upload_file(
+            f, dataset_name="Big", sensor="OTHER", parallel=3, chunk_size=MIB
+        )
+        final = _wait(client, result.job_id)
+    digest = blake3_hex(f.read_bytes())
+    assert result.upload_type == "chunked" and result.file_blake3 == digest
+    assert final.status == "completed"
+    assert blake3_hex(_stored(server, result, "big.bin").read_bytes()) == digest
+    assert sorted(transport.chunks) == list(range(6))
+    assert transport.counts["initiate"] == 1 and transport.counts["complete"] == 1
+    assert not list((tmp_path / "state").glob("*.json"))
+
+
+def test_crashed_upload_resumes_with_only_missing_chunks(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """A client that died after 2 of 6 chunks sends the other 4, nothing more."""
+    f = _file(tmp_path, 6 * MIB, "resume.bin")
+    first = CountingTransport()
+    with (
+        _client(server, tmp_path, transport=first, parallel=1) as client,
+        pytest.raises(_Crash),
+    ):
+        client.upload_file(
+            f,
+            dataset_name="Resume",
+            sensor="OTHER",
+            chunk_size=MIB,
+            progress_callback=_crash_after(2, 6),
+        )
+    assert sorted(first.chunks) == [0, 1]
+    assert len(list((tmp_path / "state").glob("*.json"))) == 1
+    second = CountingTransport()
+    with _client(server, tmp_path, transport=second, parallel=2) as client:
+        result = client.upload_file(f, dataset_name="Resume", sensor="OTHER")
+        final = _wait(client, result.job_id)
+    assert sorted(second.chunks) == [2, 3, 4, 5]
+    assert second.counts["resume"] == 1 and second.counts["initiate"] == 0
+    assert final.status == "completed"
+    stored = _stored(server, result, "resume.bin").read_bytes()
+    assert blake3_hex(stored) == blake3_hex(f.read_bytes())
+
+
+def test_resume_survives_a_server_restart(tmp_path: Path) -> None:
+    """Client crash, server SIGKILL and restart: the rerun still resumes."""
+    live = LiveServer(tmp_path / "data", env=SERVER_ENV).start()
+    try:
+        f = _file(tmp_path, 4 * MIB, "restart.bin")
+        with (
+            _client(live, tmp_path, parallel=1) as client,
+            pytest.raises(_Crash),
+        ):
+            client.upload_file(
+                f,
+                sensor="OTHER",
+                chunk_size=MIB,
+                progress_callback=_crash_after(3, 4),
+            )
+        live.kill()
+        live.start()
+        transport = CountingTransport()
+        with _client(live, tmp_path, transport=transport) as client:
+            result = client.upload_file(f, sensor="OTHER")
+            final = _wait(client, result.job_id)
+        assert transport.chunks == [3]
+        assert final.status == "completed"
+        stored = _stored(live, result, "restart.bin").read_bytes()
+        assert stored == f.read_bytes()
+    finally:
+        live.stop()
+
+
+def test_upload_directory_builds_one_dataset(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """Every file of a folder lands in one dataset under its subfolder."""
+    root = tmp_path / "run-17"
+    (root / "raw" / "a").mkdir(parents=True)
+    (root / "top.txt").write_bytes(b"top")
+    (root / "raw" / "one.bin").write_bytes(os.urandom(2000))
+    (root / "raw" / "a" / "two.bin").write_bytes(os.urandom(3 * MIB))
+    with _client(server, tmp_path) as client:
+        results = client.upload_directory(root, sensor="OTHER", chunk_size=MIB)
+        finals = [_wait(client, r.job_id) for r in results]
+    assert [s.status for s in finals] == ["completed"] * 3
+    assert len({r.dataset_uuid for r in results}) == 1
+    assert [r.upload_type for r in results] == ["standard", "standard", "chunked"]
+    for rel in ("top.txt", "raw/one.bin", "raw/a/two.bin"):
+        assert (
+            _stored(server, results[0], rel).read_bytes() == (root / rel).read_bytes()
+        )
+
+
+def test_async_client_uploads_small_and_large(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """AsyncClient: health, a standard and a chunked upload, waiting for both."""
+    small = _file(tmp_path, 5000, "a-small.bin")
+    big = _file(tmp_path, 3 * MIB + 1, "a-big.bin")
+
+    async def main() -> list[tuple[UploadResult, UploadStatus]]:
+        async with AsyncClient(
+            server.url, server.token(), state_dir=tmp_path / "state", parallel=3
+        ) as client:
+            assert (await client.health_check()).status == "healthy"
+            out = []
+            for f in (small, big):
+                result = await client.upload_file(f, sensor="OTHER", chunk_size=MIB)
+                final = await client.wait_for_completion(
+                    result.job_id, timeout=60, poll_interval=0.1
+                )
+                out.append((result, final))
+            with pytest.raises(JobNotFound):
+                await client.get_upload_status("no-such-job")
+            return out
+
+    (r1, s1), (r2, s2) = asyncio.run(main())
+    assert (r1.upload_type, r2.upload_type) == ("standard", "chunked")
+    assert s1.status == s2.status == "completed"
+    assert _stored(server, r2, "a-big.bin").read_bytes() == big.read_bytes()
+
+
+# -- the other routes ----------------------------------------------------------------
+
+
+def test_service_routes_parse(server: LiveServer, tmp_path: Path) -> None:
+    """Health, limits, sources, estimates and job listings come back typed."""
+    with _client(server, tmp_path) as client:
+        assert client.health_check().status == "healthy"
+        limits = client.get_limits()
+        assert limits.standard_upload_limit == 1_000_000
+        assert limits.chunk_size == MIB
+        sources = client.get_supported_sources()
+        assert "TIFF" in sources.sensors and "s3" in sources["sources"]
+        estimate = client.estimate_time(5 * MIB)
+        assert estimate.file_size == 5 * MIB and estimate.upload_type
+        result = client.upload_file(_file(tmp_path, 100), sensor="OTHER")
+        _wait(client, result.job_id)
+        listed = client.list_upload_jobs(limit=500)
+        assert result.job_id in {j.job_id for j in listed.jobs}
+        job = client.get_job(result.job_id)
+        assert job.job_type == "upload" and job.status == "completed"
+        assert result.job_id in {j.job_id for j in client.list_jobs(limit=500).jobs}
+        assert "completed" in json.dumps(client.queue_stats().to_dict())
+
+
+def test_large_protocol_step_by_step(server: LiveServer, tmp_path: Path) -> None:
+    """The low-level chunk methods: status, missing chunks, idempotent complete."""
+    data = os.urandom(2 * MIB + 10)
+    with _client(server, tmp_path) as client:
+        started = client.initiate_large_upload(
+            "steps.bin", len(data), chunk_size=MIB, sensor="OTHER", dataset_name="S"
+        )
+        assert started.total_chunks == 3
+        client.upload_chunk(started.upload_id, 2, data[2 * MIB :])
+        client.upload_chunk(started.upload_id, 2, data[2 * MIB :])  # idempotent
+        assert client.get_missing_chunks(started.upload_id).missing_chunks == [0, 1]
+        with pytest.raises(UploadConflict):
+            client.complete_large_upload(started.upload_id)
+        client.upload_chunk(started.upload_id, 0, data[:MIB])
+        client.upload_chunk(started.upload_id, 1, data[MIB : 2 * MIB])
+        status = client.get_large_upload_status(started.upload_id)
+        assert status.uploaded_chunks == 3 and status.progress_percentage == 100.0
+        done = client.complete_large_upload(started.upload_id, blake3_hex(data))
+        again = client.complete_large_upload(started.upload_id)
+        assert done.job_id == again.job_id
+        assert done.file_blake3 == blake3_hex(data)
+
+
+# -- errors --------------------------------------------------------------------------
+
+
+def test_unknown_job_is_job_not_found(server: LiveServer, tmp_path: Path) -> None:
+    """The problem's code comes back as the library's own class."""
+    with _client(server, tmp_path) as client:
+        with pytest.raises(JobNotFound) as info:
+            client.get_upload_status("0123456789abcdef")
+        assert isinstance(info.value, NotFound)
+        assert info.value.job_id == "0123456789abcdef"
+        with pytest.raises(NotFound):
+            client.get_job("0123456789abcdef")
+        with pytest.raises(NotFound):
+            client.get_missing_chunks("no-such-upload")
+
+
+def test_missing_or_bad_token_is_unauthorized(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """No token, or a forged one: Unauthorized (HTTP 401)."""
+    f = _file(tmp_path, 100)
+    with _client(server, tmp_path, token=False) as client:
+        with pytest.raises(Unauthorized) as info:
+            client.upload_file(f, sensor="OTHER")
+        assert info.value.status_code == 401  # type: ignore[attr-defined]
+    with Client(server.url, "not-a-token") as client, pytest.raises(Unauthorized):
+        client.list_upload_jobs()
+
+
+def test_other_users_jobs_stay_hidden(server: LiveServer, tmp_path: Path) -> None:
+    """Bob cannot see Alice's job, nor list her uploads."""
+    with _client(server, tmp_path) as alice:
+        result = alice.upload_file(_file(tmp_path, 100), sensor="OTHER")
+    with Client(server.url, server.token("bob@example.org")) as bob:
+        with pytest.raises(JobNotFound):
+            bob.get_upload_status(result.job_id)
+        with pytest.raises(Forbidden):
+            bob.list_upload_jobs(user_id="alice@example.org")
+
+
+def test_bad_fields_are_invalid_input_naming_the_field(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """An unknown sensor is a 422 InvalidInput that says 'sensor'."""
+    with _client(server, tmp_path) as client:
+        with pytest.raises(InvalidInput, match="sensor"):
+            client.upload_file(_file(tmp_path, 100), sensor="NO-SUCH-SENSOR")
+        with pytest.raises(InvalidInput, match="sensor"):
+            client.upload_file(
+                _file(tmp_path, 2 * MIB, "big.bin"), sensor="NO-SUCH-SENSOR"
+            )
+
+
+def test_cancelling_a_finished_job_is_a_conflict(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """A finished job cannot be cancelled: a 409 error of the library's tree."""
+    with _client(server, tmp_path) as client:
+        result = client.upload_file(_file(tmp_path, 100), sensor="OTHER")
+        _wait(client, result.job_id)
+        with pytest.raises(SclibError) as info:
+            client.cancel_upload(result.job_id)
+    assert info.value.status_code == 409  # type: ignore[attr-defined]
+
+
+def test_unreachable_server_is_connection_failed(tmp_path: Path) -> None:
+    """Nothing listening: ConnectionFailed, retryable, naming the address."""
+    url = f"http://127.0.0.1:{free_port()}"
+    with (
+        Client(url, state_dir=tmp_path) as client,
+        pytest.raises(ConnectionFailed, match=r"127\.0\.0\.1") as info,
+    ):
+        client.health_check()
+    assert info.value.retryable
+
+
+# -- the command line ----------------------------------------------------------------
+
+
+def test_cli_upload_and_status(
+    server: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """sclib upload prints the job id; sclib status --wait --json reports it done."""
+    f = _file(tmp_path, 2 * MIB + 5, "cli.bin")
+    token = server.token()
+    base = ["--server", server.url, "--token", token]
+    state = ["--state-dir", str(tmp_path / "state")]
+    upload = ["upload", str(f), "--sensor", "OTHER", "--dataset", "CLI"]
+    code = cli.main([*upload, "--parallel", "2", "--chunk-size", "1MiB", *base, *state])
+    out = capsys.readouterr().out.strip()
+    assert code == 0 and len(out.splitlines()) == 1
+    job_id = out
+    code = cli.main(
+        ["status", job_id, "--wait", "--json", "--poll-interval", "0.1", *base]
+    )
+    status = json.loads(capsys.readouterr().out)
+    assert code == 0 and status["status"] == "completed"
+    assert status["job_id"] == job_id
+
+
+def test_cli_exit_codes(
+    server: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """1 for an unknown job or no server, 2 for a missing token."""
+    assert (
+        cli.main(["status", "nope", "--server", server.url, "--token", server.token()])
+        == 1
+    )
+    assert "nope" in capsys.readouterr().err
+    assert cli.main(["status", "nope", "--server", server.url]) == 2
+    assert "401" in capsys.readouterr().err
+    url = f"http://127.0.0.1:{free_port()}"
+    assert cli.main(["status", "j1", "--server", url]) == 1
+    assert url in capsys.readouterr().err
+
+
+def test_cli_uploads_a_folder_in_a_subprocess(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """python -m sclib upload DIR --wait --json: one entry per file, all completed."""
+    root = tmp_path / "folder"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_text("a")
+    (root / "sub" / "b.txt").write_text("b")
+    env = {
+        **os.environ,
+        "SCLIB_SERVER": server.url,
+        "SCLIB_TOKEN": server.token(),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+    out = subprocess.run(
+        [
+            *(sys.executable, "-m", "sclib", "upload", str(root), "--sensor", "TIFF"),
+            *("--wait", "--json", "--poll-interval", "0.1"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    items = json.loads(out.stdout)
+    assert [i["final_status"]["status"] for i in items] == ["completed", "completed"]
+    assert len({i["dataset_uuid"] for i in items}) == 1

@@ -1,0 +1,171 @@
+"""Server-side imports (``/api/upload/initiate``) from a real loopback HTTP server
+and moto's S3 server, through a real ``sclib serve`` process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import blake3
+import httpx
+import pytest
+
+from tests.server.live import LiveServer
+from tests.server.test_upload_routes import wait_job
+from tests.transfers.cloud_servers import (
+    S3_KEY,
+    S3_REGION,
+    S3_SECRET,
+    cloud_env,
+    moto_server,
+    s3_client,
+)
+from tests.transfers.http_servers import serve
+
+pytestmark = pytest.mark.integration
+
+FIELDS = {"dataset_name": "Imported", "sensor": "HDF5", "convert": False}
+
+
+@pytest.fixture
+def import_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """A server allowed to reach loopback sources (as the tests' sources live
+    there), with the environment the S3 client needs for a plain-HTTP endpoint."""
+    env = {
+        "SCLIB_ALLOW_PRIVATE_ADDRESSES": "true",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
+    server = LiveServer(tmp_path / "data", env=env)
+    with cloud_env():
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def initiate(server: LiveServer, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(
+        f"{server.url}/api/upload/initiate", json=body, headers=server.headers()
+    )
+
+
+def test_url_import_lands_verified(import_server: LiveServer) -> None:
+    """A URL import downloads with ranged GETs into the dataset folder; the job's
+    result names the file with its BLAKE3."""
+    data = os.urandom(3 * 1024**2 + 17)
+    with serve() as http:
+        http.put("/share/volume.h5", data)
+        r = initiate(
+            import_server,
+            {
+                "source_type": "url",
+                "source_config": {"url": http.url("/share/volume.h5")},
+                **FIELDS,
+            },
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["upload_type"] == "url"
+        final = wait_job(import_server, body["job_id"])
+    assert final["status"] == "completed", final
+    path = import_server.data_dir / "upload" / body["dataset_uuid"] / "volume.h5"
+    assert blake3.blake3(path.read_bytes()).hexdigest() == blake3.blake3(data).hexdigest()
+    assert final["bytes_total"] == len(data)
+
+
+def test_url_import_to_a_private_address_is_refused_by_default(
+    live_server: LiveServer,
+) -> None:
+    """Without SCLIB_ALLOW_PRIVATE_ADDRESSES, loopback and metadata addresses are
+    refused at submission with a 422 that says why; no job is created."""
+    for url in ("http://127.0.0.1:9/x", "http://169.254.169.254/latest/meta-data"):
+        r = initiate(
+            live_server, {"source_type": "url", "source_config": {"url": url}, **FIELDS}
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["code"] == "blocked_address"
+    jobs = httpx.get(
+        f"{live_server.url}/api/v1/jobs", headers=live_server.headers()
+    ).json()
+    assert jobs["jobs"] == []
+
+
+def test_s3_import_seals_credentials(import_server: LiveServer) -> None:
+    """An S3 import with the seed's access_key_id/secret_access_key completes; the
+    secret is in no API answer and not in the database file in plain text."""
+    data = os.urandom(2 * 1024**2)
+    with moto_server() as endpoint:
+        client = s3_client(endpoint)
+        client.create_bucket(Bucket="lab")
+        client.put_object(Bucket="lab", Key="runs/run1.h5", Body=data)
+        r = initiate(
+            import_server,
+            {
+                "source_type": "s3",
+                "source_config": {
+                    "bucket_name": "lab",
+                    "object_key": "runs/run1.h5",
+                    "access_key_id": S3_KEY,
+                    "secret_access_key": S3_SECRET,
+                    "region": S3_REGION,
+                    "endpoint_url": endpoint,
+                },
+                **FIELDS,
+            },
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        final = wait_job(import_server, body["job_id"], timeout=60)
+    assert final["status"] == "completed", final
+    path = import_server.data_dir / "upload" / body["dataset_uuid"] / "run1.h5"
+    assert path.read_bytes() == data
+    job = httpx.get(
+        f"{import_server.url}/api/v1/jobs/{body['job_id']}",
+        headers=import_server.headers(),
+    ).text
+    assert S3_SECRET not in job and S3_KEY not in job
+    assert '"sealed":"***"' in job.replace(" ", "")
+    for db in import_server.data_dir.glob("sclib.db*"):
+        raw = db.read_bytes()
+        assert S3_SECRET.encode() not in raw and S3_KEY.encode() not in raw
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"source_type": "ftp", "source_config": {}}, ["source_type", "ftp"]),
+        ({"source_type": "s3", "source_config": {}}, ["bucket_name"]),
+        (
+            {
+                "source_type": "google_drive",
+                "source_config": {
+                    "file_id": "abc",
+                    "service_account_file": "/etc/passwd",
+                },
+            },
+            ["service_account_file"],
+        ),
+        (
+            {"source_type": "url", "source_config": {"url": "file:///etc/passwd"}},
+            ["http"],
+        ),
+        (
+            {"source_type": "s3", "source_config": {"bucket_name": "b", "colour": 1}},
+            ["colour"],
+        ),
+    ],
+)
+def test_bad_import_requests_are_422(
+    live_server: LiveServer, body: dict[str, Any], words: list[str]
+) -> None:
+    """Unknown sources, missing or unknown config keys, server paths and non-HTTP
+    URLs are refused before anything is queued."""
+    r = initiate(live_server, {**body, **FIELDS})
+    assert r.status_code == 422, r.text
+    for word in words:
+        assert word in r.json()["detail"]

@@ -1,0 +1,271 @@
+"""UploadManager on a real SQLite backend and data folder, without HTTP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import blake3
+import pytest
+
+from sclib.errors import (
+    ChecksumMismatch,
+    InvalidInput,
+    TooLarge,
+    UploadBusy,
+    UploadConflict,
+)
+from sclib.jobs.queue import JobQueue
+from sclib.server.fields import (
+    parse_fields,
+    safe_filename,
+    safe_join,
+    safe_relative_path,
+)
+from sclib.server.uploads import LARGE, TUS, UploadManager, UploadNotFound
+from sclib.testing import ManualClock
+from sclib.transfers.sessions import open_session_store
+
+FIELDS = parse_fields({"dataset_name": "d", "sensor": "IDX"})
+OWNER = "alice@example.org"
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> UploadManager:
+    url = f"sqlite:///{tmp_path / 'sclib.db'}"
+    return UploadManager(
+        open_session_store(url),
+        JobQueue.open(url),
+        tmp_path / "data",
+        chunk_size=1024,
+        max_chunk_size=4096,
+        max_upload_size=1024**2,
+    )
+
+
+def large(manager: UploadManager, size: int, **kw: object) -> str:
+    return manager.create(
+        protocol=LARGE,
+        owner=OWNER,
+        filename="f.bin",
+        size=size,
+        fields=FIELDS,
+        dataset_uuid="a" * 32,
+        **kw,  # type: ignore[arg-type]
+    ).id
+
+
+def put(manager: UploadManager, up: str, index: int, data: bytes) -> None:
+    write = manager.begin_chunk(up, OWNER, index, {"blake3"})
+    write.write(data)
+    manager.finish_chunk(write, index, {"blake3": blake3.blake3(data).hexdigest()})
+
+
+def test_one_writer_per_chunk_and_whole_upload_locks_exclude_chunks(
+    manager: UploadManager,
+) -> None:
+    """A chunk being written cannot be written again at the same time (423), other
+    chunks can; completion (whole-upload lock) waits for no one."""
+    up = large(manager, 3000)
+    held = manager.begin_chunk(up, OWNER, 0, set())
+    with pytest.raises(UploadBusy):
+        manager.begin_chunk(up, OWNER, 0, set())
+    other = manager.begin_chunk(up, OWNER, 1, set())
+    other.close()
+    with pytest.raises(UploadBusy):
+        manager.complete(up, OWNER)
+    held.close()
+    again = manager.begin_chunk(up, OWNER, 0, set())  # released: free again
+    again.close()
+
+
+def test_chunk_locks_hold_across_processes(manager: UploadManager) -> None:
+    """A chunk held by another process is busy here; when that process is killed,
+    the lock goes with it."""
+    up = large(manager, 3000)
+    lock_file = manager.staging_dir(up) / "lock"
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from sclib.server.locks import lock_chunk
+        lock = lock_chunk(Path({str(lock_file)!r}), "u", 2)
+        print("held", flush=True)
+        time.sleep(60)
+        """
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
+    ) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "held"
+            with pytest.raises(UploadBusy):
+                manager.begin_chunk(up, OWNER, 2, set())
+            manager.begin_chunk(up, OWNER, 1, set()).close()
+        finally:
+            child.kill()
+            child.wait()
+    manager.begin_chunk(up, OWNER, 2, set()).close()
+
+
+def test_a_chunk_is_recorded_only_when_length_and_digest_match(
+    manager: UploadManager,
+) -> None:
+    """Too long raises TooLarge while streaming; too short or a wrong digest fail
+    at the end; none of them records the chunk."""
+    up = large(manager, 1500)
+    w = manager.begin_chunk(up, OWNER, 1, {"blake3"})
+    with pytest.raises(TooLarge):
+        w.write(b"x" * 477)  # chunk 1 holds 476 bytes
+    w.close()
+    w = manager.begin_chunk(up, OWNER, 1, {"blake3"})
+    w.write(b"x" * 475)
+    with pytest.raises(InvalidInput, match="expected 476"):
+        manager.finish_chunk(w, 1, {})
+    w = manager.begin_chunk(up, OWNER, 1, {"blake3"})
+    w.write(b"x" * 476)
+    with pytest.raises(ChecksumMismatch):
+        manager.finish_chunk(w, 1, {"blake3": "0" * 64})
+    assert manager.get(up).missing_chunks == [0, 1]
+
+
+def test_complete_commits_once_and_repairs_a_crash_after_the_rename(
+    manager: UploadManager,
+) -> None:
+    """If the process died after moving the file into place but before recording
+    the result, completing again finishes the job instead of failing."""
+    data = os.urandom(2500)
+    up = large(manager, len(data))
+    for i in range(3):
+        put(manager, up, i, data[i * 1024 : (i + 1) * 1024])
+    # simulate the crash: the commit's first half (digest recorded, file moved)
+    upload = manager.get(up)
+    digest = blake3.blake3(data).hexdigest()
+    session = manager.sessions.get(up)
+    manager.sessions.update(
+        up, state={**session.state, "committing": {"blake3": digest}}
+    )
+    final = manager.final_path(upload)
+    final.parent.mkdir(parents=True)
+    os.replace(manager.staging_file(up), final)
+    result = manager.complete(up, OWNER)
+    assert result["file_blake3"] == digest
+    assert blake3.blake3(final.read_bytes()).hexdigest() == digest
+    assert manager.complete(up, OWNER) == result
+    assert manager.queue.stats()["by_type"] == {"upload": 1}
+
+
+def test_tus_offsets_must_match_and_bodies_stay_in_bounds(
+    manager: UploadManager,
+) -> None:
+    """PATCH at the wrong offset is a conflict; a body past the length is refused;
+    a broken-off body keeps what arrived only when asked to."""
+    up = manager.create(
+        protocol=TUS,
+        owner=OWNER,
+        filename="t.bin",
+        size=100,
+        fields=FIELDS,
+        dataset_uuid="b" * 32,
+    ).id
+    with pytest.raises(UploadConflict, match="offset"):
+        manager.begin_patch(up, OWNER, 10, 10, set())
+    with pytest.raises(TooLarge):
+        manager.begin_patch(up, OWNER, 0, 101, set())
+    w = manager.begin_patch(up, OWNER, 0, None, set())
+    w.write(b"a" * 40)
+    manager.abort_patch(w, keep=True)
+    assert manager.get(up).offset == 40
+    w = manager.begin_patch(up, OWNER, 40, None, {"sha1"})
+    w.write(b"b" * 30)
+    manager.abort_patch(w, keep=False)
+    assert manager.get(up).offset == 40
+    w = manager.begin_patch(up, OWNER, 40, 60, set())
+    with pytest.raises(UploadBusy):
+        manager.begin_patch(up, OWNER, 40, 60, set())
+    w.write(b"c" * 60)
+    assert manager.finish_patch(w, None).offset == 100
+    result = manager.complete(up, OWNER)
+    path = manager.final_path(manager.get(up))
+    assert path.read_bytes() == b"a" * 40 + b"c" * 60
+    assert result["file_size"] == 100
+
+
+def test_expire_reports_first_then_removes_abandoned_uploads(
+    tmp_path: Path,
+) -> None:
+    """Uploads untouched for longer than the expiry are listed by a dry run, then
+    removed (bytes and all) by a real run; fresh ones stay."""
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    clock = ManualClock(start)
+    url = f"sqlite:///{tmp_path / 'sclib.db'}"
+    manager = UploadManager(
+        open_session_store(url),
+        JobQueue.open(url),
+        tmp_path / "data",
+        chunk_size=1024,
+        expiry=timedelta(hours=1),
+        clock=clock,
+    )
+    old = large(manager, 5000)  # last touched three hours "ago"
+    clock.advance(3 * 3600)
+    fresh_clock_upload = manager.create(
+        protocol=LARGE,
+        owner=OWNER,
+        filename="new.bin",
+        size=10,
+        fields=FIELDS,
+        dataset_uuid="c" * 32,
+    ).id
+    report = manager.expire(dry_run=True)
+    assert [u.id for u in report] == [old]
+    assert manager.staging_dir(old).exists()
+    removed = manager.expire(dry_run=False)
+    assert [u.id for u in removed] == [old]
+    assert not manager.staging_dir(old).exists()
+    assert manager.get(old).status == "cancelled"
+    with pytest.raises(UploadConflict):
+        manager.begin_chunk(old, OWNER, 0, set())
+    assert manager.get(fresh_clock_upload).status == "active"
+
+
+def test_other_owners_uploads_do_not_exist(manager: UploadManager) -> None:
+    """get() with an owner hides other owners' uploads behind UploadNotFound."""
+    up = large(manager, 10)
+    with pytest.raises(UploadNotFound):
+        manager.get(up, "bob@example.org")
+    with pytest.raises(UploadNotFound):
+        manager.begin_chunk(up, "bob@example.org", 0, set())
+    assert manager.get(up).owner == OWNER
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["../x", "a/../../x", "/etc", "C:/x", "a\\b", "a//b", "./a", "a/\x00", "."],
+)
+def test_escaping_relative_paths_are_refused(value: str) -> None:
+    """Anything that is not a plain relative path of ordinary names is refused."""
+    with pytest.raises(InvalidInput):
+        safe_relative_path(value)
+
+
+@pytest.mark.parametrize("value", ["", "..", ".", "a/b", "a\\b", " ", "x\ny"])
+def test_bad_filenames_are_refused(value: str) -> None:
+    """File names are single ordinary names."""
+    with pytest.raises(InvalidInput):
+        safe_filename(value)
+
+
+def test_safe_join_refuses_a_symlink_that_leaves(tmp_path: Path) -> None:
+    """A link inside the dataset folder pointing outside is caught on resolve."""
+    root = tmp_path / "ds"
+    root.mkdir()
+    (root / "link").symlink_to(tmp_path)
+    with pytest.raises(InvalidInput, match="leaves"):
+        safe_join(root, "link", "x.bin")
+    assert safe_join(root, "sub", "x.bin") == root / "sub" / "x.bin"
