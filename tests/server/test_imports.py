@@ -74,7 +74,9 @@ def test_url_import_lands_verified(import_server: LiveServer) -> None:
         final = wait_job(import_server, body["job_id"])
     assert final["status"] == "completed", final
     path = import_server.data_dir / "upload" / body["dataset_uuid"] / "volume.h5"
-    assert blake3.blake3(path.read_bytes()).hexdigest() == blake3.blake3(data).hexdigest()
+    assert (
+        blake3.blake3(path.read_bytes()).hexdigest() == blake3.blake3(data).hexdigest()
+    )
     assert final["bytes_total"] == len(data)
 
 
