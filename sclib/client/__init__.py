@@ -22,14 +22,8 @@ uploaded again (see :mod:`sclib.client.state`). Errors are the library's own
 from __future__ import annotations
 
 from ._async import AsyncClient
-from ._base import (
-    ConnectionFailed,
-    DatasetOptions,
-    FieldOptions,
-    ServerError,
-    UploadOptions,
-    WaitTimeout,
-)
+from ._errors import ConnectionFailed, ServerError, WaitTimeout
+from ._options import DatasetOptions, FieldOptions, UploadOptions
 from ._sync import Client, ScientistCloudUploadClient
 from .models import (
     CancelResult,

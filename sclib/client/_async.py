@@ -1,10 +1,11 @@
 """The asyncio client: :class:`AsyncClient`, the twin of :class:`Client`.
 
-All decisions live in :mod:`sclib.client._base`; this module only sends requests
-with ``httpx.AsyncClient``, sleeps with :func:`asyncio.sleep`, reads and hashes
-chunks in worker threads (:func:`asyncio.to_thread`) and sends ``parallel`` chunks
-from as many tasks. Its methods have the same names, parameters and docstrings as
-:class:`Client`'s; a test keeps it so.
+All decisions live in :mod:`sclib.client._base` and the modules it builds on;
+this module only sends requests with ``httpx.AsyncClient``, sleeps with
+:func:`asyncio.sleep`, reads and hashes chunks in worker threads
+(:func:`asyncio.to_thread`) and sends ``parallel`` chunks from as many tasks.
+Its methods have the same names, parameters and docstrings as :class:`Client`'s;
+a test keeps it so.
 
 The standard (single-request) upload streams the file with blocking 64 KiB reads
 on the event loop, as httpx does for file objects; only chunked uploads read in
@@ -25,18 +26,15 @@ from typing import Any, TypeVar, Unpack
 
 import httpx
 
-from ._base import (
-    DEFAULT_BASE_URL,
-    DEFAULT_TIMEOUT,
-    BaseClient,
+from ._base import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, BaseClient
+from ._options import FieldOptions, UploadOptions
+from ._steps import (
     Call,
     Done,
-    FieldOptions,
     ReadChunk,
     Sleep,
     Step,
     Transfer,
-    UploadOptions,
     advance,
     first_error,
     hash_file,

@@ -1,8 +1,8 @@
 """The blocking client: :class:`Client` (alias ``ScientistCloudUploadClient``).
 
-All decisions live in :mod:`sclib.client._base`; this module only sends requests
-with ``httpx.Client``, sleeps with :func:`time.sleep` and sends chunks from a
-thread pool.
+All decisions live in :mod:`sclib.client._base` and the modules it builds on;
+this module only sends requests with ``httpx.Client``, sleeps with
+:func:`time.sleep` and sends chunks from a thread pool.
 """
 
 from __future__ import annotations
@@ -20,18 +20,15 @@ from typing import Any, TypeVar, Unpack
 
 import httpx
 
-from ._base import (
-    DEFAULT_BASE_URL,
-    DEFAULT_TIMEOUT,
-    BaseClient,
+from ._base import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, BaseClient
+from ._options import FieldOptions, UploadOptions
+from ._steps import (
     Call,
     Done,
-    FieldOptions,
     ReadChunk,
     Sleep,
     Step,
     Transfer,
-    UploadOptions,
     advance,
     first_error,
     hash_file,

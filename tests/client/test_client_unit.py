@@ -41,6 +41,8 @@ from sclib.client import (
     UploadStatus,
     WaitTimeout,
     _base,
+    _errors,
+    _options,
     default_state_dir,
 )
 from sclib.client.state import content_key
@@ -157,7 +159,7 @@ def test_problem_codes_map_to_the_library_classes(
     status: int, code: str, cls: type[SclibError]
 ) -> None:
     """The problem's code names the exception class, whatever its constructor."""
-    exc = _base.error_from_response(status, _problem(status, code, "it broke"))
+    exc = _errors.error_from_response(status, _problem(status, code, "it broke"))
     assert type(exc) is cls
     assert "it broke" in str(exc)
     assert exc.status_code == status  # type: ignore[attr-defined]
@@ -184,34 +186,34 @@ def test_problem_codes_map_to_the_library_classes(
 )
 def test_status_decides_without_a_known_code(status: int, cls: type) -> None:
     """Without a code (or with one no class has), the HTTP status picks the class."""
-    assert type(_base.error_from_response(status, _problem(status, None))) is cls
-    unknown = _base.error_from_response(status, _problem(status, "no_such_thing"))
+    assert type(_errors.error_from_response(status, _problem(status, None))) is cls
+    unknown = _errors.error_from_response(status, _problem(status, "no_such_thing"))
     assert type(unknown) is cls
 
 
 def test_server_errors_are_retryable_and_client_errors_not() -> None:
     """5xx and 423 can be retried; 4xx about the request cannot."""
-    assert _base.error_from_response(500, b"").retryable
-    assert _base.error_from_response(423, b"").retryable
-    assert not _base.error_from_response(422, b"").retryable
-    assert not _base.error_from_response(404, b"").retryable
+    assert _errors.error_from_response(500, b"").retryable
+    assert _errors.error_from_response(423, b"").retryable
+    assert not _errors.error_from_response(422, b"").retryable
+    assert not _errors.error_from_response(404, b"").retryable
 
 
 def test_error_text_survives_odd_bodies() -> None:
     """Plain-text bodies, FastAPI's list details and the seed's 'error' all read."""
-    plain = _base.error_from_response(502, b"Bad Gateway from the proxy")
+    plain = _errors.error_from_response(502, b"Bad Gateway from the proxy")
     assert "Bad Gateway" in str(plain) and "HTTP 502" in str(plain)
     listed = json.dumps(
         {"detail": [{"loc": ["body", "sensor"], "msg": "field required"}]}
     ).encode()
-    assert "sensor: field required" in str(_base.error_from_response(422, listed))
+    assert "sensor: field required" in str(_errors.error_from_response(422, listed))
     seed = json.dumps({"error": "Not found"}).encode()
-    assert "Not found" in str(_base.error_from_response(404, seed))
+    assert "Not found" in str(_errors.error_from_response(404, seed))
 
 
 def test_context_is_attached_to_the_error() -> None:
     """A JobNotFound from the status route knows its job_id."""
-    exc = _base.error_from_response(
+    exc = _errors.error_from_response(
         404, _problem(404, "job_not_found"), context={"job_id": "j1"}
     )
     assert isinstance(exc, JobNotFound) and exc.job_id == "j1"
@@ -332,7 +334,7 @@ def test_default_state_dir_uses_xdg_cache_home(
 
 def test_dataset_fields_become_seed_form_text() -> None:
     """Bools become true/false, tags a comma list, the name defaults to the file."""
-    values = _base._dataset_values(
+    values = _options.dataset_values(
         {"sensor": "TIFF", "convert": False, "tags": ["a", " b ", ""], "folder": None},
         "scan.tif",
     )
@@ -342,7 +344,7 @@ def test_dataset_fields_become_seed_form_text() -> None:
         "convert": False,
         "tags": ["a", "b"],
     }
-    assert _base._form(values) == {
+    assert _options.form_fields(values) == {
         "dataset_name": "scan.tif",
         "sensor": "TIFF",
         "convert": "false",

@@ -1,0 +1,330 @@
+"""The steps a flow yields, and what a driver needs to carry them out.
+
+Every multi-step operation (an upload, a resume, waiting for a job) is a
+generator in :mod:`sclib.client._base` that *yields* steps and receives their
+results:
+
+* :class:`Call` -- send this request; the driver returns the parsed answer or
+  throws the mapped error back into the generator;
+* :class:`Sleep` -- wait this long;
+* :class:`ReadChunk` -- read and hash one chunk of a local file;
+* :class:`Transfer` -- send these chunks, ``parallel`` at a time, while hashing
+  the whole file; returns the file's BLAKE3 digest.
+
+``Client`` runs the generators with threads and ``time.sleep``; ``AsyncClient``
+with tasks, ``asyncio.sleep`` and ``asyncio.to_thread`` for file reads. Both
+use :func:`advance`, :func:`first_error`, :func:`read_chunk` and
+:func:`hash_file` from here, and :meth:`Call.request_kwargs` and
+:meth:`Call.result` to build a request and read its answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
+
+from pydantic import ValidationError
+
+from sclib.errors import SourceChanged, TransferCancelled
+from sclib.transfers.hashing import blake3_hex, new_blake3
+from sclib.transfers.plan import Chunk
+
+from ._errors import ConnectionFailed, ServerError, error_from_response
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "Call",
+    "Done",
+    "FilePart",
+    "Flow",
+    "Progress",
+    "ReadChunk",
+    "Sleep",
+    "Step",
+    "Transfer",
+    "advance",
+    "first_error",
+    "hash_file",
+    "read_chunk",
+]
+
+T = TypeVar("T")
+
+_HASH_BLOCK = 8 * 1024**2
+
+
+class Progress:
+    """Bytes done of a total, told to a callback (a fraction) and a tqdm bar."""
+
+    def __init__(
+        self,
+        total: int,
+        callback: Callable[[float], object] | None = None,
+        *,
+        bar: bool = False,
+        desc: str = "",
+    ) -> None:
+        self.total = total
+        self.done = 0
+        self._callback = callback
+        self._lock = threading.Lock()
+        self._bar: Any = None
+        if bar:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=desc or None,
+                leave=True,
+            )
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if not self.total else min(1.0, self.done / self.total)
+
+    def advance(self, n: int) -> None:
+        """Add ``n`` bytes (may be negative when a read is repeated)."""
+        if not n:
+            return
+        with self._lock:
+            self.done += n
+            if self._bar is not None:
+                self._bar.update(n)
+            if self._callback is not None:
+                self._callback(self.fraction)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class _ProgressReader:
+    """A binary file that reports how far it was read (for streamed uploads).
+
+    httpx streams a multipart file by calling ``read`` in 64 KiB steps and sizes
+    it with ``fileno``; both pass through.
+    """
+
+    def __init__(self, raw: IO[bytes], progress: Progress | None) -> None:
+        self._raw = raw
+        self._progress = progress
+        self._pos = 0
+        self.name = getattr(raw, "name", "upload")
+
+    def _moved(self, pos: int) -> None:
+        if self._progress is not None:
+            self._progress.advance(pos - self._pos)
+        self._pos = pos
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        pos = self._raw.seek(offset, whence)
+        self._moved(pos)
+        return pos
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self._moved(self._pos + len(data))
+        return data
+
+
+@dataclass(frozen=True)
+class FilePart:
+    field: str
+    path: str
+    filename: str
+    progress: Progress | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Call(Generic[T]):
+    """One HTTP request and how to turn its answer into ``T``."""
+
+    method: str
+    path: str
+    parse: Callable[[Any], T]
+    params: Mapping[str, Any] | None = None
+    json: Any = None
+    data: Mapping[str, str] | None = None
+    content: bytes | None = None
+    headers: Mapping[str, str] | None = None
+    upload: FilePart | None = None
+    #: attributes set on the error raised for this call (e.g. ``job_id``)
+    context: Mapping[str, str] = field(default_factory=dict)
+
+    def request_kwargs(self, stack: contextlib.ExitStack) -> dict[str, Any]:
+        """Keyword arguments for ``httpx.(Async)Client.request``; a file to stream
+        is opened on ``stack``."""
+        kwargs: dict[str, Any] = {"method": self.method, "url": self.path}
+        if self.params is not None:
+            kwargs["params"] = {k: v for k, v in self.params.items() if v is not None}
+        if self.json is not None:
+            kwargs["json"] = self.json
+        if self.data is not None:
+            kwargs["data"] = dict(self.data)
+        if self.content is not None:
+            kwargs["content"] = self.content
+        if self.headers:
+            kwargs["headers"] = dict(self.headers)
+        if self.upload is not None:
+            part = self.upload
+            raw = stack.enter_context(open(part.path, "rb"))  # noqa: SIM115
+            reader = _ProgressReader(raw, part.progress)
+            kwargs["files"] = {
+                part.field: (part.filename, reader, "application/octet-stream")
+            }
+        return kwargs
+
+    def connection_failed(self, base_url: str, exc: Exception) -> ConnectionFailed:
+        """The error for a request that never got an answer."""
+        return ConnectionFailed(
+            f"{self.method} {base_url}{self.path} failed: {exc or type(exc).__name__}"
+        )
+
+    def result(self, response: httpx.Response) -> T:
+        """The parsed answer, or the mapped error raised."""
+        if not response.is_success:
+            raise error_from_response(
+                response.status_code,
+                response.content,
+                what=f"{self.method} {self.path}",
+                context=self.context,
+            )
+        data: Any = None
+        if response.content:
+            try:
+                data = response.json()
+            except ValueError as exc:
+                raise ServerError(
+                    f"{self.method} {self.path} answered HTTP "
+                    f"{response.status_code} with a body that is not JSON"
+                ) from exc
+        try:
+            return self.parse(data)
+        except ValidationError as exc:
+            raise ServerError(
+                f"unexpected answer to {self.method} {self.path}: {exc}"
+            ) from exc
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Wait ``seconds``."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ReadChunk:
+    """Read one chunk of a local file; the result is ``(data, blake3 hex)``."""
+
+    path: str
+    chunk: Chunk
+
+
+@dataclass(frozen=True, eq=False)
+class Transfer:
+    """Send ``chunks`` with ``parallel`` workers, each running ``send(chunk)``,
+    while one more reads the whole file for its BLAKE3; the result is that digest.
+    """
+
+    path: str
+    size: int
+    chunks: Sequence[Chunk]
+    parallel: int
+    send: Callable[[Chunk], Generator[Any, Any, None]]
+
+
+Step: TypeAlias = Call[Any] | Sleep | ReadChunk | Transfer
+Flow: TypeAlias = Generator[Step, Any, T]
+
+
+@dataclass(frozen=True)
+class Done(Generic[T]):
+    """A flow finished with ``value``."""
+
+    value: T
+
+
+def advance(
+    flow: Generator[Any, Any, T], value: Any, error: BaseException | None
+) -> Step | Done[T]:
+    """Resume ``flow`` with the last step's result (or error); its next step."""
+    try:
+        if error is not None:
+            return flow.throw(error)  # type: ignore[no-any-return]
+        return flow.send(value)  # type: ignore[no-any-return]
+    except StopIteration as stop:
+        return Done(stop.value)
+
+
+def first_error(errors: Sequence[BaseException | None]) -> BaseException | None:
+    """The error that stopped a transfer: not the ones it caused by stopping."""
+    found = [e for e in errors if e is not None]
+    for exc in found:
+        if not isinstance(exc, TransferCancelled):
+            return exc
+    return found[0] if found else None
+
+
+def read_chunk(path: str, chunk: Chunk) -> tuple[bytes, str]:
+    """``chunk`` of the file at ``path`` (``os.pread``) and its BLAKE3 digest."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        parts: list[bytes] = []
+        got = 0
+        while got < chunk.length:
+            if hasattr(os, "pread"):
+                part = os.pread(fd, chunk.length - got, chunk.offset + got)
+            else:  # pragma: no cover - Windows
+                os.lseek(fd, chunk.offset + got, os.SEEK_SET)
+                part = os.read(fd, chunk.length - got)
+            if not part:
+                raise SourceChanged(
+                    f"{path} ended at {chunk.offset + got} bytes while reading chunk "
+                    f"{chunk.index}; the file changed since the upload started"
+                )
+            parts.append(part)
+            got += len(part)
+    finally:
+        os.close(fd)
+    data = parts[0] if len(parts) == 1 else b"".join(parts)
+    return data, blake3_hex(data)
+
+
+def hash_file(path: str, size: int, stopped: Callable[[], bool]) -> str:
+    """The BLAKE3 digest of the file, read in order in 8 MiB blocks.
+
+    ``stopped()`` is checked between blocks: the transfer it belongs to failed.
+    """
+    hasher = new_blake3()
+    buf = bytearray(_HASH_BLOCK)
+    view = memoryview(buf)
+    total = 0
+    with open(path, "rb", buffering=0) as fh:
+        while True:
+            if stopped():
+                raise TransferCancelled(f"hashing {path} stopped")
+            n = fh.readinto(view)
+            if not n:
+                break
+            hasher.update(view[:n])
+            total += n
+    if total != size:
+        raise SourceChanged(f"{path} is {total} bytes now, {size} when it started")
+    return str(hasher.hexdigest())
