@@ -199,6 +199,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the embedded demo and print its results")
     demo.add_argument("--datasets", type=int, default=3)
+    demo.add_argument(
+        "--server",
+        action="store_true",
+        help="start the server with a worker, upload a sample dataset with the "
+        "client, and follow its jobs to completed",
+    )
     demo.add_argument("--json", action="store_true")
     return parser
 
@@ -576,6 +582,17 @@ def _cmd_uploads(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    if args.server:
+        try:
+            from sclib.demo_server import run_server_demo
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            from sclib.errors import MissingDependency
+
+            raise MissingDependency(
+                exc.name or "fastapi", "server", "sclib demo --server"
+            ) from None
+        logging.getLogger("sclib").setLevel(logging.WARNING)
+        return EXIT_OK if run_server_demo(settings) else EXIT_FAILED
     from sclib.demo import run_demo
 
     # the demo's backup job fails once on purpose; its retry is shown in the table

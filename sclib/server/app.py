@@ -51,6 +51,8 @@ TUS_HEADERS = [
     "Tus-Extension",
     "Tus-Max-Size",
     "Tus-Checksum-Algorithm",
+    "X-Job-Id",
+    "X-Dataset-Uuid",
 ]
 
 
@@ -163,6 +165,9 @@ def create_app(
     )
     app.state.sclib = state
     install_handlers(app)
+    from sclib.server.tus import TusMiddleware
+
+    app.add_middleware(TusMiddleware)  # inside CORS: only paths under /files
     origins = settings.cors_origin_list()
     if origins:
         app.add_middleware(

@@ -38,6 +38,7 @@ from sclib.transfers.sessions import SessionStore, open_session_store
 __all__ = [
     "ImportSpec",
     "UploadHandler",
+    "check_server_path",
     "handlers_from_settings",
     "import_spec",
     "supported_sources",
@@ -186,6 +187,38 @@ def _json_object(value: str | Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
+def check_server_path(value: str, roots: list[Path]) -> Path:
+    """``value`` resolved, if it lies inside one of ``roots``; else refused.
+
+    With no roots the route is off (:class:`~sclib.errors.Forbidden`). Symbolic
+    links are resolved first, so a link inside a root that points outside it is
+    refused too."""
+    from sclib.errors import Forbidden
+
+    if not roots:
+        raise Forbidden(
+            "uploading from a server path is turned off on this server "
+            "(the operator can allow folders with SCLIB_UPLOAD_PATH_ROOTS)"
+        )
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise InvalidInput("file_path: must be a path")
+    path = Path(value)
+    if not path.is_absolute():
+        raise InvalidInput("file_path: must be an absolute path on the server")
+    resolved = path.resolve()
+    for root in roots:
+        base = root.resolve()
+        if resolved == base or base in resolved.parents:
+            break
+    else:
+        raise Forbidden(f"file_path: {value!r} is outside the allowed folders")
+    if not resolved.exists():
+        raise InvalidInput(f"file_path: {value!r} does not exist")
+    if not (resolved.is_file() or resolved.is_dir()):
+        raise InvalidInput(f"file_path: {value!r} is not a file or folder")
+    return resolved
+
+
 class _JobProgress:
     """Engine progress -> the job's progress; cancellation -> the engine."""
 
@@ -213,11 +246,13 @@ class UploadHandler:
         *,
         secret_key: str | None = None,
         allow_private: bool = False,
+        path_roots: list[Path] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.sessions = sessions
         self.secret_key = secret_key
         self.allow_private = allow_private
+        self.path_roots = list(path_roots or [])
 
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
         params = ctx.parameters
@@ -260,8 +295,16 @@ class UploadHandler:
     ) -> dict[str, Any]:
         from sclib.transfers.engine import TransferEngine
 
-        spec = import_spec(params["source_type"], params.get("source_config") or {})
-        # required credentials were sealed at submission; checks pass on the rest
+        if params["source_type"] == "server_path":
+            # checked again here: the roots may have changed since submission
+            path = check_server_path(
+                str((params.get("source_config") or {}).get("path", "")),
+                self.path_roots,
+            )
+            spec = ImportSpec("server_path", path.as_uri(), {}, {})
+        else:
+            # required credentials were sealed at submission; these are the rest
+            spec = import_spec(params["source_type"], params.get("source_config") or {})
         options = dict(spec.options)
         if params.get("sealed"):
             from sclib.server.secrets import SecretBox
@@ -316,5 +359,6 @@ def handlers_from_settings(settings: Settings | None = None) -> HandlerRegistry:
             settings.secret_key.get_secret_value() if settings.secret_key else None
         ),
         allow_private=settings.allow_private_addresses,
+        path_roots=settings.upload_path_root_list(),
     )
     return HandlerRegistry({JobType.UPLOAD: handler})

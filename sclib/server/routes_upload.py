@@ -295,6 +295,64 @@ def initiate(
     }
 
 
+class UploadPathRequest(BaseModel):
+    """``POST /api/upload/upload-path``: a file or folder already on the server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file_path: str
+    user_email: str | None = None
+    dataset_name: str
+    sensor: str
+    convert: bool = True
+    is_public: bool = False
+    is_public_downloadable: bool = False
+    folder: str | None = None
+    relative_path: str | None = None
+    team_uuid: str | None = None
+    tags: list[str] | str | None = None
+    dataset_identifier: str | None = None
+    add_to_existing: bool = False
+
+
+@router.post("/api/upload/upload-path", tags=["upload"])
+def upload_path(
+    body: UploadPathRequest,
+    identity: Identity = IdentityDep,
+    state: ServerState = StateDep,
+) -> dict[str, Any]:
+    """Ingest a file or folder that is already on the server's disk.
+
+    Off unless the operator lists allowed folders in ``SCLIB_UPLOAD_PATH_ROOTS``;
+    then only paths inside them (symbolic links resolved) are accepted."""
+    from sclib.server.handlers import check_server_path
+
+    roots = state.settings.upload_path_root_list()
+    path = check_server_path(body.file_path, roots)
+    values = body.model_dump(exclude={"file_path"})
+    fields, owner, dataset_uuid = _fields(state, identity, values)
+    job = state.queue.enqueue(
+        JobType.UPLOAD,
+        {
+            "source": "import",
+            "source_type": "server_path",
+            "source_config": {"path": str(path)},
+            "sealed": None,
+            "dataset": fields.to_parameters(),
+        },
+        dataset_uuid=dataset_uuid,
+        owner=owner,
+    )
+    return {
+        "job_id": job.id,
+        "status": "queued",
+        "message": f"Import of {path.name} queued",
+        "estimated_duration": None,
+        "upload_type": "server_path",
+        "dataset_uuid": dataset_uuid,
+    }
+
+
 # -- jobs as the seed shows them -------------------------------------------------------
 
 

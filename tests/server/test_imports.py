@@ -171,3 +171,51 @@ def test_bad_import_requests_are_422(
     assert r.status_code == 422, r.text
     for word in words:
         assert word in r.json()["detail"]
+
+
+def test_server_path_upload_is_off_by_default(live_server: LiveServer) -> None:
+    """The seed's path-based upload read any file on the server; here it is off
+    unless folders are allowed: 403 saying how to turn it on."""
+    r = httpx.post(
+        f"{live_server.url}/api/upload/upload-path",
+        json={"file_path": "/etc/passwd", **FIELDS},
+        headers=live_server.headers(),
+    )
+    assert r.status_code == 403, r.text
+    assert "SCLIB_UPLOAD_PATH_ROOTS" in r.json()["detail"]
+
+
+def test_server_path_upload_stays_inside_allowed_folders(tmp_path: Path) -> None:
+    """With an allowed folder, a file inside it is ingested and verified; paths
+    outside it, relative paths, and a symlink leading out are refused."""
+    allowed = tmp_path / "instrument"
+    (allowed / "run7").mkdir(parents=True)
+    data = os.urandom(300_000)
+    (allowed / "run7" / "frame.raw").write_bytes(data)
+    (allowed / "escape").symlink_to("/etc")
+    server = LiveServer(
+        tmp_path / "data", env={"SCLIB_UPLOAD_PATH_ROOTS": str(allowed)}
+    ).start()
+    try:
+        url, h = f"{server.url}/api/upload/upload-path", server.headers()
+        for bad, status in (
+            ("/etc/passwd", 403),
+            (str(allowed / "escape" / "passwd"), 403),
+            (str(allowed / ".." / "data"), 403),
+            ("run7/frame.raw", 422),
+            (str(allowed / "missing.raw"), 422),
+        ):
+            r = httpx.post(url, json={"file_path": bad, **FIELDS}, headers=h)
+            assert r.status_code == status, (bad, r.text)
+        r = httpx.post(
+            url,
+            json={"file_path": str(allowed / "run7" / "frame.raw"), **FIELDS},
+            headers=h,
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert wait_job(server, body["job_id"])["status"] == "completed"
+        stored = server.data_dir / "upload" / body["dataset_uuid"] / "frame.raw"
+        assert stored.read_bytes() == data
+    finally:
+        server.stop()
