@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,13 +22,6 @@ from sclib.settings import Settings
 __all__ = ["run_server_demo"]
 
 _MIB = 1024**2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _sample(folder: Path) -> list[Path]:
@@ -53,10 +44,8 @@ def _sample(folder: Path) -> list[Path]:
 
 def run_server_demo(settings: Settings, out: Callable[[str], None] = print) -> bool:
     """Run the demo; ``True`` when every upload job completed."""
-    import uvicorn
-
     from sclib.client import Client
-    from sclib.server.app import create_app
+    from sclib.server import serve_in_background
     from sclib.server.auth import Authenticator
 
     root = (settings.data_dir / "demo-server").resolve()
@@ -73,18 +62,8 @@ def run_server_demo(settings: Settings, out: Callable[[str], None] = print) -> b
             "worker_concurrency": 2,
         }
     )
-    port = _free_port()
-    app = create_app(server_settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True, name="sclib-demo")
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("the demo server did not start")
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{port}"
+    server = serve_in_background(server_settings)
+    url = server.url
     out(f"server: {url} (API docs at {url}/docs), data in {root / 'data'}")
     try:
         token = Authenticator(secret_key=secret).issue_token("demo@localhost")
@@ -118,8 +97,7 @@ def run_server_demo(settings: Settings, out: Callable[[str], None] = print) -> b
             out(f"  {name}")
         return ok
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        server.stop()
 
 
 def _follow(client: Any, job_id: str, out: Callable[[str], None]) -> bool:

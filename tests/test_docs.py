@@ -11,11 +11,26 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
-SNIPPETS = [
-    pytest.param(code, id=f"{page.name}:{n}")
-    for page in PAGES
-    for n, code in enumerate(BLOCK.findall(page.read_text(encoding="utf-8")))
-]
+#: a page with this marker is a tutorial: its blocks run in order, as one session
+SESSION = "<!-- docs-test: one session -->"
+
+
+def _snippets() -> list[object]:
+    out = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        blocks = BLOCK.findall(text)
+        if SESSION in text:
+            out.append(pytest.param("\n".join(blocks), id=f"{page.name}:session"))
+        else:
+            out += [
+                pytest.param(code, id=f"{page.name}:{n}")
+                for n, code in enumerate(blocks)
+            ]
+    return out
+
+
+SNIPPETS = _snippets()
 
 
 @pytest.mark.parametrize("code", SNIPPETS)

@@ -180,9 +180,10 @@ def create_app(
             max_age=600,
         )
 
-    from sclib.server import routes_jobs, routes_upload, tus
+    from sclib.server import routes_jobs, routes_large, routes_upload, tus
 
     app.include_router(routes_upload.router)
+    app.include_router(routes_large.router)
     app.include_router(routes_jobs.router)
     app.include_router(tus.router)
     return app

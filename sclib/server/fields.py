@@ -122,18 +122,29 @@ class DatasetFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    user_email: str | None = None
+    user_email: str | None = Field(
+        default=None,
+        description="owner; must be the caller's own unless the token is an admin's",
+    )
     dataset_name: str = Field(min_length=1, max_length=_MAX_NAME)
-    sensor: SensorType
-    convert: bool = True
-    is_public: bool = False
-    is_public_downloadable: bool = False
-    folder: str | None = Field(default=None, max_length=_MAX_PATH)
-    relative_path: str = ""
+    sensor: SensorType = Field(description="how the dataset is converted")
+    convert: bool = Field(default=True, description="true/false")
+    is_public: bool = Field(default=False, description="true/false")
+    is_public_downloadable: bool = Field(default=False, description="true/false")
+    folder: str | None = Field(
+        default=None, max_length=_MAX_PATH, description="the portal's folder label"
+    )
+    relative_path: str = Field(
+        default="", description="subfolder inside the dataset (no '..', relative)"
+    )
     team_uuid: str | None = Field(default=None, max_length=_MAX_NAME)
     tags: tuple[str, ...] = ()
-    dataset_identifier: str | None = None
-    add_to_existing: bool = False
+    dataset_identifier: str | None = Field(
+        default=None, description="uuid of your dataset to add to"
+    )
+    add_to_existing: bool = Field(
+        default=False, description="true: add to dataset_identifier"
+    )
 
     @field_validator("user_email", "folder", "team_uuid", "dataset_identifier")
     @classmethod

@@ -45,6 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sclib.errors import ChecksumMismatch, InvalidInput, UploadBusy
 from sclib.server.app import IdentityDep, ServerState, StateDep, owner_filter
 from sclib.server.auth import Identity
+from sclib.server.common import resolve_fields
 from sclib.server.fields import DatasetFields, safe_filename
 from sclib.server.streaming import pump
 from sclib.server.uploads import TUS, Upload, UploadNotFound
@@ -450,11 +451,8 @@ async def create(
         )
     filename = safe_filename(_text(metadata, "filename"))
     values = {k: _text(metadata, k) for k in metadata if k in _FIELD_KEYS}
-
-    from sclib.server.routes_upload import _fields
-
     fields, owner, dataset_uuid = await run_in_threadpool(
-        _fields, state, identity, values
+        resolve_fields, state, identity, values
     )
     upload = await run_in_threadpool(
         lambda: state.uploads.create(

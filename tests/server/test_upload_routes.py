@@ -465,3 +465,32 @@ def test_upload_jobs_list_and_cancel(live_server: LiveServer) -> None:
         == []
     )
     _problem(httpx.post(f"{live_server.url}/api/upload/cancel/{job}", headers=h), 409)
+
+
+def test_sclib_upload_one_liner(live_server: LiveServer, tmp_path: Path) -> None:
+    """sclib.upload() uploads a file or a folder and follows the jobs to the end."""
+    import sclib
+
+    single = tmp_path / "one.raw"
+    single.write_bytes(os.urandom(1000))
+    status = sclib.upload(
+        single,
+        live_server.url,
+        token=live_server.token(),
+        dataset_name="One",
+        sensor="OTHER",
+        progress=False,
+    )
+    assert status.status == "completed"
+    folder = tmp_path / "many"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.raw").write_bytes(b"a" * 10)
+    (folder / "sub" / "b.raw").write_bytes(b"b" * 10)
+    statuses = sclib.upload(
+        folder,
+        live_server.url,
+        token=live_server.token(),
+        sensor="OTHER",
+        progress=False,
+    )
+    assert [s.status for s in statuses] == ["completed", "completed"]

@@ -1,0 +1,280 @@
+"""The large-file chunk protocol: ``/api/upload/large/...`` (the seed's).
+
+Initiate, send chunks in any order and in parallel (multipart with a SHA-256
+``chunk_hash``, as the seed's clients do, or a raw body with ``X-Chunk-Hash:
+blake3:<hex>``, as sclib's client does), ask what is missing, complete. Re-sending
+a chunk is idempotent; completing twice returns the first answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from sclib.errors import InvalidInput
+from sclib.server.app import IdentityDep, ServerState, StateDep, owner_filter
+from sclib.server.auth import Identity
+from sclib.server.common import MULTIPART_SLACK, check_length, resolve_fields
+from sclib.server.staging import StagedWrite
+from sclib.server.streaming import Sink, pump, receive_multipart
+from sclib.server.uploads import LARGE, Upload, UploadNotFound
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["large files"])
+
+_CHUNK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "title": "ChunkForm",
+                    "required": ["chunk", "chunk_hash"],
+                    "properties": {
+                        "chunk": {"type": "string", "format": "binary"},
+                        "chunk_hash": {
+                            "type": "string",
+                            "description": "SHA-256 hex of the chunk",
+                        },
+                    },
+                }
+            },
+            "application/octet-stream": {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "title": "RawChunk",
+                    "description": "the chunk; X-Chunk-Hash: blake3:<hex> or "
+                    "sha256:<hex> header required",
+                }
+            },
+        },
+    }
+}
+
+
+# -- the large-file chunk protocol -----------------------------------------------------
+
+
+class LargeInitiate(BaseModel):
+    """``POST /api/upload/large/initiate``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str
+    file_size: int = Field(ge=0)
+    file_hash: str | None = Field(default=None, description="SHA-256 hex")
+    file_blake3: str | None = None
+    chunk_size: int | None = None
+    user_email: str | None = None
+    dataset_name: str
+    sensor: str
+    convert: bool = True
+    is_public: bool = False
+    is_public_downloadable: bool = False
+    folder: str | None = None
+    relative_path: str | None = None
+    team_uuid: str | None = None
+    tags: list[str] | str | None = None
+    dataset_identifier: str | None = None
+    add_to_existing: bool = False
+
+
+def _large(state: ServerState, identity: Identity, upload_id: str) -> Upload:
+    upload = state.uploads.get(upload_id, owner_filter(identity))
+    if upload.protocol != LARGE:
+        raise UploadNotFound(f"upload {upload_id} not found")
+    return upload
+
+
+@router.post("/api/upload/large/initiate", tags=["large files"])
+def large_initiate(
+    body: LargeInitiate, identity: Identity = IdentityDep, state: ServerState = StateDep
+) -> dict[str, Any]:
+    """Start a chunked upload; send chunks in any order, in parallel, then
+    ``complete``."""
+    values = body.model_dump(
+        exclude={"filename", "file_size", "file_hash", "file_blake3", "chunk_size"}
+    )
+    fields, owner, dataset_uuid = resolve_fields(state, identity, values)
+    expected = {}
+    if body.file_hash:
+        expected["sha256"] = body.file_hash
+    if body.file_blake3:
+        expected["blake3"] = body.file_blake3
+    upload = state.uploads.create(
+        protocol=LARGE,
+        owner=owner,
+        filename=body.filename,
+        size=body.file_size,
+        fields=fields,
+        dataset_uuid=dataset_uuid,
+        chunk_size=body.chunk_size,
+        expected=expected,
+    )
+    return {
+        "upload_id": upload.id,
+        "chunk_size": upload.chunk_size,
+        "total_chunks": upload.total_chunks,
+        "dataset_uuid": dataset_uuid,
+        "message": f"send {upload.total_chunks} chunk(s) of {upload.chunk_size} bytes",
+    }
+
+
+def _chunk_hash(value: str) -> tuple[str, str]:
+    algo, sep, digest = value.strip().partition(":")
+    if not sep:
+        algo, digest = "sha256", algo
+    algo = algo.lower()
+    digest = digest.lower()
+    if algo not in ("sha256", "blake3") or len(digest) != 64:
+        raise InvalidInput(
+            "chunk_hash: expected a SHA-256 hex digest, or 'blake3:<hex>' / "
+            f"'sha256:<hex>', got {value[:80]!r}"
+        )
+    return algo, digest
+
+
+@router.post(
+    "/api/upload/large/chunk/{upload_id}/{chunk_index}",
+    tags=["large files"],
+    openapi_extra=_CHUNK_BODY,
+)
+async def large_chunk(
+    upload_id: str,
+    chunk_index: int,
+    request: Request,
+    identity: Identity = IdentityDep,
+    state: ServerState = StateDep,
+) -> dict[str, Any]:
+    """One chunk: multipart (``chunk`` + ``chunk_hash``, the seed's form) or a raw
+    body with ``X-Chunk-Hash: blake3:<hex>`` (sclib's client). Idempotent."""
+    upload = await run_in_threadpool(_large, state, identity, upload_id)
+    check_length(request, upload.chunk_size + MULTIPART_SLACK)
+    owner = owner_filter(identity)
+    ctype = request.headers.get("content-type", "")
+    holder: dict[str, StagedWrite] = {}
+    try:
+        if ctype.startswith("multipart/"):
+
+            async def open_sink(filename: str | None, seen: dict[str, str]) -> Sink:
+                write = await run_in_threadpool(
+                    state.uploads.begin_chunk, upload_id, owner, chunk_index, {"sha256"}
+                )
+                holder["write"] = write
+                return write
+
+            form = await receive_multipart(request.stream(), ctype, "chunk", open_sink)
+            if not form.fields.get("chunk_hash"):
+                raise InvalidInput("chunk_hash: field required")
+            algo, digest = _chunk_hash(form.fields["chunk_hash"])
+        else:
+            header = request.headers.get("x-chunk-hash")
+            if not header:
+                raise InvalidInput(
+                    "X-Chunk-Hash: header required for a raw chunk body "
+                    "(blake3:<hex> or sha256:<hex>)"
+                )
+            algo, digest = _chunk_hash(header)
+            holder["write"] = await run_in_threadpool(
+                state.uploads.begin_chunk, upload_id, owner, chunk_index, {algo}
+            )
+            await pump(request.stream(), holder["write"])
+        done = await run_in_threadpool(
+            state.uploads.finish_chunk, holder.pop("write"), chunk_index, {algo: digest}
+        )
+    finally:
+        if "write" in holder:
+            holder["write"].close()
+    return {
+        "upload_id": upload_id,
+        "chunk_index": chunk_index,
+        "received": True,
+        "uploaded_chunks": len(done.chunks),
+        "total_chunks": done.total_chunks,
+    }
+
+
+@router.get("/api/upload/large/status/{upload_id}", tags=["large files"])
+def large_status(
+    upload_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
+) -> dict[str, Any]:
+    """How many chunks arrived."""
+    upload = _large(state, identity, upload_id)
+    total = upload.total_chunks
+    got = len(upload.chunks)
+    return {
+        "upload_id": upload_id,
+        "status": upload.status,
+        "uploaded_chunks": got,
+        "total_chunks": total,
+        "is_complete": upload.result is not None,
+        "progress_percentage": round(100.0 * got / total, 2) if total else 100.0,
+        "bytes_received": upload.bytes_received,
+        "file_size": upload.size,
+    }
+
+
+@router.get("/api/upload/large/resume/{upload_id}", tags=["large files"])
+def large_resume(
+    upload_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
+) -> dict[str, Any]:
+    """The chunks still missing: send these, then ``complete``."""
+    upload = _large(state, identity, upload_id)
+    return {
+        "upload_id": upload_id,
+        "missing_chunks": upload.missing_chunks,
+        "total_chunks": upload.total_chunks,
+        "chunk_size": upload.chunk_size,
+        "can_resume": upload.status == "active",
+    }
+
+
+class CompleteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file_blake3: str | None = None
+    file_hash: str | None = None
+
+
+@router.post("/api/upload/large/complete/{upload_id}", tags=["large files"])
+async def large_complete(
+    upload_id: str,
+    request: Request,
+    identity: Identity = IdentityDep,
+    state: ServerState = StateDep,
+) -> dict[str, Any]:
+    """Verify the whole file, commit it to the dataset, enqueue its job.
+
+    Calling it again returns the same answer."""
+    upload = await run_in_threadpool(_large, state, identity, upload_id)
+    expected: dict[str, str] = {}
+    raw = await request.body()
+    if raw.strip():
+        try:
+            body = CompleteRequest.model_validate_json(raw)
+        except ValueError as exc:
+            raise InvalidInput(f"complete: the body must be JSON ({exc})") from None
+        if body.file_blake3:
+            expected["blake3"] = body.file_blake3
+        if body.file_hash:
+            expected["sha256"] = body.file_hash
+    result = await run_in_threadpool(
+        state.uploads.complete, upload.id, owner_filter(identity), expected=expected
+    )
+    return dict(result)
+
+
+@router.delete("/api/upload/large/cancel/{upload_id}", tags=["large files"])
+def large_cancel(
+    upload_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
+) -> dict[str, Any]:
+    """Stop the upload and delete what arrived."""
+    _large(state, identity, upload_id)
+    upload = state.uploads.cancel(upload_id, owner_filter(identity))
+    return {"upload_id": upload_id, "status": upload.status, "message": "cancelled"}
