@@ -232,6 +232,53 @@ def test_server_demo_uploads_a_dataset_end_to_end(tmp_path: Path) -> None:
             assert stored.read_bytes() == path.read_bytes()
 
 
+def test_serve_refuses_unsafe_configurations(tmp_path: Path) -> None:
+    """`sclib serve` will not run without a way to verify tokens, nor with
+    --no-auth on a non-loopback address: exit 2 with a message saying why."""
+    out = sclib(tmp_path, "serve", "--port", "1", check_code=2)
+    assert "SCLIB_SECRET_KEY" in out.stderr
+    out = sclib(
+        tmp_path,
+        "serve",
+        "--no-auth",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "1",
+        check_code=2,
+    )
+    assert "loopback" in out.stderr
+
+
+def test_uploads_expire_reports_then_applies(tmp_path: Path) -> None:
+    """`sclib uploads expire` lists abandoned uploads; `--apply` removes them."""
+    from sclib.jobs.queue import JobQueue
+    from sclib.server.fields import parse_fields
+    from sclib.server.uploads import LARGE, UploadManager
+    from sclib.transfers.sessions import open_session_store
+
+    url = f"sqlite:///{tmp_path / 'sclib.db'}"
+    manager = UploadManager(open_session_store(url), JobQueue.open(url), tmp_path)
+    upload = manager.create(
+        protocol=LARGE,
+        owner="alice@example.org",
+        filename="f.bin",
+        size=10,
+        fields=parse_fields({"dataset_name": "d", "sensor": "IDX"}),
+        dataset_uuid="a" * 32,
+    )
+    time.sleep(0.5)
+    env = {"SCLIB_UPLOAD_EXPIRY_HOURS": "0.0001"}  # 0.36 s
+    report = as_json(sclib(tmp_path, "uploads", "expire", "--json", env=env))
+    assert report["applied"] is False
+    assert [u["upload_id"] for u in report["uploads"]] == [upload.id]
+    assert manager.staging_dir(upload.id).exists()
+    done = sclib(tmp_path, "uploads", "expire", "--apply", env=env)
+    assert "1 abandoned upload(s) removed" in done.stdout
+    assert not manager.staging_dir(upload.id).exists()
+    assert manager.get(upload.id).status == "cancelled"
+
+
 def test_copy_command_verifies_and_explains_errors(tmp_path: Path) -> None:
     """`sclib copy` prints the BLAKE3 of what landed; bad input gets one line."""
     from blake3 import blake3

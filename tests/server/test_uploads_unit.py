@@ -1,4 +1,4 @@
-"""UploadManager on a real SQLite backend and data folder, without HTTP."""
+"""UploadManager on a real data folder, over SQLite and MongoDB, without HTTP."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pathlib import Path
 import blake3
 import pytest
 
+from sclib.backends.mongo import MongoJobStore
+from sclib.backends.mongo_sessions import MongoSessionStore
 from sclib.errors import (
     ChecksumMismatch,
     InvalidInput,
@@ -28,18 +30,36 @@ from sclib.server.fields import (
 )
 from sclib.server.uploads import LARGE, TUS, UploadManager, UploadNotFound
 from sclib.testing import ManualClock
-from sclib.transfers.sessions import open_session_store
+from sclib.transfers.sessions import SessionStore, open_session_store
 
 FIELDS = parse_fields({"dataset_name": "d", "sensor": "IDX"})
 OWNER = "alice@example.org"
 
 
+def _stores(kind: str, tmp_path: Path) -> tuple[SessionStore, JobQueue]:
+    """Real SQLite files, or pymongo against mongomock (an in-process stand-in:
+    no MongoDB server can run on the test machines)."""
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'sclib.db'}"
+        return open_session_store(url), JobQueue.open(url)
+    mongomock = pytest.importorskip("mongomock")
+    client = mongomock.MongoClient(tz_aware=True)
+    sessions = MongoSessionStore(client, write_concern={"w": 1})
+    jobs = MongoJobStore(client, database="scientistcloud", write_concern={"w": 1})
+    return sessions, JobQueue(jobs)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mongo", marks=pytest.mark.mongo)])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def manager(tmp_path: Path) -> UploadManager:
-    url = f"sqlite:///{tmp_path / 'sclib.db'}"
+def manager(backend: str, tmp_path: Path) -> UploadManager:
+    sessions, queue = _stores(backend, tmp_path)
     return UploadManager(
-        open_session_store(url),
-        JobQueue.open(url),
+        sessions,
+        queue,
         tmp_path / "data",
         chunk_size=1024,
         max_chunk_size=4096,
@@ -197,16 +217,16 @@ def test_tus_offsets_must_match_and_bodies_stay_in_bounds(
 
 
 def test_expire_reports_first_then_removes_abandoned_uploads(
-    tmp_path: Path,
+    backend: str, tmp_path: Path
 ) -> None:
     """Uploads untouched for longer than the expiry are listed by a dry run, then
     removed (bytes and all) by a real run; fresh ones stay."""
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
     clock = ManualClock(start)
-    url = f"sqlite:///{tmp_path / 'sclib.db'}"
+    sessions, queue = _stores(backend, tmp_path)
     manager = UploadManager(
-        open_session_store(url),
-        JobQueue.open(url),
+        sessions,
+        queue,
         tmp_path / "data",
         chunk_size=1024,
         expiry=timedelta(hours=1),
