@@ -167,6 +167,22 @@ class Settings(BaseSettings):
             "unset turns the route off."
         ),
     )
+    user_job_types: str = Field(
+        default="",
+        validation_alias=AliasChoices("SCLIB_USER_JOB_TYPES"),
+        description=(
+            "Comma-separated job types non-admin users may submit through "
+            "/api/v1/jobs (admins may submit any)."
+        ),
+    )
+    import_endpoints: str = Field(
+        default="",
+        validation_alias=AliasChoices("SCLIB_IMPORT_ENDPOINTS"),
+        description=(
+            "Comma-separated S3/GCS endpoint URLs users may import from "
+            "(admins may name any)."
+        ),
+    )
     allow_private_addresses: bool = Field(
         default=False,
         validation_alias=AliasChoices("SCLIB_ALLOW_PRIVATE_ADDRESSES"),
@@ -185,6 +201,14 @@ class Settings(BaseSettings):
 
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    def user_job_type_list(self) -> list[str]:
+        return [t.strip() for t in self.user_job_types.split(",") if t.strip()]
+
+    def import_endpoint_list(self) -> list[str]:
+        return [
+            e.strip().rstrip("/") for e in self.import_endpoints.split(",") if e.strip()
+        ]
 
     def upload_path_root_list(self) -> list[Path]:
         if not self.upload_path_roots:

@@ -6,6 +6,7 @@ document, so concurrent chunk writers never lose each other's records.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -209,12 +210,15 @@ class MongoSessionStore(SessionStore):
         status: str | None = None,
         updated_before: datetime | None = None,
         limit: int = 1000,
+        key_prefix: str | None = None,
     ) -> list[TransferSession]:
         query: dict[str, Any] = {}
         if status is not None:
             query["status"] = status
         if updated_before is not None:
             query["updated_at"] = {"$lt": updated_before}
+        if key_prefix is not None:
+            query["key"] = {"$regex": "^" + re.escape(key_prefix)}
         try:
             docs = self.coll.find(query).sort("created_at", 1).limit(limit)
             return [_doc_to_session(d) for d in docs]

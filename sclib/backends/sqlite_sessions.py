@@ -211,6 +211,7 @@ class SQLiteSessionStore(SessionStore):
         status: str | None = None,
         updated_before: datetime | None = None,
         limit: int = 1000,
+        key_prefix: str | None = None,
     ) -> list[TransferSession]:
         clauses: list[str] = []
         params: list[Any] = []
@@ -220,6 +221,9 @@ class SQLiteSessionStore(SessionStore):
         if updated_before is not None:
             clauses.append("updated_at < ?")
             params.append(to_timestamp(updated_before))
+        if key_prefix is not None:
+            clauses.append("substr(key, 1, ?) = ?")
+            params += [len(key_prefix), key_prefix]
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         with self.db.write() as db:
             rows = db.execute(

@@ -168,6 +168,9 @@ def create_app(
     from sclib.server.tus import TusMiddleware
 
     app.add_middleware(TusMiddleware)  # inside CORS: only paths under /files
+    from sclib.server.limits import BodyLimitMiddleware
+
+    app.add_middleware(BodyLimitMiddleware)  # JSON bodies: at most 1 MiB
     origins = settings.cors_origin_list()
     if origins:
         app.add_middleware(

@@ -379,6 +379,10 @@ class Authenticator:
             raise Unauthorized(
                 f"the token's {self.email_claim!r} claim is not an email address"
             )
+        if claims.get("email_verified") is False:
+            # an identity provider vouches for the address only once verified:
+            # otherwise anyone could sign up with someone else's email
+            raise Unauthorized("the token's email address is not verified")
         try:
             roles = _parse_roles(
                 claims.get(self.roles_claim), f"the token's {self.roles_claim!r} claim"
@@ -565,6 +569,12 @@ def validate_settings(settings: Settings) -> None:
             "SCLIB_SECRET_KEY (HS256 tokens), SCLIB_API_TOKENS (static tokens) or "
             "SCLIB_JWKS_URL (an identity provider), or use --no-auth for local "
             "development"
+        )
+    if has_jwks and not (settings.jwt_audience and settings.jwt_issuer):
+        raise ConfigurationError(
+            "SCLIB_JWKS_URL needs SCLIB_JWT_AUDIENCE and SCLIB_JWT_ISSUER too: an "
+            "identity provider signs tokens for many applications, and only those "
+            "issued by it for this API may be accepted"
         )
     Authenticator.from_settings(settings)
 

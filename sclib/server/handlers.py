@@ -41,6 +41,7 @@ __all__ = [
     "check_server_path",
     "handlers_from_settings",
     "import_spec",
+    "split_config",
     "supported_sources",
 ]
 
@@ -144,18 +145,31 @@ def import_spec(source_type: str, config: Mapping[str, Any]) -> ImportSpec:
             if config.get(name):
                 secrets[name] = config[name]
         if config.get("service_account_json"):
-            secrets["token"] = _json_object(config["service_account_json"])
+            info = _json_object(config["service_account_json"])
+            _check_token_uri(info)
+            secrets["token"] = info
+        if not secrets:
+            # no credentials of the user's: anonymous access, never the server's own
+            if source_type == "s3":
+                options["anon"] = True
+            else:
+                options["token"] = "anon"  # noqa: S105 - gcsfs: no credentials
     else:
         ident = config.get("file_id") or config.get("folder_id")
         if not ident:
             raise InvalidInput("source_config.file_id: field required")
         url = f"gdrive://{ident}"
         if config.get("service_account_json"):
-            secrets["service_account_info"] = _json_object(
-                config["service_account_json"]
-            )
+            info = _json_object(config["service_account_json"])
+            _check_token_uri(info)
+            secrets["service_account_info"] = info
         if config.get("access_token"):
             secrets["access_token"] = config["access_token"]
+        if not secrets:
+            raise InvalidInput(
+                "source_config: a Google Drive import needs service_account_json "
+                "or access_token"
+            )
     return ImportSpec(source_type, url, options, secrets)
 
 
@@ -165,10 +179,54 @@ SECRET_KEYS = frozenset(
      "access_token"}
 )  # fmt: skip
 
+_GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
 
-def public_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` without its credentials (what may be stored and shown)."""
-    return {k: v for k, v in config.items() if k not in SECRET_KEYS}
+
+def _check_token_uri(info: Mapping[str, Any]) -> None:
+    """A service-account key names the URL its tokens come from: only Google's,
+    or the server would POST signed requests wherever a user points it."""
+    uri = info.get("token_uri", _GOOGLE_TOKEN_URI)
+    if uri != _GOOGLE_TOKEN_URI:
+        raise InvalidInput(
+            f"source_config.service_account_json: token_uri must be {_GOOGLE_TOKEN_URI}"
+        )
+
+
+def split_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``config`` as (what may be stored and shown, what must be sealed).
+
+    Credentials are secret, and so is a URL that carries any (``user:pass@`` or a
+    query string, as pre-signed URLs do): the public part keeps it without them.
+    """
+    public: dict[str, Any] = {}
+    secret: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in SECRET_KEYS:
+            secret[key] = value
+        elif key == "url" and isinstance(value, str) and _has_credentials(value):
+            secret[key] = value
+            public[key] = _without_credentials(value)
+        else:
+            public[key] = value
+    return public, secret
+
+
+def _has_credentials(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return bool(parts.username or parts.password or parts.query)
+
+
+def _without_credentials(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _json_object(value: str | Mapping[str, Any]) -> dict[str, Any]:
@@ -303,18 +361,18 @@ class UploadHandler:
             )
             spec = ImportSpec("server_path", path.as_uri(), {}, {})
         else:
-            # required credentials were sealed at submission; these are the rest
-            spec = import_spec(params["source_type"], params.get("source_config") or {})
-        options = dict(spec.options)
-        if params.get("sealed"):
-            from sclib.server.secrets import SecretBox
+            config = dict(params.get("source_config") or {})
+            if params.get("sealed"):
+                from sclib.server.secrets import SecretBox
 
-            if not self.secret_key:
-                raise InvalidInput(
-                    "this import carries sealed credentials but the worker has no "
-                    "SECRET_KEY to open them"
-                )
-            options.update(SecretBox(self.secret_key).open(params["sealed"]))
+                if not self.secret_key:
+                    raise InvalidInput(
+                        "this import carries sealed credentials but the worker has "
+                        "no SECRET_KEY to open them"
+                    )
+                config.update(SecretBox(self.secret_key).open(params["sealed"]))
+            spec = import_spec(params["source_type"], config)
+        options = {**spec.options, **spec.secrets}
         if spec.source_type == "url" and self.allow_private:
             options["allow_private"] = True
         relative = safe_relative_path(
@@ -344,7 +402,8 @@ class UploadHandler:
                     "blake3": f.blake3,
                 }
             )
-        return {"files": files, "bytes": result.bytes, "source": spec.url}
+        shown = split_config({"url": spec.url})[0]["url"]
+        return {"files": files, "bytes": result.bytes, "source": shown}
 
 
 def handlers_from_settings(settings: Settings | None = None) -> HandlerRegistry:

@@ -125,7 +125,7 @@ def install_handlers(app: FastAPI) -> None:
         return problem(422, "; ".join(problems), "invalid_input")
 
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
             exc.status_code, "http_error"
         )
         headers = dict(exc.headers) if exc.headers else None

@@ -52,10 +52,16 @@ def submit(
     body: SubmitJob, identity: Identity = IdentityDep, state: ServerState = StateDep
 ) -> dict[str, Any]:
     """Enqueue a job for the caller (``upload`` jobs come from the upload routes)."""
-    if body.job_type == JobType.UPLOAD and not identity.is_admin:
-        raise Forbidden(
-            "job_type: upload jobs are created by the /api/upload routes, not here"
-        )
+    if not identity.is_admin:
+        if body.job_type == JobType.UPLOAD:
+            raise Forbidden(
+                "job_type: upload jobs are created by the /api/upload routes, not here"
+            )
+        if body.job_type not in state.settings.user_job_type_list():
+            raise Forbidden(
+                f"job_type: users may not submit {body.job_type!r} jobs here (the "
+                "operator lists the ones they may in SCLIB_USER_JOB_TYPES)"
+            )
     if body.dataset_uuid and not identity.is_admin:
         mine = state.queue.list(dataset_uuid=body.dataset_uuid, limit=1)
         if mine and mine[0].owner != identity.email:

@@ -14,7 +14,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
 
 import sclib
 from sclib.errors import (
@@ -191,16 +190,16 @@ async def _single_upload(
         result = await run_in_threadpool(
             uploads.complete, upload.id, None, digests={"blake3": digest}
         )
-    except (SclibError, ClientDisconnect):
+    except BaseException:  # any failure (disk full, disconnect): leave nothing
         if "write" in holder:
-            holder["write"].close()
+            holder["write"].close()  # idempotent; releases the lock
         if "upload" in holder:
-            await run_in_threadpool(uploads.discard, holder["upload"].id)
+            uploads.discard(holder["upload"].id)  # not awaited: may be cancelled
         raise
     size = int(result["file_size"])
     return {
         "job_id": result["job_id"],
-        "status": "queued",
+        "status": result["status"],
         "message": f"Upload of {upload.filename} received; job {result['job_id']} "
         "verifies and records it",
         "estimated_duration": _estimate(size),
@@ -262,7 +261,7 @@ def initiate(
 
     Credentials in ``source_config`` are sealed with the server's SECRET_KEY before
     they are stored, and never returned."""
-    from sclib.server.handlers import public_config
+    from sclib.server.handlers import split_config
 
     values = body.model_dump(exclude={"source_type", "source_config"})
     fields, owner, dataset_uuid = resolve_fields(state, identity, values)
@@ -271,8 +270,18 @@ def initiate(
         from sclib.transfers.ssrf import AddressPolicy
 
         AddressPolicy().check_url(spec.url)
+    endpoint = spec.options.get("endpoint_url")
+    allowed = state.settings.import_endpoint_list()
+    if endpoint and not identity.is_admin and endpoint.rstrip("/") not in allowed:
+        from sclib.errors import Forbidden
+
+        raise Forbidden(
+            f"source_config.endpoint_url: {endpoint!r} is not an endpoint this "
+            "server imports from (the operator lists them in SCLIB_IMPORT_ENDPOINTS)"
+        )
+    public, secret = split_config(body.source_config)
     sealed = None
-    if spec.secrets:
+    if secret:
         from sclib.server.secrets import SecretBox
 
         key = state.settings.secret_key
@@ -281,13 +290,13 @@ def initiate(
                 "source_config carries credentials, but this server has no "
                 "SECRET_KEY to seal them with; ask the operator to set one"
             )
-        sealed = SecretBox(key.get_secret_value()).seal(spec.secrets)
+        sealed = SecretBox(key.get_secret_value()).seal(secret)
     job = state.queue.enqueue(
         JobType.UPLOAD,
         {
             "source": "import",
             "source_type": spec.source_type,
-            "source_config": public_config(body.source_config),
+            "source_config": public,
             "sealed": sealed,
             "dataset": fields.to_parameters(),
         },
@@ -296,7 +305,7 @@ def initiate(
     )
     return {
         "job_id": job.id,
-        "status": "queued",
+        "status": job.status.value,
         "message": f"Import from {spec.source_type} queued",
         "estimated_duration": None,
         "upload_type": spec.source_type,
@@ -354,7 +363,7 @@ def upload_path(
     )
     return {
         "job_id": job.id,
-        "status": "queued",
+        "status": job.status.value,
         "message": f"Import of {path.name} queued",
         "estimated_duration": None,
         "upload_type": "server_path",
@@ -376,6 +385,8 @@ def upload_status(job: Job) -> dict[str, Any]:
         files = job.parameters.get("files") or []
         total = sum(int(f.get("size", 0)) for f in files) if files else None
     done = progress.bytes_done
+    if job.parameters.get("source") == "upload":
+        done = total  # every byte is on the server; the job verifies them
     pct = progress.percentage
     if job.status.value == "completed":
         pct, done = 100.0, total if total is not None else done

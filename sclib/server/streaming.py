@@ -129,6 +129,9 @@ async def receive_multipart(
             if len(value) > _MAX_FIELD:
                 raise TooLarge(f"form field {state['name']!r} is above 64 KiB")
 
+    def on_end() -> None:
+        state["ended"] = True
+
     def on_part_end() -> None:
         nonlocal in_file
         if not in_file:
@@ -147,6 +150,7 @@ async def receive_multipart(
             "on_header_value": on_header_value,
             "on_header_end": on_header_end,
             "on_headers_finished": on_headers_finished,
+            "on_end": on_end,
         },
     )
     sink: Sink | None = None
@@ -173,6 +177,11 @@ async def receive_multipart(
     except ValueError as exc:  # the parser's own errors
         raise InvalidInput(f"malformed multipart body: {exc}") from None
     await flush()
+    if not state.get("ended"):
+        # a body cut short: what arrived of the file is not the whole file
+        raise InvalidInput(
+            "the multipart body ended before its closing boundary (cut short?)"
+        )
     if not form.file_seen:
         raise InvalidInput(f"{file_field}: field required (a file part)")
     return form

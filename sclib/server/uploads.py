@@ -40,15 +40,17 @@ from sclib.errors import (
     ChecksumMismatch,
     InvalidInput,
     NotFound,
+    SclibError,
     SessionNotFound,
     TooLarge,
+    UploadBusy,
     UploadConflict,
 )
 from sclib.jobs.queue import JobQueue
 from sclib.jobtypes import JobType
 from sclib.models import new_job_id
 from sclib.server.fields import DatasetFields, safe_filename, safe_join
-from sclib.server.locks import lock_chunk, lock_upload
+from sclib.server.locks import WriteLock, lock_chunk, lock_upload
 from sclib.server.staging import StagedWrite, fsync_dir, hash_file
 from sclib.transfers.sessions import (
     ACTIVE,
@@ -65,6 +67,7 @@ log = logging.getLogger(__name__)
 
 LARGE, TUS, STANDARD = "large", "tus", "standard"
 _PREFIX = "upload:"
+MAX_CHUNKS = 100_000  # chunks per upload: bounds every per-upload list
 
 
 class UploadNotFound(NotFound):
@@ -105,7 +108,17 @@ class Upload:
 
     @property
     def missing_chunks(self) -> list[int]:
-        return [i for i in range(self.total_chunks) if i not in self.chunks]
+        return self.missing(limit=None)
+
+    def missing(self, limit: int | None = 1000) -> list[int]:
+        """Chunk indexes not received yet, the first ``limit`` of them."""
+        out: list[int] = []
+        for i in range(self.total_chunks):
+            if i not in self.chunks:
+                out.append(i)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
 
     @property
     def bytes_received(self) -> int:
@@ -193,6 +206,19 @@ class UploadManager:
     def _lock_file(self, upload_id: str) -> Path:
         return self.staging_dir(upload_id) / "lock"
 
+    def _lock(self, upload: Upload, index: int | None = None) -> WriteLock:
+        """The upload's (or one chunk's) write lock. Its staging folder is gone
+        once the upload finished, was cancelled or expired: then a conflict."""
+        try:
+            if index is None:
+                return lock_upload(self._lock_file(upload.id), upload.id)
+            return lock_chunk(self._lock_file(upload.id), upload.id, index)
+        except FileNotFoundError:
+            fresh = self.get(upload.id)
+            raise UploadConflict(
+                f"upload {upload.id} is {fresh.status}; it takes no more data"
+            ) from None
+
     def dataset_dir(self, dataset_uuid: str) -> Path:
         return self.upload_root / dataset_uuid
 
@@ -256,6 +282,12 @@ class UploadManager:
             raise InvalidInput(
                 f"chunk_size must lie in 1024..{self.max_chunk_size}, got {chunk}"
             )
+        if size is not None and protocol == LARGE and -(-size // chunk) > MAX_CHUNKS:
+            least = -(-size // MAX_CHUNKS)
+            raise InvalidInput(
+                f"chunk_size {chunk} makes more than {MAX_CHUNKS} chunks for "
+                f"{size} bytes; use at least {least}"
+            )
         expected = {k: v.lower() for k, v in (expected or {}).items()}
         for name, value in expected.items():
             if (
@@ -264,6 +296,8 @@ class UploadManager:
                 or any(c not in "0123456789abcdef" for c in value)
             ):
                 raise InvalidInput(f"file_hash: {value!r} is not a {name} hex digest")
+        if fields is not None and dataset_uuid is not None:
+            self._check_free(fields, dataset_uuid, filename)
         upload_id = new_job_id()
         now = self.clock()
         state: dict[str, Any] = {
@@ -301,6 +335,16 @@ class UploadManager:
             raise
         log.info("upload %s (%s) started by %s", upload_id, protocol, owner)
         return _view(session)
+
+    def _check_free(self, fields: DatasetFields, dataset_uuid: str, name: str) -> None:
+        """Refuse early when the dataset already has a file by this name."""
+        final = safe_join(self.dataset_dir(dataset_uuid), fields.relative_path, name)
+        if final.exists():
+            where = f"{fields.relative_path}/{name}" if fields.relative_path else name
+            raise UploadConflict(
+                f"dataset {dataset_uuid} already has {where}; send it under "
+                f"another name or relative_path"
+            )
 
     # -- reading ---------------------------------------------------------------------
 
@@ -342,8 +386,14 @@ class UploadManager:
                 f"chunk_index {index} is out of range: upload {upload_id} has "
                 f"chunks 0..{upload.total_chunks - 1}"
             )
-        lock = lock_chunk(self._lock_file(upload_id), upload_id, index)
+        lock = self._lock(upload, index)
         try:
+            upload = self.get(upload_id, owner)  # fresh, now that we hold the chunk
+            self._require_active(upload)
+            if index in upload.chunks:
+                # the old bytes are about to be overwritten: until the new ones
+                # verify, this chunk is missing again
+                self.sessions.forget_chunks(upload_id, [index])
             length = upload.chunk_length(index)
             return StagedWrite(
                 self,
@@ -382,7 +432,7 @@ class UploadManager:
         """Start a tus ``PATCH`` at ``offset``; the offset must be the upload's."""
         upload = self.get(upload_id, owner)
         self._require_active(upload)
-        lock = lock_upload(self._lock_file(upload_id), upload_id)
+        lock = self._lock(upload)
         try:
             upload = self.get(upload_id, owner)  # fresh, now that we hold the lock
             self._require_active(upload)
@@ -452,6 +502,11 @@ class UploadManager:
         """tus ``Upload-Defer-Length``: the length arrives with a later PATCH."""
         self.check_size(length, "Upload-Length")
         upload = self.get(upload_id, owner)
+        with self._lock(upload):
+            return self._declare_length(upload_id, owner, length)
+
+    def _declare_length(self, upload_id: str, owner: str | None, length: int) -> Upload:
+        upload = self.get(upload_id, owner)
         if upload.size is not None:
             if upload.size != length:
                 raise UploadConflict(
@@ -469,7 +524,7 @@ class UploadManager:
     def begin_single(self, upload_id: str) -> StagedWrite:
         """Receive a single-request upload (length known only at its end)."""
         upload = self.get(upload_id)
-        lock = lock_upload(self._lock_file(upload_id), upload_id)
+        lock = self._lock(upload)
         try:
             return StagedWrite(
                 self, upload, lock, 0, self.max_upload_size, {"blake3"}, exact=False
@@ -504,7 +559,14 @@ class UploadManager:
         return _view(self.sessions.update(upload_id, state=state))
 
     def discard(self, upload_id: str) -> None:
-        """Drop an upload whose request failed: its bytes and its session."""
+        """Drop an upload whose request failed: its bytes and its session.
+
+        Not once its commit started (the file may be in the dataset already):
+        then the next :meth:`complete`, or the expiry sweep, finishes it."""
+        with contextlib.suppress(SessionNotFound):
+            state = self.sessions.get(upload_id).state
+            if state.get("committing") or state.get("result"):
+                return
         shutil.rmtree(self.staging_dir(upload_id), ignore_errors=True)
         with contextlib.suppress(SessionNotFound):
             self.sessions.update(upload_id, status=CANCELLED, error="request failed")
@@ -516,7 +578,7 @@ class UploadManager:
         if upload.size is None:
             return False
         if upload.protocol == LARGE:
-            return not upload.missing_chunks
+            return len(upload.chunks) == upload.total_chunks
         return upload.offset == upload.size
 
     def complete(
@@ -535,7 +597,14 @@ class UploadManager:
         upload = self.get(upload_id, owner)
         if upload.result is not None:
             return upload.result
-        with lock_upload(self._lock_file(upload_id), upload_id):
+        try:
+            lock = self._lock(upload)
+        except UploadConflict:
+            upload = self.get(upload_id, owner)  # finished meanwhile by another call
+            if upload.result is not None:
+                return upload.result
+            raise
+        with lock:
             upload = self.get(upload_id, owner)
             if upload.result is not None:
                 return upload.result
@@ -546,7 +615,7 @@ class UploadManager:
                 raise UploadConflict(
                     f"upload {upload_id} is not complete: "
                     + (
-                        f"chunks {upload.missing_chunks[:10]} are missing"
+                        f"chunks {upload.missing(10)} are missing"
                         if upload.protocol == LARGE
                         else f"{upload.offset} of {upload.size} bytes received"
                     )
@@ -558,8 +627,10 @@ class UploadManager:
             final = self.final_path(upload)
             committing = upload.state.get("committing")
             staging = self.staging_file(upload_id)
-            if committing and not staging.exists() and final.exists():
-                found = dict(committing)  # renamed before a crash: digests recorded
+            if committing and final.exists() and _moved(staging, final):
+                # a crash after the link: the digests were recorded before it
+                found = dict(committing)
+                staging.unlink(missing_ok=True)
             else:
                 found = dict(digests or {})
                 if "blake3" not in found or not set(want) <= set(found):
@@ -575,12 +646,21 @@ class UploadManager:
                     upload_id, state={**session.state, "committing": found}
                 )
                 final.parent.mkdir(parents=True, exist_ok=True)
-                if final.is_dir():
+                try:
+                    # link, not rename: never replaces a file already in the dataset
+                    os.link(staging, final)
+                except FileExistsError:
+                    session = self.sessions.get(upload_id)
+                    state = dict(session.state)
+                    state.pop("committing", None)
+                    self.sessions.update(upload_id, state=state)
+                    where = upload.fields.relative_path or "."
                     raise UploadConflict(
-                        f"{upload.fields.relative_path or '.'}/{upload.filename} "
-                        f"is a folder in dataset {upload.dataset_uuid}"
-                    )
-                os.replace(staging, final)
+                        f"dataset {upload.dataset_uuid} already has "
+                        f"{where}/{upload.filename}; nothing was committed (send it "
+                        f"under another name or relative_path)"
+                    ) from None
+                staging.unlink()
                 fsync_dir(final.parent)
             relative = final.relative_to(self.dataset_dir(upload.dataset_uuid))
             record = {
@@ -630,39 +710,64 @@ class UploadManager:
     def cancel(self, upload_id: str, owner: str | None) -> Upload:
         """Stop an unfinished upload and delete its bytes (tus termination)."""
         upload = self.get(upload_id, owner)
-        if upload.status == COMPLETED:
+        if upload.status == COMPLETED or upload.state.get("committing"):
             raise UploadConflict(f"upload {upload_id} is already complete")
-        with lock_upload(self._lock_file(upload_id), upload_id):
+        with self._lock(upload):
+            if self.get(upload_id).state.get("committing"):
+                raise UploadConflict(f"upload {upload_id} is being committed")
             session = self.sessions.update(
                 upload_id, status=CANCELLED, error="cancelled by request"
             )
         shutil.rmtree(self.staging_dir(upload_id), ignore_errors=True)
         return _view(session)
 
-    def expire(self, *, dry_run: bool = True) -> list[Upload]:
-        """Unfinished uploads untouched for longer than ``expiry``; unless
-        ``dry_run``, their bytes are deleted and they are marked cancelled."""
+    def expire(self, *, dry_run: bool = True, limit: int = 1000) -> list[Upload]:
+        """Unfinished uploads untouched for longer than ``expiry`` (at most
+        ``limit``); unless ``dry_run``, their bytes are deleted and they are
+        marked cancelled. An upload being written right now is left alone, and
+        one whose commit was interrupted is finished instead of deleted."""
         cutoff = self.clock() - self.expiry
         found: list[Upload] = []
-        for session in self.sessions.list(status=ACTIVE, updated_before=cutoff):
-            if not session.key.startswith(_PREFIX):
-                continue
+        stale = self.sessions.list(
+            status=ACTIVE, updated_before=cutoff, key_prefix=_PREFIX, limit=limit
+        )
+        for session in stale:
             upload = _view(session)
-            found.append(upload)
             if dry_run:
+                found.append(upload)
+                continue
+            if upload.state.get("committing"):
+                try:
+                    self.complete(upload.id, None)
+                    log.info("upload %s: an interrupted commit was finished", upload.id)
+                except SclibError as exc:
+                    log.warning(
+                        "upload %s: finishing its commit failed: %s", upload.id, exc
+                    )
                 continue
             try:
-                with lock_upload(self._lock_file(upload.id), upload.id):
+                with self._lock(upload):
                     self.sessions.update(upload.id, status=CANCELLED, error="expired")
-            except FileNotFoundError:
-                self.sessions.update(upload.id, status=CANCELLED, error="expired")
+            except UploadBusy:
+                log.info("upload %s looks abandoned but is being written", upload.id)
+                continue
+            except UploadConflict:
+                continue  # finished or cancelled meanwhile
             shutil.rmtree(self.staging_dir(upload.id), ignore_errors=True)
+            found.append(upload)
             log.info("upload %s expired", upload.id)
         return found
 
-    def active_count(self) -> int:
-        return sum(
-            1
-            for s in self.sessions.list(status=ACTIVE, limit=100_000)
-            if s.key.startswith(_PREFIX)
-        )
+    def active_count(self, limit: int = 1000) -> int:
+        """Unfinished uploads, counted up to ``limit``."""
+        return len(self.sessions.list(status=ACTIVE, key_prefix=_PREFIX, limit=limit))
+
+
+def _moved(staging: Path, final: Path) -> bool:
+    """Whether ``final`` is the staged file: linked (and maybe unlinked) already."""
+    if not staging.exists():
+        return True
+    try:
+        return os.path.samefile(staging, final)
+    except OSError:
+        return False

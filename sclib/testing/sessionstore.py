@@ -133,3 +133,16 @@ class SessionStoreContract:
         sessions.delete(a.id)
         with pytest.raises(SessionNotFound):
             sessions.get(a.id)
+
+    def test_list_by_key_prefix(self, sessions: SessionStore) -> None:
+        """list(key_prefix=...) keeps only sessions whose key starts with it; the
+        prefix is literal text, not a pattern."""
+        from dataclasses import replace
+
+        plain = sessions.create(_session("s3://b/a", "/d/a"))
+        tagged = sessions.create(replace(_session("s3://b/c", "/d/c"), key="up:1"))
+        odd = sessions.create(replace(_session("s3://b/d", "/d/d"), key="up%_x"))
+        assert [s.id for s in sessions.list(key_prefix="up:")] == [tagged.id]
+        assert [s.id for s in sessions.list(key_prefix="up%_")] == [odd.id]
+        assert {s.id for s in sessions.list()} == {plain.id, tagged.id, odd.id}
+        assert sessions.list(key_prefix="up.") == []

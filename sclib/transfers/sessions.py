@@ -90,12 +90,17 @@ def new_session(
     identity: Mapping[str, str],
     state: Mapping[str, Any],
 ) -> TransferSession:
+    from sclib.transfers.ssrf import safe_url
+
     now = datetime.now(UTC)
     return TransferSession(
         id=new_job_id(),
         key=session_key(source_url, dest_url),
-        source_url=source_url,
-        dest_url=dest_url,
+        # stored for people to read: without user names, passwords or query
+        # values (pre-signed URLs carry their signature there); the key, a
+        # hash, is what finds the session again
+        source_url=safe_url(source_url),
+        dest_url=safe_url(dest_url),
         size=size,
         chunk_size=chunk_size,
         identity=dict(identity),
@@ -153,8 +158,12 @@ class SessionStore(ABC):
         status: str | None = None,
         updated_before: datetime | None = None,
         limit: int = 1000,
+        key_prefix: str | None = None,
     ) -> list[TransferSession]:
-        """Sessions, oldest first; for cleanup of abandoned transfers."""
+        """Sessions, oldest first; for cleanup of abandoned transfers.
+
+        ``key_prefix`` keeps only sessions whose key starts with it (the server's
+        uploads use ``upload:``)."""
 
     @abstractmethod
     def delete(self, session_id: str) -> None:
@@ -252,6 +261,7 @@ class MemorySessionStore(SessionStore):
         status: str | None = None,
         updated_before: datetime | None = None,
         limit: int = 1000,
+        key_prefix: str | None = None,
     ) -> list[TransferSession]:
         with self._lock:
             found = [
@@ -259,6 +269,7 @@ class MemorySessionStore(SessionStore):
                 for s in self._sessions.values()
                 if (status is None or s.status == status)
                 and (updated_before is None or s.updated_at < updated_before)
+                and (key_prefix is None or s.key.startswith(key_prefix))
             ]
         return sorted(found, key=lambda s: s.created_at)[:limit]
 

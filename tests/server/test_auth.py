@@ -12,6 +12,7 @@ import hmac
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -456,9 +457,32 @@ def test_validate_settings_wants_a_token_verifier() -> None:
     validate_settings(settings(SCLIB_NO_AUTH=True))
     validate_settings(settings(SCLIB_SECRET_KEY=SECRET))
     validate_settings(settings(SCLIB_API_TOKENS='{"t0123456789": "a@example.org"}'))
-    validate_settings(settings(SCLIB_JWKS_URL="https://id.example/jwks.json"))
+    with pytest.raises(ConfigurationError, match="SCLIB_JWT_AUDIENCE"):
+        validate_settings(settings(SCLIB_JWKS_URL="https://id.example/jwks.json"))
+    validate_settings(
+        settings(
+            SCLIB_JWKS_URL="https://id.example/jwks.json",
+            SCLIB_JWT_AUDIENCE="https://api.example",
+            SCLIB_JWT_ISSUER="https://id.example/",
+        )
+    )
     with pytest.raises(ConfigurationError, match="JSON"):
         validate_settings(settings(SCLIB_API_TOKENS="{"))
+
+
+def test_unverified_email_is_refused() -> None:
+    """A token whose provider says email_verified: false does not identify anyone:
+    anybody can sign up with somebody else's address."""
+    import jwt
+
+    auth = Authenticator(secret_key=SECRET)
+    now = int(time.time())
+    claims = {"email": "alice@example.org", "iat": now, "exp": now + 60}
+    ok = jwt.encode({**claims, "email_verified": True}, SECRET, algorithm="HS256")
+    assert auth.authenticate(f"Bearer {ok}").email == "alice@example.org"
+    bad = jwt.encode({**claims, "email_verified": False}, SECRET, algorithm="HS256")
+    with pytest.raises(Unauthorized, match="not verified"):
+        auth.authenticate(f"Bearer {bad}")
 
 
 # -- user_email and visibility -------------------------------------------------------

@@ -29,21 +29,35 @@ pytestmark = pytest.mark.integration
 FIELDS = {"dataset_name": "Imported", "sensor": "HDF5", "convert": False}
 
 
+IMPORT_ENV = {
+    "SCLIB_ALLOW_PRIVATE_ADDRESSES": "true",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "NO_PROXY": "127.0.0.1,localhost",
+    "no_proxy": "127.0.0.1,localhost",
+}
+
+
 @pytest.fixture
 def import_server(tmp_path: Path) -> Iterator[LiveServer]:
     """A server allowed to reach loopback sources (as the tests' sources live
     there), with the environment the S3 client needs for a plain-HTTP endpoint."""
-    env = {
-        "SCLIB_ALLOW_PRIVATE_ADDRESSES": "true",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
-    }
-    server = LiveServer(tmp_path / "data", env=env)
+    server = LiveServer(tmp_path / "data", env=IMPORT_ENV)
     with cloud_env():
         server.start()
         try:
             yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def s3_import(tmp_path: Path) -> Iterator[tuple[LiveServer, str]]:
+    """moto's S3 on loopback, and a server that lets users import from it."""
+    with cloud_env(), moto_server() as endpoint:
+        env = {**IMPORT_ENV, "SCLIB_IMPORT_ENDPOINTS": endpoint}
+        server = LiveServer(tmp_path / "data", env=env).start()
+        try:
+            yield server, endpoint
         finally:
             server.stop()
 
@@ -97,44 +111,105 @@ def test_url_import_to_a_private_address_is_refused_by_default(
     assert jobs["jobs"] == []
 
 
-def test_s3_import_seals_credentials(import_server: LiveServer) -> None:
+def test_s3_import_seals_credentials(s3_import: tuple[LiveServer, str]) -> None:
     """An S3 import with the seed's access_key_id/secret_access_key completes; the
     secret is in no API answer and not in the database file in plain text."""
+    server, endpoint = s3_import
     data = os.urandom(2 * 1024**2)
-    with moto_server() as endpoint:
-        client = s3_client(endpoint)
-        client.create_bucket(Bucket="lab")
-        client.put_object(Bucket="lab", Key="runs/run1.h5", Body=data)
-        r = initiate(
-            import_server,
-            {
-                "source_type": "s3",
-                "source_config": {
-                    "bucket_name": "lab",
-                    "object_key": "runs/run1.h5",
-                    "access_key_id": S3_KEY,
-                    "secret_access_key": S3_SECRET,
-                    "region": S3_REGION,
-                    "endpoint_url": endpoint,
-                },
-                **FIELDS,
-            },
-        )
-        assert r.status_code == 200, r.text
-        body = r.json()
-        final = wait_job(import_server, body["job_id"], timeout=60)
+    client = s3_client(endpoint)
+    client.create_bucket(Bucket="lab")
+    client.put_object(Bucket="lab", Key="runs/run1.h5", Body=data)
+    config = {
+        "bucket_name": "lab",
+        "object_key": "runs/run1.h5",
+        "access_key_id": S3_KEY,
+        "secret_access_key": S3_SECRET,
+        "region": S3_REGION,
+        "endpoint_url": endpoint,
+    }
+    r = initiate(server, {"source_type": "s3", "source_config": config, **FIELDS})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    final = wait_job(server, body["job_id"], timeout=60)
     assert final["status"] == "completed", final
-    path = import_server.data_dir / "upload" / body["dataset_uuid"] / "run1.h5"
+    path = server.data_dir / "upload" / body["dataset_uuid"] / "run1.h5"
     assert path.read_bytes() == data
     job = httpx.get(
-        f"{import_server.url}/api/v1/jobs/{body['job_id']}",
-        headers=import_server.headers(),
+        f"{server.url}/api/v1/jobs/{body['job_id']}", headers=server.headers()
     ).text
     assert S3_SECRET not in job and S3_KEY not in job
     assert '"sealed":"***"' in job.replace(" ", "")
-    for db in import_server.data_dir.glob("sclib.db*"):
+    for db in server.data_dir.glob("sclib.db*"):
         raw = db.read_bytes()
         assert S3_SECRET.encode() not in raw and S3_KEY.encode() not in raw
+
+
+def test_unlisted_endpoints_are_refused_to_users(
+    s3_import: tuple[LiveServer, str],
+) -> None:
+    """endpoint_url points the server's S3 client anywhere (an SSRF door): users
+    may name only the operator's SCLIB_IMPORT_ENDPOINTS; admins any."""
+    server, endpoint = s3_import
+    config = {"bucket_name": "b", "endpoint_url": "http://127.0.0.1:9"}
+    r = initiate(server, {"source_type": "s3", "source_config": config, **FIELDS})
+    assert r.status_code == 403, r.text
+    assert "SCLIB_IMPORT_ENDPOINTS" in r.json()["detail"]
+    listed = {"bucket_name": "b", "endpoint_url": endpoint + "/"}
+    r = initiate(server, {"source_type": "s3", "source_config": listed, **FIELDS})
+    assert r.status_code == 200, r.text
+    r = httpx.post(
+        f"{server.url}/api/upload/initiate",
+        json={"source_type": "s3", "source_config": config, **FIELDS},
+        headers=server.headers("ops@example.org", admin=True),
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_url_credentials_are_sealed_too(import_server: LiveServer) -> None:
+    """A pre-signed URL (a query string) or user:password in a URL is a
+    credential: stored sealed, shown without it, and still used for the download."""
+    data = os.urandom(100_000)
+    with serve() as http:
+        http.put("/signed/file.bin", data)
+        url = http.url("/signed/file.bin") + "?X-Amz-Signature=topsecretsig"
+        r = initiate(
+            import_server,
+            {"source_type": "url", "source_config": {"url": url}, **FIELDS},
+        )
+        assert r.status_code == 200, r.text
+        final = wait_job(import_server, r.json()["job_id"])
+        assert final["status"] == "completed", final
+        assert any("topsecretsig" in q.path for q in http.seen("GET"))
+    job = httpx.get(
+        f"{import_server.url}/api/v1/jobs/{r.json()['job_id']}",
+        headers=import_server.headers(),
+    ).text
+    assert "topsecretsig" not in job
+    for db in import_server.data_dir.glob("sclib.db*"):
+        assert b"topsecretsig" not in db.read_bytes()
+
+
+def test_import_specs_never_borrow_the_servers_credentials() -> None:
+    """Without the user's credentials, S3 and GCS imports are anonymous (not the
+    server's own identity); Drive needs credentials; a service-account key may
+    only name Google's token endpoint."""
+    from sclib.errors import InvalidInput
+    from sclib.server.handlers import import_spec, split_config
+
+    assert import_spec("s3", {"bucket_name": "b"}).options["anon"] is True
+    assert import_spec("gcs", {"bucket_name": "b"}).options["token"] == "anon"  # noqa: S105
+    with_keys = import_spec(
+        "s3", {"bucket_name": "b", "access_key_id": "k", "secret_access_key": "s"}
+    )
+    assert "anon" not in with_keys.options
+    with pytest.raises(InvalidInput, match="service_account_json or access_token"):
+        import_spec("google_drive", {"file_id": "abc"})
+    evil = {"type": "service_account", "token_uri": "http://169.254.169.254/"}
+    with pytest.raises(InvalidInput, match="token_uri"):
+        import_spec("google_drive", {"file_id": "a", "service_account_json": evil})
+    public, secret = split_config({"url": "https://u:p@h.example/x?sig=1"})
+    assert public == {"url": "https://h.example/x"}
+    assert secret == {"url": "https://u:p@h.example/x?sig=1"}
 
 
 @pytest.mark.parametrize(

@@ -289,3 +289,106 @@ def test_safe_join_refuses_a_symlink_that_leaves(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="leaves"):
         safe_join(root, "link", "x.bin")
     assert safe_join(root, "sub", "x.bin") == root / "sub" / "x.bin"
+
+
+def test_a_failed_resend_makes_the_chunk_missing_again(
+    manager: UploadManager,
+) -> None:
+    """Re-sending a recorded chunk overwrites its bytes: if the new bytes do not
+    verify, the chunk is missing again (not silently corrupt), and completing
+    refuses until it is sent intact."""
+    data = os.urandom(2048)
+    up = large(manager, len(data))
+    put(manager, up, 0, data[:1024])
+    put(manager, up, 1, data[1024:])
+    w = manager.begin_chunk(up, OWNER, 0, {"blake3"})
+    w.write(b"X" * 1024)
+    with pytest.raises(ChecksumMismatch):
+        manager.finish_chunk(w, 0, {"blake3": blake3.blake3(data[:1024]).hexdigest()})
+    assert manager.get(up).missing_chunks == [0]
+    with pytest.raises(UploadConflict, match="missing"):
+        manager.complete(up, OWNER)
+    put(manager, up, 0, data[:1024])
+    result = manager.complete(up, OWNER)
+    assert result["file_blake3"] == blake3.blake3(data).hexdigest()
+
+
+def test_a_file_already_in_the_dataset_is_never_replaced(
+    manager: UploadManager,
+) -> None:
+    """A second upload of the same name into the same dataset is a conflict, at
+    initiate when the file is there already, at completion when it arrived in
+    between; the first file stays as it was."""
+    first = large(manager, 1000)
+    put(manager, first, 0, b"1" * 1000)
+    second = large(manager, 1000)  # initiated before the first completed
+    put(manager, second, 0, b"2" * 1000)
+    manager.complete(first, OWNER)
+    with pytest.raises(UploadConflict, match="already has"):
+        manager.complete(second, OWNER)
+    with pytest.raises(UploadConflict, match="already has"):
+        large(manager, 1000)
+    path = manager.final_path(manager.get(first))
+    assert path.read_bytes() == b"1" * 1000
+    assert manager.get(second).status == "active"  # nothing lost: rename and retry
+
+
+def test_finished_uploads_answer_conflicts_not_crashes(
+    manager: UploadManager,
+) -> None:
+    """After cancel or completion the staging folder is gone: further writes,
+    cancels and completes are clean conflicts (or the stored answer)."""
+    up = large(manager, 10)
+    manager.cancel(up, OWNER)
+    for call in (
+        lambda: manager.cancel(up, OWNER),
+        lambda: manager.complete(up, OWNER),
+        lambda: manager.begin_chunk(up, OWNER, 0, set()),
+    ):
+        with pytest.raises(UploadConflict):
+            call()
+    done = large(manager, 10)
+    put(manager, done, 0, b"d" * 10)
+    result = manager.complete(done, OWNER)
+    assert manager.complete(done, OWNER) == result
+    with pytest.raises(UploadConflict):
+        manager.begin_chunk(done, OWNER, 0, set())
+
+
+def test_expiry_skips_busy_uploads_and_finishes_interrupted_commits(
+    backend: str, tmp_path: Path
+) -> None:
+    """An old upload still being written is left alone (the sweep goes on), and
+    one whose commit was cut short is committed, not deleted."""
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    clock = ManualClock(start)
+    sessions, queue = _stores(backend, tmp_path)
+    manager = UploadManager(
+        sessions, queue, tmp_path / "data", chunk_size=1024,
+        expiry=timedelta(hours=1), clock=clock,
+    )  # fmt: skip
+    busy = large(manager, 10)
+    interrupted = large(manager, 10)
+    put(manager, interrupted, 0, b"i" * 10)
+    plain = large(manager, 10)
+    # the interrupted commit: digests recorded, file linked, then a crash
+    upload = manager.get(interrupted)
+    digest = blake3.blake3(b"i" * 10).hexdigest()
+    state = manager.sessions.get(interrupted).state
+    manager.sessions.update(
+        interrupted, state={**state, "committing": {"blake3": digest}}
+    )
+    final = manager.final_path(upload)
+    final.parent.mkdir(parents=True)
+    os.link(manager.staging_file(interrupted), final)
+    clock.advance(5 * 3600)  # past the stores' own (wall-clock) update stamps
+    held = manager.begin_chunk(busy, OWNER, 0, set())
+    try:
+        removed = manager.expire(dry_run=False)
+    finally:
+        held.close()
+    assert [u.id for u in removed] == [plain]
+    assert manager.get(busy).status == "active"
+    assert manager.get(interrupted).status == "completed"
+    assert final.read_bytes() == b"i" * 10
+    assert manager.queue.stats()["by_type"] == {"upload": 1}

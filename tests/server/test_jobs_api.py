@@ -1,0 +1,105 @@
+"""/api/v1/jobs against a real server: who may submit what, and owner scoping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.server.live import LiveServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LiveServer]:
+    """A server whose users may submit data_validation jobs (nothing runs them:
+    its worker only takes upload jobs, so they stay pending)."""
+    live = LiveServer(
+        tmp_path / "data", env={"SCLIB_USER_JOB_TYPES": "data_validation"}
+    ).start()
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+def test_submit_get_list_cancel_retry(server: LiveServer) -> None:
+    """A user submits an allowed job type, sees it (with its events), lists only
+    their own, cancels it and retries it; another user sees none of it."""
+    u, alice, bob = server.url, server.headers(), server.headers("bob@example.org")
+    r = httpx.post(
+        f"{u}/api/v1/jobs",
+        json={"job_type": "data_validation", "parameters": {"n": 1}, "priority": 1},
+        headers=alice,
+    )
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert (job["owner"], job["status"], job["priority"]) == (
+        "alice@example.org",
+        "pending",
+        1,
+    )
+    jid = job["job_id"]
+    shown = httpx.get(f"{u}/api/v1/jobs/{jid}", headers=alice).json()
+    assert [e["kind"] for e in shown["events"]] == ["created"]
+    assert httpx.get(f"{u}/api/v1/jobs/{jid}", headers=bob).status_code == 404
+    assert httpx.get(f"{u}/api/v1/jobs", headers=bob).json()["jobs"] == []
+    mine = httpx.get(f"{u}/api/v1/jobs", params={"status": "pending"}, headers=alice)
+    assert [j["job_id"] for j in mine.json()["jobs"]] == [jid]
+    assert httpx.post(f"{u}/api/v1/jobs/{jid}/cancel", headers=bob).status_code == 404
+    cancelled = httpx.post(f"{u}/api/v1/jobs/{jid}/cancel", headers=alice).json()
+    assert cancelled["status"] == "cancelled"
+    again = httpx.post(f"{u}/api/v1/jobs/{jid}/retry", headers=alice).json()
+    assert again["status"] == "pending"
+    stats = httpx.get(f"{u}/api/v1/jobs/queue/stats", headers=bob).json()
+    assert stats["by_type"] == {"data_validation": 1}
+
+
+def test_users_submit_only_listed_job_types(server: LiveServer) -> None:
+    """Unlisted types and upload jobs are 403 for users; admins may submit any;
+    an unknown type or a bad priority is 422."""
+    u, alice = server.url, server.headers()
+    admin = server.headers("ops@example.org", admin=True)
+    for job_type in ("dataset_conversion", "upload"):
+        r = httpx.post(f"{u}/api/v1/jobs", json={"job_type": job_type}, headers=alice)
+        assert r.status_code == 403, r.text
+        assert r.json()["code"] == "forbidden"
+    r = httpx.post(
+        f"{u}/api/v1/jobs", json={"job_type": "dataset_conversion"}, headers=admin
+    )
+    assert r.status_code == 201
+    r = httpx.post(f"{u}/api/v1/jobs", json={"job_type": "nope"}, headers=admin)
+    assert r.status_code == 422 and "nope" in r.json()["detail"]
+    r = httpx.post(
+        f"{u}/api/v1/jobs",
+        json={"job_type": "data_validation", "priority": 7},
+        headers=alice,
+    )
+    assert r.status_code == 422 and "priority" in r.json()["detail"]
+
+
+def test_idempotency_keys_are_per_user(server: LiveServer) -> None:
+    """The same idempotency key from one user returns the same job; from another
+    user it is a different job (keys are not shared across users)."""
+    u = server.url
+    body = {"job_type": "data_validation", "idempotency_key": "nightly-1"}
+    a1 = httpx.post(f"{u}/api/v1/jobs", json=body, headers=server.headers()).json()
+    a2 = httpx.post(f"{u}/api/v1/jobs", json=body, headers=server.headers()).json()
+    b1 = httpx.post(
+        f"{u}/api/v1/jobs", json=body, headers=server.headers("bob@example.org")
+    ).json()
+    assert a1["job_id"] == a2["job_id"] != b1["job_id"]
+
+
+def test_json_bodies_are_capped_before_auth(server: LiveServer) -> None:
+    """A huge JSON body is refused with 413 before it is read, token or not."""
+    r = httpx.post(
+        f"{server.url}/api/v1/jobs",
+        content=b"[" + b"1," * (2 * 1024**2) + b"1]",
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 413
+    assert r.json()["code"] == "too_large"
