@@ -30,7 +30,8 @@ def test_example_script_runs(script: Path, tmp_path: Path) -> None:
 
 
 def test_example_outputs_say_what_they_promise(tmp_path: Path) -> None:
-    """The queue example completes its pipeline; the copy example reuses chunks."""
+    """The queue example completes its pipeline; the copy example reuses chunks;
+    the upload example resumes its interrupted upload to completion."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
     out = subprocess.run(
         [sys.executable, str(SCRIPTS[0])],
@@ -50,6 +51,16 @@ def test_example_outputs_say_what_they_promise(tmp_path: Path) -> None:
         check=True,
     ).stdout
     assert "interrupted:" in out and "(sent 0, reused 12 of 12 chunks)" in out
+    out = subprocess.run(
+        [sys.executable, str(SCRIPTS[2])],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert "volume.raw: interrupted at" in out
+    assert "volume.raw: resumed (chunked), job completed" in out
 
 
 def test_notebook_cells_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,3 +75,5 @@ def test_notebook_cells_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
             exec(compile("".join(cell["source"]), "<cell>", "exec"), namespace)  # noqa: S102
     assert namespace["job"].status.value == "completed"  # type: ignore[attr-defined]
     assert len(namespace["result"].files) == 3  # type: ignore[attr-defined]
+    assert namespace["uploaded"].upload_type == "chunked"  # type: ignore[attr-defined]
+    assert namespace["status"].status == "completed"  # type: ignore[attr-defined]
