@@ -142,7 +142,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("SCLIB_MAX_UPLOAD_SIZE"),
     )
     chunk_size: int = Field(
-        default=100 * 1024**2,
+        default=32 * 1024**2,
         ge=1024,
         validation_alias=AliasChoices("SCLIB_CHUNK_SIZE"),
         description="Chunk size the large-file protocol hands out.",

@@ -110,7 +110,7 @@ class AsyncClient(BaseClient):
 
     async def _send(self, call: Call[T]) -> T:
         with contextlib.ExitStack() as stack:
-            kwargs = call.request_kwargs(stack)
+            kwargs = call.request_kwargs(stack, asynchronous=True)
             try:
                 response = await self._http.request(**kwargs)
             except httpx.TransportError as exc:
@@ -139,7 +139,7 @@ class AsyncClient(BaseClient):
             await asyncio.sleep(step.seconds)
             return None
         if isinstance(step, ReadChunk):
-            return await asyncio.to_thread(read_chunk, step.path, step.chunk)
+            return await asyncio.to_thread(read_chunk, step.path, step.chunk, step.feed)
         return await self._transfer(step)
 
     async def _transfer(self, step: Transfer) -> str:
@@ -154,11 +154,19 @@ class AsyncClient(BaseClient):
                     return
                 await self._drive(step.send(chunk))
 
-        hashing = asyncio.ensure_future(
-            asyncio.to_thread(hash_file, step.path, step.size, stop.is_set)
-        )
+        hashing: asyncio.Future[str]
+        if step.hash_file:
+            hashing = asyncio.ensure_future(
+                asyncio.to_thread(hash_file, step.path, step.size, stop.is_set)
+            )
+        else:
+            hashing = asyncio.get_running_loop().create_future()
+            hashing.set_result("")
         n = min(step.parallel, len(pending))
-        tasks = [hashing, *(asyncio.ensure_future(worker()) for _ in range(n))]
+        tasks: list[asyncio.Future[Any]] = [
+            hashing,
+            *(asyncio.ensure_future(worker()) for _ in range(n)),
+        ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             error = first_error([t.exception() for t in done if not t.cancelled()])

@@ -29,6 +29,7 @@ from sclib.errors import (
     SourceChanged,
     UploadConflict,
 )
+from sclib.transfers.hashing import OrderedHasher
 from sclib.transfers.plan import Chunk, ChunkPlan
 
 from ._errors import ServerError, WaitTimeout
@@ -202,13 +203,19 @@ class BaseClient(Requests):
         chunks = [plan.chunk(i) for i in sorted(set(missing))]
         progress.advance(size - sum(c.length for c in chunks))
         upload_id = saved.upload_id
+        # a fresh upload reads every chunk anyway: they feed the whole-file digest
+        # in order; a resumed one reads the file once more for it
+        feed = OrderedHasher() if len(chunks) == plan.count else None
         file_blake3: str = yield Transfer(
             path,
             size,
             chunks,
             parallel,
-            lambda chunk: self._chunk_flow(upload_id, path, chunk, progress),
+            lambda chunk: self._chunk_flow(upload_id, path, chunk, progress, feed),
+            hash_file=feed is None,
         )
+        if feed is not None:
+            file_blake3 = feed.hexdigest()
         now = os.stat(path)
         if (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
             self.state.remove(key)
@@ -244,7 +251,12 @@ class BaseClient(Requests):
         return list(info.missing_chunks)
 
     def _chunk_flow(
-        self, upload_id: str, path: str, chunk: Chunk, progress: Progress
+        self,
+        upload_id: str,
+        path: str,
+        chunk: Chunk,
+        progress: Progress,
+        feed: OrderedHasher | None = None,
     ) -> Flow[None]:
         """Send one chunk, retrying what a retry can fix with backoff."""
         data: bytes | None = None
@@ -252,7 +264,7 @@ class BaseClient(Requests):
         attempt = 0
         while True:
             if data is None:
-                data, digest = yield ReadChunk(path, chunk)
+                data, digest = yield ReadChunk(path, chunk, feed)
             try:
                 yield self._req_chunk(upload_id, chunk.index, data, digest)
             except SclibError as exc:

@@ -23,14 +23,21 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
 from pydantic import ValidationError
 
 from sclib.errors import SourceChanged, TransferCancelled
-from sclib.transfers.hashing import blake3_hex, new_blake3
+from sclib.transfers.hashing import OrderedHasher, blake3_hex, new_blake3
 from sclib.transfers.plan import Chunk
 
 from ._errors import ConnectionFailed, ServerError, error_from_response
@@ -167,9 +174,13 @@ class Call(Generic[T]):
     #: attributes set on the error raised for this call (e.g. ``job_id``)
     context: Mapping[str, str] = field(default_factory=dict)
 
-    def request_kwargs(self, stack: contextlib.ExitStack) -> dict[str, Any]:
+    def request_kwargs(
+        self, stack: contextlib.ExitStack, *, asynchronous: bool = False
+    ) -> dict[str, Any]:
         """Keyword arguments for ``httpx.(Async)Client.request``; a file to stream
-        is opened on ``stack``."""
+        is opened on ``stack``. A raw body goes as 1 MiB views with its length
+        given: httpx then sends it without copying (a whole ``bytes`` body is
+        re-sliced, so copied, after every partial socket write)."""
         kwargs: dict[str, Any] = {"method": self.method, "url": self.path}
         if self.params is not None:
             kwargs["params"] = {k: v for k, v in self.params.items() if v is not None}
@@ -177,10 +188,13 @@ class Call(Generic[T]):
             kwargs["json"] = self.json
         if self.data is not None:
             kwargs["data"] = dict(self.data)
+        headers = dict(self.headers or {})
         if self.content is not None:
-            kwargs["content"] = self.content
-        if self.headers:
-            kwargs["headers"] = dict(self.headers)
+            body = self.content
+            kwargs["content"] = _aslices(body) if asynchronous else _slices(body)
+            headers["Content-Length"] = str(len(body))
+        if headers:
+            kwargs["headers"] = headers
         if self.upload is not None:
             part = self.upload
             raw = stack.enter_context(open(part.path, "rb"))  # noqa: SIM115
@@ -229,25 +243,32 @@ class Sleep:
     seconds: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ReadChunk:
-    """Read one chunk of a local file; the result is ``(data, blake3 hex)``."""
+    """Read one chunk of a local file; the result is ``(data, blake3 hex)``.
+
+    With ``feed``, the chunk is also given to that whole-file hasher (once), so
+    the file need not be read a second time for its digest."""
 
     path: str
     chunk: Chunk
+    feed: OrderedHasher | None = None
 
 
 @dataclass(frozen=True, eq=False)
 class Transfer:
-    """Send ``chunks`` with ``parallel`` workers, each running ``send(chunk)``,
-    while one more reads the whole file for its BLAKE3; the result is that digest.
-    """
+    """Send ``chunks`` with ``parallel`` workers, each running ``send(chunk)``.
+
+    With ``hash_file`` one more worker reads the whole file for its BLAKE3, the
+    result; without, the chunks feed the digest themselves and the result is
+    ``""``."""
 
     path: str
     size: int
     chunks: Sequence[Chunk]
     parallel: int
     send: Callable[[Chunk], Generator[Any, Any, None]]
+    hash_file: bool = True
 
 
 Step: TypeAlias = Call[Any] | Sleep | ReadChunk | Transfer
@@ -282,8 +303,11 @@ def first_error(errors: Sequence[BaseException | None]) -> BaseException | None:
     return found[0] if found else None
 
 
-def read_chunk(path: str, chunk: Chunk) -> tuple[bytes, str]:
-    """``chunk`` of the file at ``path`` (``os.pread``) and its BLAKE3 digest."""
+def read_chunk(
+    path: str, chunk: Chunk, feed: OrderedHasher | None = None
+) -> tuple[bytes, str]:
+    """``chunk`` of the file at ``path`` (``os.pread``) and its BLAKE3 digest;
+    given to ``feed`` too, if it did not have it yet."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
         parts: list[bytes] = []
@@ -304,7 +328,23 @@ def read_chunk(path: str, chunk: Chunk) -> tuple[bytes, str]:
     finally:
         os.close(fd)
     data = parts[0] if len(parts) == 1 else b"".join(parts)
+    if feed is not None:
+        feed.offer(chunk.index, data)
     return data, blake3_hex(data)
+
+
+_SLICE = 1024**2
+
+
+def _slices(data: bytes) -> Iterator[memoryview]:
+    view = memoryview(data)
+    for start in range(0, len(view), _SLICE):
+        yield view[start : start + _SLICE]
+
+
+async def _aslices(data: bytes) -> AsyncIterator[memoryview]:
+    for part in _slices(data):
+        yield part
 
 
 def hash_file(path: str, size: int, stopped: Callable[[], bool]) -> str:

@@ -111,7 +111,7 @@ class Client(BaseClient):
 
     def _send(self, call: Call[T]) -> T:
         with contextlib.ExitStack() as stack:
-            kwargs = call.request_kwargs(stack)
+            kwargs = call.request_kwargs(stack, asynchronous=False)
             try:
                 response = self._http.request(**kwargs)
             except httpx.TransportError as exc:
@@ -140,7 +140,7 @@ class Client(BaseClient):
             time.sleep(step.seconds)
             return None
         if isinstance(step, ReadChunk):
-            return read_chunk(step.path, step.chunk)
+            return read_chunk(step.path, step.chunk, step.feed)
         return self._transfer(step)
 
     def _transfer(self, step: Transfer) -> str:
@@ -158,7 +158,11 @@ class Client(BaseClient):
         n = min(step.parallel, len(pending))
         with ThreadPoolExecutor(n + 1, thread_name_prefix="sclib-upload") as pool:
             try:
-                hashing = pool.submit(hash_file, step.path, step.size, stop.is_set)
+                hashing: Future[str] = (
+                    pool.submit(hash_file, step.path, step.size, stop.is_set)
+                    if step.hash_file
+                    else _done("")
+                )
                 futures: list[Future[Any]] = [hashing]
                 futures += [pool.submit(worker) for _ in range(n)]
                 done, _ = wait(futures, return_when=FIRST_EXCEPTION)
@@ -371,3 +375,9 @@ class Client(BaseClient):
 
 #: The seed's name for :class:`Client`.
 ScientistCloudUploadClient = Client
+
+
+def _done(value: str) -> Future[str]:
+    future: Future[str] = Future()
+    future.set_result(value)
+    return future

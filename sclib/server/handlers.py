@@ -32,7 +32,7 @@ from sclib.jobs.registry import HandlerRegistry
 from sclib.jobtypes import JobType
 from sclib.server.fields import safe_join, safe_relative_path
 from sclib.settings import Settings, load_settings
-from sclib.transfers.hashing import new_blake3
+from sclib.transfers.hashing import blake3_file
 from sclib.transfers.sessions import SessionStore, open_session_store
 
 __all__ = [
@@ -332,16 +332,14 @@ class UploadHandler:
         done = 0
         for record in files:
             path = safe_join(folder, safe_relative_path(record["path"], "path"))
-            hasher = new_blake3()
-            buf = bytearray(8 * 1024**2)
-            view = memoryview(buf)
-            with open(path, "rb", buffering=0) as f:
-                while n := f.readinto(buf):
-                    hasher.update(view[:n])
-                    done += n
-                    ctx.report(bytes_done=done, bytes_total=total, message=path.name)
-                    ctx.check()
-            if hasher.hexdigest() != record["blake3"]:
+
+            def progress(n: int, before: int = done, name: str = path.name) -> None:
+                ctx.report(bytes_done=before + n, bytes_total=total, message=name)
+                ctx.check()
+
+            digest, size = blake3_file(path, on_progress=progress)
+            done += size
+            if digest != record["blake3"] or size != int(record["size"]):
                 raise ChecksumMismatch(
                     f"{record['path']}: the stored file's BLAKE3 differs from the "
                     f"one verified on arrival"

@@ -23,6 +23,7 @@ __all__ = ["BATCH", "Sink", "StreamedForm", "pump", "receive_multipart"]
 
 BATCH = 8 * 1024**2
 _MAX_FIELD = 64 * 1024
+_SLACK = 1024**2  # room past a batch for the piece that fills it
 _MAX_FIELDS = 64
 
 
@@ -42,18 +43,55 @@ class StreamedForm:
     file_seen: bool = False
 
 
+class _Batch:
+    """One reusable buffer per request: bytes are copied in once and written out
+    from it, with no reallocation as it fills (a growing ``bytearray`` is
+    reallocated, and so copied, over and over on its way to 8 MiB)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._buf = bytearray(size + _SLACK)
+        self._view = memoryview(self._buf)
+        self.pos = 0
+        self._extra: list[bytes] = []
+
+    def add(self, data: bytes | memoryview) -> None:
+        n = len(data)
+        if not self._extra and self.pos + n <= len(self._buf):
+            self._view[self.pos : self.pos + n] = data
+            self.pos += n
+        else:  # rare: a piece larger than the slack
+            self._extra.append(bytes(data))
+
+    @property
+    def full(self) -> bool:
+        return self.pos >= self.size or bool(self._extra)
+
+    def __len__(self) -> int:
+        return self.pos + sum(len(e) for e in self._extra)
+
+    async def flush(self, sink: Sink) -> int:
+        """Write what is buffered (in a worker thread); the buffer is reused."""
+        n = len(self)
+        if self.pos:
+            await run_in_threadpool(sink.write, self._view[: self.pos])
+        for extra in self._extra:
+            await run_in_threadpool(sink.write, extra)
+        self.pos = 0
+        self._extra = []
+        return n
+
+
 async def pump(stream: AsyncIterator[bytes], sink: Sink, batch: int = BATCH) -> int:
     """Write a raw body to ``sink`` in batches; returns the bytes written."""
-    buf = bytearray()
+    buffer = _Batch(batch)
     total = 0
     async for piece in stream:
-        buf += piece
+        buffer.add(piece)
         total += len(piece)
-        if len(buf) >= batch:
-            await run_in_threadpool(sink.write, bytes(buf))
-            buf.clear()
-    if buf:
-        await run_in_threadpool(sink.write, bytes(buf))
+        if buffer.full:
+            await buffer.flush(sink)
+    await buffer.flush(sink)
     return total
 
 
@@ -85,7 +123,7 @@ async def receive_multipart(
         "value": b"",
     }
     headers: dict[bytes, bytes] = {}
-    pending = bytearray()  # file bytes not yet written
+    pending = _Batch(batch)  # file bytes not yet written
     value = bytearray()  # the current text field
     in_file = False
     need_sink = False
@@ -123,7 +161,7 @@ async def receive_multipart(
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         if in_file:
-            pending.extend(data[start:end])
+            pending.add(memoryview(data)[start:end])
         else:
             value.extend(data[start:end])
             if len(value) > _MAX_FIELD:
@@ -160,16 +198,13 @@ async def receive_multipart(
         if need_sink:
             need_sink = False
             sink = await open_sink(form.filename, dict(form.fields))
-        if pending and sink is not None:
-            data = bytes(pending)
-            pending.clear()
-            form.file_bytes += len(data)
-            await run_in_threadpool(sink.write, data)
+        if len(pending) and sink is not None:
+            form.file_bytes += await pending.flush(sink)
 
     try:
         async for piece in stream:
             parser.write(piece)
-            if need_sink or len(pending) >= batch:
+            if need_sink or pending.full:
                 await flush()
         parser.finalize()
     except (InvalidInput, TooLarge):

@@ -392,3 +392,51 @@ def test_expiry_skips_busy_uploads_and_finishes_interrupted_commits(
     assert manager.get(interrupted).status == "completed"
     assert final.read_bytes() == b"i" * 10
     assert manager.queue.stats()["by_type"] == {"upload": 1}
+
+
+@pytest.mark.parametrize("declared", [False, True], ids=["no-digest", "file-blake3"])
+def test_completion_reads_every_chunk_back(
+    manager: UploadManager, declared: bool
+) -> None:
+    """Chunks are flushed to disk once, at completion, after each was read back:
+    a chunk whose bytes on disk are not what was received (as after an operating
+    system crash) is asked for again, and nothing is committed until it is. With
+    the whole file's BLAKE3 declared, one pass finds the mismatch first."""
+    data = os.urandom(3000)
+    expected = {"blake3": blake3.blake3(data).hexdigest()} if declared else None
+    up = large(manager, len(data))
+    for i in range(3):
+        put(manager, up, i, data[i * 1024 : (i + 1) * 1024])
+    with open(manager.staging_file(up), "r+b") as f:  # page lost: zeros on disk
+        f.seek(1024)
+        f.write(bytes(1024))
+    with pytest.raises(UploadConflict, match=r"chunks \[1\]"):
+        manager.complete(up, OWNER, expected=expected)
+    assert manager.get(up).missing_chunks == [1]
+    assert not manager.final_path(manager.get(up)).exists()
+    put(manager, up, 1, data[1024:2048])
+    result = manager.complete(up, OWNER, expected=expected)
+    assert result["file_blake3"] == blake3.blake3(data).hexdigest()
+
+
+def test_the_default_chunk_size_grows_for_huge_files(
+    manager: UploadManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a chunk size from the client, the server's default doubles until
+    the file fits in MAX_CHUNKS chunks; a chunk size the client asks for that
+    needs more is refused, naming the smallest that would do."""
+    import sclib.server.uploads as uploads
+
+    monkeypatch.setattr(uploads, "MAX_CHUNKS", 10)
+    up = manager.get(large(manager, 30_000))  # default 1 KiB, at most 4 KiB here
+    assert up.chunk_size == 4096 and up.total_chunks == 8
+    with pytest.raises(InvalidInput, match="at least 3000"):
+        manager.create(
+            protocol=LARGE,
+            owner=OWNER,
+            filename="g.bin",
+            size=30_000,
+            fields=FIELDS,
+            dataset_uuid="e" * 32,
+            chunk_size=1024,
+        )
