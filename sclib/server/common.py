@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 
 from sclib.errors import TooLarge
@@ -11,9 +12,33 @@ from sclib.server.app import ServerState
 from sclib.server.auth import Identity
 from sclib.server.fields import DatasetFields, parse_fields
 
-__all__ = ["MULTIPART_SLACK", "check_length", "resolve_fields"]
+__all__ = ["MULTIPART_SLACK", "DatasetBody", "check_length", "resolve_fields"]
 
 MULTIPART_SLACK = 1024**2  # headers and fields around the file part
+
+
+class DatasetBody(BaseModel):
+    """The seed's dataset fields in a JSON body; checked by
+    :func:`~sclib.server.fields.parse_fields` (so every route says the same)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_email: str | None = None
+    dataset_name: str
+    sensor: str
+    convert: bool = True
+    is_public: bool = False
+    is_public_downloadable: bool = False
+    folder: str | None = None
+    relative_path: str | None = None
+    team_uuid: str | None = None
+    tags: list[str] | str | None = None
+    dataset_identifier: str | None = None
+    add_to_existing: bool = False
+
+    def dataset_values(self) -> dict[str, Any]:
+        """The dataset fields alone, for :func:`resolve_fields`."""
+        return self.model_dump(include=set(DatasetBody.model_fields))
 
 
 def resolve_fields(

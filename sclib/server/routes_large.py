@@ -17,7 +17,12 @@ from starlette.concurrency import run_in_threadpool
 from sclib.errors import InvalidInput
 from sclib.server.app import IdentityDep, ServerState, StateDep, owner_filter
 from sclib.server.auth import Identity
-from sclib.server.common import MULTIPART_SLACK, check_length, resolve_fields
+from sclib.server.common import (
+    MULTIPART_SLACK,
+    DatasetBody,
+    check_length,
+    resolve_fields,
+)
 from sclib.server.staging import StagedWrite
 from sclib.server.streaming import Sink, pump, receive_multipart
 from sclib.server.uploads import LARGE, Upload, UploadNotFound
@@ -61,28 +66,14 @@ _CHUNK_BODY = {
 # -- the large-file chunk protocol -----------------------------------------------------
 
 
-class LargeInitiate(BaseModel):
+class LargeInitiate(DatasetBody):
     """``POST /api/upload/large/initiate``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     filename: str
     file_size: int = Field(ge=0)
     file_hash: str | None = Field(default=None, description="SHA-256 hex")
     file_blake3: str | None = None
     chunk_size: int | None = None
-    user_email: str | None = None
-    dataset_name: str
-    sensor: str
-    convert: bool = True
-    is_public: bool = False
-    is_public_downloadable: bool = False
-    folder: str | None = None
-    relative_path: str | None = None
-    team_uuid: str | None = None
-    tags: list[str] | str | None = None
-    dataset_identifier: str | None = None
-    add_to_existing: bool = False
 
 
 def _large(state: ServerState, identity: Identity, upload_id: str) -> Upload:
@@ -98,10 +89,7 @@ def large_initiate(
 ) -> dict[str, Any]:
     """Start a chunked upload; send chunks in any order, in parallel, then
     ``complete``."""
-    values = body.model_dump(
-        exclude={"filename", "file_size", "file_hash", "file_blake3", "chunk_size"}
-    )
-    fields, owner, dataset_uuid = resolve_fields(state, identity, values)
+    fields, owner, dataset_uuid = resolve_fields(state, identity, body.dataset_values())
     expected = {}
     if body.file_hash:
         expected["sha256"] = body.file_hash

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 import sclib
@@ -30,7 +30,12 @@ from sclib.server.app import (
     owner_filter,
 )
 from sclib.server.auth import Identity
-from sclib.server.common import MULTIPART_SLACK, check_length, resolve_fields
+from sclib.server.common import (
+    MULTIPART_SLACK,
+    DatasetBody,
+    check_length,
+    resolve_fields,
+)
 from sclib.server.fields import DatasetFields, looks_like_email
 from sclib.server.handlers import import_spec, supported_sources
 from sclib.server.staging import StagedWrite
@@ -230,25 +235,11 @@ async def upload_local(
     return await _single_upload(request, state, identity)
 
 
-class InitiateRequest(BaseModel):
+class InitiateRequest(DatasetBody):
     """A server-side import (the seed's ``/api/upload/initiate`` body)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     source_type: str
     source_config: dict[str, Any] = Field(default_factory=dict)
-    user_email: str | None = None
-    dataset_name: str
-    sensor: str
-    convert: bool = True
-    is_public: bool = False
-    is_public_downloadable: bool = False
-    folder: str | None = None
-    relative_path: str | None = None
-    team_uuid: str | None = None
-    tags: list[str] | str | None = None
-    dataset_identifier: str | None = None
-    add_to_existing: bool = False
 
 
 @router.post("/api/upload/initiate", tags=["upload"])
@@ -263,7 +254,7 @@ def initiate(
     they are stored, and never returned."""
     from sclib.server.handlers import split_config
 
-    values = body.model_dump(exclude={"source_type", "source_config"})
+    values = body.dataset_values()
     fields, owner, dataset_uuid = resolve_fields(state, identity, values)
     spec = import_spec(body.source_type, body.source_config)
     if spec.source_type == "url" and not state.settings.allow_private_addresses:
@@ -313,24 +304,10 @@ def initiate(
     }
 
 
-class UploadPathRequest(BaseModel):
+class UploadPathRequest(DatasetBody):
     """``POST /api/upload/upload-path``: a file or folder already on the server."""
 
-    model_config = ConfigDict(extra="forbid")
-
     file_path: str
-    user_email: str | None = None
-    dataset_name: str
-    sensor: str
-    convert: bool = True
-    is_public: bool = False
-    is_public_downloadable: bool = False
-    folder: str | None = None
-    relative_path: str | None = None
-    team_uuid: str | None = None
-    tags: list[str] | str | None = None
-    dataset_identifier: str | None = None
-    add_to_existing: bool = False
 
 
 @router.post("/api/upload/upload-path", tags=["upload"])
@@ -347,7 +324,7 @@ def upload_path(
 
     roots = state.settings.upload_path_root_list()
     path = check_server_path(body.file_path, roots)
-    values = body.model_dump(exclude={"file_path"})
+    values = body.dataset_values()
     fields, owner, dataset_uuid = resolve_fields(state, identity, values)
     job = state.queue.enqueue(
         JobType.UPLOAD,
