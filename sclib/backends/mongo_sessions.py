@@ -225,6 +225,17 @@ class MongoSessionStore(SessionStore):
         except PyMongoError as exc:
             raise _backend_error(exc) from exc
 
+    def count(self, *, status: str | None = None, key_prefix: str | None = None) -> int:
+        query: dict[str, Any] = {}
+        if status is not None:
+            query["status"] = status
+        if key_prefix is not None:
+            query["key"] = {"$regex": "^" + re.escape(key_prefix)}
+        try:
+            return int(self.coll.count_documents(query))
+        except PyMongoError as exc:
+            raise _backend_error(exc) from exc
+
     def delete(self, session_id: str) -> None:
         try:
             self.coll.delete_one({"_id": session_id})

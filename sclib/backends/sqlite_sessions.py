@@ -232,6 +232,19 @@ class SQLiteSessionStore(SessionStore):
             ).fetchall()
             return [self._load(db, r) for r in rows]
 
+    def count(self, *, status: str | None = None, key_prefix: str | None = None) -> int:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        if key_prefix is not None:
+            clauses.append("substr(key, 1, ?) = ?")
+            params += [len(key_prefix), key_prefix]
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = self.db.read(f"SELECT COUNT(*) FROM transfer_sessions{where}", params)
+        return int(rows[0][0])
+
     def delete(self, session_id: str) -> None:
         with self.db.write() as db:
             db.execute(

@@ -797,9 +797,9 @@ class UploadManager:
             log.info("upload %s expired", upload.id)
         return found
 
-    def active_count(self, limit: int = 1000) -> int:
-        """Unfinished uploads, counted up to ``limit``."""
-        return len(self.sessions.list(status=ACTIVE, key_prefix=_PREFIX, limit=limit))
+    def active_count(self) -> int:
+        """Unfinished uploads (one count query)."""
+        return self.sessions.count(status=ACTIVE, key_prefix=_PREFIX)
 
 
 def _moved(staging: Path, final: Path) -> bool:

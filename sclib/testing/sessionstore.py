@@ -146,3 +146,6 @@ class SessionStoreContract:
         assert [s.id for s in sessions.list(key_prefix="up%_")] == [odd.id]
         assert {s.id for s in sessions.list()} == {plain.id, tagged.id, odd.id}
         assert sessions.list(key_prefix="up.") == []
+        assert sessions.count(key_prefix="up") == 2
+        assert sessions.count(status="active") == 3
+        assert sessions.count(status="completed", key_prefix="up:") == 0

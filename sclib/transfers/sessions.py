@@ -165,6 +165,10 @@ class SessionStore(ABC):
         ``key_prefix`` keeps only sessions whose key starts with it (the server's
         uploads use ``upload:``)."""
 
+    def count(self, *, status: str | None = None, key_prefix: str | None = None) -> int:
+        """How many sessions match (stores override this with a real count)."""
+        return len(self.list(status=status, key_prefix=key_prefix, limit=10**9))
+
     @abstractmethod
     def delete(self, session_id: str) -> None:
         """Remove a session and its chunk records."""
