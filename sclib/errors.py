@@ -17,6 +17,7 @@ boundary, with ``raise ... from exc`` so the original stays attached.
     │   └── BlockedAddress        a URL source resolves to a refused address (SSRF)
     ├── NotFound                  (LookupError too)
     │   ├── JobNotFound
+    │   ├── DatasetNotFound
     │   ├── SessionNotFound
     │   └── SourceNotFound        the source object or folder does not exist
     ├── TransferError             moving bytes failed
@@ -33,6 +34,7 @@ boundary, with ``raise ... from exc`` so the original stays attached.
     │   ├── UploadBusy            another request is writing the same upload or chunk
     │   └── TooLarge              a body, chunk or file above the configured limit
     ├── InvalidJobState           the job is not in a state that allows the operation
+    ├── DatasetConflict           a dataset's compare-and-set found another status
     ├── LeaseLost                 a fenced write by a worker that no longer owns the job
     ├── JobCancelled              raised in a handler once cancellation was requested
     ├── JobTimeout                raised inside a handler past its time limit
@@ -47,6 +49,8 @@ __all__ = [
     "BlockedAddress",
     "ChecksumMismatch",
     "ConfigurationError",
+    "DatasetConflict",
+    "DatasetNotFound",
     "DestinationError",
     "Forbidden",
     "InvalidInput",
@@ -120,6 +124,21 @@ class JobNotFound(NotFound):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"no job with id {job_id!r}")
         self.job_id = job_id
+
+
+class DatasetNotFound(NotFound):
+    """No dataset has this uuid."""
+
+    def __init__(self, uuid: str) -> None:
+        super().__init__(f"no dataset with uuid {uuid!r}")
+        self.uuid = uuid
+
+
+class DatasetConflict(SclibError):
+    """A compare-and-set found the dataset in another state than expected.
+
+    Not retryable as is: read the dataset again and decide what to do.
+    """
 
 
 class InvalidJobState(SclibError):

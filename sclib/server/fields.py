@@ -1,4 +1,4 @@
-"""The dataset fields every upload route takes, and the path rules for user input.
+"""The dataset fields every upload route takes (path rules: :mod:`sclib.paths`).
 
 The seed's routes all carry the same form or JSON fields (``user_email``,
 ``dataset_name``, ``sensor``, ``convert``, ...). :class:`DatasetFields` validates
@@ -17,13 +17,14 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sclib.errors import InvalidInput
 from sclib.jobtypes import SensorType
+from sclib.paths import CONTROL_CHARS as _CONTROL
+from sclib.paths import safe_filename, safe_join, safe_relative_path
 
 __all__ = [
     "DatasetFields",
@@ -35,69 +36,9 @@ __all__ = [
     "safe_relative_path",
 ]
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _MAX_NAME = 255
 _MAX_PATH = 1024
-
-
-def _check_part(part: str, field: str, value: str) -> None:
-    if part in ("", ".", ".."):
-        raise InvalidInput(
-            f"{field} {value!r} is not allowed: it must be a relative path of "
-            f"ordinary names (no empty, '.' or '..' parts)"
-        )
-    if len(part.encode()) > _MAX_NAME:
-        raise InvalidInput(f"{field}: the name {part[:40]!r}... is too long")
-
-
-def safe_relative_path(value: str, field: str = "relative_path") -> str:
-    """``value`` as a clean relative POSIX path, or :class:`InvalidInput`.
-
-    Leading and trailing slashes are not forgiven on purpose: ``/etc`` is an
-    absolute path, and the caller should hear that it was refused.
-    """
-    if not isinstance(value, str):
-        raise InvalidInput(f"{field} must be a string")
-    if value == "":
-        return ""
-    if _CONTROL.search(value) or "\\" in value:
-        raise InvalidInput(
-            f"{field} {value!r} contains a backslash or a control character"
-        )
-    if len(value.encode()) > _MAX_PATH:
-        raise InvalidInput(f"{field} is longer than {_MAX_PATH} bytes")
-    if value.startswith("/") or re.match(r"^[A-Za-z]:", value):
-        raise InvalidInput(f"{field} {value!r} is absolute; give a relative path")
-    parts = value.rstrip("/").split("/")
-    for part in parts:
-        _check_part(part, field, value)
-    return str(PurePosixPath(*parts))
-
-
-def safe_filename(value: str, field: str = "filename") -> str:
-    """A single file name (no separators), or :class:`InvalidInput`."""
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInput(f"{field} must be a non-empty file name")
-    if "/" in value or "\\" in value:
-        raise InvalidInput(
-            f"{field} {value!r} contains a path separator; send the folder as "
-            f"relative_path"
-        )
-    if _CONTROL.search(value):
-        raise InvalidInput(f"{field} {value!r} contains a control character")
-    _check_part(value, field, value)
-    return value
-
-
-def safe_join(root: Path, *relative: str) -> Path:
-    """``root`` joined with already-checked relative parts; refuses to leave it."""
-    target = root.joinpath(*[r for r in relative if r])
-    resolved_root = root.resolve()
-    resolved = target.resolve()
-    if resolved != resolved_root and resolved_root not in resolved.parents:
-        raise InvalidInput(f"path {'/'.join(relative)!r} leaves its folder")
-    return target
 
 
 def looks_like_email(value: str) -> bool:

@@ -1,0 +1,287 @@
+"""The DatasetStore: durable datasets, one atomic write per operation.
+
+Stores: :class:`MemoryDatasetStore` (this process only; tests and notebooks),
+SQLite (:mod:`sclib.backends.sqlite_datasets`, the same file as the jobs) and
+MongoDB (:mod:`sclib.backends.mongo_datasets`, the portal's ``visstoredatas``
+collection). :func:`open_dataset_store` picks one by URL.
+
+What every store promises (``sclib.testing.datasetstore`` checks it):
+
+* ``create`` makes the slug unique among the owner's datasets in the same atomic
+  write (two owners may share a slug); a uuid already stored is
+  :class:`~sclib.errors.InvalidInput`.
+* ``add_files`` adds or replaces files by path and recomputes the total size
+  atomically: concurrent calls on different paths lose no file.
+* ``set_status`` checks the change with :func:`sclib.jobtypes.check_transition`;
+  with ``expected`` it is a compare-and-set that raises
+  :class:`~sclib.datasets.models.DatasetConflict` when the status is another one.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Iterable
+from dataclasses import replace
+from typing import Any
+
+from sclib.datasets.models import (
+    Dataset,
+    DatasetConflict,
+    DatasetFile,
+    DatasetNotFound,
+    merge_files,
+    slugify,
+    utc_now,
+)
+from sclib.errors import InvalidInput
+from sclib.jobtypes import DatasetStatus, check_transition
+
+__all__ = [
+    "UPDATABLE_FIELDS",
+    "DatasetStore",
+    "MemoryDatasetStore",
+    "next_slug",
+    "open_dataset_store",
+]
+
+#: The fields :meth:`DatasetStore.update` may change.
+UPDATABLE_FIELDS = frozenset(
+    {
+        "name",
+        "sensor",
+        "convert",
+        "is_public",
+        "is_public_downloadable",
+        "folder",
+        "team_uuid",
+        "tags",
+    }
+)
+
+
+def next_slug(base: str, taken: Collection[str]) -> str:
+    """``base`` if free, else the first free ``base-2``, ``base-3``, ..."""
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+def slug_pattern(base: str) -> str:
+    """A regular expression matching ``base`` and its numbered variants."""
+    return "^" + re.escape(base) + "(-[0-9]+)?$"
+
+
+def check_page(limit: int, offset: int) -> None:
+    """Refuse a negative or non-integer ``limit`` / ``offset``."""
+    for name, value in (("limit", limit), ("offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidInput(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def checked_update(current: Dataset, fields: dict[str, Any]) -> Dataset:
+    """``current`` with ``fields`` changed and validated (not yet stored)."""
+    unknown = sorted(set(fields) - UPDATABLE_FIELDS)
+    if unknown:
+        raise InvalidInput(
+            f"cannot update {', '.join(unknown)}; updatable fields: "
+            f"{', '.join(sorted(UPDATABLE_FIELDS))}"
+        )
+    if not fields:
+        return current
+    return replace(current, **fields, updated_at=utc_now())
+
+
+def checked_status(
+    current: Dataset,
+    status: DatasetStatus | str,
+    expected: DatasetStatus | str | None,
+) -> DatasetStatus:
+    """The new status, after the compare-and-set and transition checks."""
+    if expected is not None and expected not in DatasetStatus._value2member_map_:
+        raise InvalidInput(f"expected status {expected!r} is not a dataset status")
+    if expected is not None and current.status != expected:
+        raise DatasetConflict(
+            f"dataset {current.uuid} is in status {str(current.status)!r}, "
+            f"not the expected {str(expected)!r}"
+        )
+    return check_transition(current.status, status)
+
+
+class DatasetStore(ABC):
+    """Durable datasets. Every method is one atomic read or write."""
+
+    @abstractmethod
+    def create(self, dataset: Dataset) -> Dataset:
+        """Store a new dataset and return it as stored (with its unique slug,
+        derived from ``dataset.slug`` or, if empty, from the name)."""
+
+    @abstractmethod
+    def get(self, uuid: str) -> Dataset:
+        """The dataset; :class:`DatasetNotFound` if unknown."""
+
+    @abstractmethod
+    def find_by_slug(self, owner: str, slug: str) -> Dataset | None:
+        """The owner's dataset with this slug, if any."""
+
+    @abstractmethod
+    def list(
+        self,
+        *,
+        owner: str | None = None,
+        status: DatasetStatus | str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Dataset]:
+        """Datasets, newest first, optionally of one owner and in one status."""
+
+    @abstractmethod
+    def add_files(self, uuid: str, files: Iterable[DatasetFile]) -> Dataset:
+        """Add files, replacing any file at the same path; the total size follows."""
+
+    @abstractmethod
+    def set_status(
+        self,
+        uuid: str,
+        status: DatasetStatus | str,
+        error: str | None = None,
+        *,
+        expected: DatasetStatus | str | None = None,
+    ) -> Dataset:
+        """Move the dataset to ``status`` and set its error message to ``error``.
+
+        The change is checked with :func:`~sclib.jobtypes.check_transition`
+        (:class:`~sclib.errors.InvalidTransition`). With ``expected``, the change
+        happens only if the current status is ``expected``; otherwise
+        :class:`DatasetConflict`. Setting the current status and message again
+        writes nothing.
+        """
+
+    @abstractmethod
+    def update(self, uuid: str, /, **fields: Any) -> Dataset:
+        """Change the given fields (see :data:`UPDATABLE_FIELDS`); the slug stays."""
+
+    @abstractmethod
+    def delete(self, uuid: str) -> None:
+        """Remove the dataset and its file records; :class:`DatasetNotFound` if
+        unknown."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+class MemoryDatasetStore(DatasetStore):
+    """Datasets in this process's memory; for tests and notebooks."""
+
+    def __init__(self) -> None:
+        self._datasets: dict[str, Dataset] = {}
+        self._order: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _require(self, uuid: str) -> Dataset:
+        try:
+            return self._datasets[uuid]
+        except KeyError:
+            raise DatasetNotFound(uuid) from None
+
+    def create(self, dataset: Dataset) -> Dataset:
+        with self._lock:
+            if dataset.uuid in self._datasets:
+                raise InvalidInput(f"a dataset with uuid {dataset.uuid} exists")
+            taken = {
+                d.slug for d in self._datasets.values() if d.owner == dataset.owner
+            }
+            slug = next_slug(dataset.slug or slugify(dataset.name), taken)
+            made = replace(dataset, slug=slug)
+            self._datasets[made.uuid] = made
+            self._order[made.uuid] = len(self._order)
+            return made
+
+    def get(self, uuid: str) -> Dataset:
+        with self._lock:
+            return self._require(uuid)
+
+    def find_by_slug(self, owner: str, slug: str) -> Dataset | None:
+        with self._lock:
+            for d in self._datasets.values():
+                if d.owner == owner and d.slug == slug:
+                    return d
+        return None
+
+    def list(
+        self,
+        *,
+        owner: str | None = None,
+        status: DatasetStatus | str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Dataset]:
+        check_page(limit, offset)
+        with self._lock:
+            found = [
+                d
+                for d in self._datasets.values()
+                if (owner is None or d.owner == owner)
+                and (status is None or d.status == status)
+            ]
+            found.sort(key=lambda d: (d.created_at, self._order[d.uuid]), reverse=True)
+        return found[offset : offset + limit]
+
+    def add_files(self, uuid: str, files: Iterable[DatasetFile]) -> Dataset:
+        new = list(files)
+        with self._lock:
+            old = self._require(uuid)
+            made = replace(old, files=merge_files(old.files, new), updated_at=utc_now())
+            self._datasets[uuid] = made
+            return made
+
+    def set_status(
+        self,
+        uuid: str,
+        status: DatasetStatus | str,
+        error: str | None = None,
+        *,
+        expected: DatasetStatus | str | None = None,
+    ) -> Dataset:
+        with self._lock:
+            old = self._require(uuid)
+            target = checked_status(old, status, expected)
+            if target == old.status and error == old.error_message:
+                return old
+            made = replace(
+                old, status=target, error_message=error, updated_at=utc_now()
+            )
+            self._datasets[uuid] = made
+            return made
+
+    def update(self, uuid: str, /, **fields: Any) -> Dataset:
+        with self._lock:
+            made = checked_update(self._require(uuid), fields)
+            self._datasets[uuid] = made
+            return made
+
+    def delete(self, uuid: str) -> None:
+        with self._lock:
+            self._require(uuid)
+            del self._datasets[uuid]
+            self._order.pop(uuid, None)
+
+
+def open_dataset_store(url: str, **options: Any) -> DatasetStore:
+    """The dataset store at ``url`` (same URL forms as :func:`sclib.open_store`):
+    ``sqlite:///path.db`` or ``mongodb://host/database``; ``options`` go to the
+    store's constructor."""
+    from sclib.backends import parse_backend_url
+
+    kind, target = parse_backend_url(url)
+    if kind == "sqlite":
+        from sclib.backends.sqlite_datasets import SQLiteDatasetStore
+
+        return SQLiteDatasetStore(target, **options)
+    from sclib.backends.mongo_datasets import MongoDatasetStore
+
+    return MongoDatasetStore.from_url(target, **options)

@@ -1,0 +1,112 @@
+"""The DatasetStore contract on memory, SQLite (a real file) and MongoDB.
+
+MongoDB runs through pymongo against mongomock, an in-process stand-in, because no
+MongoDB server can be installed on these machines; with ``SCLIB_TEST_MONGODB_URI``
+set, the same tests also run against that real server, including the concurrency
+tests that mongomock (not thread-safe) cannot run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sclib.backends.mongo_datasets import MongoDatasetStore
+from sclib.backends.sqlite_datasets import SQLiteDatasetStore
+from sclib.datasets import (
+    Dataset,
+    DatasetFile,
+    DatasetStore,
+    MemoryDatasetStore,
+    open_dataset_store,
+)
+from sclib.testing.datasetstore import DatasetStoreContract
+
+REAL_URI = os.environ.get("SCLIB_TEST_MONGODB_URI")
+
+
+class TestMemoryDatasetStore(DatasetStoreContract):
+    @pytest.fixture
+    def datasets(self) -> DatasetStore:
+        return MemoryDatasetStore()
+
+
+class TestSQLiteDatasetStore(DatasetStoreContract):
+    @pytest.fixture
+    def datasets(self, tmp_path: Path) -> Iterator[DatasetStore]:
+        store = SQLiteDatasetStore(tmp_path / "sclib.db")
+        yield store
+        store.close()
+
+
+def _skip_on_stand_in(request: pytest.FixtureRequest) -> None:
+    if request.node.callspec.params.get("datasets") == "stand-in":
+        pytest.skip("needs a real MongoDB server (SCLIB_TEST_MONGODB_URI)")
+
+
+@pytest.mark.mongo
+class TestMongoDatasetStore(DatasetStoreContract):
+    @pytest.fixture(params=["stand-in"] + (["server"] if REAL_URI else []))
+    def datasets(self, request: pytest.FixtureRequest) -> Iterator[DatasetStore]:
+        if request.param == "server":
+            import pymongo
+
+            client: object = pymongo.MongoClient(REAL_URI, tz_aware=True)
+            name = f"sclib_test_{uuid.uuid4().hex[:12]}"
+            yield MongoDatasetStore(client, database=name)
+            client.drop_database(name)  # type: ignore[attr-defined]
+            client.close()  # type: ignore[attr-defined]
+        else:
+            mongomock = pytest.importorskip("mongomock")
+            yield MongoDatasetStore(
+                mongomock.MongoClient(tz_aware=True), write_concern={"w": 1}
+            )
+
+    @pytest.fixture(autouse=True)
+    def _threads_need_a_server(self, request: pytest.FixtureRequest) -> None:
+        """The concurrency tests run on a real server only: mongomock is not
+        thread-safe."""
+        if request.node.name.startswith("test_concurrent_"):
+            _skip_on_stand_in(request)
+
+    def test_documents_use_the_portal_field_names(self, datasets: DatasetStore) -> None:
+        """The stored document uses the portal's names (user, is_downloadable, ...)
+        in the visstoredatas collection, and a file-free legacy document reads."""
+        assert isinstance(datasets, MongoDatasetStore)
+        assert datasets.coll.name == "visstoredatas"
+        made = datasets.create(
+            Dataset(name="P", owner="ana@example.org", sensor="IDX", is_public=True)
+        )
+        doc = datasets.coll.find_one({"uuid": made.uuid}, {"_id": 0})
+        assert doc is not None
+        assert set(doc) == {
+            "uuid", "name", "slug", "user", "sensor", "convert", "is_public",
+            "is_downloadable", "folder", "team_uuid", "tags", "files", "total_size",
+            "status", "error_message", "created_at", "updated_at",
+        }  # fmt: skip
+        assert (doc["user"], doc["status"], doc["sensor"]) == (
+            "ana@example.org",
+            "submitted",
+            "IDX",
+        )
+        datasets.coll.update_one({"uuid": made.uuid}, {"$unset": {"files": ""}})
+        assert datasets.get(made.uuid).files == ()
+        got = datasets.add_files(made.uuid, [DatasetFile("x", 4, "ab" * 32)])
+        assert got.total_size == 4
+        stored = datasets.coll.find_one({"uuid": made.uuid})
+        assert stored is not None and stored["total_size"] == 4
+
+
+def test_open_dataset_store_by_url(tmp_path: Path) -> None:
+    """open_dataset_store opens SQLite by URL, sharing the file with other tables."""
+    store = open_dataset_store(f"sqlite:///{tmp_path}/jobs.db")
+    try:
+        assert isinstance(store, SQLiteDatasetStore)
+        made = store.create(Dataset(name="n", owner="o@x", sensor="OTHER"))
+        assert store.get(made.uuid) == made
+    finally:
+        store.close()
