@@ -24,6 +24,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 import sclib
 from sclib.backends import open_store
+from sclib.datasets import DatasetStore, open_dataset_store
 from sclib.jobs.queue import JobQueue
 from sclib.jobs.registry import HandlerRegistry
 from sclib.jobs.worker import Worker
@@ -65,9 +66,11 @@ class ServerState:
     sessions: SessionStore
     uploads: UploadManager
     auth: Authenticator
+    datasets: DatasetStore
     worker: Worker | None = None
 
     def close(self) -> None:
+        self.datasets.close()
         self.sessions.close()
         self.queue.close()
 
@@ -111,6 +114,7 @@ def create_app(
         max_crashes=settings.max_crashes,
     )
     sessions = open_session_store(url, **settings.session_store_options(url))
+    datasets = open_dataset_store(url, **settings.session_store_options(url))
     uploads = UploadManager(
         sessions,
         queue,
@@ -119,9 +123,15 @@ def create_app(
         max_chunk_size=settings.max_chunk_size,
         max_upload_size=settings.max_upload_size,
         expiry=timedelta(hours=settings.upload_expiry_hours),
+        datasets=datasets,
     )
     state = ServerState(
-        settings, queue, sessions, uploads, Authenticator.from_settings(settings)
+        settings,
+        queue,
+        sessions,
+        uploads,
+        Authenticator.from_settings(settings),
+        datasets,
     )
 
     @contextlib.asynccontextmanager
@@ -183,11 +193,18 @@ def create_app(
             max_age=600,
         )
 
-    from sclib.server import routes_jobs, routes_large, routes_upload, tus
+    from sclib.server import (
+        routes_datasets,
+        routes_jobs,
+        routes_large,
+        routes_upload,
+        tus,
+    )
 
     app.include_router(routes_upload.router)
     app.include_router(routes_large.router)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_datasets.router)
     app.include_router(tus.router)
     return app
 

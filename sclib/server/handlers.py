@@ -26,11 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sclib.datasets import DatasetStore
 from sclib.errors import ChecksumMismatch, InvalidInput
 from sclib.jobs.context import JobContext
 from sclib.jobs.registry import HandlerRegistry
-from sclib.jobtypes import JobType
+from sclib.jobtypes import DatasetStatus, JobType
 from sclib.server.fields import safe_join, safe_relative_path
+from sclib.server.records import ensure_dataset, mark, record_files
 from sclib.settings import Settings, load_settings
 from sclib.transfers.hashing import blake3_file
 from sclib.transfers.sessions import SessionStore, open_session_store
@@ -305,7 +307,9 @@ class UploadHandler:
         secret_key: str | None = None,
         allow_private: bool = False,
         path_roots: list[Path] | None = None,
+        datasets: DatasetStore | None = None,
     ) -> None:
+        self.datasets = datasets
         self.data_dir = Path(data_dir)
         self.sessions = sessions
         self.secret_key = secret_key
@@ -318,12 +322,27 @@ class UploadHandler:
         if not dataset_uuid:
             raise InvalidInput("an upload job needs a dataset_uuid")
         folder = self.data_dir / "upload" / dataset_uuid
-        source = params.get("source")
-        if source == "upload":
-            return self._verify(ctx, folder, params.get("files") or [])
-        if source == "import":
-            return self._import(ctx, folder, params)
-        raise InvalidInput(f"unknown upload source {source!r}")
+        store = self.datasets
+        if store is not None:
+            owner = ctx.job.owner or "unknown@localhost"
+            ensure_dataset(store, dataset_uuid, owner, params.get("dataset") or {})
+            mark(store, dataset_uuid, DatasetStatus.UPLOADING)
+        try:
+            source = params.get("source")
+            if source == "upload":
+                result = self._verify(ctx, folder, params.get("files") or [])
+            elif source == "import":
+                result = self._import(ctx, folder, params)
+            else:
+                raise InvalidInput(f"unknown upload source {source!r}")
+        except Exception as exc:
+            if store is not None:
+                mark(store, dataset_uuid, DatasetStatus.UPLOAD_ERROR, str(exc))
+            raise
+        if store is not None:
+            record_files(store, dataset_uuid, result["files"])
+            mark(store, dataset_uuid, DatasetStatus.DONE)
+        return result
 
     def _verify(
         self, ctx: JobContext, folder: Path, files: list[Mapping[str, Any]]
@@ -407,8 +426,11 @@ class UploadHandler:
 def handlers_from_settings(settings: Settings | None = None) -> HandlerRegistry:
     """The server's job handlers, configured from ``settings`` (or the environment)."""
     settings = settings or load_settings()
+    from sclib.datasets import open_dataset_store
+
     url = settings.backend_url()
     sessions = open_session_store(url, **settings.session_store_options(url))
+    datasets = open_dataset_store(url, **settings.session_store_options(url))
     handler = UploadHandler(
         settings.data_dir,
         sessions,
@@ -417,5 +439,6 @@ def handlers_from_settings(settings: Settings | None = None) -> HandlerRegistry:
         ),
         allow_private=settings.allow_private_addresses,
         path_roots=settings.upload_path_root_list(),
+        datasets=datasets,
     )
     return HandlerRegistry({JobType.UPLOAD: handler})

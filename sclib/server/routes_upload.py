@@ -282,6 +282,7 @@ def initiate(
                 "SECRET_KEY to seal them with; ask the operator to set one"
             )
         sealed = SecretBox(key.get_secret_value()).seal(secret)
+    state.uploads.register(dataset_uuid, owner, fields)
     job = state.queue.enqueue(
         JobType.UPLOAD,
         {
@@ -326,6 +327,7 @@ def upload_path(
     path = check_server_path(body.file_path, roots)
     values = body.dataset_values()
     fields, owner, dataset_uuid = resolve_fields(state, identity, values)
+    state.uploads.register(dataset_uuid, owner, fields)
     job = state.queue.enqueue(
         JobType.UPLOAD,
         {

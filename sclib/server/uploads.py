@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sclib.datasets import DatasetStore
 from sclib.errors import (
     ChecksumMismatch,
     InvalidInput,
@@ -47,10 +48,11 @@ from sclib.errors import (
     UploadConflict,
 )
 from sclib.jobs.queue import JobQueue
-from sclib.jobtypes import JobType
+from sclib.jobtypes import DatasetStatus, JobType
 from sclib.models import new_job_id
 from sclib.server.fields import DatasetFields, safe_filename, safe_join
 from sclib.server.locks import WriteLock, lock_chunk, lock_upload
+from sclib.server.records import dataset_owner, ensure_dataset, mark
 from sclib.server.staging import StagedWrite, fsync_dir, hash_file, verify_chunks
 from sclib.transfers.sessions import (
     ACTIVE,
@@ -181,8 +183,10 @@ class UploadManager:
         max_upload_size: int = 10 * 1024**4,
         expiry: timedelta = timedelta(hours=24),
         clock: Callable[[], datetime] = _utcnow,
+        datasets: DatasetStore | None = None,
     ) -> None:
         self.sessions = sessions
+        self.datasets = datasets
         self.queue = queue
         self.data_dir = Path(data_dir)
         self.chunk_size = chunk_size
@@ -256,10 +260,21 @@ class UploadManager:
             raise InvalidInput(
                 "dataset_identifier: field required when add_to_existing is true"
             )
-        jobs = self.queue.list(dataset_uuid=fields.dataset_identifier, limit=1)
-        if not jobs or not (admin or jobs[0].owner == owner):
+        if self.datasets is not None:
+            found = dataset_owner(self.datasets, fields.dataset_identifier)
+        else:  # no dataset records: the jobs that name the dataset tell
+            jobs = self.queue.list(dataset_uuid=fields.dataset_identifier, limit=1)
+            found = jobs[0].owner if jobs else None
+        if found is None or not (admin or found == owner):
             raise NotFound(f"no dataset {fields.dataset_identifier}")
         return fields.dataset_identifier
+
+    def register(self, dataset_uuid: str, owner: str, fields: DatasetFields) -> None:
+        """Make sure the dataset has a record, and say its upload is queued."""
+        if self.datasets is None:
+            return
+        ensure_dataset(self.datasets, dataset_uuid, owner, fields.to_parameters())
+        mark(self.datasets, dataset_uuid, DatasetStatus.UPLOAD_QUEUED)
 
     def create(
         self,
@@ -681,6 +696,7 @@ class UploadManager:
                 "size": upload.size,
                 "blake3": found["blake3"],
             }
+            self.register(upload.dataset_uuid, upload.owner, upload.fields)
             job = self.queue.enqueue(
                 JobType.UPLOAD,
                 {
