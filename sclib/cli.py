@@ -159,6 +159,18 @@ def _build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--no-progress", action="store_true")
     cp.add_argument("--json", action="store_true")
 
+    ds = sub.add_parser("datasets", help="inspect datasets and their files")
+    dsub = ds.add_subparsers(dest="dataset_action", required=True, parser_class=_Parser)
+    dls = dsub.add_parser("list", help="datasets, newest first")
+    dls.add_argument("--owner", help="only this user's (email)")
+    dls.add_argument("--status", help="only this legacy status, e.g. 'done'")
+    dls.add_argument("--limit", type=int, default=50)
+    dls.add_argument("--offset", type=int, default=0)
+    dls.add_argument("--json", action="store_true")
+    dshow = dsub.add_parser("show", help="one dataset with its files")
+    dshow.add_argument("uuid")
+    dshow.add_argument("--json", action="store_true")
+
     srv = sub.add_parser(
         "serve", help="run the reference server (with a worker) under uvicorn"
     )
@@ -537,6 +549,52 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _cmd_datasets(args: argparse.Namespace, settings: Settings) -> int:
+    from sclib.datasets import open_dataset_store
+    from sclib.server.records import dataset_dict
+
+    url = settings.backend_url()
+    store = open_dataset_store(url, **settings.session_store_options(url))
+    try:
+        if args.dataset_action == "list":
+            found = store.list(
+                owner=args.owner,
+                status=args.status,
+                limit=args.limit,
+                offset=args.offset,
+            )
+            rows = [
+                [
+                    d.uuid,
+                    d.name[:30],
+                    d.owner,
+                    str(d.status),
+                    str(len(d.files)),
+                    str(d.total_size),
+                ]
+                for d in found
+            ]
+            header = ["UUID", "NAME", "OWNER", "STATUS", "FILES", "BYTES"]
+            _emit(
+                [dataset_dict(d, files=False) for d in found],
+                args.json,
+                _table(rows, header) if found else "no datasets",
+            )
+        else:
+            d = store.get(args.uuid)
+            lines = [
+                f"{d.name} ({d.uuid}), owner {d.owner}, sensor {d.sensor}",
+                f"status: {d.status}"
+                + (f" ({d.error_message})" if d.error_message else ""),
+                f"{len(d.files)} files, {d.total_size} bytes:",
+                *(f"  {f.blake3}  {f.size:>12}  {f.path}" for f in d.files),
+            ]
+            _emit(dataset_dict(d), args.json, "\n".join(lines))
+    finally:
+        store.close()
+    return EXIT_OK
+
+
 def _cmd_uploads(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import timedelta
 
@@ -662,6 +720,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_serve(args, settings)
         if args.command == "uploads":
             return _cmd_uploads(args, settings)
+        if args.command == "datasets":
+            return _cmd_datasets(args, settings)
         if args.command in ("upload", "status"):
             from sclib.cli_client import run
 

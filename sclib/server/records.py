@@ -25,7 +25,7 @@ from sclib.datasets import (
 from sclib.errors import InvalidInput, InvalidTransition
 from sclib.jobtypes import DatasetStatus
 
-__all__ = ["dataset_owner", "ensure_dataset", "mark", "record_files"]
+__all__ = ["dataset_dict", "dataset_owner", "ensure_dataset", "mark", "record_files"]
 
 log = logging.getLogger(__name__)
 
@@ -82,3 +82,31 @@ def record_files(
         uuid,
         [DatasetFile(str(f["path"]), int(f["size"]), str(f["blake3"])) for f in files],
     )
+
+
+def dataset_dict(dataset: Dataset, *, files: bool = True) -> dict[str, Any]:
+    """A dataset as the API shows it (the seed's field names where it has them)."""
+    data: dict[str, Any] = {
+        "uuid": dataset.uuid,
+        "name": dataset.name,
+        "slug": dataset.slug,
+        "user": dataset.owner,
+        "sensor": str(dataset.sensor),
+        "convert": dataset.convert,
+        "is_public": dataset.is_public,
+        "is_public_downloadable": dataset.is_public_downloadable,
+        "folder": dataset.folder,
+        "team_uuid": dataset.team_uuid,
+        "tags": list(dataset.tags),
+        "status": str(dataset.status),
+        "error_message": dataset.error_message,
+        "total_size": dataset.total_size,
+        "file_count": len(dataset.files),
+        "created_at": dataset.created_at.isoformat(),
+        "updated_at": dataset.updated_at.isoformat(),
+    }
+    if files:
+        data["files"] = [
+            {"path": f.path, "size": f.size, "blake3": f.blake3} for f in dataset.files
+        ]
+    return data

@@ -13,38 +13,11 @@ from fastapi import APIRouter, Query
 from sclib.datasets import Dataset, DatasetNotFound
 from sclib.server.app import IdentityDep, ServerState, StateDep, owner_filter
 from sclib.server.auth import Identity
+from sclib.server.records import dataset_dict
 
-__all__ = ["dataset_dict", "router"]
+__all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
-
-
-def dataset_dict(dataset: Dataset, *, files: bool = True) -> dict[str, Any]:
-    """A dataset as the API shows it (the seed's field names where it has them)."""
-    data: dict[str, Any] = {
-        "uuid": dataset.uuid,
-        "name": dataset.name,
-        "slug": dataset.slug,
-        "user": dataset.owner,
-        "sensor": str(dataset.sensor),
-        "convert": dataset.convert,
-        "is_public": dataset.is_public,
-        "is_public_downloadable": dataset.is_public_downloadable,
-        "folder": dataset.folder,
-        "team_uuid": dataset.team_uuid,
-        "tags": list(dataset.tags),
-        "status": str(dataset.status),
-        "error_message": dataset.error_message,
-        "total_size": dataset.total_size,
-        "file_count": len(dataset.files),
-        "created_at": dataset.created_at.isoformat(),
-        "updated_at": dataset.updated_at.isoformat(),
-    }
-    if files:
-        data["files"] = [
-            {"path": f.path, "size": f.size, "blake3": f.blake3} for f in dataset.files
-        ]
-    return data
 
 
 def _visible(state: ServerState, identity: Identity, uuid: str) -> Dataset:

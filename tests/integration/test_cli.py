@@ -279,6 +279,23 @@ def test_uploads_expire_reports_then_applies(tmp_path: Path) -> None:
     assert manager.get(upload.id).status == "cancelled"
 
 
+def test_datasets_list_and_show(tmp_path: Path) -> None:
+    """`sclib datasets list/show` read the dataset records of the backend; an
+    unknown uuid exits 1 with a message."""
+    from sclib.datasets import Dataset, DatasetFile, open_dataset_store
+
+    store = open_dataset_store(f"sqlite:///{tmp_path / 'sclib.db'}")
+    made = store.create(Dataset(name="Run 7", owner="alice@example.org", sensor="TIFF"))
+    store.add_files(made.uuid, [DatasetFile("a/b.tif", 10, "ab" * 32)])
+    store.close()
+    listed = as_json(sclib(tmp_path, "datasets", "list", "--json"))
+    assert [(d["uuid"], d["file_count"]) for d in listed] == [(made.uuid, 1)]
+    shown = sclib(tmp_path, "datasets", "show", made.uuid).stdout
+    assert "Run 7" in shown and "a/b.tif" in shown and "ab" * 32 in shown
+    missing = sclib(tmp_path, "datasets", "show", "f" * 32, check_code=1)
+    assert "no dataset" in missing.stderr
+
+
 def test_copy_command_verifies_and_explains_errors(tmp_path: Path) -> None:
     """`sclib copy` prints the BLAKE3 of what landed; bad input gets one line."""
     from blake3 import blake3
