@@ -551,7 +551,7 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_datasets(args: argparse.Namespace, settings: Settings) -> int:
     from sclib.datasets import open_dataset_store
-    from sclib.server.records import dataset_dict
+    from sclib.datasets.records import dataset_dict
 
     url = settings.backend_url()
     store = open_dataset_store(url, **settings.session_store_options(url))

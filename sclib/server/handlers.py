@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from sclib.datasets import DatasetStore
+from sclib.datasets.records import ensure_dataset, mark, record_files
 from sclib.errors import ChecksumMismatch, InvalidInput
 from sclib.jobs.context import JobContext
 from sclib.jobs.registry import HandlerRegistry
 from sclib.jobtypes import DatasetStatus, JobType
 from sclib.server.fields import safe_join, safe_relative_path
-from sclib.server.records import ensure_dataset, mark, record_files
 from sclib.settings import Settings, load_settings
 from sclib.transfers.hashing import blake3_file
 from sclib.transfers.sessions import SessionStore, open_session_store
@@ -341,7 +341,8 @@ class UploadHandler:
             raise
         if store is not None:
             record_files(store, dataset_uuid, result["files"])
-            mark(store, dataset_uuid, DatasetStatus.DONE)
+            if not params.get("extract"):  # else the extraction job goes on
+                mark(store, dataset_uuid, DatasetStatus.DONE)
         return result
 
     def _verify(
@@ -441,4 +442,9 @@ def handlers_from_settings(settings: Settings | None = None) -> HandlerRegistry:
         path_roots=settings.upload_path_root_list(),
         datasets=datasets,
     )
-    return HandlerRegistry({JobType.UPLOAD: handler})
+    from sclib.pipeline.jobs import ExtractionHandler
+
+    extraction = ExtractionHandler(settings.data_dir, datasets)
+    return HandlerRegistry(
+        {JobType.UPLOAD: handler, JobType.FILE_EXTRACTION: extraction}
+    )

@@ -11,9 +11,9 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from sclib.datasets import Dataset, DatasetNotFound
+from sclib.datasets.records import dataset_dict
 from sclib.server.app import IdentityDep, ServerState, StateDep, owner_filter
 from sclib.server.auth import Identity
-from sclib.server.records import dataset_dict
 
 __all__ = ["router"]
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from sclib.datasets import DatasetStore
+from sclib.datasets.records import dataset_owner, ensure_dataset, mark
 from sclib.errors import (
     ChecksumMismatch,
     InvalidInput,
@@ -52,7 +53,6 @@ from sclib.jobtypes import DatasetStatus, JobType
 from sclib.models import new_job_id
 from sclib.server.fields import DatasetFields, safe_filename, safe_join
 from sclib.server.locks import WriteLock, lock_chunk, lock_upload
-from sclib.server.records import dataset_owner, ensure_dataset, mark
 from sclib.server.staging import StagedWrite, fsync_dir, hash_file, verify_chunks
 from sclib.transfers.sessions import (
     ACTIVE,
@@ -697,6 +697,9 @@ class UploadManager:
                 "blake3": found["blake3"],
             }
             self.register(upload.dataset_uuid, upload.owner, upload.fields)
+            from sclib.pipeline.extract import is_archive
+
+            archive = is_archive(final)
             job = self.queue.enqueue(
                 JobType.UPLOAD,
                 {
@@ -705,13 +708,25 @@ class UploadManager:
                     "protocol": upload.protocol,
                     "files": [record],
                     "dataset": upload.fields.to_parameters(),
+                    "extract": archive,
                 },
                 dataset_uuid=upload.dataset_uuid,
                 owner=upload.owner,
                 idempotency_key=_PREFIX + upload_id,
             )
+            extraction = None
+            if archive:  # unpacked once the upload job has verified it
+                extraction = self.queue.enqueue(
+                    JobType.FILE_EXTRACTION,
+                    {"archive": relative.as_posix()},
+                    dataset_uuid=upload.dataset_uuid,
+                    owner=upload.owner,
+                    depends_on=[job.id],
+                    idempotency_key=f"extract:{upload_id}",
+                )
             result = {
                 "upload_id": upload_id,
+                "extraction_job_id": extraction.id if extraction else None,
                 "job_id": job.id,
                 "dataset_uuid": upload.dataset_uuid,
                 "status": job.status.value,
