@@ -443,8 +443,14 @@ def handlers_from_settings(settings: Settings | None = None) -> HandlerRegistry:
         datasets=datasets,
     )
     from sclib.pipeline.jobs import ExtractionHandler
+    from sclib.pipeline.validate import ValidationHandler
 
     extraction = ExtractionHandler(settings.data_dir, datasets)
+    validation = ValidationHandler(settings.data_dir, datasets)
     return HandlerRegistry(
-        {JobType.UPLOAD: handler, JobType.FILE_EXTRACTION: extraction}
+        {
+            JobType.UPLOAD: handler,
+            JobType.FILE_EXTRACTION: extraction,
+            JobType.DATA_VALIDATION: validation,
+        }
     )

@@ -15,10 +15,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LiveServer]:
-    """A server whose users may submit data_validation jobs (nothing runs them:
-    its worker only takes upload jobs, so they stay pending)."""
+    """A server whose users may submit data_compression jobs (nothing runs them:
+    its worker has no compression handler yet, so they stay pending)."""
     live = LiveServer(
-        tmp_path / "data", env={"SCLIB_USER_JOB_TYPES": "data_validation"}
+        tmp_path / "data", env={"SCLIB_USER_JOB_TYPES": "data_compression"}
     ).start()
     try:
         yield live
@@ -32,7 +32,7 @@ def test_submit_get_list_cancel_retry(server: LiveServer) -> None:
     u, alice, bob = server.url, server.headers(), server.headers("bob@example.org")
     r = httpx.post(
         f"{u}/api/v1/jobs",
-        json={"job_type": "data_validation", "parameters": {"n": 1}, "priority": 1},
+        json={"job_type": "data_compression", "parameters": {"n": 1}, "priority": 1},
         headers=alice,
     )
     assert r.status_code == 201, r.text
@@ -55,7 +55,7 @@ def test_submit_get_list_cancel_retry(server: LiveServer) -> None:
     again = httpx.post(f"{u}/api/v1/jobs/{jid}/retry", headers=alice).json()
     assert again["status"] == "pending"
     stats = httpx.get(f"{u}/api/v1/jobs/queue/stats", headers=bob).json()
-    assert stats["by_type"] == {"data_validation": 1}
+    assert stats["by_type"] == {"data_compression": 1}
 
 
 def test_users_submit_only_listed_job_types(server: LiveServer) -> None:
@@ -75,7 +75,7 @@ def test_users_submit_only_listed_job_types(server: LiveServer) -> None:
     assert r.status_code == 422 and "nope" in r.json()["detail"]
     r = httpx.post(
         f"{u}/api/v1/jobs",
-        json={"job_type": "data_validation", "priority": 7},
+        json={"job_type": "data_compression", "priority": 7},
         headers=alice,
     )
     assert r.status_code == 422 and "priority" in r.json()["detail"]
@@ -85,7 +85,7 @@ def test_idempotency_keys_are_per_user(server: LiveServer) -> None:
     """The same idempotency key from one user returns the same job; from another
     user it is a different job (keys are not shared across users)."""
     u = server.url
-    body = {"job_type": "data_validation", "idempotency_key": "nightly-1"}
+    body = {"job_type": "data_compression", "idempotency_key": "nightly-1"}
     a1 = httpx.post(f"{u}/api/v1/jobs", json=body, headers=server.headers()).json()
     a2 = httpx.post(f"{u}/api/v1/jobs", json=body, headers=server.headers()).json()
     b1 = httpx.post(
