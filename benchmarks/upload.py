@@ -65,7 +65,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -76,17 +75,27 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import blake3
 import httpx
+from _common import (  # this folder: shared benchmark helpers
+    GIB,
+    MB,
+    MIB,
+    check_copy,
+    filesystem_of,
+    free_port,
+    log,
+    make_random_file,
+    mem_available_gib,
+    read_through,
+    sclib_source_state,
+    summarize,
+)
+from _common import verdict as _verdict
 
 import sclib
 from sclib.client import Client
 from sclib.settings import Settings
 
-MIB = 1024 * 1024
-GIB = 1024 * MIB
-MB = 1_000_000  # throughput is in MB/s = 10^6 bytes per second
-BLOCK = 64 * MIB  # generating, warming and hashing files go this many bytes at a time
 SERVER_DEFAULT_CHUNK = int(Settings.model_fields["chunk_size"].default)  # sclib's
 TUS_CHUNK = 64 * MIB
 SERVER_START_TIMEOUT = 60.0
@@ -98,10 +107,6 @@ TARGET_CURL = 1.0
 TARGET_CP = 0.6
 
 _children: list[subprocess.Popen[bytes]] = []
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def parse_size(text: str) -> int:
@@ -126,62 +131,6 @@ def human(size: int) -> str:
 # -- files ---------------------------------------------------------------------------
 
 
-def filesystem_of(path: str) -> dict[str, str]:
-    """The mount point, type and device that ``path`` lives on (from /proc/mounts)."""
-    real = os.path.realpath(path)
-    best = {"mount_point": "?", "type": "?", "device": "?"}
-    try:
-        with open("/proc/mounts") as f:
-            mounts = [line.split() for line in f]
-    except OSError:
-        return best
-    length = -1
-    for fields in mounts:
-        if len(fields) < 3:
-            continue
-        point = fields[1].replace("\\040", " ")
-        inside = real == point or real.startswith(point.rstrip("/") + "/")
-        if inside and len(point) > length:
-            length = len(point)
-            best = {"mount_point": point, "type": fields[2], "device": fields[0]}
-    return best
-
-
-def make_random_file(path: Path, size: int) -> str:
-    """Write ``size`` random bytes (os.urandom, no holes), fsync; return the BLAKE3."""
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            block = os.urandom(min(BLOCK, left))
-            f.write(block)
-            hasher.update(block)
-            left -= len(block)
-        f.flush()
-        os.fsync(f.fileno())
-    return str(hasher.hexdigest())
-
-
-def read_through(path: Path) -> float:
-    """Read ``path`` front to back (into the page cache); return the seconds taken."""
-    buf = bytearray(BLOCK)
-    start = time.perf_counter()
-    with open(path, "rb", buffering=0) as f:
-        while f.readinto(buf):
-            pass
-    return time.perf_counter() - start
-
-
-def file_blake3(path: Path) -> str:
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    buf = bytearray(BLOCK)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            hasher.update(view[:n])
-    return str(hasher.hexdigest())
-
-
 def empty_folder(folder: Path) -> None:
     """Delete everything inside ``folder`` (it stays)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -191,13 +140,6 @@ def empty_folder(folder: Path) -> None:
         else:
             with contextlib.suppress(FileNotFoundError):
                 child.unlink()
-
-
-def check_copy(path: Path, size: int, digest: str, who: str) -> None:
-    if not path.is_file() or path.stat().st_size != size:
-        raise RuntimeError(f"{who}: {path} is missing or has the wrong size")
-    if file_blake3(path) != digest:
-        raise RuntimeError(f"{who}: {path} differs from the source")
 
 
 # -- processes -----------------------------------------------------------------------
@@ -218,31 +160,6 @@ def run_tool(argv: list[str]) -> bytes:
     return proc.stdout
 
 
-def sclib_source_state() -> str:
-    """The commit sclib's checkout is at, and whether sclib/ has local changes."""
-    git = shutil.which("git")
-    root = Path(sclib.__file__).resolve().parent.parent
-    if git is None or not (root / ".git").exists():
-        return "not a git checkout"
-    try:
-        head = subprocess.run(
-            [git, "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            timeout=30,
-            check=True,
-        ).stdout.decode()
-        dirty = subprocess.run(
-            [git, "-C", str(root), "status", "--porcelain", "--", "sclib"],
-            capture_output=True,
-            timeout=30,
-            check=True,
-        ).stdout.decode()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    state = f"commit {head.strip()}"
-    return state + (" + uncommitted changes in sclib/" if dirty.strip() else "")
-
-
 def tool_version(path: str | None) -> str:
     if path is None:
         return "not found"
@@ -253,23 +170,6 @@ def tool_version(path: str | None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "version unknown"
     return out.splitlines()[0].strip() if out else "version unknown"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def mem_available_gib() -> float | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024 / 1024
-    except OSError:
-        pass
-    return None
 
 
 def _status_kib(pid: int, key: str) -> int | None:
@@ -425,18 +325,6 @@ def _cleanup() -> None:
 
 
 # -- timing --------------------------------------------------------------------------
-
-
-def summarize(seconds: list[float], size: int) -> dict[str, Any]:
-    median = statistics.median(seconds)
-    return {
-        "runs": len(seconds),
-        "seconds": seconds,
-        "median_seconds": median,
-        "mb_per_s": size / median / MB,
-        "best_mb_per_s": size / min(seconds) / MB,
-        "worst_mb_per_s": size / max(seconds) / MB,
-    }
 
 
 # -- the contenders ------------------------------------------------------------------
@@ -911,10 +799,6 @@ def _row(label: str, c: dict[str, Any], extra: str = "") -> str:
         f"   {label:<32} {c['mb_per_s']:7,.0f} MB/s  (best {c['best_mb_per_s']:,.0f},"
         f" worst {c['worst_mb_per_s']:,.0f}; {c['median_seconds']:.2f} s)" + mem + extra
     )
-
-
-def _verdict(ratio: float, target: float) -> str:
-    return "meets" if ratio >= target else "MISSES"
 
 
 def print_report(result: dict[str, Any]) -> None:

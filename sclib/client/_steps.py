@@ -37,7 +37,7 @@ from typing import IO, TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 from pydantic import ValidationError
 
 from sclib.errors import SourceChanged, TransferCancelled
-from sclib.transfers.hashing import OrderedHasher, blake3_hex, new_blake3
+from sclib.transfers.hashing import OrderedHasher, blake3_file, blake3_hex
 from sclib.transfers.plan import Chunk
 
 from ._errors import ConnectionFailed, ServerError, error_from_response
@@ -62,8 +62,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-_HASH_BLOCK = 8 * 1024**2
 
 
 class Progress:
@@ -348,23 +346,18 @@ async def _aslices(data: bytes) -> AsyncIterator[memoryview]:
 
 
 def hash_file(path: str, size: int, stopped: Callable[[], bool]) -> str:
-    """The BLAKE3 digest of the file, read in order in 8 MiB blocks.
+    """The BLAKE3 digest of the file (:func:`~sclib.transfers.hashing.blake3_file`).
 
-    ``stopped()`` is checked between blocks: the transfer it belongs to failed.
+    ``stopped()`` is checked before and between blocks: the transfer it belongs
+    to failed.
     """
-    hasher = new_blake3()
-    buf = bytearray(_HASH_BLOCK)
-    view = memoryview(buf)
-    total = 0
-    with open(path, "rb", buffering=0) as fh:
-        while True:
-            if stopped():
-                raise TransferCancelled(f"hashing {path} stopped")
-            n = fh.readinto(view)
-            if not n:
-                break
-            hasher.update(view[:n])
-            total += n
+
+    def check(_: int = 0) -> None:
+        if stopped():
+            raise TransferCancelled(f"hashing {path} stopped")
+
+    check()
+    digest, total = blake3_file(path, on_progress=check)
     if total != size:
         raise SourceChanged(f"{path} is {total} bytes now, {size} when it started")
-    return str(hasher.hexdigest())
+    return digest

@@ -9,18 +9,48 @@ saying which, so the portal can show it. Nothing is changed on disk.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sclib.datasets import DatasetStore
+from sclib.datasets import DatasetFile, DatasetStore
 from sclib.errors import InvalidInput
 from sclib.jobs.context import JobContext
 from sclib.paths import safe_join, safe_relative_path
 from sclib.transfers.hashing import blake3_file
 
-__all__ = ["ValidationHandler"]
+__all__ = ["ValidationHandler", "check_files"]
 
 log = logging.getLogger(__name__)
+
+
+def check_files(
+    ctx: JobContext, folder: Path, files: Iterable[DatasetFile]
+) -> tuple[list[str], list[str]]:
+    """Re-hash ``files`` under ``folder`` against their BLAKE3 and size; the paths
+    that are missing, and those that differ. Reports progress, honours cancel."""
+    entries = list(files)
+    total = sum(f.size for f in entries)
+    done = 0
+    missing: list[str] = []
+    corrupted: list[str] = []
+    for entry in entries:
+        path = safe_join(folder, safe_relative_path(entry.path, "path"))
+        ctx.check()
+        if not path.is_file():
+            missing.append(entry.path)
+            done += entry.size
+            continue
+
+        def progress(n: int, before: int = done, name: str = entry.path) -> None:
+            ctx.report(bytes_done=before + n, bytes_total=total, message=name)
+            ctx.check()
+
+        digest, size = blake3_file(path, on_progress=progress)
+        done += entry.size
+        if digest != entry.blake3 or size != entry.size:
+            corrupted.append(entry.path)
+    return missing, corrupted
 
 
 class ValidationHandler:
@@ -36,26 +66,8 @@ class ValidationHandler:
             raise InvalidInput("a validation job needs a dataset_uuid")
         record = self.datasets.get(uuid)
         folder = self.data_dir / "upload" / uuid
+        missing, corrupted = check_files(ctx, folder, record.files)
         total = record.total_size
-        done = 0
-        missing: list[str] = []
-        corrupted: list[str] = []
-        for entry in record.files:
-            path = safe_join(folder, safe_relative_path(entry.path, "path"))
-            ctx.check()
-            if not path.is_file():
-                missing.append(entry.path)
-                done += entry.size
-                continue
-
-            def progress(n: int, before: int = done, name: str = entry.path) -> None:
-                ctx.report(bytes_done=before + n, bytes_total=total, message=name)
-                ctx.check()
-
-            digest, size = blake3_file(path, on_progress=progress)
-            done += entry.size
-            if digest != entry.blake3 or size != entry.size:
-                corrupted.append(entry.path)
         report: dict[str, Any] = {
             "dataset_uuid": uuid,
             "checked": len(record.files),

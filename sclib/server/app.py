@@ -25,9 +25,11 @@ from fastapi.middleware.cors import CORSMiddleware
 import sclib
 from sclib.backends import open_store
 from sclib.datasets import DatasetStore, open_dataset_store
+from sclib.errors import JobNotFound
 from sclib.jobs.queue import JobQueue
 from sclib.jobs.registry import HandlerRegistry
 from sclib.jobs.worker import Worker
+from sclib.models import Job
 from sclib.server.auth import Authenticator, Identity, validate_settings
 from sclib.server.handlers import handlers_from_settings
 from sclib.server.problems import install_handlers
@@ -35,7 +37,13 @@ from sclib.server.uploads import UploadManager
 from sclib.settings import Settings, load_settings
 from sclib.transfers.sessions import SessionStore, open_session_store
 
-__all__ = ["ServerState", "create_app", "current_identity", "server_state"]
+__all__ = [
+    "ServerState",
+    "create_app",
+    "current_identity",
+    "server_state",
+    "visible_job",
+]
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +233,15 @@ async def _sweep(state: ServerState) -> None:
 
 IdentityDep = Depends(current_identity)
 StateDep = Depends(server_state)
+
+
+def visible_job(state: ServerState, identity: Identity, job_id: str) -> Job:
+    """The job, if the caller may see it; another user's is a 404 like a
+    missing one."""
+    job = state.queue.get(job_id)
+    if not state.auth.can_see(identity, job.owner):
+        raise JobNotFound(job_id)
+    return job
 
 
 def owner_filter(identity: Identity) -> str | None:

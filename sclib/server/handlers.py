@@ -26,15 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sclib.datasets import DatasetStore
+from sclib.datasets import DatasetFile, DatasetStore
 from sclib.datasets.records import ensure_dataset, mark, record_files
 from sclib.errors import ChecksumMismatch, InvalidInput
 from sclib.jobs.context import JobContext
 from sclib.jobs.registry import HandlerRegistry
 from sclib.jobtypes import DatasetStatus, JobType
+from sclib.pipeline.validate import check_files
 from sclib.server.fields import safe_join, safe_relative_path
 from sclib.settings import Settings, load_settings
-from sclib.transfers.hashing import blake3_file
 from sclib.transfers.sessions import SessionStore, open_session_store
 
 __all__ = [
@@ -348,22 +348,14 @@ class UploadHandler:
     def _verify(
         self, ctx: JobContext, folder: Path, files: list[Mapping[str, Any]]
     ) -> dict[str, Any]:
-        total = sum(int(f["size"]) for f in files)
-        done = 0
-        for record in files:
-            path = safe_join(folder, safe_relative_path(record["path"], "path"))
-
-            def progress(n: int, before: int = done, name: str = path.name) -> None:
-                ctx.report(bytes_done=before + n, bytes_total=total, message=name)
-                ctx.check()
-
-            digest, size = blake3_file(path, on_progress=progress)
-            done += size
-            if digest != record["blake3"] or size != int(record["size"]):
-                raise ChecksumMismatch(
-                    f"{record['path']}: the stored file's BLAKE3 differs from the "
-                    f"one verified on arrival"
-                )
+        entries = [DatasetFile(f["path"], int(f["size"]), f["blake3"]) for f in files]
+        missing, corrupted = check_files(ctx, folder, entries)
+        if missing or corrupted:
+            raise ChecksumMismatch(
+                f"{(missing + corrupted)[0]}: the stored file is gone or its BLAKE3 "
+                "differs from the one verified on arrival"
+            )
+        total = sum(f.size for f in entries)
         return {"files": [dict(f) for f in files], "bytes": total}
 
     def _import(

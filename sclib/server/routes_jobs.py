@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from sclib.errors import Forbidden, JobNotFound, NotFound
+from sclib.errors import Forbidden, NotFound
 from sclib.jobtypes import JobType
 from sclib.server.app import (
     IdentityDep,
@@ -19,6 +19,7 @@ from sclib.server.app import (
     StateDep,
     owner_filter,
     public_job,
+    visible_job,
 )
 from sclib.server.auth import Identity
 
@@ -38,13 +39,6 @@ class SubmitJob(BaseModel):
     priority: int | None = Field(default=None, ge=1, le=3)
     idempotency_key: str | None = None
     depends_on: list[str] = Field(default_factory=list)
-
-
-def _visible(state: ServerState, identity: Identity, job_id: str) -> Any:
-    job = state.queue.get(job_id)
-    if not state.auth.can_see(identity, job.owner):
-        raise JobNotFound(job_id)
-    return job
 
 
 @router.post("", status_code=201)
@@ -67,7 +61,7 @@ def submit(
         if mine and mine[0].owner != identity.email:
             raise NotFound(f"no dataset {body.dataset_uuid}")
     for dep in body.depends_on:
-        _visible(state, identity, dep)
+        visible_job(state, identity, dep)
     job = state.queue.enqueue(
         body.job_type,
         body.parameters,
@@ -122,7 +116,7 @@ def get_job(
     job_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
 ) -> dict[str, Any]:
     """One job with its event history."""
-    job = _visible(state, identity, job_id)
+    job = visible_job(state, identity, job_id)
     data = public_job(job)
     data["events"] = [
         {
@@ -145,7 +139,7 @@ def cancel_job(
     job_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
 ) -> dict[str, Any]:
     """Cancel a pending job, or ask a running one to stop (409 once finished)."""
-    _visible(state, identity, job_id)
+    visible_job(state, identity, job_id)
     return public_job(state.queue.cancel(job_id, f"cancelled by {identity.email}"))
 
 
@@ -154,5 +148,5 @@ def retry_job(
     job_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
 ) -> dict[str, Any]:
     """Run a failed or cancelled job again (409 otherwise)."""
-    _visible(state, identity, job_id)
+    visible_job(state, identity, job_id)
     return public_job(state.queue.retry(job_id))

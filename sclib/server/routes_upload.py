@@ -18,7 +18,6 @@ from starlette.concurrency import run_in_threadpool
 import sclib
 from sclib.errors import (
     InvalidInput,
-    JobNotFound,
     SclibError,
 )
 from sclib.jobtypes import JobType, SensorType
@@ -28,6 +27,7 @@ from sclib.server.app import (
     ServerState,
     StateDep,
     owner_filter,
+    visible_job,
 )
 from sclib.server.auth import Identity
 from sclib.server.common import (
@@ -50,13 +50,6 @@ router = APIRouter()
 
 _FIELD_NAMES = set(DatasetFields.model_fields)
 _ASSUMED_RATE = 50 * 1000**2  # bytes/s for estimates: a conservative network
-
-
-def _visible_job(state: ServerState, identity: Identity, job_id: str) -> Job:
-    job = state.queue.get(job_id)
-    if not state.auth.can_see(identity, job.owner):
-        raise JobNotFound(job_id)
-    return job
 
 
 def _form_schema() -> dict[str, Any]:
@@ -400,7 +393,7 @@ def status(
     job_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
 ) -> dict[str, Any]:
     """Progress of an upload or import job; 404 for unknown (or others') ids."""
-    return upload_status(_visible_job(state, identity, job_id))
+    return upload_status(visible_job(state, identity, job_id))
 
 
 @router.post("/api/upload/cancel/{job_id}", tags=["upload"])
@@ -408,7 +401,7 @@ def cancel(
     job_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
 ) -> dict[str, Any]:
     """Cancel a pending or running job (409 if it already finished)."""
-    _visible_job(state, identity, job_id)
+    visible_job(state, identity, job_id)
     job = state.queue.cancel(job_id, "cancelled by the user")
     return {
         "job_id": job.id,

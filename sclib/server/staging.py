@@ -23,19 +23,10 @@ from sclib.transfers.hashing import blake3_file, new_blake3
 if TYPE_CHECKING:
     from sclib.server.uploads import Upload, UploadManager
 
-__all__ = ["Hashers", "StagedWrite", "fsync_dir", "hash_file"]
+__all__ = ["Hashers", "StagedWrite", "fsync_dir", "fsync_file", "hash_file"]
 
 CHECKPOINT = 64 * 1024**2  # tus: record the offset at least this often
 HASHES = ("blake3", "sha256", "sha1", "md5")
-
-
-def _stream_blake3() -> Any:
-    """BLAKE3 on one thread: bytes arrive far slower than one core hashes them
-    (3+ GB/s), and parallel uploads already keep the cores busy; a thread pool
-    per update only adds hand-offs and spinning."""
-    from blake3 import blake3
-
-    return blake3()
 
 
 class Hashers:
@@ -50,7 +41,7 @@ class Hashers:
                     f"{', '.join(HASHES)}"
                 )
             self._hashers[name] = (
-                _stream_blake3() if name == "blake3" else hashlib.new(name)
+                new_blake3(threads=False) if name == "blake3" else hashlib.new(name)
             )
 
     def update(self, data: bytes | memoryview) -> None:
@@ -215,7 +206,15 @@ def verify_chunks(
 
 
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    _fsync(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def fsync_file(path: Path) -> None:
+    _fsync(path, os.O_RDONLY)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:

@@ -53,7 +53,13 @@ from sclib.jobtypes import DatasetStatus, JobType
 from sclib.models import new_job_id
 from sclib.server.fields import DatasetFields, safe_filename, safe_join
 from sclib.server.locks import WriteLock, lock_chunk, lock_upload
-from sclib.server.staging import StagedWrite, fsync_dir, hash_file, verify_chunks
+from sclib.server.staging import (
+    StagedWrite,
+    fsync_dir,
+    fsync_file,
+    hash_file,
+    verify_chunks,
+)
 from sclib.transfers.sessions import (
     ACTIVE,
     CANCELLED,
@@ -673,7 +679,7 @@ class UploadManager:
                     upload_id, state={**session.state, "committing": found}
                 )
                 final.parent.mkdir(parents=True, exist_ok=True)
-                _fsync_file(staging)
+                fsync_file(staging)
                 try:
                     # link, not rename: never replaces a file already in the dataset
                     os.link(staging, final)
@@ -841,11 +847,3 @@ def _moved(staging: Path, final: Path) -> bool:
         return os.path.samefile(staging, final)
     except OSError:
         return False
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
