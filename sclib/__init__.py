@@ -47,6 +47,7 @@ from sclib.jobtypes import (
     dataset_status_trail,
 )
 from sclib.models import ErrorRecord, Job, JobEvent, Lease, Progress
+from sclib.monitor import HealthThresholds, JobMonitor
 
 __version__ = "0.1.0.dev0"
 
@@ -93,6 +94,7 @@ __all__ = [
     "DatasetStatus",
     "ErrorRecord",
     "HandlerRegistry",
+    "HealthThresholds",
     "InvalidInput",
     "InvalidJobState",
     "InvalidTransition",
@@ -100,6 +102,7 @@ __all__ = [
     "JobCancelled",
     "JobContext",
     "JobEvent",
+    "JobMonitor",
     "JobNotFound",
     "JobQueue",
     "JobStatus",

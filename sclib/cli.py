@@ -170,6 +170,20 @@ def _build_parser() -> argparse.ArgumentParser:
     dshow = dsub.add_parser("show", help="one dataset with its files")
     dshow.add_argument("uuid")
     dshow.add_argument("--json", action="store_true")
+    drep = dsub.add_parser(
+        "reprocess", help="convert a dataset again (queues a dataset_conversion job)"
+    )
+    drep.add_argument("uuid")
+    drep.add_argument("--sensor", help="convert as this sensor instead")
+    drep.add_argument("--format", choices=["idx", "zarr"], help="output format")
+    drep.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a converter parameter (VALUE parsed as JSON if it can be); repeatable",
+    )
+    drep.add_argument("--json", action="store_true")
 
     srv = sub.add_parser(
         "serve", help="run the reference server (with a worker) under uvicorn"
@@ -208,6 +222,14 @@ def _build_parser() -> argparse.ArgumentParser:
     from sclib.cli_client import register
 
     register(sub)
+
+    from sclib.cli_monitor import register as register_monitor
+
+    register_monitor(sub)
+
+    from sclib.cli_migrate import register as register_migrate
+
+    register_migrate(sub)
 
     demo = sub.add_parser("demo", help="run the embedded demo and print its results")
     demo.add_argument("--datasets", type=int, default=3)
@@ -580,6 +602,31 @@ def _cmd_datasets(args: argparse.Namespace, settings: Settings) -> int:
                 args.json,
                 _table(rows, header) if found else "no datasets",
             )
+        elif args.dataset_action == "reprocess":
+            from sclib.pipeline.flow import Pipeline
+
+            queue = _queue(settings)
+            try:
+                pipeline = Pipeline(
+                    queue,
+                    store,
+                    settings.data_dir,
+                    output_format=settings.conversion_format,
+                )
+                result = pipeline.reprocess(
+                    args.uuid,
+                    sensor=args.sensor,
+                    output_format=args.format,
+                    conversion_params=_options(args.param, "--param") or None,
+                )
+            finally:
+                queue.close()
+            text = (
+                f"conversion queued as job {result['job_id']}"
+                if result["next"] == "dataset_conversion"
+                else f"nothing to convert: {result.get('note', '')}"
+            )
+            _emit(result, args.json, text)
         else:
             d = store.get(args.uuid)
             lines = [
@@ -722,6 +769,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_uploads(args, settings)
         if args.command == "datasets":
             return _cmd_datasets(args, settings)
+        if args.command == "migrate":
+            from sclib.cli_migrate import run as run_migrate
+
+            return run_migrate(args, settings)
+        if args.command == "monitor":
+            from sclib.cli_monitor import run as run_monitor
+
+            return run_monitor(args, settings)
         if args.command in ("upload", "status"):
             from sclib.cli_client import run
 

@@ -14,7 +14,8 @@ boundary, with ``raise ... from exc`` so the original stays attached.
     ├── InvalidInput              a value from the caller is wrong (ValueError too)
     │   ├── UnknownJobType
     │   ├── InvalidTransition     a dataset status change the table does not allow
-    │   └── BlockedAddress        a URL source resolves to a refused address (SSRF)
+    │   ├── BlockedAddress        a URL source resolves to a refused address (SSRF)
+    │   └── ConversionError       a dataset's files cannot be converted (wrong format)
     ├── NotFound                  (LookupError too)
     │   ├── JobNotFound
     │   ├── DatasetNotFound
@@ -49,6 +50,7 @@ __all__ = [
     "BlockedAddress",
     "ChecksumMismatch",
     "ConfigurationError",
+    "ConversionError",
     "DatasetConflict",
     "DatasetNotFound",
     "DestinationError",
@@ -112,6 +114,13 @@ class UnknownJobType(InvalidInput):
 
 class InvalidTransition(InvalidInput):
     """A dataset status change that the transition table does not allow."""
+
+
+class ConversionError(InvalidInput):
+    """A dataset's files cannot be converted: a file is not in the format its sensor
+    says (a text file named ``scan.tif``, a corrupt HDF5), slices that do not fit
+    together, or no file the converter understands. The message names the file
+    (its path inside the dataset). Not retryable: the same input never converts."""
 
 
 class NotFound(SclibError, LookupError):

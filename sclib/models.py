@@ -112,7 +112,8 @@ class ErrorRecord:
     at: datetime
     error: str
     worker_id: str | None = None
-    kind: str = "error"  # "error", "timeout" or "crash"
+    # "error", "fatal" (a retry cannot help: no retry), "timeout" or "crash"
+    kind: str = "error"
 
     def to_dict(self) -> dict[str, JSON]:
         return {

@@ -130,6 +130,32 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("SCLIB_CORS_ORIGINS"),
         description="Comma-separated browser origins allowed to call the API.",
     )
+    conversion_format: Literal["idx", "zarr"] = Field(
+        default="idx",
+        validation_alias=AliasChoices("SCLIB_CONVERSION_FORMAT"),
+        description="Output format of dataset conversion: OpenVisus IDX or Zarr v3.",
+    )
+    backup_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SCLIB_BACKUP_URL"),
+        description=(
+            "Where backup_creation jobs copy datasets (a folder, s3:// or gs://); "
+            "a job's own destination must lie inside it."
+        ),
+    )
+    gdrive_service_account_file: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SCLIB_GDRIVE_SERVICE_ACCOUNT_FILE"),
+        description=(
+            "A Google service-account key (JSON file) that google_sync jobs use "
+            "when they carry no credentials of their own (the old system's auth dir)."
+        ),
+    )
+    rsync_hosts: str = Field(
+        default="",
+        validation_alias=AliasChoices("SCLIB_RSYNC_HOSTS"),
+        description="Comma-separated hosts rsync_transfer jobs may copy from.",
+    )
     upload_expiry_hours: float = Field(
         default=24.0,
         gt=0,
@@ -188,13 +214,20 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("SCLIB_ALLOW_PRIVATE_ADDRESSES"),
         description="Let URL imports reach loopback and private addresses.",
     )
+    metrics_public: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("SCLIB_METRICS_PUBLIC"),
+        description="Serve /metrics without a token (else it needs an admin one).",
+    )
 
     @field_validator("sqlite_synchronous", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("worker_mode", "mongo_write_concern", mode="before")
+    @field_validator(
+        "worker_mode", "mongo_write_concern", "conversion_format", mode="before"
+    )
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -204,6 +237,9 @@ class Settings(BaseSettings):
 
     def user_job_type_list(self) -> list[str]:
         return [t.strip() for t in self.user_job_types.split(",") if t.strip()]
+
+    def rsync_host_list(self) -> list[str]:
+        return [h.strip() for h in self.rsync_hosts.split(",") if h.strip()]
 
     def import_endpoint_list(self) -> list[str]:
         return [

@@ -30,7 +30,9 @@ from sclib.models import ErrorRecord, Job, JobEvent, Lease, Progress
 if TYPE_CHECKING:
     from sclib.jobs.policy import RetryPolicy
 
-__all__ = ["ClaimedJob", "JobFilter", "JobStore", "Settlement"]
+__all__ = ["ClaimedJob", "JobFilter", "JobStore", "Settlement", "WorkerRecord"]
+
+_FINISHED_STATUSES = ("completed", "failed", "cancelled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,20 @@ class Settlement:
     result: Any = None
     error: ErrorRecord | None = None
     message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A worker's last sign of life, written by its heartbeat thread.
+
+    ``info`` holds what the worker says about itself (host, pid, types,
+    concurrency, mode); ``first_seen`` is when this worker id first reported.
+    """
+
+    worker_id: str
+    first_seen: datetime
+    last_seen: datetime
+    info: Mapping[str, Any]
 
 
 class ClaimedJob:
@@ -311,6 +327,93 @@ class JobStore(ABC):
     @abstractmethod
     def delete_finished(self, before: datetime) -> int:
         """Delete finished jobs that finished before ``before``; return how many."""
+
+    def delete_jobs(self, job_ids: Sequence[str]) -> list[str]:
+        """Delete the given jobs, with their history, unless they are running;
+        return the ids actually deleted (unknown and running ids are skipped).
+
+        Optional: the built-in stores implement it; the default refuses.
+        """
+        from sclib.errors import ConfigurationError
+
+        raise ConfigurationError(f"{type(self).__name__} cannot delete single jobs")
+
+    # -- monitoring (bounded queries; the defaults are slow fallbacks) ----------
+    #
+    # The SQLite and MongoDB stores answer each of these with indexed queries; the
+    # defaults below page through list_jobs so a third-party store is correct
+    # before it is fast.
+
+    def oldest_claimable(self) -> datetime | None:
+        """The earliest ``run_at`` among pending jobs with no unfinished
+        dependency (``None`` if there is none). It may lie in the future."""
+        best: datetime | None = None
+        for job in self._all(JobFilter(status="pending")):
+            if job.waiting_on == 0 and (best is None or job.run_at < best):
+                best = job.run_at
+        return best
+
+    def finished_counts(
+        self, start: datetime | None, end: datetime
+    ) -> Mapping[tuple[str, str], int]:
+        """Jobs by ``(status, type)`` that finished in ``[start, end)``
+        (``start=None``: no lower bound)."""
+        out: dict[tuple[str, str], int] = {}
+        for status in _FINISHED_STATUSES:
+            for job in self._all(JobFilter(status=status)):
+                at = job.finished_at
+                if at is not None and at < end and (start is None or at >= start):
+                    key = (status, job.type)
+                    out[key] = out.get(key, 0) + 1
+        return out
+
+    def finished_jobs(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        status: str | None = None,
+        owner: str | None = None,
+        limit: int = 1000,
+    ) -> list[Job]:
+        """Jobs that finished in ``[start, end)``, newest first, at most ``limit``."""
+        found = [
+            job
+            for s in ((status,) if status else _FINISHED_STATUSES)
+            for job in self._all(JobFilter(status=s, owner=owner))
+            if job.finished_at is not None and start <= job.finished_at < end
+        ]
+        found.sort(key=lambda j: (j.finished_at, j.id), reverse=True)
+        return found[:limit]
+
+    def _all(self, f: JobFilter) -> list[Job]:
+        out: list[Job] = []
+        while True:
+            page = self.list_jobs(f, limit=1000, offset=len(out))
+            out += page
+            if len(page) < 1000:
+                return out
+
+    #: whether this store keeps worker records (:meth:`record_worker`)
+    tracks_workers: ClassVar[bool] = False
+
+    def record_worker(  # noqa: B027 - optional: a store without records ignores it
+        self, worker_id: str, now: datetime, info: Mapping[str, Any]
+    ) -> None:
+        """Create or refresh this worker's record (its heartbeat thread calls it)."""
+
+    def remove_worker(self, worker_id: str) -> None:  # noqa: B027 - optional
+        """Forget a worker that stopped cleanly."""
+
+    def list_workers(
+        self, seen_since: datetime | None = None, *, limit: int = 1000
+    ) -> list[WorkerRecord]:
+        """Worker records seen at or after ``seen_since``, most recent first."""
+        return []
+
+    def delete_workers(self, seen_before: datetime) -> int:
+        """Delete worker records last seen before ``seen_before``; return how many."""
+        return 0
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release connections. The store must not be used afterwards."""

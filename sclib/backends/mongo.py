@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from sclib.backends.base import JobFilter, JobStore
+from sclib.backends.base import JobFilter, JobStore, WorkerRecord
 from sclib.errors import (
     BackendError,
     ConfigurationError,
@@ -34,7 +34,7 @@ from sclib.errors import (
     LeaseLost,
     MissingDependency,
 )
-from sclib.jobtypes import JobStatus
+from sclib.jobtypes import PRIORITY_HIGH, PRIORITY_LOW, JobStatus
 from sclib.models import ErrorRecord, Job, JobEvent, Lease, Progress
 
 try:
@@ -174,6 +174,10 @@ class MongoJobStore(JobStore):
         except (TypeError, ValueError, PyMongoError) as exc:
             raise ConfigurationError(f"bad write concern {concern!r}: {exc}") from exc
         self.coll = client[database].get_collection(collection, write_concern=wc)
+        #: one document per worker, refreshed by its heartbeat thread
+        self.workers = client[database].get_collection(
+            f"{collection}_workers", write_concern=wc
+        )
         self.database = database
         self.collection = collection
         self._sweep_after: str | None = None
@@ -241,6 +245,7 @@ class MongoJobStore(JobStore):
             self.coll.create_index("dataset_uuid", name="dataset")
             self.coll.create_index("owner", name="owner")
             self.coll.create_index("finished_at", name="finished")
+            self.workers.create_index("last_seen", name="last_seen")
         except _DRIVER_ERRORS as exc:
             err = _backend_error(exc)
             raise BackendError(f"cannot create job indexes: {err}") from exc
@@ -560,7 +565,9 @@ class MongoJobStore(JobStore):
     ) -> Job:
         current = self._find(lease.job_id)
         failures = current.get("failures", 0) + 1
-        retry_at = policy.after_error(failures, current["max_attempts"], now)
+        retry_at = policy.after_error(
+            failures, current["max_attempts"], now, retryable=error.kind != "fatal"
+        )
         fence = {**self._fence(lease), "failures": current.get("failures", 0)}
         if retry_at is not None and current.get("cancel_requested"):
             # cancelled while running, then it failed: no retry
@@ -1007,6 +1014,133 @@ class MongoJobStore(JobStore):
             res = self.coll.delete_many(
                 {"status": {"$in": _FINISHED}, "finished_at": {"$lt": before}}
             )
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc) from exc
+        return int(res.deleted_count)
+
+    def delete_jobs(self, job_ids: Sequence[str]) -> list[str]:
+        gone = []
+        try:
+            for job_id in dict.fromkeys(job_ids):  # one each: report exactly what went
+                res = self.coll.delete_one(
+                    {"_id": job_id, "status": {"$ne": "running"}}
+                )
+                if res.deleted_count:
+                    gone.append(job_id)
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc) from exc
+        return gone
+
+    # -- monitoring ------------------------------------------------------------------
+
+    def oldest_claimable(self) -> datetime | None:
+        best: datetime | None = None
+        try:
+            # one index seek per priority: the claimable index's (.., priority, run_at)
+            for priority in range(PRIORITY_HIGH, PRIORITY_LOW + 1):
+                doc = self.coll.find_one(
+                    {"status": "pending", "waiting_on": 0, "priority": priority},
+                    projection={"run_at": True},
+                    sort=[("run_at", 1)],
+                )
+                at = None if doc is None else _aware(doc["run_at"])
+                if at is not None and (best is None or at < best):
+                    best = at
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc) from exc
+        return best
+
+    def finished_counts(
+        self, start: datetime | None, end: datetime
+    ) -> Mapping[tuple[str, str], int]:
+        window: dict[str, Any] = {"$lt": end}
+        if start is not None:
+            window["$gte"] = start
+        try:
+            rows = self.coll.aggregate(
+                [
+                    {"$match": {"finished_at": window, "status": {"$in": _FINISHED}}},
+                    {
+                        "$group": {
+                            "_id": {"status": "$status", "type": "$type"},
+                            "n": {"$sum": 1},
+                        }
+                    },
+                ]
+            )
+            return {(r["_id"]["status"], r["_id"]["type"]): r["n"] for r in rows}
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc) from exc
+
+    def finished_jobs(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        status: str | None = None,
+        owner: str | None = None,
+        limit: int = 1000,
+    ) -> list[Job]:
+        query: dict[str, Any] = {"finished_at": {"$gte": start, "$lt": end}}
+        if status is not None:
+            query["status"] = status
+        if owner is not None:
+            query["owner"] = owner
+        try:
+            cursor = (
+                self.coll.find(query, projection=_NO_EVENTS)
+                .sort([("finished_at", -1), ("_id", -1)])
+                .limit(limit)
+            )
+            return [_doc_to_job(d) for d in cursor]
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc) from exc
+
+    tracks_workers = True
+
+    def record_worker(
+        self, worker_id: str, now: datetime, info: Mapping[str, Any]
+    ) -> None:
+        try:
+            self.workers.update_one(
+                {"_id": worker_id},
+                {
+                    "$set": {"info": dict(info), "last_seen": now},
+                    "$setOnInsert": {"first_seen": now},
+                },
+                upsert=True,
+            )
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc) from exc
+
+    def remove_worker(self, worker_id: str) -> None:
+        try:
+            self.workers.delete_one({"_id": worker_id})
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc) from exc
+
+    def list_workers(
+        self, seen_since: datetime | None = None, *, limit: int = 1000
+    ) -> list[WorkerRecord]:
+        query = {} if seen_since is None else {"last_seen": {"$gte": seen_since}}
+        try:
+            docs = list(
+                self.workers.find(query)
+                .sort([("last_seen", -1), ("_id", 1)])
+                .limit(limit)
+            )
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc) from exc
+        out = []
+        for d in docs:
+            first, last = _aware(d["first_seen"]), _aware(d["last_seen"])
+            assert first is not None and last is not None
+            out.append(WorkerRecord(d["_id"], first, last, d.get("info") or {}))
+        return out
+
+    def delete_workers(self, seen_before: datetime) -> int:
+        try:
+            res = self.workers.delete_many({"last_seen": {"$lt": seen_before}})
         except _DRIVER_ERRORS as exc:
             raise _backend_error(exc) from exc
         return int(res.deleted_count)

@@ -20,7 +20,13 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from sclib.backends.base import ClaimedJob, JobFilter, JobStore, Settlement
+from sclib.backends.base import (
+    ClaimedJob,
+    JobFilter,
+    JobStore,
+    Settlement,
+    WorkerRecord,
+)
 from sclib.backends.sqlite_db import SQLiteDatabase
 from sclib.errors import (
     BackendError,
@@ -28,7 +34,7 @@ from sclib.errors import (
     JobNotFound,
     LeaseLost,
 )
-from sclib.jobtypes import JobStatus
+from sclib.jobtypes import PRIORITY_HIGH, PRIORITY_LOW, JobStatus
 from sclib.models import (
     ErrorRecord,
     Job,
@@ -100,6 +106,13 @@ CREATE TABLE IF NOT EXISTS job_events (
     message   TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS job_events_job ON job_events (job_id);
+CREATE TABLE IF NOT EXISTS workers (
+    id         TEXT PRIMARY KEY,
+    info       TEXT NOT NULL DEFAULT '{}',
+    first_seen REAL NOT NULL,
+    last_seen  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS workers_seen ON workers (last_seen);
 """
 
 _FINISHED = ("completed", "failed", "cancelled")
@@ -632,7 +645,9 @@ class SQLiteJobStore(JobStore):
         failures = current["failures"] + 1
         history = json.loads(current["error_history"])
         history.append(error.to_dict())
-        retry_at = policy.after_error(failures, current["max_attempts"], now)
+        retry_at = policy.after_error(
+            failures, current["max_attempts"], now, retryable=error.kind != "fatal"
+        )
         if retry_at is not None and current["cancel_requested"]:
             # cancelled while running, then it failed: no retry
             self._finish_in(
@@ -1048,3 +1063,118 @@ class SQLiteJobStore(JobStore):
                 )
                 db.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk)
         return len(ids)
+
+    def delete_jobs(self, job_ids: Sequence[str]) -> list[str]:
+        ids = list(dict.fromkeys(job_ids))
+        gone: list[str] = []
+        with self.db.write() as db:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                found = [
+                    r[0]
+                    for r in db.execute(
+                        f"SELECT id FROM jobs WHERE id IN ({marks}) "
+                        "AND status != 'running'",
+                        chunk,
+                    ).fetchall()
+                ]
+                if not found:
+                    continue
+                gm = ", ".join("?" * len(found))
+                db.execute(f"DELETE FROM job_events WHERE job_id IN ({gm})", found)
+                db.execute(
+                    f"DELETE FROM job_deps WHERE job_id IN ({gm}) OR dep_id IN ({gm})",
+                    [*found, *found],
+                )
+                db.execute(f"DELETE FROM jobs WHERE id IN ({gm})", found)
+                gone.extend(found)
+        return gone
+
+    # -- monitoring --------------------------------------------------------------
+
+    def oldest_claimable(self) -> datetime | None:
+        # one index seek per priority: MIN over jobs_claimable's (priority, run_at)
+        parts = " UNION ALL ".join(
+            "SELECT MIN(run_at) AS m FROM jobs INDEXED BY jobs_claimable "
+            f"WHERE status = 'pending' AND waiting_on = 0 AND priority = {p}"
+            for p in range(PRIORITY_HIGH, PRIORITY_LOW + 1)
+        )
+        rows = self.db.read(f"SELECT MIN(m) FROM ({parts})")
+        return _dt(rows[0][0])
+
+    def finished_counts(
+        self, start: datetime | None, end: datetime
+    ) -> Mapping[tuple[str, str], int]:
+        lower = "" if start is None else " AND finished_at >= ?"
+        params = [to_timestamp(end)] + ([] if start is None else [to_timestamp(start)])
+        rows = self.db.read(
+            "SELECT status, type, COUNT(*) FROM jobs INDEXED BY jobs_finished "
+            "WHERE finished_at < ?" + lower + " GROUP BY status, type",
+            params,
+        )
+        return {(r[0], r[1]): r[2] for r in rows if r[0] in _FINISHED}
+
+    def finished_jobs(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        status: str | None = None,
+        owner: str | None = None,
+        limit: int = 1000,
+    ) -> list[Job]:
+        clauses = ""
+        params: list[Any] = [to_timestamp(start), to_timestamp(end)]
+        for column, value in (("status", status), ("owner", owner)):
+            if value is not None:
+                clauses += f" AND {column} = ?"
+                params.append(value)
+        rows = self.db.read(
+            "SELECT * FROM jobs INDEXED BY jobs_finished WHERE finished_at >= ? "
+            "AND finished_at < ?" + clauses + " ORDER BY finished_at DESC, id DESC "
+            "LIMIT ?",
+            [*params, limit],
+        )
+        return [_row_to_job(r) for r in rows]
+
+    tracks_workers = True
+
+    def record_worker(
+        self, worker_id: str, now: datetime, info: Mapping[str, Any]
+    ) -> None:
+        t = to_timestamp(now)
+        with self.db.write() as db:
+            db.execute(
+                "INSERT INTO workers (id, info, first_seen, last_seen) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "info = excluded.info, last_seen = excluded.last_seen",
+                (worker_id, _dumps(dict(info)), t, t),
+            )
+
+    def remove_worker(self, worker_id: str) -> None:
+        with self.db.write() as db:
+            db.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+
+    def list_workers(
+        self, seen_since: datetime | None = None, *, limit: int = 1000
+    ) -> list[WorkerRecord]:
+        since = -1.0 if seen_since is None else to_timestamp(seen_since)
+        rows = self.db.read(
+            "SELECT id, info, first_seen, last_seen FROM workers "
+            "WHERE last_seen >= ? ORDER BY last_seen DESC, id LIMIT ?",
+            (since, limit),
+        )
+        return [
+            WorkerRecord(
+                r[0], from_timestamp(r[2]), from_timestamp(r[3]), json.loads(r[1])
+            )
+            for r in rows
+        ]
+
+    def delete_workers(self, seen_before: datetime) -> int:
+        with self.db.write() as db:
+            cur = db.execute(
+                "DELETE FROM workers WHERE last_seen < ?", (to_timestamp(seen_before),)
+            )
+            return cur.rowcount

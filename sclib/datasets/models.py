@@ -35,7 +35,11 @@ __all__ = [
     "utc_now",
 ]
 
-_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+# 32 hex digits as sclib makes them, or the dashed form the legacy portal's
+# documents carry (550e8400-e29b-41d4-a716-446655440000); lowercase either way
+_UUID = re.compile(
+    r"^(?:[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
+)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _MAX_SLUG = 80
@@ -159,9 +163,10 @@ class Dataset:
         set_ = object.__setattr__
         _check_text(self.name, "name")
         _check_text(self.owner, "owner")
-        if not isinstance(self.uuid, str) or not _HEX32.match(self.uuid):
+        if not isinstance(self.uuid, str) or not _UUID.match(self.uuid):
             raise InvalidInput(
-                f"uuid must be 32 lowercase hex digits, got {self.uuid!r}"
+                "uuid must be 32 lowercase hex digits (or the dashed 8-4-4-4-12 "
+                f"form), got {self.uuid!r}"
             )
         _check_text(self.slug, "slug", empty=True)
         if self.slug and not _SLUG.match(self.slug):

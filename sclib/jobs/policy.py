@@ -56,10 +56,16 @@ class RetryPolicy:
         return capped * (1.0 - self.jitter * self.rng())
 
     def after_error(
-        self, failures: int, max_attempts: int, now: datetime
+        self,
+        failures: int,
+        max_attempts: int,
+        now: datetime,
+        *,
+        retryable: bool = True,
     ) -> datetime | None:
-        """When to run again after the ``failures``-th error; ``None`` means give up."""
-        if failures >= max_attempts:
+        """When to run again after the ``failures``-th error; ``None`` means give up
+        (always, for an error that says a retry cannot help)."""
+        if not retryable or failures >= max_attempts:
             return None
         return now + timedelta(seconds=self.delay(failures))
 

@@ -76,6 +76,13 @@ class _Outcome:
     kind: OutcomeKind
     result: Any = None
     message: str = ""
+    fatal: bool = False  # an error a retry cannot help (SclibError.retryable False)
+
+    @property
+    def error_kind(self) -> str:
+        if self.kind == "timeout":
+            return "timeout"
+        return "fatal" if self.fatal else "error"
 
 
 def _execute(handler: Handler, ctx: JobContext) -> _Outcome:
@@ -100,7 +107,8 @@ def _execute(handler: Handler, ctx: JobContext) -> _Outcome:
             exc_info=True,
         )
         tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        return _Outcome("error", message=tb)
+        fatal = isinstance(exc, SclibError) and not exc.retryable
+        return _Outcome("error", message=tb, fatal=fatal)
     if ctx.timed_out:
         return _Outcome("timeout", message="finished after its time limit")
     return _Outcome("ok", result=result)
@@ -129,11 +137,7 @@ def _record(queue: JobQueue, ctx: JobContext, outcome: _Outcome) -> str:
             return "cancelled"
         if outcome.kind == "lost":
             return "lost"
-        queue.fail(
-            lease,
-            outcome.message,
-            kind="timeout" if outcome.kind == "timeout" else "error",
-        )
+        queue.fail(lease, outcome.message, kind=outcome.error_kind)
         return "timed_out" if outcome.kind == "timeout" else "failed"
     except LeaseLost:
         log.info(
@@ -430,6 +434,7 @@ class Worker:
             for _ in range(self.concurrency + 1):
                 self._ready.put(None)
             beat.join(timeout=5)
+            self._report_gone()
         log.info("worker %s stopped: %s", self.worker_id, self.stats)
         return self.stats
 
@@ -579,7 +584,10 @@ class Worker:
                 self.queue.failure(lease, outcome.message, kind="timeout"), "timed_out"
             )
         else:
-            self._add_settlement(self.queue.failure(lease, outcome.message), "failed")
+            self._add_settlement(
+                self.queue.failure(lease, outcome.message, kind=outcome.error_kind),
+                "failed",
+            )
 
     def _count(self, what: str) -> None:
         with self._lock:  # counted from the dispatcher and the heartbeat thread
@@ -737,9 +745,11 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         # runs until the worker has shut down: jobs in their grace period still
         # need their leases renewed
+        self._report_alive()
         while not self._beat_stop.wait(self.heartbeat_interval):
             if self._hurry.is_set():
                 return
+            self._report_alive()
             with self._lock:
                 slots = [
                     # done but not yet saved too: the outcome still needs the lease
@@ -768,6 +778,27 @@ class Worker:
                     if slot.conn is not None:
                         with contextlib.suppress(OSError):
                             slot.conn.send("cancel")
+
+    def _report_alive(self) -> None:
+        """Refresh this worker's record, so monitors see it even when idle."""
+        info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "types": self.types,
+            "concurrency": self.concurrency,
+            "mode": self.mode,
+            "running": len(self._slots),
+        }
+        try:
+            self.queue.store.record_worker(self.worker_id, self.queue.clock(), info)
+        except SclibError as exc:
+            log.warning("could not record worker %s: %s", self.worker_id, exc)
+
+    def _report_gone(self) -> None:
+        try:
+            self.queue.store.remove_worker(self.worker_id)
+        except SclibError as exc:
+            log.warning("could not remove worker record %s: %s", self.worker_id, exc)
 
     def _drain(self) -> None:
         """Graceful stop: let running jobs finish, then release what is left."""

@@ -26,6 +26,7 @@ from sclib.jobs.context import JobContext
 from sclib.jobtypes import DatasetStatus
 from sclib.paths import safe_join, safe_relative_path
 from sclib.pipeline.extract import ExtractLimits, extract_archive
+from sclib.pipeline.flow import Pipeline, after_files
 from sclib.transfers.hashing import blake3_file
 
 __all__ = ["ExtractionHandler", "extraction_folder"]
@@ -60,10 +61,12 @@ class ExtractionHandler:
         data_dir: Path,
         datasets: DatasetStore | None = None,
         limits: ExtractLimits | None = None,
+        pipeline: Pipeline | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.datasets = datasets
         self.limits = limits or ExtractLimits()
+        self.pipeline = pipeline
 
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
         uuid = ctx.job.dataset_uuid
@@ -80,7 +83,9 @@ class ExtractionHandler:
             raise
         if store is not None:
             record_files(store, uuid, result["files"])
-            mark(store, uuid, DatasetStatus.DONE)
+            result["pipeline"] = after_files(
+                self.pipeline, store, ctx, uuid, result["files"], extract=False
+            )
         return result
 
     def _extract(self, ctx: JobContext, uuid: str) -> dict[str, Any]:

@@ -213,7 +213,14 @@ def create_app(
     app.include_router(routes_large.router)
     app.include_router(routes_jobs.router)
     app.include_router(routes_datasets.router)
+    from sclib.server import routes_monitor
+
+    app.include_router(routes_monitor.router)
+    app.include_router(routes_monitor.metrics_router)
     app.include_router(tus.router)
+    from sclib.server import ui
+
+    app.include_router(ui.router)  # the status page at /ui (static, public)
     return app
 
 

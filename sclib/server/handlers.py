@@ -32,6 +32,7 @@ from sclib.errors import ChecksumMismatch, InvalidInput
 from sclib.jobs.context import JobContext
 from sclib.jobs.registry import HandlerRegistry
 from sclib.jobtypes import DatasetStatus, JobType
+from sclib.pipeline.flow import Pipeline, after_files
 from sclib.pipeline.validate import check_files
 from sclib.server.fields import safe_join, safe_relative_path
 from sclib.settings import Settings, load_settings
@@ -308,8 +309,10 @@ class UploadHandler:
         allow_private: bool = False,
         path_roots: list[Path] | None = None,
         datasets: DatasetStore | None = None,
+        pipeline: Pipeline | None = None,
     ) -> None:
         self.datasets = datasets
+        self.pipeline = pipeline
         self.data_dir = Path(data_dir)
         self.sessions = sessions
         self.secret_key = secret_key
@@ -333,6 +336,8 @@ class UploadHandler:
                 result = self._verify(ctx, folder, params.get("files") or [])
             elif source == "import":
                 result = self._import(ctx, folder, params)
+            elif source == "legacy":
+                result = self._legacy(ctx, folder)
             else:
                 raise InvalidInput(f"unknown upload source {source!r}")
         except Exception as exc:
@@ -342,7 +347,14 @@ class UploadHandler:
         if store is not None:
             record_files(store, dataset_uuid, result["files"])
             if not params.get("extract"):  # else the extraction job goes on
-                mark(store, dataset_uuid, DatasetStatus.DONE)
+                result["pipeline"] = after_files(
+                    self.pipeline,
+                    store,
+                    ctx,
+                    dataset_uuid,
+                    result["files"],
+                    extract=source in ("import", "legacy"),
+                )
         return result
 
     def _verify(
@@ -357,6 +369,31 @@ class UploadHandler:
             )
         total = sum(f.size for f in entries)
         return {"files": [dict(f) for f in files], "bytes": total}
+
+    def _legacy(self, ctx: JobContext, folder: Path) -> dict[str, Any]:
+        """A dataset migrated in ``upload queued`` / ``uploading``: what the old
+        system left in its folder is hashed and recorded; nothing is fetched."""
+        from sclib.errors import SourceNotFound
+        from sclib.transfers.hashing import blake3_file
+
+        paths = (
+            sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+            if folder.is_dir()
+            else []
+        )
+        if not paths:
+            raise SourceNotFound(
+                f"no files in {folder} for this migrated upload: the old system "
+                "never stored them; upload the data again"
+            )
+        files = []
+        for path in paths:
+            ctx.check()
+            digest, size = blake3_file(path)
+            rel = path.relative_to(folder).as_posix()
+            files.append({"path": rel, "size": size, "blake3": digest})
+            ctx.report(message=rel)
+        return {"files": files, "bytes": sum(f["size"] for f in files)}
 
     def _import(
         self, ctx: JobContext, folder: Path, params: Mapping[str, Any]
@@ -424,6 +461,17 @@ def handlers_from_settings(settings: Settings | None = None) -> HandlerRegistry:
     url = settings.backend_url()
     sessions = open_session_store(url, **settings.session_store_options(url))
     datasets = open_dataset_store(url, **settings.session_store_options(url))
+    from sclib.backends import open_store
+    from sclib.jobs.queue import JobQueue
+
+    # the queue the pipeline's next steps go to (the server's, or the worker's)
+    queue = JobQueue(
+        open_store(url, **settings.store_options(url)),
+        max_crashes=settings.max_crashes,
+    )
+    pipeline = Pipeline(
+        queue, datasets, settings.data_dir, output_format=settings.conversion_format
+    )
     handler = UploadHandler(
         settings.data_dir,
         sessions,
@@ -433,16 +481,24 @@ def handlers_from_settings(settings: Settings | None = None) -> HandlerRegistry:
         allow_private=settings.allow_private_addresses,
         path_roots=settings.upload_path_root_list(),
         datasets=datasets,
+        pipeline=pipeline,
     )
+    from sclib.pipeline.conversion import ConversionHandler
     from sclib.pipeline.jobs import ExtractionHandler
+    from sclib.pipeline.maintenance import maintenance_handlers
     from sclib.pipeline.validate import ValidationHandler
 
-    extraction = ExtractionHandler(settings.data_dir, datasets)
+    extraction = ExtractionHandler(settings.data_dir, datasets, pipeline=pipeline)
+    conversion = ConversionHandler(
+        settings.data_dir, datasets, output_format=settings.conversion_format
+    )
     validation = ValidationHandler(settings.data_dir, datasets)
     return HandlerRegistry(
         {
             JobType.UPLOAD: handler,
             JobType.FILE_EXTRACTION: extraction,
+            JobType.DATASET_CONVERSION: conversion,
             JobType.DATA_VALIDATION: validation,
+            **maintenance_handlers(settings, datasets, sessions, pipeline),
         }
     )

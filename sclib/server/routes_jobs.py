@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from sclib.errors import Forbidden, NotFound
+from sclib.errors import Forbidden, InvalidInput, NotFound
 from sclib.jobtypes import JobType
 from sclib.server.app import (
     IdentityDep,
@@ -57,14 +57,19 @@ def submit(
                 "operator lists the ones they may in SCLIB_USER_JOB_TYPES)"
             )
     if body.dataset_uuid and not identity.is_admin:
-        mine = state.queue.list(dataset_uuid=body.dataset_uuid, limit=1)
-        if mine and mine[0].owner != identity.email:
+        from sclib.datasets.records import dataset_owner
+
+        owner = dataset_owner(state.datasets, body.dataset_uuid)
+        if owner is None:  # no record (yet): judge by the dataset's jobs
+            mine = state.queue.list(dataset_uuid=body.dataset_uuid, limit=1)
+            owner = mine[0].owner if mine else identity.email
+        if owner != identity.email:
             raise NotFound(f"no dataset {body.dataset_uuid}")
     for dep in body.depends_on:
         visible_job(state, identity, dep)
     job = state.queue.enqueue(
         body.job_type,
-        body.parameters,
+        _sealed(state, body.parameters),
         dataset_uuid=body.dataset_uuid,
         owner=identity.email,
         priority=body.priority,
@@ -74,6 +79,28 @@ def submit(
         depends_on=body.depends_on,
     )
     return public_job(job)
+
+
+def _sealed(state: ServerState, parameters: dict[str, Any]) -> dict[str, Any]:
+    """``parameters`` with any credentials (``service_account_json``,
+    ``access_token``, S3 keys) moved into ``sealed``, encrypted with the server's
+    SECRET_KEY, so they are never stored or shown in plain text."""
+    from sclib.server.handlers import split_config
+
+    public, secret = split_config(parameters)
+    if not secret:
+        return parameters
+    if "sealed" in parameters:
+        raise InvalidInput("parameters: give credentials or 'sealed', not both")
+    key = state.settings.secret_key
+    if key is None:
+        raise InvalidInput(
+            "parameters carry credentials, but this server has no SECRET_KEY to "
+            "seal them with; ask the operator to set one"
+        )
+    from sclib.server.secrets import SecretBox
+
+    return {**public, "sealed": SecretBox(key.get_secret_value()).seal(secret)}
 
 
 @router.get("")

@@ -329,6 +329,18 @@ class JobStoreContract:
         kinds = [e.kind for e in queue.events(job.id)]
         assert kinds.count("retried") == 2 and kinds[-1] == "failed"
 
+    def test_fatal_error_fails_at_once(self, queue: JobQueue) -> None:
+        """An error of kind ``fatal`` (a retry cannot help) ends the job on its
+        first attempt, whatever max_attempts says; an operator can still retry."""
+        job = queue.enqueue("upload", max_attempts=3)
+        claimed = queue.claim("w")
+        assert claimed is not None
+        after = queue.fail(claimed.lease, "ConversionError: bad.tif", kind="fatal")
+        assert after.status is JobStatus.FAILED
+        assert [e.kind for e in after.error_history] == ["fatal"]
+        assert queue.claim("w") is None
+        assert queue.retry(job.id).status is JobStatus.PENDING
+
     def test_operator_retry_of_failed_job(self, queue: JobQueue) -> None:
         """A failed job retried by an operator is pending again with a fresh budget."""
         job = queue.enqueue("upload", max_attempts=1)
@@ -668,6 +680,109 @@ class JobStoreContract:
             queue.get(old.id)
         assert queue.get(pending.id).status is JobStatus.PENDING
         assert queue.get(recent.id).status is JobStatus.COMPLETED
+
+    def test_delete_jobs_skips_running_and_unknown_ids(self, queue: JobQueue) -> None:
+        """delete_jobs removes pending and finished jobs with their history, leaves
+        a running job alone, ignores unknown ids, and says which went."""
+        done = queue.enqueue("upload", priority=1)
+        claimed = queue.claim("w")
+        assert claimed is not None and claimed.id == done.id
+        queue.complete(claimed.lease)
+        running = queue.enqueue("upload", priority=1)
+        claimed = queue.claim("w")
+        assert claimed is not None and claimed.id == running.id
+        pending = queue.enqueue("upload")
+        gone = queue.store.delete_jobs([done.id, running.id, pending.id, "0" * 32])
+        assert sorted(gone) == sorted([done.id, pending.id])
+        for job_id in (done.id, pending.id):
+            with pytest.raises(JobNotFound):
+                queue.get(job_id)
+        assert queue.get(running.id).status is JobStatus.RUNNING
+        assert queue.store.delete_jobs([]) == []
+
+    # -- monitoring queries ------------------------------------------------------
+
+    def test_oldest_claimable_ignores_blocked_and_finished_jobs(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """oldest_claimable is the earliest run_at of pending jobs without an
+        unfinished dependency, across priorities; None when there is none."""
+        assert queue.store.oldest_claimable() is None
+        start = clock()
+        parent = queue.enqueue("upload", priority=3)  # run_at = start
+        clock.advance(5)
+        queue.enqueue("upload", priority=1, depends_on=[parent.id])  # blocked
+        later = queue.enqueue("upload", priority=1, delay=60)
+        assert queue.store.oldest_claimable() == start
+        claimed = queue.claim("w", lease_seconds=LEASE)
+        assert claimed is not None and claimed.id == parent.id
+        assert queue.store.oldest_claimable() == later.run_at
+        queue.complete(claimed.lease)  # unblocks the child, due since start + 5
+        assert queue.store.oldest_claimable() == start + timedelta(seconds=5)
+
+    def test_finished_counts_and_jobs_by_window(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """finished_counts groups jobs finished in [start, end) by status and
+        type; finished_jobs lists them newest first, by status and owner."""
+        t0 = clock()
+        done = queue.enqueue("upload", owner="a")
+        job = queue.claim("w")
+        assert job is not None
+        queue.complete(job.lease)  # finished at t0
+        clock.advance(60)
+        bad = queue.enqueue("data_validation", owner="b", max_attempts=1)
+        job = queue.claim("w")
+        assert job is not None
+        queue.fail(job.lease, "boom")  # finished at t0 + 60
+        clock.advance(60)
+        gone = queue.enqueue("upload", owner="a")
+        queue.cancel(gone.id)  # finished at t0 + 120
+        queue.enqueue("upload")  # still pending: never counted
+        end = clock() + timedelta(seconds=1)
+        store = queue.store
+        assert dict(store.finished_counts(t0, end)) == {
+            ("completed", "upload"): 1,
+            ("failed", "data_validation"): 1,
+            ("cancelled", "upload"): 1,
+        }
+        assert dict(store.finished_counts(t0 + timedelta(seconds=1), end)) == {
+            ("failed", "data_validation"): 1,
+            ("cancelled", "upload"): 1,
+        }
+        assert dict(store.finished_counts(None, t0 + timedelta(seconds=60))) == {
+            ("completed", "upload"): 1
+        }
+        ids = [j.id for j in store.finished_jobs(t0, end)]
+        assert ids == [gone.id, bad.id, done.id]
+        assert [j.id for j in store.finished_jobs(t0, end, limit=2)] == ids[:2]
+        assert [j.id for j in store.finished_jobs(t0, end, status="failed")] == [bad.id]
+        assert [j.id for j in store.finished_jobs(t0, end, owner="a")] == [
+            gone.id,
+            done.id,
+        ]
+        assert store.finished_jobs(end, end + timedelta(hours=1)) == []
+
+    def test_worker_records(self, store: JobStore, clock: ManualClock) -> None:
+        """A worker's record is created, refreshed (first_seen kept), listed by
+        last sign of life, removed, and old ones deleted."""
+        if not store.tracks_workers:
+            pytest.skip("this store keeps no worker records")
+        t0 = clock()
+        store.record_worker("w1", t0, {"pid": 1})
+        store.record_worker("w2", t0, {"pid": 2})
+        later = clock.advance(30)
+        store.record_worker("w1", later, {"pid": 1, "running": 2})
+        found = store.list_workers()
+        assert [(w.worker_id, w.first_seen, w.last_seen) for w in found] == [
+            ("w1", t0, later),
+            ("w2", t0, t0),
+        ]
+        assert found[0].info == {"pid": 1, "running": 2}
+        assert [w.worker_id for w in store.list_workers(later)] == ["w1"]
+        assert store.delete_workers(later) == 1
+        store.remove_worker("w1")
+        assert store.list_workers() == []
 
     def test_result_round_trips(self, queue: JobQueue) -> None:
         """The handler's JSON result is stored as given."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sclib import HandlerRegistry, JobContext
+from sclib.errors import InvalidInput
 
 handlers = HandlerRegistry()
 
@@ -21,7 +22,10 @@ def echo(ctx: JobContext) -> dict[str, Any]:
 
 @handlers.register("file_extraction")
 def flaky(ctx: JobContext) -> dict[str, Any]:
-    """Fail until attempt ``ok_on``; then succeed."""
+    """Fail until attempt ``ok_on``; then succeed. With ``fatal``, raise an error
+    that says a retry cannot help."""
+    if ctx.parameters.get("fatal"):
+        raise InvalidInput(f"bad parameters on attempt {ctx.attempt}")
     if ctx.attempt < ctx.parameters.get("ok_on", 10**9):
         raise OSError(f"transient failure on attempt {ctx.attempt}")
     return {"attempt": ctx.attempt}

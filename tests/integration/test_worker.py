@@ -73,6 +73,21 @@ def test_handler_error_is_retried_then_recorded(queue: JobQueue) -> None:
     assert len(failed.error_history) == 2
 
 
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_error_that_a_retry_cannot_help_is_not_retried(
+    queue: JobQueue, mode: str
+) -> None:
+    """A handler raising an SclibError with retryable=False (InvalidInput) fails
+    its job on the first attempt, with the error kind `fatal`."""
+    job = queue.enqueue("file_extraction", {"fatal": True}, max_attempts=3)
+    Worker(queue, handlers, poll_interval=0.05, mode=mode).run(until_idle=True)
+    failed = queue.get(job.id)
+    assert failed.status is JobStatus.FAILED
+    assert failed.attempts == 1
+    assert failed.error == "sclib.errors.InvalidInput: bad parameters on attempt 1"
+    assert [e.kind for e in failed.error_history] == ["fatal"]
+
+
 def test_unusable_result_fails_with_clear_error(queue: JobQueue) -> None:
     """A handler returning something that is not JSON fails its job, saying why."""
     job = queue.enqueue("backup_creation", max_attempts=1)

@@ -8,17 +8,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server.live import LiveServer
+from tests.server.live import SECRET, LiveServer
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LiveServer]:
-    """A server whose users may submit data_compression jobs (nothing runs them:
-    its worker has no compression handler yet, so they stay pending)."""
+    """A server whose users may submit data_compression jobs, with no worker, so
+    that submitted jobs stay pending while the test looks at them."""
     live = LiveServer(
-        tmp_path / "data", env={"SCLIB_USER_JOB_TYPES": "data_compression"}
+        tmp_path / "data", env={"SCLIB_USER_JOB_TYPES": "data_compression"}, workers=0
     ).start()
     try:
         yield live
@@ -103,3 +103,39 @@ def test_json_bodies_are_capped_before_auth(server: LiveServer) -> None:
     )
     assert r.status_code == 413
     assert r.json()["code"] == "too_large"
+
+
+def test_credentials_in_job_parameters_are_sealed(tmp_path: Path) -> None:
+    """Credentials given in a submitted job's parameters (a google_sync job's
+    service-account key) are stored sealed: neither the job's page nor the job
+    store holds them in plain text, and a worker with the SECRET_KEY opens them."""
+    from sclib.jobs.queue import JobQueue
+    from sclib.server.secrets import SecretBox
+
+    live = LiveServer(
+        tmp_path / "data", env={"SCLIB_USER_JOB_TYPES": "google_sync"}, workers=0
+    ).start()
+    try:
+        key = '{"type": "service_account", "private_key": "-----BEGIN xyz"}'
+        r = httpx.post(
+            f"{live.url}/api/v1/jobs",
+            json={
+                "job_type": "google_sync",
+                "parameters": {"folder_id": "abc", "service_account_json": key},
+            },
+            headers=live.headers(),
+        )
+        assert r.status_code == 201, r.text
+        shown = httpx.get(
+            f"{live.url}/api/v1/jobs/{r.json()['job_id']}", headers=live.headers()
+        ).text
+        assert "BEGIN xyz" not in shown
+        queue = JobQueue.open(f"sqlite:///{live.data_dir / 'sclib.db'}")
+        stored = queue.get(r.json()["job_id"]).parameters
+        queue.close()
+        assert set(stored) == {"folder_id", "sealed"}
+        assert "BEGIN xyz" not in str(stored)
+        opened = SecretBox(SECRET).open(stored["sealed"])
+        assert opened == {"service_account_json": key}
+    finally:
+        live.stop()

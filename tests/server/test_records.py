@@ -73,7 +73,7 @@ def test_datasets_api_shows_what_was_uploaded(live_server: LiveServer) -> None:
     r = httpx.post(
         f"{u}/api/upload/upload",
         files={"file": ("scan.tif", data)},
-        data={**FIELDS, "tags": "beamline,run7"},
+        data={**FIELDS, "convert": "false", "tags": "beamline,run7"},
         headers=h,
     ).json()
     assert wait_job(live_server, r["job_id"])["status"] == "completed"

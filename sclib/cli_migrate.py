@@ -1,0 +1,152 @@
+"""``sclib migrate``: move datasets of the old status-based system onto the queue.
+
+::
+
+    sclib migrate [--from FILE] [--dataset-uuid U] [--apply] [--json]
+    sclib migrate validate [--dataset-uuid U] [--json]
+    sclib migrate rollback [--dataset-uuid U] [--apply] [--json]
+
+``migrate`` and ``rollback`` are dry runs unless ``--apply`` is given. Exit codes:
+0 nothing to report; 1 problems were found (and reported; everything else was
+done); 2 bad usage. See :mod:`sclib.migrate` and ``docs/operations.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sclib.migrate import Migrator, load_legacy_file
+from sclib.settings import Settings
+
+__all__ = ["register", "run"]
+
+EXIT_OK, EXIT_PROBLEMS = 0, 1
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    """Add ``migrate`` (with ``validate`` and ``rollback``) to ``sclib``'s parser."""
+    m = sub.add_parser(
+        "migrate",
+        help="create the jobs that continue datasets of the old system",
+        description="Read the legacy dataset documents and create the job that "
+        "continues each one from its status. A dry run unless --apply is given.",
+    )
+    m.add_argument(
+        "--from",
+        dest="from_file",
+        type=Path,
+        metavar="FILE",
+        help="import legacy documents from a JSON array or JSONL export first",
+    )
+    m.add_argument("--dataset-uuid", metavar="U", help="only this dataset")
+    m.add_argument("--apply", action="store_true", help="do it (default: only plan)")
+    m.add_argument("--json", action="store_true")
+    msub = m.add_subparsers(dest="migrate_action", required=False, parser_class=type(m))
+    v = msub.add_parser("validate", help="check each dataset's status against its jobs")
+    v.add_argument("--dataset-uuid", metavar="U", help="only this dataset")
+    v.add_argument("--json", action="store_true")
+    r = msub.add_parser(
+        "rollback", help="delete migrated jobs and restore the documents"
+    )
+    r.add_argument("--dataset-uuid", metavar="U", help="only this dataset")
+    r.add_argument("--apply", action="store_true", help="do it (default: only plan)")
+    r.add_argument("--json", action="store_true")
+
+
+def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    )
+
+
+def _print(data: dict[str, Any], as_json: bool, text: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+def _say(notes: Sequence[str], problems: Sequence[str]) -> str:
+    return "; ".join([*(f"PROBLEM: {p}" for p in problems), *notes])
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run ``sclib migrate ...``; the exit code."""
+    url = settings.backend_url()
+    migrator = Migrator.open(
+        url,
+        store_options=settings.store_options(url),
+        dataset_options=settings.session_store_options(url),
+    )
+    try:
+        action = getattr(args, "migrate_action", None)
+        if action == "validate":
+            return _validate(migrator, args)
+        if action == "rollback":
+            return _rollback(migrator, args)
+        return _migrate(migrator, args)
+    finally:
+        migrator.close()
+
+
+def _migrate(migrator: Migrator, args: argparse.Namespace) -> int:
+    imports = load_legacy_file(args.from_file) if args.from_file else None
+    report = migrator.migrate(
+        apply=args.apply, imports=imports, dataset_uuid=args.dataset_uuid
+    )
+    rows = [
+        [
+            i.uuid or "?",
+            i.status or "?",
+            i.action + (" (import)" if i.imported and i.action != "skip" else ""),
+            i.job_type or "",
+            i.job_id or "",
+            _say(
+                i.notes + ([f"sets {', '.join(i.changes)}"] if i.changes else []),
+                i.problems,
+            ),
+        ]
+        for i in report.items
+    ]
+    c = report.counts()
+    verb = "done" if args.apply else "dry run, nothing changed (run with --apply)"
+    summary = (
+        f"{len(report.items)} datasets: {c['create']} jobs to create, "
+        f"{c['exists']} already continued, {c['nothing']} need nothing, "
+        f"{c['skip']} skipped with problems; {c['imported']} from the file, "
+        f"{c['normalised']} documents normalised; {verb}"
+    )
+    header = ["UUID", "STATUS", "ACTION", "JOB TYPE", "JOB", "NOTES"]
+    text = (_table(rows, header) + "\n" if rows else "") + summary
+    _print(report.to_dict(), args.json, text)
+    return EXIT_PROBLEMS if report.problems else EXIT_OK
+
+
+def _validate(migrator: Migrator, args: argparse.Namespace) -> int:
+    report = migrator.validate(args.dataset_uuid)
+    rows = [
+        [i.uuid or "?", i.status or "?", ",".join(i.jobs), "; ".join(i.problems)]
+        for i in report.problems
+    ]
+    text = (
+        _table(rows, ["UUID", "STATUS", "LIVE JOBS", "PROBLEM"]) + "\n" if rows else ""
+    ) + (f"{len(report.items)} datasets checked, {len(report.problems)} with problems")
+    _print(report.to_dict(), args.json, text)
+    return EXIT_OK if report.ok else EXIT_PROBLEMS
+
+
+def _rollback(migrator: Migrator, args: argparse.Namespace) -> int:
+    report = migrator.rollback(args.dataset_uuid, apply=args.apply)
+    rows = [
+        [i.uuid, i.document, str(len(i.jobs)), "; ".join(i.problems)]
+        for i in report.items
+    ]
+    verb = "rolled back" if args.apply else "to roll back (run with --apply)"
+    text = (
+        _table(rows, ["UUID", "DOCUMENT", "JOBS", "PROBLEM"]) + "\n" if rows else ""
+    ) + f"{len(report.items) - len(report.problems)} datasets {verb}"
+    _print(report.to_dict(), args.json, text)
+    return EXIT_PROBLEMS if report.problems else EXIT_OK

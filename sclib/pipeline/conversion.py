@@ -1,0 +1,232 @@
+"""The ``dataset_conversion`` job: a dataset's files to a streamable format.
+
+The converter for the dataset's sensor (:mod:`sclib.pipeline.convert`) writes into
+an attempt-scoped temp folder, ``<data>/tmp/convert/<job>-<attempt>/``. Once it has
+finished, a marker (``.sclib-conversion.json``: the input fingerprint, the
+converter, what it wrote) is added, everything is fsync'ed, and the folder is
+published at ``<data>/converted/<uuid>/`` in one atomic step
+(:func:`~sclib.pipeline.publish.publish_dir`). So a worker killed at any moment
+leaves either the previous output or nothing at the final path, never a partial
+one; the retried attempt deletes the dead attempt's temp folder and starts over.
+
+A job whose input (file listing, sensor, parameters, format) equals the marker of
+the published output does nothing: a retry after the publish, or a second
+conversion queued while a multi-file upload was finishing, costs one read.
+
+Dataset statuses: ``conversion queued`` -> ``converting`` -> ``done``, or
+``conversion error`` with a message naming the file that could not be converted.
+A sensor without a converter (``OTHER``) is not an error: ``done``, with a note
+in the job's result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from sclib.datasets import Dataset, DatasetStore
+from sclib.datasets.records import mark
+from sclib.errors import InvalidInput
+from sclib.jobs.context import JobContext
+from sclib.jobtypes import DatasetStatus
+from sclib.pipeline.flow import files_fingerprint
+from sclib.pipeline.publish import fsync_tree, publish_dir
+
+__all__ = ["MARKER", "ConversionHandler", "converted_dir"]
+
+log = logging.getLogger(__name__)
+
+#: The file that describes a published conversion, inside its folder.
+MARKER = ".sclib-conversion.json"
+
+_FORMATS = ("idx", "zarr")
+# read by the handler itself; the seed's input_path / output_path are ignored: a
+# dataset's input and output folders are fixed by its uuid, never taken from a job
+# (and the bookkeeping other parts add: migration marks, dataset fields)
+_PASSED = frozenset(
+    {
+        "sensor",
+        "sensor_type",
+        "output_format",
+        "force",
+        "input_path",
+        "output_path",
+        "migrated",
+        "legacy_status",
+        "dataset_name",
+    }
+)
+
+
+def converted_dir(data_dir: Path, uuid: str) -> Path:
+    """Where dataset ``uuid``'s converted output is published."""
+    return Path(data_dir) / "converted" / uuid
+
+
+class ConversionHandler:
+    """The ``dataset_conversion`` job handler; see the module docstring.
+
+    Parameters of the job (all optional): ``sensor`` (default: the dataset's),
+    ``output_format`` (``idx`` or ``zarr``; default ``output_format`` here),
+    ``force`` (convert even when the published output is up to date), and the
+    converter's own parameters (e.g. ``dataset`` for HDF5), also accepted nested
+    under ``conversion_params`` as the seed's jobs carry them.
+    """
+
+    def __init__(
+        self, data_dir: Path, datasets: DatasetStore, *, output_format: str = "idx"
+    ) -> None:
+        if output_format not in _FORMATS:
+            raise InvalidInput(
+                f"output_format must be one of {', '.join(_FORMATS)}, "
+                f"got {output_format!r}"
+            )
+        self.data_dir = Path(data_dir)
+        self.datasets = datasets
+        self.output_format = output_format
+
+    def __call__(self, ctx: JobContext) -> dict[str, Any]:
+        uuid = ctx.job.dataset_uuid
+        if not uuid:
+            raise InvalidInput("a conversion job needs a dataset_uuid")
+        record = self.datasets.get(uuid)
+        params = dict(ctx.parameters)
+        sensor = str(params.get("sensor") or params.get("sensor_type") or record.sensor)
+        fmt = str(params.get("output_format") or self.output_format)
+        if fmt not in _FORMATS:
+            raise InvalidInput(
+                f"output_format must be one of {', '.join(_FORMATS)}, got {fmt!r}"
+            )
+        options = _converter_options(params)
+        fingerprint = files_fingerprint(
+            record, {"sensor": sensor, "output_format": fmt, "options": options}
+        )
+        final = converted_dir(self.data_dir, uuid)
+        published = _read_marker(final)
+        if (
+            not params.get("force")
+            and published is not None
+            and published.get("fingerprint") == fingerprint
+        ):
+            # made from the same input already (a retry after the publish, or an
+            # earlier job of a multi-file upload)
+            self._enter(uuid)
+            mark(self.datasets, uuid, DatasetStatus.DONE)
+            return {**published, "up_to_date": True}
+
+        from sclib.pipeline.convert import converter_for
+
+        converter = converter_for(sensor)
+        if converter is None:
+            self._enter(uuid)
+            mark(self.datasets, uuid, DatasetStatus.DONE)
+            return {"note": f"no converter for sensor {sensor!r}; nothing to convert"}
+        self._enter(uuid)
+        try:
+            result = self._convert(ctx, record, converter, sensor, fmt, options)
+        except Exception as exc:
+            mark(self.datasets, uuid, DatasetStatus.CONVERSION_ERROR, str(exc))
+            raise
+        result["fingerprint"] = fingerprint
+        self._publish(ctx, result, final)
+        mark(self.datasets, uuid, DatasetStatus.DONE)
+        log.info("dataset %s converted by %s", uuid, result["converter"])
+        return result
+
+    def _enter(self, uuid: str) -> None:
+        """``converting``, through ``conversion queued`` when coming from elsewhere
+        (a reprocessed ``done`` dataset, a retry after ``conversion error``)."""
+        current = self.datasets.get(uuid).status
+        if current not in (DatasetStatus.CONVERSION_QUEUED, DatasetStatus.CONVERTING):
+            mark(self.datasets, uuid, DatasetStatus.CONVERSION_QUEUED)
+        mark(self.datasets, uuid, DatasetStatus.CONVERTING)
+
+    def _temp(self, ctx: JobContext) -> Path:
+        root = self.data_dir / "tmp" / "convert"
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(f"{ctx.job.id}-*"):  # a killed attempt's leftovers
+            shutil.rmtree(stale, ignore_errors=True)
+        temp = root / f"{ctx.job.id}-{ctx.attempt}"
+        temp.mkdir()
+        return temp
+
+    def _convert(
+        self,
+        ctx: JobContext,
+        record: Dataset,
+        converter: Any,
+        sensor: str,
+        fmt: str,
+        options: dict[str, Any],
+    ) -> dict[str, Any]:
+        from sclib.pipeline.convert import ConversionRequest
+
+        temp = self._temp(ctx)
+
+        def progress(done: int, total: int, message: str) -> None:
+            ctx.report(bytes_done=done, bytes_total=total, message=message)
+
+        try:
+            outcome = converter.convert(
+                ConversionRequest(
+                    input_dir=self.data_dir / "upload" / record.uuid,
+                    files=sorted(f.path for f in record.files),
+                    output_dir=temp,
+                    sensor=sensor,
+                    params=options,
+                    output_format=fmt,
+                    check=ctx.check,
+                    progress=progress,
+                )
+            )
+            ctx.check()
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        return {
+            "temp": str(temp),
+            "converter": getattr(converter, "name", type(converter).__name__),
+            "sensor": sensor,
+            "output_format": fmt,
+            "entry_point": outcome.entry_point,
+            "outputs": list(outcome.outputs),
+            "inputs": list(outcome.inputs),
+            "note": outcome.note,
+            "options": options,
+        }
+
+    def _publish(self, ctx: JobContext, result: dict[str, Any], final: Path) -> None:
+        temp = Path(result.pop("temp"))
+        try:
+            (temp / MARKER).write_text(json.dumps(result, indent=2, default=str))
+            fsync_tree(temp)
+            ctx.check()  # the last moment a cancel can still stop the publish
+            publish_dir(temp, final)
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
+        result["path"] = str(final)
+
+
+def _converter_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The converter's own parameters: the job's, minus the handler's, plus those
+    nested under ``conversion_params``."""
+    options = {k: v for k, v in params.items() if k not in _PASSED}
+    for name in ("conversion_params", "conversion_parameters"):
+        nested = options.pop(name, None)
+        if nested is None:
+            continue
+        if not isinstance(nested, dict):
+            raise InvalidInput(f"{name} must be an object, got {type(nested).__name__}")
+        options.update(nested)
+    return options
+
+
+def _read_marker(final: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((final / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,243 @@
+"""What happens to a dataset after files land in it: the pipeline's next step.
+
+Every job that adds files to a dataset (``upload``, ``file_extraction``,
+``google_sync``, ``rsync_transfer``) ends by calling :meth:`Pipeline.after_files`,
+which decides what comes next, by the dataset's record:
+
+1. archives among the new files get a ``file_extraction`` job each (status
+   ``unzipping``); the extraction job calls back here when it is done;
+2. otherwise, if the dataset asks for conversion (``convert``) and a converter
+   exists for its sensor, a ``dataset_conversion`` job is queued (``conversion
+   queued``);
+3. otherwise the dataset is ``done``; a dataset whose sensor has no converter
+   (``OTHER``, ``MAPIR``) is not an error, and the step's result says so.
+
+Several uploads into one dataset may finish at the same time. The conversion job
+is queued with an idempotency key made of the dataset's file listing, and waits
+(``depends_on``) for every other ingest job of the dataset that is still pending or
+running, so it converts the complete dataset once they are all through; an earlier
+conversion job that finds the published output already made from the same files
+does nothing (see :mod:`sclib.pipeline.conversion`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import blake3
+
+from sclib.datasets import Dataset, DatasetStore
+from sclib.datasets.records import mark
+from sclib.jobs.context import JobContext
+from sclib.jobs.queue import JobQueue
+from sclib.jobtypes import DatasetStatus, JobStatus, JobType
+from sclib.paths import safe_join, safe_relative_path
+
+__all__ = ["INGEST_TYPES", "Pipeline", "after_files", "files_fingerprint"]
+
+log = logging.getLogger(__name__)
+
+#: Job types that add files to a dataset; conversion waits for them.
+INGEST_TYPES = frozenset(
+    {
+        JobType.UPLOAD.value,
+        JobType.FILE_EXTRACTION.value,
+        JobType.GOOGLE_SYNC.value,
+        JobType.RSYNC_TRANSFER.value,
+    }
+)
+
+
+def files_fingerprint(dataset: Dataset, extra: Mapping[str, Any] | None = None) -> str:
+    """A short digest of the dataset's file listing (path, size, BLAKE3 of each)
+    and of ``extra`` (sensor, parameters, format): equal fingerprints mean the same
+    conversion input."""
+    listing = [[f.path, f.size, f.blake3] for f in dataset.files]
+    text = json.dumps([listing, dict(extra or {})], sort_keys=True, default=str)
+    return blake3.blake3(text.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Queues a dataset's next step; shared by the handlers of one worker.
+
+    ``converters`` answers whether a sensor has a converter (by default the
+    registry of :mod:`sclib.pipeline.convert`); ``output_format`` is the default
+    format of conversion output (``idx`` or ``zarr``).
+    """
+
+    queue: JobQueue
+    datasets: DatasetStore
+    data_dir: Path
+    output_format: str = "idx"
+
+    def after_files(
+        self,
+        ctx: JobContext,
+        uuid: str,
+        files: Iterable[Mapping[str, Any]] = (),
+        *,
+        extract: bool = True,
+    ) -> dict[str, Any]:
+        """Queue what comes after ``files`` were recorded in dataset ``uuid`` by the
+        job of ``ctx``; returns a summary for the job's result (``next`` names the
+        step: ``file_extraction``, ``dataset_conversion`` or ``done``)."""
+        record = self.datasets.get(uuid)
+        job = ctx.job
+        if extract:
+            extraction = self._extract_archives(job.id, record, files)
+            if extraction:
+                mark(self.datasets, uuid, DatasetStatus.UNZIPPING)
+                return {"next": JobType.FILE_EXTRACTION.value, "job_ids": extraction}
+        return self.queue_conversion(record, exclude=job.id)
+
+    def queue_conversion(
+        self,
+        record: Dataset,
+        *,
+        exclude: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        force: bool = False,
+        owner: str | None = None,
+    ) -> dict[str, Any]:
+        """Queue the conversion of ``record`` if it asks for one and its sensor has
+        a converter, else mark it ``done``.
+
+        ``force`` (a reprocess) queues it even when ``convert`` is false or the
+        same input was converted before. Jobs of the dataset still adding files
+        (other than ``exclude``, the caller's own job) are waited for.
+        """
+        from sclib.pipeline.convert import converter_for
+
+        params = dict(parameters or {})
+        sensor = str(params.get("sensor") or record.sensor)
+        converter = converter_for(sensor)
+        if not (record.convert or force) or converter is None:
+            note = (
+                "conversion not requested"
+                if not (record.convert or force)
+                else f"no converter for sensor {sensor!r}: files kept as they are"
+            )
+            mark(self.datasets, record.uuid, DatasetStatus.DONE)
+            return {"next": "done", "note": note}
+        params.setdefault("output_format", self.output_format)
+        params["sensor"] = sensor
+        if force:
+            params["force"] = True
+        waiting = self._active_ingest(record.uuid, exclude)
+        key = f"convert:{record.uuid}:{files_fingerprint(record, params)}"
+        if force:
+            key += f":{uuid4().hex}"
+        mark(self.datasets, record.uuid, DatasetStatus.CONVERSION_QUEUED)
+        job = self.queue.enqueue(
+            JobType.DATASET_CONVERSION,
+            params,
+            dataset_uuid=record.uuid,
+            owner=owner or record.owner,
+            depends_on=waiting,
+            idempotency_key=key,
+        )
+        log.info("dataset %s: conversion queued as %s", record.uuid, job.id)
+        return {"next": JobType.DATASET_CONVERSION.value, "job_id": job.id}
+
+    def reprocess(
+        self,
+        uuid: str,
+        *,
+        sensor: str | None = None,
+        output_format: str | None = None,
+        conversion_params: Mapping[str, Any] | None = None,
+        owner: str | None = None,
+    ) -> dict[str, Any]:
+        """Convert dataset ``uuid`` again, even if its output is up to date.
+
+        ``sensor`` and ``output_format`` override the dataset's for this run;
+        ``conversion_params`` go to the converter. Refused with
+        :class:`~sclib.errors.DatasetConflict` while a conversion of the dataset
+        is already queued or running.
+        """
+        from sclib.datasets import DatasetConflict
+        from sclib.errors import InvalidInput
+        from sclib.jobtypes import SensorType
+
+        record = self.datasets.get(uuid)
+        params: dict[str, Any] = {}
+        if sensor is not None:
+            params["sensor"] = SensorType.parse(sensor).value
+        if output_format is not None:
+            if output_format not in ("idx", "zarr"):
+                raise InvalidInput(
+                    f"output_format must be idx or zarr, got {output_format!r}"
+                )
+            params["output_format"] = output_format
+        if conversion_params is not None:
+            if not isinstance(conversion_params, Mapping):
+                raise InvalidInput("conversion_params must be an object")
+            params["conversion_params"] = dict(conversion_params)
+        for status in (JobStatus.PENDING, JobStatus.RUNNING):
+            busy = self.queue.list(
+                status=status.value,
+                dataset_uuid=uuid,
+                job_type=JobType.DATASET_CONVERSION.value,
+                limit=1,
+            )
+            if busy:
+                raise DatasetConflict(
+                    f"dataset {uuid} already has a conversion {status.value} "
+                    f"(job {busy[0].id}); wait for it or cancel it first"
+                )
+        return self.queue_conversion(record, parameters=params, force=True, owner=owner)
+
+    def _extract_archives(
+        self, job_id: str, record: Dataset, files: Iterable[Mapping[str, Any]]
+    ) -> list[str]:
+        from sclib.pipeline.extract import is_archive
+
+        root = Path(self.data_dir) / "upload" / record.uuid
+        ids = []
+        for entry in files:
+            path = str(entry["path"])
+            if not is_archive(safe_join(root, safe_relative_path(path, "path"))):
+                continue
+            extraction = self.queue.enqueue(
+                JobType.FILE_EXTRACTION,
+                {"archive": path},
+                dataset_uuid=record.uuid,
+                owner=record.owner,
+                idempotency_key=f"extract:{record.uuid}:{path}:{entry['blake3']}",
+            )
+            ids.append(extraction.id)
+        return ids
+
+    def _active_ingest(self, uuid: str, exclude: str | None) -> list[str]:
+        active = []
+        for status in (JobStatus.PENDING, JobStatus.RUNNING):
+            for job in self.queue.list(
+                status=status.value, dataset_uuid=uuid, limit=10_000
+            ):
+                if job.type in INGEST_TYPES and job.id != exclude:
+                    active.append(job.id)
+        return active
+
+
+def after_files(
+    pipeline: Pipeline | None,
+    datasets: DatasetStore,
+    ctx: JobContext,
+    uuid: str,
+    files: Iterable[Mapping[str, Any]] = (),
+    *,
+    extract: bool = True,
+) -> dict[str, Any]:
+    """:meth:`Pipeline.after_files`, or, for a handler built without a pipeline
+    (a bare library setup), simply ``done``."""
+    if pipeline is None:
+        mark(datasets, uuid, DatasetStatus.DONE)
+        return {"next": "done"}
+    return pipeline.after_files(ctx, uuid, files, extract=extract)
