@@ -11,9 +11,13 @@ It writes one multi-page uint16 TIFF (``--side`` x ``--side`` pixels per page,
 as many pages as make ``--size``; 12-bit noise on a gradient, so zip has
 something to do) and times, in MB/s of TIFF input (10^6 bytes/s):
 
-1. **sclib**: ``converter_for("TIFF").convert(ConversionRequest(...))``, the code
-   the ``dataset_conversion`` job runs: pages read one at a time, written as
-   64 MiB slabs, then the blocks zip-compressed a batch at a time;
+1. **sclib**: the whole ``dataset_conversion`` job (``ConversionHandler`` on a
+   dataset whose record holds the TIFF with its BLAKE3): the TIFF converter reads
+   pages one at a time, writes 64 MiB slabs and zip-compresses the blocks a batch
+   at a time; then the job verifies the input against its recorded BLAKE3 again,
+   writes its marker, fsyncs every output file and publishes the folder
+   atomically at ``converted/<uuid>/`` (the checkpointing and verification the
+   plain script does not do);
 2. **plain**: the script a person would write with the same libraries::
 
        data = tifffile.imread(path)                      # the whole stack
@@ -95,16 +99,44 @@ def make_stack(path: Path, size: int, side: int) -> tuple[int, int]:
 # -- the two contenders, each run in a child process ---------------------------------
 
 
-def run_sclib(src: Path, out: Path) -> None:
-    from sclib.pipeline.convert import ConversionRequest, converter_for
+UUID = "b" * 32
 
-    converter = converter_for("TIFF")
-    assert converter is not None
-    converter.convert(
-        ConversionRequest(
-            input_dir=src.parent, files=[src.name], output_dir=out, sensor="TIFF"
-        )
+
+def sclib_output(out: Path) -> Path:
+    """Where the job publishes: ``<data>/converted/<uuid>/visus.idx``."""
+    return out / "data" / "converted" / UUID / "visus.idx"
+
+
+def prepare_sclib(src: Path, out: Path) -> Any:
+    """The dataset the job converts (untimed: this is what an upload leaves): the
+    TIFF linked into ``<data>/upload/<uuid>/`` and its record with its BLAKE3."""
+    from sclib.datasets import Dataset, DatasetFile, MemoryDatasetStore
+    from sclib.jobs.context import JobContext
+    from sclib.jobtypes import JobStatus
+    from sclib.models import Job
+    from sclib.pipeline.conversion import ConversionHandler
+    from sclib.transfers.hashing import blake3_file
+
+    folder = out / "data" / "upload" / UUID
+    folder.mkdir(parents=True)
+    os.link(src, folder / src.name)
+    digest, size = blake3_file(src)
+    store = MemoryDatasetStore()
+    store.create(Dataset(uuid=UUID, name="bench", owner="b@example.org", sensor="TIFF"))
+    store.add_files(UUID, [DatasetFile(src.name, size, digest)])
+    handler = ConversionHandler(out / "data", store)
+    job = Job(
+        id="c" * 32,
+        type="dataset_conversion",
+        status=JobStatus.RUNNING,
+        priority=1,
+        parameters={},
+        dataset_uuid=UUID,
+        owner="b@example.org",
+        worker_id="bench",
+        attempts=1,
     )
+    return lambda: handler(JobContext(job))
 
 
 def run_plain(src: Path, out: Path) -> None:
@@ -123,8 +155,15 @@ def run_plain(src: Path, out: Path) -> None:
 
 
 def child(which: str, src: Path, out: Path) -> None:
+    if which == "sclib":
+        run = prepare_sclib(src, out)
+    else:
+
+        def run() -> None:
+            run_plain(src, out)
+
     start = time.perf_counter()
-    (run_sclib if which == "sclib" else run_plain)(src, out)
+    run()
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"seconds": seconds, "peak_rss": peak}), flush=True)
@@ -148,8 +187,9 @@ def run_child(which: str, src: Path, out: Path) -> dict[str, Any]:
         raise RuntimeError(f"{which} failed: {proc.stderr[-2000:]}")
     line = proc.stdout.strip().splitlines()[-1]
     result: dict[str, Any] = json.loads(line)
+    root = sclib_output(out).parent if which == "sclib" else out  # not the input
     result["output_bytes"] = sum(
-        p.stat().st_size for p in out.rglob("*") if p.is_file()
+        p.stat().st_size for p in root.rglob("*") if p.is_file()
     )
     return result
 
@@ -208,7 +248,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
         for which in CONTENDERS:
             log(f"checking {which}'s output against the TIFF ...")
-            check_output(src, work / which / "visus.idx", pages, which)
+            idx = (
+                sclib_output(work / which)
+                if which == "sclib"
+                else work / which / "visus.idx"
+            )
+            check_output(src, idx, pages, which)
         stats = {c: summarize(seconds[c], size) for c in CONTENDERS}
         for c in CONTENDERS:
             stats[c]["peak_rss_mib"] = max(peaks[c]) / MIB

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sclib.errors import InvalidInput
 from sclib.migrate import Migrator, load_legacy_file
 from sclib.settings import Settings
 
@@ -46,15 +48,21 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     m.add_argument("--apply", action="store_true", help="do it (default: only plan)")
     m.add_argument("--json", action="store_true")
     msub = m.add_subparsers(dest="migrate_action", required=False, parser_class=type(m))
+    # The actions repeat migrate's options with SUPPRESS defaults: argparse lets a
+    # sub-parser's defaults overwrite what was parsed before it, so
+    # `migrate --dataset-uuid U rollback --apply` would otherwise roll back all.
+    keep = argparse.SUPPRESS
     v = msub.add_parser("validate", help="check each dataset's status against its jobs")
-    v.add_argument("--dataset-uuid", metavar="U", help="only this dataset")
-    v.add_argument("--json", action="store_true")
+    v.add_argument("--dataset-uuid", metavar="U", default=keep, help="only this one")
+    v.add_argument("--json", action="store_true", default=keep)
     r = msub.add_parser(
         "rollback", help="delete migrated jobs and restore the documents"
     )
-    r.add_argument("--dataset-uuid", metavar="U", help="only this dataset")
-    r.add_argument("--apply", action="store_true", help="do it (default: only plan)")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--dataset-uuid", metavar="U", default=keep, help="only this one")
+    r.add_argument(
+        "--apply", action="store_true", default=keep, help="do it (default: only plan)"
+    )
+    r.add_argument("--json", action="store_true", default=keep)
 
 
 def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
@@ -75,6 +83,14 @@ def _say(notes: Sequence[str], problems: Sequence[str]) -> str:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``sclib migrate ...``; the exit code."""
+    action = getattr(args, "migrate_action", None)
+    if action is not None and args.from_file is not None:
+        raise InvalidInput(
+            f"--from imports documents for `sclib migrate [--apply]`; "
+            f"`sclib migrate {action}` does not take it"
+        )
+    if action == "validate" and args.apply:
+        raise InvalidInput("--apply: `sclib migrate validate` changes nothing")
     url = settings.backend_url()
     migrator = Migrator.open(
         url,
@@ -82,7 +98,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         dataset_options=settings.session_store_options(url),
     )
     try:
-        action = getattr(args, "migrate_action", None)
         if action == "validate":
             return _validate(migrator, args)
         if action == "rollback":
@@ -122,7 +137,18 @@ def _migrate(migrator: Migrator, args: argparse.Namespace) -> int:
     header = ["UUID", "STATUS", "ACTION", "JOB TYPE", "JOB", "NOTES"]
     text = (_table(rows, header) + "\n" if rows else "") + summary
     _print(report.to_dict(), args.json, text)
+    if _unknown(args, report.items, "no dataset {} in the store or the --from file"):
+        return EXIT_PROBLEMS
     return EXIT_PROBLEMS if report.problems else EXIT_OK
+
+
+def _unknown(args: argparse.Namespace, items: Sequence[Any], message: str) -> bool:
+    """Say so (on stderr) when --dataset-uuid matched nothing: a mistyped uuid
+    must not look like a dataset with nothing to do."""
+    if args.dataset_uuid is None or items:
+        return False
+    print(f"sclib: {message.format(args.dataset_uuid)}", file=sys.stderr)
+    return True
 
 
 def _validate(migrator: Migrator, args: argparse.Namespace) -> int:
@@ -135,6 +161,8 @@ def _validate(migrator: Migrator, args: argparse.Namespace) -> int:
         _table(rows, ["UUID", "STATUS", "LIVE JOBS", "PROBLEM"]) + "\n" if rows else ""
     ) + (f"{len(report.items)} datasets checked, {len(report.problems)} with problems")
     _print(report.to_dict(), args.json, text)
+    if _unknown(args, report.items, "no dataset {} in the store"):
+        return EXIT_PROBLEMS
     return EXIT_OK if report.ok else EXIT_PROBLEMS
 
 
@@ -149,4 +177,8 @@ def _rollback(migrator: Migrator, args: argparse.Namespace) -> int:
         _table(rows, ["UUID", "DOCUMENT", "JOBS", "PROBLEM"]) + "\n" if rows else ""
     ) + f"{len(report.items) - len(report.problems)} datasets {verb}"
     _print(report.to_dict(), args.json, text)
+    if _unknown(
+        args, report.items, "dataset {} was not migrated: nothing to roll back"
+    ):
+        return EXIT_PROBLEMS
     return EXIT_PROBLEMS if report.problems else EXIT_OK

@@ -26,7 +26,7 @@ def register(sub: Any) -> None:
     ov = msub.add_parser("overview", help="counts, oldest waiting job, workers, health")
     rep = msub.add_parser("report", help="success rate, durations, throughput")
     rep.add_argument("--days", type=int, default=7, help="window (default 7)")
-    msub.add_parser("stale", help="running jobs without a live lease")
+    msub.add_parser("stale", help="running jobs with an expired lease or old heartbeat")
     fail = msub.add_parser("failed", help="jobs that failed for good recently")
     fail.add_argument("--hours", type=float, default=24, help="window (default 24)")
     fail.add_argument("--limit", type=int, default=100)

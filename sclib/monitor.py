@@ -141,7 +141,8 @@ class JobMonitor:
         :class:`~sclib.backends.base.JobStore` (wrapped in a queue).
     :param sessions: the session store, for active uploads and upload cleanup.
     :param datasets: the dataset store, for :meth:`get_job_details`.
-    :param clock: aware UTC "now" (default: the queue's clock).
+    :param clock: aware "now" (default: the queue's clock); whatever its zone,
+        every time the monitor reports is in UTC.
     :param thresholds: see :class:`HealthThresholds`.
     """
 
@@ -166,7 +167,8 @@ class JobMonitor:
         self.store = self.queue.store
         self.sessions = sessions
         self.datasets = datasets
-        self.clock = clock or self.queue.clock
+        source = clock or self.queue.clock
+        self.clock: Callable[[], datetime] = lambda: _as_utc(source())
         self.thresholds = thresholds or HealthThresholds()
 
     # -- the overview ------------------------------------------------------------
@@ -288,7 +290,13 @@ class JobMonitor:
             else "healthy"
         )
         checks.append(
-            _check("stale_jobs", status, n, f"{n} running job(s) without a live lease")
+            _check(
+                "stale_jobs",
+                status,
+                n,
+                f"{n} running job(s) whose lease expired or with no heartbeat for "
+                f"{t.stale_heartbeat_seconds:.0f}s",
+            )
         )
         failed = sum(v for (s, _), v in last_hour.items() if s == "failed")
         completed = sum(v for (s, _), v in last_hour.items() if s == "completed")
@@ -519,6 +527,13 @@ class JobMonitor:
                 )
             ]
         return ids
+
+
+def _as_utc(now: datetime) -> datetime:
+    """The clock's reading in UTC (what every time the monitor reports is in)."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise InvalidInput(f"the monitor's clock must return aware times, got {now!r}")
+    return now.astimezone(UTC)
 
 
 def _utcnow() -> datetime:

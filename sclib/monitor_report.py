@@ -151,7 +151,10 @@ def _recommend(
             )
     pending = int(overview["by_status"].get("pending", 0))
     per_day = summary["completed"] / days
-    if pending > 0 and pending > per_day:
+    # only if some pending job could run now: jobs scheduled for later or
+    # waiting on another job would not go faster with more workers
+    waiting = overview["oldest_pending_age_seconds"] is not None
+    if waiting and pending > 0 and pending > per_day:
         add(
             "add_workers",
             f"{pending} jobs are pending, more than a day's throughput "
@@ -160,10 +163,11 @@ def _recommend(
     if overview["stale_jobs"]:
         add(
             "stale_jobs",
-            f"{overview['stale_jobs']} running job(s) have no live lease; see "
+            f"{overview['stale_jobs']} running job(s) are stale (lease expired or "
+            "no recent heartbeat); see "
             "`sclib monitor stale` (a rescue sweep in any worker takes them back)",
         )
-    if overview["live_workers"] == 0 and overview["oldest_pending_age_seconds"]:
+    if overview["live_workers"] == 0 and waiting:
         add(
             "no_live_workers",
             "jobs are waiting and no worker has reported in the last "

@@ -788,6 +788,9 @@ class MongoJobStore(JobStore):
                         "waiting_on": waiting,
                         "updated_at": now,
                         "finished_at": None,
+                        # a run's duration starts at its next claim, not at the
+                        # first claim before the failure
+                        "started_at": None,
                     },
                     "$push": {
                         "events": _event(

@@ -862,8 +862,9 @@ class SQLiteJobStore(JobStore):
             row = db.execute(
                 "UPDATE jobs SET status = 'pending', failures = 0, crashes = 0, "
                 "cancel_requested = 0, worker_id = NULL, lease_until = NULL, "
-                "run_at = ?, waiting_on = ?, updated_at = ?, finished_at = NULL "
-                "WHERE id = ? RETURNING *",
+                "run_at = ?, waiting_on = ?, updated_at = ?, finished_at = NULL, "
+                # a run's duration starts at its next claim, not the first one
+                "started_at = NULL WHERE id = ? RETURNING *",
                 (t, waiting, t, job_id),
             ).fetchone()
             self._event(db, job_id, t, "retried", message="retried by an operator")
@@ -1043,17 +1044,21 @@ class SQLiteJobStore(JobStore):
 
     def delete_finished(self, before: datetime) -> int:
         t = to_timestamp(before)
-        with self.db.write() as db:
-            ids = [
-                r[0]
-                for r in db.execute(
-                    "SELECT id FROM jobs WHERE finished_at IS NOT NULL "
-                    "AND finished_at < ? AND status IN (?, ?, ?)",
-                    (t, *_FINISHED),
-                ).fetchall()
-            ]
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
+        deleted = 0
+        while True:
+            # 500 jobs per write transaction: a big cleanup never holds the write
+            # lock for long, so workers keep claiming in between
+            with self.db.write() as db:
+                chunk = [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT id FROM jobs WHERE finished_at IS NOT NULL "
+                        "AND finished_at < ? AND status IN (?, ?, ?) LIMIT 500",
+                        (t, *_FINISHED),
+                    ).fetchall()
+                ]
+                if not chunk:
+                    return deleted
                 marks = ", ".join("?" * len(chunk))
                 db.execute(f"DELETE FROM job_events WHERE job_id IN ({marks})", chunk)
                 db.execute(
@@ -1062,7 +1067,7 @@ class SQLiteJobStore(JobStore):
                     [*chunk, *chunk],
                 )
                 db.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk)
-        return len(ids)
+                deleted += len(chunk)
 
     def delete_jobs(self, job_ids: Sequence[str]) -> list[str]:
         ids = list(dict.fromkeys(job_ids))

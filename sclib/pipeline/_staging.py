@@ -18,18 +18,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from sclib.datasets import DatasetStore
-from sclib.datasets.records import mark
-from sclib.errors import InvalidInput
+from sclib.datasets.records import ensure_dataset, mark, record_files
+from sclib.errors import InvalidInput, LeaseLost
+from sclib.jobs.context import JobContext
 from sclib.jobtypes import DatasetStatus
 from sclib.paths import safe_join, safe_relative_path
+from sclib.pipeline.flow import Pipeline, after_files
 from sclib.transfers.hashing import blake3_file
 
-__all__ = ["Stage", "enter_syncing"]
+__all__ = ["Stage", "enter_syncing", "run_sync_job"]
 
 _PLAN = "commit.json"
 #: what a cut-off transfer leaves behind: never part of a dataset
@@ -45,6 +47,39 @@ def enter_syncing(store: DatasetStore, uuid: str) -> None:
     if current not in (_D.SYNC_QUEUED, _D.SYNCING, _D.RETRYING):
         mark(store, uuid, _D.SYNC_QUEUED)
     mark(store, uuid, _D.SYNCING)
+
+
+def run_sync_job(
+    ctx: JobContext,
+    store: DatasetStore | None,
+    pipeline: Pipeline | None,
+    what: str,
+    run: Callable[[JobContext, str, Mapping[str, Any]], dict[str, Any]],
+) -> dict[str, Any]:
+    """The frame of a job that brings files into a dataset (rsync, Drive sync):
+    the dataset record created if new and moved to ``syncing``; ``run(ctx, uuid,
+    parameters)`` does the work; its files are recorded and the pipeline's next
+    step queued, or the dataset goes to ``sync error`` with the error's text."""
+    uuid = ctx.job.dataset_uuid
+    if not uuid:
+        raise InvalidInput(f"{what} needs a dataset_uuid")
+    params = ctx.parameters
+    if store is not None:
+        owner = ctx.job.owner or "unknown@localhost"
+        ensure_dataset(store, uuid, owner, params.get("dataset") or {})
+        enter_syncing(store, uuid)
+    try:
+        result = run(ctx, uuid, params)
+    except LeaseLost:
+        raise  # another worker runs the job now: the status is its business
+    except Exception as exc:
+        if store is not None:
+            mark(store, uuid, _D.SYNC_ERROR, str(exc))
+        raise
+    if store is not None:
+        record_files(store, uuid, result["files"])
+        result["pipeline"] = after_files(pipeline, store, ctx, uuid, result["files"])
+    return result
 
 
 def _fsync_dir(path: Path) -> None:

@@ -9,6 +9,11 @@ published at ``<data>/converted/<uuid>/`` in one atomic step
 leaves either the previous output or nothing at the final path, never a partial
 one; the retried attempt deletes the dead attempt's temp folder and starts over.
 
+A conversion never publishes output of files that changed while it ran: the
+check of the dataset's listing and the rename hold a lock on ``<data>/converted``,
+and a changed listing is converted again (up to three runs), so older files'
+output never replaces newer files'.
+
 A job whose input (file listing, sensor, parameters, format) equals the marker of
 the published output does nothing: a retry after the publish, or a second
 conversion queued while a multi-file upload was finishing, costs one read.
@@ -21,18 +26,20 @@ in the job's result.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from sclib.datasets import Dataset, DatasetStore
+from sclib.datasets import Dataset, DatasetConflict, DatasetStore
 from sclib.datasets.records import mark
 from sclib.errors import InvalidInput
 from sclib.jobs.context import JobContext
 from sclib.jobtypes import DatasetStatus
-from sclib.pipeline.flow import files_fingerprint
+from sclib.pipeline.flow import enter_conversion_queued, files_fingerprint
 from sclib.pipeline.publish import fsync_tree, publish_dir
 
 __all__ = ["MARKER", "ConversionHandler", "converted_dir"]
@@ -43,6 +50,8 @@ log = logging.getLogger(__name__)
 MARKER = ".sclib-conversion.json"
 
 _FORMATS = ("idx", "zarr")
+#: conversion runs of one job when the dataset's files keep changing meanwhile
+_ROUNDS = 3
 # read by the handler itself; the seed's input_path / output_path are ignored: a
 # dataset's input and output folders are fixed by its uuid, never taken from a job
 # (and the bookkeeping other parts add: migration marks, dataset fields)
@@ -92,56 +101,70 @@ class ConversionHandler:
         uuid = ctx.job.dataset_uuid
         if not uuid:
             raise InvalidInput("a conversion job needs a dataset_uuid")
-        record = self.datasets.get(uuid)
         params = dict(ctx.parameters)
-        sensor = str(params.get("sensor") or params.get("sensor_type") or record.sensor)
         fmt = str(params.get("output_format") or self.output_format)
         if fmt not in _FORMATS:
             raise InvalidInput(
                 f"output_format must be one of {', '.join(_FORMATS)}, got {fmt!r}"
             )
         options = _converter_options(params)
-        fingerprint = files_fingerprint(
-            record, {"sensor": sensor, "output_format": fmt, "options": options}
-        )
         final = converted_dir(self.data_dir, uuid)
-        published = _read_marker(final)
-        if (
-            not params.get("force")
-            and published is not None
-            and published.get("fingerprint") == fingerprint
-        ):
-            # made from the same input already (a retry after the publish, or an
-            # earlier job of a multi-file upload)
-            self._enter(uuid)
-            mark(self.datasets, uuid, DatasetStatus.DONE)
-            return {**published, "up_to_date": True}
+        for _ in range(_ROUNDS):
+            record = self.datasets.get(uuid)
+            sensor = str(
+                params.get("sensor") or params.get("sensor_type") or record.sensor
+            )
+            extra = {"sensor": sensor, "output_format": fmt, "options": options}
+            fingerprint = files_fingerprint(record, extra)
+            published = _read_marker(final)
+            if (
+                not params.get("force")
+                and published is not None
+                and published.get("fingerprint") == fingerprint
+            ):
+                # made from the same input already (a retry after the publish, or
+                # an earlier job of a multi-file upload)
+                self._enter(uuid)
+                mark(self.datasets, uuid, DatasetStatus.DONE)
+                return {**published, "up_to_date": True}
 
-        from sclib.pipeline.convert import converter_for
+            from sclib.pipeline.convert import converter_for
 
-        converter = converter_for(sensor)
-        if converter is None:
+            converter = converter_for(sensor)
+            if converter is None:
+                self._enter(uuid)
+                mark(self.datasets, uuid, DatasetStatus.DONE)
+                return {
+                    "note": f"no converter for sensor {sensor!r}; nothing to convert"
+                }
             self._enter(uuid)
+            try:
+                result = self._convert(ctx, record, converter, sensor, fmt, options)
+            except Exception as exc:
+                mark(self.datasets, uuid, DatasetStatus.CONVERSION_ERROR, str(exc))
+                raise
+            result["fingerprint"] = fingerprint
+            if not self._publish(ctx, result, final, extra):
+                # files were added while converting: convert the new listing
+                log.info("dataset %s changed while converting; again", uuid)
+                continue
             mark(self.datasets, uuid, DatasetStatus.DONE)
-            return {"note": f"no converter for sensor {sensor!r}; nothing to convert"}
-        self._enter(uuid)
-        try:
-            result = self._convert(ctx, record, converter, sensor, fmt, options)
-        except Exception as exc:
-            mark(self.datasets, uuid, DatasetStatus.CONVERSION_ERROR, str(exc))
-            raise
-        result["fingerprint"] = fingerprint
-        self._publish(ctx, result, final)
-        mark(self.datasets, uuid, DatasetStatus.DONE)
-        log.info("dataset %s converted by %s", uuid, result["converter"])
-        return result
+            log.info("dataset %s converted by %s", uuid, result["converter"])
+            return result
+        message = (
+            f"the files of dataset {uuid} changed during each of {_ROUNDS} "
+            "conversion runs; nothing was published (reprocess it once its "
+            "uploads are through)"
+        )
+        mark(self.datasets, uuid, DatasetStatus.CONVERSION_ERROR, message)
+        raise DatasetConflict(message)
 
     def _enter(self, uuid: str) -> None:
         """``converting``, through ``conversion queued`` when coming from elsewhere
         (a reprocessed ``done`` dataset, a retry after ``conversion error``)."""
         current = self.datasets.get(uuid).status
         if current not in (DatasetStatus.CONVERSION_QUEUED, DatasetStatus.CONVERTING):
-            mark(self.datasets, uuid, DatasetStatus.CONVERSION_QUEUED)
+            enter_conversion_queued(self.datasets, uuid)
         mark(self.datasets, uuid, DatasetStatus.CONVERTING)
 
     def _temp(self, ctx: JobContext) -> Path:
@@ -183,6 +206,7 @@ class ConversionHandler:
                 )
             )
             ctx.check()
+            self._verify_inputs(ctx, record, outcome.inputs)
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise
@@ -198,16 +222,54 @@ class ConversionHandler:
             "options": options,
         }
 
-    def _publish(self, ctx: JobContext, result: dict[str, Any], final: Path) -> None:
+    def _verify_inputs(
+        self, ctx: JobContext, record: Dataset, inputs: list[str]
+    ) -> None:
+        """The files the converter read are still the ones verified on arrival
+        (BLAKE3 and size, read again now, mostly from the page cache): output made
+        from a file that rotted or was changed on disk is never published."""
+        from sclib.errors import ConversionError
+        from sclib.pipeline.validate import check_files
+
+        used = set(inputs)
+        entries = [f for f in record.files if f.path in used]
+        missing, corrupted = check_files(
+            ctx, self.data_dir / "upload" / record.uuid, entries
+        )
+        if missing or corrupted:
+            name = (missing + corrupted)[0]
+            raise ConversionError(
+                f"{name}: the input file is gone or differs from the one verified "
+                "on arrival (BLAKE3); nothing was published (run data_validation "
+                "to see every damaged file)"
+            )
+
+    def _publish(
+        self, ctx: JobContext, result: dict[str, Any], final: Path, extra: Any
+    ) -> bool:
+        """Publish the temp folder unless the dataset's files changed since the
+        conversion read them (then ``False``, nothing published). The check and
+        the rename hold a lock on the ``converted`` folder, so a conversion of
+        older files never replaces the output of newer ones."""
         temp = Path(result.pop("temp"))
         try:
             (temp / MARKER).write_text(json.dumps(result, indent=2, default=str))
             fsync_tree(temp)
             ctx.check()  # the last moment a cancel can still stop the publish
-            publish_dir(temp, final)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                record = self.datasets.get(final.name)
+                if files_fingerprint(record, extra) != result["fingerprint"]:
+                    return False
+                publish_dir(temp, final)
+            finally:
+                os.close(fd)  # releases the lock
         finally:
             shutil.rmtree(temp, ignore_errors=True)
         result["path"] = str(final)
+        return True
 
 
 def _converter_options(params: dict[str, Any]) -> dict[str, Any]:

@@ -39,7 +39,13 @@ from sclib.jobs.queue import JobQueue
 from sclib.jobtypes import DatasetStatus, JobStatus, JobType
 from sclib.paths import safe_join, safe_relative_path
 
-__all__ = ["INGEST_TYPES", "Pipeline", "after_files", "files_fingerprint"]
+__all__ = [
+    "INGEST_TYPES",
+    "Pipeline",
+    "after_files",
+    "enter_conversion_queued",
+    "files_fingerprint",
+]
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +140,11 @@ class Pipeline:
         key = f"convert:{record.uuid}:{files_fingerprint(record, params)}"
         if force:
             key += f":{uuid4().hex}"
-        mark(self.datasets, record.uuid, DatasetStatus.CONVERSION_QUEUED)
+        if not waiting:
+            # while other ingest jobs run, the dataset keeps their status: one of
+            # them failing cancels this job, and must be able to say so (the table
+            # refuses `conversion queued` -> `upload error`)
+            enter_conversion_queued(self.datasets, record.uuid)
         job = self.queue.enqueue(
             JobType.DATASET_CONVERSION,
             params,
@@ -224,6 +234,33 @@ class Pipeline:
                 if job.type in INGEST_TYPES and job.id != exclude:
                     active.append(job.id)
         return active
+
+
+def enter_conversion_queued(store: DatasetStore, uuid: str) -> None:
+    """``conversion queued``; from an error status the table keeps from it (a
+    reprocess after ``upload error`` or ``unzip error``), through ``retrying``,
+    the legacy way of restarting after an error."""
+    from sclib.jobtypes import DATASET_TRANSITIONS
+
+    current = _status_of(store, uuid)
+    target = DatasetStatus.CONVERSION_QUEUED
+    if (
+        current is not None
+        and current.is_error
+        and target not in DATASET_TRANSITIONS[current]
+    ):
+        mark(store, uuid, DatasetStatus.RETRYING)
+    mark(store, uuid, target)
+
+
+def _status_of(store: DatasetStore, uuid: str) -> DatasetStatus | None:
+    """Dataset ``uuid``'s status, or ``None`` if there is no such dataset."""
+    from sclib.datasets import DatasetNotFound
+
+    try:
+        return DatasetStatus(store.get(uuid).status)
+    except DatasetNotFound:
+        return None
 
 
 def after_files(

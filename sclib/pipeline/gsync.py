@@ -41,14 +41,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from sclib.datasets import DatasetStore
-from sclib.datasets.records import ensure_dataset, mark, record_files
-from sclib.errors import ConfigurationError, InvalidInput, LeaseLost
+from sclib.errors import ConfigurationError, InvalidInput
 from sclib.jobs.context import JobContext
-from sclib.jobtypes import DatasetStatus
 from sclib.paths import safe_relative_path
-from sclib.pipeline._staging import Stage, enter_syncing
+from sclib.pipeline._staging import Stage, run_sync_job
 from sclib.pipeline._transfer import engine_copy
-from sclib.pipeline.flow import Pipeline, after_files
+from sclib.pipeline.flow import Pipeline
 from sclib.transfers.engine import TransferConfig, TransferEngine
 from sclib.transfers.sessions import SessionStore
 
@@ -133,29 +131,9 @@ class GoogleSyncHandler:
         self.engine = TransferEngine(sessions, config)
 
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
-        uuid = ctx.job.dataset_uuid
-        if not uuid:
-            raise InvalidInput("a google_sync job needs a dataset_uuid")
-        params = ctx.parameters
-        store = self.datasets
-        if store is not None:
-            owner = ctx.job.owner or "unknown@localhost"
-            ensure_dataset(store, uuid, owner, params.get("dataset") or {})
-            enter_syncing(store, uuid)
-        try:
-            result = self._run(ctx, uuid, params)
-        except LeaseLost:
-            raise  # another worker runs the job now: the status is its business
-        except Exception as exc:
-            if store is not None:
-                mark(store, uuid, DatasetStatus.SYNC_ERROR, str(exc))
-            raise
-        if store is not None:
-            record_files(store, uuid, result["files"])
-            result["pipeline"] = after_files(
-                self.pipeline, store, ctx, uuid, result["files"]
-            )
-        return result
+        return run_sync_job(
+            ctx, self.datasets, self.pipeline, "a google_sync job", self._run
+        )
 
     def credentials(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The DriveSource credentials of the job, from its sealed parameters."""

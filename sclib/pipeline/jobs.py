@@ -5,7 +5,10 @@ folder named after it (``scan/``), by :func:`~sclib.pipeline.extract.extract_arc
 with its safety rules and bomb limits. The work happens in an attempt-scoped temp
 folder that is renamed into place only once everything is extracted and hashed, so
 a crash or a retry never leaves half an archive in the dataset; a retry after the
-rename finds the folder there and records it instead of unpacking again.
+rename finds the folder there and records it instead of unpacking again. (A
+``<job>.moved`` note written just before the rename tells that folder from one the
+dataset already had: an archive is never unpacked over, nor mistaken for, an
+existing folder of the same name; the job fails naming it.)
 
 The dataset record goes ``unzipping`` -> ``done`` (or ``unzip error`` with the
 entry that was refused), and gets every extracted file with its BLAKE3.
@@ -50,6 +53,14 @@ def extraction_folder(archive: str) -> str:
     return str(path.with_name(name))
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class ExtractionHandler:
     """The ``file_extraction`` job handler; see the module docstring.
 
@@ -86,7 +97,13 @@ class ExtractionHandler:
             result["pipeline"] = after_files(
                 self.pipeline, store, ctx, uuid, result["files"], extract=False
             )
+        self._moved(ctx).unlink(missing_ok=True)
         return result
+
+    def _moved(self, ctx: JobContext) -> Path:
+        """Written just before this job renames its folder into the dataset, so a
+        retry can tell its own output from a folder that was there before."""
+        return self.data_dir / "tmp" / "extract" / f"{ctx.job.id}.moved"
 
     def _extract(self, ctx: JobContext, uuid: str) -> dict[str, Any]:
         folder = self.data_dir / "upload" / uuid
@@ -98,7 +115,13 @@ class ExtractionHandler:
             raise SourceNotFound(f"no archive {relative} in dataset {uuid}")
         into = extraction_folder(relative)
         final = safe_join(folder, into)
-        if final.exists():
+        moved = self._moved(ctx)
+        if os.path.lexists(final):
+            if not moved.exists():
+                raise InvalidInput(
+                    f"the dataset already has {into!r}: {relative} is not unpacked "
+                    "over it (remove it, or upload the archive under another name)"
+                )
             # an earlier attempt renamed it into place and then died: record it
             files = self._listing(ctx, final, into)
             return {"archive": relative, "folder": into, "files": files}
@@ -114,7 +137,13 @@ class ExtractionHandler:
                 archive, temp, self.limits, check=ctx.check, on_progress=progress
             )
             final.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(temp, final)  # atomic: all of it appears at once
+            moved.write_bytes(b"")
+            _fsync_dir(moved.parent)
+            try:
+                os.rename(temp, final)  # atomic: all of it appears at once
+            except BaseException:
+                moved.unlink(missing_ok=True)
+                raise
         finally:
             shutil.rmtree(temp, ignore_errors=True)
         files = [

@@ -48,21 +48,19 @@ from pathlib import Path
 from typing import IO, Any
 
 from sclib.datasets import DatasetStore
-from sclib.datasets.records import ensure_dataset, mark, record_files
 from sclib.errors import (
     ConfigurationError,
     Forbidden,
     InvalidInput,
-    LeaseLost,
     SourceError,
     SourceNotFound,
 )
 from sclib.jobs.context import JobContext
 from sclib.jobtypes import DatasetStatus
 from sclib.paths import CONTROL_CHARS, safe_relative_path
-from sclib.pipeline._staging import Stage, enter_syncing
+from sclib.pipeline._staging import Stage, run_sync_job
 from sclib.pipeline._transfer import engine_copy
-from sclib.pipeline.flow import Pipeline, after_files
+from sclib.pipeline.flow import Pipeline
 from sclib.transfers.engine import TransferEngine
 from sclib.transfers.sessions import SessionStore
 
@@ -232,29 +230,9 @@ class RsyncHandler:
         self.pipeline = pipeline
 
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
-        uuid = ctx.job.dataset_uuid
-        if not uuid:
-            raise InvalidInput("an rsync job needs a dataset_uuid")
-        params = ctx.parameters
-        store = self.datasets
-        if store is not None:
-            owner = ctx.job.owner or "unknown@localhost"
-            ensure_dataset(store, uuid, owner, params.get("dataset") or {})
-            enter_syncing(store, uuid)
-        try:
-            result = self._run(ctx, uuid, params)
-        except LeaseLost:
-            raise  # another worker runs the job now: the status is its business
-        except Exception as exc:
-            if store is not None:
-                mark(store, uuid, _D.SYNC_ERROR, str(exc))
-            raise
-        if store is not None:
-            record_files(store, uuid, result["files"])
-            result["pipeline"] = after_files(
-                self.pipeline, store, ctx, uuid, result["files"]
-            )
-        return result
+        return run_sync_job(
+            ctx, self.datasets, self.pipeline, "an rsync job", self._run
+        )
 
     def _run(
         self, ctx: JobContext, uuid: str, params: Mapping[str, Any]

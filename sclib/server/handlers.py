@@ -32,6 +32,7 @@ from sclib.errors import ChecksumMismatch, InvalidInput
 from sclib.jobs.context import JobContext
 from sclib.jobs.registry import HandlerRegistry
 from sclib.jobtypes import DatasetStatus, JobType
+from sclib.pipeline._transfer import JobProgress
 from sclib.pipeline.flow import Pipeline, after_files
 from sclib.pipeline.validate import check_files
 from sclib.server.fields import safe_join, safe_relative_path
@@ -280,23 +281,6 @@ def check_server_path(value: str, roots: list[Path]) -> Path:
     return resolved
 
 
-class _JobProgress:
-    """Engine progress -> the job's progress; cancellation -> the engine."""
-
-    def __init__(self, ctx: JobContext, cancel: threading.Event) -> None:
-        self.ctx = ctx
-        self.cancel = cancel
-
-    def on_progress(self, progress: Any, **_: Any) -> None:
-        self.ctx.report(
-            bytes_done=progress.bytes_verified,
-            bytes_total=progress.bytes_total,
-            message=progress.current,
-        )
-        if self.ctx.should_stop:
-            self.cancel.set()
-
-
 class UploadHandler:
     """The ``upload`` job handler; see the module docstring."""
 
@@ -433,7 +417,7 @@ class UploadHandler:
             spec.url,
             target.resolve().as_uri() + "/",
             source_options=options,
-            subscribers=[_JobProgress(ctx, cancel)],
+            subscribers=[JobProgress(ctx, cancel)],
             cancel=cancel,
         )
         ctx.check()

@@ -185,7 +185,10 @@ def collect(state: ServerState) -> list[Metric]:
     )
     out.append(
         GaugeMetricFamily(
-            "sclib_jobs_stale", "Running jobs without a live lease.", o["stale_jobs"]
+            "sclib_jobs_stale",
+            "Running jobs whose lease expired or whose last heartbeat is older "
+            "than the stale threshold.",
+            o["stale_jobs"],
         )
     )
 

@@ -100,6 +100,10 @@ def root() -> dict[str, Any]:
             "large_files": "/api/upload/large/initiate",
             "tus": "/files/",
             "jobs": "/api/v1/jobs",
+            "datasets": "/api/v1/datasets",
+            "monitor": "/api/v1/monitor/overview",
+            "metrics": "/metrics",
+            "status_page": "/ui/",
             "health": "/health",
         },
     }

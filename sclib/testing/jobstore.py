@@ -341,17 +341,24 @@ class JobStoreContract:
         assert queue.claim("w") is None
         assert queue.retry(job.id).status is JobStatus.PENDING
 
-    def test_operator_retry_of_failed_job(self, queue: JobQueue) -> None:
-        """A failed job retried by an operator is pending again with a fresh budget."""
+    def test_operator_retry_of_failed_job(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """A failed job retried by an operator is pending again with a fresh budget;
+        its started_at is that of the run after the retry, so the time it sat
+        failed does not count as running time."""
         job = queue.enqueue("upload", max_attempts=1)
         claimed = queue.claim("w")
         assert claimed is not None
         queue.fail(claimed.lease, "disk full")
+        clock.advance(3 * 86400)
         again = queue.retry(job.id)
         assert again.status is JobStatus.PENDING and again.failures == 0
+        assert again.started_at is None
         assert again.error_history[-1].error == "disk full"
         got = queue.claim("w")
         assert got is not None and got.id == job.id and got.attempts == 2
+        assert queue.get(job.id).started_at == clock()
 
     def test_retry_revives_dependents_it_cancelled(self, queue: JobQueue) -> None:
         """Retrying a failed job re-queues the jobs its failure cancelled, and waits."""

@@ -523,3 +523,42 @@ def test_command_round_trip(tmp_path: Path) -> None:
     assert usage.returncode == 2 and "sclib: error" in usage.stderr
     missing = sclib(tmp_path, "migrate", "--from", str(tmp_path / "none.json"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+def test_options_before_the_action_are_not_dropped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sclib migrate --dataset-uuid U rollback --apply` rolls back dataset U
+    only (argparse used to let the action's own defaults overwrite options given
+    before it, so every dataset was rolled back); `--from` with `validate` or
+    `rollback`, and `--apply` with `validate`, are refused as bad usage instead
+    of being ignored; a --dataset-uuid that matches nothing is reported (exit 1)."""
+    from sclib.cli import main
+
+    url = f"sqlite:///{tmp_path / 'sclib.db'}"
+    export = write_export(tmp_path / "export.jsonl")
+    with Migrator.open(url) as m:
+        m.migrate(apply=True, imports=load_legacy_file(export))
+        before = {u for u, w in WANT.items() if w[0] == "create"}
+        assert {j.dataset_uuid for j in m.queue.list(limit=100)} == before
+    argv = ["--backend", url, "migrate", "--dataset-uuid", U(3), "rollback"]
+    assert main([*argv, "--apply", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [i["uuid"] for i in out["items"]] == [U(3)]
+    with Migrator.open(url) as m:
+        assert {j.dataset_uuid for j in m.queue.list(limit=100)} == before - {U(3)}
+        assert m.docs.get(U(4)) is not None and m.docs.get(U(3)) is None
+    for action in ("rollback", "validate"):
+        code = main(["--backend", url, "migrate", "--from", str(export), action])
+        assert code == 2
+        assert "--from" in capsys.readouterr().err
+    assert main(["--backend", url, "migrate", "--apply", "validate"]) == 2
+    assert "changes nothing" in capsys.readouterr().err
+    # a uuid that matches nothing is said, not passed over as "0 datasets"
+    assert main([*argv, "--apply"]) == 1  # U(3) was rolled back already
+    assert f"dataset {U(3)} was not migrated" in capsys.readouterr().err
+    for action in ([], ["validate"]):
+        assert main(["--backend", url, "migrate", "--dataset-uuid", "f" * 32, *action])
+        assert f"no dataset {'f' * 32}" in capsys.readouterr().err
+    with Migrator.open(url) as m:
+        assert {j.dataset_uuid for j in m.queue.list(limit=100)} == before - {U(3)}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +150,28 @@ def test_overview_counts_ages_and_workers(env: Env) -> None:
     assert overview["health_status"]["overall"] == "healthy"
 
 
+def test_times_are_reported_in_utc_whatever_the_clock_zone(env: Env) -> None:
+    """A clock in another zone (UTC+2) gives the same numbers, and every time the
+    monitor reports (overview, report window, throughput slices) is UTC; a naive
+    clock is refused, naming the problem."""
+    env.run("upload", 30)
+    env.queue.enqueue("upload")
+    env.clock.advance(60)
+    plus2 = timezone(timedelta(hours=2))
+    monitor = JobMonitor(env.queue, clock=lambda: env.clock().astimezone(plus2))
+    overview = monitor.get_queue_overview()
+    assert overview["generated_at"] == env.clock().isoformat()
+    assert overview["generated_at"].endswith("+00:00")
+    assert overview["oldest_pending_age_seconds"] == 60.0
+    report = monitor.get_performance_report(days=1)
+    assert report["window"]["end"] == env.clock().isoformat()
+    assert report["throughput_per_day"][0]["start"].endswith("+00:00")
+    assert report["durations_by_type"]["upload"]["max"] == 30.0
+    naive = JobMonitor(env.queue, clock=lambda: env.clock().replace(tzinfo=None))
+    with pytest.raises(InvalidInput, match="aware"):
+        naive.get_queue_overview()
+
+
 def test_health_moves_healthy_warning_critical(env: Env) -> None:
     """Queue age crosses the warning line; then the worker goes silent, its job's
     lease expires (stale) and claimable work has no live worker: critical."""
@@ -205,7 +227,8 @@ def test_failure_rate_of_the_last_hour(env: Env) -> None:
 
 def test_stale_jobs_with_reasons(env: Env) -> None:
     """A job whose lease expired and one with a long lease but no heartbeat for
-    longer than the threshold are stale, each with its reason; a fresh one is not."""
+    longer than the threshold are stale, each with its reason; a fresh one is not;
+    the health check's reason names both kinds."""
     q, clock = env.queue, env.clock
     expired = q.enqueue("upload")
     silent = q.enqueue("upload")
@@ -221,6 +244,9 @@ def test_stale_jobs_with_reasons(env: Env) -> None:
     assert "lease expired 291s ago" in stale[expired.id]["reason"]
     assert "no heartbeat for 301s" in stale[silent.id]["reason"]
     assert stale[silent.id]["heartbeat_age_seconds"] == 301.0
+    # the health check counts both kinds and says so (not only "no live lease")
+    check = _check(env.monitor().get_queue_overview(), "stale_jobs")
+    assert check["value"] == 2 and "no heartbeat for 300s" in check["reason"]
 
 
 def test_failed_jobs_retry_and_cancel(env: Env) -> None:
@@ -361,6 +387,23 @@ def test_add_workers_fires_when_backlog_exceeds_a_days_work(env: Env) -> None:
     env.queue.enqueue("upload")
     assert "add_workers" not in _codes(env)
     env.queue.enqueue("upload")
+    assert "add_workers" in _codes(env)
+
+
+def test_add_workers_is_quiet_when_no_pending_job_could_run(env: Env) -> None:
+    """Pending jobs that are scheduled for later or wait on a running job cannot
+    use another worker: 'add_workers' stays quiet; once one of them is due, it
+    fires (nothing was completed in the window)."""
+    q, clock = env.queue, env.clock
+    q.store.record_worker("w1", clock(), {})
+    blocker = q.enqueue("upload")
+    assert q.claim("w1", lease_seconds=LEASE) is not None
+    q.enqueue("data_validation", depends_on=[blocker.id])
+    q.enqueue("upload", delay=7200)
+    q.enqueue("upload", delay=7200)
+    assert "add_workers" not in _codes(env)
+    clock.advance(7201)
+    q.store.record_worker("w1", clock(), {})
     assert "add_workers" in _codes(env)
 
 

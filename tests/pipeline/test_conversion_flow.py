@@ -239,3 +239,20 @@ def test_a_migrated_upload_records_what_the_old_system_left(setup: Setup) -> Non
     assert failed.status == "failed" and failed.attempts == 1
     assert "upload the data again" in (failed.error or "")
     assert setup.datasets.get(empty).status == "upload error"
+
+
+def test_output_of_a_damaged_input_is_never_published(setup: Setup) -> None:
+    """A TIFF that changed on disk after it was verified on arrival still decodes,
+    but its BLAKE3 no longer matches the record: the conversion fails naming it,
+    publishes nothing, and is not retried."""
+    stack = _stack(11)
+    record = setup.add_dataset("7" * 32, {"s.tif": _tiff(stack)})
+    damaged = _tiff(stack + 1)  # same shape and size, other values
+    (setup.data_dir / "upload" / record.uuid / "s.tif").write_bytes(damaged)
+    queued = setup.pipeline.queue_conversion(record)
+    setup.queue.run_until_idle()
+    job = setup.queue.get(queued["job_id"])
+    assert job.status == "failed" and job.attempts == 1
+    assert "s.tif" in (job.error or "") and "BLAKE3" in (job.error or "")
+    assert not converted_dir(setup.data_dir, record.uuid).exists()
+    assert setup.datasets.get(record.uuid).status == "conversion error"

@@ -57,8 +57,9 @@ def test_extraction_folder_names() -> None:
 
 def test_extraction_job_unpacks_records_and_is_idempotent(tmp_path: Path) -> None:
     """The job unpacks into <name>/ at once, records each file with its BLAKE3 and
-    sets the dataset done; run again (a retry after the rename), it records the
-    same files without unpacking twice. An unsafe archive sets `unzip error`."""
+    sets the dataset done; a retry after a crash between the rename and the
+    recording records the same files without unpacking twice, and no note is
+    left in tmp/. An unsafe archive sets `unzip error`."""
     folder = tmp_path / "upload" / UUID
     folder.mkdir(parents=True)
     entries = {"frames/f0.raw": os.urandom(3000), "meta.json": b"{}"}
@@ -72,7 +73,17 @@ def test_extraction_job_unpacks_records_and_is_idempotent(tmp_path: Path) -> Non
     store.set_status(UUID, "upload queued")
     store.set_status(UUID, "uploading")
     handler = ExtractionHandler(tmp_path, store)
-    first: dict[str, Any] = handler(JobContext(_job("scan.zip")))
+    real_add = store.add_files
+
+    def crash(*args: Any, **kw: Any) -> Any:
+        raise RuntimeError("worker died after the rename")
+
+    store.add_files = crash  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="after the rename"):
+        handler(JobContext(_job("scan.zip")))
+    store.add_files = real_add  # type: ignore[method-assign]
+    assert (folder / "scan" / "meta.json").is_file()
+    first: dict[str, Any] = handler(JobContext(_job("scan.zip", attempt=2)))
     want = {
         f"scan/{name}": blake3.blake3(data).hexdigest()
         for name, data in entries.items()
@@ -84,8 +95,6 @@ def test_extraction_job_unpacks_records_and_is_idempotent(tmp_path: Path) -> Non
     record = store.get(UUID)
     assert record.status == "done"
     assert {f.path for f in record.files} == set(want)
-    again = handler(JobContext(_job("scan.zip", attempt=2)))
-    assert again["files"] == first["files"]
     assert not list((tmp_path / "tmp" / "extract").iterdir())
     (folder / "evil.zip").write_bytes(_zip({"../../escape.txt": b"x"}))
     with pytest.raises(InvalidInput, match="escape"):

@@ -413,7 +413,10 @@ def test_body_that_is_not_multipart_is_refused(live_server: LiveServer) -> None:
 def test_service_routes(live_server: LiveServer) -> None:
     """/, /health, /health/large-files, limits, sources, estimate-time answer."""
     u, h = live_server.url, live_server.headers()
-    assert httpx.get(u + "/").json()["docs"] == "/docs"
+    root = httpx.get(u + "/").json()
+    assert root["docs"] == "/docs"
+    for name, path in root["endpoints"].items():  # every listed route answers
+        assert httpx.get(u + path, headers=h).status_code != 404, name
     assert httpx.get(u + "/health").json()["status"] == "healthy"
     assert httpx.get(u + "/health/large-files").json()["active_uploads"] == 0
     limits = httpx.get(u + "/api/upload/limits", headers=h).json()
