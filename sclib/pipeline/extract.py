@@ -1,7 +1,8 @@
-"""Unpacking zip and tar archives without letting them escape or explode.
+"""Unpacking zip, tar and 7z archives without letting them escape or explode.
 
-:func:`extract_archive` reads a zip, tar, tar.gz, tar.bz2 or tar.xz archive (the
-kind is found from the content, not the name) and writes its regular files and
+:func:`extract_archive` reads a zip, tar, tar.gz, tar.bz2, tar.xz or 7z archive
+(the kind is found from the content, not the name; 7z needs the optional
+``py7zr``, ``pip install 'sclib[archives]'``) and writes its regular files and
 folders under an empty destination folder. Every entry is checked before a single
 byte is written; an archive with one bad entry is refused whole, with an
 :class:`~sclib.errors.InvalidInput` that names the entry.
@@ -14,18 +15,21 @@ Refused (never repaired):
   ``./`` (``tar -C folder -czf x.tgz .`` writes every name that way, and a bare
   ``.`` folder entry), which cannot leave the folder;
 * every symbolic or hard link, wherever it points: a tar ``SYMTYPE``/``LNKTYPE``
-  member, or a zip entry whose Unix mode (high 16 bits of ``external_attr``) says
-  link. Checking where each link lands, and that no later entry writes through
-  one, is easy to get wrong, and a dataset does not need links;
+  member, a zip entry whose Unix mode (high 16 bits of ``external_attr``) says
+  link, or a 7z entry py7zr reports as a link or junction. Checking where each
+  link lands, and that no later entry writes through one, is easy to get wrong,
+  and a dataset does not need links;
 * device files, FIFOs and any other member that is not a regular file or folder;
 * encrypted zip entries and compression methods :mod:`zipfile` cannot read;
+  encrypted 7z archives;
 * the same path twice (a folder listed twice is harmless and allowed), and a path
   that is a file in one entry and a folder (or the parent of another entry) in
   another.
 
 Archive bombs are refused by :class:`ExtractLimits` twice: first from the sizes
-the archive declares (zip ``file_size``, tar ``size``) before anything is written,
-then from the bytes actually written, since a declared size can lie. Both raise
+the archive declares (zip ``file_size``, tar ``size``, 7z ``uncompressed``)
+before anything is written, then from the bytes actually written, since a
+declared size can lie. Both raise
 :class:`~sclib.errors.TooLarge` naming the limit and the entry.
 
 Files are written with mode ``0o644`` and folders ``0o755``: no owner, set-uid or
@@ -46,9 +50,9 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from sclib.errors import InvalidInput, TooLarge
+from sclib.errors import InvalidInput, MissingDependency, TooLarge
 from sclib.paths import safe_join, safe_relative_path
 from sclib.transfers.hashing import new_blake3
 
@@ -68,7 +72,9 @@ ARCHIVE_SUFFIXES: dict[str, str] = {
     ".tgz": "tar",
     ".tar.bz2": "tar",
     ".tar.xz": "tar",
+    ".7z": "7z",
 }
+_7Z_MAGIC = b"7z\xbc\xaf\x27\x1c"
 
 BLOCK = 1 << 20
 _FILE_MODE = 0o644
@@ -120,7 +126,23 @@ class _Entry:
     path: str
     is_dir: bool
     size: int
-    member: zipfile.ZipInfo | tarfile.TarInfo
+    member: Any  # zipfile.ZipInfo, tarfile.TarInfo or py7zr's ArchiveFile
+
+
+def _py7zr() -> Any:
+    try:
+        import py7zr
+    except ImportError as exc:
+        raise MissingDependency("py7zr", "archives", "7z extraction") from exc
+    return py7zr
+
+
+def _has_py7zr() -> bool:
+    try:
+        _py7zr()
+    except MissingDependency:
+        return False
+    return True
 
 
 def _suffix_kind(name: str) -> str | None:
@@ -132,12 +154,14 @@ def _suffix_kind(name: str) -> str | None:
 
 
 def _sniff(path: Path) -> str | None:
-    """``"zip"``, ``"tar"`` or ``None``, from the file's content."""
+    """``"zip"``, ``"tar"``, ``"7z"`` or ``None``, from the file's content."""
     try:
         if not path.is_file():
             return None
         with path.open("rb") as fh:
-            head = fh.read(4)
+            head = fh.read(6)
+        if head == _7Z_MAGIC:
+            return "7z"
         # A zip's end record sits near the end of the file, so a tar whose last
         # member is a zip looks like a zip too: trust the zip test first only when
         # the file starts like one.
@@ -162,6 +186,8 @@ def is_archive(path: str | Path) -> bool:
     """
     path = Path(path)
     expected = _suffix_kind(path.name)
+    if expected == "7z" and not _has_py7zr():
+        return False  # kept as a file where 7z cannot be read
     return expected is not None and _sniff(path) == expected
 
 
@@ -217,11 +243,13 @@ class _Budget:
             )
 
 
-def _declared_size(member: zipfile.ZipInfo | tarfile.TarInfo) -> int:
+def _declared_size(member: Any) -> int:
     """The uncompressed size an entry claims."""
     if isinstance(member, zipfile.ZipInfo):
         return int(member.file_size)
-    return int(member.size)
+    if isinstance(member, tarfile.TarInfo):
+        return int(member.size)
+    return int(member.uncompressed or 0)  # a 7z ArchiveFile
 
 
 def _zip_entries(zf: zipfile.ZipFile) -> Iterator[tuple[str, bool, zipfile.ZipInfo]]:
@@ -266,8 +294,29 @@ def _tar_entries(tf: tarfile.TarFile) -> Iterator[tuple[str, bool, tarfile.TarIn
         yield name, member.isdir(), member
 
 
+def _7z_entries(archive: Any) -> Iterator[tuple[str, bool, Any]]:
+    if archive.needs_password():
+        raise InvalidInput("the 7z archive is encrypted; refused")
+    for member in archive.files:
+        name = str(member.filename)
+        if member.is_symlink or getattr(member, "is_junction", False):
+            raise InvalidInput(f"archive entry {name!r} is a link; refused")
+        mode = getattr(member, "posix_mode", None) or 0
+        kind = stat.S_IFMT(mode)
+        if getattr(member, "is_socket", False) or kind not in (
+            0,
+            stat.S_IFREG,
+            stat.S_IFDIR,
+        ):
+            raise InvalidInput(
+                f"archive entry {name!r} is not a regular file or folder "
+                f"(mode {mode:o}); refused"
+            )
+        yield name, bool(member.is_directory), member
+
+
 def _plan(
-    members: Iterable[tuple[str, bool, zipfile.ZipInfo | tarfile.TarInfo]],
+    members: Iterable[tuple[str, bool, Any]],
     budget: _Budget,
     check: Callable[[], None] | None,
 ) -> list[_Entry]:
@@ -423,6 +472,113 @@ def _extract(
     return sorted(results, key=lambda f: f.path)
 
 
+def _extract_7z(
+    archive: Any,
+    entries: list[_Entry],
+    dest: Path,
+    budget: _Budget,
+    check: Callable[[], None] | None,
+    on_progress: Callable[[int, int], None] | None,
+) -> list[ExtractedFile]:
+    """Unpack the planned ``entries`` of a 7z archive through py7zr's writer
+    factory: py7zr decompresses, and every byte goes through the same checks,
+    budget and hashing as a zip's or a tar's, into files this module creates."""
+    py7zr = _py7zr()
+    base_io: Any = py7zr.io.Py7zIO
+    base_factory: Any = py7zr.io.WriterFactory
+    total = sum(e.size for e in entries if not e.is_dir)
+    files = {str(e.member.filename): e for e in entries if not e.is_dir}
+    made: set[str] = set()
+    dest.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+    for entry in entries:
+        folder = entry.path if entry.is_dir else entry.path.rpartition("/")[0]
+        if folder:
+            _make_dirs(dest, folder, made)
+    results: dict[str, ExtractedFile] = {}
+    state = {"done": 0}
+
+    class _Writer(base_io):  # type: ignore[misc]
+        def __init__(self, entry: _Entry) -> None:
+            self.entry = entry
+            self.hasher = new_blake3()
+            self.written = 0
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+            self.fd = os.open(safe_join(dest, entry.path), flags, _FILE_MODE)
+
+        def write(self, data: bytes | bytearray) -> int:
+            if check is not None:
+                check()
+            self.written += len(data)
+            budget.add_bytes(self.entry.path, self.written, len(data))
+            self.hasher.update(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view) :]
+            state["done"] += len(data)
+            if on_progress is not None:
+                on_progress(state["done"], total)
+            return len(data)
+
+        def read(self, size: int | None = None) -> bytes:
+            return b""
+
+        def seek(self, offset: int, whence: int = 0) -> int:
+            return self.written
+
+        def flush(self) -> None:
+            return None
+
+        def size(self) -> int:
+            return self.written
+
+        def close(self) -> None:
+            if self.fd < 0:
+                return
+            os.close(self.fd)
+            self.fd = -1
+            entry = self.entry
+            if self.written != entry.size:
+                raise InvalidInput(
+                    f"archive entry {entry.path!r} declares {entry.size} bytes "
+                    f"but holds {self.written}"
+                )
+            results[entry.path] = ExtractedFile(
+                entry.path, self.written, str(self.hasher.hexdigest())
+            )
+
+    class _Factory(base_factory):  # type: ignore[misc]
+        def create(self, filename: str) -> _Writer:
+            entry = files.get(filename)
+            if entry is None:
+                raise InvalidInput(
+                    f"archive entry {filename!r} was not among the checked entries"
+                )
+            return _Writer(entry)
+
+    try:
+        # no path: with a factory py7zr writes nothing itself, and names each
+        # file as the archive does
+        archive.extract(targets=list(files), factory=_Factory())
+    except (InvalidInput, TooLarge):
+        raise
+    except Exception as exc:
+        from sclib.errors import SclibError
+
+        if isinstance(exc, SclibError):
+            raise  # a cancel or timeout from check()
+        raise InvalidInput(f"the 7z archive cannot be read: {exc}") from exc
+    for entry in files.values():  # py7zr may not ask for empty files
+        if entry.path not in results:
+            if entry.size:
+                raise InvalidInput(f"archive entry {entry.path!r} was not extracted")
+            safe_join(dest, entry.path).touch(mode=_FILE_MODE, exist_ok=False)
+            empty = new_blake3().hexdigest()
+            results[entry.path] = ExtractedFile(entry.path, 0, str(empty))
+    if on_progress is not None:
+        on_progress(state["done"], total)
+    return sorted(results.values(), key=lambda f: f.path)
+
+
 def _check_dest(dest: Path) -> None:
     if dest.is_symlink():
         raise InvalidInput(f"extraction folder {str(dest)!r} is a symbolic link")
@@ -459,10 +615,12 @@ def extract_archive(
     try:
         kind = _sniff(archive)
         if kind is None:
-            raise InvalidInput(f"{archive.name!r} is not a zip or tar archive")
+            raise InvalidInput(f"{archive.name!r} is not a zip, tar or 7z archive")
         archive_size = archive.stat().st_size
         declared = _Budget(limits, archive_size, "declared")
         written = _Budget(limits, archive_size, "extracted")
+        if kind == "7z":
+            return _unpack_7z(archive, dest, declared, written, check, on_progress)
         try:
             opened: zipfile.ZipFile | tarfile.TarFile = (
                 zipfile.ZipFile(archive)
@@ -488,3 +646,21 @@ def extract_archive(
         elif dest.exists():
             shutil.rmtree(dest, ignore_errors=True)
         raise
+
+
+def _unpack_7z(
+    archive: Path,
+    dest: Path,
+    declared: _Budget,
+    written: _Budget,
+    check: Callable[[], None] | None,
+    on_progress: Callable[[int, int], None] | None,
+) -> list[ExtractedFile]:
+    py7zr = _py7zr()
+    try:
+        opened = py7zr.SevenZipFile(archive, mode="r")
+    except Exception as exc:  # py7zr's errors have no common base class
+        raise InvalidInput(f"{archive.name!r} cannot be read: {exc}") from exc
+    with opened:
+        entries = _plan(_7z_entries(opened), declared, check)
+        return _extract_7z(opened, entries, dest, written, check, on_progress)

@@ -36,7 +36,7 @@ __all__ = ["ExtractionHandler", "extraction_folder"]
 
 log = logging.getLogger(__name__)
 
-_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar", ".zip")
+_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar", ".zip", ".7z")
 
 
 def extraction_folder(archive: str) -> str:

@@ -270,7 +270,7 @@ def test_not_an_archive_is_refused(tmp_path: Path) -> None:
     """extract_archive refuses a file that is neither zip nor tar."""
     fake = tmp_path / "fake.zip"
     fake.write_bytes(b"plain text\n" * 100)
-    refused(tmp_path, fake, InvalidInput, "not a zip or tar archive")
+    refused(tmp_path, fake, InvalidInput, "not a zip, tar or 7z archive")
 
 
 def test_truncated_archive_is_refused(tmp_path: Path) -> None:
