@@ -303,7 +303,7 @@ def _parse_params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
-def _cmd_jobs(args: argparse.Namespace, queue: JobQueue) -> int:
+def _cmd_jobs(args: argparse.Namespace, queue: JobQueue, settings: Settings) -> int:
     action = args.action
     if action == "list":
         jobs = queue.list(
@@ -363,6 +363,7 @@ def _cmd_jobs(args: argparse.Namespace, queue: JobQueue) -> int:
         _emit(data, args.json, "\n".join(lines))
     elif action == "cancel":
         job = queue.cancel(args.job_id, args.reason)
+        _after_cancel(queue, job, settings)
         state = (
             "cancellation requested; the worker will stop it"
             if job.status.value == "running"
@@ -409,6 +410,21 @@ def _cmd_jobs(args: argparse.Namespace, queue: JobQueue) -> int:
         )
         _emit(job.to_dict(), args.json, job.id)
     return EXIT_OK
+
+
+def _after_cancel(queue: JobQueue, job: Job, settings: Settings) -> None:
+    """Tell the job's dataset, if the backend has dataset records."""
+    if not job.dataset_uuid:
+        return
+    from sclib.datasets import open_dataset_store
+    from sclib.pipeline.flow import after_cancel
+
+    url = settings.backend_url()
+    store = open_dataset_store(url, **settings.session_store_options(url))
+    try:
+        after_cancel(queue, store, job)
+    finally:
+        store.close()
 
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -783,7 +799,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run(args)
         queue = _queue(settings)
         try:
-            return _cmd_jobs(args, queue)
+            return _cmd_jobs(args, queue, settings)
         finally:
             queue.close()
     except (_UsageError, ConfigurationError, InvalidInput) as exc:

@@ -422,10 +422,14 @@ class JobMonitor:
         """Cancel a pending job or ask a running one to stop; False once finished
         (:class:`~sclib.errors.JobNotFound` for an unknown id)."""
         try:
-            self.queue.cancel(job_id, reason)
+            job = self.queue.cancel(job_id, reason)
         except InvalidJobState as exc:
             log.info("cancel of %s refused: %s", job_id, exc)
             return False
+        if self.datasets is not None:
+            from sclib.pipeline.flow import after_cancel
+
+            after_cancel(self.queue, self.datasets, job)
         return True
 
     def get_stale_jobs(self) -> list[dict[str, Any]]:

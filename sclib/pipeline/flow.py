@@ -37,6 +37,7 @@ from sclib.datasets.records import mark
 from sclib.jobs.context import JobContext
 from sclib.jobs.queue import JobQueue
 from sclib.jobtypes import DatasetStatus, JobStatus, JobType
+from sclib.models import Job
 from sclib.paths import safe_join, safe_relative_path
 
 __all__ = [
@@ -278,3 +279,57 @@ def after_files(
         mark(datasets, uuid, DatasetStatus.DONE)
         return {"next": "done"}
     return pipeline.after_files(ctx, uuid, files, extract=extract)
+
+
+_D = DatasetStatus
+# job type -> (the dataset statuses that say "this step is ahead", its error)
+_STEP_STATUS: dict[str, tuple[frozenset[DatasetStatus], DatasetStatus]] = {
+    JobType.UPLOAD.value: (
+        frozenset({_D.UPLOAD_QUEUED, _D.UPLOADING}),
+        _D.UPLOAD_ERROR,
+    ),
+    JobType.FILE_EXTRACTION.value: (frozenset({_D.UNZIPPING}), _D.UNZIP_ERROR),
+    JobType.DATASET_CONVERSION.value: (
+        frozenset({_D.CONVERSION_QUEUED, _D.CONVERTING}),
+        _D.CONVERSION_ERROR,
+    ),
+    JobType.GOOGLE_SYNC.value: (
+        frozenset({_D.SYNC_QUEUED, _D.SYNCING}),
+        _D.SYNC_ERROR,
+    ),
+    JobType.RSYNC_TRANSFER.value: (
+        frozenset({_D.SYNC_QUEUED, _D.SYNCING}),
+        _D.SYNC_ERROR,
+    ),
+    JobType.DATA_COMPRESSION.value: (frozenset({_D.ZIPPING}), _D.COMPRESSION_ERROR),
+}
+
+
+def after_cancel(queue: JobQueue, datasets: DatasetStore, job: Job) -> None:
+    """A job cancelled before it ran never tells its dataset: the dataset would
+    stay ``conversion queued`` (or ``uploading``, ...) for ever. Called after a
+    cancel, this moves it to that step's error status with the reason, unless
+    another job of the same step is still pending or running for it. A running
+    job that was asked to stop reports for itself when it stops."""
+    if job.status != JobStatus.CANCELLED or not job.dataset_uuid:
+        return
+    step = _STEP_STATUS.get(job.type)
+    if step is None:
+        return
+    ahead, error = step
+    from sclib.datasets import DatasetNotFound
+
+    try:
+        record = datasets.get(job.dataset_uuid)
+    except DatasetNotFound:
+        return
+    if record.status not in ahead:
+        return
+    for status in (JobStatus.PENDING, JobStatus.RUNNING):
+        others = queue.list(
+            status=status.value, dataset_uuid=job.dataset_uuid, limit=10_000
+        )
+        if any(o.type == job.type and o.id != job.id for o in others):
+            return
+    reason = job.error or "cancelled"
+    mark(datasets, job.dataset_uuid, error, f"{job.type} job {job.id}: {reason}")

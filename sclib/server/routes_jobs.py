@@ -166,8 +166,12 @@ def cancel_job(
     job_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
 ) -> dict[str, Any]:
     """Cancel a pending job, or ask a running one to stop (409 once finished)."""
+    from sclib.pipeline.flow import after_cancel
+
     visible_job(state, identity, job_id)
-    return public_job(state.queue.cancel(job_id, f"cancelled by {identity.email}"))
+    job = state.queue.cancel(job_id, f"cancelled by {identity.email}")
+    after_cancel(state.queue, state.datasets, job)
+    return public_job(job)
 
 
 @router.post("/{job_id}/retry")

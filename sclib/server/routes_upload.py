@@ -405,8 +405,11 @@ def cancel(
     job_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
 ) -> dict[str, Any]:
     """Cancel a pending or running job (409 if it already finished)."""
+    from sclib.pipeline.flow import after_cancel
+
     visible_job(state, identity, job_id)
     job = state.queue.cancel(job_id, "cancelled by the user")
+    after_cancel(state.queue, state.datasets, job)
     return {
         "job_id": job.id,
         "status": job.status.value,

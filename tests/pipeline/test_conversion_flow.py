@@ -256,3 +256,23 @@ def test_output_of_a_damaged_input_is_never_published(setup: Setup) -> None:
     assert "s.tif" in (job.error or "") and "BLAKE3" in (job.error or "")
     assert not converted_dir(setup.data_dir, record.uuid).exists()
     assert setup.datasets.get(record.uuid).status == "conversion error"
+
+
+def test_cancelling_a_queued_conversion_tells_the_dataset(setup: Setup) -> None:
+    """A conversion cancelled before it ran would leave its dataset `conversion
+    queued` for ever: after_cancel moves it to `conversion error` with the reason,
+    unless another conversion of the dataset is still queued."""
+    from sclib.pipeline.flow import after_cancel
+
+    record = setup.add_dataset("5" * 32, {"s.tif": _tiff(_stack(12))})
+    first = setup.pipeline.queue_conversion(record)["job_id"]
+    second = setup.pipeline.queue_conversion(record, force=True)["job_id"]
+    job = setup.queue.cancel(first, "not now")
+    after_cancel(setup.queue, setup.datasets, job)
+    assert setup.datasets.get(record.uuid).status == "conversion queued"
+    job = setup.queue.cancel(second, "not at all")
+    after_cancel(setup.queue, setup.datasets, job)
+    state = setup.datasets.get(record.uuid)
+    assert state.status == "conversion error"
+    assert "not at all" in (state.error_message or "")
+    assert second in (state.error_message or "")

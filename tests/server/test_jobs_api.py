@@ -139,3 +139,25 @@ def test_credentials_in_job_parameters_are_sealed(tmp_path: Path) -> None:
         assert opened == {"service_account_json": key}
     finally:
         live.stop()
+
+
+def test_cancelling_a_pending_upload_tells_its_dataset(server: LiveServer) -> None:
+    """An upload job cancelled before a worker took it (this server runs none)
+    leaves its dataset `upload error` with the reason, not `upload queued` for
+    ever; through the seed's cancel route and through the jobs API."""
+    u, alice = server.url, server.headers()
+    uuids = []
+    for route in ("/api/upload/cancel/{}", "/api/v1/jobs/{}/cancel"):
+        r = httpx.post(
+            f"{u}/api/upload/upload",
+            files={"file": ("a.bin", b"x" * 100)},
+            data={"dataset_name": "d", "sensor": "OTHER"},
+            headers=alice,
+        ).json()
+        gone = httpx.post(f"{u}{route.format(r['job_id'])}", headers=alice)
+        assert gone.status_code == 200, gone.text
+        uuids.append(r["dataset_uuid"])
+    for uuid in uuids:
+        page = httpx.get(f"{u}/api/v1/datasets/{uuid}", headers=alice).json()
+        assert page["status"] == "upload error"
+        assert "cancelled by" in page["error_message"]
