@@ -45,6 +45,9 @@ from .models import (
     CancelResult,
     ChunkReceipt,
     CompleteResult,
+    DatasetInfo,
+    DatasetList,
+    DatasetState,
     Health,
     JobInfo,
     JobList,
@@ -336,6 +339,33 @@ class AsyncClient(BaseClient):
 
     async def queue_stats(self) -> QueueStats:
         return await self._send(self._req_queue_stats())
+
+    async def list_datasets(
+        self, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> DatasetList:
+        return await self._send(self._req_datasets(status, limit, offset))
+
+    async def get_dataset(self, uuid: str) -> DatasetInfo:
+        return await self._send(self._req_dataset(uuid))
+
+    async def get_dataset_status(self, uuid: str) -> DatasetState:
+        return await self._send(self._req_dataset_state(uuid))
+
+    async def wait_for_dataset(
+        self, uuid: str, timeout: float | None = None, poll_interval: float = 2.0
+    ) -> DatasetState:
+        return await self._drive(self._dataset_wait_flow(uuid, timeout, poll_interval))
+
+    async def reprocess_dataset(
+        self,
+        uuid: str,
+        *,
+        sensor: str | None = None,
+        output_format: str | None = None,
+        conversion_params: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        call = self._req_reprocess(uuid, sensor, output_format, conversion_params)
+        return await self._send(call)
 
 
 def _copy_docs() -> None:

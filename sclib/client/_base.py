@@ -45,6 +45,7 @@ from ._requests import Requests
 from ._steps import Call, FilePart, Flow, Progress, ReadChunk, Sleep, Transfer
 from .models import (
     CompleteResult,
+    DatasetState,
     LargeUpload,
     Limits,
     ResumeInfo,
@@ -349,6 +350,26 @@ class BaseClient(Requests):
         finally:
             if bar is not None:
                 bar.close()
+
+    def _dataset_wait_flow(
+        self, uuid: str, timeout: float | None, poll_interval: float
+    ) -> Flow[DatasetState]:
+        if poll_interval <= 0:
+            raise InvalidInput(f"poll_interval must be positive, got {poll_interval}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            state: DatasetState = yield self._req_dataset_state(uuid)
+            if state.settled:
+                return state
+            wait = poll_interval
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WaitTimeout(
+                        f"dataset {uuid} is still {state.status} after {timeout} s"
+                    )
+                wait = min(wait, left)
+            yield Sleep(wait)
 
 
 _PERCENT_BAR = "{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}"

@@ -22,6 +22,9 @@ from .models import (
     CancelResult,
     ChunkReceipt,
     CompleteResult,
+    DatasetInfo,
+    DatasetList,
+    DatasetState,
     Health,
     JobInfo,
     JobList,
@@ -282,6 +285,54 @@ class Requests:
 
     def _req_queue_stats(self) -> Call[QueueStats]:
         return Call("GET", "/api/v1/jobs/queue/stats", QueueStats.model_validate)
+
+    # -- the datasets API ----------------------------------------------------------
+
+    def _req_datasets(
+        self, status: str | None, limit: int, offset: int
+    ) -> Call[DatasetList]:
+        params = {"status": status, "limit": limit, "offset": offset}
+        return Call(
+            "GET", "/api/v1/datasets", DatasetList.model_validate, params=params
+        )
+
+    def _req_dataset(self, uuid: str) -> Call[DatasetInfo]:
+        return Call(
+            "GET",
+            f"/api/v1/datasets/{_seg(uuid)}",
+            DatasetInfo.model_validate,
+            context={"dataset_uuid": uuid},
+        )
+
+    def _req_dataset_state(self, uuid: str) -> Call[DatasetState]:
+        return Call(
+            "GET",
+            f"/api/v1/datasets/{_seg(uuid)}/status",
+            DatasetState.model_validate,
+            context={"dataset_uuid": uuid},
+        )
+
+    def _req_reprocess(
+        self,
+        uuid: str,
+        sensor: str | None,
+        output_format: str | None,
+        conversion_params: Mapping[str, Any] | None,
+    ) -> Call[dict[str, Any]]:
+        body: dict[str, Any] = {}
+        if sensor is not None:
+            body["sensor"] = sensor
+        if output_format is not None:
+            body["output_format"] = output_format
+        if conversion_params is not None:
+            body["conversion_params"] = dict(conversion_params)
+        return Call(
+            "POST",
+            f"/api/v1/datasets/{_seg(uuid)}/reprocess",
+            _as_dict,
+            json=body,
+            context={"dataset_uuid": uuid},
+        )
 
 
 def _seg(value: str) -> str:

@@ -38,6 +38,9 @@ from .models import (
     CancelResult,
     ChunkReceipt,
     CompleteResult,
+    DatasetInfo,
+    DatasetList,
+    DatasetState,
     Health,
     JobInfo,
     JobList,
@@ -371,6 +374,43 @@ class Client(BaseClient):
     def queue_stats(self) -> QueueStats:
         """Counts of the queue's jobs by status and type."""
         return self._send(self._req_queue_stats())
+
+    # -- the datasets API ------------------------------------------------------------
+
+    def list_datasets(
+        self, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> DatasetList:
+        """A page of your datasets, newest first (without their files)."""
+        return self._send(self._req_datasets(status, limit, offset))
+
+    def get_dataset(self, uuid: str) -> DatasetInfo:
+        """One dataset with its files (path, size, BLAKE3) and legacy status."""
+        return self._send(self._req_dataset(uuid))
+
+    def get_dataset_status(self, uuid: str) -> DatasetState:
+        """A dataset's legacy status and the jobs that worked on it."""
+        return self._send(self._req_dataset_state(uuid))
+
+    def wait_for_dataset(
+        self, uuid: str, timeout: float | None = None, poll_interval: float = 2.0
+    ) -> DatasetState:
+        """Poll until the dataset's pipeline is through (``done`` or an error
+        status, every job finished); its final state. An error status is returned,
+        not raised: look at ``state.ok`` and ``state.error_message``.
+        :class:`~sclib.client.WaitTimeout` after ``timeout`` seconds."""
+        return self._drive(self._dataset_wait_flow(uuid, timeout, poll_interval))
+
+    def reprocess_dataset(
+        self,
+        uuid: str,
+        *,
+        sensor: str | None = None,
+        output_format: str | None = None,
+        conversion_params: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Convert the dataset again (``output_format``: ``idx`` or ``zarr``)."""
+        call = self._req_reprocess(uuid, sensor, output_format, conversion_params)
+        return self._send(call)
 
 
 #: The seed's name for :class:`Client`.

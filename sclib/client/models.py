@@ -19,6 +19,9 @@ __all__ = [
     "CancelResult",
     "ChunkReceipt",
     "CompleteResult",
+    "DatasetInfo",
+    "DatasetList",
+    "DatasetState",
     "Health",
     "JobInfo",
     "JobList",
@@ -236,3 +239,66 @@ class JobList(ResultModel):
 
 class QueueStats(ResultModel):
     """Counts of the queue's jobs; the server decides the fields."""
+
+
+#: Dataset statuses after which a dataset's pipeline has nothing more to do
+#: (until someone adds files or reprocesses it).
+SETTLED_DATASET_STATUSES = frozenset(
+    {
+        "done",
+        "failed",
+        "sync error",
+        "upload error",
+        "unzip error",
+        "conversion error",
+        "compression error",
+    }
+)
+
+
+class DatasetInfo(ResultModel):
+    """A dataset: its fields (the seed's names), legacy status and files."""
+
+    uuid: str
+    name: str = ""
+    slug: str = ""
+    user: str = ""
+    sensor: str = ""
+    convert: bool = True
+    status: str = ""
+    error_message: str | None = None
+    total_size: int = 0
+    file_count: int = 0
+    files: list[dict[str, Any]] = Field(default_factory=list)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class DatasetList(ResultModel):
+    """A page of datasets (without their files)."""
+
+    datasets: list[DatasetInfo] = Field(default_factory=list)
+    count: int | None = None
+    limit: int | None = None
+    offset: int | None = None
+
+
+class DatasetState(ResultModel):
+    """A dataset's legacy status and the jobs that worked on it."""
+
+    uuid: str
+    status: str
+    error_message: str | None = None
+    jobs: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def settled(self) -> bool:
+        """``done`` or an error status, with every job of the dataset finished."""
+        return self.status in SETTLED_DATASET_STATUSES and all(
+            j.get("status") in FINISHED_STATUSES for j in self.jobs
+        )
+
+    @property
+    def ok(self) -> bool:
+        """Settled in ``done``."""
+        return self.settled and self.status == "done"

@@ -454,3 +454,44 @@ def test_cli_uploads_a_folder_in_a_subprocess(
     items = json.loads(out.stdout)
     assert [i["final_status"]["status"] for i in items] == ["completed", "completed"]
     assert len({i["dataset_uuid"] for i in items}) == 1
+
+
+# -- datasets ------------------------------------------------------------------------
+
+
+def test_datasets_through_both_clients(server: LiveServer, tmp_path: Path) -> None:
+    """After an upload, the client lists and shows the dataset (with its file and
+    BLAKE3), waits until its pipeline is through (`done`, every job finished),
+    and queues a reprocess; AsyncClient sees the same; an unknown or foreign
+    dataset is DatasetNotFound."""
+    from blake3 import blake3
+
+    from sclib.errors import DatasetNotFound
+
+    f = _file(tmp_path, 20_000, "scan.bin")
+    with _client(server, tmp_path) as client:
+        result = client.upload_file(f, dataset_name="Scans", sensor="OTHER")
+        assert result.dataset_uuid is not None
+        uuid = result.dataset_uuid
+        state = client.wait_for_dataset(uuid, timeout=60, poll_interval=0.1)
+        assert state.ok and state.status == "done"
+        assert [j["job_type"] for j in state.jobs] == ["upload"]
+        shown = client.get_dataset(uuid)
+        assert shown.name == "Scans" and shown.file_count == 1
+        assert shown.files[0]["blake3"] == blake3(f.read_bytes()).hexdigest()
+        listed = client.list_datasets(limit=1000)  # the server is shared
+        assert uuid in [d.uuid for d in listed.datasets]
+        again = client.reprocess_dataset(uuid)
+        assert again["next"] == "done"  # OTHER: nothing to convert
+        with pytest.raises(DatasetNotFound):
+            client.get_dataset("f" * 32)
+    with Client(server.url, server.token("bob@example.org")) as bob:
+        with pytest.raises(DatasetNotFound):
+            bob.get_dataset_status(uuid)
+
+    async def main() -> str:
+        async with AsyncClient(server.url, server.token()) as client:
+            done = await client.wait_for_dataset(uuid, timeout=30, poll_interval=0.1)
+            return (await client.get_dataset(uuid)).status + "/" + done.status
+
+    assert asyncio.run(main()) == "done/done"
