@@ -31,7 +31,8 @@ def test_example_script_runs(script: Path, tmp_path: Path) -> None:
 
 def test_example_outputs_say_what_they_promise(tmp_path: Path) -> None:
     """The queue example completes its pipeline; the copy example reuses chunks;
-    the upload example resumes its interrupted upload to completion."""
+    the upload example resumes its interrupted upload to completion; the pipeline
+    example converts its TIFF slices and reads them back equal."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
     out = subprocess.run(
         [sys.executable, str(SCRIPTS[0])],
@@ -61,6 +62,16 @@ def test_example_outputs_say_what_they_promise(tmp_path: Path) -> None:
     ).stdout
     assert "volume.raw: interrupted at" in out
     assert "volume.raw: resumed (chunked), job completed" in out
+    out = subprocess.run(
+        [sys.executable, str(SCRIPTS[3])],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert "dataset done after: upload, file_extraction, dataset_conversion" in out
+    assert "equal to the input" in out and "reprocessed as Zarr: done" in out
 
 
 def test_notebook_cells_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
