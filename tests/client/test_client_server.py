@@ -485,9 +485,9 @@ def test_datasets_through_both_clients(server: LiveServer, tmp_path: Path) -> No
         assert again["next"] == "done"  # OTHER: nothing to convert
         with pytest.raises(DatasetNotFound):
             client.get_dataset("f" * 32)
-    with Client(server.url, server.token("bob@example.org")) as bob:
-        with pytest.raises(DatasetNotFound):
-            bob.get_dataset_status(uuid)
+    bob = server.token("bob@example.org")
+    with Client(server.url, bob) as other, pytest.raises(DatasetNotFound):
+        other.get_dataset_status(uuid)
 
     async def main() -> str:
         async with AsyncClient(server.url, server.token()) as client:
