@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sclib.backends.base import JobStore
+from sclib.backends.mongo_datasets import dataset_document
 from sclib.backends.sqlite_db import SQLiteDatabase
 from sclib.datasets import Dataset, DatasetFile, DatasetNotFound, DatasetStore
 from sclib.errors import BackendError, ConfigurationError, InvalidInput
@@ -96,31 +97,6 @@ def _aware(value: Any, what: str) -> datetime:
     if not isinstance(value, datetime):
         raise InvalidInput(f"{what} must be a date, got {value!r}")
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _doc_of(d: Dataset) -> dict[str, Any]:
-    """A dataset in the ``visstoredatas`` field names (as MongoDB stores it)."""
-    return {
-        "uuid": d.uuid,
-        "name": d.name,
-        "slug": d.slug,
-        "user": d.owner,
-        "sensor": str(d.sensor),
-        "convert": d.convert,
-        "is_public": d.is_public,
-        "is_downloadable": d.is_public_downloadable,
-        "folder": d.folder,
-        "team_uuid": d.team_uuid,
-        "tags": list(d.tags),
-        "files": [
-            {"path": f.path, "size": f.size, "blake3": f.blake3} for f in d.files
-        ],
-        "total_size": d.total_size,
-        "status": str(d.status),
-        "error_message": d.error_message,
-        "created_at": d.created_at,
-        "updated_at": d.updated_at,
-    }
 
 
 # -- JSON with dates (the ledger on SQLite, and export files) -------------------------
@@ -326,14 +302,14 @@ class SQLiteLegacyDocuments(LegacyDocuments):
         while True:
             page = self.datasets.list(limit=500, offset=offset)
             for d in sorted(page, key=lambda d: d.uuid):
-                yield _doc_of(d)
+                yield dataset_document(d)
             if len(page) < 500:
                 return
             offset += 500
 
     def get(self, uuid: str) -> dict[str, Any] | None:
         try:
-            return _doc_of(self.datasets.get(uuid))
+            return dataset_document(self.datasets.get(uuid))
         except DatasetNotFound:
             return None
 

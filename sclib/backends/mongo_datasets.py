@@ -58,7 +58,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
     raise MissingDependency("pymongo", "mongo", "The MongoDB backend") from exc
 
-__all__ = ["FIELD_NAMES", "MongoDatasetStore"]
+__all__ = ["FIELD_NAMES", "MongoDatasetStore", "dataset_document"]
 
 #: Dataset attribute -> MongoDB field name, where they differ.
 FIELD_NAMES: Mapping[str, str] = {
@@ -78,7 +78,8 @@ def _file_doc(f: DatasetFile) -> dict[str, Any]:
     return {"path": f.path, "size": f.size, "blake3": f.blake3}
 
 
-def _to_doc(d: Dataset) -> dict[str, Any]:
+def dataset_document(d: Dataset) -> dict[str, Any]:
+    """A dataset in the ``visstoredatas`` field names, as this store writes it."""
     return {
         "uuid": d.uuid,
         "name": d.name,
@@ -217,7 +218,7 @@ class MongoDatasetStore(DatasetStore):
                     )
                 }
                 made = replace(dataset, slug=next_slug(base, taken))
-                self.coll.insert_one(_to_doc(made))
+                self.coll.insert_one(dataset_document(made))
             except DuplicateKeyError:
                 _pause(attempt)  # a uuid or slug taken meanwhile: look again
                 continue

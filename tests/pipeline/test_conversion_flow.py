@@ -5,78 +5,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import blake3
 import pytest
 
-from sclib.datasets import Dataset, DatasetStore, open_dataset_store
-from sclib.jobs.queue import JobQueue
-from sclib.jobs.registry import HandlerRegistry
+from sclib.datasets import Dataset
 from sclib.jobtypes import JobType
 from sclib.pipeline.conversion import MARKER, converted_dir
-from sclib.pipeline.flow import Pipeline
 from sclib.pipeline.publish import publish_dir
-from sclib.server.handlers import handlers_from_settings
-from sclib.settings import Settings
+from tests.pipeline.pipeline_setup import OWNER, Setup
 
 np = pytest.importorskip("numpy")
 tifffile = pytest.importorskip("tifffile")
 ov = pytest.importorskip("OpenVisus")
-
-OWNER = "alice@example.org"
-
-
-@dataclass
-class Setup:
-    data_dir: Path
-    queue: JobQueue
-    datasets: DatasetStore
-    pipeline: Pipeline
-
-    def add_dataset(
-        self, uuid: str, files: dict[str, bytes], *, sensor: str = "TIFF", **kw: Any
-    ) -> Dataset:
-        folder = self.data_dir / "upload" / uuid
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, data in files.items():
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_bytes(data)
-        self.datasets.create(
-            Dataset(uuid=uuid, name=uuid[:6], owner=OWNER, sensor=sensor, **kw)
-        )
-        self.datasets.add_files(
-            uuid,
-            [
-                _file(name, data)  # the record lists what arrived
-                for name, data in files.items()
-            ],
-        )
-        return self.datasets.get(uuid)
-
-
-def _file(name: str, data: bytes) -> Any:
-    from sclib.datasets import DatasetFile
-
-    return DatasetFile(name, len(data), blake3.blake3(data).hexdigest())
-
-
-@pytest.fixture
-def setup(tmp_path: Path) -> Iterator[Setup]:
-    """A data folder, an SQLite queue with the server's handlers, and a pipeline."""
-    settings = Settings(data_dir=tmp_path)
-    url = settings.backend_url()
-    handlers: HandlerRegistry = handlers_from_settings(settings)
-    queue = JobQueue.open(url, handlers=handlers)
-    datasets = open_dataset_store(url)
-    try:
-        yield Setup(tmp_path, queue, datasets, Pipeline(queue, datasets, tmp_path))
-    finally:
-        queue.close()
-        datasets.close()
 
 
 def _stack(seed: int, shape: tuple[int, int, int] = (5, 24, 32)) -> Any:

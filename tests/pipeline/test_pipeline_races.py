@@ -7,49 +7,21 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import blake3
 import pytest
 
-from sclib.datasets import Dataset, DatasetFile, DatasetStore, open_dataset_store
-from sclib.jobs.queue import JobQueue
+from sclib.datasets import Dataset, DatasetFile, DatasetStore
 from sclib.jobtypes import JobType
 from sclib.pipeline.conversion import MARKER, converted_dir
-from sclib.pipeline.flow import Pipeline, files_fingerprint
-from sclib.server.handlers import handlers_from_settings
-from sclib.settings import Settings
+from sclib.pipeline.flow import files_fingerprint
+from tests.pipeline.pipeline_setup import OWNER, Setup
 
 np = pytest.importorskip("numpy")
 tifffile = pytest.importorskip("tifffile")
 ov = pytest.importorskip("OpenVisus")
-
-OWNER = "alice@example.org"
-
-
-@dataclass
-class Setup:
-    data_dir: Path
-    queue: JobQueue
-    datasets: DatasetStore
-    pipeline: Pipeline
-
-
-@pytest.fixture
-def setup(tmp_path: Path) -> Iterator[Setup]:
-    """A data folder, an SQLite queue with the server's handlers, and a pipeline."""
-    settings = Settings(data_dir=tmp_path)
-    url = settings.backend_url()
-    queue = JobQueue.open(url, handlers=handlers_from_settings(settings))
-    datasets = open_dataset_store(url)
-    try:
-        yield Setup(tmp_path, queue, datasets, Pipeline(queue, datasets, tmp_path))
-    finally:
-        queue.close()
-        datasets.close()
 
 
 def _tiff(seed: int, shape: tuple[int, int, int] = (5, 16, 20)) -> tuple[Any, bytes]:

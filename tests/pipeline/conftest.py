@@ -1,0 +1,5 @@
+"""Fixtures shared by the pipeline tests."""
+
+from tests.pipeline.pipeline_setup import setup
+
+__all__ = ["setup"]
