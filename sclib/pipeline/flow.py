@@ -12,12 +12,12 @@ which decides what comes next, by the dataset's record:
 3. otherwise the dataset is ``done``; a dataset whose sensor has no converter
    (``OTHER``, ``MAPIR``) is not an error, and the step's result says so.
 
-Several uploads into one dataset may finish at the same time. The conversion job
-is queued with an idempotency key made of the dataset's file listing, and waits
-(``depends_on``) for every other ingest job of the dataset that is still pending or
-running, so it converts the complete dataset once they are all through; an earlier
-conversion job that finds the published output already made from the same files
-does nothing (see :mod:`sclib.pipeline.conversion`).
+A dataset may get many ingest jobs (the seed uploads one file per request). A job
+that finishes while another of them is still pending queues nothing: the last one
+queues the conversion, with an idempotency key made of the dataset's file listing,
+waiting (``depends_on``) only for those still running; a conversion job that finds
+the published output already made from the same files does nothing (see
+:mod:`sclib.pipeline.conversion`).
 """
 
 from __future__ import annotations
@@ -117,8 +117,12 @@ class Pipeline:
         a converter, else mark it ``done``.
 
         ``force`` (a reprocess) queues it even when ``convert`` is false or the
-        same input was converted before. Jobs of the dataset still adding files
-        (other than ``exclude``, the caller's own job) are waited for.
+        same input was converted before, and waits for every job of the dataset
+        still adding files. Otherwise (a job that just added files, ``exclude``)
+        nothing is queued while another ingest job of the dataset is pending: the
+        last one to finish queues the conversion, waiting only for those still
+        running. So a dataset uploaded as 5,000 files gets one conversion job, not
+        5,000 each waiting on all the others.
         """
         from sclib.pipeline.convert import converter_for
 
@@ -133,11 +137,17 @@ class Pipeline:
             )
             mark(self.datasets, record.uuid, DatasetStatus.DONE)
             return {"next": "done", "note": note}
+        if not force and self._pending_ingest(record.uuid, exclude):
+            return {
+                "next": "waiting",
+                "note": "more files of this dataset are queued; the last one to "
+                "arrive queues the conversion",
+            }
         params.setdefault("output_format", self.output_format)
         params["sensor"] = sensor
         if force:
             params["force"] = True
-        waiting = self._active_ingest(record.uuid, exclude)
+        waiting = self._active_ingest(record.uuid, exclude, pending=force)
         key = f"convert:{record.uuid}:{files_fingerprint(record, params)}"
         if force:
             key += f":{uuid4().hex}"
@@ -226,9 +236,27 @@ class Pipeline:
             ids.append(extraction.id)
         return ids
 
-    def _active_ingest(self, uuid: str, exclude: str | None) -> list[str]:
+    def _pending_ingest(self, uuid: str, exclude: str | None) -> bool:
+        """Whether another job that adds files to dataset ``uuid`` waits to run."""
+        for job_type in sorted(INGEST_TYPES):
+            found = self.queue.list(
+                status=JobStatus.PENDING.value,
+                dataset_uuid=uuid,
+                job_type=job_type,
+                limit=2,
+            )
+            if any(job.id != exclude for job in found):
+                return True
+        return False
+
+    def _active_ingest(
+        self, uuid: str, exclude: str | None, *, pending: bool = True
+    ) -> list[str]:
+        """The jobs adding files to dataset ``uuid`` that are running (and pending,
+        with ``pending``), other than ``exclude``."""
+        statuses = [JobStatus.RUNNING] + ([JobStatus.PENDING] if pending else [])
         active = []
-        for status in (JobStatus.PENDING, JobStatus.RUNNING):
+        for status in statuses:
             for job in self.queue.list(
                 status=status.value, dataset_uuid=uuid, limit=10_000
             ):

@@ -119,16 +119,44 @@ def test_wrong_format_ends_in_conversion_error_naming_the_file(setup: Setup) -> 
     assert not list((setup.data_dir / "tmp" / "convert").iterdir())
 
 
-def test_conversion_waits_for_the_datasets_other_uploads(setup: Setup) -> None:
-    """While another upload of the same dataset is still pending, the queued
-    conversion depends on it, and converts the complete dataset once it is in."""
-    record = setup.add_dataset("f" * 32, {"stack/s0.tif": _tiff(_stack(5, (1, 8, 8)))})
-    other = setup.queue.enqueue(
-        JobType.UPLOAD, {"source": "nowhere"}, dataset_uuid=record.uuid, owner=OWNER
-    )
-    queued = setup.pipeline.queue_conversion(record)
-    conversion = setup.queue.get(queued["job_id"])
-    assert other.id in conversion.depends_on
+def test_a_dataset_of_many_uploads_gets_one_conversion(setup: Setup) -> None:
+    """Six upload jobs of one dataset, queued together: the ones that finish while
+    others are still pending queue nothing; the last queues one conversion, which
+    converts all six slices; a reprocess meanwhile waits for pending uploads."""
+    uuid = "f" * 32
+    planes = [_stack(20 + i, (1, 8, 8))[0] for i in range(6)]
+    folder = setup.data_dir / "upload" / uuid
+    folder.mkdir(parents=True)
+    setup.datasets.create(Dataset(uuid=uuid, name="many", owner=OWNER, sensor="TIFF"))
+    jobs = []
+    for i, plane in enumerate(planes):
+        data = _tiff(plane)
+        (folder / f"s{i}.tif").write_bytes(data)
+        entry = {"path": f"s{i}.tif", "size": len(data)}
+        entry["blake3"] = blake3.blake3(data).hexdigest()
+        jobs.append(
+            setup.queue.enqueue(
+                JobType.UPLOAD,
+                {"source": "upload", "files": [entry], "dataset": {"sensor": "TIFF"}},
+                dataset_uuid=uuid,
+                owner=OWNER,
+            ).id
+        )
+    forced = setup.pipeline.queue_conversion(setup.datasets.get(uuid), force=True)
+    assert set(jobs) <= set(setup.queue.get(forced["job_id"]).depends_on)
+    setup.queue.cancel(forced["job_id"], "not this one")
+    setup.queue.run_until_idle()
+    results = [setup.queue.get(j).result["pipeline"]["next"] for j in jobs]
+    assert results == ["waiting"] * 5 + ["dataset_conversion"]
+    conversions = [
+        j
+        for j in setup.queue.list(job_type="dataset_conversion")
+        if j.status == "completed"
+    ]
+    assert len(conversions) == 1
+    volume = _read_idx(converted_dir(setup.data_dir, uuid) / "visus.idx")
+    assert np.array_equal(volume, np.stack(planes))
+    assert setup.datasets.get(uuid).status == "done"
 
 
 def test_publish_dir_replaces_a_folder_in_one_step(tmp_path: Path) -> None:
