@@ -35,6 +35,8 @@ from typing import Any, Literal
 
 from sclib.backends.base import ClaimedJob, Settlement
 from sclib.errors import (
+    ConfigurationError,
+    DatasetConflict,
     InvalidInput,
     JobCancelled,
     JobTimeout,
@@ -85,6 +87,16 @@ class _Outcome:
         return "fatal" if self.fatal else "error"
 
 
+def _is_fatal(exc: Exception) -> bool:
+    """Whether a retry of the job cannot help: an SclibError that says so, except
+    the worker's own setup (ConfigurationError, MissingDependency: an operator
+    fixes it, or another worker has the extra) and a dataset found in another
+    status (DatasetConflict: the next attempt reads it again)."""
+    if isinstance(exc, ConfigurationError | DatasetConflict):
+        return False
+    return isinstance(exc, SclibError) and not exc.retryable
+
+
 def _execute(handler: Handler, ctx: JobContext) -> _Outcome:
     """Run one handler call and classify how it ended. Never raises."""
     try:
@@ -107,8 +119,7 @@ def _execute(handler: Handler, ctx: JobContext) -> _Outcome:
             exc_info=True,
         )
         tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        fatal = isinstance(exc, SclibError) and not exc.retryable
-        return _Outcome("error", message=tb, fatal=fatal)
+        return _Outcome("error", message=tb, fatal=_is_fatal(exc))
     if ctx.timed_out:
         return _Outcome("timeout", message="finished after its time limit")
     return _Outcome("ok", result=result)

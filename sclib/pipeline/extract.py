@@ -496,6 +496,7 @@ def _extract_7z(
             _make_dirs(dest, folder, made)
     results: dict[str, ExtractedFile] = {}
     state = {"done": 0}
+    opened: list[Any] = []  # every writer, closed below even if py7zr stopped
 
     class _Writer(base_io):  # type: ignore[misc]
         def __init__(self, entry: _Entry) -> None:
@@ -504,6 +505,7 @@ def _extract_7z(
             self.written = 0
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
             self.fd = os.open(safe_join(dest, entry.path), flags, _FILE_MODE)
+            opened.append(self)
 
         def write(self, data: bytes | bytearray) -> int:
             if check is not None:
@@ -567,6 +569,11 @@ def _extract_7z(
         if isinstance(exc, SclibError):
             raise  # a cancel or timeout from check()
         raise InvalidInput(f"the 7z archive cannot be read: {exc}") from exc
+    finally:
+        for writer in opened:  # py7zr does not close a writer it gave up on
+            if writer.fd >= 0:
+                os.close(writer.fd)
+                writer.fd = -1
     for entry in files.values():  # py7zr may not ask for empty files
         if entry.path not in results:
             if entry.size:

@@ -154,7 +154,7 @@ class GoogleSyncHandler:
                 "SCLIB_GDRIVE_SERVICE_ACCOUNT_FILE"
             )
         if not self.secret_key:
-            raise InvalidInput(
+            raise ConfigurationError(
                 "this job carries sealed credentials but the worker has no "
                 "SECRET_KEY to open them"
             )

@@ -28,7 +28,7 @@ from typing import Any
 
 from sclib.datasets import DatasetFile, DatasetStore
 from sclib.datasets.records import ensure_dataset, mark, record_files
-from sclib.errors import ChecksumMismatch, InvalidInput
+from sclib.errors import ChecksumMismatch, ConfigurationError, InvalidInput
 from sclib.jobs.context import JobContext
 from sclib.jobs.registry import HandlerRegistry
 from sclib.jobtypes import DatasetStatus, JobType
@@ -281,6 +281,18 @@ def check_server_path(value: str, roots: list[Path]) -> Path:
     return resolved
 
 
+def _recordable(rel: str) -> str:
+    """``rel`` if a dataset record can hold it as a file path, else InvalidInput."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        raise InvalidInput(
+            f"file path {shown!r} is not valid UTF-8; rename the file"
+        ) from None
+    return safe_relative_path(rel, "file path")
+
+
 class UploadHandler:
     """The ``upload`` job handler; see the module docstring."""
 
@@ -370,11 +382,13 @@ class UploadHandler:
                 f"no files in {folder} for this migrated upload: the old system "
                 "never stored them; upload the data again"
             )
+        # every name is checked before any hashing: one the record cannot hold
+        # fails the job at once, naming it (and the dataset goes to upload error)
+        names = [_recordable(path.relative_to(folder).as_posix()) for path in paths]
         files = []
-        for path in paths:
+        for path, rel in zip(paths, names, strict=True):
             ctx.check()
             digest, size = blake3_file(path)
-            rel = path.relative_to(folder).as_posix()
             files.append({"path": rel, "size": size, "blake3": digest})
             ctx.report(message=rel)
         return {"files": files, "bytes": sum(f["size"] for f in files)}
@@ -397,7 +411,7 @@ class UploadHandler:
                 from sclib.server.secrets import SecretBox
 
                 if not self.secret_key:
-                    raise InvalidInput(
+                    raise ConfigurationError(
                         "this import carries sealed credentials but the worker has "
                         "no SECRET_KEY to open them"
                     )

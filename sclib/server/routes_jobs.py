@@ -65,6 +65,19 @@ def submit(
             owner = mine[0].owner if mine else identity.email
         if owner != identity.email:
             raise NotFound(f"no dataset {body.dataset_uuid}")
+    from sclib.server.handlers import split_config
+
+    if (
+        body.job_type == JobType.GOOGLE_SYNC
+        and not identity.is_admin
+        and not split_config(body.parameters)[1]
+    ):
+        # else the worker's own service account (SCLIB_GDRIVE_SERVICE_ACCOUNT_FILE,
+        # meant for migrated jobs) would fetch any folder it can read for anyone
+        raise InvalidInput(
+            "parameters: a google_sync job needs your own credentials "
+            "(service_account_json or access_token)"
+        )
     for dep in body.depends_on:
         visible_job(state, identity, dep)
     job = state.queue.enqueue(
@@ -83,11 +96,23 @@ def submit(
 
 def _sealed(state: ServerState, parameters: dict[str, Any]) -> dict[str, Any]:
     """``parameters`` with any credentials (``service_account_json``,
-    ``access_token``, S3 keys) moved into ``sealed``, encrypted with the server's
-    SECRET_KEY, so they are never stored or shown in plain text."""
+    ``access_token``, S3 keys, at the top or in an upload's ``source_config``)
+    moved into ``sealed``, encrypted with the server's SECRET_KEY, so they are
+    never stored or shown in plain text."""
     from sclib.server.handlers import split_config
 
     public, secret = split_config(parameters)
+    inner = parameters.get("source_config")
+    if isinstance(inner, dict):  # an upload's import: the worker reads it here
+        inner_public, inner_secret = split_config(inner)
+        both = sorted(set(secret) & set(inner_secret))
+        if both:
+            raise InvalidInput(
+                f"parameters: {both[0]} given both at the top and in source_config"
+            )
+        if inner_secret:
+            public["source_config"] = inner_public
+            secret.update(inner_secret)
     if not secret:
         return parameters
     if "sealed" in parameters:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sclib import HandlerRegistry, JobContext
-from sclib.errors import InvalidInput
+from sclib.errors import ConfigurationError, DatasetConflict, InvalidInput
 
 handlers = HandlerRegistry()
 
@@ -23,10 +23,16 @@ def echo(ctx: JobContext) -> dict[str, Any]:
 @handlers.register("file_extraction")
 def flaky(ctx: JobContext) -> dict[str, Any]:
     """Fail until attempt ``ok_on``; then succeed. With ``fatal``, raise an error
-    that says a retry cannot help."""
+    that says a retry cannot help; with ``unready``, fail with a non-retryable
+    error about the worker's setup or the dataset's state instead of ``OSError``."""
     if ctx.parameters.get("fatal"):
         raise InvalidInput(f"bad parameters on attempt {ctx.attempt}")
     if ctx.attempt < ctx.parameters.get("ok_on", 10**9):
+        unready = ctx.parameters.get("unready")
+        if unready == "configuration":  # a worker set up wrongly, then fixed
+            raise ConfigurationError(f"no SECRET_KEY on attempt {ctx.attempt}")
+        if unready == "dataset":  # the dataset was busy with another step
+            raise DatasetConflict(f"dataset busy on attempt {ctx.attempt}")
         raise OSError(f"transient failure on attempt {ctx.attempt}")
     return {"attempt": ctx.attempt}
 

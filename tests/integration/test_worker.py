@@ -88,6 +88,24 @@ def test_error_that_a_retry_cannot_help_is_not_retried(
     assert [e.kind for e in failed.error_history] == ["fatal"]
 
 
+@pytest.mark.parametrize("unready", ["configuration", "dataset"])
+def test_worker_setup_and_dataset_state_errors_are_retried(
+    queue: JobQueue, unready: str
+) -> None:
+    """A ConfigurationError (a worker without SECRET_KEY or an extra, fixed by an
+    operator or run by another worker) and a DatasetConflict (the dataset was busy
+    with another step) are about the moment, not the job: they are retried like
+    any error (kind `error`, not `fatal`), and the job completes once they pass."""
+    job = queue.enqueue(
+        "file_extraction", {"unready": unready, "ok_on": 2}, max_attempts=3
+    )
+    Worker(queue, handlers, poll_interval=0.05).run(until_idle=True)
+    done = queue.get(job.id)
+    assert done.status is JobStatus.COMPLETED, done.error_history
+    assert done.result == {"attempt": 2}
+    assert [e.kind for e in done.error_history] == ["error"]
+
+
 def test_unusable_result_fails_with_clear_error(queue: JobQueue) -> None:
     """A handler returning something that is not JSON fails its job, saying why."""
     job = queue.enqueue("backup_creation", max_attempts=1)

@@ -132,3 +132,26 @@ def test_bombs_damage_and_cancel(tmp_path: Path) -> None:
     with pytest.raises(JobCancelled):
         extract_archive(good, tmp_path / "out3", check=check)
     assert not (tmp_path / "out3").exists()
+
+
+def test_a_stopped_7z_extraction_leaves_no_open_file(tmp_path: Path) -> None:
+    """When check() stops a 7z extraction in the middle of a file (a cancel), the
+    file py7zr had asked for is closed all the same: after a few stopped runs the
+    process holds no more open descriptors than before, and the folder is gone."""
+    data = {f"d{i}/f.bin": bytes(range(256)) * 4096 * (i + 1) for i in range(2)}
+    archive = _write(tmp_path / "a.7z", data)
+    before = len(os.listdir("/proc/self/fd"))
+    for stop_after in (2, 3):  # 2 entries planned, then one write per file
+        calls = {"n": 0}
+
+        def check(calls: dict[str, int] = calls, stop_after: int = stop_after) -> None:
+            calls["n"] += 1
+            if calls["n"] > stop_after:
+                raise JobCancelled("stop")
+
+        with pytest.raises(JobCancelled):
+            extract_archive(
+                archive, tmp_path / "out", ExtractLimits(max_ratio=1e6), check=check
+            )
+        assert not (tmp_path / "out").exists()
+    assert len(os.listdir("/proc/self/fd")) == before

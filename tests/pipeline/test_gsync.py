@@ -253,3 +253,20 @@ def test_drive_ids_from_legacy_links() -> None:
     ):
         assert drive_id_from(None, link) == ident
     assert drive_id_from(ident, "ignored") == ident
+
+
+def test_a_worker_without_secret_key_is_a_configuration_error(
+    tmp_path: Path, drive: DriveStandin, key: rsa.RSAPrivateKey
+) -> None:
+    """Sealed credentials reaching a worker that has no SECRET_KEY fail with a
+    ConfigurationError (the worker's setup, retried once an operator sets it),
+    not an InvalidInput that would fail the job for good; nothing is written."""
+    from sclib.errors import ConfigurationError
+
+    store = sqlite_datasets(tmp_path)
+    handler = _handler(tmp_path, store, drive)
+    handler.secret_key = None
+    params = {"folder_id": "a" * 20, "sealed": _sealed(drive, key)}
+    with pytest.raises(ConfigurationError, match="no SECRET_KEY"):
+        handler(job_context("google_sync", "d" * 32, params))
+    assert not (tmp_path / "data" / "upload").exists()

@@ -161,3 +161,74 @@ def test_cancelling_a_pending_upload_tells_its_dataset(server: LiveServer) -> No
         page = httpx.get(f"{u}/api/v1/datasets/{uuid}", headers=alice).json()
         assert page["status"] == "upload error"
         assert "cancelled by" in page["error_message"]
+
+
+def test_credentials_inside_source_config_are_sealed(tmp_path: Path) -> None:
+    """An `upload` job submitted through the jobs API (by an admin: users go
+    through the upload routes) carries its import's credentials inside
+    `source_config` (where the worker reads them): they are
+    sealed too, the stored `source_config` keeps only the public part, and the
+    sealed value opens to exactly the credentials."""
+    from sclib.jobs.queue import JobQueue
+    from sclib.server.secrets import SecretBox
+
+    live = LiveServer(
+        tmp_path / "data", env={"SCLIB_USER_JOB_TYPES": "upload"}, workers=0
+    ).start()
+    try:
+        config = {
+            "url": "s3://bucket/key",
+            "access_key_id": "AKIAEXAMPLE",
+            "secret_access_key": "very-secret-value",
+        }
+        r = httpx.post(
+            f"{live.url}/api/v1/jobs",
+            json={
+                "job_type": "upload",
+                "parameters": {
+                    "source": "import",
+                    "source_type": "s3",
+                    "source_config": config,
+                },
+            },
+            headers=live.headers(admin=True),
+        )
+        assert r.status_code == 201, r.text
+        queue = JobQueue.open(f"sqlite:///{live.data_dir / 'sclib.db'}")
+        stored = queue.get(r.json()["job_id"]).parameters
+        queue.close()
+        assert "very-secret-value" not in str(stored)
+        assert "AKIAEXAMPLE" not in str(stored)
+        assert stored["source_config"] == {"url": "s3://bucket/key"}
+        assert SecretBox(SECRET).open(stored["sealed"]) == {
+            "access_key_id": "AKIAEXAMPLE",
+            "secret_access_key": "very-secret-value",
+        }
+    finally:
+        live.stop()
+
+
+def test_users_google_sync_jobs_must_bring_credentials(tmp_path: Path) -> None:
+    """A user's google_sync job without credentials of its own is refused (422,
+    naming what to give) and nothing is queued: the worker's service account
+    (SCLIB_GDRIVE_SERVICE_ACCOUNT_FILE) is for operators' and migrated jobs, not a
+    way for any user to fetch whatever folder that account can read. An admin's
+    job without credentials is taken."""
+    from sclib.jobs.queue import JobQueue
+
+    live = LiveServer(
+        tmp_path / "data", env={"SCLIB_USER_JOB_TYPES": "google_sync"}, workers=0
+    ).start()
+    try:
+        body = {"job_type": "google_sync", "parameters": {"folder_id": "a" * 20}}
+        url = f"{live.url}/api/v1/jobs"
+        r = httpx.post(url, json=body, headers=live.headers())
+        assert r.status_code == 422, r.text
+        assert "service_account_json or access_token" in r.json()["detail"]
+        queue = JobQueue.open(f"sqlite:///{live.data_dir / 'sclib.db'}")
+        assert queue.list() == []
+        queue.close()
+        r = httpx.post(url, json=body, headers=live.headers(admin=True))
+        assert r.status_code == 201, r.text
+    finally:
+        live.stop()
