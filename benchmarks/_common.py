@@ -6,6 +6,7 @@ Imported by ``transfer.py`` and ``upload.py`` (run as scripts, this folder is on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -34,6 +35,9 @@ __all__ = [
     "mem_available_gib",
     "read_through",
     "sclib_source_state",
+    "started",
+    "stop",
+    "stop_all",
     "summarize",
     "verdict",
 ]
@@ -167,3 +171,31 @@ def summarize(seconds: list[float], size: int) -> dict[str, Any]:
 
 def verdict(ratio: float, target: float) -> str:
     return "meets" if ratio >= target else "MISSES"
+
+
+#: Every child process a benchmark started, so it can end them all on exit.
+_children: list[subprocess.Popen[bytes]] = []
+
+
+def started(proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """Remember ``proc`` for :func:`stop_all`; returns it."""
+    _children.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """Terminate ``proc`` (kill it if it does not exit in ``timeout`` s)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def stop_all() -> None:
+    """End every process :func:`started` remembered."""
+    for proc in _children:
+        with contextlib.suppress(Exception):  # best effort at exit
+            stop(proc)

@@ -63,6 +63,9 @@ from _common import (  # this folder: shared benchmark helpers
     mem_available_gib,
     read_through,
     sclib_source_state,
+    started,
+    stop,
+    stop_all,
     summarize,
 )
 from _common import verdict as _verdict
@@ -78,8 +81,6 @@ S3_SECRET = "bench-secret-key"  # noqa: S105 - a dummy for a local test server
 S3_REGION = "us-east-1"
 SERVER_START_TIMEOUT = 60.0
 RUN_TIMEOUT = 1800.0  # seconds one external copy may take before it is abandoned
-
-_children: list[subprocess.Popen[bytes]] = []
 
 
 # -- files ---------------------------------------------------------------------------
@@ -178,7 +179,7 @@ def moto_server(tmp: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]
             stderr=subprocess.STDOUT,
             env=env,
         )
-    _children.append(proc)
+    started(proc)
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while True:
@@ -197,23 +198,6 @@ def moto_server(tmp: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]
         yield f"http://127.0.0.1:{port}", proc, log_path
     finally:
         stop(proc)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def _cleanup() -> None:
-    """End every process this script started."""
-    for proc in _children:
-        with contextlib.suppress(Exception):
-            stop(proc)
 
 
 # -- timing --------------------------------------------------------------------------
@@ -845,7 +829,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"3. hashing {hash_size // MIB} MiB ...")
         result["hashing"] = bench_hashing(hash_size, repeat)
     finally:
-        _cleanup()
+        stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
     result["settings"]["load_average_end"] = list(os.getloadavg())
     if args.json:

@@ -88,6 +88,9 @@ from _common import (  # this folder: shared benchmark helpers
     mem_available_gib,
     read_through,
     sclib_source_state,
+    started,
+    stop,
+    stop_all,
     summarize,
 )
 from _common import verdict as _verdict
@@ -105,8 +108,6 @@ FIELDS = {"dataset_name": "upload-bench", "sensor": "OTHER"}
 DIAG = "sclib 1 MiB pieces"  # the diagnostic contender (see TimingTransport)
 TARGET_CURL = 1.0
 TARGET_CP = 0.6
-
-_children: list[subprocess.Popen[bytes]] = []
 
 
 def parse_size(text: str) -> int:
@@ -284,7 +285,7 @@ def sclib_server(
             stderr=subprocess.STDOUT,
             env=env,
         )
-    _children.append(proc)
+    started(proc)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT
@@ -305,23 +306,6 @@ def sclib_server(
         yield url, proc, log_path
     finally:
         stop(proc)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def _cleanup() -> None:
-    """End every process this script started."""
-    for proc in _children:
-        with contextlib.suppress(Exception):
-            stop(proc)
 
 
 # -- timing --------------------------------------------------------------------------
@@ -738,7 +722,7 @@ def profile_upload(bench: Bench, chunk: int | None, rate: int = 200) -> dict[str
         if who == "server":
             argv.append("--idle")  # the event loop waiting on the socket shows up
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _children.append(proc)
+        started(proc)
         procs.append((who, proc, raw))
     time.sleep(1.0)  # py-spy attaches
     start = time.perf_counter()
@@ -1136,7 +1120,7 @@ def main(argv: list[str] | None = None) -> int:
                 result["profile"] = prof
                 print_profile(prof)
     finally:
-        _cleanup()
+        stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
     result["settings"]["load_average_end"] = list(os.getloadavg())
     if args.json:

@@ -10,14 +10,13 @@ another.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sclib.backends.sqlite_db import SQLiteDatabase
+from sclib.backends.sqlite_db import SQLiteFileStore
 from sclib.datasets.models import (
     Dataset,
     DatasetFile,
@@ -98,25 +97,10 @@ def _value(name: str, dataset: Dataset) -> Any:
     return str(value) if name == "sensor" else value
 
 
-class SQLiteDatasetStore(DatasetStore):
+class SQLiteDatasetStore(SQLiteFileStore, DatasetStore):
     """Datasets in a SQLite file; safe across threads and processes."""
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        synchronous: str = "NORMAL",
-        busy_timeout: float = 10.0,
-    ) -> None:
-        self.db = SQLiteDatabase(
-            path, _SCHEMA, synchronous=synchronous, busy_timeout=busy_timeout
-        )
-
-    def __repr__(self) -> str:
-        return f"SQLiteDatasetStore({str(self.db.path)!r})"
-
-    def close(self) -> None:
-        self.db.close()
+    SCHEMA = _SCHEMA
 
     def _load(self, db: sqlite3.Connection, row: sqlite3.Row) -> Dataset:
         files = [

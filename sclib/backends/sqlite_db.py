@@ -15,11 +15,11 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sclib.errors import BackendError, ConfigurationError
 
-__all__ = ["SYNC_MODES", "SQLiteDatabase"]
+__all__ = ["SYNC_MODES", "SQLiteDatabase", "SQLiteFileStore"]
 
 SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -153,3 +153,27 @@ class SQLiteDatabase:
             conns, self._idle = self._idle, []
         for conn in conns:
             conn.close()
+
+
+class SQLiteFileStore:
+    """What every store kept in one SQLite file shares: the database opened with
+    the class's ``SCHEMA``, a ``repr`` naming the file, and ``close``."""
+
+    SCHEMA: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 10.0,
+    ) -> None:
+        self.db = SQLiteDatabase(
+            path, self.SCHEMA, synchronous=synchronous, busy_timeout=busy_timeout
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.db.path)!r})"
+
+    def close(self) -> None:
+        self.db.close()

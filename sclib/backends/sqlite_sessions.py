@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sclib.backends.sqlite_db import SQLiteDatabase
+from sclib.backends.sqlite_db import SQLiteFileStore
 from sclib.errors import SessionNotFound
 from sclib.models import from_timestamp, to_timestamp
 from sclib.transfers.sessions import (
@@ -52,25 +51,10 @@ CREATE TABLE IF NOT EXISTS transfer_chunks (
 """
 
 
-class SQLiteSessionStore(SessionStore):
+class SQLiteSessionStore(SQLiteFileStore, SessionStore):
     """Sessions in a SQLite file; safe across threads and processes."""
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        synchronous: str = "NORMAL",
-        busy_timeout: float = 10.0,
-    ) -> None:
-        self.db = SQLiteDatabase(
-            path, _SCHEMA, synchronous=synchronous, busy_timeout=busy_timeout
-        )
-
-    def __repr__(self) -> str:
-        return f"SQLiteSessionStore({str(self.db.path)!r})"
-
-    def close(self) -> None:
-        self.db.close()
+    SCHEMA = _SCHEMA
 
     def _load(self, db: sqlite3.Connection, row: sqlite3.Row) -> TransferSession:
         chunks = {
