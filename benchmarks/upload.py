@@ -42,7 +42,9 @@ Fairness rules (as in ``transfer.py``): every contender runs ``--repeat`` times
 (default 3), interleaved, the order rotated each round. Before each run the
 server's data folder is emptied of the previous upload, ``gc.collect()`` runs,
 ``sync`` is called and the source is read once, so every run starts with the
-source in the page cache. After each run the stored file's size and BLAKE3 are
+source in the page cache, and a scratch file of the upload's size is written and
+deleted, so every run writes into memory the VM holds (see
+``_common.recycle_page_cache``). After each run the stored file's size and BLAKE3 are
 checked (not timed) and it is deleted. The server process's peak RSS during each
 run is read from ``VmHWM`` in ``/proc/<pid>/status`` (reset before the run
 through ``/proc/<pid>/clear_refs``; polled ``VmRSS`` where that is not
@@ -87,6 +89,7 @@ from _common import (  # this folder: shared benchmark helpers
     make_random_file,
     mem_available_gib,
     read_through,
+    recycle_page_cache,
     sclib_source_state,
     started,
     stop,
@@ -531,6 +534,8 @@ def run_all(
                 continue
             bench.clear()
             read_through(bench.src)  # every contender starts with the source cached
+            # ... and writes into memory the VM holds (see recycle_page_cache)
+            recycle_page_cache(bench.tmp, bench.size)
             log(f"    round {r + 1}/{repeat}: {name} ...")
             bench.last_transport = None
             # the previous sclib run's request bodies may still sit in reference
@@ -808,8 +813,10 @@ def print_report(result: dict[str, Any]) -> None:
         "in MB/s (10^6 bytes/s); RSS = peak during the run (median of runs)"
     )
     print(
-        "before every run: the previous upload deleted, `sync`, and the source read "
-        "once (cached); after it, the stored file's BLAKE3 checked (not timed)"
+        "before every run: the previous upload deleted, `sync`, the source read "
+        "once (cached), and a scratch file of its size written and deleted (so the "
+        "run writes into memory the VM holds); after it, the stored file's BLAKE3 "
+        "checked (not timed)"
     )
     print()
     up = result["upload"]

@@ -9,7 +9,6 @@ caller records them.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Mapping
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sclib.errors import ChecksumMismatch, InvalidInput, TooLarge, UploadConflict
 from sclib.server.locks import WriteLock
+from sclib.transfers._writeback import start_writeback
 from sclib.transfers.hashing import blake3_file, new_blake3
 
 if TYPE_CHECKING:
@@ -140,14 +140,11 @@ class StagedWrite:
         self.hashers.check(expected or {}, f"upload {self.upload.id}")
         if sync:
             self.durable()
-        elif self._fd is not None and hasattr(os, "posix_fadvise"):
+        elif self._fd is not None:
             # start writing these bytes to disk now, in the background (Linux:
             # dirty pages are queued for writeback, none is waited for), so the
             # one flush at completion has little left to do
-            with contextlib.suppress(OSError):
-                os.posix_fadvise(
-                    self._fd, self.start, self.written, os.POSIX_FADV_DONTNEED
-                )
+            start_writeback(self._fd, self.start, self.written)
 
 
 def hash_file(path: Path, names: set[str]) -> dict[str, str]:

@@ -2,12 +2,12 @@
 
 The destination writes each object into a temp file of the final size next to its
 final path (``.<name>.sclib-part``; free space is checked first), with positioned
-writes (1 MiB per call) so chunks land in any order, compares every chunk with
-what landed (through a memory map of the written range, or by reading it back
-where the filesystem cannot map files), and on commit syncs the file to disk
-(unless ``fsync=False``) and renames it into place atomically (then syncs the
-folder). Until then nothing is at the final path. The temp file's path is the
-writer's resumable state.
+writes so chunks land in any order, compares every chunk with what landed (through
+a memory map of the written range, or by reading it back where the filesystem
+cannot map files), starts each checked chunk's writeback to disk at once, and on
+commit syncs the file to disk (unless ``fsync=False``) and renames it into place
+atomically (then syncs the folder). Until then nothing is at the final path. The
+temp file's path is the writer's resumable state.
 
 "Durable" for a chunk means written to the operating system: it survives the
 process dying (SIGKILL included). The sync to disk happens once, at commit; after
@@ -36,6 +36,7 @@ from sclib.errors import (
     SourceNotFound,
 )
 from sclib.transfers._landed import mapped_equal
+from sclib.transfers._writeback import start_writeback
 from sclib.transfers.destinations import Destination, DestinationWriter
 from sclib.transfers.plan import Chunk
 from sclib.transfers.sources import Source, SourceObject
@@ -45,11 +46,10 @@ __all__ = ["LocalDestination", "LocalSource", "local_path"]
 log = logging.getLogger(__name__)
 
 _READBACK = 1 << 20  # bytes compared at a time by the pread fallback
-# bytes per pwrite call. Measured on this project's 2-core VM (Linux 6.18, ext4):
-# 8 MiB pwrite calls into the page cache took 0.28 to 2.67 s per GiB from run to
-# run, 1 MiB calls a steady 0.26 to 0.35 s (docs/transfers.md, "Speed of local
-# copies")
-_WRITE_PIECE = 1 << 20
+# bytes per pwrite call (a default-sized chunk is one call). The size made no
+# difference once the benchmark stopped writing into memory the VM had handed
+# back to its host (docs/transfers.md, "Speed of local copies")
+_WRITE_PIECE = 8 << 20
 
 
 def local_path(url: str) -> Path:
@@ -244,13 +244,10 @@ class _LocalWriter(DestinationWriter):
             raise DestinationError(
                 f"writing chunk {chunk.index} of {self.final}: {exc}"
             ) from exc
-        if intact and self.fsync and hasattr(os, "posix_fadvise"):
+        if intact and self.fsync:
             # start writing this chunk to disk now, in the background, so the
             # fsync at commit has little left to do
-            with contextlib.suppress(OSError):
-                os.posix_fadvise(
-                    self._fd, chunk.offset, chunk.length, os.POSIX_FADV_DONTNEED
-                )
+            start_writeback(self._fd, chunk.offset, chunk.length)
         if not intact:
             raise ChecksumMismatch(
                 f"chunk {chunk.index} of {self.final} reads back different bytes"

@@ -1,5 +1,6 @@
-"""The local destination's fast write path: 1 MiB pwrite calls, chunks verified
-through a memory map of the written range, and the pread fallback.
+"""The local destination's fast write path: pwrite calls of at most 8 MiB, chunks
+verified through a memory map of the written range (and the pread fallback), and
+each verified chunk's writeback started early when the copy syncs.
 
 Every copy here is of a real file to a real file; the few stand-ins (a pwrite that
 corrupts what it writes, an mmap the filesystem refuses) are said in each test.
@@ -27,6 +28,7 @@ from sclib.backends.sqlite_sessions import SQLiteSessionStore
 from sclib.errors import ChecksumMismatch
 from sclib.transfers import MemorySessionStore, TransferConfig, TransferEngine
 from sclib.transfers._landed import mapped_equal
+from sclib.transfers._writeback import start_writeback
 from sclib.transfers.plan import KIB, MIB
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,12 +78,12 @@ def test_chunks_are_verified_through_a_mapping(
     assert file.blake3 == blake3(data).hexdigest()
 
 
-def test_chunks_are_written_in_1_mib_calls(
+def test_large_chunks_are_written_in_8_mib_calls(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An 8 MiB chunk reaches the file in pwrite calls of at most 1 MiB (large
-    calls were erratically slow on this project's VM), covering every byte once."""
-    size = 2 * 8 * MIB + 5
+    """A chunk larger than 8 MiB reaches the file in pwrite calls of at most
+    8 MiB, covering every byte once."""
+    size = 32 * MIB + 5
     (tmp_path / "src.bin").write_bytes(os.urandom(size))
     real = os.pwrite
     writes: list[tuple[int, int]] = []
@@ -91,11 +93,49 @@ def test_chunks_are_written_in_1_mib_calls(
         return real(fd, data, offset)
 
     monkeypatch.setattr(os, "pwrite", pwrite)
-    engine(8 * MIB).copy(str(tmp_path / "src.bin"), str(tmp_path / "dst.bin"))
-    assert max(length for _, length in writes) == MIB
+    engine(32 * MIB).copy(str(tmp_path / "src.bin"), str(tmp_path / "dst.bin"))
+    assert max(length for _, length in writes) == 8 * MIB
     assert sum(length for _, length in writes) == size
-    assert sorted(offset for offset, _ in writes) == list(range(0, size, MIB))
+    assert sorted(offset for offset, _ in writes) == list(range(0, size, 8 * MIB))
     assert (tmp_path / "dst.bin").stat().st_size == size
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_writeback_starts_per_verified_chunk_when_syncing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: bool
+) -> None:
+    """With fsync on, each chunk's range is queued for writeback once it was
+    checked (so the fsync at commit has little left); with fsync off, never."""
+    size = 3 * 64 * KIB + 7
+    (tmp_path / "src.bin").write_bytes(os.urandom(size))
+    started = spy(monkeypatch, local_module, "start_writeback")
+    engine(64 * KIB, parallel=2).copy(
+        str(tmp_path / "src.bin"),
+        str(tmp_path / "dst.bin"),
+        dest_options={"fsync": fsync},
+    )
+    ranges = sorted((call[1], call[2]) for call in started)
+    if fsync:
+        assert ranges == [
+            (0, 64 * KIB),
+            (64 * KIB, 64 * KIB),
+            (128 * KIB, 64 * KIB),
+            (192 * KIB, 7),
+        ]
+    else:
+        assert ranges == []
+
+
+def test_start_writeback_queues_dirty_pages(tmp_path: Path) -> None:
+    """On Linux the call reaches sync_file_range and succeeds on a real file; an
+    empty range starts nothing."""
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(fd, b"x" * 10_000, 0)
+        assert start_writeback(fd, 0, 10_000) is sys.platform.startswith("linux")
+        assert start_writeback(fd, 0, 0) is False
+    finally:
+        os.close(fd)
 
 
 def test_filesystem_without_mmap_falls_back_to_pread(
