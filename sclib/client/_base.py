@@ -52,7 +52,7 @@ from .models import (
     UploadResult,
     UploadStatus,
 )
-from .state import UploadState, UploadStateStore, content_key
+from .state import UploadState, UploadStateStore, content_key, folder_key
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "BaseClient", "backoff"]
 
@@ -293,6 +293,12 @@ class BaseClient(Requests):
         dataset = options.get("dataset_identifier")
         common: UploadOptions = {**options}
         common["dataset_name"] = options.get("dataset_name") or root.name
+        # what this folder's earlier, interrupted run of the same call finished
+        ledger_key = folder_key(
+            self.base_url, root, fields_digest(dataset_values(common, root.name))
+        )
+        ledger = self.state.load_folder(ledger_key) or {"files": {}}
+        dataset = dataset or ledger.get("dataset_uuid")
         total = sum(p.stat().st_size for p, _ in files)
         progress = Progress(
             total,
@@ -303,6 +309,14 @@ class BaseClient(Requests):
         results: list[UploadResult] = []
         try:
             for file, rel in files:
+                name = file.relative_to(root).as_posix()
+                key = content_key(self.base_url, file, file.stat())
+                done = _finished(ledger["files"].get(name), key)
+                if done is not None:  # sent by the interrupted run: not again
+                    results.append(done)
+                    progress.advance(file.stat().st_size)
+                    dataset = dataset or done.dataset_uuid
+                    continue
                 one: UploadOptions = {**common}
                 one["relative_path"] = "/".join(p for p in (base, rel) if p) or None
                 if dataset:
@@ -311,8 +325,15 @@ class BaseClient(Requests):
                 result = yield from self._file_flow(str(file), one, progress)
                 results.append(result)
                 dataset = dataset or result.dataset_uuid
+                ledger["dataset_uuid"] = dataset
+                ledger["files"][name] = {
+                    "key": key,
+                    "result": result.model_dump(mode="json"),
+                }
+                self.state.save_folder(ledger_key, ledger)
         finally:
             progress.close()
+        self.state.remove_folder(ledger_key)  # the whole folder is uploaded
         return results
 
     def _wait_flow(
@@ -392,6 +413,17 @@ def _check_plan(saved: UploadState) -> None:
             f"the server planned {saved.total_chunks} chunks of {saved.chunk_size} "
             f"bytes for {saved.size} bytes; expected {expected}"
         )
+
+
+def _finished(entry: Any, key: str) -> UploadResult | None:
+    """The result a folder's earlier run recorded for a file, if the file is
+    still the one it sent (same content key) and the record is readable."""
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        return None
+    try:
+        return UploadResult.model_validate(entry.get("result"))
+    except ValueError:  # pydantic's ValidationError: a damaged record
+        return None
 
 
 def _walk(root: Path) -> Iterator[tuple[Path, str]]:

@@ -205,6 +205,8 @@ class Client(BaseClient):
         The first file creates the dataset (named after the folder unless
         ``dataset_name`` says otherwise); the others are added to it with
         ``relative_path`` set to their subfolder. One result per file, in order.
+        Run again after an interruption, the same call adds the remaining files
+        to the same dataset and does not send the finished ones again.
         """
         return self._drive(self._directory_flow(path, options))
 

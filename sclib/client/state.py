@@ -12,6 +12,15 @@ Entries live in ``$XDG_CACHE_HOME/sclib/uploads`` (``~/.cache/sclib/uploads``
 when the variable is unset), one file per upload, each written atomically
 (temporary file + :func:`os.replace`), and removed once the server accepted the
 completed upload.
+
+:meth:`Client.upload_directory` keeps one more entry per folder being uploaded
+(under ``folders/``, keyed by server, folder and dataset fields): the dataset the
+first file created and, per relative path, the content key and result of every
+file the server accepted. Re-running the same call after a crash adds the
+remaining files to that dataset and sends none of the finished ones again (a file
+modified since gets a new content key and is sent, which the server refuses: the
+dataset has that name already). The entry is removed once the whole folder is
+uploaded.
 """
 
 from __future__ import annotations
@@ -26,8 +35,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["UploadState", "UploadStateStore", "content_key", "default_state_dir"]
+__all__ = [
+    "UploadState",
+    "UploadStateStore",
+    "content_key",
+    "default_state_dir",
+    "folder_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +71,13 @@ def content_key(server: str, path: str | os.PathLike[str], st: os.stat_result) -
         st.st_mtime_ns,
         st.st_ino,
     ]
+    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
+
+
+def folder_key(server: str, root: str | os.PathLike[str], fields: str) -> str:
+    """The key of one folder's upload to one server with one set of dataset
+    fields (``fields``: their digest)."""
+    identity = [server.rstrip("/"), os.path.abspath(root), fields]
     return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
 
 
@@ -109,10 +132,47 @@ class UploadStateStore:
 
     def save(self, key: str, state: UploadState) -> None:
         """Write the entry under ``key`` atomically (readers see old or new)."""
-        target = self._file(key)
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        payload = json.dumps({"version": _VERSION, **asdict(state)}, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.directory)
+        self._write(self._file(key), {"version": _VERSION, **asdict(state)})
+
+    def _folder_file(self, key: str) -> Path:
+        return self.directory / "folders" / self._file(key).name
+
+    def load_folder(self, key: str) -> dict[str, Any] | None:
+        """A folder upload's progress: ``{"dataset_uuid": ..., "files": {relative
+        path: {"key": content key, "result": {...}}}}``; ``None`` when there is
+        none or it is unreadable."""
+        path = self._folder_file(key)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable folder upload state %s: %s", path, exc)
+            return None
+        if (
+            not isinstance(raw, dict)
+            or raw.pop("version", None) != _VERSION
+            or not isinstance(raw.get("files"), dict)
+        ):
+            log.warning("ignoring folder upload state %s of another format", path)
+            return None
+        return raw
+
+    def save_folder(self, key: str, progress: dict[str, Any]) -> None:
+        """Write a folder upload's progress atomically."""
+        self._write(self._folder_file(key), {"version": _VERSION, **progress})
+
+    def remove_folder(self, key: str) -> None:
+        """Forget a folder upload's progress (no error when there is none)."""
+        with contextlib.suppress(FileNotFoundError):
+            self._folder_file(key).unlink()
+
+    def _write(self, target: Path, content: dict[str, Any]) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        payload = json.dumps(content, sort_keys=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{target.stem}.", suffix=".tmp", dir=target.parent
+        )
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(payload)

@@ -233,6 +233,40 @@ def test_upload_directory_builds_one_dataset(
         )
 
 
+def test_interrupted_upload_directory_resumes_into_the_same_dataset(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """A folder upload interrupted during its third file and run again adds the
+    remaining files to the dataset the first run created; the finished files are
+    not sent again. Once the folder is done, its progress record is gone."""
+    root = tmp_path / "scan-42"
+    (root / "sub").mkdir(parents=True)
+    names = ["a.bin", "b.bin", "c.bin", "sub/d.bin", "sub/e.bin"]
+    for name in names:
+        (root / name).write_bytes(os.urandom(1000))
+    with _client(server, tmp_path) as client, pytest.raises(_Crash):
+        client.upload_directory(
+            root, sensor="OTHER", progress_callback=_crash_after(5, 10)
+        )
+    folders = tmp_path / "state" / "folders"
+    (record,) = folders.glob("*.json")
+    first = json.loads(record.read_text())
+    assert sorted(first["files"]) == ["a.bin", "b.bin"]
+    transport = CountingTransport()
+    with _client(server, tmp_path, transport=transport) as client:
+        results = client.upload_directory(root, sensor="OTHER")
+        finals = [_wait(client, r.job_id) for r in results]
+    assert transport.counts["api/upload/upload"] == 3  # c, d, e
+    assert [s.status for s in finals] == ["completed"] * 5
+    assert {r.dataset_uuid for r in results} == {first["dataset_uuid"]}
+    assert results[0].job_id == first["files"]["a.bin"]["result"]["job_id"]
+    for name in names:
+        assert _stored(server, results[0], name).read_bytes() == (
+            (root / name).read_bytes()
+        )
+    assert not list(folders.glob("*.json"))
+
+
 def test_async_client_uploads_small_and_large(
     server: LiveServer, tmp_path: Path
 ) -> None:
