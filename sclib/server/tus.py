@@ -1,12 +1,13 @@
 """tus 1.0.0 at ``/files/``: resumable uploads for browsers and tus clients.
 
 Core protocol plus the ``creation``, ``creation-with-upload``,
-``creation-defer-length``, ``termination``, ``expiration`` and ``checksum``
-extensions, over the same :class:`~sclib.server.uploads.UploadManager` as the
-seed's routes: upload state lives in the backend, bytes in the staging file, one
-writer per upload (a second, overlapping ``PATCH`` gets 423), and the finished file
-is verified, committed into ``<data>/upload/<dataset_uuid>/`` and handed to an
-``upload`` job exactly like a multipart or chunked upload.
+``creation-defer-length``, ``termination``, ``expiration``, ``checksum`` and
+``concatenation`` extensions, over the same
+:class:`~sclib.server.uploads.UploadManager` as the seed's routes: upload state
+lives in the backend, bytes in the staging file, one writer per upload (a second,
+overlapping ``PATCH`` gets 423), and the finished file is verified, committed
+into ``<data>/upload/<dataset_uuid>/`` and handed to an ``upload`` job exactly
+like a multipart or chunked upload.
 
 * ``Upload-Metadata`` carries ``filename`` (required), ``filetype`` and the dataset
   fields under their seed names (``dataset_name``, ``sensor``, ``convert``, ...),
@@ -16,6 +17,13 @@ is verified, committed into ``<data>/upload/<dataset_uuid>/`` and handed to an
 * ``Upload-Checksum`` takes ``sha1``, ``sha256``, ``md5`` and ``blake3``; a body
   that does not match is refused with 460 and the offset does not move.
 * A body that breaks off keeps what arrived, unless it came with a checksum.
+* Concatenation (parallel uploads, as tus-js-client's ``parallelUploads`` does):
+  ``Upload-Concat: partial`` uploads hold bytes and are never committed on their
+  own; ``Upload-Concat: final;/files/a /files/b`` (with the metadata) joins them,
+  in that order, into one file that is then verified and committed like any
+  other. The partial uploads must be complete first (``concatenation-unfinished``
+  is not offered); once joined, their bytes are deleted and naming them in
+  another final upload is a 409. ``PATCH`` to a final upload is 403.
 
 :class:`TusMiddleware` (installed by :func:`~sclib.server.app.create_app`) puts
 ``Tus-Resumable`` on every response under ``/files``, errors included, answers 412
@@ -72,6 +80,7 @@ EXTENSIONS = (
     "termination",
     "expiration",
     "checksum",
+    "concatenation",
 )
 #: tus algorithm name -> digest size in bytes (all computed by ``Hashers``)
 CHECKSUM_ALGORITHMS = {"sha1": 20, "sha256": 32, "md5": 16, "blake3": 32}
@@ -82,6 +91,7 @@ _OVERRIDABLE = frozenset({"PATCH", "DELETE", "HEAD", "POST"})
 _FIELD_KEYS = frozenset(DatasetFields.model_fields)
 _TITLES = {
     400: "Bad request",
+    403: "Forbidden",
     412: "Precondition failed",
     415: "Unsupported media type",
     460: "Checksum mismatch",
@@ -393,10 +403,40 @@ async def _complete_if_ready(
     """Commit the upload once every byte is there (idempotent)."""
     if upload.result is not None or upload.status != ACTIVE:
         return upload
-    if not state.uploads.ready(upload):
+    if _concat_kind(upload) == "partial" or not state.uploads.ready(upload):
         return upload
     await run_in_threadpool(state.uploads.complete, upload.id, owner)
     return await run_in_threadpool(state.uploads.get, upload.id)
+
+
+def _concat_kind(upload: Upload) -> str | None:
+    concat = upload.state.get("concat")
+    return concat.get("kind") if isinstance(concat, Mapping) else None
+
+
+def _concat_header(upload: Upload) -> str | None:
+    """``Upload-Concat`` as HEAD reports it (``None``: a plain upload)."""
+    kind = _concat_kind(upload)
+    if kind == "final":
+        parts = upload.state["concat"].get("parts", [])
+        return "final;" + " ".join(f"{_PREFIX}/{p}" for p in parts)
+    return kind
+
+
+def _part_ids(header: str) -> list[str]:
+    """The upload ids named by ``Upload-Concat: final;<url> <url> ...`` (absolute
+    URLs or paths, each ending in ``/files/<id>``)."""
+    ids = []
+    for url in header.split(";", 1)[1].split():
+        path = url.split("://", 1)[-1]
+        path = path[path.find("/") :] if "://" in url else path
+        head, _, upload_id = path.rstrip("/").rpartition("/")
+        if not head.endswith(_PREFIX) or not upload_id:
+            raise _bad(
+                f"Upload-Concat: {url[:80]!r} is not an upload URL of this server"
+            )
+        ids.append(upload_id)
+    return ids
 
 
 def _tus_upload(state: ServerState, identity: Identity, upload_id: str) -> Upload:
@@ -430,9 +470,17 @@ async def create(
     request: Request, identity: Identity = IdentityDep, state: ServerState = StateDep
 ) -> Response:
     """Create an upload (``Upload-Length`` or ``Upload-Defer-Length: 1``, and
-    ``Upload-Metadata``); a body sent along is written from offset 0."""
-    if request.headers.get("upload-concat"):
-        raise _bad("Upload-Concat: this server does not do concatenation")
+    ``Upload-Metadata``); a body sent along is written from offset 0.
+
+    ``Upload-Concat: partial`` creates a part of a parallel upload;
+    ``Upload-Concat: final;<urls>`` joins finished parts into one file."""
+    concat = (request.headers.get("upload-concat") or "").strip()
+    if concat.startswith("final;"):
+        return await _create_final(request, identity, state, concat)
+    if concat not in ("", "partial"):
+        raise _bad(
+            f"Upload-Concat: expected 'partial' or 'final;<urls>', got {concat[:40]!r}"
+        )
     length = _int_header(request, "upload-length")
     defer = request.headers.get("upload-defer-length")
     if defer is not None and defer.strip() != "1":
@@ -445,15 +493,13 @@ async def create(
         _require_octet_stream(request)
     checksum = _checksum(request) if body else None
     metadata = decode_metadata(request.headers.get("upload-metadata"))
-    if "filename" not in metadata:
-        raise InvalidInput(
-            "filename: metadata key required (Upload-Metadata: filename <base64>)"
+    if concat == "partial":  # no dataset yet: the final upload names it
+        filename = "part"
+        fields, owner, dataset_uuid = None, identity.email, None
+    else:
+        filename, fields, owner, dataset_uuid = await _dataset_of(
+            state, identity, metadata
         )
-    filename = safe_filename(_text(metadata, "filename"))
-    values = {k: _text(metadata, k) for k in metadata if k in _FIELD_KEYS}
-    fields, owner, dataset_uuid = await run_in_threadpool(
-        resolve_fields, state, identity, values
-    )
     upload = await run_in_threadpool(
         lambda: state.uploads.create(
             protocol=TUS,
@@ -463,6 +509,7 @@ async def create(
             fields=fields,
             dataset_uuid=dataset_uuid,
             metadata=metadata,
+            concat={"kind": "partial"} if concat else None,
         )
     )
     if body:
@@ -477,6 +524,66 @@ async def create(
             return _gone_quietly()
         upload = received
     upload = await _complete_if_ready(state, upload, None)
+    headers = {
+        "Location": f"{request.base_url!s}files/{upload.id}",
+        **_state_headers(state, upload),
+    }
+    return Response(status_code=201, headers=headers)
+
+
+async def _dataset_of(
+    state: ServerState, identity: Identity, metadata: Mapping[str, str]
+) -> tuple[str, DatasetFields, str, str]:
+    """The file name, dataset fields, owner and dataset an upload's metadata names."""
+    if "filename" not in metadata:
+        raise InvalidInput(
+            "filename: metadata key required (Upload-Metadata: filename <base64>)"
+        )
+    filename = safe_filename(_text(metadata, "filename"))
+    values = {k: _text(metadata, k) for k in metadata if k in _FIELD_KEYS}
+    fields, owner, dataset_uuid = await run_in_threadpool(
+        resolve_fields, state, identity, values
+    )
+    return filename, fields, owner, dataset_uuid
+
+
+async def _create_final(
+    request: Request, identity: Identity, state: ServerState, concat: str
+) -> Response:
+    """``Upload-Concat: final;<urls>``: join finished partial uploads, in order,
+    into a new upload, then verify and commit it like any other."""
+    if _has_body(request):
+        raise _bad("a final upload (Upload-Concat: final) takes no body")
+    if request.headers.get("upload-length") is not None:
+        raise _bad("a final upload's length is the sum of its parts: no Upload-Length")
+    part_ids = _part_ids(concat)
+    metadata = decode_metadata(request.headers.get("upload-metadata"))
+    filename, fields, owner, dataset_uuid = await _dataset_of(state, identity, metadata)
+    uploads = state.uploads
+    parts = await run_in_threadpool(
+        uploads.concat_parts, part_ids, owner_filter(identity)
+    )
+    size = sum(p.offset for p in parts)
+    uploads.check_size(size, "the concatenated upload")
+    upload = await run_in_threadpool(
+        lambda: uploads.create(
+            protocol=TUS,
+            owner=owner,
+            filename=filename,
+            size=size,
+            fields=fields,
+            dataset_uuid=dataset_uuid,
+            metadata=metadata,
+            concat={"kind": "final", "parts": part_ids},
+        )
+    )
+    try:
+        upload = await run_in_threadpool(uploads.concatenate, upload.id, parts)
+        upload = await _complete_if_ready(state, upload, None)
+    except BaseException:
+        await run_in_threadpool(uploads.discard, upload.id)
+        raise
+    await run_in_threadpool(uploads.release_parts, parts, upload.id)
     headers = {
         "Location": f"{request.base_url!s}files/{upload.id}",
         **_state_headers(state, upload),
@@ -502,6 +609,9 @@ async def head(
         headers["Upload-Length"] = str(upload.size)
     if upload.metadata:
         headers["Upload-Metadata"] = encode_metadata(upload.metadata)
+    concat = _concat_header(upload)
+    if concat is not None:
+        headers["Upload-Concat"] = concat
     return Response(status_code=200, headers=headers)
 
 
@@ -523,6 +633,12 @@ async def patch(
     checksum = _checksum(request)
     owner = owner_filter(identity)
     upload = await run_in_threadpool(_tus_upload, state, identity, upload_id)
+    if _concat_kind(upload) == "final":
+        raise TusProblem(
+            403,
+            f"upload {upload_id} is a final (concatenated) upload: it takes no PATCH",
+            "forbidden",
+        )
     if declared is not None:
         upload = await run_in_threadpool(
             state.uploads.declare_length, upload_id, owner, declared

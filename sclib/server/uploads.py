@@ -26,6 +26,7 @@ Abandoned uploads expire (:meth:`UploadManager.expire`, dry run first).
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -144,6 +145,37 @@ class Upload:
     @property
     def complete(self) -> bool:
         return self.status == COMPLETED
+
+
+def _copy_bytes(src: int, dst: int, length: int, position: int) -> int:
+    """Copy ``length`` bytes from the start of ``src`` to ``dst`` at ``position``
+    (in the kernel where it can); the count copied (less only at end of file)."""
+    done = 0
+    try:
+        while done < length:
+            n = os.copy_file_range(src, dst, length - done, done, position + done)
+            if n == 0:
+                return done
+            done += n
+        return done
+    except (AttributeError, OSError) as exc:  # no such call, or not between these
+        if isinstance(exc, OSError) and exc.errno not in (
+            errno.EXDEV,
+            errno.ENOSYS,
+            errno.EINVAL,
+            errno.EOPNOTSUPP,
+        ):
+            raise
+    while done < length:
+        data = os.pread(src, min(8 * 1024**2, length - done), done)
+        if not data:
+            break
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(dst, view, position + done)
+            view = view[n:]
+            done += n
+    return done
 
 
 def _view(session: TransferSession) -> Upload:
@@ -294,8 +326,13 @@ class UploadManager:
         chunk_size: int | None = None,
         expected: Mapping[str, str] | None = None,
         metadata: Mapping[str, str] | None = None,
+        concat: Mapping[str, Any] | None = None,
     ) -> Upload:
-        """Start an upload; nothing is written to the dataset folder yet."""
+        """Start an upload; nothing is written to the dataset folder yet.
+
+        ``concat`` marks a tus concatenation upload: ``{"kind": "partial"}`` (its
+        bytes wait to be joined, it is never committed on its own) or
+        ``{"kind": "final", "parts": [ids]}`` (filled by :meth:`concatenate`)."""
         safe_filename(filename)
         self.check_size(size)
         chunk = chunk_size or self.chunk_size
@@ -337,6 +374,8 @@ class UploadManager:
             "expected": expected,
             "result": None,
         }
+        if concat is not None:
+            state["concat"] = dict(concat)
         self.staging_dir(upload_id).mkdir(parents=True, exist_ok=False)
         staging = self.staging_file(upload_id)
         with open(staging, "wb") as f:
@@ -601,6 +640,84 @@ class UploadManager:
         shutil.rmtree(self.staging_dir(upload_id), ignore_errors=True)
         with contextlib.suppress(SessionNotFound):
             self.sessions.update(upload_id, status=CANCELLED, error="request failed")
+
+    # -- tus concatenation -----------------------------------------------------------
+
+    def concat_parts(self, part_ids: list[str], owner: str | None) -> list[Upload]:
+        """The partial uploads a final upload joins, checked: each the caller's,
+        a tus partial upload, complete, and not joined into another upload yet."""
+        if not part_ids:
+            raise InvalidInput("Upload-Concat: final needs at least one partial upload")
+        if len(set(part_ids)) != len(part_ids):
+            raise InvalidInput("Upload-Concat: a partial upload is listed twice")
+        parts = []
+        for part_id in part_ids:
+            part = self.get(part_id, owner)
+            concat = part.state.get("concat") or {}
+            if part.protocol != TUS or concat.get("kind") != "partial":
+                raise InvalidInput(
+                    f"Upload-Concat: upload {part_id} is not a partial upload"
+                )
+            if concat.get("joined_into"):
+                raise UploadConflict(
+                    f"upload {part_id} was already concatenated into upload "
+                    f"{concat['joined_into']}"
+                )
+            self._require_active(part)
+            if not self.ready(part):
+                raise UploadConflict(
+                    f"upload {part_id} is not complete ({part.offset} of "
+                    f"{part.size} bytes); finish it before concatenating (this "
+                    "server does not do concatenation-unfinished)"
+                )
+            parts.append(part)
+        return parts
+
+    def concatenate(self, final_id: str, parts: list[Upload]) -> Upload:
+        """Fill final upload ``final_id`` with the bytes of ``parts``, in order;
+        each part's lock is held while it is copied, so no request changes it
+        meanwhile. The parts stay until :meth:`release_parts`."""
+        final = self.get(final_id)
+        with self._lock(final), open(self.staging_file(final_id), "r+b") as out:
+            position = 0
+            for listed in parts:
+                with self._lock(listed):
+                    part = self.get(listed.id)
+                    self._require_active(part)
+                    if part.offset != listed.offset:
+                        raise UploadConflict(f"upload {part.id} changed meanwhile")
+                    with open(self.staging_file(part.id), "rb") as src:
+                        if (
+                            _copy_bytes(
+                                src.fileno(), out.fileno(), part.offset, position
+                            )
+                            != part.offset
+                        ):
+                            raise UploadConflict(
+                                f"upload {part.id} holds fewer bytes than its "
+                                "offset says"
+                            )
+                        position += part.offset
+            out.flush()
+            os.fsync(out.fileno())
+            return self._set_offset(final_id, position)
+
+    def release_parts(self, parts: list[Upload], final_id: str) -> None:
+        """After the final upload committed: the parts' bytes are deleted, their
+        records say where they went (a second final naming them gets a 409)."""
+        for part in parts:
+            with contextlib.suppress(SessionNotFound):
+                session = self.sessions.get(part.id)
+                concat = {
+                    **(session.state.get("concat") or {}),
+                    "joined_into": final_id,
+                }
+                self.sessions.update(
+                    part.id,
+                    state={**session.state, "concat": concat},
+                    status=COMPLETED,
+                )
+            shutil.rmtree(self.staging_dir(part.id), ignore_errors=True)
 
     # -- completing ------------------------------------------------------------------
 

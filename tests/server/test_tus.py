@@ -739,3 +739,117 @@ def test_cors_for_browsers(tmp_path: Path) -> None:
         assert r.status_code == 400
     finally:
         live.stop()
+
+
+# -- concatenation ---------------------------------------------------------------------
+
+
+def create_partial(live: LiveServer, data: bytes, email: str = ALICE) -> str:
+    """A partial upload holding ``data`` (no dataset fields: the final names them)."""
+    headers = tus_headers(
+        live,
+        email,
+        **{
+            "Upload-Length": str(len(data)),
+            "Upload-Concat": "partial",
+            "Content-Type": OCTET,
+        },
+    )
+    r = tus(httpx.post(live.url + "/files/", headers=headers, content=data), 201)
+    assert r.headers["upload-offset"] == str(len(data))
+    assert "x-job-id" not in r.headers  # a part is never committed on its own
+    return str(r.headers["location"])
+
+
+def create_final(
+    live: LiveServer, parts: list[str], filename: str, email: str = ALICE
+) -> httpx.Response:
+    headers = tus_headers(
+        live,
+        email,
+        **{
+            "Upload-Concat": "final;" + " ".join(parts),
+            "Upload-Metadata": metadata(filename=filename, **DATASET),
+        },
+    )
+    return httpx.post(live.url + "/files/", headers=headers, timeout=30)
+
+
+def test_concatenation_joins_parallel_parts(server: LiveServer) -> None:
+    """Three partial uploads (one sent in two PATCHes) joined by a final upload
+    become one file in the dataset, in the order the final names them, verified
+    and handed to an upload job; HEAD reports Upload-Concat on both kinds; the
+    parts' bytes are gone afterwards and a final naming them again is 409."""
+    options = tus(httpx.options(server.url + "/files/"), 204)
+    assert "concatenation" in options.headers["tus-extension"].split(",")
+    pieces = [os.urandom(300_000), os.urandom(5), os.urandom(123_457)]
+    urls = [create_partial(server, pieces[0]), create_partial(server, pieces[1])]
+    headers = tus_headers(
+        server, **{"Upload-Length": str(len(pieces[2])), "Upload-Concat": "partial"}
+    )
+    third = tus(httpx.post(server.url + "/files/", headers=headers), 201)
+    url = third.headers["location"]
+    tus(patch(server, url, 0, pieces[2][:1000]), 204)
+    assert tus(head(server, url), 200).headers["upload-concat"] == "partial"
+    tus(patch(server, url, 1000, pieces[2][1000:]), 204)
+    urls.append(url)
+    order = [urls[2], urls[0], urls[1]]  # absolute URLs and paths both work
+    named = [order[0], httpx.URL(order[1]).path, order[2]]
+    final = tus(create_final(server, named, "joined.raw"), 201)
+    data = pieces[2] + pieces[0] + pieces[1]
+    assert final.headers["upload-offset"] == str(len(data))
+    check_committed(server, final, data, "joined.raw")
+    h = tus(head(server, final.headers["location"]), 200)
+    assert h.headers["upload-length"] == str(len(data))
+    paths = [httpx.URL(u).path for u in order]
+    assert h.headers["upload-concat"] == "final;" + " ".join(paths)
+    for u in urls:
+        upload_id = u.rsplit("/", 1)[1]
+        assert not (server.data_dir / "tmp" / "uploads" / upload_id).exists()
+    again = tus(create_final(server, urls, "again.raw"), 409)
+    assert "already concatenated" in again.json()["detail"]
+    tus(patch(server, final.headers["location"], len(data), b"x"), 403)
+
+
+def test_concatenation_refuses_bad_requests_and_keeps_the_parts(
+    server: LiveServer,
+) -> None:
+    """An unfinished part (this server does not offer concatenation-unfinished),
+    another user's part, a plain upload, a body or an Upload-Length on the final,
+    and a malformed header are refused with a message; no final upload is left
+    and the parts can still be joined afterwards."""
+    done = create_partial(server, b"0123456789")
+    headers = tus_headers(
+        server, **{"Upload-Length": "100", "Upload-Concat": "partial"}
+    )
+    unfinished = tus(httpx.post(server.url + "/files/", headers=headers), 201)
+    r = tus(create_final(server, [done, unfinished.headers["location"]], "x.raw"), 409)
+    assert "not complete" in r.json()["detail"]
+    bobs = create_partial(server, b"bob's bytes", BOB)
+    tus(create_final(server, [done, bobs], "x.raw"), 404)
+    plain = create(server, 4)
+    r = tus(create_final(server, [done, plain], "x.raw"), 422)
+    assert "not a partial upload" in r.json()["detail"]
+    tus(create_final(server, [done, done], "x.raw"), 422)
+    tus(create_final(server, ["http://elsewhere.example/x/y"], "x.raw"), 400)
+    with_length = tus_headers(
+        server,
+        **{
+            "Upload-Concat": f"final;{done}",
+            "Upload-Length": "10",
+            "Upload-Metadata": metadata(filename="x.raw", **DATASET),
+        },
+    )
+    tus(httpx.post(server.url + "/files/", headers=with_length), 400)
+    tus(
+        httpx.post(
+            server.url + "/files/",
+            headers=tus_headers(server, **{"Upload-Concat": "sideways"}),
+        ),
+        400,
+    )
+    before = set((server.data_dir / "tmp" / "uploads").iterdir())
+    joined = tus(create_final(server, [done], "ten.raw"), 201)
+    check_committed(server, joined, b"0123456789", "ten.raw")
+    after = set((server.data_dir / "tmp" / "uploads").iterdir())
+    assert after <= before  # nothing left behind by the refused finals
