@@ -11,7 +11,9 @@ For each object:
    identity (else :class:`~sclib.errors.SourceChanged`, unless ``restart=True``),
    and the destination writer is reopened from its saved state.
 2. Chunks flow through a window of ``parallel`` tasks, in index order. A task reads
-   its chunk from the source, hashes it with BLAKE3, writes it, has the writer
+   its chunk from the source (sources without ranges, and those that serve
+   consecutive chunks best from one request, such as S3, are read by the caller's
+   thread in order instead), hashes it with BLAKE3, writes it, has the writer
    check it landed, and records it in the session. Chunks verified by an earlier
    run are not sent again: they are read back and their digest checked (a lost
    write after an OS crash is found here and sent again).
@@ -476,6 +478,9 @@ class TransferEngine:
         plan = ChunkPlan(obj.size, session.chunk_size)
         hasher = OrderedHasher(sha256=self.config.sha256)
         ranged = src.supports_ranges(obj)
+        # read here, in order, from one stream: sources without ranges, and
+        # sources that serve consecutive chunks best from one request
+        in_order = not ranged or src.reads_in_order(obj)
         tokens: dict[int, str | None] = {}
         sent = reused = 0
         tracker.add(current=obj.key or dest_url)
@@ -605,14 +610,19 @@ class TransferEngine:
                 if error is not None or cancel.is_set():
                     break
                 buf = pool.get()
-                if not ranged:  # sequential sources: read here, in order, one stream
+                # a ranged source need not read chunks an earlier run verified
+                # (the task checks those where they landed)
+                preread = in_order and (
+                    not ranged or chunk.index not in verified or not obj.identity
+                )
+                if preread:
                     try:
                         read(chunk, buf)
                     except BaseException as exc:
                         error = exc
                         pool.put(buf)
                         break
-                window.append(executor.submit(task, chunk, buf, not ranged))
+                window.append(executor.submit(task, chunk, buf, preread))
                 while len(window) >= self.config.parallel or (
                     window and window[0].done()
                 ):

@@ -97,6 +97,15 @@ class Source(ABC):
         """Every object under the folder or prefix ``url``, recursively, each with its
         ``key`` relative to ``url``. A single object yields itself with ``key=""``."""
 
+    def reads_in_order(self, obj: SourceObject) -> bool:
+        """Whether the engine should read ``obj``'s chunks in file order from one
+        thread (handing them to the chunk threads) even though the source serves
+        ranges: for sources where one request can serve many chunks in a row
+        (S3 keeps a GET open across chunks). Chunks a resumed transfer already
+        has are still skipped. Default: no, every chunk thread reads its own
+        range."""
+        return False
+
     @abstractmethod
     def read(self, obj: SourceObject, offset: int, length: int) -> bytes:
         """``length`` bytes of ``obj`` from ``offset`` (fewer only at the end).

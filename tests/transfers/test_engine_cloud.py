@@ -161,3 +161,64 @@ def test_lost_gcs_part_is_sent_again_on_resume(
     assert result.files[0].chunks_reused == len(session.chunks) - 1
     engine.copy(url, str(tmp_path / "back.raw"), source_options=gcs["options"])
     assert (tmp_path / "back.raw").read_bytes() == data
+
+
+def test_s3_source_chunks_share_gets_and_resume_skips_what_landed(
+    s3: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 -> local: the engine reads an S3 object's chunks in order, so one GET
+    serves ``stream_span`` bytes of them (20 MiB in 1 MiB chunks with an 8 MiB
+    span: 3 GETs, not 20). Interrupted after 11 chunks and resumed, the copy asks
+    only for the bytes it does not have and is identical."""
+    from sclib.errors import SourceError
+    from sclib.transfers.s3 import S3Source
+
+    data = os.urandom(20 * MIB)
+    key = f"streamed/{uuid.uuid4().hex}.bin"
+    s3["client"].put_object(Bucket=s3["bucket"], Key=key, Body=data)
+    url = f"s3://{s3['bucket']}/{key}"
+    monkeypatch.setattr(S3Source, "stream_span", 8 * MIB)
+    gets: list[tuple[int, int]] = []
+    real_get = S3Source._get
+
+    def get(self: S3Source, obj: Any, offset: int, end: int) -> Any:
+        gets.append((offset, end))
+        return real_get(self, obj, offset, end)
+
+    monkeypatch.setattr(S3Source, "_get", get)
+    sessions = MemorySessionStore()
+    config = TransferConfig(chunk_size=MIB, parallel=3, max_attempts=1)
+    engine = TransferEngine(sessions, config)
+
+    whole = engine.copy(url, str(tmp_path / "whole.bin"), source_options=s3["options"])
+    assert (tmp_path / "whole.bin").read_bytes() == data
+    assert whole.files[0].blake3 == blake3(data).hexdigest()
+    assert gets == [(0, 8 * MIB), (8 * MIB, 16 * MIB), (16 * MIB, 20 * MIB)]
+
+    gets.clear()
+    real_read = S3Source.read_into
+    reads = [0]
+
+    def failing(self: S3Source, obj: Any, offset: int, buf: Any) -> int:
+        reads[0] += 1
+        if reads[0] > 11:
+            raise SourceError("connection reset (stand-in for a network failure)")
+        return real_read(self, obj, offset, buf)
+
+    monkeypatch.setattr(S3Source, "read_into", failing)
+    with pytest.raises(SourceError):
+        engine.copy(url, str(tmp_path / "part.bin"), source_options=s3["options"])
+    assert not (tmp_path / "part.bin").exists()
+    (session,) = sessions.list(status="active")
+    have = len(session.chunks)
+    assert 1 <= have <= 11
+    monkeypatch.setattr(S3Source, "read_into", real_read)
+    gets.clear()
+    resumed = engine.copy(url, str(tmp_path / "part.bin"), source_options=s3["options"])
+    assert (tmp_path / "part.bin").read_bytes() == data
+    assert resumed.files[0].chunks_reused == have
+    assert resumed.files[0].blake3 == whole.files[0].blake3
+    # nothing before the first missing chunk was asked for again
+    first_missing = min(set(range(20)) - set(session.chunks))
+    assert gets[0][0] == first_missing * MIB
+    assert sum(end - offset for offset, end in gets) <= (20 - have) * MIB + 8 * MIB

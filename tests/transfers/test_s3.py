@@ -215,6 +215,129 @@ def test_concurrent_range_reads(source: S3Source, admin: Any, bucket: str) -> No
     assert b"".join(parts) == data
 
 
+@pytest.fixture
+def streaming(options: dict[str, Any]) -> Iterator[tuple[S3Source, list[str]]]:
+    """An S3Source whose GETs serve at most 2 MiB, and the Range of each GET."""
+    src = S3Source(**options)
+    src.stream_span = 2 * MIB
+    ranges: list[str] = []
+    real = src.fs._call_s3
+
+    async def counting(method: str, *args: Any, **kwargs: Any) -> Any:
+        if method == "get_object":
+            ranges.append(kwargs.get("Range", ""))
+        return await real(method, *args, **kwargs)
+
+    src.fs._call_s3 = counting
+    yield src, ranges
+    src.close()
+
+
+def read_chunks(source: S3Source, obj: SourceObject, chunk: int) -> bytes:
+    """read_into every chunk in order, each into its own buffer."""
+    out = bytearray()
+    for offset in range(0, obj.size, chunk):
+        buf = bytearray(chunk)
+        n = source.read_into(obj, offset, memoryview(buf))
+        out += buf[:n]
+    return bytes(out)
+
+
+def test_chunk_reads_continue_one_get(
+    streaming: tuple[S3Source, list[str]], admin: Any, bucket: str
+) -> None:
+    """Chunks read in order share a GET of up to ``stream_span`` bytes: 5 MiB + 3
+    in 512 KiB chunks with a 2 MiB span is 3 GETs, not 11, and the bytes are
+    exact."""
+    source, ranges = streaming
+    data = os.urandom(5 * MIB + 3)
+    admin.put_object(Bucket=bucket, Key="s.bin", Body=data)
+    obj = source.stat(f"s3://{bucket}/s.bin")
+    assert read_chunks(source, obj, 512 * 1024) == data
+    assert ranges == [
+        f"bytes=0-{2 * MIB - 1}",
+        f"bytes={2 * MIB}-{4 * MIB - 1}",
+        f"bytes={4 * MIB}-{5 * MIB + 2}",
+    ]
+    assert source._streams._idle == {}  # every stream was read to its end, closed
+
+
+def test_chunk_reads_from_threads_stay_exact(
+    streaming: tuple[S3Source, list[str]], admin: Any, bucket: str
+) -> None:
+    """Threads reading chunks in any order still get exact bytes: a read that
+    finds no open response at its offset starts its own GET."""
+    source, ranges = streaming
+    data = os.urandom(6 * MIB)
+    admin.put_object(Bucket=bucket, Key="t.bin", Body=data)
+    obj = source.stat(f"s3://{bucket}/t.bin")
+    chunk = 256 * 1024
+
+    def one(offset: int) -> bytes:
+        buf = bytearray(chunk)
+        n = source.read_into(obj, offset, memoryview(buf))
+        return bytes(buf[:n])
+
+    offsets = list(range(0, obj.size, chunk))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parts = dict(zip(offsets[::-1], pool.map(one, offsets[::-1]), strict=True))
+    assert b"".join(parts[o] for o in offsets) == data
+    assert 3 <= len(ranges) <= len(offsets)
+    assert len(source._streams._idle) <= source._streams.keep
+
+
+def test_stream_cut_between_chunks_is_reopened(
+    streaming: tuple[S3Source, list[str]], admin: Any, bucket: str
+) -> None:
+    """A response cut while it sat between two chunk reads (a server closing an
+    idle connection) is replaced by a new GET from the next offset."""
+    source, ranges = streaming
+    data = os.urandom(2 * MIB)
+    admin.put_object(Bucket=bucket, Key="cut.bin", Body=data)
+    obj = source.stat(f"s3://{bucket}/cut.bin")
+    first = bytearray(MIB)
+    source.read_into(obj, 0, memoryview(first))
+    (idle,) = source._streams._idle.values()
+    idle.body.close()  # the connection goes away under the idle stream
+    second = bytearray(MIB)
+    assert source.read_into(obj, MIB, memoryview(second)) == MIB
+    assert bytes(first + second) == data
+    assert ranges == [f"bytes=0-{2 * MIB - 1}", f"bytes={MIB}-{2 * MIB - 1}"]
+
+
+def test_object_replaced_during_a_streamed_read_never_mixes(
+    streaming: tuple[S3Source, list[str]], admin: Any, bucket: str
+) -> None:
+    """An open GET keeps serving the version it started on; the next GET is
+    conditional on the ETag and fails with SourceChanged: no chunk of the new
+    version reaches the copy."""
+    source, _ = streaming
+    old = os.urandom(3 * MIB)
+    admin.put_object(Bucket=bucket, Key="r.bin", Body=old)
+    obj = source.stat(f"s3://{bucket}/r.bin")
+    buf = bytearray(MIB)
+    source.read_into(obj, 0, memoryview(buf))
+    admin.put_object(Bucket=bucket, Key="r.bin", Body=os.urandom(3 * MIB))
+    source.read_into(obj, MIB, memoryview(buf))  # the rest of the first GET
+    assert bytes(buf) == old[MIB : 2 * MIB]
+    with pytest.raises(SourceChanged, match="is no longer"):
+        source.read_into(obj, 2 * MIB, memoryview(buf))
+
+
+def test_close_releases_idle_streams(
+    streaming: tuple[S3Source, list[str]], admin: Any, bucket: str
+) -> None:
+    """A transfer stopped between chunks leaves an open response; close() ends it."""
+    source, _ = streaming
+    admin.put_object(Bucket=bucket, Key="c2.bin", Body=os.urandom(2 * MIB))
+    obj = source.stat(f"s3://{bucket}/c2.bin")
+    source.read_into(obj, 0, memoryview(bytearray(MIB)))
+    (idle,) = source._streams._idle.values()
+    source.close()
+    assert source._streams._idle == {}
+    assert idle.body.raw_stream.closed  # the aiohttp response
+
+
 def test_prefix_walk_gives_relative_keys(
     source: S3Source, admin: Any, bucket: str
 ) -> None:
