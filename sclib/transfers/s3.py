@@ -39,6 +39,7 @@ chunks and no multipart upload: :meth:`S3Writer.commit` writes it with one
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -46,6 +47,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Mapping
+from concurrent.futures import Future
 from typing import Any, ClassVar
 
 # aiohttp and botocore come with s3fs (through aiobotocore); the ignores cover a
@@ -278,16 +280,46 @@ class _StreamPool:
     """Open GET bodies between chunk reads, keyed by (URL, next offset).
 
     ``take`` hands out the stream positioned at an offset (or ``None``: open a
-    new GET). Streams that reads have passed by (a resumed transfer skipping the
-    chunks it already has) are closed then, and at most :attr:`keep` stay open,
-    so connections are not held by responses nobody will read.
+    new GET, or use the one sent ahead for it). Streams and GETs that reads have
+    passed by (a resumed transfer skipping the chunks it already has) are closed
+    then, and at most :attr:`keep` and :attr:`keep_ahead` stay open, so
+    connections are not held by responses nobody will read.
     """
 
-    keep = 8
+    #: open responses kept between reads, and GETs sent ahead, at most: each
+    #: holds one of the client's pooled connections (botocore's default pool
+    #: has 10), so a reader can always get one
+    keep = 2
+    keep_ahead = 2
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._idle: dict[tuple[str, int], _Stream] = {}
+        #: GETs sent ahead for the next span: (URL, offset) -> (end, response)
+        self._ahead: dict[tuple[str, int], tuple[int, Future[Any]]] = {}
+
+    def add_ahead(self, url: str, offset: int, end: int, request: Future[Any]) -> None:
+        with self._lock:
+            old = self._ahead.pop((url, offset), None)
+            self._ahead[(url, offset)] = (end, request)
+            dropped = [old[1]] if old is not None else []
+            while len(self._ahead) > self.keep_ahead:  # the oldest first
+                dropped.append(self._ahead.pop(next(iter(self._ahead)))[1])
+        for request in dropped:
+            _drop(request)
+
+    def has_ahead(self, url: str, offset: int) -> bool:
+        with self._lock:
+            return (url, offset) in self._ahead
+
+    def take_ahead(self, url: str, offset: int) -> tuple[int, Future[Any]] | None:
+        with self._lock:
+            found = self._ahead.pop((url, offset), None)
+            passed = [k for k in self._ahead if k[0] == url and k[1] < offset]
+            dropped = [self._ahead.pop(k)[1] for k in passed]
+        for request in dropped:
+            _drop(request)
+        return found
 
     def take(self, url: str, offset: int) -> _Stream | None:
         passed: list[_Stream] = []
@@ -313,8 +345,23 @@ class _StreamPool:
     def close(self) -> None:
         with self._lock:
             streams, self._idle = list(self._idle.values()), {}
+            ahead, self._ahead = list(self._ahead.values()), {}
         for stream in streams:
             stream.close()
+        for _, request in ahead:
+            _drop(request)
+
+
+def _drop(request: Future[Any]) -> None:
+    """Close the response of a GET sent ahead that nobody will read (on its
+    event loop, once it arrived)."""
+
+    def close(done: Future[Any]) -> None:
+        with contextlib.suppress(Exception):
+            body = done.result()["Body"]
+            done.loop.call_soon_threadsafe(body.close)  # type: ignore[attr-defined]
+
+    request.add_done_callback(close)
 
 
 class S3Source(FsspecSource):
@@ -394,16 +441,33 @@ class S3Source(FsspecSource):
         view = buf[: end - offset]
         stream = self._streams.take(obj.url, offset)
         if stream is not None:
+            # reads go front to back: have the next span's GET under way
+            self._send_ahead(obj, stream.end)
             try:
                 return self._read_stream(obj, stream, view)
             except SourceError as exc:  # a response that sat idle may have been cut
                 logger.info("reopening %s at %d after: %s", obj.url, offset, exc)
-        response = self._get(
-            obj, offset, min(obj.size, max(end, offset + self.stream_span))
-        )
-        return self._read_stream(
-            obj, _Stream(response["Body"], offset, response["_end"], self.fs.loop), view
-        )
+        ahead = self._streams.take_ahead(obj.url, offset)
+        if ahead is not None and ahead[0] >= end:
+            response = self._get(obj, offset, ahead[0], ahead[1])
+            self._send_ahead(obj, ahead[0])
+        else:
+            if ahead is not None:
+                _drop(ahead[1])
+            response = self._get(
+                obj, offset, min(obj.size, max(end, offset + self.stream_span))
+            )
+        stream = _Stream(response["Body"], offset, response["_end"], self.fs.loop)
+        return self._read_stream(obj, stream, view)
+
+    def _send_ahead(self, obj: SourceObject, offset: int) -> None:
+        """Send the GET for the span from ``offset`` now, so its first byte is
+        there when the reads reach it (the wait overlaps reading this span).
+        Only once reads proved sequential: a chunk continued an open GET."""
+        if offset >= obj.size or self._streams.has_ahead(obj.url, offset):
+            return
+        end = min(obj.size, offset + self.stream_span)
+        self._streams.add_ahead(obj.url, offset, end, self._request(obj, offset, end))
 
     def _read_stream(self, obj: SourceObject, stream: _Stream, view: memoryview) -> int:
         """Fill ``view`` from ``stream``; keep the stream for the next chunk, or
@@ -435,9 +499,9 @@ class S3Source(FsspecSource):
                 f"reading {obj.url} at {offset}: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def _get(self, obj: SourceObject, offset: int, end: int) -> dict[str, Any]:
-        """A conditional ranged ``GetObject`` for bytes ``[offset, end)``, checked
-        against ``obj``; the body is left unread (the caller closes it)."""
+    def _request(self, obj: SourceObject, offset: int, end: int) -> Future[Any]:
+        """Send a conditional ranged ``GetObject`` for bytes ``[offset, end)`` on
+        s3fs's loop; the answer comes through the returned future."""
         bucket, key, _ = self.fs.split_path(self._path(obj.url))
         params: dict[str, Any] = {
             "Bucket": bucket,
@@ -447,10 +511,27 @@ class S3Source(FsspecSource):
         etag = obj.identity.get("etag")
         if etag:
             params["IfMatch"] = _quoted(etag)
+        request = asyncio.run_coroutine_threadsafe(
+            self.fs._call_s3("get_object", **params), self.fs.loop
+        )
+        request.loop = self.fs.loop  # type: ignore[attr-defined]  # for _drop
+        return request
+
+    def _get(
+        self,
+        obj: SourceObject,
+        offset: int,
+        end: int,
+        request: Future[Any] | None = None,
+    ) -> dict[str, Any]:
+        """The answer to a ranged GET of ``[offset, end)`` (``request``: one sent
+        ahead), checked against ``obj``; the body is left unread (the caller
+        closes it)."""
+        etag = obj.identity.get("etag")
         try:
-            response: dict[str, Any] = sync(
-                self.fs.loop, self.fs._call_s3, "get_object", **params
-            )
+            if request is None:
+                request = self._request(obj, offset, end)
+            response: dict[str, Any] = request.result()
         except FileNotFoundError as exc:
             raise SourceChanged(f"{obj.url} disappeared during the transfer") from exc
         except _IO_ERRORS as exc:

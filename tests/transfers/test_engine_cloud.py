@@ -179,13 +179,13 @@ def test_s3_source_chunks_share_gets_and_resume_skips_what_landed(
     url = f"s3://{s3['bucket']}/{key}"
     monkeypatch.setattr(S3Source, "stream_span", 8 * MIB)
     gets: list[tuple[int, int]] = []
-    real_get = S3Source._get
+    real_request = S3Source._request
 
-    def get(self: S3Source, obj: Any, offset: int, end: int) -> Any:
+    def request(self: S3Source, obj: Any, offset: int, end: int) -> Any:
         gets.append((offset, end))
-        return real_get(self, obj, offset, end)
+        return real_request(self, obj, offset, end)
 
-    monkeypatch.setattr(S3Source, "_get", get)
+    monkeypatch.setattr(S3Source, "_request", request)
     sessions = MemorySessionStore()
     config = TransferConfig(chunk_size=MIB, parallel=3, max_attempts=1)
     engine = TransferEngine(sessions, config)

@@ -308,20 +308,30 @@ def test_stream_cut_between_chunks_is_reopened(
 def test_object_replaced_during_a_streamed_read_never_mixes(
     streaming: tuple[S3Source, list[str]], admin: Any, bucket: str
 ) -> None:
-    """An open GET keeps serving the version it started on; the next GET is
+    """GETs answered before the object was replaced (the open one and the one
+    sent ahead for the next span) keep serving the old version; the next GET is
     conditional on the ETag and fails with SourceChanged: no chunk of the new
     version reaches the copy."""
-    source, _ = streaming
-    old = os.urandom(3 * MIB)
+    source, ranges = streaming
+    old = os.urandom(5 * MIB)
     admin.put_object(Bucket=bucket, Key="r.bin", Body=old)
     obj = source.stat(f"s3://{bucket}/r.bin")
     buf = bytearray(MIB)
     source.read_into(obj, 0, memoryview(buf))
-    admin.put_object(Bucket=bucket, Key="r.bin", Body=os.urandom(3 * MIB))
-    source.read_into(obj, MIB, memoryview(buf))  # the rest of the first GET
-    assert bytes(buf) == old[MIB : 2 * MIB]
+    source.read_into(obj, MIB, memoryview(buf))  # sequential: the next GET goes
+    ((_, ahead),) = source._streams._ahead.values()
+    ahead.result(timeout=30)  # ... and was answered
+    admin.put_object(Bucket=bucket, Key="r.bin", Body=os.urandom(5 * MIB))
+    for offset in (2 * MIB, 3 * MIB):
+        source.read_into(obj, offset, memoryview(buf))
+        assert bytes(buf) == old[offset : offset + MIB]
     with pytest.raises(SourceChanged, match="is no longer"):
-        source.read_into(obj, 2 * MIB, memoryview(buf))
+        source.read_into(obj, 4 * MIB, memoryview(buf))
+    assert ranges == [
+        f"bytes=0-{2 * MIB - 1}",
+        f"bytes={2 * MIB}-{4 * MIB - 1}",
+        f"bytes={4 * MIB}-{5 * MIB - 1}",
+    ]
 
 
 def test_close_releases_idle_streams(
