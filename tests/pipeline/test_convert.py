@@ -288,6 +288,32 @@ def test_hdf5_unknown_dataset_lists_choices(tmp_path: Path, inp: Path) -> None:
     assert "/entry/data/counts (2x3 uint8)" in str(e.value)
 
 
+def test_every_hdf5_file_of_a_dataset_is_converted(tmp_path: Path, inp: Path) -> None:
+    """A dataset of several HDF5 files gets one output per file (named after it,
+    in natural order), each with that file's chosen dataset; ``file`` picks one,
+    which then is ``visus.idx`` as for a single file."""
+    first = RNG.integers(0, 1000, (4, 5, 6), dtype=np.uint16)
+    second = RNG.random((3, 7)).astype(np.float32)
+    (inp / "run").mkdir()
+    write_nexus(inp / "run" / "scan_2.h5", first)
+    with h5py.File(inp / "run" / "scan_10.h5", "w") as f:
+        f["plain/image"] = second
+    out, result, _ = convert(tmp_path, "HDF5")
+    assert [(o["name"], o["path"]) for o in result.outputs] == [
+        ("run_scan_2", "run_scan_2.idx"),
+        ("run_scan_10", "run_scan_10.idx"),
+    ]
+    assert result.entry_point == "run_scan_2.idx"
+    assert result.inputs == ["run/scan_2.h5", "run/scan_10.h5"]
+    assert np.array_equal(read_idx(out / "run_scan_2.idx"), first)
+    assert np.array_equal(read_idx(out / "run_scan_10.idx"), second)
+    assert "run/scan_2.h5: HDF5 dataset /entry/data/counts" in result.note
+    assert "run/scan_10.h5: HDF5 dataset /plain/image" in result.note
+    out, result, _ = convert(tmp_path, "HDF5", file="run/scan_10.h5")
+    assert result.inputs == ["run/scan_10.h5"]
+    assert np.array_equal(read_idx(out / "visus.idx"), second)
+
+
 # -- NetCDF -------------------------------------------------------------------------
 
 
@@ -320,6 +346,27 @@ def test_netcdf_two_variables_to_idx(tmp_path: Path, inp: Path) -> None:
     assert np.array_equal(read_idx(out / "temp.idx"), temp)
     assert np.array_equal(read_idx(out / "pres.idx"), pres)
     assert "scaling not applied: pres" in result.note
+
+
+def test_every_netcdf_file_of_a_dataset_is_converted(tmp_path: Path, inp: Path) -> None:
+    """Several NetCDF files: one output per variable of each file, named
+    ``<file stem>_<variable>``; Zarr too."""
+    temp_a, pres_a = write_netcdf(inp / "a.nc")
+    temp_b, _ = write_netcdf(inp / "b.nc")
+    out, result, _ = convert(tmp_path, "NETCDF")
+    assert [o["name"] for o in result.outputs] == [
+        "a_temp",
+        "a_pres",
+        "b_temp",
+        "b_pres",
+    ]
+    assert result.inputs == ["a.nc", "b.nc"]
+    assert np.array_equal(read_idx(out / "a_temp.idx"), temp_a)
+    assert np.array_equal(read_idx(out / "a_pres.idx"), pres_a)
+    assert np.array_equal(read_idx(out / "b_temp.idx"), temp_b)
+    out, _, _ = convert(tmp_path, "NETCDF", fmt="zarr", variables=["temp"])
+    group = zarr.open_group(str(out / "data.zarr"), mode="r")
+    assert np.array_equal(group["b_temp"]["0"][:], temp_b)
 
 
 def test_netcdf_variables_param_and_zarr(tmp_path: Path, inp: Path) -> None:

@@ -1,9 +1,11 @@
-"""HDF5 and NeXus converters (h5py): one dataset of one file -> one array.
+"""HDF5 and NeXus converters (h5py): one dataset of each file -> one array each.
 
-Which file: ``params["file"]`` (a path inside the dataset), else the first HDF5
-file in natural order (``.h5``, ``.hdf5``, ``.hdf``, ``.he5``, ``.nxs``, ``.nx5``).
+Which files: ``params["file"]`` (a path inside the dataset), else every HDF5 file
+in natural order (``.h5``, ``.hdf5``, ``.hdf``, ``.he5``, ``.nxs``, ``.nx5``), one
+output each (a single file gives ``visus.idx``; several give ``<file stem>.idx``,
+or a ``data.zarr`` group each).
 
-Which dataset, in order:
+Which dataset of each file, in order:
 
 1. ``params["dataset"]``, an HDF5 path such as ``/entry/data/data``;
 2. the NeXus default: the root's ``default`` attribute names an ``NXentry``, whose
@@ -18,6 +20,7 @@ pyramid over its last three axes).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sclib.errors import ConversionError, InvalidInput
@@ -95,72 +98,94 @@ class HDF5Converter:
     name = "hdf5"
     sensors = ("HDF5", "4D_NEXUS")
 
-    def _choose_file(self, request: ConversionRequest) -> tuple[str, list[str]]:
+    def _choose_files(self, request: ConversionRequest) -> list[str]:
         files = pick_files(request, HDF5_SUFFIXES, "HDF5")
         wanted = param_str(request, "file")
         if wanted is None:
-            return files[0], files
+            return files
         if wanted not in request.files:
             raise InvalidInput(
                 f"conversion parameter 'file': {wanted!r} is not a file of the "
                 f"dataset; HDF5 files: {', '.join(files)}"
             )
-        return wanted, files
+        return [wanted]
 
     def convert(self, request: ConversionRequest) -> ConversionResult:
+        """Every HDF5 file of the dataset (or the one ``file`` names), one array
+        each: a single file becomes ``visus.idx`` (or the root of
+        ``data.zarr``); several become one output per file, named after it."""
         h5py = require("h5py", "HDF5 conversion")
-        rel, files = self._choose_file(request)
-        path = input_path(request, rel)
+        rels = self._choose_files(request)
         wanted = param_str(request, "dataset")
-        try:
-            f = h5py.File(path, "r")
-        except (OSError, ValueError) as exc:
-            raise ConversionError(f"{rel} is not a readable HDF5 file: {exc}") from exc
-        with f:
-            if wanted is not None:
-                obj = f.get(wanted)
-                if not isinstance(obj, h5py.Dataset) or not _numeric(obj):
-                    options = ", ".join(_describe(d) for d in _candidates(h5py, f))
-                    what = "no dataset" if obj is None else "no numeric 2-5-D dataset"
-                    raise ConversionError(
-                        f"{rel} has {what} {wanted!r}; numeric datasets: "
-                        f"{options or 'none'}"
-                    )
-                ds, why = obj, "given by the 'dataset' parameter"
-            else:
-                default = _nexus_default(h5py, f)
-                if default is not None and _numeric(default[0]):
-                    ds, why = default[0], f"the NeXus default ({default[1]})"
-                else:
-                    found = _candidates(h5py, f)
-                    if not found:
-                        raise ConversionError(
-                            f"{rel} has no numeric dataset with 2 to 5 dimensions"
-                        )
-                    ds = max(found, key=lambda d: (d.size, d.name))
-                    why = "the largest numeric dataset"
-            chosen = str(ds.name)
+        volumes: list[Volume] = []
+        notes: list[str] = []
+        for rel in rels:
+            path = input_path(request, rel)
+            chosen, why, shape, dtype = _choose_dataset(h5py, rel, path, wanted)
             source = f"{rel}:{chosen}"
-            nbytes = ds.size * ds.dtype.itemsize
-
-            def read(start: int, stop: int) -> Any:
-                try:
-                    return ds[start:stop]
-                except (OSError, ValueError) as exc:
-                    raise ConversionError(
-                        f"{source}: items {start}-{stop} cannot be read: {exc}"
-                    ) from exc
-
-            volume = Volume(
-                name=chosen.rsplit("/", 1)[-1] or "data",
-                source=source,
-                shape=tuple(int(d) for d in ds.shape),
-                dtype=ds.dtype,
-                read=read,
-                input_bytes=nbytes,
+            volumes.append(
+                Volume(
+                    name=(chosen.rsplit("/", 1)[-1] or "data")
+                    if len(rels) == 1
+                    else rel.rsplit(".", 1)[0],
+                    source=source,
+                    shape=shape,
+                    dtype=dtype,
+                    read=_reader(h5py, path, chosen, source),
+                    input_bytes=math.prod(shape) * dtype.itemsize,
+                )
             )
-            entry, outputs = write_volumes(request, [volume])
-        note = f"{rel}: HDF5 dataset {chosen}, {why}"
-        if len(files) > 1:
-            note += f"; {len(files) - 1} other HDF5 file(s) not converted"
-        return ConversionResult(entry, outputs, [rel], note)
+            notes.append(f"{rel}: HDF5 dataset {chosen}, {why}")
+            request.check()
+        entry, outputs = write_volumes(request, volumes)
+        return ConversionResult(entry, outputs, rels, "; ".join(notes))
+
+
+def _choose_dataset(
+    h5py: Any, rel: str, path: Any, wanted: str | None
+) -> tuple[str, str, tuple[int, ...], Any]:
+    """The dataset of one file to convert: its path, why it, its shape and type."""
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, ValueError) as exc:
+        raise ConversionError(f"{rel} is not a readable HDF5 file: {exc}") from exc
+    with f:
+        if wanted is not None:
+            obj = f.get(wanted)
+            if not isinstance(obj, h5py.Dataset) or not _numeric(obj):
+                options = ", ".join(_describe(d) for d in _candidates(h5py, f))
+                what = "no dataset" if obj is None else "no numeric 2-5-D dataset"
+                raise ConversionError(
+                    f"{rel} has {what} {wanted!r}; numeric datasets: "
+                    f"{options or 'none'}"
+                )
+            ds, why = obj, "given by the 'dataset' parameter"
+        else:
+            default = _nexus_default(h5py, f)
+            if default is not None and _numeric(default[0]):
+                ds, why = default[0], f"the NeXus default ({default[1]})"
+            else:
+                found = _candidates(h5py, f)
+                if not found:
+                    raise ConversionError(
+                        f"{rel} has no numeric dataset with 2 to 5 dimensions"
+                    )
+                ds = max(found, key=lambda d: (d.size, d.name))
+                why = "the largest numeric dataset"
+        return str(ds.name), why, tuple(int(d) for d in ds.shape), ds.dtype
+
+
+def _reader(h5py: Any, path: Any, name: str, source: str) -> Any:
+    """``read(start, stop)`` for one dataset, opening the file for each slab (so
+    a dataset of many files never holds them all open)."""
+
+    def read(start: int, stop: int) -> Any:
+        try:
+            with h5py.File(path, "r") as f:
+                return f[name][start:stop]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConversionError(
+                f"{source}: items {start}-{stop} cannot be read: {exc}"
+            ) from exc
+
+    return read

@@ -1,7 +1,7 @@
 """The NetCDF converter (netCDF4): one output per variable.
 
-Which file: ``params["file"]``, else the first ``.nc``/``.nc4``/``.cdf``/
-``.netcdf`` file in natural order. Which variables: ``params["variables"]`` (a
+Which files: ``params["file"]``, else every ``.nc``/``.nc4``/``.cdf``/``.netcdf``
+file in natural order. Which variables: ``params["variables"]`` (a
 list of names, in the order to write them), else every numeric variable of the
 root group with 2 to 5 dimensions, in the file's order.
 
@@ -10,7 +10,8 @@ values are kept as they are (``set_auto_maskandscale(False)``); the result's not
 says when a variable has scaling attributes.
 
 Output: IDX writes ``<variable>.idx`` (and its ``<variable>/`` data folder) per
-variable, the field named after the variable; the entry point is the first
+variable, the field named after the variable (``<file stem>_<variable>`` when the
+dataset has several NetCDF files); the entry point is the first
 variable's ``.idx``. Zarr writes one multiscale group per variable,
 ``data.zarr/<variable>/``, with the variable's dimension names as axis names; the
 root's ``sclib`` attribute lists the groups. Names are made file-safe
@@ -87,61 +88,79 @@ class NetCDFConverter:
         return chosen
 
     def convert(self, request: ConversionRequest) -> ConversionResult:
+        """Every NetCDF file of the dataset (or the one ``file`` names); one
+        output per variable, named ``<variable>`` for a single file and
+        ``<file stem>_<variable>`` for several."""
         netcdf4 = require("netCDF4", "NetCDF conversion")
         files = pick_files(request, NETCDF_SUFFIXES, "NetCDF")
-        rel = param_str(request, "file") or files[0]
-        if rel not in files:
+        wanted = param_str(request, "file")
+        if wanted is not None and wanted not in files:
             raise InvalidInput(
-                f"conversion parameter 'file': {rel!r} is not a NetCDF file of the "
-                f"dataset; NetCDF files: {', '.join(files)}"
+                f"conversion parameter 'file': {wanted!r} is not a NetCDF file of "
+                f"the dataset; NetCDF files: {', '.join(files)}"
             )
-        path = input_path(request, rel)
-        try:
-            ds = netcdf4.Dataset(str(path), "r")
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise ConversionError(
-                f"{rel} is not a readable NetCDF file: {exc}"
-            ) from exc
-        try:
-            ds.set_auto_maskandscale(False)
-            variables = self._variables(request, rel, ds)
-            total = sum(v.size * v.dtype.itemsize for v in variables) or 1
-            file_size = path.stat().st_size
-            volumes = []
-            scaled = []
-            for var in variables:
-                if "scale_factor" in var.ncattrs() or "add_offset" in var.ncattrs():
-                    scaled.append(var.name)
-                volumes.append(
-                    Volume(
-                        name=var.name,
-                        source=f"{rel}:{var.name}",
-                        shape=tuple(int(d) for d in var.shape),
-                        dtype=var.dtype,
-                        read=_reader(rel, var),
-                        input_bytes=file_size * var.size * var.dtype.itemsize // total,
-                        axes=tuple(str(d) for d in var.dimensions),
+        rels = [wanted] if wanted is not None else files
+        volumes: list[Volume] = []
+        notes: list[str] = []
+        for rel in rels:
+            path = input_path(request, rel)
+            try:
+                ds = netcdf4.Dataset(str(path), "r")
+            except (OSError, ValueError, RuntimeError) as exc:
+                raise ConversionError(
+                    f"{rel} is not a readable NetCDF file: {exc}"
+                ) from exc
+            try:
+                ds.set_auto_maskandscale(False)
+                variables = self._variables(request, rel, ds)
+                total = sum(v.size * v.dtype.itemsize for v in variables) or 1
+                file_size = path.stat().st_size
+                scaled = []
+                for var in variables:
+                    if "scale_factor" in var.ncattrs() or "add_offset" in var.ncattrs():
+                        scaled.append(var.name)
+                    volumes.append(
+                        Volume(
+                            name=var.name
+                            if len(rels) == 1
+                            else f"{rel.rsplit('.', 1)[0]}_{var.name}",
+                            source=f"{rel}:{var.name}",
+                            shape=tuple(int(d) for d in var.shape),
+                            dtype=var.dtype,
+                            read=_reader(netcdf4, path, rel, var.name),
+                            input_bytes=file_size
+                            * var.size
+                            * var.dtype.itemsize
+                            // total,
+                            axes=tuple(str(d) for d in var.dimensions),
+                        )
                     )
-                )
-            names = [v.name for v in variables]
-            entry, outputs = write_volumes(request, volumes, single_name=False)
-        finally:
-            ds.close()
-        note = f"{rel}: variables {', '.join(names)}"
-        if scaled:
-            note += f"; stored values written, scaling not applied: {', '.join(scaled)}"
-        if len(files) > 1:
-            note += f"; {len(files) - 1} other NetCDF file(s) not converted"
-        return ConversionResult(entry, outputs, [rel], note)
+                note = f"{rel}: variables {', '.join(v.name for v in variables)}"
+                if scaled:
+                    note += (
+                        "; stored values written, scaling not applied: "
+                        + ", ".join(scaled)
+                    )
+                notes.append(note)
+            finally:
+                ds.close()
+            request.check()
+        entry, outputs = write_volumes(request, volumes, single_name=False)
+        return ConversionResult(entry, outputs, rels, "; ".join(notes))
 
 
-def _reader(rel: str, var: Any) -> Any:
+def _reader(netcdf4: Any, path: Any, rel: str, name: str) -> Any:
+    """``read(start, stop)`` for one variable, opening the file for each slab (so
+    a dataset of many files never holds them all open)."""
+
     def read(start: int, stop: int) -> Any:
         try:
-            return var[start:stop]
-        except (OSError, ValueError, RuntimeError, IndexError) as exc:
+            with netcdf4.Dataset(str(path), "r") as ds:
+                ds.set_auto_maskandscale(False)
+                return ds.variables[name][start:stop]
+        except (OSError, ValueError, RuntimeError, IndexError, KeyError) as exc:
             raise ConversionError(
-                f"{rel}:{var.name}: items {start}-{stop} cannot be read: {exc}"
+                f"{rel}:{name}: items {start}-{stop} cannot be read: {exc}"
             ) from exc
 
     return read
