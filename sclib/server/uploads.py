@@ -298,14 +298,22 @@ class UploadManager:
             raise InvalidInput(
                 "dataset_identifier: field required when add_to_existing is true"
             )
-        if self.datasets is not None:
-            found = dataset_owner(self.datasets, fields.dataset_identifier)
-        else:  # no dataset records: the jobs that name the dataset tell
-            jobs = self.queue.list(dataset_uuid=fields.dataset_identifier, limit=1)
-            found = jobs[0].owner if jobs else None
-        if found is None or not (admin or found == owner):
-            raise NotFound(f"no dataset {fields.dataset_identifier}")
-        return fields.dataset_identifier
+        # the identifier arrives as 32 hex digits; datasets migrated from the old
+        # system keep their dashed uuid: try that spelling too
+        for candidate in (
+            fields.dataset_identifier,
+            str(uuid.UUID(fields.dataset_identifier)),
+        ):
+            if self.datasets is not None:
+                found = dataset_owner(self.datasets, candidate)
+            else:  # no dataset records: the jobs that name the dataset tell
+                jobs = self.queue.list(dataset_uuid=candidate, limit=1)
+                found = jobs[0].owner if jobs else None
+            if found is not None:
+                if admin or found == owner:
+                    return candidate
+                break
+        raise NotFound(f"no dataset {fields.dataset_identifier}")
 
     def register(self, dataset_uuid: str, owner: str, fields: DatasetFields) -> None:
         """Make sure the dataset has a record, and say its upload is queued."""

@@ -440,3 +440,28 @@ def test_the_default_chunk_size_grows_for_huge_files(
             dataset_uuid="e" * 32,
             chunk_size=1024,
         )
+
+
+def test_add_to_existing_finds_a_migrated_dataset_by_its_dashed_uuid(
+    manager: UploadManager,
+) -> None:
+    """Datasets migrated from the old system keep their dashed uuid; an upload
+    adding to one (given in either spelling) goes to that dataset, under the uuid
+    it is stored with; another user's is not found."""
+    from sclib.errors import NotFound
+    from sclib.jobtypes import JobType
+
+    dashed = "550e8400-e29b-41d4-a716-446655440000"
+    manager.queue.enqueue(JobType.GOOGLE_SYNC, {}, dataset_uuid=dashed, owner=OWNER)
+    for given in (dashed, dashed.replace("-", ""), dashed.upper()):
+        fields = parse_fields(
+            {
+                **FIELDS.model_dump(),
+                "dataset_identifier": given,
+                "add_to_existing": True,
+            }
+        )
+        assert manager.resolve_dataset(fields, OWNER, admin=False) == dashed
+        with pytest.raises(NotFound, match="no dataset"):
+            manager.resolve_dataset(fields, "bob@example.org", admin=False)
+    assert manager.resolve_dataset(fields, "root@example.org", admin=True) == dashed
