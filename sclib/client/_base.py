@@ -14,6 +14,7 @@ its methods take in :mod:`sclib.client._options`.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 from sclib.errors import (
     ChecksumMismatch,
+    DatasetNotFound,
     InvalidInput,
     NotFound,
     SclibError,
@@ -55,6 +57,8 @@ from .models import (
 from .state import UploadState, UploadStateStore, content_key, folder_key
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "BaseClient", "backoff"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "http://localhost:8000"
 DEFAULT_TIMEOUT = 60.0
@@ -298,6 +302,18 @@ class BaseClient(Requests):
             self.base_url, root, fields_digest(dataset_values(common, root.name))
         )
         ledger = self.state.load_folder(ledger_key) or {"files": {}}
+        if not dataset and ledger.get("dataset_uuid"):
+            try:  # the dataset the interrupted run made may be gone since
+                yield self._req_dataset(ledger["dataset_uuid"])
+            except DatasetNotFound:
+                log.warning(
+                    "%s: dataset %s of the interrupted upload is gone (or not "
+                    "yours); uploading the folder into a new dataset",
+                    root,
+                    ledger["dataset_uuid"],
+                )
+                ledger = {"files": {}}
+                self.state.remove_folder(ledger_key)
         dataset = dataset or ledger.get("dataset_uuid")
         total = sum(p.stat().st_size for p, _ in files)
         progress = Progress(

@@ -20,7 +20,8 @@ file the server accepted. Re-running the same call after a crash adds the
 remaining files to that dataset and sends none of the finished ones again (a file
 modified since gets a new content key and is sent, which the server refuses: the
 dataset has that name already). The entry is removed once the whole folder is
-uploaded.
+uploaded; one naming a dataset the server no longer has (or shows to this caller)
+is dropped, and the folder goes into a new dataset.
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ class UploadStateStore:
             not isinstance(raw, dict)
             or raw.pop("version", None) != _VERSION
             or not isinstance(raw.get("files"), dict)
+            or not isinstance(raw.get("dataset_uuid"), str | None)
         ):
             log.warning("ignoring folder upload state %s of another format", path)
             return None

@@ -23,7 +23,10 @@ like a multipart or chunked upload.
   in that order, into one file that is then verified and committed like any
   other. The partial uploads must be complete first (``concatenation-unfinished``
   is not offered); once joined, their bytes are deleted and naming them in
-  another final upload is a 409. ``PATCH`` to a final upload is 403.
+  another final upload is a 409 (a part is claimed as it is copied, so two final
+  uploads at once never both get it). The parts must be the caller's, or (an
+  admin acting for a user) that user's. Not enough disk for the copy is 507.
+  ``PATCH`` to a final upload is 403.
 
 :class:`TusMiddleware` (installed by :func:`~sclib.server.app.create_app`) puts
 ``Tus-Resumable`` on every response under ``/files``, errors included, answers 412
@@ -41,6 +44,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, 
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -50,7 +54,7 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sclib.errors import ChecksumMismatch, InvalidInput, UploadBusy
+from sclib.errors import ChecksumMismatch, DestinationError, InvalidInput, UploadBusy
 from sclib.server.app import IdentityDep, ServerState, StateDep, owner_filter
 from sclib.server.auth import Identity
 from sclib.server.common import resolve_fields
@@ -96,11 +100,12 @@ _TITLES = {
     415: "Unsupported media type",
     460: "Checksum mismatch",
     500: "Internal error",
+    507: "Insufficient storage",
 }
 
 
 class TusProblem(Exception):
-    """A tus-specific error answer (400, 412, 415, 460) as problem+json.
+    """A tus-specific error answer (400, 403, 412, 415, 460, 507) as problem+json.
 
     sclib's own errors (404, 409, 413, 422, 423, ...) go through the app's
     handlers instead; this is for the statuses only tus uses."""
@@ -425,11 +430,14 @@ def _concat_header(upload: Upload) -> str | None:
 
 def _part_ids(header: str) -> list[str]:
     """The upload ids named by ``Upload-Concat: final;<url> <url> ...`` (absolute
-    URLs or paths, each ending in ``/files/<id>``)."""
+    URLs or paths, each ending in ``/files/<id>``; a query, a fragment or a
+    trailing slash is ignored)."""
     ids = []
     for url in header.split(";", 1)[1].split():
-        path = url.split("://", 1)[-1]
-        path = path[path.find("/") :] if "://" in url else path
+        try:
+            path = urlsplit(url).path
+        except ValueError:
+            path = ""
         head, _, upload_id = path.rstrip("/").rpartition("/")
         if not head.endswith(_PREFIX) or not upload_id:
             raise _bad(
@@ -560,9 +568,10 @@ async def _create_final(
     metadata = decode_metadata(request.headers.get("upload-metadata"))
     filename, fields, owner, dataset_uuid = await _dataset_of(state, identity, metadata)
     uploads = state.uploads
-    parts = await run_in_threadpool(
-        uploads.concat_parts, part_ids, owner_filter(identity)
-    )
+    # the caller's parts, or (an admin acting for a user) that user's: never a
+    # third person's bytes in this dataset
+    owners = {identity.email, owner}
+    parts = await run_in_threadpool(uploads.concat_parts, part_ids, owners)
     size = sum(p.offset for p in parts)
     uploads.check_size(size, "the concatenated upload")
     upload = await run_in_threadpool(
@@ -580,8 +589,10 @@ async def _create_final(
     try:
         upload = await run_in_threadpool(uploads.concatenate, upload.id, parts)
         upload = await _complete_if_ready(state, upload, None)
-    except BaseException:
-        await run_in_threadpool(uploads.discard, upload.id)
+    except BaseException as exc:
+        await run_in_threadpool(uploads.abandon_final, upload.id, parts)
+        if isinstance(exc, DestinationError):
+            raise TusProblem(507, str(exc), "destination_error") from None
         raise
     await run_in_threadpool(uploads.release_parts, parts, upload.id)
     headers = {

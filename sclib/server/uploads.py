@@ -31,7 +31,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +41,7 @@ from sclib.datasets import DatasetStore
 from sclib.datasets.records import dataset_owner, ensure_dataset, mark
 from sclib.errors import (
     ChecksumMismatch,
+    DestinationError,
     InvalidInput,
     NotFound,
     SclibError,
@@ -85,6 +86,10 @@ class UploadNotFound(NotFound):
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _disk_free(path: Path) -> int:
+    return shutil.disk_usage(path).free
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +213,8 @@ class UploadManager:
     :param sessions: where upload state lives (shared by every server process).
     :param queue: where the ``upload`` job of a finished upload goes.
     :param data_dir: the data folder (``upload/``, ``tmp/`` live under it).
+    :param free_space: bytes free on the disk holding a folder (injectable for
+        tests; a tus concatenation checks it before copying its parts).
     """
 
     def __init__(
@@ -222,8 +229,10 @@ class UploadManager:
         expiry: timedelta = timedelta(hours=24),
         clock: Callable[[], datetime] = _utcnow,
         datasets: DatasetStore | None = None,
+        free_space: Callable[[Path], int] = _disk_free,
     ) -> None:
         self.sessions = sessions
+        self.free_space = free_space
         self.datasets = datasets
         self.queue = queue
         self.data_dir = Path(data_dir)
@@ -651,26 +660,28 @@ class UploadManager:
 
     # -- tus concatenation -----------------------------------------------------------
 
-    def concat_parts(self, part_ids: list[str], owner: str | None) -> list[Upload]:
-        """The partial uploads a final upload joins, checked: each the caller's,
-        a tus partial upload, complete, and not joined into another upload yet."""
+    def concat_parts(
+        self, part_ids: list[str], owners: Collection[str]
+    ) -> list[Upload]:
+        """The partial uploads a final upload joins, checked: each a tus partial
+        upload of one of ``owners`` (the caller, and the owner of the dataset the
+        final upload goes to: an admin acting for Alice joins Alice's parts or the
+        admin's own, never Bob's), complete, and not joined into another upload."""
         if not part_ids:
             raise InvalidInput("Upload-Concat: final needs at least one partial upload")
         if len(set(part_ids)) != len(part_ids):
             raise InvalidInput("Upload-Concat: a partial upload is listed twice")
         parts = []
         for part_id in part_ids:
-            part = self.get(part_id, owner)
+            part = self.get(part_id)
+            if part.owner not in owners:
+                raise UploadNotFound(f"upload {part_id} not found")
             concat = part.state.get("concat") or {}
             if part.protocol != TUS or concat.get("kind") != "partial":
                 raise InvalidInput(
                     f"Upload-Concat: upload {part_id} is not a partial upload"
                 )
-            if concat.get("joined_into"):
-                raise UploadConflict(
-                    f"upload {part_id} was already concatenated into upload "
-                    f"{concat['joined_into']}"
-                )
+            self._require_unjoined(part)
             self._require_active(part)
             if not self.ready(part):
                 raise UploadConflict(
@@ -681,17 +692,56 @@ class UploadManager:
             parts.append(part)
         return parts
 
+    def _joined_into(self, part: Upload) -> str | None:
+        """The final upload that holds this part's bytes (claimed, committed or
+        being committed); a final that was abandoned holds nothing."""
+        concat = part.state.get("concat")
+        joined = concat.get("joined_into") if isinstance(concat, Mapping) else None
+        if not joined:
+            return None
+        try:
+            final = self.get(str(joined))
+        except UploadNotFound:
+            return None
+        return None if final.status == CANCELLED else str(joined)
+
+    def _require_unjoined(self, part: Upload) -> None:
+        joined = self._joined_into(part)
+        if joined is not None:
+            raise UploadConflict(
+                f"upload {part.id} was already concatenated into upload {joined}"
+            )
+
+    def _mark_joined(self, part_id: str, final_id: str | None, **more: Any) -> None:
+        session = self.sessions.get(part_id)
+        concat = {**(session.state.get("concat") or {}), "joined_into": final_id}
+        self.sessions.update(part_id, state={**session.state, "concat": concat}, **more)
+
     def concatenate(self, final_id: str, parts: list[Upload]) -> Upload:
-        """Fill final upload ``final_id`` with the bytes of ``parts``, in order;
-        each part's lock is held while it is copied, so no request changes it
-        meanwhile. The parts stay until :meth:`release_parts`."""
+        """Fill final upload ``final_id`` with the bytes of ``parts``, in order.
+
+        Each part is claimed for this final upload under its lock, in the same
+        step that copies it: a second final upload naming it (another request at
+        the same time, or a retry after this server died before
+        :meth:`release_parts`) gets a conflict, never the same bytes. The disk
+        must hold the copy (the parts' bytes stay until :meth:`release_parts`);
+        if it cannot, :class:`DestinationError` before anything is copied. On
+        failure the caller calls :meth:`abandon_final`, which frees the parts."""
         final = self.get(final_id)
+        need = sum(p.offset for p in parts)
+        free = self.free_space(self.staging_root)
+        if need > free:
+            raise DestinationError(
+                f"not enough space to join the parts: the file needs {need:,} "
+                f"bytes and {free:,} are free"
+            )
         with self._lock(final), open(self.staging_file(final_id), "r+b") as out:
             position = 0
             for listed in parts:
                 with self._lock(listed):
                     part = self.get(listed.id)
                     self._require_active(part)
+                    self._require_unjoined(part)
                     if part.offset != listed.offset:
                         raise UploadConflict(f"upload {part.id} changed meanwhile")
                     with open(self.staging_file(part.id), "rb") as src:
@@ -705,26 +755,31 @@ class UploadManager:
                                 f"upload {part.id} holds fewer bytes than its "
                                 "offset says"
                             )
-                        position += part.offset
+                    self._mark_joined(part.id, final_id)
+                    position += part.offset
             out.flush()
             os.fsync(out.fileno())
             return self._set_offset(final_id, position)
+
+    def abandon_final(self, final_id: str, parts: list[Upload]) -> None:
+        """A final upload whose request failed: it is discarded (unless its
+        commit started) and the parts it claimed can be joined again."""
+        self.discard(final_id)
+        with contextlib.suppress(UploadNotFound):
+            if self.get(final_id).status != CANCELLED:
+                return  # committing: the next complete() or the expiry finishes it
+        for part in parts:
+            with contextlib.suppress(SessionNotFound):
+                concat = self.sessions.get(part.id).state.get("concat") or {}
+                if concat.get("joined_into") == final_id:
+                    self._mark_joined(part.id, None)
 
     def release_parts(self, parts: list[Upload], final_id: str) -> None:
         """After the final upload committed: the parts' bytes are deleted, their
         records say where they went (a second final naming them gets a 409)."""
         for part in parts:
             with contextlib.suppress(SessionNotFound):
-                session = self.sessions.get(part.id)
-                concat = {
-                    **(session.state.get("concat") or {}),
-                    "joined_into": final_id,
-                }
-                self.sessions.update(
-                    part.id,
-                    state={**session.state, "concat": concat},
-                    status=COMPLETED,
-                )
+                self._mark_joined(part.id, final_id, status=COMPLETED)
             shutil.rmtree(self.staging_dir(part.id), ignore_errors=True)
 
     # -- completing ------------------------------------------------------------------
@@ -914,8 +969,15 @@ class UploadManager:
         if upload.status == COMPLETED or upload.state.get("committing"):
             raise UploadConflict(f"upload {upload_id} is already complete")
         with self._lock(upload):
-            if self.get(upload_id).state.get("committing"):
+            fresh = self.get(upload_id)
+            if fresh.state.get("committing"):
                 raise UploadConflict(f"upload {upload_id} is being committed")
+            joined = self._joined_into(fresh)
+            if joined is not None:
+                raise UploadConflict(
+                    f"upload {upload_id} is joined into upload {joined}; it can no "
+                    "longer be terminated on its own"
+                )
             session = self.sessions.update(
                 upload_id, status=CANCELLED, error="cancelled by request"
             )

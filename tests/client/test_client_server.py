@@ -267,6 +267,105 @@ def test_interrupted_upload_directory_resumes_into_the_same_dataset(
     assert not list(folders.glob("*.json"))
 
 
+def test_a_folder_upload_cut_inside_a_chunked_file_resumes_that_file(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """A folder upload interrupted in the middle of its second file (a chunked
+    one, after 2 of 4 chunks) resumes that file on the next run: the first file
+    is not sent again, the second is neither initiated again nor re-sent whole
+    (only its missing chunks), and both land in one dataset."""
+    root = tmp_path / "scan-big"
+    root.mkdir()
+    (root / "a.bin").write_bytes(os.urandom(1000))
+    (root / "b.bin").write_bytes(os.urandom(4 * MIB))
+    total = 1000 + 4 * MIB
+    first = CountingTransport()
+    with (
+        _client(server, tmp_path, transport=first, parallel=1) as client,
+        pytest.raises(_Crash),
+    ):
+        client.upload_directory(
+            root,
+            sensor="OTHER",
+            chunk_size=MIB,
+            progress_callback=_crash_after(1000 + 2 * MIB, total),
+        )
+    assert sorted(first.chunks) == [0, 1]
+    second = CountingTransport()
+    with _client(server, tmp_path, transport=second, parallel=1) as client:
+        results = client.upload_directory(root, sensor="OTHER", chunk_size=MIB)
+        finals = [_wait(client, r.job_id) for r in results]
+    assert second.counts["api/upload/upload"] == 0
+    assert second.counts["initiate"] == 0 and second.counts["resume"] == 1
+    assert sorted(second.chunks) == [2, 3]
+    assert [s.status for s in finals] == ["completed"] * 2
+    assert len({r.dataset_uuid for r in results}) == 1
+    for name in ("a.bin", "b.bin"):
+        assert _stored(server, results[0], name).read_bytes() == (
+            (root / name).read_bytes()
+        )
+
+
+def test_a_folder_resume_whose_dataset_is_gone_starts_a_new_dataset(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """A folder upload interrupted after two files, whose dataset was then deleted
+    on the server (or is not the caller's: a state folder shared by two users),
+    does not fail forever on the next run: the stale progress is dropped and the
+    whole folder goes into a new dataset. A damaged progress record is ignored the
+    same way (the folder is uploaded from the start)."""
+    from sclib.datasets import open_dataset_store
+
+    root = tmp_path / "scan-gone"
+    root.mkdir()
+    names = ["a.bin", "b.bin", "c.bin"]
+    for name in names:
+        (root / name).write_bytes(os.urandom(1000))
+    with _client(server, tmp_path) as client, pytest.raises(_Crash):
+        client.upload_directory(
+            root, sensor="OTHER", progress_callback=_crash_after(2, 3)
+        )
+    (record,) = (tmp_path / "state" / "folders").glob("*.json")
+    first = json.loads(record.read_text())
+    with _client(server, tmp_path) as client:
+        for entry in first["files"].values():
+            assert _wait(client, entry["result"]["job_id"]).status == "completed"
+    store = open_dataset_store(f"sqlite:///{server.data_dir / 'sclib.db'}")
+    try:
+        store.delete(first["dataset_uuid"])
+    finally:
+        store.close()
+    transport = CountingTransport()
+    with _client(server, tmp_path, transport=transport) as client:
+        results = client.upload_directory(root, sensor="OTHER")
+        finals = [_wait(client, r.job_id) for r in results]
+    assert transport.counts["api/upload/upload"] == 3
+    assert [s.status for s in finals] == ["completed"] * 3
+    (fresh,) = {r.dataset_uuid for r in results}
+    assert fresh != first["dataset_uuid"]
+    for name in names:
+        assert _stored(server, results[0], name).read_bytes() == (
+            (root / name).read_bytes()
+        )
+    assert not list((tmp_path / "state" / "folders").glob("*.json"))
+
+    damaged = tmp_path / "scan-damaged"
+    damaged.mkdir()
+    for name in names:
+        (damaged / name).write_bytes(os.urandom(1000))
+    with _client(server, tmp_path) as client, pytest.raises(_Crash):
+        client.upload_directory(
+            damaged, sensor="OTHER", progress_callback=_crash_after(2, 3)
+        )
+    (record,) = (tmp_path / "state" / "folders").glob("*.json")
+    bad = {"version": first["version"], "dataset_uuid": 7, "files": {"a.bin": 5}}
+    record.write_text(json.dumps(bad))
+    with _client(server, tmp_path) as client:
+        results = client.upload_directory(damaged, sensor="OTHER")
+    assert len({r.dataset_uuid for r in results}) == 1
+    assert not list((tmp_path / "state" / "folders").glob("*.json"))
+
+
 def test_async_client_uploads_small_and_large(
     server: LiveServer, tmp_path: Path
 ) -> None:

@@ -853,3 +853,77 @@ def test_concatenation_refuses_bad_requests_and_keeps_the_parts(
     check_committed(server, joined, b"0123456789", "ten.raw")
     after = set((server.data_dir / "tmp" / "uploads").iterdir())
     assert after <= before  # nothing left behind by the refused finals
+
+
+def test_an_admin_joins_only_the_users_parts_or_their_own(server: LiveServer) -> None:
+    """An admin creating a final upload for Alice (``user_email`` in the metadata)
+    may join Alice's parts and the admin's own into Alice's dataset, but never
+    Bob's: Bob's part is 404 and keeps its bytes."""
+    root = "root@example.org"
+    admin = {**server.headers(root, admin=True), "Tus-Resumable": "1.0.0"}
+    alices = create_partial(server, b"alice-")
+    roots = tus(
+        httpx.post(
+            server.url + "/files/",
+            headers={
+                **admin,
+                "Upload-Length": "5",
+                "Upload-Concat": "partial",
+                "Content-Type": OCTET,
+            },
+            content=b"root!",
+        ),
+        201,
+    ).headers["location"]
+    bobs = create_partial(server, b"bob's", BOB)
+
+    def final(parts: list[str], name: str) -> httpx.Response:
+        meta = metadata(filename=name, user_email=ALICE, **DATASET)
+        headers = {
+            **admin,
+            "Upload-Concat": "final;" + " ".join(parts),
+            "Upload-Metadata": meta,
+        }
+        return httpx.post(server.url + "/files/", headers=headers, timeout=30)
+
+    tus(final([alices, bobs], "stolen.raw"), 404)
+    bob_id = bobs.rsplit("/", 1)[1]
+    assert (server.data_dir / "tmp" / "uploads" / bob_id / "data").exists()
+    assert tus(head(server, bobs, BOB), 200).headers["upload-offset"] == "5"
+    joined = tus(final([alices, roots], "joined.raw"), 201)
+    check_committed(server, joined, b"alice-root!", "joined.raw")
+    job = httpx.get(
+        f"{server.url}/api/v1/jobs/{joined.headers['x-job-id']}",
+        headers=server.headers(ALICE),
+    )
+    assert job.status_code == 200 and job.json()["owner"] == ALICE
+
+
+def test_concatenation_urls_may_carry_a_query_or_trailing_slash_and_parts_may_be_empty(
+    server: LiveServer,
+) -> None:
+    """Part URLs as clients send them: with a query string, a fragment or a
+    trailing slash; zero-length parts are complete at once and join (an all-empty
+    final is an empty file); Upload-Metadata on a partial upload is kept and
+    echoed by HEAD."""
+    a = create_partial(server, b"first|")
+    b = create_partial(server, b"")
+    headers = tus_headers(
+        server,
+        **{
+            "Upload-Length": "6",
+            "Upload-Concat": "partial",
+            "Content-Type": OCTET,
+            "Upload-Metadata": metadata(filename="piece.bin"),
+        },
+    )
+    c = tus(httpx.post(server.url + "/files/", headers=headers, content=b"second"), 201)
+    c_url = c.headers["location"]
+    assert tus(head(server, c_url), 200).headers["upload-metadata"] == metadata(
+        filename="piece.bin"
+    )
+    named = [a + "?token=x", httpx.URL(b).path + "/", c_url + "#part"]
+    joined = tus(create_final(server, named, "parts.raw"), 201)
+    check_committed(server, joined, b"first|second", "parts.raw")
+    empty = tus(create_final(server, [create_partial(server, b"")], "none.raw"), 201)
+    check_committed(server, empty, b"", "none.raw")

@@ -465,3 +465,127 @@ def test_add_to_existing_finds_a_migrated_dataset_by_its_dashed_uuid(
         with pytest.raises(NotFound, match="no dataset"):
             manager.resolve_dataset(fields, "bob@example.org", admin=False)
     assert manager.resolve_dataset(fields, "root@example.org", admin=True) == dashed
+
+
+# -- tus concatenation -----------------------------------------------------------------
+
+
+def partial(manager: UploadManager, data: bytes, owner: str = OWNER) -> str:
+    """A complete tus partial upload holding ``data``."""
+    up = manager.create(
+        protocol=TUS,
+        owner=owner,
+        filename="part",
+        size=len(data),
+        fields=None,
+        dataset_uuid=None,
+        concat={"kind": "partial"},
+    ).id
+    if data:
+        w = manager.begin_patch(up, owner, 0, len(data), set())
+        w.write(data)
+        manager.finish_patch(w, None)
+    return up
+
+
+def final_upload(
+    manager: UploadManager, parts: list[str], name: str, dataset: str = "f" * 32
+) -> str:
+    size = sum(manager.get(p).offset for p in parts)
+    return manager.create(
+        protocol=TUS,
+        owner=OWNER,
+        filename=name,
+        size=size,
+        fields=FIELDS,
+        dataset_uuid=dataset,
+        concat={"kind": "final", "parts": parts},
+    ).id
+
+
+def test_concatenated_parts_cannot_be_joined_twice_even_before_release(
+    manager: UploadManager,
+) -> None:
+    """Two final uploads that both checked the same parts (two requests at once,
+    or a server that died between joining and releasing the parts): only the first
+    gets their bytes; the second is a conflict naming the first, and nothing of it
+    is committed. Once the first final is abandoned, the parts are free again."""
+    parts = [partial(manager, b"abc"), partial(manager, b"defg")]
+    checked_1 = manager.concat_parts(parts, {OWNER})
+    checked_2 = manager.concat_parts(parts, {OWNER})  # before the first joins them
+    first = final_upload(manager, parts, "one.bin")
+    second = final_upload(manager, parts, "two.bin")
+    assert manager.concatenate(first, checked_1).offset == 7
+    with pytest.raises(UploadConflict, match=f"concatenated into upload {first}"):
+        manager.concatenate(second, checked_2)
+    manager.abandon_final(second, checked_2)
+    # the first final's server died here (no release): still nobody else's parts
+    with pytest.raises(UploadConflict, match=f"concatenated into upload {first}"):
+        manager.concat_parts(parts, {OWNER})
+    with pytest.raises(UploadConflict, match="joined into"):
+        manager.cancel(parts[0], OWNER)
+    manager.abandon_final(first, checked_1)
+    third = final_upload(manager, parts, "three.bin")
+    manager.concatenate(third, manager.concat_parts(parts, {OWNER}))
+    result = manager.complete(third, OWNER)
+    manager.release_parts(checked_1, third)
+    assert manager.final_path(manager.get(third)).read_bytes() == b"abcdefg"
+    assert result["file_size"] == 7
+    assert not (manager.upload_root / ("f" * 32) / "one.bin").exists()
+    assert not (manager.upload_root / ("f" * 32) / "two.bin").exists()
+    assert manager.get(first).status == "cancelled"
+
+
+def test_concatenation_only_joins_parts_of_the_caller_or_the_datasets_owner(
+    manager: UploadManager,
+) -> None:
+    """An admin acting for Alice can join Alice's parts or the admin's own, never
+    Bob's into Alice's dataset (Bob's part looks like a missing one)."""
+    admin = "root@example.org"
+    alices = partial(manager, b"alice")
+    admins = partial(manager, b"root", owner=admin)
+    bobs = partial(manager, b"bob", owner="bob@example.org")
+    assert len(manager.concat_parts([alices, admins], {admin, OWNER})) == 2
+    with pytest.raises(UploadNotFound):
+        manager.concat_parts([alices, bobs], {admin, OWNER})
+
+
+def test_zero_length_parts_join_into_a_file(manager: UploadManager) -> None:
+    """Empty partial uploads are complete at once and join like any other part;
+    all-empty parts make an empty file."""
+    parts = [partial(manager, b""), partial(manager, b"xyz"), partial(manager, b"")]
+    final = final_upload(manager, parts, "z.bin")
+    manager.concatenate(final, manager.concat_parts(parts, {OWNER}))
+    manager.complete(final, OWNER)
+    assert manager.final_path(manager.get(final)).read_bytes() == b"xyz"
+    empty = [partial(manager, b"")]
+    final = final_upload(manager, empty, "empty.bin")
+    manager.concatenate(final, manager.concat_parts(empty, {OWNER}))
+    assert manager.complete(final, OWNER)["file_size"] == 0
+    assert manager.final_path(manager.get(final)).read_bytes() == b""
+
+
+def test_concatenation_refuses_at_once_when_the_disk_cannot_hold_the_copy(
+    backend: str, tmp_path: Path
+) -> None:
+    """Joining copies the parts, so the staging disk must hold their sum once
+    more: when it cannot, a DestinationError with the numbers, before a byte is
+    copied, and the parts stay joinable. (The free-space probe is injected: no
+    real disk can be filled in a test.)"""
+    from sclib.errors import DestinationError
+
+    sessions, queue = _stores(backend, tmp_path)
+    free = [10]
+    manager = UploadManager(
+        sessions, queue, tmp_path / "data", free_space=lambda _path: free[0]
+    )
+    parts = [partial(manager, b"0123456"), partial(manager, b"789ab")]
+    final = final_upload(manager, parts, "big.bin")
+    with pytest.raises(DestinationError, match="12 bytes and 10 are free"):
+        manager.concatenate(final, manager.concat_parts(parts, {OWNER}))
+    manager.abandon_final(final, [])
+    assert manager.get(final).status == "cancelled"
+    free[0] = 1000
+    final = final_upload(manager, parts, "big.bin")
+    manager.concatenate(final, manager.concat_parts(parts, {OWNER}))
+    assert manager.complete(final, OWNER)["file_size"] == 12
