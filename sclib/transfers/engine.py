@@ -481,6 +481,9 @@ class TransferEngine:
         # read here, in order, from one stream: sources without ranges, and
         # sources that serve consecutive chunks best from one request
         in_order = not ranged or src.reads_in_order(obj)
+        # chunks an earlier run verified are checked where they landed; a writer
+        # that cannot read them back (object stores) has them read from the source
+        reads_back = type(writer).read_back is not DestinationWriter.read_back
         tokens: dict[int, str | None] = {}
         sent = reused = 0
         tracker.add(current=obj.key or dest_url)
@@ -611,9 +614,12 @@ class TransferEngine:
                     break
                 buf = pool.get()
                 # a ranged source need not read chunks an earlier run verified
-                # (the task checks those where they landed)
+                # when the task can check those where they landed
                 preread = in_order and (
-                    not ranged or chunk.index not in verified or not obj.identity
+                    not ranged
+                    or chunk.index not in verified
+                    or not obj.identity
+                    or not reads_back
                 )
                 if preread:
                     try:

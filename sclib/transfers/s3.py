@@ -26,7 +26,8 @@ the bucket is versioned). Each ranged read is a conditional ``GetObject`` with
 very request that would have mixed versions, with
 :class:`~sclib.errors.SourceChanged`; the ETag and total size the server reports
 with the bytes are checked as well, for S3-compatible stores that ignore
-``If-Match``.
+``If-Match``, and so is the first offset served, for those that ignore ``Range``
+(:class:`~sclib.errors.SourceError` rather than bytes of another offset).
 
 Writing (:class:`S3Destination`) uses one multipart upload per object, one part per
 chunk (part number = chunk index + 1). Each part is sent with its ``Content-MD5``
@@ -248,6 +249,35 @@ def _content_range_total(value: str | None) -> int | None:
     return int(total) if total.isdigit() else None
 
 
+def _content_range_span(value: str | None) -> tuple[int, int] | None:
+    """``bytes 0-9/100`` -> ``(0, 10)``: the offsets of the bytes served."""
+    if not value:
+        return None
+    first, _, last = value.removeprefix("bytes").split("/", 1)[0].strip().partition("-")
+    if not (first.isdigit() and last.isdigit()):
+        return None
+    return int(first), int(last) + 1
+
+
+#: bytes asked of a response body per read: aiohttp lets a response buffer twice
+#: the largest read asked of it while nobody reads (measured: 16 MiB waiting in a
+#: response kept open between two 8 MiB chunk reads), so the reads stay small and
+#: an open response holds about 2 MiB, whatever the chunk size
+_READ_PIECE = MIB
+
+#: an object's version, as the streams are keyed: a response opened for one
+#: version never serves a read of another at the same URL
+_Version = tuple[str, str, str]
+
+
+def _version(obj: SourceObject) -> _Version:
+    return (
+        obj.url,
+        obj.identity.get("etag", ""),
+        obj.identity.get("version_id", ""),
+    )
+
+
 class _Stream:
     """An open ``GetObject`` body, read front to back, one chunk per call."""
 
@@ -260,7 +290,7 @@ class _Stream:
     async def read_into(self, view: memoryview) -> int:
         got = 0
         while got < len(view):
-            piece = await self.body.read(len(view) - got)
+            piece = await self.body.read(min(len(view) - got, _READ_PIECE))
             if not piece:
                 break
             view[got : got + len(piece)] = piece
@@ -277,7 +307,8 @@ class _Stream:
 
 
 class _StreamPool:
-    """Open GET bodies between chunk reads, keyed by (URL, next offset).
+    """Open GET bodies between chunk reads, keyed by (object version, next
+    offset).
 
     ``take`` hands out the stream positioned at an offset (or ``None``: open a
     new GET, or use the one sent ahead for it). Streams and GETs that reads have
@@ -294,48 +325,58 @@ class _StreamPool:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._idle: dict[tuple[str, int], _Stream] = {}
-        #: GETs sent ahead for the next span: (URL, offset) -> (end, response)
-        self._ahead: dict[tuple[str, int], tuple[int, Future[Any]]] = {}
+        self._idle: dict[tuple[_Version, int], _Stream] = {}
+        #: GETs sent ahead for the next span: (version, offset) -> (end, response)
+        self._ahead: dict[tuple[_Version, int], tuple[int, Future[Any]]] = {}
 
-    def add_ahead(self, url: str, offset: int, end: int, request: Future[Any]) -> None:
+    def add_ahead(
+        self, version: _Version, offset: int, end: int, request: Future[Any]
+    ) -> None:
         with self._lock:
-            old = self._ahead.pop((url, offset), None)
-            self._ahead[(url, offset)] = (end, request)
+            old = self._ahead.pop((version, offset), None)
+            self._ahead[(version, offset)] = (end, request)
             dropped = [old[1]] if old is not None else []
             while len(self._ahead) > self.keep_ahead:  # the oldest first
                 dropped.append(self._ahead.pop(next(iter(self._ahead)))[1])
         for request in dropped:
             _drop(request)
 
-    def has_ahead(self, url: str, offset: int) -> bool:
+    def has_ahead(self, version: _Version, offset: int) -> bool:
         with self._lock:
-            return (url, offset) in self._ahead
+            return (version, offset) in self._ahead
 
-    def take_ahead(self, url: str, offset: int) -> tuple[int, Future[Any]] | None:
+    def ahead_after(self, version: _Version, offset: int) -> int | None:
+        """Where the first GET sent ahead past ``offset`` starts, if any."""
         with self._lock:
-            found = self._ahead.pop((url, offset), None)
-            passed = [k for k in self._ahead if k[0] == url and k[1] < offset]
+            starts = [k[1] for k in self._ahead if k[0] == version and k[1] > offset]
+        return min(starts, default=None)
+
+    def take_ahead(
+        self, version: _Version, offset: int
+    ) -> tuple[int, Future[Any]] | None:
+        with self._lock:
+            found = self._ahead.pop((version, offset), None)
+            passed = [k for k in self._ahead if k[0] == version and k[1] < offset]
             dropped = [self._ahead.pop(k)[1] for k in passed]
         for request in dropped:
             _drop(request)
         return found
 
-    def take(self, url: str, offset: int) -> _Stream | None:
+    def take(self, version: _Version, offset: int) -> _Stream | None:
         passed: list[_Stream] = []
         with self._lock:
-            stream = self._idle.pop((url, offset), None)
+            stream = self._idle.pop((version, offset), None)
             if stream is None:
-                for key in [k for k in self._idle if k[0] == url and k[1] < offset]:
+                for key in [k for k in self._idle if k[0] == version and k[1] < offset]:
                     passed.append(self._idle.pop(key))
         for old in passed:
             old.close()
         return stream
 
-    def give_back(self, url: str, stream: _Stream) -> None:
+    def give_back(self, version: _Version, stream: _Stream) -> None:
         with self._lock:
-            replaced = self._idle.pop((url, stream.position), None)
-            self._idle[(url, stream.position)] = stream
+            replaced = self._idle.pop((version, stream.position), None)
+            self._idle[(version, stream.position)] = stream
             dropped = [replaced] if replaced is not None else []
             while len(self._idle) > self.keep:  # the oldest first
                 dropped.append(self._idle.pop(next(iter(self._idle))))
@@ -429,7 +470,10 @@ class S3Source(FsspecSource):
         from it (the engine reads this source's chunks in order, from one thread:
         :meth:`reads_in_order`). So 1 GiB in 8 MiB chunks takes 4 GETs instead of
         128: fewer requests to pay for and to wait on. A response that broke while
-        it waited between two chunks is replaced by a new GET.
+        it waited between two chunks (or a GET sent ahead, while it waited) is
+        replaced by a new GET, up to where the GET sent ahead starts. Responses are
+        kept per version of the object (URL, ETag, version id). Objects the engine
+        reads in parallel (1 MiB or less) get a GET of just the chunk each.
         """
         if offset < 0:
             raise InvalidInput(f"cannot read at offset {offset}")
@@ -439,35 +483,56 @@ class S3Source(FsspecSource):
                 self.check_unchanged(obj)
             return 0
         view = buf[: end - offset]
-        stream = self._streams.take(obj.url, offset)
+        if not self.reads_in_order(obj):
+            # chunk threads read such an object at once, in any order: a GET of
+            # just the chunk each, which leaves no response open
+            return self._read_stream(obj, self._stream(obj, offset, end), view)
+        version = _version(obj)
+        stream = self._streams.take(version, offset)
+        if stream is None:
+            ahead = self._streams.take_ahead(version, offset)
+            if ahead is not None and ahead[0] >= end:
+                try:
+                    stream = self._stream(obj, offset, ahead[0], ahead[1])
+                except SourceError as exc:  # it failed while it waited
+                    logger.info(
+                        "resending the GET of %s at %d: %s", obj.url, offset, exc
+                    )
+            elif ahead is not None:
+                _drop(ahead[1])
         if stream is not None:
             # reads go front to back: have the next span's GET under way
             self._send_ahead(obj, stream.end)
             try:
                 return self._read_stream(obj, stream, view)
-            except SourceError as exc:  # a response that sat idle may have been cut
+            except SourceError as exc:  # a response that waited may have been cut
                 logger.info("reopening %s at %d after: %s", obj.url, offset, exc)
-        ahead = self._streams.take_ahead(obj.url, offset)
-        if ahead is not None and ahead[0] >= end:
-            response = self._get(obj, offset, ahead[0], ahead[1])
-            self._send_ahead(obj, ahead[0])
-        else:
-            if ahead is not None:
-                _drop(ahead[1])
-            response = self._get(
-                obj, offset, min(obj.size, max(end, offset + self.stream_span))
-            )
-        stream = _Stream(response["Body"], offset, response["_end"], self.fs.loop)
-        return self._read_stream(obj, stream, view)
+        stop = min(obj.size, max(end, offset + self.stream_span))
+        following = self._streams.ahead_after(version, offset)
+        if following is not None and end <= following < stop:
+            stop = following  # the GET sent ahead takes over from there
+        return self._read_stream(obj, self._stream(obj, offset, stop), view)
+
+    def _stream(
+        self,
+        obj: SourceObject,
+        offset: int,
+        end: int,
+        request: Future[Any] | None = None,
+    ) -> _Stream:
+        """The body of a checked GET of ``[offset, end)`` (see :meth:`_get`)."""
+        response = self._get(obj, offset, end, request)
+        return _Stream(response["Body"], offset, response["_end"], self.fs.loop)
 
     def _send_ahead(self, obj: SourceObject, offset: int) -> None:
         """Send the GET for the span from ``offset`` now, so its first byte is
         there when the reads reach it (the wait overlaps reading this span).
         Only once reads proved sequential: a chunk continued an open GET."""
-        if offset >= obj.size or self._streams.has_ahead(obj.url, offset):
+        version = _version(obj)
+        if offset >= obj.size or self._streams.has_ahead(version, offset):
             return
         end = min(obj.size, offset + self.stream_span)
-        self._streams.add_ahead(obj.url, offset, end, self._request(obj, offset, end))
+        self._streams.add_ahead(version, offset, end, self._request(obj, offset, end))
 
     def _read_stream(self, obj: SourceObject, stream: _Stream, view: memoryview) -> int:
         """Fill ``view`` from ``stream``; keep the stream for the next chunk, or
@@ -487,7 +552,7 @@ class S3Source(FsspecSource):
         if stream.position >= stream.end:
             stream.close()
         else:
-            self._streams.give_back(obj.url, stream)
+            self._streams.give_back(_version(obj), stream)
         return got
 
     def _call(self, obj: SourceObject, offset: int, fn: Any, *args: Any) -> Any:
@@ -549,9 +614,14 @@ class S3Source(FsspecSource):
             raise SourceError(
                 f"reading {obj.url} at {offset}: {type(exc).__name__}: {exc}"
             ) from exc
+        except BaseException:  # interrupted: the answer comes later, unread
+            if request is not None:
+                _drop(request)
+            raise
         served_etag = response.get("ETag")
         total = _content_range_total(response.get("ContentRange"))
-        problem = None
+        served = _content_range_span(response.get("ContentRange"))
+        problem: SourceChanged | SourceError | None = None
         if etag and served_etag and _bare(served_etag) != _bare(etag):
             problem = SourceChanged(
                 f"{obj.url} changed since the transfer started (ETag {etag} -> "
@@ -562,6 +632,17 @@ class S3Source(FsspecSource):
                 f"{obj.url} changed since the transfer started (size {obj.size} -> "
                 f"{total})"
             )
+        elif (served[0] if served is not None else 0) != offset:
+            # a store (or a proxy) that ignores Range: its bytes are not those
+            # at the offset; one that answers 200 with the whole object is right
+            # only from the start
+            problem = SourceError(
+                f"reading {obj.url}: a GET of bytes={offset}-{end - 1} was answered "
+                f"with {response.get('ContentRange') or 'the whole object'}; the "
+                "store does not serve byte ranges"
+            )
+        elif served is not None:
+            end = min(end, served[1])  # the bytes the body holds
         if problem is not None:
             _Stream(response["Body"], offset, end, self.fs.loop).close()
             raise problem

@@ -102,8 +102,9 @@ class Source(ABC):
         thread (handing them to the chunk threads) even though the source serves
         ranges: for sources where one request can serve many chunks in a row
         (S3 keeps a GET open across chunks). Chunks a resumed transfer already
-        has are still skipped. Default: no, every chunk thread reads its own
-        range."""
+        has are still skipped where the destination can read them back (else
+        they are read here too, in order). Default: no, every chunk thread reads
+        its own range."""
         return False
 
     @abstractmethod

@@ -222,3 +222,56 @@ def test_s3_source_chunks_share_gets_and_resume_skips_what_landed(
     first_missing = min(set(range(20)) - set(session.chunks))
     assert gets[0][0] == first_missing * MIB
     assert sum(end - offset for offset, end in gets) <= (20 - have) * MIB + 8 * MIB
+
+
+def test_s3_to_s3_resume_reads_the_source_once_in_order(
+    s3: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 -> S3 resumed: the destination cannot read parts back, so the chunks an
+    earlier run verified are read from the source again, and for S3 that happens
+    in order from the one open GET (not by each chunk thread with a GET of its
+    own, which asked for overlapping spans and held a connection each): the GETs
+    of the resumed run never ask for a byte twice, and the copy is identical."""
+    from sclib.errors import SourceError
+    from sclib.transfers.s3 import S3Source
+
+    data = os.urandom(32 * MIB)
+    key = f"s2s/{uuid.uuid4().hex}.bin"
+    s3["client"].put_object(Bucket=s3["bucket"], Key=key, Body=data)
+    url = f"s3://{s3['bucket']}/{key}"
+    dest = f"s3://{s3['bucket']}/copy/{key}"
+    monkeypatch.setattr(S3Source, "stream_span", 16 * MIB)
+    gets: list[tuple[int, int]] = []
+    real_request = S3Source._request
+
+    def request(self: S3Source, obj: Any, offset: int, end: int) -> Any:
+        gets.append((offset, end))
+        return real_request(self, obj, offset, end)
+
+    monkeypatch.setattr(S3Source, "_request", request)
+    real_read = S3Source.read_into
+    reads = [0]
+
+    def failing(self: S3Source, obj: Any, offset: int, buf: Any) -> int:
+        reads[0] += 1
+        if reads[0] > 2:
+            raise SourceError("connection reset (stand-in for a network failure)")
+        return real_read(self, obj, offset, buf)
+
+    sessions = MemorySessionStore()
+    config = TransferConfig(chunk_size=8 * MIB, parallel=3, max_attempts=1)
+    engine = TransferEngine(sessions, config)
+    options = {"source_options": s3["options"], "dest_options": s3["options"]}
+    monkeypatch.setattr(S3Source, "read_into", failing)
+    with pytest.raises(SourceError):
+        engine.copy(url, dest, **options)
+    (session,) = sessions.list(status="active")
+    assert sorted(session.chunks) == [0, 1]
+    monkeypatch.setattr(S3Source, "read_into", real_read)
+    gets.clear()
+    resumed = engine.copy(url, dest, **options)
+    assert resumed.files[0].chunks_reused == 2
+    assert resumed.files[0].blake3 == blake3(data).hexdigest()
+    copied = s3["client"].get_object(Bucket=s3["bucket"], Key=f"copy/{key}")
+    assert copied["Body"].read() == data
+    assert gets == [(0, 16 * MIB), (16 * MIB, 32 * MIB)]

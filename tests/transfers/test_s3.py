@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from sclib.errors import (
     ConfigurationError,
     DestinationError,
     SourceChanged,
+    SourceError,
     SourceNotFound,
 )
 from sclib.transfers.plan import MIB, ChunkPlan
@@ -346,6 +348,171 @@ def test_close_releases_idle_streams(
     source.close()
     assert source._streams._idle == {}
     assert idle.body.raw_stream.closed  # the aiohttp response
+
+
+def wait_until_paused(content: Any) -> None:
+    """Wait (20 s at most) until aiohttp stops taking bytes from the socket for
+    the response whose body is ``content``: its buffer reached its high mark."""
+    deadline = time.monotonic() + 20
+    while not content._protocol._reading_paused and not content.at_eof():
+        assert time.monotonic() < deadline, "the response never stopped reading"
+        time.sleep(0.01)
+
+
+def test_open_response_buffers_little_whatever_the_chunk_size(
+    options: dict[str, Any], admin: Any, bucket: str
+) -> None:
+    """A response kept open between two 8 MiB chunk reads stops taking bytes from
+    the network once a few MiB wait in it (aiohttp lets a response buffer twice
+    the largest read asked of it, so one 8 MiB read left 16 MiB buffered per open
+    response); the reads that follow still get exact bytes."""
+    source = S3Source(**options)
+    try:
+        data = os.urandom(32 * MIB)
+        admin.put_object(Bucket=bucket, Key="mem.bin", Body=data)
+        obj = source.stat(f"s3://{bucket}/mem.bin")
+        source.stream_span = obj.size
+        buf = bytearray(8 * MIB)
+        source.read_into(obj, 0, memoryview(buf))
+        assert bytes(buf) == data[: 8 * MIB]
+        (idle,) = source._streams._idle.values()
+        content = idle.body.raw_stream.content
+        wait_until_paused(content)
+        assert content._size <= 3 * MIB
+        for offset in range(8 * MIB, obj.size, 8 * MIB):
+            source.read_into(obj, offset, memoryview(buf))
+            assert bytes(buf) == data[offset : offset + 8 * MIB]
+    finally:
+        source.close()
+
+
+def test_store_ignoring_range_never_gives_bytes_of_another_offset(
+    options: dict[str, Any], admin: Any, bucket: str
+) -> None:
+    """A store that answers a ranged GET with the whole object (stand-in: the
+    Range header is dropped before the request goes out, as a proxy stripping it
+    would) fails a read at a later offset with SourceError naming the range,
+    instead of handing out the object's first bytes as those at the offset."""
+    source = S3Source(**options)
+    real = source.fs._call_s3
+
+    async def no_range(method: str, *args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("Range", None)
+        return await real(method, *args, **kwargs)
+
+    source.fs._call_s3 = no_range
+    try:
+        data = os.urandom(3 * MIB)
+        admin.put_object(Bucket=bucket, Key="norange.bin", Body=data)
+        obj = source.stat(f"s3://{bucket}/norange.bin")
+        buf = bytearray(MIB)
+        with pytest.raises(SourceError, match="bytes=1048576-"):
+            source.read_into(obj, MIB, memoryview(buf))
+        with pytest.raises(SourceError):
+            source.read(obj, MIB, MIB)
+        # from the start, the whole object is the right answer
+        assert source.read_into(obj, 0, memoryview(buf)) == MIB
+        assert bytes(buf) == data[:MIB]
+    finally:
+        source.close()
+
+
+def test_open_response_never_serves_another_version(
+    streaming: tuple[S3Source, list[str]], admin: Any, bucket: str
+) -> None:
+    """A response left open for one version of an object is not used for a read
+    of another version at the same URL (described after it was replaced, as a
+    restarted copy would): that read gets the new version's bytes."""
+    source, ranges = streaming
+    old = os.urandom(2 * MIB)
+    admin.put_object(Bucket=bucket, Key="v.bin", Body=old)
+    before = source.stat(f"s3://{bucket}/v.bin")
+    source.read_into(before, 0, memoryview(bytearray(MIB)))  # stays open at 1 MiB
+    new = os.urandom(2 * MIB)
+    admin.put_object(Bucket=bucket, Key="v.bin", Body=new)
+    after = source.stat(f"s3://{bucket}/v.bin")
+    buf = bytearray(MIB)
+    assert source.read_into(after, MIB, memoryview(buf)) == MIB
+    assert bytes(buf) == new[MIB:]
+    assert ranges[-1] == f"bytes={MIB}-{2 * MIB - 1}"
+
+
+def test_small_object_chunks_get_only_their_range(
+    streaming: tuple[S3Source, list[str]], admin: Any, bucket: str
+) -> None:
+    """Chunks of an object the engine reads in parallel (1 MiB or less: not read
+    in order) each GET exactly their range and leave no response open, so no
+    pooled connection is held for an object already read."""
+    source, ranges = streaming
+    data = os.urandom(MIB)
+    admin.put_object(Bucket=bucket, Key="small.bin", Body=data)
+    obj = source.stat(f"s3://{bucket}/small.bin")
+    assert not source.reads_in_order(obj)
+    chunk = 256 * 1024
+    parts = {}
+    for offset in reversed(range(0, obj.size, chunk)):
+        buf = bytearray(chunk)
+        assert source.read_into(obj, offset, memoryview(buf)) == chunk
+        parts[offset] = bytes(buf)
+    assert b"".join(parts[o] for o in sorted(parts)) == data
+    assert ranges == [
+        f"bytes={o}-{o + chunk - 1}" for o in reversed(range(0, obj.size, chunk))
+    ]
+    assert source._streams._idle == {}
+    assert source._streams._ahead == {}
+
+
+def test_reopened_response_ends_where_the_get_sent_ahead_starts(
+    streaming: tuple[S3Source, list[str]], admin: Any, bucket: str
+) -> None:
+    """A response cut between two chunks is replaced by a GET up to where the GET
+    already sent ahead begins (not a whole span overlapping it), and the reads go
+    on through that one: no byte is asked for twice."""
+    source, ranges = streaming
+    data = os.urandom(4 * MIB)
+    admin.put_object(Bucket=bucket, Key="re.bin", Body=data)
+    obj = source.stat(f"s3://{bucket}/re.bin")
+    chunk = 512 * 1024
+    out = bytearray()
+    for offset in range(0, obj.size, chunk):
+        if offset == MIB:
+            (idle,) = source._streams._idle.values()
+            idle.body.close()  # the connection goes away under the idle stream
+        buf = bytearray(chunk)
+        source.read_into(obj, offset, memoryview(buf))
+        out += buf
+    assert bytes(out) == data
+    assert ranges == [
+        f"bytes=0-{2 * MIB - 1}",
+        f"bytes={2 * MIB}-{4 * MIB - 1}",
+        f"bytes={MIB}-{2 * MIB - 1}",
+    ]
+
+
+def test_get_sent_ahead_that_broke_while_waiting_is_replaced(
+    streaming: tuple[S3Source, list[str]], admin: Any, bucket: str
+) -> None:
+    """The GET sent ahead waits, unread, while the current span is read; if its
+    connection is cut meanwhile, the read that reaches it sends a new GET from
+    there instead of failing."""
+    source, ranges = streaming
+    data = os.urandom(3 * MIB)
+    admin.put_object(Bucket=bucket, Key="ahead.bin", Body=data)
+    obj = source.stat(f"s3://{bucket}/ahead.bin")
+    out = bytearray()
+    for offset in range(0, obj.size, MIB):
+        if offset == 2 * MIB:
+            ((_, ahead),) = source._streams._ahead.values()
+            ahead.result(timeout=30)["Body"].close()  # cut while it waited
+        buf = bytearray(MIB)
+        source.read_into(obj, offset, memoryview(buf))
+        out += buf
+    assert bytes(out) == data
+    assert ranges == [
+        f"bytes=0-{2 * MIB - 1}",
+        f"bytes={2 * MIB}-{3 * MIB - 1}",
+        f"bytes={2 * MIB}-{3 * MIB - 1}",
+    ]
 
 
 def test_prefix_walk_gives_relative_keys(
