@@ -369,6 +369,26 @@ def test_every_netcdf_file_of_a_dataset_is_converted(tmp_path: Path, inp: Path) 
     assert np.array_equal(group["b_temp"]["0"][:], temp_b)
 
 
+def test_zarr_outputs_are_named_as_their_groups(tmp_path: Path, inp: Path) -> None:
+    """Two HDF5 files whose names make the same file-safe name (``a b.h5`` and
+    ``a_b.h5``) get two Zarr groups, and each output is named after the group
+    that holds it, as IDX names its field."""
+    first = RNG.integers(0, 9, (2, 3), dtype=np.uint8)
+    second = RNG.integers(0, 9, (4, 5), dtype=np.uint8)
+    with h5py.File(inp / "a b.h5", "w") as f:
+        f["x"] = first
+    with h5py.File(inp / "a_b.h5", "w") as f:
+        f["x"] = second
+    out, result, _ = convert(tmp_path, "HDF5", fmt="zarr", levels=1)
+    group = zarr.open_group(str(out / "data.zarr"), mode="r")
+    by_name = {o["name"]: o for o in result.outputs}
+    assert sorted(by_name) == ["a_b", "a_b_2"]
+    for name, output in by_name.items():
+        assert output["path"] == f"data.zarr/{name}/0"
+        expected = first if output["source"].startswith("a b.h5") else second
+        assert np.array_equal(group[name]["0"][:], expected)
+
+
 def test_netcdf_variables_param_and_zarr(tmp_path: Path, inp: Path) -> None:
     """params['variables'] chooses; Zarr output has a group per variable with its
     dimension names as axes; an unknown variable is refused naming the file."""

@@ -464,18 +464,18 @@ def write_volumes(
     names = []
     for volume in volumes:
         if single:
-            group, prefix = root, "data.zarr"
-        else:
-            stem = _safe_name(volume.name, taken)
-            names.append(stem)
-            group, prefix = root.create_group(stem), f"data.zarr/{stem}"
+            group, prefix, name = root, "data.zarr", volume.name
+        else:  # named as its group is (file-safe, unique), as IDX names its field
+            name = _safe_name(volume.name, taken)
+            names.append(name)
+            group, prefix = root.create_group(name), f"data.zarr/{name}"
         zsink = _ZarrSink(group, volume, _levels(request, volume))
         _pump(request, volume, zsink, progress, budget)
         zsink.close()
         for k, array in enumerate(zsink.arrays):
             outputs.append(
                 {
-                    "name": volume.name,
+                    "name": name,
                     "path": f"{prefix}/{k}",
                     "shape": list(array.shape),
                     "dtype": str(array.dtype),
