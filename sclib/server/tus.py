@@ -648,7 +648,7 @@ async def patch(
         raise TusProblem(
             403,
             f"upload {upload_id} is a final (concatenated) upload: it takes no PATCH",
-            "forbidden",
+            "upload_conflict",  # its state, not the caller's rights
         )
     if declared is not None:
         upload = await run_in_threadpool(

@@ -808,7 +808,8 @@ def test_concatenation_joins_parallel_parts(server: LiveServer) -> None:
         assert not (server.data_dir / "tmp" / "uploads" / upload_id).exists()
     again = tus(create_final(server, urls, "again.raw"), 409)
     assert "already concatenated" in again.json()["detail"]
-    tus(patch(server, final.headers["location"], len(data), b"x"), 403)
+    forbidden = tus(patch(server, final.headers["location"], len(data), b"x"), 403)
+    assert forbidden.json()["code"] == "upload_conflict"  # not an auth problem
 
 
 def test_concatenation_refuses_bad_requests_and_keeps_the_parts(
