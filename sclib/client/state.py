@@ -33,7 +33,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,29 @@ class UploadState:
     created_at: float = field(default_factory=time.time)
 
 
+def _read_entry(
+    path: Path, what: str, valid: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any] | None:
+    """The JSON object in ``path`` without its ``version``; ``None`` (with a
+    warning naming ``what``) when it is missing, unreadable, of another version,
+    or not ``valid``."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s %s: %s", what, path, exc)
+        return None
+    if (
+        not isinstance(raw, dict)
+        or raw.pop("version", None) != _VERSION
+        or not valid(raw)
+    ):
+        log.warning("ignoring %s %s of another format", what, path)
+        return None
+    return raw
+
+
 class UploadStateStore:
     """One JSON file per unfinished upload in ``directory``."""
 
@@ -115,15 +138,8 @@ class UploadStateStore:
     def load(self, key: str) -> UploadState | None:
         """The entry under ``key``; ``None`` when there is none or it is unreadable."""
         path = self._file(key)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable upload state %s: %s", path, exc)
-            return None
-        if not isinstance(raw, dict) or raw.pop("version", None) != _VERSION:
-            log.warning("ignoring upload state %s of another format", path)
+        raw = _read_entry(path, "upload state", lambda raw: True)
+        if raw is None:
             return None
         try:
             return UploadState(**raw)
@@ -142,23 +158,14 @@ class UploadStateStore:
         """A folder upload's progress: ``{"dataset_uuid": ..., "files": {relative
         path: {"key": content key, "result": {...}}}}``; ``None`` when there is
         none or it is unreadable."""
-        path = self._folder_file(key)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable folder upload state %s: %s", path, exc)
-            return None
-        if (
-            not isinstance(raw, dict)
-            or raw.pop("version", None) != _VERSION
-            or not isinstance(raw.get("files"), dict)
-            or not isinstance(raw.get("dataset_uuid"), str | None)
-        ):
-            log.warning("ignoring folder upload state %s of another format", path)
-            return None
-        return raw
+        return _read_entry(
+            self._folder_file(key),
+            "folder upload state",
+            lambda raw: (
+                isinstance(raw.get("files"), dict)
+                and isinstance(raw.get("dataset_uuid"), str | None)
+            ),
+        )
 
     def save_folder(self, key: str, progress: dict[str, Any]) -> None:
         """Write a folder upload's progress atomically."""

@@ -508,17 +508,15 @@ async def create(
         filename, fields, owner, dataset_uuid = await _dataset_of(
             state, identity, metadata
         )
-    upload = await run_in_threadpool(
-        lambda: state.uploads.create(
-            protocol=TUS,
-            owner=owner,
-            filename=filename,
-            size=length,
-            fields=fields,
-            dataset_uuid=dataset_uuid,
-            metadata=metadata,
-            concat={"kind": "partial"} if concat else None,
-        )
+    upload = await _new_upload(
+        state,
+        owner,
+        filename,
+        length,
+        fields,
+        dataset_uuid,
+        metadata,
+        {"kind": "partial"} if concat else None,
     )
     if body:
         try:
@@ -532,6 +530,36 @@ async def create(
             return _gone_quietly()
         upload = received
     upload = await _complete_if_ready(state, upload, None)
+    return _created(request, state, upload)
+
+
+async def _new_upload(
+    state: ServerState,
+    owner: str,
+    filename: str,
+    size: int | None,
+    fields: DatasetFields | None,
+    dataset_uuid: str | None,
+    metadata: Mapping[str, str],
+    concat: Mapping[str, Any] | None,
+) -> Upload:
+    """A new tus upload (plain, partial or final), created off the event loop."""
+    return await run_in_threadpool(
+        lambda: state.uploads.create(
+            protocol=TUS,
+            owner=owner,
+            filename=filename,
+            size=size,
+            fields=fields,
+            dataset_uuid=dataset_uuid,
+            metadata=metadata,
+            concat=concat,
+        )
+    )
+
+
+def _created(request: Request, state: ServerState, upload: Upload) -> Response:
+    """``201 Created`` with the upload's URL and where it stands."""
     headers = {
         "Location": f"{request.base_url!s}files/{upload.id}",
         **_state_headers(state, upload),
@@ -574,17 +602,15 @@ async def _create_final(
     parts = await run_in_threadpool(uploads.concat_parts, part_ids, owners)
     size = sum(p.offset for p in parts)
     uploads.check_size(size, "the concatenated upload")
-    upload = await run_in_threadpool(
-        lambda: uploads.create(
-            protocol=TUS,
-            owner=owner,
-            filename=filename,
-            size=size,
-            fields=fields,
-            dataset_uuid=dataset_uuid,
-            metadata=metadata,
-            concat={"kind": "final", "parts": part_ids},
-        )
+    upload = await _new_upload(
+        state,
+        owner,
+        filename,
+        size,
+        fields,
+        dataset_uuid,
+        metadata,
+        {"kind": "final", "parts": part_ids},
     )
     try:
         upload = await run_in_threadpool(uploads.concatenate, upload.id, parts)
@@ -595,11 +621,7 @@ async def _create_final(
             raise TusProblem(507, str(exc), "destination_error") from None
         raise
     await run_in_threadpool(uploads.release_parts, parts, upload.id)
-    headers = {
-        "Location": f"{request.base_url!s}files/{upload.id}",
-        **_state_headers(state, upload),
-    }
-    return Response(status_code=201, headers=headers)
+    return _created(request, state, upload)
 
 
 @router.head("/files/{upload_id}")

@@ -3,6 +3,7 @@ both real servers on 127.0.0.1, as sources and as destinations, with resume."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -163,21 +164,12 @@ def test_lost_gcs_part_is_sent_again_on_resume(
     assert (tmp_path / "back.raw").read_bytes() == data
 
 
-def test_s3_source_chunks_share_gets_and_resume_skips_what_landed(
-    s3: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """S3 -> local: the engine reads an S3 object's chunks in order, so one GET
-    serves ``stream_span`` bytes of them (20 MiB in 1 MiB chunks with an 8 MiB
-    span: 3 GETs, not 20). Interrupted after 11 chunks and resumed, the copy asks
-    only for the bytes it does not have and is identical."""
-    from sclib.errors import SourceError
+def _count_gets(monkeypatch: pytest.MonkeyPatch, span: int) -> list[tuple[int, int]]:
+    """Make S3Source GETs serve at most ``span`` bytes; the list records each
+    GET's ``(offset, end)`` as it is sent."""
     from sclib.transfers.s3 import S3Source
 
-    data = os.urandom(20 * MIB)
-    key = f"streamed/{uuid.uuid4().hex}.bin"
-    s3["client"].put_object(Bucket=s3["bucket"], Key=key, Body=data)
-    url = f"s3://{s3['bucket']}/{key}"
-    monkeypatch.setattr(S3Source, "stream_span", 8 * MIB)
+    monkeypatch.setattr(S3Source, "stream_span", span)
     gets: list[tuple[int, int]] = []
     real_request = S3Source._request
 
@@ -186,6 +178,44 @@ def test_s3_source_chunks_share_gets_and_resume_skips_what_landed(
         return real_request(self, obj, offset, end)
 
     monkeypatch.setattr(S3Source, "_request", request)
+    return gets
+
+
+@contextlib.contextmanager
+def _reads_fail_after(count: int) -> Iterator[None]:
+    """Inside the block, S3Source chunk reads after the first ``count`` raise
+    SourceError (a stand-in for a connection reset)."""
+    from sclib.errors import SourceError
+    from sclib.transfers.s3 import S3Source
+
+    real_read = S3Source.read_into
+    reads = [0]
+
+    def failing(self: S3Source, obj: Any, offset: int, buf: Any) -> int:
+        reads[0] += 1
+        if reads[0] > count:
+            raise SourceError("connection reset (stand-in for a network failure)")
+        return real_read(self, obj, offset, buf)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(S3Source, "read_into", failing)
+        yield
+
+
+def test_s3_source_chunks_share_gets_and_resume_skips_what_landed(
+    s3: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 -> local: the engine reads an S3 object's chunks in order, so one GET
+    serves ``stream_span`` bytes of them (20 MiB in 1 MiB chunks with an 8 MiB
+    span: 3 GETs, not 20). Interrupted after 11 chunks and resumed, the copy asks
+    only for the bytes it does not have and is identical."""
+    from sclib.errors import SourceError
+
+    data = os.urandom(20 * MIB)
+    key = f"streamed/{uuid.uuid4().hex}.bin"
+    s3["client"].put_object(Bucket=s3["bucket"], Key=key, Body=data)
+    url = f"s3://{s3['bucket']}/{key}"
+    gets = _count_gets(monkeypatch, span=8 * MIB)
     sessions = MemorySessionStore()
     config = TransferConfig(chunk_size=MIB, parallel=3, max_attempts=1)
     engine = TransferEngine(sessions, config)
@@ -196,23 +226,12 @@ def test_s3_source_chunks_share_gets_and_resume_skips_what_landed(
     assert gets == [(0, 8 * MIB), (8 * MIB, 16 * MIB), (16 * MIB, 20 * MIB)]
 
     gets.clear()
-    real_read = S3Source.read_into
-    reads = [0]
-
-    def failing(self: S3Source, obj: Any, offset: int, buf: Any) -> int:
-        reads[0] += 1
-        if reads[0] > 11:
-            raise SourceError("connection reset (stand-in for a network failure)")
-        return real_read(self, obj, offset, buf)
-
-    monkeypatch.setattr(S3Source, "read_into", failing)
-    with pytest.raises(SourceError):
+    with _reads_fail_after(11), pytest.raises(SourceError):
         engine.copy(url, str(tmp_path / "part.bin"), source_options=s3["options"])
     assert not (tmp_path / "part.bin").exists()
     (session,) = sessions.list(status="active")
     have = len(session.chunks)
     assert 1 <= have <= 11
-    monkeypatch.setattr(S3Source, "read_into", real_read)
     gets.clear()
     resumed = engine.copy(url, str(tmp_path / "part.bin"), source_options=s3["options"])
     assert (tmp_path / "part.bin").read_bytes() == data
@@ -233,41 +252,21 @@ def test_s3_to_s3_resume_reads_the_source_once_in_order(
     own, which asked for overlapping spans and held a connection each): the GETs
     of the resumed run never ask for a byte twice, and the copy is identical."""
     from sclib.errors import SourceError
-    from sclib.transfers.s3 import S3Source
 
     data = os.urandom(32 * MIB)
     key = f"s2s/{uuid.uuid4().hex}.bin"
     s3["client"].put_object(Bucket=s3["bucket"], Key=key, Body=data)
     url = f"s3://{s3['bucket']}/{key}"
     dest = f"s3://{s3['bucket']}/copy/{key}"
-    monkeypatch.setattr(S3Source, "stream_span", 16 * MIB)
-    gets: list[tuple[int, int]] = []
-    real_request = S3Source._request
-
-    def request(self: S3Source, obj: Any, offset: int, end: int) -> Any:
-        gets.append((offset, end))
-        return real_request(self, obj, offset, end)
-
-    monkeypatch.setattr(S3Source, "_request", request)
-    real_read = S3Source.read_into
-    reads = [0]
-
-    def failing(self: S3Source, obj: Any, offset: int, buf: Any) -> int:
-        reads[0] += 1
-        if reads[0] > 2:
-            raise SourceError("connection reset (stand-in for a network failure)")
-        return real_read(self, obj, offset, buf)
-
+    gets = _count_gets(monkeypatch, span=16 * MIB)
     sessions = MemorySessionStore()
     config = TransferConfig(chunk_size=8 * MIB, parallel=3, max_attempts=1)
     engine = TransferEngine(sessions, config)
     options = {"source_options": s3["options"], "dest_options": s3["options"]}
-    monkeypatch.setattr(S3Source, "read_into", failing)
-    with pytest.raises(SourceError):
+    with _reads_fail_after(2), pytest.raises(SourceError):
         engine.copy(url, dest, **options)
     (session,) = sessions.list(status="active")
     assert sorted(session.chunks) == [0, 1]
-    monkeypatch.setattr(S3Source, "read_into", real_read)
     gets.clear()
     resumed = engine.copy(url, dest, **options)
     assert resumed.files[0].chunks_reused == 2

@@ -6,7 +6,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -235,10 +235,17 @@ def streaming(options: dict[str, Any]) -> Iterator[tuple[S3Source, list[str]]]:
     src.close()
 
 
-def read_chunks(source: S3Source, obj: SourceObject, chunk: int) -> bytes:
-    """read_into every chunk in order, each into its own buffer."""
+def read_chunks(
+    source: S3Source,
+    obj: SourceObject,
+    chunk: int,
+    before: Callable[[int], None] = lambda offset: None,
+) -> bytes:
+    """read_into every chunk in order, each into its own buffer; ``before(offset)``
+    runs ahead of each read (to break a connection at a chosen point)."""
     out = bytearray()
     for offset in range(0, obj.size, chunk):
+        before(offset)
         buf = bytearray(chunk)
         n = source.read_into(obj, offset, memoryview(buf))
         out += buf[:n]
@@ -472,16 +479,13 @@ def test_reopened_response_ends_where_the_get_sent_ahead_starts(
     data = os.urandom(4 * MIB)
     admin.put_object(Bucket=bucket, Key="re.bin", Body=data)
     obj = source.stat(f"s3://{bucket}/re.bin")
-    chunk = 512 * 1024
-    out = bytearray()
-    for offset in range(0, obj.size, chunk):
+
+    def cut(offset: int) -> None:
         if offset == MIB:
             (idle,) = source._streams._idle.values()
             idle.body.close()  # the connection goes away under the idle stream
-        buf = bytearray(chunk)
-        source.read_into(obj, offset, memoryview(buf))
-        out += buf
-    assert bytes(out) == data
+
+    assert read_chunks(source, obj, 512 * 1024, cut) == data
     assert ranges == [
         f"bytes=0-{2 * MIB - 1}",
         f"bytes={2 * MIB}-{4 * MIB - 1}",
@@ -499,15 +503,13 @@ def test_get_sent_ahead_that_broke_while_waiting_is_replaced(
     data = os.urandom(3 * MIB)
     admin.put_object(Bucket=bucket, Key="ahead.bin", Body=data)
     obj = source.stat(f"s3://{bucket}/ahead.bin")
-    out = bytearray()
-    for offset in range(0, obj.size, MIB):
+
+    def cut(offset: int) -> None:
         if offset == 2 * MIB:
             ((_, ahead),) = source._streams._ahead.values()
             ahead.result(timeout=30)["Body"].close()  # cut while it waited
-        buf = bytearray(MIB)
-        source.read_into(obj, offset, memoryview(buf))
-        out += buf
-    assert bytes(out) == data
+
+    assert read_chunks(source, obj, MIB, cut) == data
     assert ranges == [
         f"bytes=0-{2 * MIB - 1}",
         f"bytes={2 * MIB}-{3 * MIB - 1}",
