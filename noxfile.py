@@ -28,7 +28,9 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite (pass pytest options after --)."""
-    session.install("-e", ".[dev]", "-e", "examples/source_plugin")
+    session.install(
+        "-e", ".[dev]", "-e", "examples/source_plugin", "./native/blake3tree"
+    )
     session.run("pytest", *session.posargs)
 
 
