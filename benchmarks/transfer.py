@@ -75,6 +75,7 @@ from _common import verdict as _verdict
 
 import sclib
 from sclib.transfers import TransferConfig, TransferEngine
+from sclib.transfers.hashing import tree_hashing
 
 PARALLEL = 4
 BUCKET = "sclib-bench"
@@ -275,10 +276,20 @@ def bench_local(
     cp = shutil.which("cp") or "/bin/cp"
     sync = shutil.which("sync") or "/bin/sync"
 
-    def sclib_run(fsync: bool) -> Callable[[], None]:
+    def sclib_run(fsync: bool, one_pass: bool = True) -> Callable[[], None]:
         def run() -> None:
             engine = TransferEngine(config=TransferConfig(parallel=PARALLEL))
-            result = engine.copy(str(src), str(final), dest_options={"fsync": fsync})
+            switch = os.environ.pop("SCLIB_BLAKE3_TREE", None)
+            if not one_pass:  # chunk digests hashed on their own, then in order
+                os.environ["SCLIB_BLAKE3_TREE"] = "0"
+            try:
+                result = engine.copy(
+                    str(src), str(final), dest_options={"fsync": fsync}
+                )
+            finally:
+                os.environ.pop("SCLIB_BLAKE3_TREE", None)
+                if switch is not None:
+                    os.environ["SCLIB_BLAKE3_TREE"] = switch
             if result.files[0].blake3 != digest:
                 raise RuntimeError(
                     "sclib reported a different BLAKE3 than the source's"
@@ -299,6 +310,8 @@ def bench_local(
         ("cp", run_cp),
         ("cp+sync", run_cp_sync),
     ]
+    if tree_hashing():  # the same copy hashing every byte twice, for comparison
+        contenders.insert(2, ("sclib-nofsync-2pass", sclib_run(False, one_pass=False)))
     if rclone is not None:
 
         def run_rclone() -> None:
@@ -336,6 +349,11 @@ def bench_local(
     result["ratio_sclib_nofsync_cp"] = (
         c["sclib-nofsync"]["mb_per_s"] / c["cp"]["mb_per_s"]
     )
+    result["one_pass_hashing"] = tree_hashing()
+    if "sclib-nofsync-2pass" in c:
+        result["ratio_one_pass_two_pass"] = (
+            c["sclib-nofsync"]["mb_per_s"] / c["sclib-nofsync-2pass"]["mb_per_s"]
+        )
     if "rclone" in c:
         result["ratio_sclib_rclone"] = c["sclib"]["mb_per_s"] / c["rclone"]["mb_per_s"]
         result["ratio_sclib_nofsync_rclone"] = (
@@ -634,6 +652,14 @@ def print_report(result: dict[str, Any]) -> None:
                 "  verified, no fsync",
             )
         )
+        if "sclib-nofsync-2pass" in c:
+            print(
+                _row(
+                    "sclib, fsync=False, two hash passes",
+                    c["sclib-nofsync-2pass"],
+                    "  SCLIB_BLAKE3_TREE=0",
+                )
+            )
         print(_row("cp --reflink=never", c["cp"], "  no verify, no fsync"))
         print(_row("cp && sync FILE DIR", c["cp+sync"], "  no verify, fsync"))
         if "rclone" in c:
@@ -651,13 +677,29 @@ def print_report(result: dict[str, Any]) -> None:
         print(_ratio("sclib/cp", loc["ratio_sclib_cp"], None))
         if "ratio_sclib_rclone" in loc:
             print(_ratio("sclib/rclone", loc["ratio_sclib_rclone"], None))
+        if "ratio_one_pass_two_pass" in loc:
+            print(
+                _ratio(
+                    "one hash pass / two (no fsync)",
+                    loc["ratio_one_pass_two_pass"],
+                    None,
+                    "same engine",
+                )
+            )
         print(
             "   sclib: 8 MiB chunks; each is read, BLAKE3-hashed, written with "
-            "pwrite and"
+            "pwrite and compared where"
         )
         print(
-            "   compared where it landed (memory-mapped, memcmp), then hashed into "
-            "the whole-file BLAKE3;"
+            "   it landed (memory-mapped, memcmp); "
+            + (
+                "the file's BLAKE3 is merged from the chunks' chaining values "
+                "(sclib_blake3tree: one pass)"
+                if loc.get("one_pass_hashing")
+                else "then hashed again, in order, into the whole-file BLAKE3 "
+                "(sclib_blake3tree is not installed)"
+            )
+            + ";"
         )
         print(
             "   with fsync, each verified chunk's writeback starts at once "

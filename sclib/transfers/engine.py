@@ -17,8 +17,10 @@ For each object:
    check it landed, and records it in the session. Chunks verified by an earlier
    run are not sent again: they are read back and their digest checked (a lost
    write after an OS crash is found here and sent again).
-3. The whole-file BLAKE3 (the value ``b3sum`` prints) is computed from the chunks in
-   order as they complete; memory stays within about ``parallel`` chunks.
+3. The whole-file BLAKE3 (the value ``b3sum`` prints) is merged from the chunks'
+   chaining values when ``sclib_blake3tree`` is installed (one hash pass; see
+   :mod:`sclib.transfers.hashing`), else computed from the chunks in order as they
+   complete; memory stays within about ``parallel`` chunks either way.
 4. The writer commits atomically; the session is marked completed.
 
 A failure keeps the session active, so running the same copy again resumes it.
@@ -47,7 +49,14 @@ from sclib.errors import (
     UnsupportedScheme,
 )
 from sclib.transfers.destinations import Destination, DestinationWriter
-from sclib.transfers.hashing import OrderedHasher, blake3_hex
+from sclib.transfers.hashing import (
+    CV_PREFIX,
+    ChunkTree,
+    OrderedHasher,
+    chunk_digest,
+    digest_matches,
+    tree_hashing,
+)
 from sclib.transfers.plan import (
     Chunk,
     ChunkPlan,
@@ -476,7 +485,14 @@ class TransferEngine:
                 for index in stale:
                     verified.pop(index, None)
         plan = ChunkPlan(obj.size, session.chunk_size)
-        hasher = OrderedHasher(sha256=self.config.sha256)
+        # one hash pass when chunk digests are chaining values: the file's BLAKE3
+        # is merged from them; else the bytes are hashed again, in order
+        tree = ChunkTree(plan.count) if plan.count > 1 and tree_hashing() else None
+        hasher = (
+            OrderedHasher(sha256=self.config.sha256, blake3=tree is None)
+            if tree is None or self.config.sha256
+            else None
+        )
         ranged = src.supports_ranges(obj)
         # read here, in order, from one stream: sources without ranges, and
         # sources that serve consecutive chunks best from one request
@@ -509,8 +525,10 @@ class TransferEngine:
             tracker.add(bytes_read=n)
             return view
 
-        def send(chunk: Chunk, data: memoryview) -> None:
-            digest = blake3_hex(data)
+        def send(chunk: Chunk, data: memoryview) -> str:
+            digest = chunk_digest(
+                data, chunk.offset, session.chunk_size, tree=tree is not None
+            )
             payload: bytes | memoryview = bytes(data) if dst.object_store else data
             token = self._retry(
                 f"writing chunk {chunk.index} to {dest_url}",
@@ -527,8 +545,9 @@ class TransferEngine:
             )
             tokens[chunk.index] = token
             tracker.add(bytes_verified=len(data))
+            return digest
 
-        Done = tuple[Chunk, memoryview, bool, bytearray]
+        Done = tuple[Chunk, memoryview, bool, bytearray, str]
 
         def task(chunk: Chunk, buf: bytearray, preread: bool) -> Done:
             """Send a chunk, or re-check one an earlier run verified.
@@ -546,12 +565,15 @@ class TransferEngine:
                     f"{obj.url} is not the version this transfer started with (chunk "
                     f"{chunk.index} differs); start over with restart=True"
                 )
-                if data is not None and blake3_hex(data) != record.digest:
+                if (
+                    data is not None
+                    and digest_matches(record.digest, data, chunk.offset) is False
+                ):
                     raise changed  # the source bytes are at hand: compare them
                 if not obj.identity and data is None:
                     # a source that cannot name its version: compare the bytes
                     data = read(chunk, buf)
-                    if blake3_hex(data) != record.digest:
+                    if digest_matches(record.digest, data, chunk.offset) is False:
                         raise changed
                 back = self._retry(
                     f"reading back chunk {chunk.index} of {dest_url}",
@@ -565,21 +587,30 @@ class TransferEngine:
                     if data is None:
                         data = read(chunk, buf)
                     landed = data
-                if blake3_hex(landed) == record.digest:
+                same = digest_matches(record.digest, landed, chunk.offset)
+                if same:
                     tokens[chunk.index] = record.token
                     n = len(landed)
                     tracker.add(bytes_durable=n, bytes_verified=n, bytes_reused=n)
-                    return chunk, memoryview(landed), False, buf
+                    digest = record.digest
+                    if tree is not None and not digest.startswith(CV_PREFIX):
+                        # recorded by a run that hashed chunks on their own
+                        digest = chunk_digest(
+                            landed, chunk.offset, session.chunk_size, tree=True
+                        )
+                    return chunk, memoryview(landed), False, buf, digest
                 log.warning(
-                    "chunk %d of %s no longer matches its recorded digest; "
-                    "sending it again",
+                    "chunk %d of %s %s; sending it again",
                     chunk.index,
                     dest_url,
+                    "no longer matches its recorded digest"
+                    if same is False
+                    else "was recorded as a BLAKE3 chaining value, which this "
+                    "process cannot check (sclib_blake3tree is not installed)",
                 )
                 self.sessions.forget_chunks(session.id, [chunk.index])
             data = data if data is not None else read(chunk, buf)
-            send(chunk, data)
-            return chunk, data, True, buf
+            return chunk, data, True, buf, send(chunk, data)
 
         executor: Executor = (
             SerialExecutor()
@@ -595,15 +626,18 @@ class TransferEngine:
             nonlocal sent, reused, error
             future = window.popleft()
             try:
-                chunk, data, was_sent, buf = future.result()
+                chunk, data, was_sent, buf, digest = future.result()
             except BaseException as exc:
                 error = error or exc
                 return
             if error is None:
-                # futures settle in index order, so the hash consumes the bytes
-                # now and the buffer can go back to the pool
-                assert hasher.next_index == chunk.index
-                hasher.add(chunk.index, data)
+                if tree is not None:
+                    tree.add(chunk.index, digest)
+                if hasher is not None:
+                    # futures settle in index order, so the hash consumes the
+                    # bytes now and the buffer can go back to the pool
+                    assert hasher.next_index == chunk.index
+                    hasher.add(chunk.index, data)
             pool.put(buf)
             sent += was_sent
             reused += not was_sent
@@ -644,14 +678,19 @@ class TransferEngine:
         if error is not None:
             self.sessions.update(session.id, error=str(error))
             raise error
-        digest = hasher.hexdigest()
+        if tree is not None:
+            digest = tree.hexdigest()
+        else:
+            assert hasher is not None
+            digest = hasher.hexdigest()
+        sha256 = hasher.sha256_hexdigest() if hasher is not None else None
         self._retry(f"committing {dest_url}", lambda: writer.commit(tokens), cancel)
         self.sessions.update(
             session.id,
             status=COMPLETED,
             error="",  # an earlier interruption is no longer the session's state
             digest=digest,
-            sha256=hasher.sha256_hexdigest(),
+            sha256=sha256,
         )
         log.info(
             "copied %s -> %s (%d bytes, %d chunks sent, %d reused, blake3 %s)",
@@ -668,7 +707,7 @@ class TransferEngine:
             dest_url=dest_url,
             size=obj.size,
             blake3=digest,
-            sha256=hasher.sha256_hexdigest(),
+            sha256=sha256,
             chunks=plan.count,
             chunks_sent=sent,
             chunks_reused=reused,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from blake3 import blake3
@@ -15,6 +16,7 @@ from sclib.errors import InvalidInput, SourceChanged, TransferCancelled
 from sclib.transfers import MemorySessionStore, TransferConfig, TransferEngine
 from sclib.transfers.plan import KIB
 from sclib.transfers.sources import SourceObject, register
+from tests import hashing_modes
 from tests.transfers.engine_sources import Interrupted, install
 
 install()
@@ -44,6 +46,7 @@ def write(path: Path, size: int, seed: int = 0) -> bytes:
     return data
 
 
+@pytest.mark.parametrize("hashing", hashing_modes.MODES)
 @pytest.mark.parametrize("executor", EXECUTORS)
 @settings(
     max_examples=40,
@@ -59,7 +62,9 @@ def write(path: Path, size: int, seed: int = 0) -> bytes:
 )
 def test_interrupted_copy_resumes_byte_identical(
     tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
     executor: str,
+    hashing: str,
     chunk: int,
     size_kind: str,
     n: int,
@@ -67,7 +72,9 @@ def test_interrupted_copy_resumes_byte_identical(
     cut: float,
 ) -> None:
     """For any size, chunk size and interruption point, the resumed copy is
-    byte-identical and its digest equals a one-shot BLAKE3 of the source."""
+    byte-identical and its digest equals a one-shot BLAKE3 of the source, with
+    the file digest merged from chunk chaining values (tree) or hashed in order."""
+    hashing_modes.use(hashing, monkeypatch)
     size = {
         "zero": 0,
         "one": 1,
@@ -122,6 +129,64 @@ def test_resume_reuses_every_recorded_chunk(tmp_path: Path, executor: str) -> No
     assert result.files[0].chunks_reused == recorded
     assert result.files[0].chunks_sent == 26 - recorded
     assert (tmp_path / "dst.bin").read_bytes() == data
+
+
+def _interrupt_then_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: str, second: str
+) -> tuple[bytes, list[str], Any]:
+    data = write(tmp_path / "src.bin", 100 * KIB + 17)
+    sessions = MemorySessionStore()
+    eng = engine(sessions, 4 * KIB, "serial")
+    hashing_modes.use(first, monkeypatch)
+    with pytest.raises(Interrupted):
+        eng.copy(
+            f"flaky://{tmp_path}/src.bin",
+            str(tmp_path / "dst.bin"),
+            source_options={"fail_after": 10},
+        )
+    (session,) = sessions.list()
+    digests = [c.digest for c in session.chunks.values()]
+    if second == "absent":
+        # the compiled module's absence, simulated: it is installed here
+        from sclib.transfers import hashing
+
+        monkeypatch.setattr(hashing, "_tree_module", lambda: None)
+    else:
+        hashing_modes.use(second, monkeypatch)
+    result = eng.copy(f"flaky://{tmp_path}/src.bin", str(tmp_path / "dst.bin"))
+    assert (tmp_path / "dst.bin").read_bytes() == data
+    assert result.files[0].blake3 == blake3(data).hexdigest()
+    return data, digests, result.files[0]
+
+
+def test_chunks_recorded_in_order_mode_are_reused_by_tree_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transfer begun without one-pass hashing (plain chunk digests) and resumed
+    with it reuses every recorded chunk and still gets b3sum's digest."""
+    _, digests, file = _interrupt_then_resume(tmp_path, monkeypatch, "ordered", "tree")
+    assert digests and not any(d.startswith("cv:") for d in digests)
+    assert file.chunks_reused == 10
+
+
+def test_tree_mode_records_are_reused_in_order_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chaining values recorded with one-pass hashing are checked and reused when
+    the resuming run hashes in order but has the module to check them."""
+    _, digests, file = _interrupt_then_resume(tmp_path, monkeypatch, "tree", "ordered")
+    assert digests and all(d.startswith("cv:") for d in digests)
+    assert file.chunks_reused == 10
+
+
+def test_tree_records_are_sent_again_without_the_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that cannot check recorded chaining values sends those chunks
+    again instead of trusting them or calling the source changed."""
+    _, digests, file = _interrupt_then_resume(tmp_path, monkeypatch, "tree", "absent")
+    assert all(d.startswith("cv:") for d in digests)
+    assert file.chunks_reused == 0 and file.chunks_sent == 26
 
 
 def test_changed_source_refuses_to_resume(tmp_path: Path) -> None:
