@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import ssl
 import threading
@@ -37,7 +38,6 @@ from ._steps import (
     Transfer,
     advance,
     first_error,
-    hash_file,
     read_chunk,
 )
 from ._sync import Client
@@ -142,7 +142,16 @@ class AsyncClient(BaseClient):
             await asyncio.sleep(step.seconds)
             return None
         if isinstance(step, ReadChunk):
-            return await asyncio.to_thread(read_chunk, step.path, step.chunk, step.feed)
+            return await asyncio.to_thread(
+                functools.partial(
+                    read_chunk,
+                    step.path,
+                    step.chunk,
+                    step.feed,
+                    tree=step.tree,
+                    pool=step.pool,
+                )
+            )
         return await self._transfer(step)
 
     async def _transfer(self, step: Transfer) -> str:
@@ -158,10 +167,8 @@ class AsyncClient(BaseClient):
                 await self._drive(step.send(chunk))
 
         hashing: asyncio.Future[str]
-        if step.hash_file:
-            hashing = asyncio.ensure_future(
-                asyncio.to_thread(hash_file, step.path, step.size, stop.is_set)
-            )
+        if step.hasher is not None:
+            hashing = asyncio.ensure_future(asyncio.to_thread(step.hasher, stop.is_set))
         else:
             hashing = asyncio.get_running_loop().create_future()
             hashing.set_result("")

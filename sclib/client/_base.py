@@ -14,11 +14,12 @@ its methods take in :mod:`sclib.client._options`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from sclib.errors import (
     SourceChanged,
     UploadConflict,
 )
-from sclib.transfers.hashing import OrderedHasher
+from sclib.transfers.hashing import CV_HASH, ChunkTree, OrderedHasher, tree_hashing
 from sclib.transfers.plan import Chunk, ChunkPlan
 
 from ._errors import ServerError, WaitTimeout
@@ -44,7 +45,18 @@ from ._options import (
     form_fields,
 )
 from ._requests import Requests
-from ._steps import Call, FilePart, Flow, Progress, ReadChunk, Sleep, Transfer
+from ._steps import (
+    BufferPool,
+    Call,
+    FilePart,
+    Flow,
+    Progress,
+    ReadChunk,
+    Sleep,
+    Transfer,
+    hash_chunks,
+    hash_file,
+)
 from .models import (
     CompleteResult,
     DatasetState,
@@ -200,6 +212,11 @@ class BaseClient(Requests):
                 path=path,
                 server=self.base_url,
                 fields=digest,
+                chunk_hash=(
+                    CV_HASH
+                    if CV_HASH in started.chunk_hashes and tree_hashing()
+                    else "blake3"
+                ),
             )
             _check_plan(saved)
             self.state.save(key, saved)
@@ -208,18 +225,39 @@ class BaseClient(Requests):
         chunks = [plan.chunk(i) for i in sorted(set(missing))]
         progress.advance(size - sum(c.length for c in chunks))
         upload_id = saved.upload_id
-        # a fresh upload reads every chunk anyway: they feed the whole-file digest
-        # in order; a resumed one reads the file once more for it
-        feed = OrderedHasher() if len(chunks) == plan.count else None
+        tree: ChunkTree | None = None
+        feed: OrderedHasher | None = None
+        pool: BufferPool | None = None
+        hasher: Callable[[Callable[[], bool]], str] | None = None
+        if saved.chunk_hash == CV_HASH and plan.count > 1 and tree_hashing():
+            # one hash pass: each chunk's chaining value is both its digest and a
+            # piece of the file's; the chunks the server already has (a resumed
+            # upload) are read once more for theirs
+            tree = ChunkTree(plan.count)
+            pool = BufferPool()
+            sending = {c.index for c in chunks}
+            held = [plan.chunk(i) for i in range(plan.count) if i not in sending]
+            if held:
+                hasher = functools.partial(hash_chunks, path, held, tree)
+        elif len(chunks) == plan.count:
+            # a fresh upload reads every chunk anyway: they feed the whole-file
+            # digest in order
+            feed = OrderedHasher()
+        else:  # a resumed one reads the file once more for it
+            hasher = functools.partial(hash_file, path, size)
         file_blake3: str = yield Transfer(
             path,
             size,
             chunks,
             parallel,
-            lambda chunk: self._chunk_flow(upload_id, path, chunk, progress, feed),
-            hash_file=feed is None,
+            lambda chunk: self._chunk_flow(
+                upload_id, path, chunk, progress, feed, tree, pool
+            ),
+            hasher,
         )
-        if feed is not None:
+        if tree is not None:
+            file_blake3 = tree.hexdigest()
+        elif feed is not None:
             file_blake3 = feed.hexdigest()
         now = os.stat(path)
         if (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
@@ -262,26 +300,39 @@ class BaseClient(Requests):
         chunk: Chunk,
         progress: Progress,
         feed: OrderedHasher | None = None,
+        tree: ChunkTree | None = None,
+        pool: BufferPool | None = None,
     ) -> Flow[None]:
-        """Send one chunk, retrying what a retry can fix with backoff."""
-        data: bytes | None = None
+        """Send one chunk, retrying what a retry can fix with backoff. With
+        ``tree``, the chunk's digest is its chaining value, added to ``tree`` once
+        the server took it."""
+        data: memoryview | None = None
         digest = ""
         attempt = 0
-        while True:
-            if data is None:
-                data, digest = yield ReadChunk(path, chunk, feed)
-            try:
-                yield self._req_chunk(upload_id, chunk.index, data, digest)
-            except SclibError as exc:
-                attempt += 1
-                if not exc.retryable or attempt >= self.retries:
-                    raise
-                if isinstance(exc, ChecksumMismatch):
-                    data = None  # read it again: the bytes may have been wrong here
-                yield Sleep(backoff(attempt))
-                continue
-            progress.advance(chunk.length)
-            return
+        try:
+            while True:
+                if data is None:
+                    data, digest = yield ReadChunk(
+                        path, chunk, feed, tree is not None, pool
+                    )
+                try:
+                    yield self._req_chunk(upload_id, chunk.index, data, digest)
+                except SclibError as exc:
+                    attempt += 1
+                    if not exc.retryable or attempt >= self.retries:
+                        raise
+                    if isinstance(exc, ChecksumMismatch):
+                        # read it again: the bytes may have been wrong here
+                        _give_back(data, pool)
+                        data = None
+                    yield Sleep(backoff(attempt))
+                    continue
+                if tree is not None:
+                    tree.add(chunk.index, digest)
+                progress.advance(chunk.length)
+                return
+        finally:
+            _give_back(data, pool)
 
     def _directory_flow(
         self, path: str | os.PathLike[str], options: UploadOptions
@@ -420,6 +471,14 @@ def _regular_file(path: str) -> os.stat_result:
     if os.path.isdir(path):
         raise InvalidInput(f"{path} is a folder; use upload_directory()")
     return st
+
+
+def _give_back(data: memoryview | None, pool: BufferPool | None) -> None:
+    """Return a chunk's buffer to the pool it came from (if any)."""
+    if data is not None and pool is not None:
+        buf = data.obj
+        assert isinstance(buf, bytearray)
+        pool.give(buf)
 
 
 def _check_plan(saved: UploadState) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sclib.errors import InvalidInput
-from sclib.transfers.hashing import blake3_hex
+from sclib.transfers.hashing import CV_HASH, CV_PREFIX, blake3_hex
 
 from ._options import FIELD_KEYS, check_keys, dataset_values
 from ._steps import Call
@@ -194,9 +194,17 @@ class Requests:
         )
 
     def _req_chunk(
-        self, upload_id: str, index: int, data: bytes, digest: str | None = None
+        self,
+        upload_id: str,
+        index: int,
+        data: bytes | bytearray | memoryview,
+        digest: str | None = None,
     ) -> Call[ChunkReceipt]:
         digest = digest or blake3_hex(data)
+        if digest.startswith(CV_PREFIX):  # the chunk's chaining value
+            header = f"{CV_HASH}:{digest[len(CV_PREFIX) :]}"
+        else:
+            header = f"blake3:{digest}"
         return Call(
             "POST",
             f"/api/upload/large/chunk/{_seg(upload_id)}/{index}",
@@ -204,7 +212,7 @@ class Requests:
             content=data,
             headers={
                 "Content-Type": "application/octet-stream",
-                "X-Chunk-Hash": f"blake3:{digest}",
+                "X-Chunk-Hash": header,
             },
             context={"upload_id": upload_id},
         )

@@ -8,8 +8,9 @@ results:
   throws the mapped error back into the generator;
 * :class:`Sleep` -- wait this long;
 * :class:`ReadChunk` -- read and hash one chunk of a local file;
-* :class:`Transfer` -- send these chunks, ``parallel`` at a time, while hashing
-  the whole file; returns the file's BLAKE3 digest.
+* :class:`Transfer` -- send these chunks, ``parallel`` at a time, while (if
+  asked) one more worker hashes what the chunks do not cover; returns what that
+  worker returned.
 
 ``Client`` runs the generators with threads and ``time.sleep``; ``AsyncClient``
 with tasks, ``asyncio.sleep`` and ``asyncio.to_thread`` for file reads. Both
@@ -37,7 +38,14 @@ from typing import IO, TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 from pydantic import ValidationError
 
 from sclib.errors import SourceChanged, TransferCancelled
-from sclib.transfers.hashing import OrderedHasher, blake3_file, blake3_hex
+from sclib.transfers.hashing import (
+    CV_PREFIX,
+    ChunkTree,
+    OrderedHasher,
+    blake3_file,
+    blake3_hex,
+    chunk_cv,
+)
 from sclib.transfers.plan import Chunk
 
 from ._errors import ConnectionFailed, ServerError, error_from_response
@@ -46,6 +54,7 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = [
+    "BufferPool",
     "Call",
     "Done",
     "FilePart",
@@ -166,7 +175,7 @@ class Call(Generic[T]):
     params: Mapping[str, Any] | None = None
     json: Any = None
     data: Mapping[str, str] | None = None
-    content: bytes | None = None
+    content: bytes | bytearray | memoryview | None = None
     headers: Mapping[str, str] | None = None
     upload: FilePart | None = None
     #: attributes set on the error raised for this call (e.g. ``job_id``)
@@ -241,32 +250,62 @@ class Sleep:
     seconds: float
 
 
+class BufferPool:
+    """Chunk buffers that are reused instead of allocated per chunk.
+
+    A fresh 32 MiB ``bytes`` per chunk costs a page fault per 4 KiB page every
+    time (allocations that large are mapped and unmapped by the C library), about
+    as much CPU as reading the chunk; a buffer taken back from the pool is already
+    mapped. Holds at most as many buffers as were ever taken at once."""
+
+    def __init__(self) -> None:
+        self._free: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bytearray:
+        with self._lock:
+            for i, buf in enumerate(self._free):
+                if len(buf) >= size:
+                    return self._free.pop(i)
+        return bytearray(size)
+
+    def give(self, buf: bytearray) -> None:
+        with self._lock:
+            self._free.append(buf)
+
+
 @dataclass(frozen=True, eq=False)
 class ReadChunk:
-    """Read one chunk of a local file; the result is ``(data, blake3 hex)``.
+    """Read one chunk of a local file; the result is ``(data, digest)``.
 
-    With ``feed``, the chunk is also given to that whole-file hasher (once), so
-    the file need not be read a second time for its digest."""
+    The digest is the chunk's BLAKE3 hex, or with ``tree`` its chaining value
+    (``cv:<hex>``, see :mod:`sclib.transfers.hashing`). With ``feed``, the chunk
+    is also given to that whole-file hasher (once), so the file need not be read a
+    second time for its digest. With ``pool``, ``data`` is a view of a buffer
+    taken from it, which the reader gives back once the chunk is sent."""
 
     path: str
     chunk: Chunk
     feed: OrderedHasher | None = None
+    tree: bool = False
+    pool: BufferPool | None = None
 
 
 @dataclass(frozen=True, eq=False)
 class Transfer:
     """Send ``chunks`` with ``parallel`` workers, each running ``send(chunk)``.
 
-    With ``hash_file`` one more worker reads the whole file for its BLAKE3, the
-    result; without, the chunks feed the digest themselves and the result is
-    ``""``."""
+    With ``hasher``, one more worker runs ``hasher(stopped)`` (it hashes what the
+    chunks do not: the whole file, or the chunks an earlier run sent) and its
+    result is the step's; without, the result is ``""``. ``stopped()`` turns true
+    when the transfer failed."""
 
     path: str
     size: int
     chunks: Sequence[Chunk]
     parallel: int
     send: Callable[[Chunk], Generator[Any, Any, None]]
-    hash_file: bool = True
+    hasher: Callable[[Callable[[], bool]], str] | None = None
 
 
 Step: TypeAlias = Call[Any] | Sleep | ReadChunk | Transfer
@@ -302,45 +341,79 @@ def first_error(errors: Sequence[BaseException | None]) -> BaseException | None:
 
 
 def read_chunk(
-    path: str, chunk: Chunk, feed: OrderedHasher | None = None
-) -> tuple[bytes, str]:
-    """``chunk`` of the file at ``path`` (``os.pread``) and its BLAKE3 digest;
-    given to ``feed`` too, if it did not have it yet."""
+    path: str,
+    chunk: Chunk,
+    feed: OrderedHasher | None = None,
+    *,
+    tree: bool = False,
+    pool: BufferPool | None = None,
+) -> tuple[memoryview, str]:
+    """``chunk`` of the file at ``path`` and its digest (see :class:`ReadChunk`);
+    given to ``feed`` too, if it did not have it yet. Never use ``feed`` with
+    ``pool``: the feed may keep a chunk that arrived early, whose buffer the pool
+    would hand out again."""
+    buf = pool.take(chunk.length) if pool is not None else bytearray(chunk.length)
+    try:
+        view = memoryview(buf)[: chunk.length]
+        _read_at(path, chunk, view)
+        if feed is not None:
+            feed.offer(chunk.index, view)
+        digest = (
+            CV_PREFIX + chunk_cv(view, chunk.offset).hex() if tree else blake3_hex(view)
+        )
+    except BaseException:
+        if pool is not None:
+            pool.give(buf)
+        raise
+    return view, digest
+
+
+def _read_at(path: str, chunk: Chunk, view: memoryview) -> None:
+    """Fill ``view`` with the file's bytes of ``chunk``."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
-        parts: list[bytes] = []
         got = 0
         while got < chunk.length:
-            if hasattr(os, "pread"):
-                part = os.pread(fd, chunk.length - got, chunk.offset + got)
+            if hasattr(os, "preadv"):
+                n = os.preadv(fd, [view[got:]], chunk.offset + got)
             else:  # pragma: no cover - Windows
                 os.lseek(fd, chunk.offset + got, os.SEEK_SET)
-                part = os.read(fd, chunk.length - got)
-            if not part:
+                n = os.readv(fd, [view[got:]])
+            if not n:
                 raise SourceChanged(
                     f"{path} ended at {chunk.offset + got} bytes while reading chunk "
                     f"{chunk.index}; the file changed since the upload started"
                 )
-            parts.append(part)
-            got += len(part)
+            got += n
     finally:
         os.close(fd)
-    data = parts[0] if len(parts) == 1 else b"".join(parts)
-    if feed is not None:
-        feed.offer(chunk.index, data)
-    return data, blake3_hex(data)
+
+
+def hash_chunks(
+    path: str, chunks: Sequence[Chunk], tree: ChunkTree, stopped: Callable[[], bool]
+) -> str:
+    """Add the chaining values of ``chunks`` of the file to ``tree`` (a resumed
+    upload's chunks that the server already has); returns ``""``."""
+    buf = bytearray(max((c.length for c in chunks), default=0))
+    for chunk in chunks:
+        if stopped():
+            raise TransferCancelled(f"hashing {path} stopped")
+        view = memoryview(buf)[: chunk.length]
+        _read_at(path, chunk, view)
+        tree.add(chunk.index, chunk_cv(view, chunk.offset))
+    return ""
 
 
 _SLICE = 1024**2
 
 
-def _slices(data: bytes) -> Iterator[memoryview]:
+def _slices(data: bytes | bytearray | memoryview) -> Iterator[memoryview]:
     view = memoryview(data)
     for start in range(0, len(view), _SLICE):
         yield view[start : start + _SLICE]
 
 
-async def _aslices(data: bytes) -> AsyncIterator[memoryview]:
+async def _aslices(data: bytes | bytearray | memoryview) -> AsyncIterator[memoryview]:
     for part in _slices(data):
         yield part
 

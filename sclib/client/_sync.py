@@ -31,7 +31,6 @@ from ._steps import (
     Transfer,
     advance,
     first_error,
-    hash_file,
     read_chunk,
 )
 from .models import (
@@ -143,7 +142,9 @@ class Client(BaseClient):
             time.sleep(step.seconds)
             return None
         if isinstance(step, ReadChunk):
-            return read_chunk(step.path, step.chunk, step.feed)
+            return read_chunk(
+                step.path, step.chunk, step.feed, tree=step.tree, pool=step.pool
+            )
         return self._transfer(step)
 
     def _transfer(self, step: Transfer) -> str:
@@ -162,8 +163,8 @@ class Client(BaseClient):
         with ThreadPoolExecutor(n + 1, thread_name_prefix="sclib-upload") as pool:
             try:
                 hashing: Future[str] = (
-                    pool.submit(hash_file, step.path, step.size, stop.is_set)
-                    if step.hash_file
+                    pool.submit(step.hasher, stop.is_set)
+                    if step.hasher is not None
                     else _done("")
                 )
                 futures: list[Future[Any]] = [hashing]

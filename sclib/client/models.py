@@ -163,6 +163,9 @@ class LargeUpload(ResultModel):
     chunk_size: int
     total_chunks: int
     message: str | None = None
+    #: the chunk digests the server takes (X-Chunk-Hash algorithms); servers
+    #: before this field took "sha256" and "blake3"
+    chunk_hashes: list[str] = Field(default_factory=lambda: ["sha256", "blake3"])
 
 
 class ChunkReceipt(ResultModel):

@@ -96,6 +96,9 @@ class UploadState:
     #: (another dataset, another folder) must not continue this upload
     fields: str = ""
     created_at: float = field(default_factory=time.time)
+    #: how chunk digests are sent: "blake3" (each chunk's own hash) or
+    #: "blake3-cv" (its chaining value; the server said it takes them)
+    chunk_hash: str = "blake3"
 
 
 def _read_entry(

@@ -26,6 +26,7 @@ from sclib.server.common import (
 from sclib.server.staging import StagedWrite
 from sclib.server.streaming import Sink, pump, receive_multipart
 from sclib.server.uploads import LARGE, Upload, UploadNotFound
+from sclib.transfers.hashing import CV_HASH, tree_hashing
 
 __all__ = ["router"]
 
@@ -109,22 +110,36 @@ def large_initiate(
         "upload_id": upload.id,
         "chunk_size": upload.chunk_size,
         "total_chunks": upload.total_chunks,
+        "chunk_hashes": _chunk_hashes(),
         "dataset_uuid": dataset_uuid,
         "message": f"send {upload.total_chunks} chunk(s) of {upload.chunk_size} bytes",
     }
 
 
-def _chunk_hash(value: str) -> tuple[str, str]:
+def _chunk_hashes() -> list[str]:
+    """The chunk digests this server takes: ``blake3-cv`` (a chunk's BLAKE3
+    chaining value, so the client hashes every byte once) needs the compiled
+    ``sclib_blake3tree`` module."""
+    return ["sha256", "blake3", *([CV_HASH] if tree_hashing() else [])]
+
+
+def _chunk_hash(value: str, *, raw: bool = True) -> tuple[str, str]:
     algo, sep, digest = value.strip().partition(":")
     if not sep:
         algo, digest = "sha256", algo
     algo = algo.lower()
     digest = digest.lower()
-    if algo not in ("sha256", "blake3") or len(digest) != 64:
+    allowed = _chunk_hashes() if raw else ["sha256", "blake3"]
+    if algo not in allowed or len(digest) != 64:
         raise InvalidInput(
-            "chunk_hash: expected a SHA-256 hex digest, or 'blake3:<hex>' / "
-            f"'sha256:<hex>', got {value[:80]!r}"
+            "chunk_hash: expected a SHA-256 hex digest, or "
+            + " / ".join(f"'{a}:<hex>'" for a in allowed)
+            + f", got {value[:80]!r}"
         )
+    try:
+        bytes.fromhex(digest)
+    except ValueError:
+        raise InvalidInput(f"chunk_hash: {digest[:80]!r} is not hex") from None
     return algo, digest
 
 
@@ -160,7 +175,7 @@ async def large_chunk(
             form = await receive_multipart(request.stream(), ctype, "chunk", open_sink)
             if not form.fields.get("chunk_hash"):
                 raise InvalidInput("chunk_hash: field required")
-            algo, digest = _chunk_hash(form.fields["chunk_hash"])
+            algo, digest = _chunk_hash(form.fields["chunk_hash"], raw=False)
         else:
             header = request.headers.get("x-chunk-hash")
             if not header:

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 from sclib.errors import ChecksumMismatch, InvalidInput, TooLarge, UploadConflict
 from sclib.server.locks import WriteLock
 from sclib.transfers._writeback import start_writeback
-from sclib.transfers.hashing import blake3_file, new_blake3
+from sclib.transfers.hashing import (
+    CV_HASH,
+    CV_PREFIX,
+    blake3_file,
+    new_blake3,
+    new_chunk_hasher,
+)
 
 if TYPE_CHECKING:
     from sclib.server.uploads import Upload, UploadManager
@@ -26,13 +32,16 @@ if TYPE_CHECKING:
 __all__ = ["Hashers", "StagedWrite", "fsync_dir", "fsync_file", "hash_file"]
 
 CHECKPOINT = 64 * 1024**2  # tus: record the offset at least this often
-HASHES = ("blake3", "sha256", "sha1", "md5")
+HASHES = ("blake3", "sha256", "sha1", "md5", CV_HASH)
 
 
 class Hashers:
-    """The digests computed while bytes stream in."""
+    """The digests computed while bytes stream in.
 
-    def __init__(self, names: set[str]) -> None:
+    ``blake3-cv`` is the BLAKE3 chaining value of bytes that start at ``offset``
+    in their file (a chunk of a chunked upload; needs ``sclib_blake3tree``)."""
+
+    def __init__(self, names: set[str], offset: int = 0) -> None:
         self._hashers: dict[str, Any] = {}
         for name in names:
             if name not in HASHES:
@@ -40,16 +49,28 @@ class Hashers:
                     f"unsupported checksum algorithm {name!r}; use one of "
                     f"{', '.join(HASHES)}"
                 )
-            self._hashers[name] = (
-                new_blake3(threads=False) if name == "blake3" else hashlib.new(name)
-            )
+            if name == CV_HASH:
+                self._hashers[name] = new_chunk_hasher(offset)
+            elif name == "blake3":
+                self._hashers[name] = new_blake3(threads=False)
+            else:
+                self._hashers[name] = hashlib.new(name)
 
     def update(self, data: bytes | memoryview) -> None:
         for h in self._hashers.values():
             h.update(data)
 
     def hexdigest(self, name: str) -> str:
+        if name == CV_HASH:
+            return bytes(self._hashers[name].chaining_value()).hex()
         return str(self._hashers[name].hexdigest())
+
+    def record_digest(self) -> str:
+        """What a chunk's record keeps: ``cv:<hex>`` (its chaining value) when
+        that was computed, else its BLAKE3 hex."""
+        if CV_HASH in self._hashers:
+            return CV_PREFIX + self.hexdigest(CV_HASH)
+        return self.hexdigest("blake3")
 
     def check(self, expected: Mapping[str, str], what: str) -> None:
         for name, want in expected.items():
@@ -85,7 +106,7 @@ class StagedWrite:
         self.limit = limit
         self.exact = exact
         self.written = 0
-        self.hashers = Hashers(hashes)
+        self.hashers = Hashers(hashes, start)
         self._lock = lock
         self._on_checkpoint = on_checkpoint
         self._checkpointed = 0
@@ -169,9 +190,10 @@ def verify_chunks(
     names: set[str],
 ) -> tuple[dict[str, str], list[int]]:
     """One pass over a chunked upload's file: the whole-file digests (``names``)
-    and the chunks whose bytes on disk no longer match their recorded BLAKE3
-    (lost in an operating-system crash before they reached the disk, or changed
-    since). Read through memory maps, at most 64 MiB mapped at a time."""
+    and the chunks whose bytes on disk no longer match their record (lost in an
+    operating-system crash before they reached the disk, or changed since): their
+    BLAKE3, or their chaining value (``cv:<hex>``). Read through memory maps, at
+    most 64 MiB mapped at a time."""
     import mmap
 
     whole = Hashers(names | {"blake3"})
@@ -181,8 +203,10 @@ def verify_chunks(
         if os.fstat(fh.fileno()).st_size < size:
             raise InvalidInput(f"{path} is shorter than the upload's {size} bytes")
         for index in range(max(1, -(-size // chunk_size))):
-            chunk = new_blake3()
             start = index * chunk_size
+            record = records.get(index) or ""
+            cv = record.startswith(CV_PREFIX)
+            chunk = new_chunk_hasher(start) if cv else new_blake3()
             end = min(size, start + chunk_size)
             for offset in range(start, end, window):
                 # map from the last page boundary (mmap offsets must be aligned)
@@ -197,7 +221,12 @@ def verify_chunks(
                         chunk.update(view)
                     finally:
                         view.release()
-            if size and chunk.hexdigest() != records.get(index):
+            found = (
+                CV_PREFIX + bytes(chunk.chaining_value()).hex()
+                if cv
+                else chunk.hexdigest()
+            )
+            if size and found != record:
                 bad.append(index)
     return {name: whole.hexdigest(name) for name in names | {"blake3"}}, bad
 

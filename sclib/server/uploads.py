@@ -15,10 +15,12 @@ chunk protocol, tus) goes through :class:`UploadManager`:
 * **One writer** per chunk (chunk protocol) or per upload (tus, completion), held
   with locks that survive neither the request nor the process (:mod:`.locks`).
 * **Completion** re-reads the file once, computing BLAKE3 (and SHA-256 when the
-  client declared one), commits it, and enqueues an ``upload`` job whose handler
-  verifies the stored file and records it in the dataset. Completing twice returns
-  the first answer; a crash between the rename and the job is repaired on the next
-  call.
+  client declared one; when the client gave no whole-file digest, or it does not
+  match, every chunk is checked against its record in the same pass: the chunk's
+  BLAKE3, or its chaining value when the client sent ``blake3-cv`` digests),
+  commits it, and enqueues an ``upload`` job whose handler verifies the stored
+  file and records it in the dataset. Completing twice returns the first answer;
+  a crash between the rename and the job is repaired on the next call.
 
 Abandoned uploads expire (:meth:`UploadManager.expire`, dry run first).
 """
@@ -62,6 +64,7 @@ from sclib.server.staging import (
     hash_file,
     verify_chunks,
 )
+from sclib.transfers.hashing import CV_HASH
 from sclib.transfers.sessions import (
     ACTIVE,
     CANCELLED,
@@ -482,7 +485,9 @@ class UploadManager:
                 lock,
                 index * upload.chunk_size,
                 length,
-                hashes | {"blake3"},
+                # the chunk's record: its chaining value if the client sent that
+                # (one hash pass), else its BLAKE3
+                hashes if CV_HASH in hashes else hashes | {"blake3"},
                 exact=True,
             )
         except BaseException:
@@ -502,7 +507,7 @@ class UploadManager:
         try:
             write.finish(expected, sync=False)
             self.sessions.record_chunk(
-                write.upload.id, index, ChunkRecord(write.hashers.hexdigest("blake3"))
+                write.upload.id, index, ChunkRecord(write.hashers.record_digest())
             )
         finally:
             write.close()

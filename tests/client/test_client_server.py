@@ -39,6 +39,7 @@ from sclib.errors import (
     UploadConflict,
 )
 from sclib.transfers.hashing import blake3_hex
+from tests import hashing_modes
 from tests.server.live import LiveServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -65,6 +66,7 @@ class CountingTransport(httpx.HTTPTransport):
         super().__init__()
         self.counts: Counter[str] = Counter()
         self.chunks: list[int] = []
+        self.chunk_hashes: Counter[str] = Counter()  # X-Chunk-Hash algorithms
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         parts = request.url.path.strip("/").split("/")
@@ -72,6 +74,8 @@ class CountingTransport(httpx.HTTPTransport):
             self.counts[parts[3]] += 1
             if parts[3] == "chunk":
                 self.chunks.append(int(parts[5]))
+                algo = request.headers["x-chunk-hash"].partition(":")[0]
+                self.chunk_hashes[algo] += 1
         else:
             self.counts["/".join(parts[:3])] += 1
         return super().handle_request(request)
@@ -133,10 +137,14 @@ def test_small_file_upload_completes(server: LiveServer, tmp_path: Path) -> None
     assert _stored(server, result, "small.bin").read_bytes() == f.read_bytes()
 
 
+@pytest.mark.parametrize("hashing", hashing_modes.MODES)
 def test_large_file_goes_in_parallel_verified_chunks(
-    server: LiveServer, tmp_path: Path
+    server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hashing: str
 ) -> None:
-    """5 MiB over a 1 MB limit: 1 MiB chunks, 3 in flight, BLAKE3 end to end."""
+    """5 MiB over a 1 MB limit: 1 MiB chunks, 3 in flight, BLAKE3 end to end;
+    chunk digests are chaining values (one hash pass) when the client has
+    sclib_blake3tree and the server offers them, plain BLAKE3 otherwise."""
+    hashing_modes.use(hashing, monkeypatch)  # the client's side
     f = _file(tmp_path, 5 * MIB + 123, "big.bin")
     transport = CountingTransport()
     with _client(server, tmp_path, transport=transport) as client:
@@ -149,14 +157,28 @@ def test_large_file_goes_in_parallel_verified_chunks(
     assert final.status == "completed"
     assert blake3_hex(_stored(server, result, "big.bin").read_bytes()) == digest
     assert sorted(transport.chunks) == list(range(6))
+    algo = "blake3-cv" if hashing == "tree" else "blake3"
+    assert transport.chunk_hashes == {algo: 6}
     assert transport.counts["initiate"] == 1 and transport.counts["complete"] == 1
     assert not list((tmp_path / "state").glob("*.json"))
 
 
+@pytest.mark.parametrize(
+    ("first_mode", "second_mode"),
+    [("tree", "tree"), ("ordered", "ordered"), ("tree", "ordered")],
+)
 def test_crashed_upload_resumes_with_only_missing_chunks(
-    server: LiveServer, tmp_path: Path
+    server: LiveServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    first_mode: str,
+    second_mode: str,
 ) -> None:
-    """A client that died after 2 of 6 chunks sends the other 4, nothing more."""
+    """A client that died after 2 of 6 chunks sends the other 4, nothing more,
+    and reports the file's BLAKE3: with chaining values it hashes the 2 chunks
+    the server has, without it the whole file; a client that lost one-pass
+    hashing between the runs finishes with plain digests."""
+    hashing_modes.use(first_mode, monkeypatch)
     f = _file(tmp_path, 6 * MIB, "resume.bin")
     first = CountingTransport()
     with (
@@ -172,15 +194,61 @@ def test_crashed_upload_resumes_with_only_missing_chunks(
         )
     assert sorted(first.chunks) == [0, 1]
     assert len(list((tmp_path / "state").glob("*.json"))) == 1
+    hashing_modes.use(second_mode, monkeypatch)
     second = CountingTransport()
     with _client(server, tmp_path, transport=second, parallel=2) as client:
         result = client.upload_file(f, dataset_name="Resume", sensor="OTHER")
         final = _wait(client, result.job_id)
     assert sorted(second.chunks) == [2, 3, 4, 5]
     assert second.counts["resume"] == 1 and second.counts["initiate"] == 0
+    assert second.chunk_hashes == {
+        "blake3-cv" if second_mode == "tree" else "blake3": 4
+    }
     assert final.status == "completed"
     stored = _stored(server, result, "resume.bin").read_bytes()
     assert blake3_hex(stored) == blake3_hex(f.read_bytes())
+    assert result.file_blake3 == blake3_hex(stored)
+
+
+def test_a_server_without_chaining_values_gets_plain_digests(tmp_path: Path) -> None:
+    """A server that does not offer blake3-cv (here turned off with
+    SCLIB_BLAKE3_TREE=0) gets plain BLAKE3 chunk digests from a client that could
+    send chaining values, and refuses a chaining value with the list it takes."""
+    hashing_modes.require_tree()
+    live = LiveServer(
+        tmp_path / "data", env={**SERVER_ENV, "SCLIB_BLAKE3_TREE": "0"}
+    ).start()
+    try:
+        f = _file(tmp_path, 3 * MIB, "plain.bin")
+        transport = CountingTransport()
+        with _client(live, tmp_path, transport=transport) as client:
+            result = client.upload_file(f, sensor="OTHER", chunk_size=MIB)
+        assert transport.chunk_hashes == {"blake3": 3}
+        assert result.file_blake3 == blake3_hex(f.read_bytes())
+        body = httpx.post(
+            f"{live.url}/api/upload/large/initiate",
+            json={
+                "filename": "x.bin",
+                "file_size": 10,
+                "dataset_name": "Plain",
+                "sensor": "OTHER",
+            },
+            headers=live.headers(),
+        ).json()
+        assert body["chunk_hashes"] == ["sha256", "blake3"]
+        refused = httpx.post(
+            f"{live.url}/api/upload/large/chunk/{body['upload_id']}/0",
+            content=b"0123456789",
+            headers={
+                **live.headers(),
+                "Content-Type": "application/octet-stream",
+                "X-Chunk-Hash": "blake3-cv:" + "ab" * 32,
+            },
+        )
+        assert refused.status_code == 422
+        assert "'blake3:<hex>'" in refused.json()["detail"]
+    finally:
+        live.stop()
 
 
 def test_resume_survives_a_server_restart(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ import blake3
 import httpx
 import pytest
 
+from sclib.transfers.hashing import chunk_cv
+from tests import hashing_modes
 from tests.server.live import LiveServer
 
 pytestmark = pytest.mark.integration
@@ -276,6 +278,49 @@ def test_bad_chunks_are_refused_and_never_recorded(live_server: LiveServer) -> N
         ).is_success
     _problem(httpx.post(complete, headers=live_server.headers()), 400, "sha256")
     assert stored_files(live_server) == []
+
+
+def test_chunks_sent_with_chaining_values(live_server: LiveServer) -> None:
+    """The server offers blake3-cv chunk digests (it has sclib_blake3tree): a
+    chunk's chaining value is checked where it belongs, the same bytes with the
+    value of another offset are a 400, the seed's multipart form does not take
+    them (422), and the completed file has the plain BLAKE3 of its bytes."""
+    hashing_modes.require_tree()
+    data = os.urandom(3 * 64 * 1024 - 5)
+    info = initiate(live_server, data)
+    assert info["chunk_hashes"] == ["sha256", "blake3", "blake3-cv"]
+    up, size = info["upload_id"], info["chunk_size"]
+    url = f"{live_server.url}/api/upload/large/chunk/{up}"
+
+    def send(index: int, chunk: bytes, cv: bytes) -> httpx.Response:
+        return httpx.post(
+            f"{url}/{index}",
+            content=chunk,
+            headers={
+                **live_server.headers(),
+                "Content-Type": "application/octet-stream",
+                "X-Chunk-Hash": f"blake3-cv:{cv.hex()}",
+            },
+        )
+
+    chunks = [data[i * size : (i + 1) * size] for i in range(3)]
+    _problem(send(1, chunks[1], chunk_cv(chunks[1], 0)), 400, "blake3-cv")
+    seed = httpx.post(
+        f"{url}/1",
+        files={"chunk": ("blob", chunks[1])},
+        data={"chunk_hash": "blake3-cv:" + chunk_cv(chunks[1], size).hex()},
+        headers=live_server.headers(),
+    )
+    _problem(seed, 422, "chunk_hash")
+    for i, chunk in enumerate(chunks):
+        assert send(i, chunk, chunk_cv(chunk, i * size)).is_success
+    done = httpx.post(
+        f"{live_server.url}/api/upload/large/complete/{up}",
+        json={"file_blake3": b3(data)},
+        headers=live_server.headers(),
+    )
+    assert done.status_code == 200, done.text
+    assert done.json()["file_blake3"] == b3(data)
 
 
 def test_unknown_and_foreign_ids_are_404_with_the_seed_body(

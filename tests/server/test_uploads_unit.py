@@ -30,7 +30,9 @@ from sclib.server.fields import (
 )
 from sclib.server.uploads import LARGE, TUS, UploadManager, UploadNotFound
 from sclib.testing import ManualClock
+from sclib.transfers.hashing import chunk_cv
 from sclib.transfers.sessions import SessionStore, open_session_store
+from tests import hashing_modes
 
 FIELDS = parse_fields({"dataset_name": "d", "sensor": "IDX"})
 OWNER = "alice@example.org"
@@ -79,7 +81,16 @@ def large(manager: UploadManager, size: int, **kw: object) -> str:
     ).id
 
 
-def put(manager: UploadManager, up: str, index: int, data: bytes) -> None:
+def put(
+    manager: UploadManager, up: str, index: int, data: bytes, *, cv: bool = False
+) -> None:
+    """Send one chunk with its BLAKE3, or with ``cv`` its chaining value."""
+    if cv:
+        offset = index * manager.get(up).chunk_size
+        write = manager.begin_chunk(up, OWNER, index, {"blake3-cv"})
+        write.write(data)
+        manager.finish_chunk(write, index, {"blake3-cv": chunk_cv(data, offset).hex()})
+        return
     write = manager.begin_chunk(up, OWNER, index, {"blake3"})
     write.write(data)
     manager.finish_chunk(write, index, {"blake3": blake3.blake3(data).hexdigest()})
@@ -394,19 +405,25 @@ def test_expiry_skips_busy_uploads_and_finishes_interrupted_commits(
     assert manager.queue.stats()["by_type"] == {"upload": 1}
 
 
+@pytest.mark.parametrize("cv", [False, True], ids=["blake3", "blake3-cv"])
 @pytest.mark.parametrize("declared", [False, True], ids=["no-digest", "file-blake3"])
 def test_completion_reads_every_chunk_back(
-    manager: UploadManager, declared: bool
+    manager: UploadManager, declared: bool, cv: bool
 ) -> None:
     """Chunks are flushed to disk once, at completion, after each was read back:
     a chunk whose bytes on disk are not what was received (as after an operating
     system crash) is asked for again, and nothing is committed until it is. With
-    the whole file's BLAKE3 declared, one pass finds the mismatch first."""
+    the whole file's BLAKE3 declared, one pass finds the mismatch first. Chunks
+    sent with chaining values are recorded and checked by them."""
+    if cv:
+        hashing_modes.require_tree()
     data = os.urandom(3000)
     expected = {"blake3": blake3.blake3(data).hexdigest()} if declared else None
-    up = large(manager, len(data))
+    up = large(manager, len(data), chunk_size=1024)
     for i in range(3):
-        put(manager, up, i, data[i * 1024 : (i + 1) * 1024])
+        put(manager, up, i, data[i * 1024 : (i + 1) * 1024], cv=cv)
+    records = [c.digest for c in manager.sessions.get(up).chunks.values()]
+    assert all(d.startswith("cv:") == cv for d in records)
     with open(manager.staging_file(up), "r+b") as f:  # page lost: zeros on disk
         f.seek(1024)
         f.write(bytes(1024))
@@ -414,9 +431,25 @@ def test_completion_reads_every_chunk_back(
         manager.complete(up, OWNER, expected=expected)
     assert manager.get(up).missing_chunks == [1]
     assert not manager.final_path(manager.get(up)).exists()
-    put(manager, up, 1, data[1024:2048])
+    put(manager, up, 1, data[1024:2048], cv=cv)
     result = manager.complete(up, OWNER, expected=expected)
     assert result["file_blake3"] == blake3.blake3(data).hexdigest()
+
+
+def test_a_chaining_value_for_another_offset_is_refused(
+    manager: UploadManager,
+) -> None:
+    """A chunk's chaining value binds its place in the file: the right bytes sent
+    with the digest they would have at another offset are a checksum mismatch,
+    and the chunk stays missing."""
+    hashing_modes.require_tree()
+    data = os.urandom(2048)
+    up = large(manager, len(data), chunk_size=1024)
+    write = manager.begin_chunk(up, OWNER, 1, {"blake3-cv"})
+    write.write(data[1024:])
+    with pytest.raises(ChecksumMismatch, match="blake3-cv"):
+        manager.finish_chunk(write, 1, {"blake3-cv": chunk_cv(data[1024:], 0).hex()})
+    assert manager.get(up).missing_chunks == [0, 1]
 
 
 def test_the_default_chunk_size_grows_for_huge_files(
