@@ -101,6 +101,7 @@ from _common import verdict as _verdict
 import sclib
 from sclib.client import Client
 from sclib.settings import Settings
+from sclib.transfers.hashing import tree_hashing
 
 SERVER_DEFAULT_CHUNK = int(Settings.model_fields["chunk_size"].default)  # sclib's
 TUS_CHUNK = 64 * MIB
@@ -109,6 +110,7 @@ RUN_TIMEOUT = 1800.0  # seconds one run may take before it is abandoned
 RSS_POLL = 0.02  # seconds between VmRSS reads when VmHWM cannot be reset
 FIELDS = {"dataset_name": "upload-bench", "sensor": "OTHER"}
 DIAG = "sclib 1 MiB pieces"  # the diagnostic contender (see TimingTransport)
+HASH_TWICE = "sclib two hash passes"  # the client with SCLIB_BLAKE3_TREE=0
 TARGET_CURL = 1.0
 TARGET_CP = 0.6
 
@@ -410,21 +412,29 @@ class Bench:
         os.sync()
 
     def sclib(
-        self, chunk_size: int | None, *, pieces: bool = False
+        self, chunk_size: int | None, *, pieces: bool = False, one_pass: bool = True
     ) -> Callable[[], None]:
         def run() -> None:
             transport = TimingTransport(pieces=pieces)
             self.last_transport = transport
-            with Client(
-                self.url, state_dir=self.state_dir, transport=transport
-            ) as client:
-                result = client.upload_file(
-                    self.src,
-                    chunk_size=chunk_size,
-                    chunked=True,
-                    dataset_name=FIELDS["dataset_name"],
-                    sensor=FIELDS["sensor"],
-                )
+            switch = os.environ.pop("SCLIB_BLAKE3_TREE", None)
+            if not one_pass:  # the client hashes chunks, then the file in order
+                os.environ["SCLIB_BLAKE3_TREE"] = "0"
+            try:
+                with Client(
+                    self.url, state_dir=self.state_dir, transport=transport
+                ) as client:
+                    result = client.upload_file(
+                        self.src,
+                        chunk_size=chunk_size,
+                        chunked=True,
+                        dataset_name=FIELDS["dataset_name"],
+                        sensor=FIELDS["sensor"],
+                    )
+            finally:
+                os.environ.pop("SCLIB_BLAKE3_TREE", None)
+                if switch is not None:
+                    os.environ["SCLIB_BLAKE3_TREE"] = switch
             if result.file_blake3 != self.digest:
                 raise RuntimeError(
                     f"sclib: the server reported BLAKE3 {result.file_blake3}"
@@ -826,6 +836,8 @@ def print_report(result: dict[str, Any]) -> None:
     print(_row(default, c["sclib"], "  verified"))
     for name in up["sclib_chunk_sizes"]:
         print(_row(name, c[name], "  verified"))
+    if HASH_TWICE in c:
+        print(_row(HASH_TWICE, c[HASH_TWICE], "  verified, SCLIB_BLAKE3_TREE=0"))
     if DIAG in c:
         print(_row(f"{DIAG} (diagnostic)", c[DIAG], "  verified"))
     if "curl" in c:
@@ -859,6 +871,8 @@ def print_report(result: dict[str, Any]) -> None:
             f"   curl/cp         {r['curl/cp']:5.2f}x  (one plain HTTP stream "
             "against cp)"
         )
+    if "sclib/two_pass" in r:
+        print(f"   one pass/two    {r['sclib/two_pass']:5.2f}x  (the same client)")
     if "sclib_pieces/sclib" in r:
         print(
             f"   diagnostic: 1 MiB pieces/sclib {r['sclib_pieces/sclib']:5.2f}x"
@@ -869,8 +883,12 @@ def print_report(result: dict[str, Any]) -> None:
             )
         )
     print(
-        "   sclib: each chunk pread + BLAKE3-hashed by the client (and fed to its "
-        "whole-file BLAKE3), sent with its digest, hashed and written by the server"
+        "   sclib: each chunk read into a reused buffer and hashed by the client (its "
+        "BLAKE3 chaining value, merged into"
+    )
+    print(
+        "   the file's BLAKE3; two passes: its BLAKE3, then the file's in order), "
+        "sent with its digest, hashed and written by the server"
     )
     print(
         "   and recorded; at completion the server re-reads the whole file, checks "
@@ -1060,6 +1078,8 @@ def main(argv: list[str] | None = None) -> int:
                 named.append(name)
                 contenders.append((name, bench.sclib(cs)))
             up: dict[str, Any] = {"bytes": size, "sclib_chunk_sizes": named}
+            if tree_hashing():  # the same client hashing every byte twice
+                contenders.append((HASH_TWICE, bench.sclib(None, one_pass=False)))
             if args.diagnose:
                 contenders.append((DIAG, bench.sclib(None, pieces=True)))
             if curl is not None:
@@ -1110,6 +1130,8 @@ def main(argv: list[str] | None = None) -> int:
             ratios["sclib/cp+sync"] = sc / c["cp+sync"]["mb_per_s"]
             if "tus" in c and "curl" in c:
                 ratios["tus/curl"] = c["tus"]["mb_per_s"] / c["curl"]["mb_per_s"]
+            if HASH_TWICE in c:
+                ratios["sclib/two_pass"] = sc / c[HASH_TWICE]["mb_per_s"]
             if DIAG in c:
                 ratios["sclib_pieces/sclib"] = c[DIAG]["mb_per_s"] / sc
                 if "curl" in c:

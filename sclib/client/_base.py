@@ -229,7 +229,13 @@ class BaseClient(Requests):
         feed: OrderedHasher | None = None
         pool: BufferPool | None = None
         hasher: Callable[[Callable[[], bool]], str] | None = None
-        if saved.chunk_hash == CV_HASH and plan.count > 1 and tree_hashing():
+        aligned = saved.chunk_size & (saved.chunk_size - 1) == 0  # whole subtrees
+        if (
+            saved.chunk_hash == CV_HASH
+            and aligned
+            and plan.count > 1
+            and tree_hashing()
+        ):
             # one hash pass: each chunk's chaining value is both its digest and a
             # piece of the file's; the chunks the server already has (a resumed
             # upload) are read once more for theirs

@@ -110,26 +110,28 @@ def large_initiate(
         "upload_id": upload.id,
         "chunk_size": upload.chunk_size,
         "total_chunks": upload.total_chunks,
-        "chunk_hashes": _chunk_hashes(),
+        "chunk_hashes": _chunk_hashes(upload.chunk_size),
         "dataset_uuid": dataset_uuid,
         "message": f"send {upload.total_chunks} chunk(s) of {upload.chunk_size} bytes",
     }
 
 
-def _chunk_hashes() -> list[str]:
-    """The chunk digests this server takes: ``blake3-cv`` (a chunk's BLAKE3
-    chaining value, so the client hashes every byte once) needs the compiled
-    ``sclib_blake3tree`` module."""
-    return ["sha256", "blake3", *([CV_HASH] if tree_hashing() else [])]
+def _chunk_hashes(chunk_size: int) -> list[str]:
+    """The chunk digests this server takes for chunks of ``chunk_size`` bytes:
+    ``blake3-cv`` (a chunk's BLAKE3 chaining value, so the client hashes every
+    byte once) needs the compiled ``sclib_blake3tree`` module, and chunks that are
+    whole subtrees of BLAKE3's tree (a power-of-two size)."""
+    cv = tree_hashing() and chunk_size & (chunk_size - 1) == 0
+    return ["sha256", "blake3", *([CV_HASH] if cv else [])]
 
 
-def _chunk_hash(value: str, *, raw: bool = True) -> tuple[str, str]:
+def _chunk_hash(value: str, chunk_size: int, *, raw: bool = True) -> tuple[str, str]:
     algo, sep, digest = value.strip().partition(":")
     if not sep:
         algo, digest = "sha256", algo
     algo = algo.lower()
     digest = digest.lower()
-    allowed = _chunk_hashes() if raw else ["sha256", "blake3"]
+    allowed = _chunk_hashes(chunk_size) if raw else ["sha256", "blake3"]
     if algo not in allowed or len(digest) != 64:
         raise InvalidInput(
             "chunk_hash: expected a SHA-256 hex digest, or "
@@ -175,7 +177,9 @@ async def large_chunk(
             form = await receive_multipart(request.stream(), ctype, "chunk", open_sink)
             if not form.fields.get("chunk_hash"):
                 raise InvalidInput("chunk_hash: field required")
-            algo, digest = _chunk_hash(form.fields["chunk_hash"], raw=False)
+            algo, digest = _chunk_hash(
+                form.fields["chunk_hash"], upload.chunk_size, raw=False
+            )
         else:
             header = request.headers.get("x-chunk-hash")
             if not header:
@@ -183,7 +187,7 @@ async def large_chunk(
                     "X-Chunk-Hash: header required for a raw chunk body "
                     "(blake3:<hex> or sha256:<hex>)"
                 )
-            algo, digest = _chunk_hash(header)
+            algo, digest = _chunk_hash(header, upload.chunk_size)
             holder["write"] = await run_in_threadpool(
                 state.uploads.begin_chunk, upload_id, owner, chunk_index, {algo}
             )

@@ -9,6 +9,7 @@ caller records them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Callable, Mapping
@@ -29,7 +30,14 @@ from sclib.transfers.hashing import (
 if TYPE_CHECKING:
     from sclib.server.uploads import Upload, UploadManager
 
-__all__ = ["Hashers", "StagedWrite", "fsync_dir", "fsync_file", "hash_file"]
+__all__ = [
+    "Hashers",
+    "StagedWrite",
+    "fsync_dir",
+    "fsync_file",
+    "hash_file",
+    "written_in",
+]
 
 CHECKPOINT = 64 * 1024**2  # tus: record the offset at least this often
 HASHES = ("blake3", "sha256", "sha1", "md5", CV_HASH)
@@ -111,7 +119,14 @@ class StagedWrite:
         self._on_checkpoint = on_checkpoint
         self._checkpointed = 0
         path = manager.staging_file(upload.id)
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC)
+        # never O_CREAT: the file is made with the upload, and one that is gone
+        # must not come back as an empty file that other chunks' records vouch for
+        try:
+            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise UploadConflict(
+                f"upload {upload.id} has lost its staging file; start it again"
+            ) from None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._fd is None:
@@ -136,6 +151,12 @@ class StagedWrite:
             os.fdatasync(self._fd)
             self._checkpointed = self.written
             self._on_checkpoint(self.written)
+
+    def written_in(self) -> str | None:
+        """Where these bytes went: :func:`written_in` of the open staging file."""
+        if self._fd is None:
+            return None
+        return _marker(os.fstat(self._fd))
 
     def durable(self) -> None:
         """Make what was written durable."""
@@ -166,6 +187,28 @@ class StagedWrite:
             # dirty pages are queued for writeback, none is waited for), so the
             # one flush at completion has little left to do
             start_writeback(self._fd, self.start, self.written)
+
+
+@functools.cache
+def _boot_id() -> str | None:
+    """This machine's boot id (Linux); it changes on every boot."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def _marker(st: os.stat_result) -> str | None:
+    boot = _boot_id()
+    return None if boot is None else f"written:{boot}:{st.st_dev}:{st.st_ino}"
+
+
+def written_in(path: Path) -> str | None:
+    """A name for "this file, on this machine, since it last booted": two chunks
+    with the same one were written into the same file with no reboot (so no
+    operating-system crash) between; ``None`` where the boot cannot be told."""
+    return _marker(os.stat(path))
 
 
 def hash_file(path: Path, names: set[str]) -> dict[str, str]:

@@ -321,6 +321,19 @@ def test_chunks_sent_with_chaining_values(live_server: LiveServer) -> None:
     )
     assert done.status_code == 200, done.text
     assert done.json()["file_blake3"] == b3(data)
+    # chunks that are not whole BLAKE3 subtrees cannot have chaining values
+    odd = initiate(live_server, data, chunk_size=100_000)
+    assert odd["chunk_hashes"] == ["sha256", "blake3"]
+    r = httpx.post(
+        f"{live_server.url}/api/upload/large/chunk/{odd['upload_id']}/0",
+        content=data[:100_000],
+        headers={
+            **live_server.headers(),
+            "Content-Type": "application/octet-stream",
+            "X-Chunk-Hash": "blake3-cv:" + chunk_cv(data[:1024], 0).hex(),
+        },
+    )
+    _problem(r, 422, "chunk_hash")
 
 
 def test_unknown_and_foreign_ids_are_404_with_the_seed_body(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -148,7 +149,8 @@ def test_a_chunk_is_recorded_only_when_length_and_digest_match(
     manager: UploadManager,
 ) -> None:
     """Too long raises TooLarge while streaming; too short or a wrong digest fail
-    at the end; none of them records the chunk."""
+    at the end; none of them records the chunk. Chaining-value digests are refused
+    up front for chunks that are not a power of two long."""
     up = large(manager, 1500)
     w = manager.begin_chunk(up, OWNER, 1, {"blake3"})
     with pytest.raises(TooLarge):
@@ -163,6 +165,10 @@ def test_a_chunk_is_recorded_only_when_length_and_digest_match(
     with pytest.raises(ChecksumMismatch):
         manager.finish_chunk(w, 1, {"blake3": "0" * 64})
     assert manager.get(up).missing_chunks == [0, 1]
+    odd = large(manager, 3000, chunk_size=1500)  # chunks are not BLAKE3 subtrees
+    with pytest.raises(InvalidInput, match="power-of-two chunk size"):
+        manager.begin_chunk(odd, OWNER, 1, {"blake3-cv"})
+    manager.begin_chunk(odd, OWNER, 1, {"blake3"}).close()  # the lock was freed
 
 
 def test_complete_commits_once_and_repairs_a_crash_after_the_rename(
@@ -405,16 +411,28 @@ def test_expiry_skips_busy_uploads_and_finishes_interrupted_commits(
     assert manager.queue.stats()["by_type"] == {"upload": 1}
 
 
+def _reboot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make this process see another boot id, as after an operating-system crash
+    and restart (simulated: the test machine cannot be rebooted)."""
+    from sclib.server import staging
+
+    monkeypatch.setattr(staging, "_boot_id", lambda: "another-boot")
+
+
 @pytest.mark.parametrize("cv", [False, True], ids=["blake3", "blake3-cv"])
 @pytest.mark.parametrize("declared", [False, True], ids=["no-digest", "file-blake3"])
 def test_completion_reads_every_chunk_back(
-    manager: UploadManager, declared: bool, cv: bool
+    manager: UploadManager,
+    monkeypatch: pytest.MonkeyPatch,
+    declared: bool,
+    cv: bool,
 ) -> None:
     """Chunks are flushed to disk once, at completion, after each was read back:
     a chunk whose bytes on disk are not what was received (as after an operating
     system crash) is asked for again, and nothing is committed until it is. With
     the whole file's BLAKE3 declared, one pass finds the mismatch first. Chunks
-    sent with chaining values are recorded and checked by them."""
+    sent with chaining values are recorded and checked by them (and, as the
+    machine rebooted since they were written, read back too)."""
     if cv:
         hashing_modes.require_tree()
     data = os.urandom(3000)
@@ -424,6 +442,7 @@ def test_completion_reads_every_chunk_back(
         put(manager, up, i, data[i * 1024 : (i + 1) * 1024], cv=cv)
     records = [c.digest for c in manager.sessions.get(up).chunks.values()]
     assert all(d.startswith("cv:") == cv for d in records)
+    _reboot(monkeypatch)
     with open(manager.staging_file(up), "r+b") as f:  # page lost: zeros on disk
         f.seek(1024)
         f.write(bytes(1024))
@@ -434,6 +453,64 @@ def test_completion_reads_every_chunk_back(
     put(manager, up, 1, data[1024:2048], cv=cv)
     result = manager.complete(up, OWNER, expected=expected)
     assert result["file_blake3"] == blake3.blake3(data).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "case", ["same-boot", "rebooted", "one-plain-chunk", "sha256-asked", "recreated"]
+)
+def test_completion_merges_chaining_values_without_reading_back(
+    manager: UploadManager, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """When every chunk was recorded with its chaining value, into this staging
+    file, since this machine booted, completion merges the file's BLAKE3 from the
+    records and reads nothing back (no crash can have lost a byte). After a
+    reboot, with a chunk recorded by its plain BLAKE3, with SHA-256 asked for, or
+    with the staging file replaced, it reads the file back as before."""
+    hashing_modes.require_tree()
+    from sclib.server import uploads as uploads_module
+
+    data = os.urandom(4000)
+    up = large(manager, len(data), chunk_size=1024)
+    for i in range(4):
+        cv = case != "one-plain-chunk" or i > 0
+        put(manager, up, i, data[i * 1024 : (i + 1) * 1024], cv=cv)
+    reads: list[str] = []
+    real_hash_file, real_verify = uploads_module.hash_file, uploads_module.verify_chunks
+    monkeypatch.setattr(
+        uploads_module,
+        "hash_file",
+        lambda *a, **k: reads.append("hash_file") or real_hash_file(*a, **k),
+    )
+    monkeypatch.setattr(
+        uploads_module,
+        "verify_chunks",
+        lambda *a, **k: reads.append("verify_chunks") or real_verify(*a, **k),
+    )
+    expected = {"blake3": blake3.blake3(data).hexdigest()}
+    if case == "sha256-asked":
+        expected["sha256"] = hashlib.sha256(data).hexdigest()
+    if case == "rebooted":
+        _reboot(monkeypatch)
+    if case == "recreated":  # same bytes, another file: its records do not vouch
+        staging = manager.staging_file(up)
+        copy = staging.with_name("copy")
+        copy.write_bytes(staging.read_bytes())
+        os.replace(copy, staging)
+    result = manager.complete(up, OWNER, expected=expected)
+    assert result["file_blake3"] == expected["blake3"]
+    assert (reads == []) == (case == "same-boot")
+
+
+def test_a_chunk_whose_staging_file_is_gone_is_refused(manager: UploadManager) -> None:
+    """A chunk for an upload whose staging file was deleted is a conflict; the
+    file is not made again empty (other chunks' records would vouch for it)."""
+    up = large(manager, 2048, chunk_size=1024)
+    manager.staging_file(up).unlink()
+    with pytest.raises(UploadConflict, match="staging file"):
+        manager.begin_chunk(up, OWNER, 0, {"blake3"})
+    assert not manager.staging_file(up).exists()
+    with pytest.raises(UploadConflict, match="staging file"):  # not UploadBusy
+        manager.begin_chunk(up, OWNER, 0, {"blake3"})
 
 
 def test_a_chaining_value_for_another_offset_is_refused(
