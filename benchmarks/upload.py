@@ -891,8 +891,12 @@ def print_report(result: dict[str, Any]) -> None:
         "sent with its digest, hashed and written by the server"
     )
     print(
-        "   and recorded; at completion the server re-reads the whole file, checks "
-        "the client's BLAKE3, flushes it once and links it into the dataset"
+        "   and recorded; at completion the server checks the client's BLAKE3 "
+        "(merged from the chunk records when they are"
+    )
+    print(
+        "   chaining values written since boot, else by re-reading the whole file), "
+        "flushes the file once and links it into the dataset"
     )
     print(
         "   curl/tus: the server BLAKE3-hashes while writing (tus: and re-reads the "
