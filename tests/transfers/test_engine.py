@@ -110,18 +110,27 @@ def test_interrupted_copy_resumes_byte_identical(
     assert not [p for p in dest.parent.iterdir() if p.name.endswith(".sclib-part")]
 
 
-@pytest.mark.parametrize("executor", EXECUTORS)
-def test_resume_reuses_every_recorded_chunk(tmp_path: Path, executor: str) -> None:
-    """After an interruption, the chunks recorded as verified are not sent again."""
+def _interrupted_copy(
+    tmp_path: Path, executor: str, parallel: int = 3
+) -> tuple[bytes, TransferEngine, MemorySessionStore]:
+    """A 26-chunk copy whose source fails after 10 reads: the source's bytes, the
+    engine and its sessions."""
     data = write(tmp_path / "src.bin", 100 * KIB + 17)
     sessions = MemorySessionStore()
-    eng = engine(sessions, 4 * KIB, executor, parallel=2)
+    eng = engine(sessions, 4 * KIB, executor, parallel=parallel)
     with pytest.raises(Interrupted):
         eng.copy(
             f"flaky://{tmp_path}/src.bin",
             str(tmp_path / "dst.bin"),
             source_options={"fail_after": 10},
         )
+    return data, eng, sessions
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_resume_reuses_every_recorded_chunk(tmp_path: Path, executor: str) -> None:
+    """After an interruption, the chunks recorded as verified are not sent again."""
+    data, eng, sessions = _interrupted_copy(tmp_path, executor, parallel=2)
     (session,) = sessions.list()
     recorded = len(session.chunks)
     assert 8 <= recorded <= 10
@@ -134,16 +143,8 @@ def test_resume_reuses_every_recorded_chunk(tmp_path: Path, executor: str) -> No
 def _interrupt_then_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: str, second: str
 ) -> tuple[bytes, list[str], Any]:
-    data = write(tmp_path / "src.bin", 100 * KIB + 17)
-    sessions = MemorySessionStore()
-    eng = engine(sessions, 4 * KIB, "serial")
     hashing_modes.use(first, monkeypatch)
-    with pytest.raises(Interrupted):
-        eng.copy(
-            f"flaky://{tmp_path}/src.bin",
-            str(tmp_path / "dst.bin"),
-            source_options={"fail_after": 10},
-        )
+    data, eng, sessions = _interrupted_copy(tmp_path, "serial")
     (session,) = sessions.list()
     digests = [c.digest for c in session.chunks.values()]
     if second == "absent":
