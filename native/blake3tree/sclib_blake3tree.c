@@ -31,8 +31,24 @@ typedef struct {
     unsigned long long limit;  /* most bytes the subtree may hold; 0: no limit */
     unsigned long long length; /* bytes given so far */
     size_t base;               /* stack entries standing for chunks before offset */
+    int ready;                 /* __init__ ran (it may run only once) */
     PyThread_type_lock lock;
 } SubtreeHasher;
+
+static PyObject *hasher_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    SubtreeHasher *self = (SubtreeHasher *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->lock = PyThread_allocate_lock();
+    if (self->lock == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    /* a usable empty hasher at offset 0 even if __init__ is never called */
+    blake3_hasher_init(&self->hasher);
+    return (PyObject *)self;
+}
 
 static void hasher_dealloc(SubtreeHasher *self) {
     if (self->lock != NULL) {
@@ -43,9 +59,21 @@ static void hasher_dealloc(SubtreeHasher *self) {
 
 static int hasher_init(SubtreeHasher *self, PyObject *args, PyObject *kwargs) {
     static char *names[] = {"offset", NULL};
-    unsigned long long offset = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|K", names, &offset)) {
+    PyObject *arg = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O!", names, &PyLong_Type, &arg)) {
         return -1;
+    }
+    if (self->ready) {
+        /* re-initialising would race with an update running without the GIL */
+        PyErr_SetString(PyExc_TypeError, "a SubtreeHasher is initialised only once");
+        return -1;
+    }
+    unsigned long long offset = 0;
+    if (arg != NULL) {
+        offset = PyLong_AsUnsignedLongLong(arg); /* OverflowError if < 0 or too big */
+        if (offset == (unsigned long long)-1 && PyErr_Occurred()) {
+            return -1;
+        }
     }
     if (offset % BLAKE3_CHUNK_LEN != 0) {
         PyErr_Format(PyExc_ValueError,
@@ -58,13 +86,6 @@ static int hasher_init(SubtreeHasher *self, PyObject *args, PyObject *kwargs) {
         PyErr_Format(PyExc_ValueError, "offset %llu is too large", offset);
         return -1;
     }
-    if (self->lock == NULL) {
-        self->lock = PyThread_allocate_lock();
-        if (self->lock == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-    }
     blake3_hasher_init(&self->hasher);
     self->hasher.chunk.chunk_counter = counter;
     self->base = popcnt(counter);
@@ -74,6 +95,7 @@ static int hasher_init(SubtreeHasher *self, PyObject *args, PyObject *kwargs) {
     /* the largest aligned subtree starting here: the lowest set bit of offset */
     self->limit = counter ? (unsigned long long)(counter & (~counter + 1)) * BLAKE3_CHUNK_LEN : 0;
     self->length = 0;
+    self->ready = 1;
     return 0;
 }
 
@@ -199,7 +221,7 @@ static PyTypeObject SubtreeHasherType = {
               "`offset` (any length at offset 0).",
     .tp_basicsize = sizeof(SubtreeHasher),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_new = PyType_GenericNew,
+    .tp_new = hasher_new,
     .tp_init = (initproc)hasher_init,
     .tp_dealloc = (destructor)hasher_dealloc,
     .tp_methods = hasher_methods,

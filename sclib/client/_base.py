@@ -14,6 +14,7 @@ its methods take in :mod:`sclib.client._options`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -197,9 +198,18 @@ class BaseClient(Requests):
         saved = self.state.load(key)
         missing: list[int] | None = None
         if saved is not None and saved.fields == digest and saved.size == size:
-            missing = yield from self._missing_flow(saved)
-            if missing is None:
+            info = yield from self._missing_flow(saved)
+            if info is None:
                 self.state.remove(key)
+            else:
+                missing = list(info.missing_chunks)
+                if info.chunk_hashes is not None and (
+                    saved.chunk_hash not in info.chunk_hashes
+                ):
+                    # the server stopped taking chaining values (restarted
+                    # without sclib_blake3tree): plain digests for the rest
+                    saved = dataclasses.replace(saved, chunk_hash="blake3")
+                    self.state.save(key, saved)
         if saved is None or missing is None:
             started: LargeUpload = yield self._req_large_initiate(
                 filename, size, values, options.get("chunk_size")
@@ -287,8 +297,9 @@ class BaseClient(Requests):
             file_blake3=done.file_blake3 or file_blake3,
         )
 
-    def _missing_flow(self, saved: UploadState) -> Flow[list[int] | None]:
-        """The chunks the server still lacks, or ``None`` if it cannot resume."""
+    def _missing_flow(self, saved: UploadState) -> Flow[ResumeInfo | None]:
+        """What the server says of the upload (the chunks it still lacks), or
+        ``None`` if it cannot resume."""
         try:
             info: ResumeInfo = yield self._req_resume(saved.upload_id)
         except (NotFound, UploadConflict):
@@ -297,7 +308,7 @@ class BaseClient(Requests):
             return None
         if not info.can_resume and info.missing_chunks:
             return None
-        return list(info.missing_chunks)
+        return info
 
     def _chunk_flow(
         self,

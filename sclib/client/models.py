@@ -195,6 +195,9 @@ class ResumeInfo(ResultModel):
     missing_chunks: list[int] = Field(default_factory=list)
     total_chunks: int
     can_resume: bool = True
+    #: the chunk digests the server takes now (``None``: a server that does not
+    #: say; the ones it named when the upload started still hold)
+    chunk_hashes: list[str] | None = None
 
 
 class CompleteResult(ResultModel):

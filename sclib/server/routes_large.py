@@ -238,6 +238,7 @@ def large_resume(
         "missing_chunks": upload.missing_chunks,
         "total_chunks": upload.total_chunks,
         "chunk_size": upload.chunk_size,
+        "chunk_hashes": _chunk_hashes(upload.chunk_size),
         "can_resume": upload.status == "active",
     }
 

@@ -23,6 +23,7 @@ from sclib.transfers.hashing import (
     CV_HASH,
     CV_PREFIX,
     blake3_file,
+    can_check_chaining_values,
     new_blake3,
     new_chunk_hasher,
 )
@@ -156,18 +157,25 @@ class StagedWrite:
         """Where these bytes went: :func:`written_in` of the open staging file."""
         if self._fd is None:
             return None
-        return _marker(os.fstat(self._fd))
+        return _marker(os.fstat(self._fd), _local_fs(self._fd))
 
     def durable(self) -> None:
         """Make what was written durable."""
         if self._fd is not None:
             os.fdatasync(self._fd)
 
-    def close(self) -> None:
+    def close_file(self) -> None:
+        """Close the staging file (raising what ``close`` reports); the lock
+        stays held until :meth:`close`."""
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        self._lock.release()
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def close(self) -> None:
+        try:
+            self.close_file()
+        finally:
+            self._lock.release()
 
     def finish(
         self, expected: Mapping[str, str] | None = None, *, sync: bool = True
@@ -199,16 +207,47 @@ def _boot_id() -> str | None:
         return None
 
 
-def _marker(st: os.stat_result) -> str | None:
+# filesystems whose unwritten pages stay in this machine's page cache until
+# writeback, so that only an operating-system crash (a new boot) can drop them; on
+# network and FUSE filesystems a remount or a daemon restart can, with the same
+# boot and the same inode numbers
+_LOCAL_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "tmpfs", "zfs", "overlay"}
+
+
+def _local_fs(fd: int) -> bool:
+    """Whether the open file ``fd`` is on one of :data:`_LOCAL_FS` (Linux:
+    the mount in ``/proc/self/mountinfo`` whose device is the file's)."""
+    dev = os.fstat(fd).st_dev
+    want = f"{os.major(dev)}:{os.minor(dev)}"
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 3 and fields[2] == want and " - " in line:
+                    fstype = line.split(" - ", 1)[1].split()[0]
+                    return fstype in _LOCAL_FS
+    except OSError:
+        pass
+    return False
+
+
+def _marker(st: os.stat_result, local: bool) -> str | None:
     boot = _boot_id()
-    return None if boot is None else f"written:{boot}:{st.st_dev}:{st.st_ino}"
+    if boot is None or not local:
+        return None
+    return f"written:{boot}:{st.st_dev}:{st.st_ino}"
 
 
 def written_in(path: Path) -> str | None:
     """A name for "this file, on this machine, since it last booted": two chunks
     with the same one were written into the same file with no reboot (so no
-    operating-system crash) between; ``None`` where the boot cannot be told."""
-    return _marker(os.stat(path))
+    operating-system crash) between; ``None`` where the boot cannot be told or
+    the file is not on a local filesystem (:data:`_LOCAL_FS`)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _marker(os.fstat(fd), _local_fs(fd))
+    finally:
+        os.close(fd)
 
 
 def hash_file(path: Path, names: set[str]) -> dict[str, str]:
@@ -249,7 +288,13 @@ def verify_chunks(
             start = index * chunk_size
             record = records.get(index) or ""
             cv = record.startswith(CV_PREFIX)
-            chunk = new_chunk_hasher(start) if cv else new_blake3()
+            # a chaining value this process cannot compute (no sclib_blake3tree)
+            # is as good as a mismatch: the chunk is asked for again
+            chunk: Any = None
+            if not cv:
+                chunk = new_blake3()
+            elif can_check_chaining_values():
+                chunk = new_chunk_hasher(start)
             end = min(size, start + chunk_size)
             for offset in range(start, end, window):
                 # map from the last page boundary (mmap offsets must be aligned)
@@ -261,14 +306,16 @@ def verify_chunks(
                     view = memoryview(mapped)[offset - base :]
                     try:
                         whole.update(view)
-                        chunk.update(view)
+                        if chunk is not None:
+                            chunk.update(view)
                     finally:
                         view.release()
-            found = (
-                CV_PREFIX + bytes(chunk.chaining_value()).hex()
-                if cv
-                else chunk.hexdigest()
-            )
+            if chunk is None:
+                found = ""
+            elif cv:
+                found = CV_PREFIX + bytes(chunk.chaining_value()).hex()
+            else:
+                found = chunk.hexdigest()
             if size and found != record:
                 bad.append(index)
     return {name: whole.hexdigest(name) for name in names | {"blake3"}}, bad

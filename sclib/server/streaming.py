@@ -11,6 +11,7 @@ about one batch, whatever the file size.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -83,8 +84,8 @@ class _Batch:
 
     def release(self) -> None:
         """Give the buffer back. Only once no write from it can be running:
-        :meth:`flush` waits for its worker thread even when the request is
-        cancelled (``run_in_threadpool`` does not abandon the thread)."""
+        :meth:`flush` returns (or raises) only after its worker thread finished,
+        even when the request is cancelled (:func:`_write_in_thread`)."""
         if self._buf:
             self._view.release()
             _give(self._buf)
@@ -110,12 +111,31 @@ class _Batch:
         """Write what is buffered (in a worker thread); the buffer is reused."""
         n = len(self)
         if self.pos:
-            await run_in_threadpool(sink.write, self._view[: self.pos])
+            await _write_in_thread(sink, self._view[: self.pos])
         for extra in self._extra:
-            await run_in_threadpool(sink.write, extra)
+            await _write_in_thread(sink, extra)
         self.pos = 0
         self._extra = []
         return n
+
+
+async def _write_in_thread(sink: Sink, data: bytes | memoryview) -> None:
+    """``sink.write(data)`` in a worker thread; returns only once the thread is
+    done, even if this task is cancelled meanwhile (the cancellation is raised
+    after). ``run_in_threadpool`` alone returns at once on a plain asyncio
+    cancellation (as at a server's shutdown) and leaves the thread writing from
+    a buffer the pool would hand to the next request, through a file descriptor
+    the request's cleanup is about to close."""
+    task = asyncio.ensure_future(run_in_threadpool(sink.write, data))
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True  # keep waiting for the thread, then re-raise
+    if cancelled:
+        raise asyncio.CancelledError
+    task.result()
 
 
 async def pump(stream: AsyncIterator[bytes], sink: Sink, batch: int = BATCH) -> int:

@@ -517,10 +517,12 @@ class UploadManager:
         between (:meth:`_merged_digest`)."""
         try:
             write.finish(expected, sync=False)
+            where = write.written_in()
+            write.close_file()  # what close reports comes before the record
             self.sessions.record_chunk(
                 write.upload.id,
                 index,
-                ChunkRecord(write.hashers.record_digest(), write.written_in()),
+                ChunkRecord(write.hashers.record_digest(), where),
             )
         finally:
             write.close()
@@ -877,7 +879,16 @@ class UploadManager:
                     upload_id, state={**session.state, "committing": found}
                 )
                 final.parent.mkdir(parents=True, exist_ok=True)
-                fsync_file(staging)
+                try:
+                    fsync_file(staging)
+                except OSError:
+                    # a write-back error is reported once: the next completion
+                    # must read the file back rather than trust the records
+                    session = self.sessions.get(upload_id)
+                    self.sessions.update(
+                        upload_id, state={**session.state, "reread": True}
+                    )
+                    raise
                 try:
                     # link, not rename: never replaces a file already in the dataset
                     os.link(staging, final)
@@ -959,11 +970,17 @@ class UploadManager:
         """The file's BLAKE3 merged from its chunks' chaining values, without
         reading the file, where reading it back could find nothing: every chunk
         was recorded with its chaining value, written into this staging file
-        (same device and inode) since this machine last booted (so no operating
-        system crash can have dropped its bytes from the page cache), the file
-        has its full size, and nothing but BLAKE3 is asked for (SHA-256 needs
-        the bytes). ``None`` means: read the file back."""
-        if set(want) - {"blake3"} or not tree_hashing() or upload.total_chunks < 2:
+        (same device and inode, on a local filesystem) since this machine last
+        booted (so no operating system crash can have dropped its bytes from the
+        page cache), no flush of the file failed, the file has its full size,
+        and nothing but BLAKE3 is asked for (SHA-256 needs the bytes). ``None``
+        means: read the file back."""
+        if (
+            set(want) - {"blake3"}
+            or not tree_hashing()
+            or upload.total_chunks < 2
+            or upload.state.get("reread")
+        ):
             return None
         try:
             here = written_in(staging)

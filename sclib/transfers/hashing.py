@@ -37,6 +37,7 @@ __all__ = [
     "OrderedHasher",
     "blake3_file",
     "blake3_hex",
+    "can_check_chaining_values",
     "chunk_digest",
     "new_blake3",
     "tree_hashing",
@@ -82,6 +83,12 @@ def _require_tree() -> Any:
             "pip install ./native/blake3tree"
         )
     return tree
+
+
+def can_check_chaining_values() -> bool:
+    """Whether this process can compute chaining values (``sclib_blake3tree`` is
+    installed), whatever ``SCLIB_BLAKE3_TREE`` says."""
+    return _tree_module() is not None
 
 
 def tree_hashing() -> bool:
@@ -142,7 +149,7 @@ def digest_matches(
     kind); ``None`` when that cannot be told here (a chaining value recorded by a
     process that had ``sclib_blake3tree``, checked by one that has not)."""
     if recorded.startswith(CV_PREFIX):
-        if _tree_module() is None:
+        if not can_check_chaining_values():
             return None
         return CV_PREFIX + chunk_cv(data, offset).hex() == recorded
     return blake3_hex(data) == recorded

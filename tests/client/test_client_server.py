@@ -251,6 +251,42 @@ def test_a_server_without_chaining_values_gets_plain_digests(tmp_path: Path) -> 
         live.stop()
 
 
+def test_a_resume_after_the_server_lost_chaining_values_sends_plain_digests(
+    tmp_path: Path,
+) -> None:
+    """An upload begun with chaining values, resumed after the server restarted
+    without them (SCLIB_BLAKE3_TREE=0 here), sends the rest with plain BLAKE3
+    digests instead of failing on every chunk, and completes verified."""
+    hashing_modes.require_tree()
+    live = LiveServer(tmp_path / "data", env=SERVER_ENV).start()
+    try:
+        f = _file(tmp_path, 4 * MIB, "switch.bin")
+        first = CountingTransport()
+        with (
+            _client(live, tmp_path, transport=first, parallel=1) as client,
+            pytest.raises(_Crash),
+        ):
+            client.upload_file(
+                f,
+                sensor="OTHER",
+                chunk_size=MIB,
+                progress_callback=_crash_after(2, 4),
+            )
+        assert first.chunk_hashes == {"blake3-cv": 2}
+        live.stop()
+        live.env = {**SERVER_ENV, "SCLIB_BLAKE3_TREE": "0"}
+        live.start()
+        second = CountingTransport()
+        with _client(live, tmp_path, transport=second) as client:
+            result = client.upload_file(f, sensor="OTHER")
+        assert sorted(second.chunks) == [2, 3]
+        assert second.chunk_hashes == {"blake3": 2}
+        assert result.file_blake3 == blake3_hex(f.read_bytes())
+        assert _stored(live, result, "switch.bin").read_bytes() == f.read_bytes()
+    finally:
+        live.stop()
+
+
 def test_resume_survives_a_server_restart(tmp_path: Path) -> None:
     """Client crash, server SIGKILL and restart: the rerun still resumes."""
     live = LiveServer(tmp_path / "data", env=SERVER_ENV).start()

@@ -84,3 +84,39 @@ def test_the_pool_keeps_a_bounded_number_of_buffers() -> None:
         batch.release()
         batch.release()  # a second release does nothing
     assert len(streaming._free) == streaming._KEEP
+
+
+def test_a_cancelled_flush_waits_for_its_write() -> None:
+    """Cancelling a request while its batch is being written (plain asyncio
+    cancellation, as at a server's shutdown) lets the write finish before the
+    cancellation goes on, so the buffer never goes back to the pool while a
+    thread still reads it."""
+    import threading
+    import time
+
+    streaming._free.clear()
+    started, finished = threading.Event(), threading.Event()
+    seen: list[bytes] = []
+
+    class Slow:
+        def write(self, data: bytes | bytearray | memoryview) -> None:
+            started.set()
+            time.sleep(0.3)
+            seen.append(bytes(data[:4]))
+            finished.set()
+
+    async def run() -> None:
+        task = asyncio.ensure_future(
+            streaming.pump(pieces(b"AAAA" * 1000, 4000), Slow(), batch=1024)
+        )
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # the cancelled pump returned only after the write it was waiting on
+        assert finished.is_set()
+
+    asyncio.run(run())
+    assert seen == [b"AAAA"]
+    assert len(streaming._free) == 1  # given back, after the write

@@ -456,7 +456,16 @@ def test_completion_reads_every_chunk_back(
 
 
 @pytest.mark.parametrize(
-    "case", ["same-boot", "rebooted", "one-plain-chunk", "sha256-asked", "recreated"]
+    "case",
+    [
+        "same-boot",
+        "rebooted",
+        "one-plain-chunk",
+        "sha256-asked",
+        "recreated",
+        "not-local",
+        "flush-failed",
+    ],
 )
 def test_completion_merges_chaining_values_without_reading_back(
     manager: UploadManager, monkeypatch: pytest.MonkeyPatch, case: str
@@ -464,11 +473,17 @@ def test_completion_merges_chaining_values_without_reading_back(
     """When every chunk was recorded with its chaining value, into this staging
     file, since this machine booted, completion merges the file's BLAKE3 from the
     records and reads nothing back (no crash can have lost a byte). After a
-    reboot, with a chunk recorded by its plain BLAKE3, with SHA-256 asked for, or
-    with the staging file replaced, it reads the file back as before."""
+    reboot, with a chunk recorded by its plain BLAKE3, with SHA-256 asked for,
+    with the staging file replaced, on a filesystem not known to be local (a
+    remount could drop pages without a reboot; simulated by an empty list of
+    local filesystem types), or after a failed flush of the file, it reads the
+    file back as before."""
     hashing_modes.require_tree()
+    from sclib.server import staging as staging_module
     from sclib.server import uploads as uploads_module
 
+    if case == "not-local":
+        monkeypatch.setattr(staging_module, "_LOCAL_FS", set())
     data = os.urandom(4000)
     up = large(manager, len(data), chunk_size=1024)
     for i in range(4):
@@ -496,9 +511,43 @@ def test_completion_merges_chaining_values_without_reading_back(
         copy = staging.with_name("copy")
         copy.write_bytes(staging.read_bytes())
         os.replace(copy, staging)
+    if case == "flush-failed":  # a write-back error, reported once
+        real_fsync = uploads_module.fsync_file
+
+        def failing(path: Path) -> None:
+            monkeypatch.setattr(uploads_module, "fsync_file", real_fsync)
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(uploads_module, "fsync_file", failing)
+        with pytest.raises(OSError, match="Input/output"):
+            manager.complete(up, OWNER, expected=expected)
+        assert reads == []  # that first try trusted the records
     result = manager.complete(up, OWNER, expected=expected)
     assert result["file_blake3"] == expected["blake3"]
     assert (reads == []) == (case == "same-boot")
+
+
+def test_chaining_values_this_process_cannot_check_are_asked_again(
+    manager: UploadManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server without sclib_blake3tree completing chunks recorded with
+    chaining values asks for them again (409) instead of failing with an error.
+    (The module's absence is simulated: it is installed here.)"""
+    hashing_modes.require_tree()
+    from sclib.transfers import hashing
+
+    data = os.urandom(2048)
+    up = large(manager, len(data), chunk_size=1024)
+    put(manager, up, 0, data[:1024], cv=True)
+    put(manager, up, 1, data[1024:])
+    monkeypatch.setattr(hashing, "_tree_module", lambda: None)
+    with pytest.raises(UploadConflict, match=r"chunks \[0\]"):
+        manager.complete(up, OWNER)
+    assert manager.get(up).missing_chunks == [0]
+    put(manager, up, 0, data[:1024])  # sent again with its plain BLAKE3
+    assert manager.complete(up, OWNER)["file_blake3"] == (
+        blake3.blake3(data).hexdigest()
+    )
 
 
 def test_a_chunk_whose_staging_file_is_gone_is_refused(manager: UploadManager) -> None:

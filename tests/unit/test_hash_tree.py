@@ -140,8 +140,9 @@ def test_misaligned_chunks_are_refused(offset: int, chunk: int, message: str) ->
 
 
 def test_the_compiled_hasher_refuses_bad_input() -> None:
-    """Offsets off the 1 KiB grid, bytes past the subtree, an empty subtree, a
-    root digest away from offset 0 and short chaining values are all refused."""
+    """Offsets off the 1 KiB grid or out of range, bytes past the subtree, an
+    empty subtree, a root digest away from offset 0, short chaining values and a
+    second __init__ are all refused; a hasher made without __init__ is usable."""
     import sclib_blake3tree as tree
 
     with pytest.raises(ValueError, match="multiple of 1024"):
@@ -159,6 +160,15 @@ def test_the_compiled_hasher_refuses_bad_input() -> None:
         tree.merge(b"x" * 31, b"y" * 32)
     with pytest.raises(TypeError):
         hasher.update("text")
+    for offset in (-1024, 2**64 + 1024):  # never wrapped around to another offset
+        with pytest.raises(OverflowError):
+            tree.SubtreeHasher(offset)
+    with pytest.raises(TypeError, match="only once"):
+        hasher.__init__(8 * KIB)  # would race with an update running without the GIL
+    assert hasher.offset == 4 * KIB and hasher.length == 4 * KIB
+    bare = tree.SubtreeHasher.__new__(tree.SubtreeHasher)  # no __init__: offset 0
+    bare.update(b"abc")
+    assert bare.digest() == blake3.blake3(b"abc").digest()
 
 
 def test_offset_zero_digest_is_the_plain_hash() -> None:
