@@ -217,18 +217,23 @@ _LOCAL_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "tmpfs", "zfs", "ov
 def _local_fs(fd: int) -> bool:
     """Whether the open file ``fd`` is on one of :data:`_LOCAL_FS` (Linux:
     the mount in ``/proc/self/mountinfo`` whose device is the file's)."""
-    dev = os.fstat(fd).st_dev
+    return _fs_type(os.fstat(fd).st_dev) in _LOCAL_FS
+
+
+@functools.lru_cache(maxsize=64)
+def _fs_type(dev: int) -> str | None:
+    """The type of the filesystem mounted from device ``dev`` (looked up once
+    per device: a node may have thousands of mounts)."""
     want = f"{os.major(dev)}:{os.minor(dev)}"
     try:
         with open("/proc/self/mountinfo", encoding="utf-8") as f:
             for line in f:
                 fields = line.split()
                 if len(fields) > 3 and fields[2] == want and " - " in line:
-                    fstype = line.split(" - ", 1)[1].split()[0]
-                    return fstype in _LOCAL_FS
+                    return line.split(" - ", 1)[1].split()[0]
     except OSError:
         pass
-    return False
+    return None
 
 
 def _marker(st: os.stat_result, local: bool) -> str | None:
