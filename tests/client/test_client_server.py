@@ -119,6 +119,27 @@ def _crash_after(chunks: int, total: int) -> Callable[[float], None]:
     return callback
 
 
+def _crashed_upload(
+    live: LiveServer, tmp_path: Path, f: Path, after: int, **fields: Any
+) -> CountingTransport:
+    """Upload ``f`` in 1 MiB chunks, one stream, and die after ``after`` chunks
+    (the client's state stays behind); the requests it sent."""
+    transport = CountingTransport()
+    total = -(-f.stat().st_size // MIB)
+    with (
+        _client(live, tmp_path, transport=transport, parallel=1) as client,
+        pytest.raises(_Crash),
+    ):
+        client.upload_file(
+            f,
+            sensor="OTHER",
+            chunk_size=MIB,
+            progress_callback=_crash_after(after, total),
+            **fields,
+        )
+    return transport
+
+
 # -- uploads -------------------------------------------------------------------------
 
 
@@ -180,18 +201,7 @@ def test_crashed_upload_resumes_with_only_missing_chunks(
     hashing between the runs finishes with plain digests."""
     hashing_modes.use(first_mode, monkeypatch)
     f = _file(tmp_path, 6 * MIB, "resume.bin")
-    first = CountingTransport()
-    with (
-        _client(server, tmp_path, transport=first, parallel=1) as client,
-        pytest.raises(_Crash),
-    ):
-        client.upload_file(
-            f,
-            dataset_name="Resume",
-            sensor="OTHER",
-            chunk_size=MIB,
-            progress_callback=_crash_after(2, 6),
-        )
+    first = _crashed_upload(server, tmp_path, f, 2, dataset_name="Resume")
     assert sorted(first.chunks) == [0, 1]
     assert len(list((tmp_path / "state").glob("*.json"))) == 1
     hashing_modes.use(second_mode, monkeypatch)
@@ -261,17 +271,7 @@ def test_a_resume_after_the_server_lost_chaining_values_sends_plain_digests(
     live = LiveServer(tmp_path / "data", env=SERVER_ENV).start()
     try:
         f = _file(tmp_path, 4 * MIB, "switch.bin")
-        first = CountingTransport()
-        with (
-            _client(live, tmp_path, transport=first, parallel=1) as client,
-            pytest.raises(_Crash),
-        ):
-            client.upload_file(
-                f,
-                sensor="OTHER",
-                chunk_size=MIB,
-                progress_callback=_crash_after(2, 4),
-            )
+        first = _crashed_upload(live, tmp_path, f, 2)
         assert first.chunk_hashes == {"blake3-cv": 2}
         live.stop()
         live.env = {**SERVER_ENV, "SCLIB_BLAKE3_TREE": "0"}
@@ -292,16 +292,7 @@ def test_resume_survives_a_server_restart(tmp_path: Path) -> None:
     live = LiveServer(tmp_path / "data", env=SERVER_ENV).start()
     try:
         f = _file(tmp_path, 4 * MIB, "restart.bin")
-        with (
-            _client(live, tmp_path, parallel=1) as client,
-            pytest.raises(_Crash),
-        ):
-            client.upload_file(
-                f,
-                sensor="OTHER",
-                chunk_size=MIB,
-                progress_callback=_crash_after(3, 4),
-            )
+        _crashed_upload(live, tmp_path, f, 3)
         live.kill()
         live.start()
         transport = CountingTransport()
