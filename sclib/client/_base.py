@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -158,8 +159,16 @@ class BaseClient(Requests):
             progress.close()
 
     def _file_flow(
-        self, path: str, options: UploadOptions, progress: Progress
+        self,
+        path: str,
+        options: UploadOptions,
+        progress: Progress,
+        attempt: str | None = None,
     ) -> Flow[UploadResult]:
+        """One file, in one request or in chunks. ``attempt`` names this try at
+        a one-request upload (``Idempotency-Key``): a folder upload run again
+        after an interruption sends the same one, so a file whose answer was
+        lost is not stored twice."""
         st = _regular_file(path)
         chunked = options.get("chunked")
         if chunked is None:
@@ -175,6 +184,7 @@ class BaseClient(Requests):
             "/api/upload/upload",
             UploadResult.model_validate,
             data=form_fields(values),
+            headers={"Idempotency-Key": attempt} if attempt else None,
             upload=FilePart("file", path, filename, progress),
         )
         progress.advance(start + st.st_size - progress.done)
@@ -406,7 +416,17 @@ class BaseClient(Requests):
                 if dataset:
                     one["dataset_identifier"] = dataset
                     one["add_to_existing"] = True
-                result = yield from self._file_flow(str(file), one, progress)
+                # recorded before the request: if its answer is lost, the next
+                # run sends the file with the same Idempotency-Key
+                entry = ledger["files"].get(name)
+                attempt = (
+                    entry.get("attempt")
+                    if isinstance(entry, dict) and entry.get("key") == key
+                    else None
+                ) or uuid.uuid4().hex
+                ledger["files"][name] = {"key": key, "attempt": attempt}
+                self.state.save_folder(ledger_key, ledger)
+                result = yield from self._file_flow(str(file), one, progress, attempt)
                 results.append(result)
                 dataset = dataset or result.dataset_uuid
                 ledger["dataset_uuid"] = dataset

@@ -159,8 +159,9 @@ class UploadStateStore:
 
     def load_folder(self, key: str) -> dict[str, Any] | None:
         """A folder upload's progress: ``{"dataset_uuid": ..., "files": {relative
-        path: {"key": content key, "result": {...}}}}``; ``None`` when there is
-        none or it is unreadable."""
+        path: {"key": content key, "attempt": Idempotency-Key, "result":
+        {...}}}}`` (no ``result`` yet: sent, answer not seen); ``None`` when
+        there is none or it is unreadable."""
         return _read_entry(
             self._folder_file(key),
             "folder upload state",

@@ -8,6 +8,8 @@ backend, ids never change, unknown ids are 404, identity comes from the token.
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -36,9 +38,9 @@ from sclib.server.common import (
     check_length,
     resolve_fields,
 )
-from sclib.server.fields import DatasetFields, looks_like_email
+from sclib.server.fields import DatasetFields, looks_like_email, parse_fields
 from sclib.server.handlers import import_spec, supported_sources
-from sclib.server.staging import StagedWrite
+from sclib.server.staging import Hashers, StagedWrite
 from sclib.server.streaming import Sink, receive_multipart
 from sclib.server.uploads import STANDARD, Upload
 
@@ -142,12 +144,47 @@ def health_large(request: Request) -> dict[str, Any]:
 # -- one-request uploads ---------------------------------------------------------------
 
 
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+
+
+def _idempotency_key(request: Request) -> str | None:
+    """The request's ``Idempotency-Key`` header, checked; ``None`` if absent."""
+    value = request.headers.get("idempotency-key")
+    if value is None:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(value):
+        raise InvalidInput(
+            "Idempotency-Key: 1 to 200 characters of letters, digits and . _ : -"
+        )
+    return value
+
+
+class _Digest:
+    """A sink that only hashes: the body of a request sent again."""
+
+    def __init__(self) -> None:
+        self.hashers = Hashers({"blake3"})
+        self.written = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.hashers.update(memoryview(data))
+        self.written += len(data)
+
+
 async def _single_upload(
     request: Request, state: ServerState, identity: Identity
 ) -> dict[str, Any]:
     check_length(request, state.settings.max_upload_size + MULTIPART_SLACK)
     uploads = state.uploads
     holder: dict[str, Any] = {}
+    key = _idempotency_key(request)
+    earlier = (
+        await run_in_threadpool(uploads.find_idempotent, identity.email, key)
+        if key
+        else None
+    )
+    if earlier is not None:
+        return await _sent_again(request, state, identity, earlier)
 
     async def open_sink(filename: str | None, seen: dict[str, str]) -> Sink:
         email = seen.get("user_email", "").strip()
@@ -161,6 +198,7 @@ async def _single_upload(
             size=None,
             fields=None,
             dataset_uuid=None,
+            idempotency_key=key,
         )
         holder["upload"] = upload
         write = await run_in_threadpool(uploads.begin_single, upload.id)
@@ -198,19 +236,65 @@ async def _single_upload(
         if "upload" in holder:
             uploads.discard(holder["upload"].id)  # not awaited: may be cancelled
         raise
+    return _single_answer(state, upload.id, upload.filename, result)
+
+
+def _single_answer(
+    state: ServerState, upload_id: str, filename: str, result: Mapping[str, Any]
+) -> dict[str, Any]:
     size = int(result["file_size"])
     return {
         "job_id": result["job_id"],
         "status": result["status"],
-        "message": f"Upload of {upload.filename} received; job {result['job_id']} "
+        "message": f"Upload of {filename} received; job {result['job_id']} "
         "verifies and records it",
         "estimated_duration": _estimate(size),
         "upload_type": _upload_type(state, size),
         "dataset_uuid": result["dataset_uuid"],
-        "upload_id": upload.id,
+        "upload_id": upload_id,
         "file_blake3": result["file_blake3"],
         "file_size": size,
     }
+
+
+async def _sent_again(
+    request: Request, state: ServerState, identity: Identity, earlier: Upload
+) -> dict[str, Any]:
+    """A request whose ``Idempotency-Key`` names an upload already committed
+    (its answer was lost): the body is read and hashed, not stored, and if it
+    is the same file for the same dataset fields, the first answer is given
+    again; else 422."""
+    sink = _Digest()
+
+    async def open_sink(filename: str | None, seen: dict[str, str]) -> Sink:
+        if (filename or "") != earlier.filename:
+            raise InvalidInput(
+                f"Idempotency-Key was used for {earlier.filename!r}, not "
+                f"{filename!r}; send another file with another key"
+            )
+        return sink
+
+    form = await receive_multipart(
+        request.stream(), request.headers.get("content-type", ""), "file", open_sink
+    )
+    unknown = sorted(set(form.fields) - _FIELD_NAMES)
+    if unknown:
+        raise InvalidInput(f"{', '.join(unknown)}: unknown field(s)")
+    fields = parse_fields(dict(form.fields))
+    state.auth.check_user_email(identity, fields.user_email)
+    result = earlier.result or {}
+    if (
+        fields != earlier.fields
+        or sink.hashers.hexdigest("blake3") != result.get("file_blake3")
+        or sink.written != result.get("file_size")
+    ):
+        raise InvalidInput(
+            "Idempotency-Key was used for another file or other dataset fields "
+            f"(upload {earlier.id}); send this one with another key"
+        )
+    job = await run_in_threadpool(state.uploads.queue.get, result["job_id"])
+    now = {**result, "status": job.status.value}  # where the job is now
+    return _single_answer(state, earlier.id, earlier.filename, now)
 
 
 @router.post("/api/upload/upload", tags=["upload"], openapi_extra=_form_schema())
@@ -220,7 +304,9 @@ async def upload(
     """One multipart request: a ``file`` part and the dataset fields.
 
     The body streams to the data folder as it arrives; the job verifies the
-    stored file and records it in the dataset."""
+    stored file and records it in the dataset. With an ``Idempotency-Key``
+    header, the same request sent again after its answer was lost gets the first
+    answer and the file is stored once."""
     return await _single_upload(request, state, identity)
 
 

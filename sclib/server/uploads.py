@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import shutil
@@ -188,6 +189,13 @@ def _copy_bytes(src: int, dst: int, length: int, position: int) -> int:
             view = view[n:]
             done += n
     return done
+
+
+def _idempotent_key(owner: str, idempotency_key: str) -> str:
+    """The session key of an upload sent with an ``Idempotency-Key``: per owner,
+    so one user's key never finds another's upload."""
+    digest = hashlib.sha256(f"{owner}\0{idempotency_key}".encode()).hexdigest()
+    return f"{_PREFIX}idempotent:{digest}"
 
 
 def _view(session: TransferSession) -> Upload:
@@ -351,8 +359,13 @@ class UploadManager:
         expected: Mapping[str, str] | None = None,
         metadata: Mapping[str, str] | None = None,
         concat: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> Upload:
         """Start an upload; nothing is written to the dataset folder yet.
+
+        With ``idempotency_key`` (the client's ``Idempotency-Key``), the upload
+        can be found again by :meth:`find_idempotent` once committed, so that a
+        request sent again after its answer was lost is not stored twice.
 
         ``concat`` marks a tus concatenation upload: ``{"kind": "partial"}`` (its
         bytes wait to be joined, it is never committed on its own) or
@@ -407,7 +420,11 @@ class UploadManager:
                 f.truncate(size)  # sparse: no space used until written
         session = TransferSession(
             id=upload_id,
-            key=_PREFIX + upload_id,
+            key=(
+                _idempotent_key(owner, idempotency_key)
+                if idempotency_key
+                else _PREFIX + upload_id
+            ),
             source_url=f"{_PREFIX}{protocol}/{upload_id}",
             dest_url=staging.resolve().as_uri(),
             size=-1 if size is None else size,
@@ -627,6 +644,20 @@ class UploadManager:
         session = self.sessions.get(upload_id)
         state = {**session.state, "length": length}
         return _view(self.sessions.update(upload_id, state=state))
+
+    def find_idempotent(self, owner: str, idempotency_key: str) -> Upload | None:
+        """The committed upload ``owner`` started with this ``Idempotency-Key``."""
+        session = self.sessions.find(
+            _idempotent_key(owner, idempotency_key), status=COMPLETED
+        )
+        if session is None:
+            return None
+        upload = _view(session)
+        if upload.result is None or upload.fields is None or not upload.dataset_uuid:
+            return None
+        # a file deleted since (with its dataset, or by hand) was not kept: the
+        # request stores it again
+        return upload if self.final_path(upload).exists() else None
 
     def begin_single(self, upload_id: str) -> StagedWrite:
         """Receive a single-request upload (length known only at its end)."""

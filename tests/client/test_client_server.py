@@ -346,7 +346,9 @@ def test_interrupted_upload_directory_resumes_into_the_same_dataset(
     folders = tmp_path / "state" / "folders"
     (record,) = folders.glob("*.json")
     first = json.loads(record.read_text())
-    assert sorted(first["files"]) == ["a.bin", "b.bin"]
+    done = sorted(n for n, e in first["files"].items() if "result" in e)
+    assert done == ["a.bin", "b.bin"]
+    assert "result" not in first["files"]["c.bin"]  # sent when the run died
     transport = CountingTransport()
     with _client(server, tmp_path, transport=transport) as client:
         results = client.upload_directory(root, sensor="OTHER")
@@ -360,6 +362,60 @@ def test_interrupted_upload_directory_resumes_into_the_same_dataset(
             (root / name).read_bytes()
         )
     assert not list(folders.glob("*.json"))
+
+
+class LosesAnswer(CountingTransport):
+    """Delivers the ``n``-th one-request upload to the server, then loses its
+    answer (the connection drops after the server committed the file)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.keys: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.url.path == "/api/upload/upload":
+            self.keys.append(request.headers["idempotency-key"])
+            if len(self.keys) == self.n:
+                response.read()
+                raise httpx.ReadError("connection reset", request=request)
+        return response
+
+
+def test_a_folder_file_whose_answer_was_lost_is_not_stored_twice(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """The server stores the second file of a folder but its answer is lost: the
+    run fails, and running it again sends that file once more with the same
+    Idempotency-Key, gets the first answer back (same job) instead of a 409
+    for a name the dataset already has, and finishes the folder."""
+    root = tmp_path / "run-7"
+    root.mkdir()
+    names = ["a.bin", "b.bin", "c.bin"]
+    for name in names:
+        (root / name).write_bytes(os.urandom(1000))
+    lossy = LosesAnswer(2)
+    with (
+        _client(server, tmp_path, transport=lossy) as client,
+        pytest.raises(ConnectionFailed),
+    ):
+        client.upload_directory(root, sensor="OTHER")
+    transport = LosesAnswer(0)
+    with _client(server, tmp_path, transport=transport) as client:
+        results = client.upload_directory(root, sensor="OTHER")
+        finals = [_wait(client, r.job_id) for r in results]
+    assert transport.keys[:1] == lossy.keys[1:]  # b again, with the same key
+    assert len(transport.keys) == 2  # and c
+    assert [s.status for s in finals] == ["completed"] * 3
+    assert len({r.job_id for r in results}) == 3
+    with _client(server, tmp_path) as client:
+        dataset = client.get_dataset(results[0].dataset_uuid or "")
+    assert sorted(f["path"] for f in dataset.files) == names
+    for name in names:
+        assert _stored(server, results[0], name).read_bytes() == (
+            (root / name).read_bytes()
+        )
 
 
 def test_a_folder_upload_cut_inside_a_chunked_file_resumes_that_file(
@@ -424,7 +480,9 @@ def test_a_folder_resume_whose_dataset_is_gone_starts_a_new_dataset(
     first = json.loads(record.read_text())
     with _client(server, tmp_path) as client:
         for entry in first["files"].values():
-            assert _wait(client, entry["result"]["job_id"]).status == "completed"
+            if "result" in entry:  # not the file sent when the run died
+                job = entry["result"]["job_id"]
+                assert _wait(client, job).status == "completed"
     store = open_dataset_store(f"sqlite:///{server.data_dir / 'sclib.db'}")
     try:
         store.delete(first["dataset_uuid"])

@@ -336,6 +336,45 @@ def test_chunks_sent_with_chaining_values(live_server: LiveServer) -> None:
     _problem(r, 422, "chunk_hash")
 
 
+def test_a_request_sent_again_with_its_idempotency_key_is_stored_once(
+    live_server: LiveServer,
+) -> None:
+    """POST /api/upload/upload with an Idempotency-Key, sent again (its answer
+    was lost): the same answer (job, dataset, upload), one stored file, one job.
+    The key with another file is a 422 that stores nothing; another user's same
+    key is a separate upload; a malformed key is a 422 naming the header."""
+    data = os.urandom(50_000)
+    url = f"{live_server.url}/api/upload/upload"
+
+    def send(body: bytes, key: str, email: str = "alice@example.org") -> httpx.Response:
+        return httpx.post(
+            url,
+            files={"file": ("scan.tif", body)},
+            data=FIELDS,
+            headers={**live_server.headers(email), "Idempotency-Key": key},
+        )
+
+    first = send(data, "attempt-1")
+    assert first.status_code == 200, first.text
+    again = send(data, "attempt-1")
+    assert again.status_code == 200, again.text
+    same = ("job_id", "dataset_uuid", "upload_id", "file_blake3", "file_size")
+    assert {k: again.json()[k] for k in same} == {k: first.json()[k] for k in same}
+    assert len(stored_files(live_server)) == 1
+    _problem(send(os.urandom(50_000), "attempt-1"), 422, "Idempotency-Key")
+    _problem(send(data, "bad key!"), 422, "Idempotency-Key")
+    assert len(stored_files(live_server)) == 1
+    other = send(data, "attempt-1", email="bob@example.org")
+    assert other.status_code == 200, other.text
+    assert other.json()["job_id"] != first.json()["job_id"]
+    assert len(stored_files(live_server)) == 2
+    jobs = httpx.get(
+        f"{live_server.url}/api/v1/jobs", headers=live_server.headers()
+    ).json()
+    uploads = [j for j in jobs["jobs"] if j["job_type"] == "upload"]
+    assert [j["job_id"] for j in uploads] == [first.json()["job_id"]]
+
+
 def test_unknown_and_foreign_ids_are_404_with_the_seed_body(
     live_server: LiveServer,
 ) -> None:
