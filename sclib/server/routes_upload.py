@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 import sclib
 from sclib.errors import (
     InvalidInput,
+    JobNotFound,
     SclibError,
 )
 from sclib.jobtypes import JobType, SensorType
@@ -292,8 +293,11 @@ async def _sent_again(
             "Idempotency-Key was used for another file or other dataset fields "
             f"(upload {earlier.id}); send this one with another key"
         )
-    job = await run_in_threadpool(state.uploads.queue.get, result["job_id"])
-    now = {**result, "status": job.status.value}  # where the job is now
+    try:
+        job = await run_in_threadpool(state.uploads.queue.get, result["job_id"])
+        now = {**result, "status": job.status.value}  # where the job is now
+    except JobNotFound:  # cleaned up since: the status it was given
+        now = dict(result)
     return _single_answer(state, earlier.id, earlier.filename, now)
 
 
