@@ -119,6 +119,28 @@ def _crash_after(chunks: int, total: int) -> Callable[[float], None]:
     return callback
 
 
+def _folder(root: Path, names: list[str]) -> Path:
+    """A folder holding ``names``, 1000 random bytes each."""
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(os.urandom(1000))
+    return root
+
+
+def _crashed_folder(
+    live: LiveServer, tmp_path: Path, root: Path, after: int, total: int
+) -> dict[str, Any]:
+    """Upload the folder ``root`` and die once ``after`` of ``total`` parts of
+    its bytes went; the progress record the run left."""
+    with _client(live, tmp_path) as client, pytest.raises(_Crash):
+        client.upload_directory(
+            root, sensor="OTHER", progress_callback=_crash_after(after, total)
+        )
+    (record,) = (tmp_path / "state" / "folders").glob("*.json")
+    progress: dict[str, Any] = json.loads(record.read_text())
+    return progress
+
+
 def _crashed_upload(
     live: LiveServer, tmp_path: Path, f: Path, after: int, **fields: Any
 ) -> CountingTransport:
@@ -334,18 +356,10 @@ def test_interrupted_upload_directory_resumes_into_the_same_dataset(
     """A folder upload interrupted during its third file and run again adds the
     remaining files to the dataset the first run created; the finished files are
     not sent again. Once the folder is done, its progress record is gone."""
-    root = tmp_path / "scan-42"
-    (root / "sub").mkdir(parents=True)
     names = ["a.bin", "b.bin", "c.bin", "sub/d.bin", "sub/e.bin"]
-    for name in names:
-        (root / name).write_bytes(os.urandom(1000))
-    with _client(server, tmp_path) as client, pytest.raises(_Crash):
-        client.upload_directory(
-            root, sensor="OTHER", progress_callback=_crash_after(5, 10)
-        )
+    root = _folder(tmp_path / "scan-42", names)
+    first = _crashed_folder(server, tmp_path, root, 5, 10)
     folders = tmp_path / "state" / "folders"
-    (record,) = folders.glob("*.json")
-    first = json.loads(record.read_text())
     done = sorted(n for n, e in first["files"].items() if "result" in e)
     assert done == ["a.bin", "b.bin"]
     assert "result" not in first["files"]["c.bin"]  # sent when the run died
@@ -390,11 +404,8 @@ def test_a_folder_file_whose_answer_was_lost_is_not_stored_twice(
     run fails, and running it again sends that file once more with the same
     Idempotency-Key, gets the first answer back (same job) instead of a 409
     for a name the dataset already has, and finishes the folder."""
-    root = tmp_path / "run-7"
-    root.mkdir()
     names = ["a.bin", "b.bin", "c.bin"]
-    for name in names:
-        (root / name).write_bytes(os.urandom(1000))
+    root = _folder(tmp_path / "run-7", names)
     lossy = LosesAnswer(2)
     with (
         _client(server, tmp_path, transport=lossy) as client,
@@ -467,17 +478,9 @@ def test_a_folder_resume_whose_dataset_is_gone_starts_a_new_dataset(
     same way (the folder is uploaded from the start)."""
     from sclib.datasets import open_dataset_store
 
-    root = tmp_path / "scan-gone"
-    root.mkdir()
     names = ["a.bin", "b.bin", "c.bin"]
-    for name in names:
-        (root / name).write_bytes(os.urandom(1000))
-    with _client(server, tmp_path) as client, pytest.raises(_Crash):
-        client.upload_directory(
-            root, sensor="OTHER", progress_callback=_crash_after(2, 3)
-        )
-    (record,) = (tmp_path / "state" / "folders").glob("*.json")
-    first = json.loads(record.read_text())
+    root = _folder(tmp_path / "scan-gone", names)
+    first = _crashed_folder(server, tmp_path, root, 2, 3)
     with _client(server, tmp_path) as client:
         for entry in first["files"].values():
             if "result" in entry:  # not the file sent when the run died
@@ -502,14 +505,8 @@ def test_a_folder_resume_whose_dataset_is_gone_starts_a_new_dataset(
         )
     assert not list((tmp_path / "state" / "folders").glob("*.json"))
 
-    damaged = tmp_path / "scan-damaged"
-    damaged.mkdir()
-    for name in names:
-        (damaged / name).write_bytes(os.urandom(1000))
-    with _client(server, tmp_path) as client, pytest.raises(_Crash):
-        client.upload_directory(
-            damaged, sensor="OTHER", progress_callback=_crash_after(2, 3)
-        )
+    damaged = _folder(tmp_path / "scan-damaged", names)
+    _crashed_folder(server, tmp_path, damaged, 2, 3)
     (record,) = (tmp_path / "state" / "folders").glob("*.json")
     bad = {"version": first["version"], "dataset_uuid": 7, "files": {"a.bin": 5}}
     record.write_text(json.dumps(bad))
