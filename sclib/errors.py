@@ -95,13 +95,63 @@ class ConfigurationError(SclibError):
 class MissingDependency(ConfigurationError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
 
-    def __init__(self, package: str, extra: str, feature: str) -> None:
+    def __init__(
+        self,
+        package: str,
+        extra: str | None,
+        feature: str,
+        *,
+        install: str | None = None,
+    ) -> None:
+        if install is None:
+            install = f"'sclib[{extra}]'" if extra else package
         super().__init__(
             f"{feature} needs the '{package}' package, which is not installed; "
-            f"install it with: pip install 'sclib[{extra}]'"
+            f"install it with: pip install {install}"
         )
         self.package = package
         self.extra = extra
+
+
+#: top-level import name of each optional package -> the extra that installs it
+OPTIONAL_PACKAGES: dict[str, str] = {
+    "pymongo": "mongo",
+    "bson": "mongo",
+    "fastapi": "server",
+    "starlette": "server",
+    "uvicorn": "server",
+    "multipart": "server",
+    "python_multipart": "server",
+    "jwt": "server",
+    "cryptography": "server",
+    "prometheus_client": "server",
+    "s3fs": "s3",
+    "botocore": "s3",
+    "aiobotocore": "s3",
+    "aiohttp": "s3",
+    "gcsfs": "gcs",
+    "google_crc32c": "gcs",
+    "google": "gdrive",
+    "numpy": "convert",
+    "tifffile": "convert",
+    "h5py": "convert",
+    "netCDF4": "convert",
+    "zarr": "convert",
+    "PIL": "convert",
+    "OpenVisus": "convert",
+    "py7zr": "archives",
+    "backports": "zstd",
+}
+
+
+def missing_extra(exc: ImportError, feature: str) -> MissingDependency | None:
+    """The :class:`MissingDependency` for an import that failed because an optional
+    package is not installed, or ``None`` when ``exc`` is about something else."""
+    name = (exc.name or "").split(".")[0]
+    extra = OPTIONAL_PACKAGES.get(name)
+    if extra is None:
+        return None
+    return MissingDependency(name, extra, feature)
 
 
 class InvalidInput(SclibError, ValueError):

@@ -565,10 +565,13 @@ def validate_settings(settings: Settings) -> None:
     has_jwks = bool(settings.jwks_url)
     if not (has_secret or has_tokens or has_jwks):
         raise ConfigurationError(
-            "authentication is on but nothing can verify tokens: set "
-            "SCLIB_SECRET_KEY (HS256 tokens), SCLIB_API_TOKENS (static tokens) or "
-            "SCLIB_JWKS_URL (an identity provider), or use --no-auth for local "
-            "development"
+            "authentication is on but nothing can verify tokens. To try sclib on "
+            "this machine, run 'sclib serve --no-auth' (loopback only). To serve "
+            "users, set SCLIB_SECRET_KEY to a long random string (python3 -c "
+            "'import secrets; print(secrets.token_urlsafe(32))') and make each "
+            "user a token with 'sclib token alice@example.org' under the same "
+            "SCLIB_SECRET_KEY; static tokens (SCLIB_API_TOKENS) and an identity "
+            "provider (SCLIB_JWKS_URL) are the other ways, see docs/auth.md"
         )
     if has_jwks and not (settings.jwt_audience and settings.jwt_issuer):
         raise ConfigurationError(

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from sclib.errors import InvalidInput, TooLarge
@@ -165,8 +166,6 @@ async def receive_multipart(
     """Parse a multipart body, streaming the part named ``file_field`` to the sink
     that ``open_sink(filename, fields_so_far)`` returns (called once, when the part
     starts). Other parts are text fields, each at most 64 KiB."""
-    from python_multipart.multipart import MultipartParser, parse_options_header
-
     ctype, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:

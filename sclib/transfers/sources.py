@@ -19,6 +19,7 @@ log them or put them in anything it returns (:attr:`SourceObject.url` included).
 
 from __future__ import annotations
 
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
@@ -28,6 +29,7 @@ from typing import Any, ClassVar
 
 from sclib.errors import (
     ConfigurationError,
+    InvalidInput,
     MissingDependency,
     SourceChanged,
     SourceError,
@@ -40,6 +42,7 @@ __all__ = [
     "Source",
     "SourceObject",
     "available_schemes",
+    "check_url",
     "open_source",
     "register",
     "scheme_of",
@@ -134,9 +137,51 @@ class Source(ABC):
         self.close()
 
 
+#: "scheme:" at the start of a text, two characters or more (so "C:/x" is a path)
+_SCHEME_PREFIX = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):(/?)(?!/)")
+
+
+def check_url(url: str) -> None:
+    """Refuse a text that looks like a URL but is not one.
+
+    ``s3:/bucket/x`` (one slash) or ``s3:bucket/x`` would otherwise be taken for a
+    local path, and a copy would quietly create a folder named ``s3:``. A scheme
+    sclib or fsspec knows, followed by anything but ``//``, is an error; so is any
+    ``word:/`` with a single slash. A local path that really starts so can be
+    written ``./s3:/...``.
+    """
+    match = _SCHEME_PREFIX.match(url)
+    if match is None:
+        return
+    scheme, slash = match.group(1).lower(), match.group(2)
+    if not slash and scheme not in _known_schemes():
+        return
+    rest = url[match.end() :]
+    raise InvalidInput(
+        f"{url!r} is not a URL: {match.group(1) + ':'!r} takes two slashes; write "
+        f"{scheme}://{rest} (or ./{url} for a local path of that name)"
+    )
+
+
+def _known_schemes() -> set[str]:
+    names = set(_BUILTIN) | set(_registry)
+    try:
+        from fsspec.registry import known_implementations
+
+        names |= set(known_implementations)
+    except ImportError:  # pragma: no cover - fsspec is a core dependency
+        pass
+    return names
+
+
 def scheme_of(url: str) -> str:
-    """The URL's scheme, lower case; a bare path is ``file``."""
+    """The URL's scheme, lower case; a bare path is ``file``.
+
+    Raises :class:`~sclib.errors.InvalidInput` for a malformed URL (see
+    :func:`check_url`).
+    """
     if "://" not in url:
+        check_url(url)
         return "file"
     return url.split("://", 1)[0].lower()
 
@@ -159,24 +204,16 @@ class FsspecSource(Source):
         "crc32c": ("crc32c",),
     }
 
-    def __init__(self, protocol: str, fs: Any | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        protocol: str,
+        fs: Any | None = None,
+        *,
+        url: str | None = None,
+        **options: Any,
+    ) -> None:
         if fs is None:
-            try:
-                import fsspec
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                raise MissingDependency("fsspec", "all", "fsspec sources") from exc
-            try:
-                fs = fsspec.filesystem(protocol, **options)
-            except ImportError as exc:
-                raise MissingDependency(
-                    exc.name or protocol,
-                    _EXTRAS.get(protocol, "all"),
-                    f"The {protocol!r} source",
-                ) from exc
-            except (ValueError, TypeError) as exc:
-                raise ConfigurationError(
-                    f"cannot open an fsspec filesystem for {protocol!r}: {exc}"
-                ) from exc
+            fs = _fsspec_filesystem(protocol, url, options)
         self.protocol = protocol
         self.fs = fs
 
@@ -277,6 +314,58 @@ class FsspecSource(Source):
             )
 
 
+#: import name -> what to pip install, where the two differ
+_PIP_NAMES = {"paramiko": "paramiko (or sshfs)"}
+
+
+def _fsspec_filesystem(
+    protocol: str, url: str | None, options: Mapping[str, Any]
+) -> Any:
+    """``fsspec.filesystem(protocol, ...)`` with what the URL says (host, port,
+    user: ``ftp://user@host:21/x``) under the caller's options, and errors that
+    say what to install or what is wrong."""
+    import fsspec
+
+    try:
+        cls = fsspec.get_filesystem_class(protocol)
+    except ImportError as exc:
+        missing = getattr(exc.__cause__, "name", None) or exc.name or protocol
+        package = missing.split(".")[0]
+        raise MissingDependency(
+            package,
+            None,
+            f"The {protocol!r} source",
+            install=_PIP_NAMES.get(package, package),
+        ) from exc
+    except ValueError as exc:
+        raise UnsupportedScheme(f"fsspec has no filesystem for {protocol!r}") from exc
+    kwargs: dict[str, Any] = {}
+    if url is not None:
+        try:
+            kwargs.update(cls._get_kwargs_from_urls(url))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InvalidInput(
+                f"cannot read {url!r} as a {protocol} URL: {exc}"
+            ) from exc
+    kwargs.update(options)
+    try:
+        return cls(**kwargs)
+    except ImportError as exc:
+        package = (exc.name or protocol).split(".")[0]
+        raise MissingDependency(
+            package, None, f"The {protocol!r} source", install=package
+        ) from exc
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(
+            f"cannot open an fsspec filesystem for {protocol!r}: {exc}"
+        ) from exc
+    except OSError as exc:
+        where = f" for {url}" if url else ""
+        raise SourceError(
+            f"cannot connect to the {protocol} server{where}: {exc}"
+        ) from exc
+
+
 # -- the registry ---------------------------------------------------------------
 
 SourceFactory = Callable[..., Source]
@@ -356,7 +445,7 @@ def open_source(url: str, **options: Any) -> Source:
     except ImportError:  # pragma: no cover - depends on the install
         known = []
     if scheme in known:
-        return FsspecSource(scheme, **options)
+        return FsspecSource(scheme, url=url, **options)
     raise UnsupportedScheme(
         f"no source plugin for {scheme!r} URLs ({url.split('://', 1)[0]}://...); "
         f"built in: {', '.join(sorted(_BUILTIN))}; others can be added with "

@@ -903,7 +903,7 @@ def test_async_parallel_upload_with_retries(tmp_path: Path) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from sclib import cli_client
+    from sclib.cli import client as cli_client
 
     parser = argparse.ArgumentParser(prog="sclib")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -934,7 +934,7 @@ def test_cli_reports_a_missing_path_as_usage(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Uploading a path that does not exist exits 2 with a one-line message."""
-    from sclib import cli_client
+    from sclib.cli import client as cli_client
 
     args = _parser().parse_args(["upload", str(tmp_path / "nope"), "--sensor", "X"])
     assert cli_client.run(args) == 2

@@ -88,9 +88,9 @@ def test_submit_list_show_cancel_retry_stats(tmp_path: Path) -> None:
 
 def test_errors_have_messages_and_exit_codes(tmp_path: Path) -> None:
     """Unknown ids exit 1, bad usage and configuration exit 2; one clear line each."""
+    job = as_json(sclib(tmp_path, "jobs", "submit", "upload", "--json"))
     missing = sclib(tmp_path, "jobs", "show", "nope", check_code=1)
     assert missing.stderr.strip() == "sclib: error: no job with id 'nope'"
-    job = as_json(sclib(tmp_path, "jobs", "submit", "upload", "--json"))
     sclib(tmp_path, "jobs", "cancel", job["job_id"])
     again = sclib(tmp_path, "jobs", "cancel", job["job_id"], check_code=1)
     assert "already cancelled" in again.stderr

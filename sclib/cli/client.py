@@ -60,16 +60,19 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
         "--server",
         default=None,
         metavar="URL",
-        help=f"server address (default $SCLIB_SERVER or {DEFAULT_SERVER})",
+        help=f"server address (default: $SCLIB_SERVER, else {DEFAULT_SERVER})",
     )
     parser.add_argument(
-        "--token", default=None, help="bearer token (default $SCLIB_TOKEN)"
+        "--token", default=None, help="bearer token (default: $SCLIB_TOKEN, else none)"
     )
     parser.add_argument(
         "--wait", action="store_true", help="wait until the job(s) finished"
     )
     parser.add_argument(
-        "--timeout", type=float, default=None, help="seconds --wait waits at most"
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds --wait waits at most (default: no limit)",
     )
     parser.add_argument(
         "--poll-interval", type=float, default=2.0, help="seconds between polls"
@@ -80,7 +83,9 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="progress bar on stderr (default: when stderr is a terminal)",
     )
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON instead of text"
+    )
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -92,12 +97,17 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "dataset. Large files go in parallel verified chunks and resume when the "
         "same command runs again.",
     )
+    up.set_defaults(run=run)
     up.add_argument("path", type=Path, help="a file or a folder")
     up.add_argument(
         "--dataset", metavar="NAME", help="dataset name (default: the file's name)"
     )
     up.add_argument("--sensor", required=True, help="sensor type, e.g. TIFF, HDF5")
-    up.add_argument("--user-email", metavar="E")
+    up.add_argument(
+        "--user-email",
+        metavar="E",
+        help="the dataset's owner, if not you (admins only; default: the token's user)",
+    )
     up.add_argument(
         "--convert",
         action=argparse.BooleanOptionalAction,
@@ -108,10 +118,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     up.add_argument(
         "--public-downloadable", action="store_true", help="let anyone download it"
     )
-    up.add_argument("--folder", metavar="F", help="the portal folder to list it in")
-    up.add_argument("--tags", help="comma-separated tags")
     up.add_argument(
-        "--add-to", metavar="DATASET_UUID", help="add to an existing dataset"
+        "--folder", metavar="F", help="the portal folder to list it in (default: none)"
+    )
+    up.add_argument("--tags", help="comma-separated tags (default: none)")
+    up.add_argument(
+        "--add-to",
+        metavar="DATASET_UUID",
+        help="add to an existing dataset (default: a new dataset)",
     )
     up.add_argument(
         "--parallel", type=_positive, help="chunks in flight at once (default 4)"
@@ -125,11 +139,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     up.add_argument(
         "--state-dir",
         type=Path,
-        help="where unfinished uploads are remembered (default ~/.cache/sclib)",
+        help="where unfinished uploads are remembered (default: ~/.cache/sclib)",
     )
     _connection_args(up)
 
     st = sub.add_parser("status", help="show (or wait for) an upload job's status")
+    st.set_defaults(run=run)
     st.add_argument("job_id")
     _connection_args(st)
 

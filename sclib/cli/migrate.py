@@ -18,11 +18,13 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sclib.cli._common import settings_from, table
 from sclib.errors import InvalidInput
-from sclib.migrate import Migrator, load_legacy_file
-from sclib.settings import Settings
+
+if TYPE_CHECKING:
+    from sclib.migrate import Migrator
 
 __all__ = ["register", "run"]
 
@@ -37,39 +39,43 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         description="Read the legacy dataset documents and create the job that "
         "continues each one from its status. A dry run unless --apply is given.",
     )
+    m.set_defaults(run=run)
     m.add_argument(
         "--from",
         dest="from_file",
         type=Path,
         metavar="FILE",
-        help="import legacy documents from a JSON array or JSONL export first",
+        help="import legacy documents from a JSON array or JSONL export first "
+        "(default: only what the store holds)",
     )
-    m.add_argument("--dataset-uuid", metavar="U", help="only this dataset")
+    m.add_argument(
+        "--dataset-uuid", metavar="U", help="only this dataset (default: all)"
+    )
     m.add_argument("--apply", action="store_true", help="do it (default: only plan)")
-    m.add_argument("--json", action="store_true")
+    m.add_argument("--json", action="store_true", help="print JSON instead of text")
     msub = m.add_subparsers(dest="migrate_action", required=False, parser_class=type(m))
     # The actions repeat migrate's options with SUPPRESS defaults: argparse lets a
     # sub-parser's defaults overwrite what was parsed before it, so
     # `migrate --dataset-uuid U rollback --apply` would otherwise roll back all.
     keep = argparse.SUPPRESS
     v = msub.add_parser("validate", help="check each dataset's status against its jobs")
-    v.add_argument("--dataset-uuid", metavar="U", default=keep, help="only this one")
-    v.add_argument("--json", action="store_true", default=keep)
+    v.add_argument(
+        "--dataset-uuid", metavar="U", default=keep, help="only this one (default: all)"
+    )
+    v.add_argument(
+        "--json", action="store_true", default=keep, help="print JSON instead of text"
+    )
     r = msub.add_parser(
         "rollback", help="delete migrated jobs and restore the documents"
     )
-    r.add_argument("--dataset-uuid", metavar="U", default=keep, help="only this one")
+    r.add_argument(
+        "--dataset-uuid", metavar="U", default=keep, help="only this one (default: all)"
+    )
     r.add_argument(
         "--apply", action="store_true", default=keep, help="do it (default: only plan)"
     )
-    r.add_argument("--json", action="store_true", default=keep)
-
-
-def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-        for r in [header, *rows]
+    r.add_argument(
+        "--json", action="store_true", default=keep, help="print JSON instead of text"
     )
 
 
@@ -81,8 +87,10 @@ def _say(notes: Sequence[str], problems: Sequence[str]) -> str:
     return "; ".join([*(f"PROBLEM: {p}" for p in problems), *notes])
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``sclib migrate ...``; the exit code."""
+    from sclib.migrate import Migrator
+
     action = getattr(args, "migrate_action", None)
     if action is not None and args.from_file is not None:
         raise InvalidInput(
@@ -91,6 +99,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     if action == "validate" and args.apply:
         raise InvalidInput("--apply: `sclib migrate validate` changes nothing")
+    settings = settings_from(args)
+    if action is not None or args.from_file is None:
+        # validate, rollback and a plain migrate read what the store holds: a
+        # store that does not exist is a mistake to report, not one to create
+        from sclib.cli._common import require_store
+
+        require_store(settings)
     url = settings.backend_url()
     migrator = Migrator.open(
         url,
@@ -108,6 +123,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(migrator: Migrator, args: argparse.Namespace) -> int:
+    from sclib.migrate import load_legacy_file
+
     imports = load_legacy_file(args.from_file) if args.from_file else None
     report = migrator.migrate(
         apply=args.apply, imports=imports, dataset_uuid=args.dataset_uuid
@@ -135,7 +152,7 @@ def _migrate(migrator: Migrator, args: argparse.Namespace) -> int:
         f"{c['normalised']} documents normalised; {verb}"
     )
     header = ["UUID", "STATUS", "ACTION", "JOB TYPE", "JOB", "NOTES"]
-    text = (_table(rows, header) + "\n" if rows else "") + summary
+    text = (table(rows, header) + "\n" if rows else "") + summary
     _print(report.to_dict(), args.json, text)
     if _unknown(args, report.items, "no dataset {} in the store or the --from file"):
         return EXIT_PROBLEMS
@@ -158,7 +175,7 @@ def _validate(migrator: Migrator, args: argparse.Namespace) -> int:
         for i in report.problems
     ]
     text = (
-        _table(rows, ["UUID", "STATUS", "LIVE JOBS", "PROBLEM"]) + "\n" if rows else ""
+        table(rows, ["UUID", "STATUS", "LIVE JOBS", "PROBLEM"]) + "\n" if rows else ""
     ) + (f"{len(report.items)} datasets checked, {len(report.problems)} with problems")
     _print(report.to_dict(), args.json, text)
     if _unknown(args, report.items, "no dataset {} in the store"):
@@ -174,7 +191,7 @@ def _rollback(migrator: Migrator, args: argparse.Namespace) -> int:
     ]
     verb = "rolled back" if args.apply else "to roll back (run with --apply)"
     text = (
-        _table(rows, ["UUID", "DOCUMENT", "JOBS", "PROBLEM"]) + "\n" if rows else ""
+        table(rows, ["UUID", "DOCUMENT", "JOBS", "PROBLEM"]) + "\n" if rows else ""
     ) + f"{len(report.items) - len(report.problems)} datasets {verb}"
     _print(report.to_dict(), args.json, text)
     if _unknown(

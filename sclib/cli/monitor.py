@@ -2,57 +2,60 @@
 command line, as readable tables or ``--json``.
 
 Exit codes follow :mod:`sclib.cli`: 0 done, 1 the operation failed, 2 bad usage.
-``cleanup`` only reports what it would delete unless given ``--apply``.
+``cleanup`` only reports what it would delete unless given ``--apply``. Every action
+needs an existing store: reading one never creates it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
 from typing import Any
 
-from sclib.settings import Settings
+from sclib.cli._common import open_queue, require_store, settings_from, table
 
 __all__ = ["register", "run"]
 
 
-def register(sub: Any) -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add the ``monitor`` command to the ``sclib`` sub-parsers."""
     mon = sub.add_parser("monitor", help="queue health, reports, stale and failed jobs")
+    mon.set_defaults(run=run)
     msub = mon.add_subparsers(
         dest="monitor_action", required=True, parser_class=type(mon)
     )
     ov = msub.add_parser("overview", help="counts, oldest waiting job, workers, health")
     rep = msub.add_parser("report", help="success rate, durations, throughput")
-    rep.add_argument("--days", type=int, default=7, help="window (default 7)")
+    rep.add_argument("--days", type=int, default=7, help="days the report covers")
     msub.add_parser("stale", help="running jobs with an expired lease or old heartbeat")
     fail = msub.add_parser("failed", help="jobs that failed for good recently")
-    fail.add_argument("--hours", type=float, default=24, help="window (default 24)")
-    fail.add_argument("--limit", type=int, default=100)
+    fail.add_argument(
+        "--hours", type=float, default=24, help="hours back to look for failures"
+    )
+    fail.add_argument("--limit", type=int, default=100, help="jobs at most")
     clean = msub.add_parser(
         "cleanup", help="delete old finished jobs and upload sessions (dry run)"
     )
-    clean.add_argument("--days", type=float, default=30, help="older than (30)")
+    clean.add_argument(
+        "--days", type=float, default=30, help="finished more than this many days ago"
+    )
     clean.add_argument(
         "--apply", action="store_true", help="delete them (default: only report)"
     )
     for p in (ov, rep, fail, clean, msub.choices["stale"]):
-        p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``sclib monitor ...``; errors propagate to :func:`sclib.cli.main`."""
-    from sclib.backends import open_store
     from sclib.datasets import open_dataset_store
-    from sclib.jobs.queue import JobQueue
     from sclib.monitor import JobMonitor
     from sclib.transfers.sessions import open_session_store
 
+    settings = settings_from(args)
+    require_store(settings)
     url = settings.backend_url()
-    queue = JobQueue(
-        open_store(url, **settings.store_options(url)), max_crashes=settings.max_crashes
-    )
+    queue = open_queue(settings)
     sessions = open_session_store(url, **settings.session_store_options(url))
     datasets = open_dataset_store(url, **settings.session_store_options(url))
     try:
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 for j in data
             ]
             text = (
-                _table(rows, ["JOB ID", "TYPE", "WORKER", "WHY"])
+                table(rows, ["JOB ID", "TYPE", "WORKER", "WHY"])
                 if rows
                 else "no stale jobs"
             )
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             ]
             header = ["JOB ID", "TYPE", "OWNER", "FAILED AT", "RETRY", "ERROR"]
             text = (
-                _table(rows, header)
+                table(rows, header)
                 if rows
                 else f"no failed jobs in the last {args.hours:g} h"
             )
@@ -103,15 +106,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         queue.close()
     print(json.dumps(data, indent=2, default=str) if args.json else text)
     return 0
-
-
-def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    cells = [[str(c) for c in r] for r in [header, *rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-        for r in cells
-    )
 
 
 def _seconds(value: float | None) -> str:
@@ -143,7 +137,7 @@ def _overview_text(o: dict[str, Any]) -> str:
             [t, *(str(per.get(s, 0)) for s in statuses)]
             for t, per in sorted(o["by_type_status"].items())
         ]
-        lines += ["", _table(rows, ["TYPE", *(s.upper() for s in statuses)])]
+        lines += ["", table(rows, ["TYPE", *(s.upper() for s in statuses)])]
     lines += ["", f"workers: {o['live_workers']} live"]
     if o["workers"]:
         rows = [
@@ -155,7 +149,7 @@ def _overview_text(o: dict[str, Any]) -> str:
             ]
             for w in o["workers"]
         ]
-        lines.append(_table(rows, ["WORKER", "LIVE", "HEARTBEAT", "JOBS"]))
+        lines.append(table(rows, ["WORKER", "LIVE", "HEARTBEAT", "JOBS"]))
     return "\n".join(lines)
 
 
@@ -178,12 +172,12 @@ def _report_text(r: dict[str, Any]) -> str:
             ]
             for t, d in r["durations_by_type"].items()
         ]
-        lines += ["", _table(rows, ["TYPE", "COMPLETED", "P50", "P95", "MAX"])]
+        lines += ["", table(rows, ["TYPE", "COMPLETED", "P50", "P95", "MAX"])]
     rows = [
         [d["start"][:16], str(d["completed"]), str(d["failed"])]
         for d in r["throughput_per_day"]
     ]
-    lines += ["", _table(rows, ["DAY FROM", "COMPLETED", "FAILED"])]
+    lines += ["", table(rows, ["DAY FROM", "COMPLETED", "FAILED"])]
     lines += ["", "recommendations:" if r["recommendations"] else "no recommendations"]
     lines += [f"  - {x['message']}" for x in r["recommendations"]]
     return "\n".join(lines)
