@@ -19,7 +19,11 @@ MODES = ["tree", "ordered"]
 def require_tree() -> None:
     """Skip (or, in CI, fail) unless sclib_blake3tree is installed."""
     if importlib.util.find_spec("sclib_blake3tree") is None:
-        reason = "sclib_blake3tree is not installed (pip install ./native/blake3tree)"
+        reason = (
+            "the compiled module sclib_blake3tree is not there: pip install "
+            "./native/blake3tree builds it when a C compiler and Python's headers "
+            "are installed (without them it installs nothing to import)"
+        )
         if os.environ.get("CI_REQUIRE_BLAKE3TREE") == "1":
             pytest.fail(f"CI_REQUIRE_BLAKE3TREE=1 but {reason}", pytrace=False)
         pytest.skip(reason)

@@ -2,6 +2,12 @@
 
 On x86-64 (Linux, macOS) the SSE2/SSE4.1/AVX2/AVX-512 assembly is linked in and
 chosen at run time by CPU; elsewhere the portable C code is used.
+
+The extension is optional: without a C compiler or Python's headers, the build
+prints a warning and installs the package without it, so ``pip install
+./native/blake3tree`` never stops an install that lists it. sclib then hashes
+each byte twice, as it does without the package; ``python -c "import
+sclib_blake3tree"`` tells whether the module was built.
 """
 
 import platform
@@ -38,6 +44,7 @@ setup(
             sources=sources,
             define_macros=macros,
             extra_compile_args=["-O3"] if sys.platform != "win32" else [],
+            optional=True,
         )
     ],
     cmdclass={"build_ext": BuildExt},
