@@ -343,8 +343,13 @@ class UploadManager:
         """Make sure the dataset has a record, and say its upload is queued."""
         if self.datasets is None:
             return
-        ensure_dataset(self.datasets, dataset_uuid, owner, fields.to_parameters())
-        mark(self.datasets, dataset_uuid, DatasetStatus.UPLOAD_QUEUED)
+        record = ensure_dataset(
+            self.datasets, dataset_uuid, owner, fields.to_parameters()
+        )
+        # another file of the dataset may be uploading already: the dataset is
+        # in its upload phase either way, and may not go back to 'upload queued'
+        if record.status not in (DatasetStatus.UPLOAD_QUEUED, DatasetStatus.UPLOADING):
+            mark(self.datasets, dataset_uuid, DatasetStatus.UPLOAD_QUEUED)
 
     def create(
         self,
