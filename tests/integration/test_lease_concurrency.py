@@ -59,9 +59,13 @@ def test_no_job_is_held_under_two_live_leases(tmp_path: Path) -> None:
     assert problems == []
     per_attempt = Counter((c["job"], c["attempt"]) for c in claims)
     assert max(per_attempt.values()) == 1
-    workers = {c["worker"] for c in claims}
-    assert len(workers) >= 10  # most of the 16 threads got work
-    assert {str(c["worker"]).split("-")[0] for c in claims} == {"p0", "p1"}
+    # liveness, not scheduling luck: how two loaded cores share 16 threads is
+    # the kernel's business, but both processes, and more than one thread in
+    # each, must have claimed work
+    threads = {str(c["worker"]) for c in claims}
+    per_process = Counter(w.split("-")[0] for w in threads)
+    assert set(per_process) == {"p0", "p1"}
+    assert min(per_process.values()) >= 2
     by_job = Counter(str(c["job"]) for c in claims)
     assert sum(n > 1 for n in by_job.values()) > 300  # many jobs were re-claimed
     for job in jobs:
