@@ -2,7 +2,7 @@
 
 Field names follow the portal, so its existing queries keep working::
 
-    uuid  name  slug  user (owner)  sensor  convert  is_public
+    uuid  name  slug  user (owner)  id (number)  sensor  convert  is_public
     is_downloadable (is_public_downloadable)  folder  team_uuid  tags
     files [{path, size, blake3}]  total_size  status  error_message
     created_at  updated_at
@@ -64,6 +64,7 @@ __all__ = ["FIELD_NAMES", "MongoDatasetStore", "dataset_document"]
 FIELD_NAMES: Mapping[str, str] = {
     "owner": "user",
     "is_public_downloadable": "is_downloadable",
+    "number": "id",
 }
 
 #: How often a compare-and-set is tried before giving up (BackendError).
@@ -98,6 +99,7 @@ def dataset_document(d: Dataset) -> dict[str, Any]:
         "error_message": d.error_message,
         "created_at": d.created_at,
         "updated_at": d.updated_at,
+        "id": d.number,
     }
 
 
@@ -125,7 +127,15 @@ def _to_dataset(doc: Mapping[str, Any]) -> Dataset:
         error_message=doc.get("error_message"),
         created_at=created,
         updated_at=updated,
+        number=_number(doc.get("id")),
     )
+
+
+def _number(value: object) -> int | None:
+    """The original's numeric ``id``, when a document holds a usable one."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
 
 
 def _pause(attempt: int) -> None:
@@ -168,6 +178,8 @@ class MongoDatasetStore(DatasetStore):
             )
             self.coll.create_index([("user", 1), ("created_at", -1)], name="user_new")
             self.coll.create_index("status", name="status")
+            self.coll.create_index("id", name="id")
+            self.coll.create_index([("user", 1), ("name", 1)], name="user_name")
         except PyMongoError as exc:
             raise _backend_error(exc) from exc
 
@@ -217,7 +229,13 @@ class MongoDatasetStore(DatasetStore):
                         {"slug": 1, "_id": 0},
                     )
                 }
-                made = replace(dataset, slug=next_slug(base, taken))
+                number = dataset.number
+                if number is None:  # the next after the highest, as in SQLite
+                    top = self.coll.find_one(
+                        {"id": {"$type": "number"}}, {"id": 1}, sort=[("id", -1)]
+                    )
+                    number = int(top["id"]) + 1 if top else 1
+                made = replace(dataset, slug=next_slug(base, taken), number=number)
                 self.coll.insert_one(dataset_document(made))
             except DuplicateKeyError:
                 _pause(attempt)  # a uuid or slug taken meanwhile: look again
@@ -235,6 +253,30 @@ class MongoDatasetStore(DatasetStore):
     def find_by_slug(self, owner: str, slug: str) -> Dataset | None:
         doc = self._find_one({"user": owner, "slug": slug})
         return None if doc is None else _to_dataset(doc)
+
+    def find_by(
+        self,
+        *,
+        owner: str | None = None,
+        slug: str | None = None,
+        name: str | None = None,
+        number: int | None = None,
+        limit: int = 20,
+    ) -> list[Dataset]:
+        check_page(limit, 0)
+        if limit == 0:
+            return []
+        query: dict[str, Any] = {}
+        for key, value in (("user", owner), ("slug", slug), ("name", name)):
+            if value is not None:
+                query[key] = value
+        if number is not None:
+            query["id"] = number
+        try:
+            docs = self.coll.find(query).sort([("created_at", -1), ("_id", -1)])
+            return [_to_dataset(d) for d in docs.limit(limit)]
+        except PyMongoError as exc:
+            raise _backend_error(exc) from exc
 
     def list(
         self,

@@ -54,11 +54,13 @@ CREATE TABLE IF NOT EXISTS datasets (
     status                 TEXT NOT NULL,
     error_message          TEXT,
     created_at             INTEGER NOT NULL,  -- milliseconds since the epoch
-    updated_at             INTEGER NOT NULL
+    updated_at             INTEGER NOT NULL,
+    number                 INTEGER            -- the original system's numeric id
 );
 CREATE UNIQUE INDEX IF NOT EXISTS datasets_owner_slug ON datasets (owner, slug);
 CREATE INDEX IF NOT EXISTS datasets_owner_created ON datasets (owner, created_at);
 CREATE INDEX IF NOT EXISTS datasets_status ON datasets (status);
+CREATE INDEX IF NOT EXISTS datasets_owner_name ON datasets (owner, name);
 CREATE TABLE IF NOT EXISTS dataset_files (
     dataset_uuid TEXT NOT NULL,
     path         TEXT NOT NULL,
@@ -97,10 +99,17 @@ def _value(name: str, dataset: Dataset) -> Any:
     return str(value) if name == "sensor" else value
 
 
+def _like(text: str) -> str:
+    """``text`` for a ``LIKE ... ESCAPE '\\'`` pattern: wildcards escaped."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 class SQLiteDatasetStore(SQLiteFileStore, DatasetStore):
     """Datasets in a SQLite file; safe across threads and processes."""
 
     SCHEMA = _SCHEMA
+    ADDED_COLUMNS = (("datasets", "number", "INTEGER"),)
+    AFTER_COLUMNS = "CREATE INDEX IF NOT EXISTS datasets_number ON datasets (number);\n"
 
     def _load(self, db: sqlite3.Connection, row: sqlite3.Row) -> Dataset:
         files = [
@@ -127,6 +136,7 @@ class SQLiteDatasetStore(SQLiteFileStore, DatasetStore):
             error_message=row["error_message"],
             created_at=_from_ms(row["created_at"]),
             updated_at=_from_ms(row["updated_at"]),
+            number=row["number"],
         )
 
     def _require(self, db: sqlite3.Connection, uuid: str) -> Dataset:
@@ -142,21 +152,27 @@ class SQLiteDatasetStore(SQLiteFileStore, DatasetStore):
                 "SELECT 1 FROM datasets WHERE uuid = ?", (dataset.uuid,)
             ).fetchone():
                 raise InvalidInput(f"a dataset with uuid {dataset.uuid} exists")
-            # slugs hold only [a-z0-9-], so LIKE has no wildcards to escape
+            # a slug of the original system may hold '_', a LIKE wildcard
             taken = {
                 r["slug"]
                 for r in db.execute(
                     "SELECT slug FROM datasets WHERE owner = ? "
-                    "AND (slug = ? OR slug LIKE ?)",
-                    (dataset.owner, base, base + "-%"),
+                    "AND (slug = ? OR slug LIKE ? ESCAPE '\\')",
+                    (dataset.owner, base, _like(base) + "-%"),
                 )
             }
-            made = replace(dataset, slug=next_slug(base, taken))
+            number = dataset.number
+            if number is None:
+                number = db.execute(
+                    "SELECT COALESCE(MAX(number), 0) + 1 FROM datasets"
+                ).fetchone()[0]
+            made = replace(dataset, slug=next_slug(base, taken), number=number)
             db.execute(
                 "INSERT INTO datasets (uuid, name, slug, owner, sensor, convert, "
                 "is_public, is_public_downloadable, folder, team_uuid, tags, "
-                "total_size, status, error_message, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "total_size, status, error_message, created_at, updated_at, "
+                "number) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     made.uuid,
                     made.name,
@@ -174,6 +190,7 @@ class SQLiteDatasetStore(SQLiteFileStore, DatasetStore):
                     made.error_message,
                     _ms(made.created_at),
                     _ms(made.updated_at),
+                    made.number,
                 ),
             )
             self._insert_files(db, made.uuid, made.files)
@@ -199,6 +216,36 @@ class SQLiteDatasetStore(SQLiteFileStore, DatasetStore):
                 "SELECT * FROM datasets WHERE owner = ? AND slug = ?", (owner, slug)
             ).fetchone()
             return None if row is None else self._load(db, row)
+
+    def find_by(
+        self,
+        *,
+        owner: str | None = None,
+        slug: str | None = None,
+        name: str | None = None,
+        number: int | None = None,
+        limit: int = 20,
+    ) -> list[Dataset]:
+        check_page(limit, 0)
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("owner", owner),
+            ("slug", slug),
+            ("name", name),
+            ("number", number),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        with self.db.write() as db:
+            rows = db.execute(
+                f"SELECT * FROM datasets{where} "
+                "ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                [*params, limit],
+            ).fetchall()
+            return [self._load(db, r) for r in rows]
 
     def list(
         self,

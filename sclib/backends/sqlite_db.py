@@ -39,6 +39,8 @@ class SQLiteDatabase:
         *,
         synchronous: str = "NORMAL",
         busy_timeout: float = 10.0,
+        added_columns: Sequence[tuple[str, str, str]] = (),
+        after_columns: str = "",
     ) -> None:
         text = os.fspath(path)
         if not text or text == ":memory:":
@@ -69,8 +71,34 @@ class SQLiteDatabase:
         try:
             with self._conn() as conn:
                 conn.executescript(schema)
+                self._add_columns(conn, added_columns)
+                if after_columns:
+                    conn.executescript(after_columns)
         except sqlite3.Error as exc:
             raise BackendError(f"cannot create tables in {self.path}: {exc}") from exc
+
+    @staticmethod
+    def _add_columns(
+        conn: sqlite3.Connection, columns: Sequence[tuple[str, str, str]]
+    ) -> None:
+        """Add the ``(table, column, declaration)`` columns a file made by an
+        older sclib lacks (``ALTER TABLE ... ADD COLUMN``, in one transaction;
+        two processes upgrading one file at once both find it done)."""
+        if not columns:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for table, column, declaration in columns:
+                have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    conn.execute(
+                        f"ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+                    )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def __repr__(self) -> str:
         return f"SQLiteDatabase({str(self.path)!r})"
@@ -160,6 +188,11 @@ class SQLiteFileStore:
     the class's ``SCHEMA``, a ``repr`` naming the file, and ``close``."""
 
     SCHEMA: ClassVar[str] = ""
+    #: ``(table, column, declaration)`` added to files made before the column was
+    #: (``SCHEMA`` has them for new files)
+    ADDED_COLUMNS: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+    #: SQL run once the added columns exist (their indexes)
+    AFTER_COLUMNS: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -169,7 +202,12 @@ class SQLiteFileStore:
         busy_timeout: float = 10.0,
     ) -> None:
         self.db = SQLiteDatabase(
-            path, self.SCHEMA, synchronous=synchronous, busy_timeout=busy_timeout
+            path,
+            self.SCHEMA,
+            synchronous=synchronous,
+            busy_timeout=busy_timeout,
+            added_columns=self.ADDED_COLUMNS,
+            after_columns=self.AFTER_COLUMNS,
         )
 
     def __repr__(self) -> str:

@@ -12,6 +12,7 @@ from sclib.datasets.models import (
     DatasetConflict,
     DatasetFile,
     DatasetNotFound,
+    canonical_uuid,
     new_dataset_uuid,
     slugify,
 )
@@ -19,6 +20,7 @@ from sclib.datasets.store import (
     UPDATABLE_FIELDS,
     DatasetStore,
     MemoryDatasetStore,
+    find_dataset,
     open_dataset_store,
 )
 
@@ -30,6 +32,8 @@ __all__ = [
     "DatasetNotFound",
     "DatasetStore",
     "MemoryDatasetStore",
+    "canonical_uuid",
+    "find_dataset",
     "new_dataset_uuid",
     "open_dataset_store",
     "slugify",

@@ -29,20 +29,54 @@ __all__ = [
     "DatasetConflict",
     "DatasetFile",
     "DatasetNotFound",
+    "canonical_uuid",
+    "is_dataset_uuid",
     "merge_files",
     "new_dataset_uuid",
     "slugify",
     "utc_now",
+    "uuid_spellings",
 ]
 
-# 32 hex digits as sclib makes them, or the dashed form the legacy portal's
-# documents carry (550e8400-e29b-41d4-a716-446655440000); lowercase either way
-_UUID = re.compile(
-    r"^(?:[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
-)
+# 32 hex digits as sclib makes them, the dashed form the legacy portal's
+# documents carry (550e8400-e29b-41d4-a716-446655440000), or any identifier the
+# original upload API was given as a new dataset's uuid (``dataset_identifier``):
+# letters, digits, '.', '_' and '-', starting with a letter or digit, so that it
+# is always a plain folder name
+_UUID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+# the original system's slugs: '<email local part>-<name>-<year>' with dots,
+# '+', '_' and repeated dashes kept; valid for lookups, never made anew
+_LEGACY_SLUG = re.compile(r"^[^/\x00-\x1f\x7f]{1,255}$")
 _MAX_SLUG = 80
+
+
+def canonical_uuid(identifier: str) -> str:
+    """A uuid in sclib's spelling (32 lowercase hex digits) if ``identifier`` is a
+    uuid in any spelling; any other identifier as it is."""
+    try:
+        return _uuid.UUID(identifier.strip()).hex
+    except (ValueError, AttributeError):
+        return identifier
+
+
+def uuid_spellings(identifier: str) -> list[str]:
+    """Every spelling a dataset with this uuid may be stored under: sclib's 32
+    hex digits, the dashed form of migrated datasets, and the text as given."""
+    found = [identifier]
+    try:
+        parsed = _uuid.UUID(identifier.strip())
+    except (ValueError, AttributeError):
+        return found
+    for spelling in (parsed.hex, str(parsed)):
+        if spelling not in found:
+            found.append(spelling)
+    return found
+
+
+def is_dataset_uuid(value: str) -> bool:
+    """Whether ``value`` may be a dataset's uuid (see :class:`Dataset`)."""
+    return isinstance(value, str) and bool(_UUID.match(value))
 
 
 def new_dataset_uuid() -> str:
@@ -138,8 +172,12 @@ class Dataset:
 
     ``slug`` may be left empty: the store derives it from ``name`` when the dataset
     is created, and makes it unique among the owner's datasets (``my-data``,
-    ``my-data-2``, ...). ``files`` are kept sorted by path; :attr:`total_size` is
-    their sum.
+    ``my-data-2``, ...). A slug the original system made (dots, ``_``, repeated
+    dashes) is kept as it is. ``uuid`` is 32 hex digits for datasets sclib makes;
+    the dashed form and the original system's other identifiers are kept too.
+    ``number`` is the short numeric id the original system gave every dataset
+    (its ``id`` field); stores give new datasets the next free one. ``files`` are
+    kept sorted by path; :attr:`total_size` is their sum.
     """
 
     name: str
@@ -158,21 +196,31 @@ class Dataset:
     error_message: str | None = None
     created_at: datetime = field(default_factory=utc_now)
     updated_at: datetime = field(default_factory=utc_now)
+    number: int | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         _check_text(self.name, "name")
         _check_text(self.owner, "owner")
-        if not isinstance(self.uuid, str) or not _UUID.match(self.uuid):
+        if not is_dataset_uuid(self.uuid):
             raise InvalidInput(
-                "uuid must be 32 lowercase hex digits (or the dashed 8-4-4-4-12 "
-                f"form), got {self.uuid!r}"
+                "uuid must be 32 lowercase hex digits, the dashed 8-4-4-4-12 form, "
+                "or an identifier of letters, digits, '.', '_' and '-' (at most "
+                f"128, starting with a letter or digit), got {self.uuid!r}"
             )
         _check_text(self.slug, "slug", empty=True)
-        if self.slug and not _SLUG.match(self.slug):
+        if self.slug and not _LEGACY_SLUG.match(self.slug):
             raise InvalidInput(
-                f"slug {self.slug!r} must be lowercase letters and digits joined by "
-                f"single dashes"
+                f"slug {self.slug!r} must be at most 255 characters without '/' or "
+                "control characters"
+            )
+        if self.number is not None and (
+            isinstance(self.number, bool)
+            or not isinstance(self.number, int)
+            or self.number < 0
+        ):
+            raise InvalidInput(
+                f"number must be a non-negative integer, got {self.number!r}"
             )
         set_(self, "sensor", SensorType.parse(self.sensor))
         for name in ("convert", "is_public", "is_public_downloadable"):

@@ -90,6 +90,7 @@ def dataset_dict(dataset: Dataset, *, files: bool = True) -> dict[str, Any]:
         "uuid": dataset.uuid,
         "name": dataset.name,
         "slug": dataset.slug,
+        "number": dataset.number,
         "user": dataset.owner,
         "sensor": str(dataset.sensor),
         "convert": dataset.convert,

@@ -19,6 +19,7 @@ What every store promises (``sclib.testing.datasetstore`` checks it):
 
 from __future__ import annotations
 
+import builtins
 import re
 import threading
 from abc import ABC, abstractmethod
@@ -31,9 +32,11 @@ from sclib.datasets.models import (
     DatasetConflict,
     DatasetFile,
     DatasetNotFound,
+    is_dataset_uuid,
     merge_files,
     slugify,
     utc_now,
+    uuid_spellings,
 )
 from sclib.errors import InvalidInput
 from sclib.jobtypes import DatasetStatus, check_transition
@@ -42,6 +45,7 @@ __all__ = [
     "UPDATABLE_FIELDS",
     "DatasetStore",
     "MemoryDatasetStore",
+    "find_dataset",
     "next_slug",
     "open_dataset_store",
 ]
@@ -139,6 +143,37 @@ class DatasetStore(ABC):
     ) -> list[Dataset]:
         """Datasets, newest first, optionally of one owner and in one status."""
 
+    def find_by(
+        self,
+        *,
+        owner: str | None = None,
+        slug: str | None = None,
+        name: str | None = None,
+        number: int | None = None,
+        limit: int = 20,
+    ) -> builtins.list[Dataset]:
+        """Datasets whose given fields all match (``owner`` too, if given),
+        newest first, at most ``limit``.
+
+        This default pages through :meth:`list`; SQLite and MongoDB override it
+        with one indexed query.
+        """
+        found: builtins.list[Dataset] = []
+        offset = 0
+        while len(found) < limit:
+            page = self.list(owner=owner, limit=500, offset=offset)
+            found += [
+                d
+                for d in page
+                if (slug is None or d.slug == slug)
+                and (name is None or d.name == name)
+                and (number is None or d.number == number)
+            ]
+            if len(page) < 500:
+                break
+            offset += 500
+        return found[:limit]
+
     @abstractmethod
     def add_files(self, uuid: str, files: Iterable[DatasetFile]) -> Dataset:
         """Add files, replacing any file at the same path; the total size follows."""
@@ -196,7 +231,11 @@ class MemoryDatasetStore(DatasetStore):
                 d.slug for d in self._datasets.values() if d.owner == dataset.owner
             }
             slug = next_slug(dataset.slug or slugify(dataset.name), taken)
-            made = replace(dataset, slug=slug)
+            number = dataset.number
+            if number is None:
+                numbers = [d.number or 0 for d in self._datasets.values()]
+                number = max(numbers, default=0) + 1
+            made = replace(dataset, slug=slug, number=number)
             self._datasets[made.uuid] = made
             self._order[made.uuid] = len(self._order)
             return made
@@ -269,6 +308,40 @@ class MemoryDatasetStore(DatasetStore):
             self._require(uuid)
             del self._datasets[uuid]
             self._order.pop(uuid, None)
+
+
+def find_dataset(
+    store: DatasetStore, identifier: str, owner: str | None = None
+) -> Dataset | None:
+    """The dataset ``identifier`` names, the way ScientistCloud found datasets.
+
+    In order: a uuid in any spelling (32 hex digits, dashed, or an identifier the
+    dataset was created under); a number (the original's numeric ``id``); a slug;
+    an exact name. With ``owner``, only that owner's datasets count (another
+    user's dataset is not found, as if it did not exist); without, anyone's. Of
+    several datasets with one slug, name or number, the newest wins.
+    """
+    text = identifier.strip() if isinstance(identifier, str) else ""
+    if not text:
+        return None
+    for spelling in uuid_spellings(text):
+        if not is_dataset_uuid(spelling):
+            continue
+        try:
+            found = store.get(spelling)
+        except DatasetNotFound:
+            continue
+        if owner is None or found.owner == owner:
+            return found
+    searches: list[dict[str, Any]] = []
+    if text.isdigit() and len(text) <= 18:
+        searches.append({"number": int(text)})
+    searches += [{"slug": text}, {"name": text}]
+    for search in searches:
+        matches = store.find_by(owner=owner, limit=1, **search)
+        if matches:
+            return matches[0]
+    return None
 
 
 def open_dataset_store(url: str, **options: Any) -> DatasetStore:

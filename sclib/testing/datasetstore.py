@@ -9,6 +9,7 @@ thread-safe (mongomock) should skip them.
 from __future__ import annotations
 
 import threading
+import uuid as uuid_module
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +21,7 @@ from sclib.datasets import (
     DatasetFile,
     DatasetNotFound,
     DatasetStore,
+    find_dataset,
 )
 from sclib.errors import InvalidInput, InvalidTransition, NotFound
 from sclib.jobtypes import DatasetStatus, SensorType
@@ -144,11 +146,13 @@ class DatasetStoreContract:
             ({"sensor": "LIDAR"}, "sensor"),
             ({"name": "  "}, "name"),
             ({"owner": ""}, "owner"),
-            ({"uuid": "not-a-uuid"}, "uuid"),
+            ({"uuid": "../not-a-folder"}, "uuid"),
+            ({"uuid": "has space"}, "uuid"),
             ({"status": "conversion failed"}, "status"),
             ({"created_at": datetime(2024, 1, 1)}, "created_at"),
             ({"tags": "one"}, "tags"),
-            ({"slug": "Not A Slug"}, "slug"),
+            ({"slug": "a/b"}, "slug"),
+            ({"number": -1}, "number"),
             ({"convert": "yes"}, "convert"),
         ]
         for changes, word in cases:
@@ -183,6 +187,61 @@ class DatasetStoreContract:
         assert datasets.create(_dataset("y", slug="custom")).slug == "custom-2"
         assert datasets.create(_dataset("???")).slug == "dataset"
         assert datasets.create(_dataset("Été Ñandú")).slug == "ete-nandu"
+
+    def test_numbers_are_given_in_order_and_kept(self, datasets: DatasetStore) -> None:
+        """A new dataset gets the next number after the highest; a number given
+        (a migrated dataset's) is kept."""
+        first = datasets.create(_dataset("One"))
+        kept = datasets.create(_dataset("Two", number=41000))
+        third = datasets.create(_dataset("Three"))
+        assert first.number is not None and kept.number == 41000
+        assert third.number == 41001
+        assert datasets.get(first.uuid).number == first.number
+
+    def test_find_dataset_the_way_the_original_did(
+        self, datasets: DatasetStore
+    ) -> None:
+        """find_dataset takes a uuid in either spelling, an identifier a dataset
+        was created under, a number, a slug (the original's, with dots and
+        underscores) or an exact name; only the owner's datasets count when an
+        owner is given."""
+        plain = datasets.create(_dataset("Beamline Run 7"))
+        dashed = datasets.create(
+            _dataset("Old", uuid="550e8400-e29b-41d4-a716-446655440000")
+        )
+        legacy = datasets.create(
+            _dataset("Mine", uuid="my-own-id", slug="ben.kim-run_1--final-2024")
+        )
+        other = datasets.create(_dataset("Beamline Run 7", owner=OTHER))
+        dashed_plain = str(uuid_module.UUID(plain.uuid))
+        cases = {
+            plain.uuid: plain,
+            dashed_plain: plain,
+            dashed.uuid: dashed,
+            dashed.uuid.replace("-", ""): dashed,
+            "my-own-id": legacy,
+            str(legacy.number): legacy,
+            "ben.kim-run_1--final-2024": legacy,
+            plain.slug: plain,
+            "Beamline Run 7": plain,
+        }
+        for identifier, want in cases.items():
+            found = find_dataset(datasets, identifier, OWNER)
+            assert found is not None and found.uuid == want.uuid, identifier
+        assert find_dataset(datasets, other.uuid, OWNER) is None
+        assert find_dataset(datasets, str(other.number), OWNER) is None
+        found = find_dataset(datasets, other.uuid)
+        assert found is not None and found.uuid == other.uuid
+        for missing in ("nope", "999999", "", "  "):
+            assert find_dataset(datasets, missing, OWNER) is None
+
+    def test_legacy_slug_wildcards_are_plain_text(self, datasets: DatasetStore) -> None:
+        """A slug with '_' or '%' (the original's) is matched as text when the
+        store numbers a repeat: 'a_b' takes 'a_b-2', and 'axb' is not taken."""
+        assert datasets.create(_dataset("x", slug="a_b")).slug == "a_b"
+        assert datasets.create(_dataset("y", slug="axb-1")).slug == "axb-1"
+        assert datasets.create(_dataset("z", slug="a_b")).slug == "a_b-2"
+        assert datasets.create(_dataset("w", slug="a%b")).slug == "a%b"
 
     def test_find_by_slug(self, datasets: DatasetStore) -> None:
         """find_by_slug finds the owner's dataset, and nothing for other owners."""

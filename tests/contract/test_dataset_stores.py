@@ -74,8 +74,9 @@ class TestMongoDatasetStore(DatasetStoreContract):
             _skip_on_stand_in(request)
 
     def test_documents_use_the_portal_field_names(self, datasets: DatasetStore) -> None:
-        """The stored document uses the portal's names (user, is_downloadable, ...)
-        in the visstoredatas collection, and a file-free legacy document reads."""
+        """The stored document uses the portal's names (user, is_downloadable, id
+        for the number, ...) in the visstoredatas collection, and a file-free
+        legacy document reads."""
         assert isinstance(datasets, MongoDatasetStore)
         assert datasets.coll.name == "visstoredatas"
         made = datasets.create(
@@ -86,7 +87,7 @@ class TestMongoDatasetStore(DatasetStoreContract):
         assert set(doc) == {
             "uuid", "name", "slug", "user", "sensor", "convert", "is_public",
             "is_downloadable", "folder", "team_uuid", "tags", "files", "total_size",
-            "status", "error_message", "created_at", "updated_at",
+            "status", "error_message", "created_at", "updated_at", "id",
         }  # fmt: skip
         assert (doc["user"], doc["status"], doc["sensor"]) == (
             "ana@example.org",
@@ -110,3 +111,36 @@ def test_open_dataset_store_by_url(tmp_path: Path) -> None:
         assert store.get(made.uuid) == made
     finally:
         store.close()
+
+
+def test_a_file_from_an_older_sclib_gains_the_number_column(tmp_path: Path) -> None:
+    """A SQLite file made before datasets had numbers opens: the column is added,
+    its datasets read with no number, and new ones are numbered."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE datasets (uuid TEXT PRIMARY KEY, name TEXT NOT NULL, "
+            "slug TEXT NOT NULL, owner TEXT NOT NULL, sensor TEXT NOT NULL, "
+            "convert INTEGER NOT NULL, is_public INTEGER NOT NULL, "
+            "is_public_downloadable INTEGER NOT NULL, folder TEXT NOT NULL, "
+            "team_uuid TEXT, tags TEXT NOT NULL DEFAULT '[]', total_size INTEGER "
+            "NOT NULL DEFAULT 0, status TEXT NOT NULL, error_message TEXT, "
+            "created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+            "INSERT INTO datasets VALUES ('" + "a" * 32 + "', 'Old', 'old', "
+            "'ana@example.org', 'TIFF', 1, 0, 0, '', NULL, '[]', 0, 'done', NULL, "
+            "1700000000000, 1700000000000);"
+        )
+    store = SQLiteDatasetStore(path)
+    try:
+        assert store.get("a" * 32).number is None
+        made = store.create(Dataset(name="New", owner="ana@example.org", sensor="IDX"))
+        assert made.number == 1
+    finally:
+        store.close()
+    again = SQLiteDatasetStore(path)  # a second open finds nothing to add
+    try:
+        assert again.get(made.uuid).number == 1
+    finally:
+        again.close()
