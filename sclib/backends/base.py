@@ -320,6 +320,20 @@ class JobStore(ABC):
     def counts(self) -> Mapping[tuple[str, str], int]:
         """Number of jobs by ``(status, type)``."""
 
+    def count_jobs(self, filter: JobFilter | None = None) -> int:
+        """How many jobs match ``filter``.
+
+        The default pages through :meth:`list_jobs`; the SQLite and MongoDB
+        stores count with one query.
+        """
+        total, offset = 0, 0
+        while True:
+            page = self.list_jobs(filter, limit=1000, offset=offset)
+            total += len(page)
+            if len(page) < 1000:
+                return total
+            offset += 1000
+
     @abstractmethod
     def events(self, job_id: str) -> list[JobEvent]:
         """The job's history, oldest first."""

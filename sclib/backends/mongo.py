@@ -958,11 +958,10 @@ class MongoJobStore(JobStore):
     def get(self, job_id: str) -> Job:
         return _doc_to_job(self._find(job_id))
 
-    def list_jobs(
-        self, filter: JobFilter | None = None, *, limit: int = 50, offset: int = 0
-    ) -> list[Job]:
+    @staticmethod
+    def _query(filter: JobFilter | None) -> dict[str, Any]:
         f = filter or JobFilter()
-        query = {
+        return {
             k: v
             for k, v in (
                 ("status", f.status),
@@ -972,6 +971,17 @@ class MongoJobStore(JobStore):
             )
             if v is not None
         }
+
+    def count_jobs(self, filter: JobFilter | None = None) -> int:
+        try:
+            return int(self.coll.count_documents(self._query(filter)))
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc) from exc
+
+    def list_jobs(
+        self, filter: JobFilter | None = None, *, limit: int = 50, offset: int = 0
+    ) -> list[Job]:
+        query = self._query(filter)
         try:
             cursor = self.coll.find(query, projection=_NO_EVENTS).sort("_id", 1)
             return [_doc_to_job(d) for d in cursor.skip(offset).limit(limit)]

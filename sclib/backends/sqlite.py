@@ -997,9 +997,8 @@ class SQLiteJobStore(JobStore):
             raise JobNotFound(job_id)
         return _row_to_job(rows[0])
 
-    def list_jobs(
-        self, filter: JobFilter | None = None, *, limit: int = 50, offset: int = 0
-    ) -> list[Job]:
+    @staticmethod
+    def _where(filter: JobFilter | None) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
         f = filter or JobFilter()
@@ -1012,12 +1011,21 @@ class SQLiteJobStore(JobStore):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
-        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def list_jobs(
+        self, filter: JobFilter | None = None, *, limit: int = 50, offset: int = 0
+    ) -> list[Job]:
+        where, params = self._where(filter)
         params.extend([limit, offset])
         rows = self.db.read(
             f"SELECT * FROM jobs{where} ORDER BY id LIMIT ? OFFSET ?", params
         )
         return [_row_to_job(r) for r in rows]
+
+    def count_jobs(self, filter: JobFilter | None = None) -> int:
+        where, params = self._where(filter)
+        return int(self.db.read(f"SELECT COUNT(*) FROM jobs{where}", params)[0][0])
 
     def counts(self) -> Mapping[tuple[str, str], int]:
         rows = self.db.read(

@@ -350,13 +350,7 @@ class JobQueue:
     ) -> builtins.list[Job]:
         """Jobs in creation order (oldest first), filtered and paginated."""
         if status is not None:
-            try:
-                JobStatus(status)
-            except ValueError:
-                known = ", ".join(s.value for s in JobStatus)
-                raise InvalidInput(
-                    f"unknown job status {status!r}; known: {known}"
-                ) from None
+            self._check_status(status)
         if not 1 <= limit <= 10_000:
             raise InvalidInput(f"limit must lie in 1..10000, got {limit}")
         if offset < 0:
@@ -364,6 +358,29 @@ class JobQueue:
         return self.store.list_jobs(
             JobFilter(status, job_type, dataset_uuid, owner), limit=limit, offset=offset
         )
+
+    @staticmethod
+    def _check_status(status: str) -> None:
+        try:
+            JobStatus(status)
+        except ValueError:
+            known = ", ".join(s.value for s in JobStatus)
+            raise InvalidInput(
+                f"unknown job status {status!r}; known: {known}"
+            ) from None
+
+    def count(
+        self,
+        *,
+        status: str | None = None,
+        job_type: str | None = None,
+        dataset_uuid: str | None = None,
+        owner: str | None = None,
+    ) -> int:
+        """How many jobs :meth:`list` would page through with these filters."""
+        if status is not None:
+            self._check_status(status)
+        return self.store.count_jobs(JobFilter(status, job_type, dataset_uuid, owner))
 
     def dataset_status(self, dataset_uuid: str) -> DatasetStatus | None:
         """The legacy status string of a dataset, derived from its jobs.

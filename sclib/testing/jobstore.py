@@ -648,6 +648,27 @@ class JobStoreContract:
         with pytest.raises(InvalidInput, match="unknown job status"):
             queue.list(status="queued")
 
+    def test_count_matches_what_list_pages_through(self, queue: JobQueue) -> None:
+        """count() with each filter gives the number of jobs list() returns."""
+        for i in range(7):
+            queue.enqueue("upload", dataset_uuid=f"d{i % 2}", owner=f"u{i % 3}")
+        queue.enqueue("dataset_conversion", dataset_uuid="d0")
+        claimed = queue.claim("w")
+        assert claimed is not None
+        filters: list[dict[str, Any]] = [
+            {},
+            {"owner": "u1"},
+            {"dataset_uuid": "d0"},
+            {"job_type": "upload", "owner": "u0"},
+            {"status": "running"},
+            {"status": "pending", "job_type": "dataset_conversion"},
+            {"owner": "nobody"},
+        ]
+        for f in filters:
+            assert queue.count(**f) == len(queue.list(limit=100, **f)), f
+        with pytest.raises(InvalidInput, match="unknown job status"):
+            queue.count(status="queued")
+
     def test_stats_count_by_status_and_type(self, queue: JobQueue) -> None:
         """stats() counts jobs by status, by type, and by type and status."""
         for _ in range(3):
