@@ -8,6 +8,7 @@ variables, and the seed's names where they exist (``MONGO_URL``, ``DB_NAME``,
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -168,10 +169,14 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("SCLIB_MAX_UPLOAD_SIZE"),
     )
     chunk_size: int = Field(
-        default=32 * 1024**2,
+        default=100 * 1024**2,
         ge=1024,
         validation_alias=AliasChoices("SCLIB_CHUNK_SIZE"),
-        description="Chunk size the large-file protocol hands out.",
+        description=(
+            "Chunk size the large-file protocol hands out when the client names "
+            "none: the original protocol's 100 MiB, which the original clients "
+            "always send (sclib's client names its own, 32 MiB by default)."
+        ),
     )
     max_chunk_size: int = Field(
         default=1024**3,
@@ -180,7 +185,7 @@ class Settings(BaseSettings):
         description="Largest chunk or tus PATCH body the server accepts.",
     )
     standard_upload_limit: int = Field(
-        default=100 * 1000**2,
+        default=100 * 1024**2,
         gt=0,
         validation_alias=AliasChoices("SCLIB_STANDARD_UPLOAD_LIMIT"),
         description="Files up to this size go in one request ('standard').",
@@ -214,6 +219,25 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("SCLIB_ALLOW_PRIVATE_ADDRESSES"),
         description="Let URL imports reach loopback and private addresses.",
     )
+    trusted_clients: str = Field(
+        default="",
+        validation_alias=AliasChoices("SCLIB_TRUSTED_CLIENTS"),
+        description=(
+            "Comma-separated addresses or CIDR blocks (e.g. 10.0.0.5,10.1.0.0/16) "
+            "of servers that authenticate users themselves, as the original "
+            "portal did: their requests need no token and name the user in "
+            "user_email. Empty (the default) turns this off."
+        ),
+    )
+    credentials_dir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SCLIB_CREDENTIALS_DIR"),
+        description=(
+            "A folder of Google service-account key files that Google Drive "
+            "imports may name by path (source_config.service_account_file), as "
+            "the original deployment's auth folder; unset refuses paths."
+        ),
+    )
     metrics_public: bool = Field(
         default=False,
         validation_alias=AliasChoices("SCLIB_METRICS_PUBLIC"),
@@ -231,6 +255,22 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    def trusted_networks(self) -> list[IPv4Network | IPv6Network]:
+        """:attr:`trusted_clients` as networks (one address: a /32 or /128)."""
+        from ipaddress import ip_network
+
+        networks = []
+        for item in self.trusted_clients.split(","):
+            if item.strip():
+                try:
+                    networks.append(ip_network(item.strip(), strict=False))
+                except ValueError:
+                    raise ConfigurationError(
+                        f"SCLIB_TRUSTED_CLIENTS: {item.strip()!r} is not an address "
+                        "or CIDR block (e.g. 10.0.0.5 or 10.1.0.0/16)"
+                    ) from None
+        return networks
 
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]

@@ -76,7 +76,27 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "http://localhost:8000"
 DEFAULT_TIMEOUT = 60.0
-DEFAULT_STANDARD_LIMIT = 100 * 1000**2
+DEFAULT_STANDARD_LIMIT = 100 * 1024**2
+#: the chunk size this client asks for unless told otherwise: a power of two, so
+#: each chunk is a whole BLAKE3 subtree and every byte is hashed once
+DEFAULT_CHUNK_SIZE = 32 * 1024**2
+
+
+#: the most chunks a server plans for one upload
+MAX_CHUNKS = 100_000
+
+
+def chunk_size_for(limits: Limits, file_size: int) -> int:
+    """The chunk size to ask a server for: :data:`DEFAULT_CHUNK_SIZE`, doubled
+    while the file would need more than :data:`MAX_CHUNKS` chunks, and no more
+    than the largest power of two the server's ``max_chunk_size`` allows."""
+    most = max(limits.max_chunk_size or 2**40, 1024)
+    size = DEFAULT_CHUNK_SIZE
+    while -(-file_size // size) > MAX_CHUNKS and size * 2 <= most:
+        size *= 2
+    while size > most:
+        size //= 2
+    return size
 
 
 def backoff(attempt: int) -> float:
@@ -221,8 +241,14 @@ class BaseClient(Requests):
                     saved = dataclasses.replace(saved, chunk_hash="blake3")
                     self.state.save(key, saved)
         if saved is None or missing is None:
+            chunk_size = options.get("chunk_size")
+            if chunk_size is None:
+                # named, not left to the server: a server hands clients that
+                # name none the original protocol's 100 MiB
+                limits = yield from self._limits_flow()
+                chunk_size = chunk_size_for(limits, size)
             started: LargeUpload = yield self._req_large_initiate(
-                filename, size, values, options.get("chunk_size")
+                filename, size, values, chunk_size
             )
             saved = UploadState(
                 upload_id=started.upload_id,

@@ -88,10 +88,31 @@ def server_state(request: Request) -> ServerState:
     return state
 
 
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _cross_site(request: Request) -> bool:
+    """Whether a browser says the request comes from a page of another site
+    (``Origin``, else ``Referer``, naming another host than the request's)."""
+    from urllib.parse import urlsplit
+
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if not source or source == "null":
+        return source == "null"
+    return urlsplit(source).netloc.lower() != request.headers.get("host", "").lower()
+
+
 def current_identity(request: Request) -> Identity:
-    """The caller, from the ``Authorization`` header (401 if missing or bad)."""
+    """The caller: a bearer token (the ``Authorization`` header, or one of the
+    original portal's auth cookies), or a trusted client address; else 401."""
     state = server_state(request)
-    return state.auth.authenticate(request.headers.get("authorization"))
+    return state.auth.authenticate_request(
+        authorization=request.headers.get("authorization"),
+        cookies=request.cookies,
+        client=request.client.host if request.client else None,
+        unsafe=request.method not in _SAFE_METHODS,
+        cross_site=_cross_site(request),
+    )
 
 
 def _run_worker(worker: Worker) -> None:
@@ -141,6 +162,12 @@ def create_app(
         Authenticator.from_settings(settings),
         datasets,
     )
+    if state.auth.trusted_networks and not settings.no_auth:
+        log.warning(
+            "trusted clients on (SCLIB_TRUSTED_CLIENTS): requests from %s need no "
+            "token and act for the user they name in user_email",
+            ", ".join(str(n) for n in state.auth.trusted_networks),
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -205,12 +232,14 @@ def create_app(
         routes_datasets,
         routes_jobs,
         routes_large,
+        routes_portal,
         routes_upload,
         tus,
     )
 
     app.include_router(routes_upload.router)
     app.include_router(routes_large.router)
+    app.include_router(routes_portal.router)
     app.include_router(routes_jobs.router)
     app.include_router(routes_datasets.router)
     from sclib.server import routes_monitor

@@ -42,8 +42,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
 from typing import TYPE_CHECKING, Any
 
 from sclib.errors import (
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
     from sclib.settings import Settings
 
 __all__ = [
+    "AUTH_COOKIES",
+    "TRUSTED_EMAIL",
     "Authenticator",
     "Identity",
     "check_bind_address",
@@ -71,6 +74,19 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Cookies the original portal's auth middleware took a token from, in its order.
+AUTH_COOKIES = (
+    "auth_token",
+    "auth0_session_0",
+    "auth0_session",
+    "auth0.is.authenticated",
+    "auth0_session_1",
+    "auth0_session_2",
+)
+#: The email of the identity a trusted client's requests get before they name
+#: a user (it owns nothing: uploads must name ``user_email``).
+TRUSTED_EMAIL = "trusted-client@sclib.invalid"
 
 #: Algorithm accepted for tokens signed with the server's secret key.
 HMAC_ALGORITHMS = ("HS256",)
@@ -148,6 +164,7 @@ class Authenticator:
         no_auth_email: str = "local@localhost",
         leeway: float = 30.0,
         clock: Callable[[], float] = time.time,
+        trusted_networks: Sequence[IPv4Network | IPv6Network] = (),
     ) -> None:
         if secret_key is not None and not secret_key:
             raise ConfigurationError("the secret key is empty; set a long random value")
@@ -202,6 +219,13 @@ class Authenticator:
             method="no_auth",
             is_admin=True,
         )
+        self.trusted_networks = tuple(trusted_networks)
+        self._trusted = Identity(
+            email=TRUSTED_EMAIL,
+            roles=frozenset({admin_role, "trusted"}),
+            method="trusted",
+            is_admin=True,
+        )
         self._jwks_client: jwt.PyJWKClient | None = None
         self._jwks_lock = threading.Lock()
 
@@ -225,6 +249,7 @@ class Authenticator:
             roles_claim=settings.jwt_roles_claim,
             admin_role=settings.admin_role,
             no_auth=settings.no_auth,
+            trusted_networks=settings.trusted_networks(),
         )
 
     @property
@@ -270,6 +295,54 @@ class Authenticator:
             return self._identity(claims, "jwks")
         accepted = ", ".join(HMAC_ALGORITHMS + JWKS_ALGORITHMS)
         raise Unauthorized(f"the token's algorithm is not accepted (use {accepted})")
+
+    def authenticate_request(
+        self,
+        *,
+        authorization: str | None,
+        cookies: Mapping[str, str],
+        client: str | None,
+        unsafe: bool = False,
+        cross_site: bool = False,
+    ) -> Identity:
+        """The caller of an HTTP request.
+
+        In order: the ``Authorization`` header; else a token in one of the
+        cookies the original portal's auth middleware read (:data:`AUTH_COOKIES`),
+        refused for a state-changing request from another site (``unsafe`` and
+        ``cross_site``: cross-site request forgery); else, for a request from a
+        trusted client address (``SCLIB_TRUSTED_CLIENTS``), the trusted identity,
+        which acts for the user the request names in ``user_email``; else
+        :class:`~sclib.errors.Unauthorized`.
+        """
+        if self.no_auth:
+            return self._local
+        if authorization is not None and authorization.strip():
+            return self.authenticate(authorization)
+        token = next((cookies[n] for n in AUTH_COOKIES if cookies.get(n)), None)
+        if token is not None:
+            if unsafe and cross_site:
+                raise Forbidden(
+                    "a token in a cookie is not accepted for a change requested by "
+                    "another site (cross-site request forgery); send it in the "
+                    "Authorization header"
+                )
+            return self.authenticate(f"Bearer {token}")
+        if client is not None and self.is_trusted(client):
+            return self._trusted
+        return self.authenticate(None)
+
+    def is_trusted(self, client: str) -> bool:
+        """Whether ``client`` (an IP address) lies in a trusted network."""
+        if not self.trusted_networks:
+            return False
+        try:
+            address = ipaddress.ip_address(client)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in net for net in self.trusted_networks)
 
     def _match_api_token(self, token: str) -> Identity | None:
         if not self._tokens:
@@ -442,6 +515,11 @@ class Authenticator:
         :class:`~sclib.errors.Forbidden`.
         """
         if user_email is None or not user_email.strip():
+            if identity.method == "trusted":
+                raise InvalidInput(
+                    "user_email: field required: a request from a trusted client "
+                    "(SCLIB_TRUSTED_CLIENTS) names the user it acts for"
+                )
             return identity.email
         wanted = _normalise_email(user_email)
         if wanted == identity.email:
@@ -563,7 +641,8 @@ def validate_settings(settings: Settings) -> None:
     has_secret = bool(settings.secret_key and settings.secret_key.get_secret_value())
     has_tokens = bool(settings.api_tokens and settings.api_tokens.strip())
     has_jwks = bool(settings.jwks_url)
-    if not (has_secret or has_tokens or has_jwks):
+    has_trusted = bool(settings.trusted_networks())
+    if not (has_secret or has_tokens or has_jwks or has_trusted):
         raise ConfigurationError(
             "authentication is on but nothing can verify tokens. To try sclib on "
             "this machine, run 'sclib serve --no-auth' (loopback only). To serve "

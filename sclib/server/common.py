@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -12,16 +14,73 @@ from sclib.server.app import ServerState
 from sclib.server.auth import Identity
 from sclib.server.fields import DatasetFields, parse_fields
 
-__all__ = ["MULTIPART_SLACK", "DatasetBody", "check_length", "resolve_fields"]
+__all__ = [
+    "MULTIPART_SLACK",
+    "DatasetBody",
+    "check_length",
+    "known_fields",
+    "resolve_fields",
+    "small_body",
+]
+
+log = logging.getLogger(__name__)
 
 MULTIPART_SLACK = 1024**2  # headers and fields around the file part
 
 
+_FIELD_NAMES = frozenset(DatasetFields.model_fields)
+
+
+def known_fields(values: Mapping[str, Any], route: str) -> dict[str, Any]:
+    """The dataset fields among ``values``; the others are dropped and logged at
+    debug level, as the original API ignored fields it did not use (its clients
+    send some, such as ``original_file_path``)."""
+    unknown = sorted(set(values) - _FIELD_NAMES)
+    if unknown:
+        log.debug("%s: ignoring unknown field(s) %s", route, ", ".join(unknown))
+    return {k: v for k, v in values.items() if k in _FIELD_NAMES}
+
+
+async def small_body(request: Request, limit: int = 1024**2) -> dict[str, Any]:
+    """A small form (urlencoded or multipart, no files) or JSON object body as a
+    dict; the original API's form routes took either."""
+    import json
+
+    from sclib.errors import InvalidInput
+
+    check_length(request, limit)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = await request.form(max_files=0, max_fields=100)
+        values: dict[str, Any] = {}
+        for key, value in form.multi_items():
+            if not isinstance(value, str):
+                raise InvalidInput(f"{key}: this route takes no files")
+            values[key] = value
+        return values
+    raw = await request.body()
+    if len(raw) > limit:
+        raise TooLarge(f"the request body is above the limit of {limit} bytes")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise InvalidInput(
+            "the body must be a form (application/x-www-form-urlencoded or "
+            "multipart/form-data) or a JSON object"
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidInput("the body must be a JSON object")
+    return data
+
+
 class DatasetBody(BaseModel):
     """The seed's dataset fields in a JSON body; checked by
-    :func:`~sclib.server.fields.parse_fields` (so every route says the same)."""
+    :func:`~sclib.server.fields.parse_fields` (so every route says the same).
 
-    model_config = ConfigDict(extra="forbid")
+    Keys it does not know are ignored (logged at debug level), as the original
+    API ignored them."""
+
+    model_config = ConfigDict(extra="allow")
 
     user_email: str | None = None
     dataset_name: str
@@ -38,6 +97,12 @@ class DatasetBody(BaseModel):
 
     def dataset_values(self) -> dict[str, Any]:
         """The dataset fields alone, for :func:`resolve_fields`."""
+        if self.model_extra:
+            log.debug(
+                "%s: ignoring unknown key(s) %s",
+                type(self).__name__,
+                ", ".join(sorted(self.model_extra)),
+            )
         return self.model_dump(include=set(DatasetBody.model_fields))
 
 

@@ -15,7 +15,6 @@ are all ordinary names; joined under the dataset folder it cannot escape it.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,7 +80,11 @@ class DatasetFields(BaseModel):
     team_uuid: str | None = Field(default=None, max_length=_MAX_NAME)
     tags: tuple[str, ...] = ()
     dataset_identifier: str | None = Field(
-        default=None, description="uuid of your dataset to add to"
+        default=None,
+        max_length=_MAX_NAME,
+        description="with add_to_existing: the dataset to add to (uuid with or "
+        "without dashes, numeric id, slug or name); without: the new dataset's "
+        "identifier (a uuid, or letters, digits, '.', '_' and '-')",
     )
     add_to_existing: bool = Field(
         default=False, description="true: add to dataset_identifier"
@@ -165,12 +168,9 @@ class DatasetFields(BaseModel):
     @field_validator("dataset_identifier")
     @classmethod
     def _identifier(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            return uuid.UUID(value).hex
-        except ValueError:
-            raise ValueError(f"{value!r} is not a dataset uuid") from None
+        if value is not None and _CONTROL.search(value):
+            raise ValueError("must not contain control characters")
+        return value
 
     def to_parameters(self) -> dict[str, Any]:
         """The fields as JSON job parameters."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from sclib.jobtypes import DatasetStatus, JobType
 from sclib.pipeline._transfer import JobProgress
 from sclib.pipeline.flow import Pipeline, after_files
 from sclib.pipeline.validate import check_files
-from sclib.server.fields import safe_join, safe_relative_path
+from sclib.server.fields import safe_filename, safe_join, safe_relative_path
 from sclib.settings import Settings, load_settings
 from sclib.transfers.sessions import SessionStore, open_session_store
 
@@ -73,7 +73,14 @@ _SOURCES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     ),
     "google_drive": (
         "gdrive",
-        ("file_id", "folder_id", "service_account_json", "access_token"),
+        (
+            "file_id",
+            "folder_id",
+            "folder_link",
+            "service_account_json",
+            "service_account_file",
+            "access_token",
+        ),
         (),
     ),
     "url": ("https", ("url",), ("url",)),
@@ -90,20 +97,101 @@ def supported_sources() -> dict[str, dict[str, list[str]]]:
 
 @dataclass(frozen=True, slots=True)
 class ImportSpec:
-    """A server-side import: the source URL, its options, its secret options."""
+    """A server-side import: the source URL, its options, its secret options, and
+    the ``source_config`` as it is stored (a Drive link replaced by its id)."""
 
     source_type: str
     url: str
     options: dict[str, Any]
     secrets: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
 
 
-def import_spec(source_type: str, config: Mapping[str, Any]) -> ImportSpec:
+#: what a Google Drive import may send instead of the original's OAuth keys
+_DRIVE_CREDENTIALS = (
+    "access_token (a current OAuth access token of the user's), "
+    "service_account_json (a service account key), or service_account_file (a "
+    "key file in the server's credentials folder, SCLIB_CREDENTIALS_DIR)"
+)
+
+
+def drive_link_id(link: str) -> tuple[str, str]:
+    """``("folder_id" | "file_id", id)`` from a Google Drive sharing link:
+    ``.../drive/folders/<id>``, ``.../file/d/<id>/view``, ``...?id=<id>``."""
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(link.strip())
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not (
+            parts.hostname == "google.com" or parts.hostname.endswith(".google.com")
+        )
+    ):
+        raise InvalidInput(
+            "source_config.folder_link: not a Google Drive link (https://drive."
+            "google.com/drive/folders/<id> or .../file/d/<id>/view)"
+        )
+    segments = [p for p in parts.path.split("/") if p]
+    for marker, kind in (("folders", "folder_id"), ("d", "file_id")):
+        if marker in segments[:-1]:
+            return kind, segments[segments.index(marker) + 1]
+    ids = parse_qs(parts.query).get("id")
+    if ids and ids[0]:
+        return "file_id", ids[0]
+    raise InvalidInput(
+        f"source_config.folder_link: found no file or folder id in {link!r}"
+    )
+
+
+def read_credentials_file(value: object, folder: Path | None) -> dict[str, Any]:
+    """The service account key a Drive import names by ``service_account_file``.
+
+    Only files inside the operator's credentials folder (``SCLIB_CREDENTIALS_DIR``,
+    as the original deployment kept them) are read, by name or by a path inside
+    it (symbolic links resolved first); anything else is refused, naming the
+    setting, so a user can never make the server read another file of its disk.
+    """
+    if folder is None:
+        raise InvalidInput(
+            "source_config.service_account_file: this server takes no key file "
+            "paths (the operator can allow a folder of them with "
+            "SCLIB_CREDENTIALS_DIR); send the key's content as service_account_json"
+        )
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise InvalidInput("source_config.service_account_file: must be a file name")
+    base = folder.resolve()
+    path = (base / value.strip()).resolve()
+    if base not in path.parents:
+        raise InvalidInput(
+            f"source_config.service_account_file: {value!r} is not in the server's "
+            "credentials folder (SCLIB_CREDENTIALS_DIR)"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise InvalidInput(
+            f"source_config.service_account_file: no readable key file {value!r} "
+            "in the server's credentials folder (SCLIB_CREDENTIALS_DIR)"
+        ) from None
+    info = _json_object(text)
+    _check_token_uri(info)
+    return info
+
+
+def import_spec(
+    source_type: str,
+    config: Mapping[str, Any],
+    *,
+    credentials_dir: Path | None = None,
+) -> ImportSpec:
     """Turn the seed's ``source_type`` + ``source_config`` into a source URL.
 
     :class:`InvalidInput` names an unknown source type, a missing or unknown key.
-    Server paths (``service_account_file``) are refused: a client must send the
-    file's content, or the server would read files of its own disk for anyone.
+    A Google Drive ``service_account_file`` is read only from
+    ``credentials_dir`` (:func:`read_credentials_file`); ``folder_link`` is
+    turned into its id; ``use_oauth`` (the original portal's stored OAuth
+    tokens, which this server does not keep) is refused, saying what to send.
     """
     if source_type not in _SOURCES:
         raise InvalidInput(
@@ -113,10 +201,23 @@ def import_spec(source_type: str, config: Mapping[str, Any]) -> ImportSpec:
     if not isinstance(config, Mapping):
         raise InvalidInput("source_config: must be an object")
     scheme, keys, required = _SOURCES[source_type]
-    if "service_account_file" in config:
+    config = dict(config)
+    if source_type == "google_drive":
+        if config.get("use_oauth") or config.get("user_email") is not None:
+            raise InvalidInput(
+                "source_config.use_oauth: this server keeps no Google OAuth tokens "
+                f"of its users; send {_DRIVE_CREDENTIALS}"
+            )
+        config.pop("use_oauth", None)
+        config.pop("user_email", None)
+        link = config.pop("folder_link", None)
+        if link and not (config.get("file_id") or config.get("folder_id")):
+            kind, link_id = drive_link_id(str(link))
+            config[kind] = link_id
+    elif "service_account_file" in config:
         raise InvalidInput(
-            "source_config.service_account_file: server paths are not accepted; "
-            "send the file's content as service_account_json"
+            "source_config.service_account_file: only Google Drive imports take a "
+            "key file; send the key's content as service_account_json"
         )
     unknown = sorted(set(config) - set(keys))
     if unknown:
@@ -167,14 +268,17 @@ def import_spec(source_type: str, config: Mapping[str, Any]) -> ImportSpec:
             info = _json_object(config["service_account_json"])
             _check_token_uri(info)
             secrets["service_account_info"] = info
+        if config.get("service_account_file"):
+            secrets["service_account_info"] = read_credentials_file(
+                config["service_account_file"], credentials_dir
+            )
         if config.get("access_token"):
             secrets["access_token"] = config["access_token"]
         if not secrets:
             raise InvalidInput(
-                "source_config: a Google Drive import needs service_account_json "
-                "or access_token"
+                f"source_config: a Google Drive import needs {_DRIVE_CREDENTIALS}"
             )
-    return ImportSpec(source_type, url, options, secrets)
+    return ImportSpec(source_type, url, options, secrets, config)
 
 
 #: source_config keys that are credentials: sealed, never stored in plain text
@@ -306,7 +410,9 @@ class UploadHandler:
         path_roots: list[Path] | None = None,
         datasets: DatasetStore | None = None,
         pipeline: Pipeline | None = None,
+        credentials_dir: Path | None = None,
     ) -> None:
+        self.credentials_dir = credentials_dir
         self.datasets = datasets
         self.pipeline = pipeline
         self.data_dir = Path(data_dir)
@@ -398,13 +504,13 @@ class UploadHandler:
     ) -> dict[str, Any]:
         from sclib.transfers.engine import TransferEngine
 
+        name = None
         if params["source_type"] == "server_path":
             # checked again here: the roots may have changed since submission
-            path = check_server_path(
-                str((params.get("source_config") or {}).get("path", "")),
-                self.path_roots,
-            )
+            config = params.get("source_config") or {}
+            path = check_server_path(str(config.get("path", "")), self.path_roots)
             spec = ImportSpec("server_path", path.as_uri(), {}, {})
+            name = config.get("name")  # the original's original_filename
         else:
             config = dict(params.get("source_config") or {})
             if params.get("sealed"):
@@ -416,7 +522,9 @@ class UploadHandler:
                         "no SECRET_KEY to open them"
                     )
                 config.update(SecretBox(self.secret_key).open(params["sealed"]))
-            spec = import_spec(params["source_type"], config)
+            spec = import_spec(
+                params["source_type"], config, credentials_dir=self.credentials_dir
+            )
         options = {**spec.options, **spec.secrets}
         if spec.source_type == "url" and self.allow_private:
             options["allow_private"] = True
@@ -427,9 +535,12 @@ class UploadHandler:
         target.mkdir(parents=True, exist_ok=True)
         cancel = threading.Event()
         engine = TransferEngine(self.sessions)
+        destination = target.resolve().as_uri() + "/"
+        if spec.source_type == "server_path" and name:
+            destination = (target.resolve() / safe_filename(str(name))).as_uri()
         result = engine.copy(
             spec.url,
-            target.resolve().as_uri() + "/",
+            destination,
             source_options=options,
             subscribers=[JobProgress(ctx, cancel)],
             cancel=cancel,
@@ -480,6 +591,7 @@ def handlers_from_settings(settings: Settings | None = None) -> HandlerRegistry:
         path_roots=settings.upload_path_root_list(),
         datasets=datasets,
         pipeline=pipeline,
+        credentials_dir=settings.credentials_dir,
     )
     from sclib.pipeline.conversion import ConversionHandler
     from sclib.pipeline.jobs import ExtractionHandler

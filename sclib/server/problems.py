@@ -69,6 +69,12 @@ def code_of(exc: BaseException | type[BaseException]) -> str:
 
 
 def status_of(exc: BaseException) -> int:
+    """The HTTP status of an error: the one a route set on it
+    (``exc.http_status``, e.g. a legacy route answering as the original did),
+    else the one its class has."""
+    chosen = getattr(exc, "http_status", None)
+    if isinstance(chosen, int):
+        return chosen
     for cls, status in _STATUS:
         if isinstance(exc, cls):
             return status

@@ -3,7 +3,15 @@
 Initiate, send chunks in any order and in parallel (multipart with a SHA-256
 ``chunk_hash``, as the seed's clients do, or a raw body with ``X-Chunk-Hash:
 blake3:<hex>``, as sclib's client does), ask what is missing, complete. Re-sending
-a chunk is idempotent; completing twice returns the first answer.
+a chunk is idempotent, and a chunk sent again that does not verify leaves the
+stored copy as it was; completing twice returns the first answer.
+
+The answers are the original large-file API's (every key, with its meaning and
+type, and its status codes: 400 for a bad chunk index or size, a missing chunk
+at completion; 404 for an upload that was cancelled) with sclib's keys beside
+them. A client that names no ``chunk_size`` gets ``SCLIB_CHUNK_SIZE``, the
+original's 100 MiB by default, which the original clients always send; a chunk
+of another length than its upload's chunk size is refused, never stored.
 """
 
 from __future__ import annotations
@@ -14,7 +22,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from sclib.errors import InvalidInput
+from sclib.errors import InvalidInput, TooLarge, UploadConflict
+from sclib.server import legacy
 from sclib.server.app import IdentityDep, ServerState, StateDep, owner_filter
 from sclib.server.auth import Identity
 from sclib.server.common import (
@@ -23,10 +32,12 @@ from sclib.server.common import (
     check_length,
     resolve_fields,
 )
+from sclib.server.legacy import original_codes
 from sclib.server.staging import StagedWrite
 from sclib.server.streaming import Sink, pump, receive_multipart
 from sclib.server.uploads import LARGE, Upload, UploadNotFound
 from sclib.transfers.hashing import CV_HASH, tree_hashing
+from sclib.transfers.sessions import CANCELLED
 
 __all__ = ["router"]
 
@@ -78,9 +89,11 @@ class LargeInitiate(DatasetBody):
 
 
 def _large(state: ServerState, identity: Identity, upload_id: str) -> Upload:
+    """The caller's large-file upload; a cancelled or expired one is gone, as
+    the original deleted its session (404)."""
     upload = state.uploads.get(upload_id, owner_filter(identity))
-    if upload.protocol != LARGE:
-        raise UploadNotFound(f"upload {upload_id} not found")
+    if upload.protocol != LARGE or upload.status == CANCELLED:
+        raise UploadNotFound(f"Upload session not found: upload {upload_id}")
     return upload
 
 
@@ -90,29 +103,32 @@ def large_initiate(
 ) -> dict[str, Any]:
     """Start a chunked upload; send chunks in any order, in parallel, then
     ``complete``."""
-    fields, owner, dataset_uuid = resolve_fields(state, identity, body.dataset_values())
-    expected = {}
-    if body.file_hash:
-        expected["sha256"] = body.file_hash
-    if body.file_blake3:
-        expected["blake3"] = body.file_blake3
-    upload = state.uploads.create(
-        protocol=LARGE,
-        owner=owner,
-        filename=body.filename,
-        size=body.file_size,
-        fields=fields,
-        dataset_uuid=dataset_uuid,
-        chunk_size=body.chunk_size,
-        expected=expected,
-    )
+    with original_codes({TooLarge: 422}):
+        fields, owner, dataset_uuid = resolve_fields(
+            state, identity, body.dataset_values()
+        )
+        expected = {}
+        if body.file_hash:
+            expected["sha256"] = body.file_hash
+        if body.file_blake3:
+            expected["blake3"] = body.file_blake3
+        upload = state.uploads.create(
+            protocol=LARGE,
+            owner=owner,
+            filename=body.filename,
+            size=body.file_size,
+            fields=fields,
+            dataset_uuid=dataset_uuid,
+            chunk_size=body.chunk_size,
+            expected=expected,
+        )
     return {
         "upload_id": upload.id,
         "chunk_size": upload.chunk_size,
         "total_chunks": upload.total_chunks,
+        "message": f"Upload session created for {body.filename}",
         "chunk_hashes": _chunk_hashes(upload.chunk_size),
         "dataset_uuid": dataset_uuid,
-        "message": f"send {upload.total_chunks} chunk(s) of {upload.chunk_size} bytes",
     }
 
 
@@ -159,6 +175,17 @@ async def large_chunk(
 ) -> dict[str, Any]:
     """One chunk: multipart (``chunk`` + ``chunk_hash``, the seed's form) or a raw
     body with ``X-Chunk-Hash: blake3:<hex>`` (sclib's client). Idempotent."""
+    with original_codes({InvalidInput: 400, TooLarge: 400}):
+        return await _large_chunk(upload_id, chunk_index, request, identity, state)
+
+
+async def _large_chunk(
+    upload_id: str,
+    chunk_index: int,
+    request: Request,
+    identity: Identity,
+    state: ServerState,
+) -> dict[str, Any]:
     upload = await run_in_threadpool(_large, state, identity, upload_id)
     check_length(request, upload.chunk_size + MULTIPART_SLACK)
     owner = owner_filter(identity)
@@ -176,7 +203,9 @@ async def large_chunk(
 
             form = await receive_multipart(request.stream(), ctype, "chunk", open_sink)
             if not form.fields.get("chunk_hash"):
-                raise InvalidInput("chunk_hash: field required")
+                missing = InvalidInput("chunk_hash: field required")
+                missing.http_status = 422  # type: ignore[attr-defined]
+                raise missing
             algo, digest = _chunk_hash(
                 form.fields["chunk_hash"], upload.chunk_size, raw=False
             )
@@ -199,11 +228,12 @@ async def large_chunk(
         if "write" in holder:
             holder["write"].close()
     return {
+        "message": f"Chunk {chunk_index} uploaded successfully",
+        "uploaded_chunks": len(done.chunks),
+        "total_chunks": done.total_chunks,
         "upload_id": upload_id,
         "chunk_index": chunk_index,
         "received": True,
-        "uploaded_chunks": len(done.chunks),
-        "total_chunks": done.total_chunks,
     }
 
 
@@ -211,17 +241,21 @@ async def large_chunk(
 def large_status(
     upload_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
 ) -> dict[str, Any]:
-    """How many chunks arrived."""
+    """Which chunks arrived (``uploaded_chunks``, a sorted list, as the original
+    gave it); ``is_complete`` once every chunk is there, ``committed`` once the
+    file was verified and stored."""
     upload = _large(state, identity, upload_id)
     total = upload.total_chunks
     got = len(upload.chunks)
     return {
         "upload_id": upload_id,
-        "status": upload.status,
-        "uploaded_chunks": got,
+        "uploaded_chunks": sorted(upload.chunks),
         "total_chunks": total,
-        "is_complete": upload.result is not None,
+        "is_complete": got == total,
         "progress_percentage": round(100.0 * got / total, 2) if total else 100.0,
+        "status": upload.status,
+        "committed": upload.result is not None,
+        "uploaded_chunk_count": got,
         "bytes_received": upload.bytes_received,
         "file_size": upload.size,
     }
@@ -231,15 +265,18 @@ def large_status(
 def large_resume(
     upload_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
 ) -> dict[str, Any]:
-    """The chunks still missing: send these, then ``complete``."""
+    """The chunks still missing: send these, then ``complete``. ``can_resume``
+    is the original's: whether chunks are missing."""
     upload = _large(state, identity, upload_id)
+    missing = upload.missing_chunks
     return {
         "upload_id": upload_id,
-        "missing_chunks": upload.missing_chunks,
+        "missing_chunks": missing,
         "total_chunks": upload.total_chunks,
+        "can_resume": bool(missing),
         "chunk_size": upload.chunk_size,
         "chunk_hashes": _chunk_hashes(upload.chunk_size),
-        "can_resume": upload.status == "active",
+        "resumable": upload.status == "active",
     }
 
 
@@ -272,17 +309,32 @@ async def large_complete(
             expected["blake3"] = body.file_blake3
         if body.file_hash:
             expected["sha256"] = body.file_hash
-    result = await run_in_threadpool(
-        state.uploads.complete, upload.id, owner_filter(identity), expected=expected
-    )
-    return dict(result)
+    with original_codes({UploadConflict: 400}):
+        result = await run_in_threadpool(
+            state.uploads.complete, upload.id, owner_filter(identity), expected=expected
+        )
+    final = await run_in_threadpool(state.uploads.get, upload.id)
+    return {
+        "message": f"Upload completed successfully: {upload.filename}",
+        "file_path": str(state.uploads.final_path(final)),
+        "file_size": result["file_size"],
+        "job_submitted": True,
+        **dict(result),
+        "status": legacy.status_word(str(result["status"])),
+        "job_status": result["status"],
+    }
 
 
 @router.delete("/api/upload/large/cancel/{upload_id}", tags=["large files"])
 def large_cancel(
     upload_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
 ) -> dict[str, Any]:
-    """Stop the upload and delete what arrived."""
+    """Stop the upload and delete what arrived (404 once cancelled, as the
+    original's session was gone; 409 once its file was stored)."""
     _large(state, identity, upload_id)
     upload = state.uploads.cancel(upload_id, owner_filter(identity))
-    return {"upload_id": upload_id, "status": upload.status, "message": "cancelled"}
+    return {
+        "message": f"Upload session {upload_id} cancelled and cleaned up",
+        "upload_id": upload_id,
+        "status": upload.status,
+    }

@@ -1,8 +1,14 @@
-"""The seed's upload routes: ``/api/upload/...`` and the large-file chunk protocol.
+"""The seed's upload routes: ``/api/upload/...`` (the large-file protocol is in
+:mod:`.routes_large`).
 
-Same paths, field names, response keys and status codes as ScientistCloud's
-upload API, over the new engine: bodies stream to disk, state lives in the
-backend, ids never change, unknown ids are 404, identity comes from the token.
+These are the original ScientistCloud API's routes, answered as a superset of
+what the original servers answered (:mod:`.legacy`): every original key, with its
+meaning and type, and sclib's keys beside it; the original's status words
+(``queued``, ``uploading``, ``processing``, ...) and status codes; unknown fields
+ignored (logged at debug level), as the original did. Bodies stream to disk,
+state lives in the backend, ids never change, identity comes from a token (or a
+trusted client address). ``docs/compat.md`` lists every route and every
+deliberate difference.
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-import sclib
 from sclib.errors import (
     InvalidInput,
     JobNotFound,
@@ -25,6 +30,7 @@ from sclib.errors import (
 )
 from sclib.jobtypes import JobType, SensorType
 from sclib.models import Job
+from sclib.server import legacy
 from sclib.server.app import (
     IdentityDep,
     ServerState,
@@ -37,9 +43,16 @@ from sclib.server.common import (
     MULTIPART_SLACK,
     DatasetBody,
     check_length,
+    known_fields,
     resolve_fields,
+    small_body,
 )
-from sclib.server.fields import DatasetFields, looks_like_email, parse_fields
+from sclib.server.fields import (
+    DatasetFields,
+    looks_like_email,
+    parse_fields,
+    safe_filename,
+)
 from sclib.server.handlers import import_spec, supported_sources
 from sclib.server.staging import Hashers, StagedWrite
 from sclib.server.streaming import Sink, receive_multipart
@@ -92,31 +105,17 @@ def _upload_type(state: ServerState, size: int) -> str:
 
 
 @router.get("/", tags=["service"])
-def root() -> dict[str, Any]:
+def root(request: Request) -> dict[str, Any]:
     """What this server is and where to start."""
-    return {
-        "service": "sclib upload and job API",
-        "version": sclib.__version__,
-        "docs": "/docs",
-        "endpoints": {
-            "upload": "/api/upload/upload",
-            "large_files": "/api/upload/large/initiate",
-            "tus": "/files/",
-            "jobs": "/api/v1/jobs",
-            "datasets": "/api/v1/datasets",
-            "monitor": "/api/v1/monitor/overview",
-            "metrics": "/metrics",
-            "status_page": "/ui/",
-            "health": "/health",
-        },
-    }
+    state: ServerState = request.app.state.sclib
+    return legacy.root_document(state.settings)
 
 
 @router.get("/health", tags=["service"])
 def health(request: Request) -> JSONResponse:
     """Whether the backend answers and the in-process worker (if any) runs."""
     state: ServerState = request.app.state.sclib
-    body: dict[str, Any] = {"status": "healthy", "version": sclib.__version__}
+    body = legacy.health_document(state.settings)
     try:
         body["queue"] = state.queue.stats()["by_status"]
     except SclibError as exc:
@@ -132,14 +131,13 @@ def health_large(request: Request) -> dict[str, Any]:
     import shutil
 
     state: ServerState = request.app.state.sclib
-    free = shutil.disk_usage(state.uploads.staging_root).free
-    return {
-        "status": "healthy",
-        "active_uploads": state.uploads.active_count(),
-        "max_file_size": state.settings.max_upload_size,
-        "chunk_size": state.settings.chunk_size,
-        "staging_free_bytes": free,
-    }
+    staging = state.uploads.staging_root
+    return legacy.large_health_document(
+        state.settings,
+        state.uploads.active_count(),
+        staging,
+        shutil.disk_usage(staging).free,
+    )
 
 
 # -- one-request uploads ---------------------------------------------------------------
@@ -210,10 +208,9 @@ async def _single_upload(
         form = await receive_multipart(
             request.stream(), request.headers.get("content-type", ""), "file", open_sink
         )
-        unknown = sorted(set(form.fields) - _FIELD_NAMES)
-        if unknown:
-            raise InvalidInput(f"{', '.join(unknown)}: unknown field(s)")
-        fields, owner, dataset_uuid = resolve_fields(state, identity, dict(form.fields))
+        fields, owner, dataset_uuid = resolve_fields(
+            state, identity, known_fields(form.fields, request.url.path)
+        )
         write: StagedWrite = holder["write"]
         await run_in_threadpool(write.finish)
         upload: Upload = holder["upload"]
@@ -244,13 +241,14 @@ def _single_answer(
     state: ServerState, upload_id: str, filename: str, result: Mapping[str, Any]
 ) -> dict[str, Any]:
     size = int(result["file_size"])
+    kind = _upload_type(state, size)
     return {
         "job_id": result["job_id"],
-        "status": result["status"],
-        "message": f"Upload of {filename} received; job {result['job_id']} "
-        "verifies and records it",
-        "estimated_duration": _estimate(size),
-        "upload_type": _upload_type(state, size),
+        "status": legacy.status_word(result["status"]),
+        "message": f"{kind.title()} upload initiated: {filename}",
+        "estimated_duration": legacy.estimated_seconds(size),
+        "upload_type": kind,
+        "job_status": result["status"],
         "dataset_uuid": result["dataset_uuid"],
         "upload_id": upload_id,
         "file_blake3": result["file_blake3"],
@@ -278,10 +276,7 @@ async def _sent_again(
     form = await receive_multipart(
         request.stream(), request.headers.get("content-type", ""), "file", open_sink
     )
-    unknown = sorted(set(form.fields) - _FIELD_NAMES)
-    if unknown:
-        raise InvalidInput(f"{', '.join(unknown)}: unknown field(s)")
-    fields = parse_fields(dict(form.fields))
+    fields = parse_fields(known_fields(form.fields, request.url.path))
     state.auth.check_user_email(identity, fields.user_email)
     result = earlier.result or {}
     if (
@@ -329,21 +324,22 @@ class InitiateRequest(DatasetBody):
     source_config: dict[str, Any] = Field(default_factory=dict)
 
 
-@router.post("/api/upload/initiate", tags=["upload"])
-def initiate(
-    body: InitiateRequest,
-    identity: Identity = IdentityDep,
-    state: ServerState = StateDep,
-) -> dict[str, Any]:
-    """Import from ``s3``, ``gcs``, ``google_drive`` or ``url`` on the server.
+#: the original's estimated_duration of an import, in seconds, by source
+_IMPORT_SECONDS = {"google_drive": 600, "s3": 300, "gcs": 300, "url": 180}
 
-    Credentials in ``source_config`` are sealed with the server's SECRET_KEY before
-    they are stored, and never returned."""
+
+def _initiate(
+    body: InitiateRequest, identity: Identity, state: ServerState
+) -> dict[str, Any]:
     from sclib.server.handlers import split_config
 
     values = body.dataset_values()
     fields, owner, dataset_uuid = resolve_fields(state, identity, values)
-    spec = import_spec(body.source_type, body.source_config)
+    spec = import_spec(
+        body.source_type,
+        body.source_config,
+        credentials_dir=state.settings.credentials_dir,
+    )
     if spec.source_type == "url" and not state.settings.allow_private_addresses:
         from sclib.transfers.ssrf import AddressPolicy
 
@@ -357,7 +353,7 @@ def initiate(
             f"source_config.endpoint_url: {endpoint!r} is not an endpoint this "
             "server imports from (the operator lists them in SCLIB_IMPORT_ENDPOINTS)"
         )
-    public, secret = split_config(body.source_config)
+    public, secret = split_config(spec.config)
     sealed = None
     if secret:
         from sclib.server.secrets import SecretBox
@@ -384,55 +380,135 @@ def initiate(
     )
     return {
         "job_id": job.id,
-        "status": job.status.value,
-        "message": f"Import from {spec.source_type} queued",
-        "estimated_duration": None,
-        "upload_type": spec.source_type,
+        "status": legacy.legacy_status(job),
+        "message": f"Upload job initiated for {spec.source_type}",
+        "estimated_duration": _IMPORT_SECONDS.get(spec.source_type, 300),
+        "upload_type": "standard",
+        "job_status": job.status.value,
+        "source_type": spec.source_type,
         "dataset_uuid": dataset_uuid,
     }
 
 
-class UploadPathRequest(DatasetBody):
-    """``POST /api/upload/upload-path``: a file or folder already on the server."""
+@router.post("/api/upload/initiate", tags=["upload"])
+def initiate(
+    body: InitiateRequest,
+    identity: Identity = IdentityDep,
+    state: ServerState = StateDep,
+) -> dict[str, Any]:
+    """Import from ``s3``, ``gcs``, ``google_drive`` or ``url`` on the server.
 
-    file_path: str
+    Credentials in ``source_config`` are sealed with the server's SECRET_KEY before
+    they are stored, and never returned."""
+    return _initiate(body, identity, state)
 
 
-@router.post("/api/upload/upload-path", tags=["upload"])
-def upload_path(
-    body: UploadPathRequest,
+@router.post("/api/upload/cloud/large", tags=["upload"])
+def initiate_large_cloud(
+    body: InitiateRequest,
+    identity: Identity = IdentityDep,
+    state: ServerState = StateDep,
+) -> dict[str, Any]:
+    """The original's route for large imports: the same as ``initiate`` (every
+    import streams in verified, resumable chunks, whatever its size); its
+    ``estimated_duration`` is text, as the original's was."""
+    answer = _initiate(body, identity, state)
+    answer["estimated_duration"] = "Varies by file size and network"
+    return answer
+
+
+_UPLOAD_PATH_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            media: {
+                "schema": {
+                    "type": "object",
+                    "title": "UploadPathForm",
+                    "required": ["file_path", "dataset_name", "sensor"],
+                    "properties": {
+                        "file_path": {"type": "string"},
+                        "original_filename": {"type": "string"},
+                        **{
+                            name: {"type": "string"}
+                            for name in DatasetFields.model_fields
+                        },
+                    },
+                }
+            }
+            for media in (
+                "application/x-www-form-urlencoded",
+                "multipart/form-data",
+                "application/json",
+            )
+        },
+    }
+}
+
+
+@router.post(
+    "/api/upload/upload-path", tags=["upload"], openapi_extra=_UPLOAD_PATH_FORM
+)
+async def upload_path(
+    request: Request,
     identity: Identity = IdentityDep,
     state: ServerState = StateDep,
 ) -> dict[str, Any]:
     """Ingest a file or folder that is already on the server's disk.
 
-    Off unless the operator lists allowed folders in ``SCLIB_UPLOAD_PATH_ROOTS``;
-    then only paths inside them (symbolic links resolved) are accepted."""
+    Takes a form (the original clients send ``application/x-www-form-urlencoded``)
+    or JSON. Off unless the operator lists allowed folders in
+    ``SCLIB_UPLOAD_PATH_ROOTS``; then only paths inside them (symbolic links
+    resolved) are accepted."""
+    values = await small_body(request)
+    return await run_in_threadpool(_upload_path, values, identity, state, request)
+
+
+def _upload_path(
+    values: dict[str, Any], identity: Identity, state: ServerState, request: Request
+) -> dict[str, Any]:
+    from sclib.errors import NotFound
     from sclib.server.handlers import check_server_path
 
+    file_path = values.pop("file_path", None)
+    if not isinstance(file_path, str) or not file_path.strip():
+        raise InvalidInput("file_path: field required")
+    original_filename = values.pop("original_filename", None)
+    if original_filename is not None and str(original_filename).strip():
+        safe_filename(str(original_filename))
     roots = state.settings.upload_path_root_list()
-    path = check_server_path(body.file_path, roots)
-    values = body.dataset_values()
-    fields, owner, dataset_uuid = resolve_fields(state, identity, values)
+    with legacy.original_codes({NotFound: 404, InvalidInput: 400}):
+        path = check_server_path(file_path, roots)
+    fields, owner, dataset_uuid = resolve_fields(
+        state, identity, known_fields(values, request.url.path)
+    )
+    config: dict[str, Any] = {"path": str(path)}
+    name = path.name
+    if original_filename and str(original_filename).strip():
+        if not path.is_file():
+            raise InvalidInput("original_filename: only for a file, not a folder")
+        config["name"] = name = str(original_filename).strip()
     state.uploads.register(dataset_uuid, owner, fields)
     job = state.queue.enqueue(
         JobType.UPLOAD,
         {
             "source": "import",
             "source_type": "server_path",
-            "source_config": {"path": str(path)},
+            "source_config": config,
             "sealed": None,
             "dataset": fields.to_parameters(),
         },
         dataset_uuid=dataset_uuid,
         owner=owner,
     )
+    size = path.stat().st_size if path.is_file() else 0
     return {
         "job_id": job.id,
-        "status": job.status.value,
-        "message": f"Import of {path.name} queued",
-        "estimated_duration": None,
-        "upload_type": "server_path",
+        "status": legacy.legacy_status(job),
+        "message": f"File path upload initiated: {name}",
+        "estimated_duration": legacy.estimated_seconds(size),
+        "upload_type": "path",
+        "job_status": job.status.value,
         "dataset_uuid": dataset_uuid,
     }
 
@@ -441,7 +517,8 @@ def upload_path(
 
 
 def upload_status(job: Job) -> dict[str, Any]:
-    """The seed's status body for a job."""
+    """The seed's status body for a job (the original's status words; sclib's
+    own in ``job_status``)."""
     progress = job.progress
     total = progress.bytes_total
     result = job.result if isinstance(job.result, dict) else {}
@@ -456,29 +533,21 @@ def upload_status(job: Job) -> dict[str, Any]:
     pct = progress.percentage
     if job.status.value == "completed":
         pct, done = 100.0, total if total is not None else done
-    message = (
-        progress.message
-        or {
-            "pending": "queued",
-            "running": "in progress",
-            "completed": "completed",
-            "failed": "failed",
-            "cancelled": "cancelled",
-        }[job.status.value]
-    )
+    word = legacy.legacy_status(job)
     return {
         "job_id": job.id,
-        "status": job.status.value,
+        "status": word,
         "progress_percentage": round(pct or 0.0, 2),
         "bytes_uploaded": done or 0,
         "bytes_total": total,
-        "message": message,
+        "message": progress.message or word,
         "error": job.error,
+        "created_at": job.created_at.isoformat(),
+        "updated_at": job.updated_at.isoformat(),
+        "job_status": job.status.value,
         "current_file": progress.message or None,
         "job_type": job.type,
         "dataset_uuid": job.dataset_uuid,
-        "created_at": job.created_at.isoformat(),
-        "updated_at": job.updated_at.isoformat(),
     }
 
 
@@ -494,85 +563,113 @@ def status(
 def cancel(
     job_id: str, identity: Identity = IdentityDep, state: ServerState = StateDep
 ) -> dict[str, Any]:
-    """Cancel a pending or running job (409 if it already finished)."""
+    """Cancel a pending or running job; 404 if it is unknown or already finished
+    (the original's "Job not found or already completed")."""
+    from sclib.errors import InvalidJobState
     from sclib.pipeline.flow import after_cancel
 
     visible_job(state, identity, job_id)
-    job = state.queue.cancel(job_id, "cancelled by the user")
+    # a finished job: the original answered 404 ("Job not found or already
+    # completed"); the error keeps its class, so sclib's client raises
+    # InvalidJobState
+    with legacy.original_codes({InvalidJobState: 404}):
+        job = state.queue.cancel(job_id, "cancelled by the user")
     after_cancel(state.queue, state.datasets, job)
+    done = job.status.value == "cancelled"
     return {
+        "message": f"Job {job_id} cancelled successfully"
+        if done
+        else f"Job {job_id} cancellation requested; it stops at its next check",
         "job_id": job.id,
-        "status": job.status.value,
-        "message": "cancelled" if job.status.value == "cancelled" else "cancelling",
+        "status": legacy.legacy_status(job),
+        "job_status": job.status.value,
     }
 
 
 @router.get("/api/upload/jobs", tags=["upload"])
 def jobs(
     user_id: str | None = None,
+    user_email: str | None = None,
     status: str | None = None,
     limit: int = Query(50, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=10_000_000),
     identity: Identity = IdentityDep,
     state: ServerState = StateDep,
 ) -> dict[str, Any]:
-    """The caller's upload jobs (admins: anyone's, or ``user_id``'s)."""
+    """The caller's upload jobs, oldest first (admins: anyone's, or ``user_id``'s).
+
+    ``status`` takes the original's words (``queued``, ``uploading``, ...) or
+    sclib's (``pending``, ``running``, ...); ``total`` counts every match."""
     owner = owner_filter(identity)
-    if user_id:
-        wanted = user_id.strip().lower()
+    wanted = (user_id or user_email or "").strip().lower()
+    if wanted:
         if owner is not None and wanted != owner:
             from sclib.errors import Forbidden
 
             raise Forbidden("user_id: you may list only your own jobs")
         owner = wanted
-    found = state.queue.list(
-        status=status, job_type=JobType.UPLOAD, owner=owner, limit=limit, offset=offset
-    )
+    if status is not None and status.strip().lower() == "paused":
+        found, total = [], 0  # sclib never pauses a job
+    else:
+        chosen = legacy.status_filter(status)
+        found = state.queue.list(
+            status=chosen,
+            job_type=JobType.UPLOAD,
+            owner=owner,
+            limit=limit,
+            offset=offset,
+        )
+        total = state.queue.count(status=chosen, job_type=JobType.UPLOAD, owner=owner)
     return {
         "jobs": [upload_status(j) for j in found],
-        "count": len(found),
+        "total": total,
         "limit": limit,
         "offset": offset,
+        "count": len(found),
     }
 
 
 @router.get("/api/upload/supported-sources", tags=["upload"])
-def sources() -> dict[str, Any]:
+def sources(state: ServerState = StateDep) -> dict[str, Any]:
     """Import sources with their ``source_config`` keys, and the sensor names."""
-    return {
-        "sources": {"local": {"fields": ["file"], "required": ["file"]}}
-        | supported_sources(),
-        "sensors": [s.value for s in SensorType],
-        "upload_types": ["standard", "chunked", "tus"],
-    }
+    return legacy.sources_document(state.settings, supported_sources())
 
 
 @router.get("/api/upload/limits", tags=["upload"])
-@router.get("/api/upload/large/limits", tags=["large files"])
 def limits(state: ServerState = StateDep) -> dict[str, Any]:
     """Size limits and the chunk size this server hands out."""
-    s = state.settings
-    return {
-        "max_file_size": s.max_upload_size,
-        "standard_upload_limit": s.standard_upload_limit,
-        "chunk_size": s.chunk_size,
-        "max_chunk_size": s.max_chunk_size,
-        "upload_expiry_hours": s.upload_expiry_hours,
-        "tus_endpoint": "/files/",
-        "checksums": ["sha256", "blake3"],
-    }
+    return legacy.limits_document(state.settings, state.uploads.staging_root)
+
+
+@router.get("/api/upload/large/limits", tags=["large files"])
+def large_limits(state: ServerState = StateDep) -> dict[str, Any]:
+    """The large-file protocol's limits (the original large-file app's keys)."""
+    return legacy.limits_document(
+        state.settings, state.uploads.staging_root, large=True
+    )
 
 
 @router.get("/api/upload/estimate-time", tags=["upload"])
 def estimate_time(
-    file_size: int = Query(..., ge=0), state: ServerState = StateDep
+    file_size: int | None = Query(None, ge=0, le=2**62),
+    file_size_mb: float | None = Query(None, ge=0, le=2.0**42),
+    source_type: str = "local",
+    state: ServerState = StateDep,
 ) -> dict[str, Any]:
-    """A rough duration for a file of ``file_size`` bytes (at 50 MB/s)."""
+    """A rough duration for a file of ``file_size`` bytes (or ``file_size_mb``
+    MiB, the original's parameter) from ``source_type``."""
+    if file_size is None:
+        file_size = round((file_size_mb or 0.0) * legacy.MIB)
+    seconds = legacy.estimated_seconds(file_size)
+    seconds += 0 if source_type == "local" else _IMPORT_SECONDS.get(source_type, 300)
     chunk = state.settings.chunk_size
     return {
+        "source_type": source_type,
+        "estimated_seconds": seconds,
+        "estimated_minutes": round(seconds / 60, 1),
+        "file_size_mb": round(file_size / legacy.MIB, 3),
         "file_size": file_size,
         "upload_type": _upload_type(state, file_size),
-        "estimated_seconds": _estimate(file_size),
         "chunk_size": chunk,
         "total_chunks": max(1, -(-file_size // chunk)),
     }

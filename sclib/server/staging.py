@@ -38,6 +38,7 @@ __all__ = [
     "fsync_file",
     "hash_file",
     "written_in",
+    "written_in_fd",
 ]
 
 CHECKPOINT = 64 * 1024**2  # tus: record the offset at least this often
@@ -108,6 +109,7 @@ class StagedWrite:
         *,
         exact: bool,
         on_checkpoint: Callable[[int], None] | None = None,
+        side_file: Path | None = None,
     ) -> None:
         self.manager = manager
         self.upload = upload
@@ -119,11 +121,20 @@ class StagedWrite:
         self._lock = lock
         self._on_checkpoint = on_checkpoint
         self._checkpointed = 0
-        path = manager.staging_file(upload.id)
-        # never O_CREAT: the file is made with the upload, and one that is gone
-        # must not come back as an empty file that other chunks' records vouch for
+        #: a chunk sent again goes to a file of its own, so that the verified
+        #: copy in the staging file stays until the new one verifies too
+        self.side_file = side_file
+        self._position = 0 if side_file is not None else start
         try:
-            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            if side_file is not None:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+                self._fd: int | None = os.open(side_file, flags, 0o600)
+            else:
+                # never O_CREAT: the file is made with the upload, and one that is
+                # gone must not come back as an empty file that other chunks'
+                # records vouch for
+                path = manager.staging_file(upload.id)
+                self._fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise UploadConflict(
                 f"upload {upload.id} has lost its staging file; start it again"
@@ -139,7 +150,7 @@ class StagedWrite:
                 f"here for upload {self.upload.id})"
             )
         self.hashers.update(view)
-        pos = self.start + self.written
+        pos = self._position + self.written
         while view:
             n = os.pwrite(self._fd, view, pos)
             view = view[n:]
@@ -175,7 +186,11 @@ class StagedWrite:
         try:
             self.close_file()
         finally:
-            self._lock.release()
+            try:
+                if self.side_file is not None:
+                    self.side_file.unlink(missing_ok=True)
+            finally:
+                self._lock.release()
 
     def finish(
         self, expected: Mapping[str, str] | None = None, *, sync: bool = True
@@ -190,7 +205,7 @@ class StagedWrite:
         self.hashers.check(expected or {}, f"upload {self.upload.id}")
         if sync:
             self.durable()
-        elif self._fd is not None:
+        elif self._fd is not None and self.side_file is None:
             # start writing these bytes to disk now, in the background (Linux:
             # dirty pages are queued for writeback, none is waited for), so the
             # one flush at completion has little left to do
@@ -241,6 +256,11 @@ def _marker(st: os.stat_result, local: bool) -> str | None:
     if boot is None or not local:
         return None
     return f"written:{boot}:{st.st_dev}:{st.st_ino}"
+
+
+def written_in_fd(fd: int) -> str | None:
+    """:func:`written_in` of an open file."""
+    return _marker(os.fstat(fd), _local_fs(fd))
 
 
 def written_in(path: Path) -> str | None:

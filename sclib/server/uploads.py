@@ -43,7 +43,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sclib.datasets import DatasetStore
+from sclib.datasets import DatasetStore, canonical_uuid, find_dataset
+from sclib.datasets.models import is_dataset_uuid, uuid_spellings
 from sclib.datasets.records import dataset_owner, ensure_dataset, mark
 from sclib.errors import (
     ChecksumMismatch,
@@ -68,6 +69,7 @@ from sclib.server.staging import (
     hash_file,
     verify_chunks,
     written_in,
+    written_in_fd,
 )
 from sclib.transfers.hashing import CV_HASH, CV_PREFIX, ChunkTree, tree_hashing
 from sclib.transfers.sessions import (
@@ -310,34 +312,65 @@ class UploadManager:
             )
 
     def resolve_dataset(self, fields: DatasetFields, owner: str, admin: bool) -> str:
-        """The dataset an upload goes to: a new one, or an existing one of the
-        caller's (``add_to_existing`` with ``dataset_identifier``)."""
-        if not fields.add_to_existing:
-            if fields.dataset_identifier:
+        """The dataset an upload goes to, as the original upload API chose it.
+
+        * ``add_to_existing`` with ``dataset_identifier``: an existing dataset of
+          the caller's (any owner's for an admin), named by uuid with or without
+          dashes, numeric id, slug or name (:func:`~sclib.datasets.find_dataset`);
+          :class:`NotFound` if there is none.
+        * ``dataset_identifier`` alone: the new dataset's identifier (a uuid in
+          any spelling is kept as 32 hex digits). The original's clients send the
+          same identifier for every file of a folder, so a dataset that exists
+          under it already is added to, if it is the caller's.
+        * Neither: a new dataset with a new uuid.
+        """
+        identifier = fields.dataset_identifier
+        if fields.add_to_existing:
+            if not identifier:
                 raise InvalidInput(
-                    "dataset_identifier: only used with add_to_existing=true"
+                    "dataset_identifier: field required when add_to_existing is true"
                 )
+            found = self._find_dataset(identifier, None if admin else owner)
+            if found is None:
+                raise NotFound(f"Dataset not found: {identifier}")
+            return found
+        if not identifier:
             return uuid.uuid4().hex
-        if not fields.dataset_identifier:
+        wanted = canonical_uuid(identifier)
+        if not is_dataset_uuid(wanted):
             raise InvalidInput(
-                "dataset_identifier: field required when add_to_existing is true"
+                f"dataset_identifier: {identifier!r} cannot name a new dataset: use a "
+                "uuid, or letters, digits, '.', '_' and '-' (starting with a letter "
+                "or digit, at most 128); to add to an existing dataset by name or "
+                "slug, send add_to_existing=true"
             )
-        # the identifier arrives as 32 hex digits; datasets migrated from the old
-        # system keep their dashed uuid: try that spelling too
-        for candidate in (
-            fields.dataset_identifier,
-            str(uuid.UUID(fields.dataset_identifier)),
-        ):
-            if self.datasets is not None:
-                found = dataset_owner(self.datasets, candidate)
-            else:  # no dataset records: the jobs that name the dataset tell
-                jobs = self.queue.list(dataset_uuid=candidate, limit=1)
-                found = jobs[0].owner if jobs else None
-            if found is not None:
-                if admin or found == owner:
-                    return candidate
-                break
-        raise NotFound(f"no dataset {fields.dataset_identifier}")
+        taken = self._find_dataset(wanted, None)
+        if taken is None:
+            return wanted
+        if admin or self._owner_of(taken) == owner:
+            return taken  # the next file of a folder the original client sends
+        raise UploadConflict(
+            f"dataset_identifier: {identifier!r} is another user's dataset; choose "
+            "another identifier"
+        )
+
+    def _find_dataset(self, identifier: str, owner: str | None) -> str | None:
+        """The uuid of the dataset ``identifier`` names (``owner``'s only)."""
+        if self.datasets is not None:
+            found = find_dataset(self.datasets, identifier, owner)
+            return found.uuid if found is not None else None
+        # no dataset records: the jobs that name the dataset tell
+        for candidate in uuid_spellings(identifier):
+            jobs = self.queue.list(dataset_uuid=candidate, limit=1)
+            if jobs and (owner is None or jobs[0].owner == owner):
+                return candidate
+        return None
+
+    def _owner_of(self, dataset_uuid: str) -> str | None:
+        if self.datasets is not None:
+            return dataset_owner(self.datasets, dataset_uuid)
+        jobs = self.queue.list(dataset_uuid=dataset_uuid, limit=1)
+        return jobs[0].owner if jobs else None
 
     def register(self, dataset_uuid: str, owner: str, fields: DatasetFields) -> None:
         """Make sure the dataset has a record, and say its upload is queued."""
@@ -505,10 +538,6 @@ class UploadManager:
         try:
             upload = self.get(upload_id, owner)  # fresh, now that we hold the chunk
             self._require_active(upload)
-            if index in upload.chunks:
-                # the old bytes are about to be overwritten: until the new ones
-                # verify, this chunk is missing again
-                self.sessions.forget_chunks(upload_id, [index])
             length = upload.chunk_length(index)
             return StagedWrite(
                 self,
@@ -520,6 +549,13 @@ class UploadManager:
                 # (one hash pass), else its BLAKE3
                 hashes if CV_HASH in hashes else hashes | {"blake3"},
                 exact=True,
+                # a chunk already stored is sent again: the new bytes go aside
+                # and replace the stored ones only once they verify
+                side_file=(
+                    self.staging_dir(upload_id) / f"chunk-{index}.again"
+                    if index in upload.chunks
+                    else None
+                ),
             )
         except BaseException:
             lock.release()
@@ -539,16 +575,49 @@ class UploadManager:
         between (:meth:`_merged_digest`)."""
         try:
             write.finish(expected, sync=False)
+            digest = write.hashers.record_digest()
+            if write.side_file is not None:
+                self._replace_chunk(write, index, digest)
+                return self.get(write.upload.id)
             where = write.written_in()
             write.close_file()  # what close reports comes before the record
             self.sessions.record_chunk(
-                write.upload.id,
-                index,
-                ChunkRecord(write.hashers.record_digest(), where),
+                write.upload.id, index, ChunkRecord(digest, where)
             )
         finally:
             write.close()
         return self.get(write.upload.id)
+
+    def _replace_chunk(self, write: StagedWrite, index: int, digest: str) -> None:
+        """A chunk sent again verified (in its side file): the same bytes as the
+        stored chunk change nothing; other bytes are copied over the stored ones
+        and recorded. Until then the stored chunk stays recorded and intact."""
+        write.close_file()
+        upload = write.upload
+        record = self.sessions.get(upload.id).chunks.get(index)
+        if record is not None and record.digest == digest:
+            return
+        assert write.side_file is not None
+        staging = self.staging_file(upload.id)
+        try:
+            out = os.open(staging, os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise UploadConflict(
+                f"upload {upload.id} has lost its staging file; start it again"
+            ) from None
+        try:
+            # the stored copy is unrecorded only while it is being replaced
+            self.sessions.forget_chunks(upload.id, [index])
+            with open(write.side_file, "rb") as src:
+                copied = _copy_bytes(src.fileno(), out, write.written, write.start)
+            if copied != write.written:
+                raise DestinationError(
+                    f"upload {upload.id}: chunk {index} was not copied whole"
+                )
+            where = written_in_fd(out)
+        finally:
+            os.close(out)
+        self.sessions.record_chunk(upload.id, index, ChunkRecord(digest, where))
 
     def begin_patch(
         self,

@@ -427,7 +427,12 @@ class FakeServer:
         if key == "limits":
             return httpx.Response(
                 200,
-                json={"standard_upload_limit": self.standard_limit, "chunk_size": 1},
+                json={
+                    "standard_upload_limit": self.standard_limit,
+                    "chunk_size": 1,
+                    # the client asks for the largest power of two below this
+                    "max_chunk_size": self.chunk_size,
+                },
             )
         if key == "standard":
             request.read()

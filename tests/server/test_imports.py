@@ -84,7 +84,8 @@ def test_url_import_lands_verified(import_server: LiveServer) -> None:
         )
         assert r.status_code == 200, r.text
         body = r.json()
-        assert body["upload_type"] == "url"
+        assert body["upload_type"] == "standard"  # the original said so
+        assert body["source_type"] == "url"
         final = wait_job(import_server, body["job_id"])
     assert final["status"] == "completed", final
     path = import_server.data_dir / "upload" / body["dataset_uuid"] / "volume.h5"
@@ -202,7 +203,7 @@ def test_import_specs_never_borrow_the_servers_credentials() -> None:
         "s3", {"bucket_name": "b", "access_key_id": "k", "secret_access_key": "s"}
     )
     assert "anon" not in with_keys.options
-    with pytest.raises(InvalidInput, match="service_account_json or access_token"):
+    with pytest.raises(InvalidInput, match="needs access_token .*service_account"):
         import_spec("google_drive", {"file_id": "abc"})
     evil = {"type": "service_account", "token_uri": "http://169.254.169.254/"}
     with pytest.raises(InvalidInput, match="token_uri"):
@@ -262,7 +263,8 @@ def test_server_path_upload_is_off_by_default(live_server: LiveServer) -> None:
 
 def test_server_path_upload_stays_inside_allowed_folders(tmp_path: Path) -> None:
     """With an allowed folder, a file inside it is ingested and verified; paths
-    outside it, relative paths, and a symlink leading out are refused."""
+    outside it (403), relative or missing paths (400, as the original answered a
+    missing file), and a symlink leading out are refused."""
     allowed = tmp_path / "instrument"
     (allowed / "run7").mkdir(parents=True)
     data = os.urandom(300_000)
@@ -277,8 +279,8 @@ def test_server_path_upload_stays_inside_allowed_folders(tmp_path: Path) -> None
             ("/etc/passwd", 403),
             (str(allowed / "escape" / "passwd"), 403),
             (str(allowed / ".." / "data"), 403),
-            ("run7/frame.raw", 422),
-            (str(allowed / "missing.raw"), 422),
+            ("run7/frame.raw", 400),
+            (str(allowed / "missing.raw"), 400),
         ):
             r = httpx.post(url, json={"file_path": bad, **FIELDS}, headers=h)
             assert r.status_code == status, (bad, r.text)

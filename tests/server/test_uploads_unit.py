@@ -308,26 +308,34 @@ def test_safe_join_refuses_a_symlink_that_leaves(tmp_path: Path) -> None:
     assert safe_join(root, "sub", "x.bin") == root / "sub" / "x.bin"
 
 
-def test_a_failed_resend_makes_the_chunk_missing_again(
+def test_a_bad_resend_never_destroys_the_stored_chunk(
     manager: UploadManager,
 ) -> None:
-    """Re-sending a recorded chunk overwrites its bytes: if the new bytes do not
-    verify, the chunk is missing again (not silently corrupt), and completing
-    refuses until it is sent intact."""
+    """A recorded chunk sent again goes to a file of its own first: bytes that do
+    not verify are refused and the stored copy stays recorded and intact (the
+    original checked the hash before writing); the same bytes again change
+    nothing; other bytes that verify replace the stored ones."""
     data = os.urandom(2048)
     up = large(manager, len(data))
     put(manager, up, 0, data[:1024])
     put(manager, up, 1, data[1024:])
+    record = manager.sessions.get(up).chunks[0]
     w = manager.begin_chunk(up, OWNER, 0, {"blake3"})
     w.write(b"X" * 1024)
     with pytest.raises(ChecksumMismatch):
         manager.finish_chunk(w, 0, {"blake3": blake3.blake3(data[:1024]).hexdigest()})
-    assert manager.get(up).missing_chunks == [0]
-    with pytest.raises(UploadConflict, match="missing"):
-        manager.complete(up, OWNER)
-    put(manager, up, 0, data[:1024])
+    assert manager.get(up).missing_chunks == []
+    assert manager.sessions.get(up).chunks[0] == record
+    staging = manager.staging_file(up)
+    assert staging.read_bytes()[:1024] == data[:1024]
+    assert [p.name for p in staging.parent.iterdir() if "again" in p.name] == []
+    put(manager, up, 0, data[:1024])  # the same bytes: nothing changes
+    assert manager.sessions.get(up).chunks[0] == record
+    other = os.urandom(1024)
+    put(manager, up, 0, other)  # other bytes that verify replace the stored ones
+    assert staging.read_bytes()[:1024] == other
     result = manager.complete(up, OWNER)
-    assert result["file_blake3"] == blake3.blake3(data).hexdigest()
+    assert result["file_blake3"] == blake3.blake3(other + data[1024:]).hexdigest()
 
 
 def test_a_file_already_in_the_dataset_is_never_replaced(
@@ -621,7 +629,7 @@ def test_add_to_existing_finds_a_migrated_dataset_by_its_dashed_uuid(
             }
         )
         assert manager.resolve_dataset(fields, OWNER, admin=False) == dashed
-        with pytest.raises(NotFound, match="no dataset"):
+        with pytest.raises(NotFound, match="Dataset not found"):
             manager.resolve_dataset(fields, "bob@example.org", admin=False)
     assert manager.resolve_dataset(fields, "root@example.org", admin=True) == dashed
 
