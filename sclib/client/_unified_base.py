@@ -175,7 +175,7 @@ class UnifiedBase:
     ) -> Call[UploadResult]:
         body = {
             "source_type": source_type,
-            "source_config": source_config,
+            "source_config": dict(source_config),
             **fields.body(with_nulls=with_nulls),
         }
         return Call("POST", "/api/upload/initiate", _upload_result, json=body)
