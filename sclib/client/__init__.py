@@ -17,6 +17,11 @@ Large files go in parallel, BLAKE3-verified chunks and resume after a crash when
 uploaded again (see :mod:`sclib.client.state`). Errors are the library's own
 (:mod:`sclib.errors`) plus :class:`ServerError`, :class:`ConnectionFailed` and
 :class:`WaitTimeout`.
+
+:class:`ScientistCloudUploadClient` and :class:`AsyncScientistCloudUploadClient`
+(:mod:`sclib.client.unified`) are drop-ins for the original ScientistCloud
+"Unified" client: its positional arguments, defaults and result shapes, over a
+:class:`Client`.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from __future__ import annotations
 from ._async import AsyncClient
 from ._errors import ConnectionFailed, ServerError, WaitTimeout
 from ._options import DatasetOptions, FieldOptions, UploadOptions
-from ._sync import Client, ScientistCloudUploadClient
+from ._sync import Client
 from .models import (
     CancelResult,
     ChunkReceipt,
@@ -48,9 +53,11 @@ from .models import (
     UploadStatus,
 )
 from .state import UploadState, UploadStateStore, default_state_dir
+from .unified import AsyncScientistCloudUploadClient, ScientistCloudUploadClient
 
 __all__ = [
     "AsyncClient",
+    "AsyncScientistCloudUploadClient",
     "CancelResult",
     "ChunkReceipt",
     "Client",

@@ -1,4 +1,4 @@
-"""The blocking client: :class:`Client` (alias ``ScientistCloudUploadClient``).
+"""The blocking client: :class:`Client`.
 
 All decisions live in :mod:`sclib.client._base` and the modules it builds on;
 this module only sends requests with ``httpx.Client``, sleeps with
@@ -55,7 +55,7 @@ from .models import (
     UploadStatus,
 )
 
-__all__ = ["Client", "ScientistCloudUploadClient"]
+__all__ = ["Client"]
 
 T = TypeVar("T")
 
@@ -414,10 +414,6 @@ class Client(BaseClient):
         """Convert the dataset again (``output_format``: ``idx`` or ``zarr``)."""
         call = self._req_reprocess(uuid, sensor, output_format, conversion_params)
         return self._send(call)
-
-
-#: The seed's name for :class:`Client`.
-ScientistCloudUploadClient = Client
 
 
 def _done(value: str) -> Future[str]:

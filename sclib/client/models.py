@@ -25,6 +25,7 @@ __all__ = [
     "Health",
     "JobInfo",
     "JobList",
+    "JobStatus",
     "LargeUpload",
     "LargeUploadStatus",
     "Limits",
@@ -84,7 +85,8 @@ class UploadResult(ResultModel):
     upload_type: str = "standard"
     dataset_uuid: str | None = None
     message: str | None = None
-    estimated_duration: float | None = None
+    #: seconds; an int stays an int (the original client's field was an int)
+    estimated_duration: int | float | None = None
     upload_id: str | None = None
     file_blake3: str | None = None
 
@@ -101,6 +103,32 @@ class UploadStatus(ResultModel):
     error: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job reached completed, failed or cancelled."""
+        return self.status in FINISHED_STATUSES
+
+
+class JobStatus(ResultModel):
+    """A job's status in the shape of the original ScientistCloud client's
+    ``JobStatus`` dataclass, as :class:`~sclib.client.ScientistCloudUploadClient`
+    returns it.
+
+    Not :class:`sclib.JobStatus` (the queue's status enum). Unlike
+    :class:`UploadStatus`, ``created_at`` and ``updated_at`` stay the server's
+    ISO 8601 text, as they did in the original.
+    """
+
+    job_id: str
+    status: str
+    progress_percentage: float = 0.0
+    bytes_uploaded: int | None = None
+    bytes_total: int | None = None
+    message: str | None = None
+    error: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
 
     @property
     def finished(self) -> bool:

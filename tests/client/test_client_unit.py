@@ -106,9 +106,13 @@ def test_constructors_match() -> None:
     assert {k: v.default for k, v in s.items()} == {k: v.default for k, v in a.items()}
 
 
-def test_seed_name_is_the_client() -> None:
-    """ScientistCloudUploadClient is the seed's name for Client."""
-    assert ScientistCloudUploadClient is Client
+def test_seed_name_is_the_drop_in_that_wraps_a_client(tmp_path: Path) -> None:
+    """ScientistCloudUploadClient is no longer an alias of Client: it is the
+    original client's drop-in, and the Client doing its work is its .client."""
+    assert ScientistCloudUploadClient is not Client
+    with ScientistCloudUploadClient(state_dir=tmp_path) as legacy:
+        assert isinstance(legacy.client, Client)
+        assert legacy.client.base_url == "http://localhost:5000"
 
 
 def test_all_is_exactly_the_public_api() -> None:
