@@ -593,7 +593,19 @@ def _serve(root: Path, *, run_worker: bool = True, no_auth: bool = True) -> Serv
 
     files = root / "server-files"
     files.mkdir(parents=True, exist_ok=True)
+    keys = root / "credentials"  # the operator's folder of service account keys
+    keys.mkdir(parents=True, exist_ok=True)
+    (keys / "service.json").write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "client_email": "reader@project.iam.gserviceaccount.com",
+                "private_key": "not a real key",
+            }
+        )
+    )
     settings = load_settings(
+        credentials_dir=keys,
         data_dir=root / "data",
         no_auth=no_auth,
         standard_upload_limit=1_000_000,  # above 1 MB: chunks of 1 MiB
@@ -887,13 +899,22 @@ def test_imports_status_cancel_and_list(idle_server: Served, tmp_path: Path) -> 
 def test_google_drive_import_with_a_server_path(
     idle_server: Served, tmp_path: Path
 ) -> None:
-    """(Needs the server change.) A service account file named by its path on the
-    server is accepted, as the original server accepted it."""
+    """A service account file named by its path on the server is accepted when
+    it lies in the operator's credentials folder (SCLIB_CREDENTIALS_DIR), as the
+    original deployment kept its keys; any other path is refused, naming the
+    setting."""
+    keys = idle_server.files.parent / "credentials"
     with _legacy(idle_server, tmp_path) as client:
-        result = client.initiate_google_drive_upload(
-            "1ABC123DEF456", "/path/to/service.json", EMAIL, "Drive", "OTHER"
-        )
-        assert result.status == "queued"
+        for name in ("service.json", str(keys / "service.json")):
+            result = client.initiate_google_drive_upload(
+                "1ABC123DEF456", name, EMAIL, "Drive", "OTHER"
+            )
+            assert result.status == "queued"
+        for outside in ("/path/to/service.json", "../credentials/../x.json"):
+            with pytest.raises(InvalidInput, match="SCLIB_CREDENTIALS_DIR"):
+                client.initiate_google_drive_upload(
+                    "1ABC123DEF456", outside, EMAIL, "Drive", "OTHER"
+                )
 
 
 @pytest.mark.integration
