@@ -31,11 +31,10 @@ from sclib.client import (
 )
 from sclib.errors import (
     Forbidden,
-    InvalidJobState,
     InvalidInput,
+    InvalidJobState,
     JobNotFound,
     NotFound,
-    SclibError,
     Unauthorized,
     UploadConflict,
 )

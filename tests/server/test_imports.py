@@ -203,7 +203,7 @@ def test_import_specs_never_borrow_the_servers_credentials() -> None:
         "s3", {"bucket_name": "b", "access_key_id": "k", "secret_access_key": "s"}
     )
     assert "anon" not in with_keys.options
-    with pytest.raises(InvalidInput, match="needs access_token .*service_account"):
+    with pytest.raises(InvalidInput, match=r"needs access_token .*service_account"):
         import_spec("google_drive", {"file_id": "abc"})
     evil = {"type": "service_account", "token_uri": "http://169.254.169.254/"}
     with pytest.raises(InvalidInput, match="token_uri"):
