@@ -33,7 +33,9 @@ boundary, with ``raise ... from exc`` so the original stays attached.
     ├── UploadError               an upload cannot take this request
     │   ├── UploadConflict        wrong offset, length or state for this upload
     │   ├── UploadBusy            another request is writing the same upload or chunk
-    │   └── TooLarge              a body, chunk or file above the configured limit
+    │   ├── TooLarge              a body, chunk or file above the configured limit
+    │   └── LimitReached          a per-user limit is reached (HTTP 429)
+    ├── InsufficientStorage       the disk cannot hold it now (HTTP 507)
     ├── InvalidJobState           the job is not in a state that allows the operation
     ├── DatasetConflict           a dataset's compare-and-set found another status
     ├── LeaseLost                 a fenced write by a worker that no longer owns the job
@@ -55,6 +57,7 @@ __all__ = [
     "DatasetNotFound",
     "DestinationError",
     "Forbidden",
+    "InsufficientStorage",
     "InvalidInput",
     "InvalidJobState",
     "InvalidTransition",
@@ -62,6 +65,7 @@ __all__ = [
     "JobNotFound",
     "JobTimeout",
     "LeaseLost",
+    "LimitReached",
     "MissingDependency",
     "NotFound",
     "SclibError",
@@ -314,3 +318,19 @@ class UploadBusy(UploadError):
 
 class TooLarge(UploadError, InvalidInput):
     """A request body, chunk or file is above the configured limit (HTTP 413)."""
+
+
+class InsufficientStorage(SclibError):
+    """The disk cannot hold this now (HTTP 507): it is full, or taking an upload
+    would eat into the space kept in reserve. What was stored before stays intact
+    and resumable; retrying once space is freed can help."""
+
+    retryable = True
+
+
+class LimitReached(UploadError):
+    """A per-user limit is reached: open uploads or staged bytes (HTTP 429). The
+    message names the limit and its setting; finishing or cancelling uploads
+    frees it."""
+
+    retryable = True

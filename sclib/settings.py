@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sclib.errors import ConfigurationError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_settings", "parse_reserve"]
 
 
 class Settings(BaseSettings):
@@ -184,6 +184,60 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("SCLIB_MAX_CHUNK_SIZE"),
         description="Largest chunk or tus PATCH body the server accepts.",
     )
+    disk_reserve: str = Field(
+        default="1GiB",
+        validation_alias=AliasChoices("SCLIB_DISK_RESERVE"),
+        description=(
+            "Free space kept on the data folder's disk: a size (1GiB) or a share "
+            "of the disk (5%). New uploads that would eat into it are refused "
+            "(507), so the job database and cancellations keep working when the "
+            "disk fills."
+        ),
+    )
+    max_open_uploads: int = Field(
+        default=100,
+        ge=1,
+        validation_alias=AliasChoices("SCLIB_MAX_OPEN_UPLOADS"),
+        description="Unfinished uploads one user may hold at once (then 429).",
+    )
+    max_staged_bytes: int = Field(
+        default=10 * 1024**4,
+        ge=0,
+        validation_alias=AliasChoices("SCLIB_MAX_STAGED_BYTES"),
+        description=(
+            "Bytes one user's unfinished uploads may declare in all (then 429)."
+        ),
+    )
+    max_buffered_bytes: int = Field(
+        default=256 * 1024**2,
+        ge=1024**2,
+        validation_alias=AliasChoices("SCLIB_MAX_BUFFERED_BYTES"),
+        description=(
+            "Bytes of request bodies one server process holds in memory at once; "
+            "past it, new bodies wait (their bytes stay in the network)."
+        ),
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=4096,
+        le=16 * 1024**2,
+        validation_alias=AliasChoices("SCLIB_MAX_HEADER_BYTES"),
+        description="Largest request head (request line and headers); then 431.",
+    )
+    max_headers: int = Field(
+        default=100,
+        ge=10,
+        le=10_000,
+        validation_alias=AliasChoices("SCLIB_MAX_HEADERS"),
+        description="Most header fields in one request; then 431.",
+    )
+    max_metadata_bytes: int = Field(
+        default=4096,
+        ge=256,
+        le=1024**2,
+        validation_alias=AliasChoices("SCLIB_MAX_UPLOAD_METADATA"),
+        description="Largest tus Upload-Metadata header value; then 400.",
+    )
     standard_upload_limit: int = Field(
         default=100 * 1024**2,
         gt=0,
@@ -243,6 +297,26 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("SCLIB_METRICS_PUBLIC"),
         description="Serve /metrics without a token (else it needs an admin one).",
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        """Settings that each pass but cannot work together stop at start-up,
+        with one line naming both."""
+        problems = []
+        if self.chunk_size > self.max_chunk_size:
+            problems.append(
+                f"SCLIB_CHUNK_SIZE ({self.chunk_size}) is above SCLIB_MAX_CHUNK_SIZE "
+                f"({self.max_chunk_size}): every chunked upload would be refused"
+            )
+        if self.grace_period > 0 and self.lease_seconds < 2:
+            problems.append(
+                f"SCLIB_LEASE_SECONDS ({self.lease_seconds:g}) leaves no time for a "
+                "heartbeat; use 2 or more"
+            )
+        parse_reserve(self.disk_reserve)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("sqlite_synchronous", mode="before")
     @classmethod
@@ -328,6 +402,32 @@ class Settings(BaseSettings):
         return options
 
 
+def parse_reserve(text: str) -> tuple[int, float]:
+    """``SCLIB_DISK_RESERVE`` as ``(bytes, share of the disk)``: ``"1GiB"`` is
+    ``(1073741824, 0.0)``, ``"5%"`` is ``(0, 0.05)``."""
+    value = text.strip()
+    if value.endswith("%"):
+        try:
+            share = float(value[:-1]) / 100
+        except ValueError:
+            share = -1.0
+        if not 0 <= share < 0.9:
+            raise ValueError(
+                f"SCLIB_DISK_RESERVE: {text!r} is not a share of the disk (0% to 90%)"
+            )
+        return 0, share
+    import re
+
+    match = re.fullmatch(r"(\d+)\s*([KMGT]?)(I?B)?", value.upper())
+    if match is None:
+        raise ValueError(
+            f"SCLIB_DISK_RESERVE: {text!r} is not a size (1GiB, 500MiB, bytes) or a "
+            "share of the disk (5%)"
+        )
+    power = " KMGT".index(match.group(2) or " ")
+    return int(match.group(1)) * 1024**power, 0.0
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read the environment; raise :class:`ConfigurationError` with what is wrong."""
     from pydantic import ValidationError
@@ -336,7 +436,8 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            (f"{'.'.join(str(p) for p in err['loc'])}: " if err["loc"] else "")
+            + str(err["msg"]).removeprefix("Value error, ")
             for err in exc.errors()
         )
         raise ConfigurationError(f"invalid sclib settings: {problems}") from None

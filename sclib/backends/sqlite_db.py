@@ -17,7 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sclib.errors import BackendError, ConfigurationError
+from sclib.errors import (
+    BackendError,
+    ConfigurationError,
+    InsufficientStorage,
+    SclibError,
+)
 
 __all__ = ["SYNC_MODES", "SQLiteDatabase", "SQLiteFileStore"]
 
@@ -75,7 +80,7 @@ class SQLiteDatabase:
                 if after_columns:
                     conn.executescript(after_columns)
         except sqlite3.Error as exc:
-            raise BackendError(f"cannot create tables in {self.path}: {exc}") from exc
+            raise self.error(exc, "cannot create tables in") from exc
 
     @staticmethod
     def _add_columns(
@@ -117,7 +122,7 @@ class SQLiteDatabase:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
         except sqlite3.Error as exc:
-            raise BackendError(f"cannot open the database {self.path}: {exc}") from exc
+            raise self.error(exc, "cannot open the database") from exc
         return conn
 
     @contextmanager
@@ -144,20 +149,31 @@ class SQLiteDatabase:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise BackendError(f"database {self.path}: {exc}") from exc
+                raise self.error(exc) from exc
             try:
                 yield conn
             except BaseException as exc:
                 self._rollback(conn)
                 if isinstance(exc, sqlite3.Error):
-                    raise BackendError(f"database {self.path}: {exc}") from exc
+                    raise self.error(exc) from exc
                 raise
             else:
                 try:
                     conn.execute("COMMIT")
                 except sqlite3.Error as exc:
                     self._rollback(conn)
-                    raise BackendError(f"database {self.path}: {exc}") from exc
+                    raise self.error(exc) from exc
+
+    def error(self, exc: sqlite3.Error, what: str = "database") -> SclibError:
+        """A driver error as sclib's: a full disk is :class:`InsufficientStorage`
+        (nothing was written; retry once space is freed), anything else a
+        :class:`BackendError`."""
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return InsufficientStorage(
+                f"{what} {self.path}: the disk is full; nothing was written, "
+                "retry once space is freed"
+            )
+        return BackendError(f"{what} {self.path}: {exc}")
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
@@ -173,7 +189,7 @@ class SQLiteDatabase:
             with self._conn() as conn:
                 return conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise BackendError(f"database {self.path}: {exc}") from exc
+            raise self.error(exc) from exc
 
     def close(self) -> None:
         with self._lock:

@@ -121,12 +121,9 @@ def run(args: argparse.Namespace) -> int:
             if self.started:  # say it only once it is true
                 print(banner, file=sys.stderr, flush=True)
 
-    config = uvicorn.Config(
-        app,
-        log_level=args.log_level,
-        timeout_keep_alive=300,
-        h11_max_incomplete_event_size=1024**2,
-    )
+    from sclib.server.http import uvicorn_config
+
+    config = uvicorn_config(app, settings, log_level=args.log_level)
     try:
         _Server(config).run(sockets=[sock])
     finally:

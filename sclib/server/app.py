@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -33,8 +33,9 @@ from sclib.models import Job
 from sclib.server.auth import Authenticator, Identity, validate_settings
 from sclib.server.handlers import handlers_from_settings
 from sclib.server.problems import install_handlers
+from sclib.server.streaming import BufferBudget
 from sclib.server.uploads import UploadManager
-from sclib.settings import Settings, load_settings
+from sclib.settings import Settings, load_settings, parse_reserve
 from sclib.transfers.sessions import SessionStore, open_session_store
 
 __all__ = [
@@ -76,6 +77,7 @@ class ServerState:
     auth: Authenticator
     datasets: DatasetStore
     worker: Worker | None = None
+    buffers: BufferBudget = field(default_factory=lambda: BufferBudget(256 * 1024**2))
 
     def close(self) -> None:
         self.datasets.close()
@@ -153,6 +155,9 @@ def create_app(
         max_upload_size=settings.max_upload_size,
         expiry=timedelta(hours=settings.upload_expiry_hours),
         datasets=datasets,
+        disk_reserve=parse_reserve(settings.disk_reserve),
+        max_open_uploads=settings.max_open_uploads,
+        max_staged_bytes=settings.max_staged_bytes,
     )
     state = ServerState(
         settings,
@@ -161,6 +166,7 @@ def create_app(
         uploads,
         Authenticator.from_settings(settings),
         datasets,
+        buffers=BufferBudget(settings.max_buffered_bytes),
     )
     if state.auth.trusted_networks and not settings.no_auth:
         log.warning(

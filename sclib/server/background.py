@@ -26,9 +26,12 @@ class BackgroundServer:
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
         import uvicorn
 
+        from sclib.server.http import uvicorn_config
+
         self.host = host
+        settings = app.state.sclib.settings
         self._server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_level="warning")
+            uvicorn_config(app, settings, host=host, port=port, log_level="warning")
         )
         self._thread = threading.Thread(
             target=self._server.run, daemon=True, name="sclib-server"

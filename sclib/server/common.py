@@ -15,6 +15,7 @@ from sclib.server.auth import Identity
 from sclib.server.fields import DatasetFields, parse_fields
 
 __all__ = [
+    "MAX_OFFSET",
     "MULTIPART_SLACK",
     "DatasetBody",
     "check_length",
@@ -26,6 +27,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MULTIPART_SLACK = 1024**2  # headers and fields around the file part
+#: the largest ``offset`` a list route takes (``limit`` is at most 1,000 on
+#: each): deeper pages are refused with 422, never a database error
+MAX_OFFSET = 1_000_000
 
 
 _FIELD_NAMES = frozenset(DatasetFields.model_fields)

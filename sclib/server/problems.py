@@ -33,6 +33,8 @@ _STATUS: list[tuple[type[BaseException], int]] = [
     (E.UploadConflict, 409),
     (E.InvalidJobState, 409),
     (E.TooLarge, 413),
+    (E.InsufficientStorage, 507),
+    (E.LimitReached, 429),
     (E.ChecksumMismatch, 400),
     (E.BlockedAddress, 422),
     (E.InvalidInput, 422),
@@ -55,10 +57,13 @@ _TITLES = {
     415: "Unsupported media type",
     422: "Invalid input",
     423: "Locked",
+    429: "Too many requests",
+    431: "Request header fields too large",
     500: "Internal error",
     501: "Not implemented",
     502: "Bad gateway",
     503: "Service unavailable",
+    507: "Insufficient storage",
 }
 
 
@@ -115,6 +120,8 @@ def install_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         if isinstance(exc, E.UploadBusy):
             headers = {"Retry-After": "1"}
+        elif isinstance(exc, E.InsufficientStorage | E.LimitReached):
+            headers = {"Retry-After": "60"}
         return problem(status, str(exc), code_of(exc), headers)
 
     async def _validation(

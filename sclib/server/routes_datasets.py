@@ -15,6 +15,7 @@ from sclib.datasets import Dataset, DatasetNotFound
 from sclib.datasets.records import dataset_dict
 from sclib.server.app import IdentityDep, ServerState, StateDep, owner_filter
 from sclib.server.auth import Identity
+from sclib.server.common import MAX_OFFSET
 
 __all__ = ["router"]
 
@@ -32,7 +33,7 @@ def _visible(state: ServerState, identity: Identity, uuid: str) -> Dataset:
 def list_datasets(
     status: str | None = None,
     limit: int = Query(50, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     identity: Identity = IdentityDep,
     state: ServerState = StateDep,
 ) -> dict[str, Any]:
@@ -77,7 +78,7 @@ def dataset_status(
 def dataset_files(
     uuid: str,
     limit: int = Query(1000, ge=1, le=100_000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     identity: Identity = IdentityDep,
     state: ServerState = StateDep,
 ) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from sclib.server.app import (
     visible_job,
 )
 from sclib.server.auth import Identity
+from sclib.server.common import MAX_OFFSET
 
 __all__ = ["router"]
 
@@ -134,7 +135,7 @@ def list_jobs(
     job_type: str | None = None,
     dataset_uuid: str | None = None,
     limit: int = Query(50, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     identity: Identity = IdentityDep,
     state: ServerState = StateDep,
 ) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from sclib.server.common import (
 )
 from sclib.server.legacy import original_codes
 from sclib.server.staging import StagedWrite
-from sclib.server.streaming import Sink, pump, receive_multipart
+from sclib.server.streaming import Sink, batch_size, pump, receive_multipart
 from sclib.server.uploads import LARGE, Upload, UploadNotFound
 from sclib.transfers.hashing import CV_HASH, tree_hashing
 from sclib.transfers.sessions import CANCELLED
@@ -191,6 +191,7 @@ async def _large_chunk(
     owner = owner_filter(identity)
     ctype = request.headers.get("content-type", "")
     holder: dict[str, StagedWrite] = {}
+    size, exact = batch_size(request.headers.get("content-length"))
     try:
         if ctype.startswith("multipart/"):
 
@@ -201,7 +202,10 @@ async def _large_chunk(
                 holder["write"] = write
                 return write
 
-            form = await receive_multipart(request.stream(), ctype, "chunk", open_sink)
+            async with state.buffers.hold(size):
+                form = await receive_multipart(
+                    request.stream(), ctype, "chunk", open_sink, batch=size, exact=exact
+                )
             if not form.fields.get("chunk_hash"):
                 missing = InvalidInput("chunk_hash: field required")
                 missing.http_status = 422  # type: ignore[attr-defined]
@@ -220,7 +224,8 @@ async def _large_chunk(
             holder["write"] = await run_in_threadpool(
                 state.uploads.begin_chunk, upload_id, owner, chunk_index, {algo}
             )
-            await pump(request.stream(), holder["write"])
+            async with state.buffers.hold(size):
+                await pump(request.stream(), holder["write"], size, exact=exact)
         done = await run_in_threadpool(
             state.uploads.finish_chunk, holder.pop("write"), chunk_index, {algo: digest}
         )

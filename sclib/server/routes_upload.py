@@ -40,6 +40,7 @@ from sclib.server.app import (
 )
 from sclib.server.auth import Identity
 from sclib.server.common import (
+    MAX_OFFSET,
     MULTIPART_SLACK,
     DatasetBody,
     check_length,
@@ -55,7 +56,7 @@ from sclib.server.fields import (
 )
 from sclib.server.handlers import import_spec, supported_sources
 from sclib.server.staging import Hashers, StagedWrite
-from sclib.server.streaming import Sink, receive_multipart
+from sclib.server.streaming import Sink, batch_size, receive_multipart
 from sclib.server.uploads import STANDARD, Upload
 
 __all__ = ["router"]
@@ -175,6 +176,11 @@ async def _single_upload(
 ) -> dict[str, Any]:
     check_length(request, state.settings.max_upload_size + MULTIPART_SLACK)
     uploads = state.uploads
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit():
+        await run_in_threadpool(
+            uploads.check_space, int(declared), f"a body of {int(declared):,} bytes"
+        )
     holder: dict[str, Any] = {}
     key = _idempotency_key(request)
     earlier = (
@@ -205,9 +211,16 @@ async def _single_upload(
         return write
 
     try:
-        form = await receive_multipart(
-            request.stream(), request.headers.get("content-type", ""), "file", open_sink
-        )
+        size, exact = batch_size(declared)
+        async with state.buffers.hold(size):
+            form = await receive_multipart(
+                request.stream(),
+                request.headers.get("content-type", ""),
+                "file",
+                open_sink,
+                batch=size,
+                exact=exact,
+            )
         fields, owner, dataset_uuid = resolve_fields(
             state, identity, known_fields(form.fields, request.url.path)
         )
@@ -273,9 +286,16 @@ async def _sent_again(
             )
         return sink
 
-    form = await receive_multipart(
-        request.stream(), request.headers.get("content-type", ""), "file", open_sink
-    )
+    size, exact = batch_size(request.headers.get("content-length"))
+    async with state.buffers.hold(size):
+        form = await receive_multipart(
+            request.stream(),
+            request.headers.get("content-type", ""),
+            "file",
+            open_sink,
+            batch=size,
+            exact=exact,
+        )
     fields = parse_fields(known_fields(form.fields, request.url.path))
     state.auth.check_user_email(identity, fields.user_email)
     result = earlier.result or {}
@@ -335,6 +355,7 @@ def _initiate(
 
     values = body.dataset_values()
     fields, owner, dataset_uuid = resolve_fields(state, identity, values)
+    state.uploads.check_space(0, "an import")  # its size is known only later
     spec = import_spec(
         body.source_type,
         body.source_config,
@@ -592,7 +613,7 @@ def jobs(
     user_email: str | None = None,
     status: str | None = None,
     limit: int = Query(50, ge=1, le=1000),
-    offset: int = Query(0, ge=0, le=10_000_000),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     identity: Identity = IdentityDep,
     state: ServerState = StateDep,
 ) -> dict[str, Any]:

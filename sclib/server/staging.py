@@ -9,14 +9,22 @@ caller records them.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import hashlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sclib.errors import ChecksumMismatch, InvalidInput, TooLarge, UploadConflict
+from sclib.errors import (
+    ChecksumMismatch,
+    InsufficientStorage,
+    InvalidInput,
+    TooLarge,
+    UploadConflict,
+)
 from sclib.server.locks import WriteLock
 from sclib.transfers._writeback import start_writeback
 from sclib.transfers.hashing import (
@@ -32,8 +40,10 @@ if TYPE_CHECKING:
     from sclib.server.uploads import Upload, UploadManager
 
 __all__ = [
+    "NO_SPACE",
     "Hashers",
     "StagedWrite",
+    "disk_errors",
     "fsync_dir",
     "fsync_file",
     "hash_file",
@@ -110,7 +120,9 @@ class StagedWrite:
         exact: bool,
         on_checkpoint: Callable[[int], None] | None = None,
         side_file: Path | None = None,
+        guard: Callable[[int], None] | None = None,
     ) -> None:
+        self._guard = guard
         self.manager = manager
         self.upload = upload
         self.start = start
@@ -149,20 +161,23 @@ class StagedWrite:
                 f"the request body is larger than expected ({self.limit} bytes "
                 f"here for upload {self.upload.id})"
             )
+        if self._guard is not None:
+            self._guard(len(view))  # the disk's reserve stays free
         self.hashers.update(view)
         pos = self._position + self.written
-        while view:
-            n = os.pwrite(self._fd, view, pos)
-            view = view[n:]
-            pos += n
-        self.written += len(data)
-        if (
-            self._on_checkpoint is not None
-            and self.written - self._checkpointed >= CHECKPOINT
-        ):
-            os.fdatasync(self._fd)
-            self._checkpointed = self.written
-            self._on_checkpoint(self.written)
+        with disk_errors(self.upload.id):
+            while view:
+                n = os.pwrite(self._fd, view, pos)
+                view = view[n:]
+                pos += n
+            self.written += len(data)
+            if (
+                self._on_checkpoint is not None
+                and self.written - self._checkpointed >= CHECKPOINT
+            ):
+                os.fdatasync(self._fd)
+                self._checkpointed = self.written
+                self._on_checkpoint(self.written)
 
     def written_in(self) -> str | None:
         """Where these bytes went: :func:`written_in` of the open staging file."""
@@ -173,14 +188,16 @@ class StagedWrite:
     def durable(self) -> None:
         """Make what was written durable."""
         if self._fd is not None:
-            os.fdatasync(self._fd)
+            with disk_errors(self.upload.id):
+                os.fdatasync(self._fd)
 
     def close_file(self) -> None:
         """Close the staging file (raising what ``close`` reports); the lock
         stays held until :meth:`close`."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            os.close(fd)
+            with disk_errors(self.upload.id):
+                os.close(fd)
 
     def close(self) -> None:
         try:
@@ -348,6 +365,26 @@ def verify_chunks(
 
 def fsync_dir(path: Path) -> None:
     _fsync(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+#: errnos that mean the disk (or the user's quota on it) is full
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@contextlib.contextmanager
+def disk_errors(upload_id: str) -> Iterator[None]:
+    """A full disk (``ENOSPC``, ``EDQUOT``) as :class:`InsufficientStorage`
+    (507): the bytes already recorded stay as they were, and the upload can be
+    resumed once space is freed."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in NO_SPACE:
+            raise InsufficientStorage(
+                f"upload {upload_id}: the server's disk is full; what was received "
+                "before is kept, send the rest once space is freed"
+            ) from exc
+        raise
 
 
 def fsync_file(path: Path) -> None:

@@ -12,6 +12,7 @@ about one batch, whatever the file size.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,12 +23,63 @@ from starlette.concurrency import run_in_threadpool
 
 from sclib.errors import InvalidInput, TooLarge
 
-__all__ = ["BATCH", "Sink", "StreamedForm", "pump", "receive_multipart"]
+__all__ = [
+    "BATCH",
+    "BufferBudget",
+    "Sink",
+    "StreamedForm",
+    "batch_size",
+    "pump",
+    "receive_multipart",
+]
 
 BATCH = 8 * 1024**2
 _MAX_FIELD = 64 * 1024
-_SLACK = 1024**2  # room past a batch for the piece that fills it
+_SLACK = 256 * 1024  # room past a batch for the piece that fills it
 _MAX_FIELDS = 64
+
+
+def batch_size(content_length: str | None, batch: int = BATCH) -> tuple[int, bool]:
+    """The buffer a body needs, and whether that is exact: all of the body when
+    its ``Content-Length`` says it is smaller than a batch (a 100 KB file gets
+    100 KB, not 8 MiB), else a batch."""
+    if content_length is not None and content_length.isdigit():
+        length = int(content_length)
+        if length <= batch:
+            return max(1, length), True
+    return batch, False
+
+
+class BufferBudget:
+    """A cap on the bytes every request of one server buffers at once.
+
+    A request takes its buffer's size from the budget before it reads its body
+    and gives it back when done; past the cap, it waits (back-pressure: the
+    client's bytes stay in the network until the server has room), so memory
+    stays bounded however many clients send at once. One per app, used from its
+    event loop only.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._cond: asyncio.Condition | None = None
+
+    @contextlib.asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        size = min(size, self.limit)  # one request larger than the cap still runs
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        cond = self._cond
+        async with cond:
+            await cond.wait_for(lambda: self.held + size <= self.limit)
+            self.held += size
+        try:
+            yield
+        finally:
+            async with cond:
+                self.held -= size
+                cond.notify_all()
 
 
 class Sink(Protocol):
@@ -76,9 +128,12 @@ class _Batch:
     comes from, and goes back to (:meth:`release`), a small pool shared by the
     requests of this process."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, exact: bool = False) -> None:
         self.size = size
-        self._buf = _take(size + _SLACK)
+        # a body whose length is known fits exactly: no slack to hold, and the
+        # buffer (sized to that one body) is not kept for the next request
+        self._exact = exact
+        self._buf = bytearray(size) if exact else _take(size + _SLACK)
         self._view = memoryview(self._buf)
         self.pos = 0
         self._extra: list[bytes] = []
@@ -89,7 +144,8 @@ class _Batch:
         even when the request is cancelled (:func:`_write_in_thread`)."""
         if self._buf:
             self._view.release()
-            _give(self._buf)
+            if not self._exact:
+                _give(self._buf)
             self._buf = bytearray()
             self._view = memoryview(self._buf)
 
@@ -139,9 +195,17 @@ async def _write_in_thread(sink: Sink, data: bytes | memoryview) -> None:
     task.result()
 
 
-async def pump(stream: AsyncIterator[bytes], sink: Sink, batch: int = BATCH) -> int:
-    """Write a raw body to ``sink`` in batches; returns the bytes written."""
-    buffer = _Batch(batch)
+async def pump(
+    stream: AsyncIterator[bytes],
+    sink: Sink,
+    batch: int = BATCH,
+    *,
+    exact: bool = False,
+) -> int:
+    """Write a raw body to ``sink`` in batches of ``batch`` bytes (``exact``: the
+    body is that long at most, so the buffer holds no slack); returns the bytes
+    written."""
+    buffer = _Batch(batch, exact=exact)
     total = 0
     try:
         async for piece in stream:
@@ -162,6 +226,7 @@ async def receive_multipart(
     open_sink: Callable[[str | None, dict[str, str]], Awaitable[Sink]],
     *,
     batch: int = BATCH,
+    exact: bool = False,
 ) -> StreamedForm:
     """Parse a multipart body, streaming the part named ``file_field`` to the sink
     that ``open_sink(filename, fields_so_far)`` returns (called once, when the part
@@ -181,7 +246,7 @@ async def receive_multipart(
         "value": b"",
     }
     headers: dict[bytes, bytes] = {}
-    pending = _Batch(batch)  # file bytes not yet written
+    pending = _Batch(batch, exact=exact)  # file bytes not yet written
     value = bytearray()  # the current text field
     in_file = False
     need_sink = False

@@ -54,12 +54,19 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sclib.errors import ChecksumMismatch, DestinationError, InvalidInput, UploadBusy
+from sclib.errors import (
+    ChecksumMismatch,
+    DestinationError,
+    InsufficientStorage,
+    InvalidInput,
+    SclibError,
+    UploadBusy,
+)
 from sclib.server.app import IdentityDep, ServerState, StateDep, owner_filter
 from sclib.server.auth import Identity
 from sclib.server.common import resolve_fields
 from sclib.server.fields import DatasetFields, safe_filename
-from sclib.server.streaming import pump
+from sclib.server.streaming import batch_size, pump
 from sclib.server.uploads import TUS, Upload, UploadNotFound
 from sclib.transfers.sessions import ACTIVE, CANCELLED
 
@@ -385,8 +392,20 @@ async def _receive(
     )
     try:
         cut = _Cut()
-        async with contextlib.aclosing(cut.wrap(request.stream())) as body:
-            await pump(body, write)
+        size, exact = batch_size(request.headers.get("content-length"))
+        try:
+            async with (
+                state.buffers.hold(size),
+                contextlib.aclosing(cut.wrap(request.stream())) as body,
+            ):
+                await pump(body, write, size, exact=exact)
+        except InsufficientStorage:
+            # the disk filled up: what was written of this PATCH is kept (as
+            # for a client that went away) unless a checksum must vouch for it
+            if checksum is None and write.written:
+                with contextlib.suppress(SclibError):
+                    await run_in_threadpool(uploads.abort_patch, write, keep=True)
+            raise
         if cut.happened:
             # Bytes that arrived are the client's bytes; without a checksum to
             # check them against, keep them (tus: resume from what was stored).
@@ -500,7 +519,16 @@ async def create(
     if body:
         _require_octet_stream(request)
     checksum = _checksum(request) if body else None
-    metadata = decode_metadata(request.headers.get("upload-metadata"))
+    raw_metadata = request.headers.get("upload-metadata")
+    if (
+        raw_metadata is not None
+        and len(raw_metadata) > state.settings.max_metadata_bytes
+    ):
+        raise _bad(
+            f"Upload-Metadata: {len(raw_metadata)} bytes, above this server's limit "
+            f"of {state.settings.max_metadata_bytes} (SCLIB_MAX_UPLOAD_METADATA)"
+        )
+    metadata = decode_metadata(raw_metadata)
     if concat == "partial":  # no dataset yet: the final upload names it
         filename = "part"
         fields, owner, dataset_uuid = None, identity.email, None

@@ -49,7 +49,9 @@ from sclib.datasets.records import dataset_owner, ensure_dataset, mark
 from sclib.errors import (
     ChecksumMismatch,
     DestinationError,
+    InsufficientStorage,
     InvalidInput,
+    LimitReached,
     NotFound,
     SclibError,
     SessionNotFound,
@@ -64,6 +66,7 @@ from sclib.server.fields import DatasetFields, safe_filename, safe_join
 from sclib.server.locks import WriteLock, lock_chunk, lock_upload
 from sclib.server.staging import (
     StagedWrite,
+    disk_errors,
     fsync_dir,
     fsync_file,
     hash_file,
@@ -71,6 +74,7 @@ from sclib.server.staging import (
     written_in,
     written_in_fd,
 )
+from sclib.transfers._writeback import allocate
 from sclib.transfers.hashing import CV_HASH, CV_PREFIX, ChunkTree, tree_hashing
 from sclib.transfers.sessions import (
     ACTIVE,
@@ -247,9 +251,15 @@ class UploadManager:
         clock: Callable[[], datetime] = _utcnow,
         datasets: DatasetStore | None = None,
         free_space: Callable[[Path], int] = _disk_free,
+        disk_reserve: tuple[int, float] = (0, 0.0),
+        max_open_uploads: int | None = None,
+        max_staged_bytes: int | None = None,
     ) -> None:
         self.sessions = sessions
         self.free_space = free_space
+        self.disk_reserve = disk_reserve
+        self.max_open_uploads = max_open_uploads
+        self.max_staged_bytes = max_staged_bytes
         self.datasets = datasets
         self.queue = queue
         self.data_dir = Path(data_dir)
@@ -310,6 +320,66 @@ class UploadManager:
                 f"{what} {size} is above this server's limit of "
                 f"{self.max_upload_size} bytes"
             )
+
+    def reserve(self) -> int:
+        """Bytes kept free on the data folder's disk (``SCLIB_DISK_RESERVE``)."""
+        fixed, share = self.disk_reserve
+        if share:
+            fixed = max(fixed, int(shutil.disk_usage(self.staging_root).total * share))
+        return fixed
+
+    def check_space(self, size: int, what: str = "the upload") -> None:
+        """Refuse (507) an upload of ``size`` bytes that the disk cannot hold
+        without eating into the reserve."""
+        free = self.free_space(self.staging_root)
+        reserve = self.reserve()
+        if size + reserve > free:
+            raise InsufficientStorage(
+                f"{what} needs {size:,} bytes: the server's disk has {free:,} free "
+                f"and keeps {reserve:,} in reserve (SCLIB_DISK_RESERVE); try again "
+                "once space is freed"
+            )
+
+    def _space_guard(
+        self, upload: Upload, side_file: bool = False
+    ) -> Callable[[int], None] | None:
+        """For bytes whose space was not reserved when the upload began (a
+        length not known then, or a chunk sent again to a file of its own): a
+        check before each batch that the disk keeps its reserve, so the database
+        and cancellations keep working while it fills."""
+        if upload.state.get("allocated") and not side_file:
+            return None
+
+        def guard(length: int) -> None:
+            self.check_space(length, f"upload {upload.id}")
+
+        return guard
+
+    def check_user_limits(self, owner: str, size: int | None) -> None:
+        """Refuse (429) a new upload past the owner's open uploads
+        (``SCLIB_MAX_OPEN_UPLOADS``) or declared bytes (``SCLIB_MAX_STAGED_BYTES``)."""
+        if self.max_open_uploads is None and self.max_staged_bytes is None:
+            return
+        mine = [
+            s
+            for s in self.sessions.list(status=ACTIVE, key_prefix=_PREFIX, limit=10**6)
+            if s.state.get("owner") == owner
+        ]
+        if self.max_open_uploads is not None and len(mine) >= self.max_open_uploads:
+            raise LimitReached(
+                f"{owner} has {len(mine)} unfinished uploads, the most this server "
+                f"allows (SCLIB_MAX_OPEN_UPLOADS={self.max_open_uploads}); finish or "
+                "cancel some first"
+            )
+        if self.max_staged_bytes is not None and size:
+            staged = sum(int(s.state.get("length") or 0) for s in mine)
+            if staged + size > self.max_staged_bytes:
+                raise LimitReached(
+                    f"{owner}'s unfinished uploads declare {staged:,} bytes; "
+                    f"{size:,} more would pass the limit of "
+                    f"{self.max_staged_bytes:,} (SCLIB_MAX_STAGED_BYTES); finish or "
+                    "cancel some first"
+                )
 
     def resolve_dataset(self, fields: DatasetFields, owner: str, admin: bool) -> str:
         """The dataset an upload goes to, as the original upload API chose it.
@@ -435,6 +505,10 @@ class UploadManager:
                 raise InvalidInput(f"file_hash: {value!r} is not a {name} hex digest")
         if fields is not None and dataset_uuid is not None:
             self._check_free(fields, dataset_uuid, filename)
+        if concat is None or concat.get("kind") != "final":
+            self.check_user_limits(owner, size)
+        if size:
+            self.check_space(size, f"a file of {size:,} bytes")
         upload_id = new_job_id()
         now = self.clock()
         state: dict[str, Any] = {
@@ -453,9 +527,18 @@ class UploadManager:
             state["concat"] = dict(concat)
         self.staging_dir(upload_id).mkdir(parents=True, exist_ok=False)
         staging = self.staging_file(upload_id)
-        with open(staging, "wb") as f:
-            if size:
-                f.truncate(size)  # sparse: no space used until written
+        try:
+            # the disk space is reserved now, where the filesystem can: two
+            # uploads that each fit cannot both be told they do; elsewhere the
+            # file is sparse, no space used until written
+            with open(staging, "wb") as f, disk_errors(upload_id):
+                if size:
+                    state["allocated"] = allocate(f.fileno(), size)
+                    if not state["allocated"]:
+                        f.truncate(size)
+        except BaseException:
+            shutil.rmtree(self.staging_dir(upload_id), ignore_errors=True)
+            raise
         session = TransferSession(
             id=upload_id,
             key=(
@@ -556,6 +639,7 @@ class UploadManager:
                     if index in upload.chunks
                     else None
                 ),
+                guard=self._space_guard(upload, side_file=index in upload.chunks),
             )
         except BaseException:
             lock.release()
@@ -667,6 +751,7 @@ class UploadManager:
                 hashes,
                 exact=length is not None,
                 on_checkpoint=checkpoint,
+                guard=self._space_guard(upload),
             )
         except BaseException:
             lock.release()
@@ -739,7 +824,14 @@ class UploadManager:
         lock = self._lock(upload)
         try:
             return StagedWrite(
-                self, upload, lock, 0, self.max_upload_size, {"blake3"}, exact=False
+                self,
+                upload,
+                lock,
+                0,
+                self.max_upload_size,
+                {"blake3"},
+                exact=False,
+                guard=self._space_guard(upload),
             )
         except BaseException:
             lock.release()
@@ -853,13 +945,8 @@ class UploadManager:
         if it cannot, :class:`DestinationError` before anything is copied. On
         failure the caller calls :meth:`abandon_final`, which frees the parts."""
         final = self.get(final_id)
-        need = sum(p.offset for p in parts)
-        free = self.free_space(self.staging_root)
-        if need > free:
-            raise DestinationError(
-                f"not enough space to join the parts: the file needs {need:,} "
-                f"bytes and {free:,} are free"
-            )
+        # the space was checked, and reserved where the filesystem can, when
+        # the final upload was created with the parts' total length
         with self._lock(final), open(self.staging_file(final_id), "r+b") as out:
             position = 0
             for listed in parts:
@@ -1160,18 +1247,43 @@ class UploadManager:
         shutil.rmtree(self.staging_dir(upload_id), ignore_errors=True)
         return _view(session)
 
-    def expire(self, *, dry_run: bool = True, limit: int = 1000) -> list[Upload]:
-        """Unfinished uploads untouched for longer than ``expiry`` (at most
-        ``limit``); unless ``dry_run``, their bytes are deleted and they are
-        marked cancelled. An upload being written right now is left alone, and
+    def expire(
+        self,
+        *,
+        dry_run: bool = True,
+        limit: int = 1000,
+        older_than: timedelta | None = None,
+        owner: str | None = None,
+        state: str = "any",
+    ) -> list[Upload]:
+        """Unfinished uploads untouched for longer than ``older_than`` (default:
+        ``expiry``; zero takes every one), at most ``limit``, optionally only
+        ``owner``'s and only in ``state`` (``receiving``: taking bytes;
+        ``committing``: a commit was interrupted; ``any``). Unless ``dry_run``,
+        their bytes are deleted and they are marked cancelled, which frees their
+        disk space at once. An upload being written right now is left alone, and
         one whose commit was interrupted is finished instead of deleted."""
-        cutoff = self.clock() - self.expiry
+        if state not in ("any", "receiving", "committing"):
+            raise InvalidInput(
+                f"state must be receiving, committing or any, got {state!r}"
+            )
+        age = self.expiry if older_than is None else older_than
+        if age < timedelta(0):
+            raise InvalidInput("older_than must not be negative")
+        cutoff = self.clock() - age
         found: list[Upload] = []
         stale = self.sessions.list(
             status=ACTIVE, updated_before=cutoff, key_prefix=_PREFIX, limit=limit
         )
         for session in stale:
             upload = _view(session)
+            if owner is not None and upload.owner != owner:
+                continue
+            committing = bool(upload.state.get("committing"))
+            if (state == "receiving" and committing) or (
+                state == "committing" and not committing
+            ):
+                continue
             if dry_run:
                 found.append(upload)
                 continue
@@ -1186,6 +1298,9 @@ class UploadManager:
                 continue
             try:
                 with self._lock(upload):
+                    # the bytes go first: on a disk full to the last byte, the
+                    # database needs the space they free to record the rest
+                    self.staging_file(upload.id).unlink(missing_ok=True)
                     self.sessions.update(upload.id, status=CANCELLED, error="expired")
             except UploadBusy:
                 log.info("upload %s looks abandoned but is being written", upload.id)

@@ -21,7 +21,7 @@ import functools
 import sys
 from collections.abc import Callable
 
-__all__ = ["start_writeback"]
+__all__ = ["allocate", "start_writeback"]
 
 _SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h
 
@@ -51,3 +51,41 @@ def start_writeback(fd: int, offset: int, length: int) -> bool:
     if call is None or length <= 0:
         return False
     return call(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0
+
+
+_FALLOCATE_UNSUPPORTED = frozenset({95, 38, 22})  # EOPNOTSUPP, ENOSYS, EINVAL
+
+
+@functools.cache
+def _fallocate() -> Callable[[int, int, int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError, TypeError):  # pragma: no cover - old libc
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fn.restype = ctypes.c_int
+    call: Callable[[int, int, int, int], int] = fn
+    return call
+
+
+def allocate(fd: int, length: int) -> bool:
+    """Reserve ``length`` bytes of disk for ``fd`` (Linux ``fallocate``, mode 0:
+    the blocks are allocated, the file's contents read as before).
+
+    Returns ``False`` where the filesystem or platform cannot (NFS, FUSE, not
+    Linux): nothing is written to emulate it, unlike ``posix_fallocate``. A full
+    disk raises :class:`OSError` with ``ENOSPC``.
+    """
+    call = _fallocate()
+    if call is None or length <= 0:
+        return False
+    if call(fd, 0, 0, length) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in _FALLOCATE_UNSUPPORTED:
+        return False
+    import os
+
+    raise OSError(err, os.strerror(err))

@@ -736,10 +736,11 @@ def test_concatenation_refuses_at_once_when_the_disk_cannot_hold_the_copy(
     backend: str, tmp_path: Path
 ) -> None:
     """Joining copies the parts, so the staging disk must hold their sum once
-    more: when it cannot, a DestinationError with the numbers, before a byte is
-    copied, and the parts stay joinable. (The free-space probe is injected: no
-    real disk can be filled in a test.)"""
-    from sclib.errors import DestinationError
+    more: when it cannot, creating the final upload is refused with
+    InsufficientStorage and the numbers, before a byte is copied, and the parts
+    stay joinable. (The free-space probe is injected here; the tmpfs test in
+    test_disk_full.py fills a real disk.)"""
+    from sclib.errors import InsufficientStorage
 
     sessions, queue = _stores(backend, tmp_path)
     free = [10]
@@ -747,11 +748,8 @@ def test_concatenation_refuses_at_once_when_the_disk_cannot_hold_the_copy(
         sessions, queue, tmp_path / "data", free_space=lambda _path: free[0]
     )
     parts = [partial(manager, b"0123456"), partial(manager, b"789ab")]
-    final = final_upload(manager, parts, "big.bin")
-    with pytest.raises(DestinationError, match="12 bytes and 10 are free"):
-        manager.concatenate(final, manager.concat_parts(parts, {OWNER}))
-    manager.abandon_final(final, [])
-    assert manager.get(final).status == "cancelled"
+    with pytest.raises(InsufficientStorage, match="needs 12 bytes.* has 10 free"):
+        final_upload(manager, parts, "big.bin")
     free[0] = 1000
     final = final_upload(manager, parts, "big.bin")
     manager.concatenate(final, manager.concat_parts(parts, {OWNER}))
