@@ -53,6 +53,9 @@ SERVER_VERSION = "6.0.99-mongowire"
 MAX_RECORDS = 200_000
 
 _CLOSE = object()
+#: the codes on which a driver marks the server Unknown ("not primary", "node is
+#: recovering" and "shutting down" in the SDAM spec)
+STATE_CHANGE_CODES = frozenset({91, 189, 10058, 10107, 11600, 11602, 13435, 13436})
 _TRANSACTIONS = frozenset({"committransaction", "aborttransaction"})
 
 
@@ -322,8 +325,9 @@ class MongoWireServer:
             extra: dict[str, Any] = {}
             if labels:
                 extra["errorLabels"] = labels
-            if fault.kind in ERROR_KINDS:
+            if code in STATE_CHANGE_CODES:
                 extra["topologyVersion"] = self._step()
+                self._wake_soon()
             message = {
                 10107: "not primary",
                 189: "Primary stepped down while waiting for replication",
@@ -365,6 +369,9 @@ class MongoWireServer:
             labels = ["RetryableWriteError"]
         if labels:
             reply["errorLabels"] = labels
+        if code in STATE_CHANGE_CODES:
+            self._step()
+            self._wake_soon()
         return reply
 
     def _run(
