@@ -29,6 +29,7 @@ from sclib.backends.base import JobFilter, JobStore, WorkerRecord
 from sclib.errors import (
     BackendError,
     ConfigurationError,
+    InvalidInput,
     InvalidJobState,
     JobNotFound,
     LeaseLost,
@@ -53,9 +54,17 @@ __all__ = ["MongoJobStore"]
 
 log = logging.getLogger(__name__)
 
-#: what the driver raises: its own errors, and bson's for documents it cannot store
-#: (a result over 16 MB is a DocumentTooLarge, which is an InvalidDocument)
-_DRIVER_ERRORS: tuple[type[Exception], ...] = (PyMongoError, InvalidDocument)
+#: what bson raises for a value it cannot store: InvalidDocument (a key that is not
+#: a str or holds NUL; a document over 16 MB is a DocumentTooLarge, which is one),
+#: OverflowError (an int beyond 64 bits) and UnicodeEncodeError (a str holding a
+#: lone surrogate, which is not UTF-8)
+_UNSTORABLE: tuple[type[Exception], ...] = (
+    InvalidDocument,
+    OverflowError,
+    UnicodeEncodeError,
+)
+#: what the driver raises: its own errors, and bson's for values it cannot store
+_DRIVER_ERRORS: tuple[type[Exception], ...] = (PyMongoError, *_UNSTORABLE)
 
 _FINISHED = ["completed", "failed", "cancelled"]
 _NO_EVENTS = {"events": False}
@@ -110,12 +119,24 @@ def _doc_to_job(doc: Mapping[str, Any]) -> Job:
     )
 
 
-def _backend_error(exc: Exception) -> BackendError:
-    """One readable line: the driver's messages can run to kilobytes."""
+def _backend_error(
+    exc: Exception, operation: str, store: str = "job store"
+) -> BackendError | InvalidInput:
+    """The sclib error for a driver error: one readable line (the driver's messages
+    can run to kilobytes) naming the store and the operation. A value BSON cannot
+    hold is the caller's to change (InvalidInput, not retryable); anything else is
+    the store failing (BackendError)."""
     text = str(exc).splitlines()[0] if str(exc) else ""
     if len(text) > 300:
         text = text[:300] + "..."
-    return BackendError(f"MongoDB job store: {type(exc).__name__}: {text}")
+    if isinstance(exc, _UNSTORABLE):
+        return InvalidInput(
+            f"MongoDB {store}: {operation}: a value cannot be stored in MongoDB "
+            f"({type(exc).__name__}: {text})"
+        )
+    return BackendError(
+        f"MongoDB {store}: {operation} failed: {type(exc).__name__}: {text}"
+    )
 
 
 def _event(
@@ -247,8 +268,7 @@ class MongoJobStore(JobStore):
             self.coll.create_index("finished_at", name="finished")
             self.workers.create_index("last_seen", name="last_seen")
         except _DRIVER_ERRORS as exc:
-            err = _backend_error(exc)
-            raise BackendError(f"cannot create job indexes: {err}") from exc
+            raise _backend_error(exc, "create indexes") from exc
 
     # -- helpers -----------------------------------------------------------------
 
@@ -261,7 +281,9 @@ class MongoJobStore(JobStore):
             "status": "running",
         }
 
-    def _fenced_update(self, lease: Lease, update: Mapping[str, Any]) -> Job:
+    def _fenced_update(
+        self, lease: Lease, update: Mapping[str, Any], operation: str
+    ) -> Job:
         try:
             doc = self.coll.find_one_and_update(
                 self._fence(lease),
@@ -270,18 +292,18 @@ class MongoJobStore(JobStore):
                 return_document=_AFTER,
             )
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, operation) from exc
         if doc is None:
             raise LeaseLost(lease.job_id, lease.worker_id, lease.attempt)
         return _doc_to_job(doc)
 
-    def _find(self, job_id: str) -> dict[str, Any]:
+    def _find(self, job_id: str, operation: str = "get") -> dict[str, Any]:
         try:
             doc: dict[str, Any] | None = self.coll.find_one(
                 {"_id": job_id}, projection=_NO_EVENTS
             )
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, operation) from exc
         if doc is None:
             raise JobNotFound(job_id)
         return doc
@@ -295,7 +317,9 @@ class MongoJobStore(JobStore):
             )
         )
 
-    def _recount(self, job_ids: Sequence[str], now: datetime | None = None) -> None:
+    def _recount(
+        self, job_ids: Sequence[str], operation: str, now: datetime | None = None
+    ) -> None:
         """Set ``waiting_on`` of pending jobs from their dependencies' statuses, and
         cancel those behind a failed or cancelled dependency. Each write is a
         compare-and-set on what was read, so concurrent recounts cannot lose one."""
@@ -320,7 +344,7 @@ class MongoJobStore(JobStore):
                     when = now or datetime.now(UTC)
                     message = f"dependency {dead['_id']} {dead['status']}"
                     if self._cancel_pending(doc["_id"], when, message):
-                        self._cascade_cancel(doc["_id"], when, "cancelled")
+                        self._cascade_cancel(doc["_id"], when, "cancelled", operation)
                     continue
                 waiting = self._count_waiting(deps)
                 old = doc.get("waiting_on", 0)
@@ -330,7 +354,7 @@ class MongoJobStore(JobStore):
                         {"$set": {"waiting_on": waiting}},
                     )
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, operation) from exc
 
     def _cancel_pending(self, job_id: str, now: datetime, message: str) -> bool:
         """Cancel a job if it is still pending (a compare-and-set); True if it was."""
@@ -349,7 +373,9 @@ class MongoJobStore(JobStore):
         )
         return done is not None
 
-    def _cascade_cancel(self, job_id: str, now: datetime, why: str) -> None:
+    def _cascade_cancel(
+        self, job_id: str, now: datetime, why: str, operation: str
+    ) -> None:
         try:
             todo = [job_id]
             while todo:
@@ -361,7 +387,7 @@ class MongoJobStore(JobStore):
                     if self._cancel_pending(doc["_id"], now, message):
                         todo.append(doc["_id"])
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, operation) from exc
 
     # -- producing -----------------------------------------------------------------
 
@@ -443,10 +469,10 @@ class MongoJobStore(JobStore):
             if job.depends_on and not dead:
                 # a dependency may have completed, failed or been cancelled between
                 # the check and the insert
-                self._recount([job.id], now)
-            return _doc_to_job(self._find(job.id)), True
+                self._recount([job.id], "enqueue", now)
+            return _doc_to_job(self._find(job.id, "enqueue")), True
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "enqueue") from exc
 
     # -- consuming -------------------------------------------------------------------
 
@@ -487,7 +513,7 @@ class MongoJobStore(JobStore):
                 return None
             started = doc.get("started_at") or now
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "claim") from exc
         try:
             # second, fenced write: the attempt number is known only now. It only
             # records the event; if it fails, the claim stands.
@@ -514,7 +540,7 @@ class MongoJobStore(JobStore):
             log.warning(
                 "job %s claimed, but its claim event was not stored: %s",
                 doc["_id"],
-                _backend_error(exc),
+                _backend_error(exc, "claim"),
             )
         return _doc_to_job(doc)
 
@@ -528,7 +554,9 @@ class MongoJobStore(JobStore):
         update: dict[str, Any] = {"lease_until": lease_until, "updated_at": now}
         if progress is not None:
             update["progress"] = progress.to_dict()
-        return self._fenced_update(lease, {"$set": update}).cancel_requested
+        return self._fenced_update(
+            lease, {"$set": update}, "heartbeat"
+        ).cancel_requested
 
     def complete(self, lease: Lease, now: datetime, result: Any = None) -> Job:
         job = self._fenced_update(
@@ -545,6 +573,7 @@ class MongoJobStore(JobStore):
                     "events": _event("completed", now, lease.worker_id, lease.attempt)
                 },
             },
+            "complete",
         )
         try:
             dependents = [
@@ -555,15 +584,15 @@ class MongoJobStore(JobStore):
                 )
             ]
             if dependents:
-                self._recount(dependents)
+                self._recount(dependents, "complete")
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "complete") from exc
         return job
 
     def fail(
         self, lease: Lease, now: datetime, error: ErrorRecord, policy: RetryPolicy
     ) -> Job:
-        current = self._find(lease.job_id)
+        current = self._find(lease.job_id, "fail")
         failures = current.get("failures", 0) + 1
         retry_at = policy.after_error(
             failures, current["max_attempts"], now, retryable=error.kind != "fatal"
@@ -599,10 +628,10 @@ class MongoJobStore(JobStore):
                     return_document=_AFTER,
                 )
             except _DRIVER_ERRORS as exc:
-                raise _backend_error(exc) from exc
+                raise _backend_error(exc, "fail") from exc
             if doc is None:
                 raise LeaseLost(lease.job_id, lease.worker_id, lease.attempt)
-            self._cascade_cancel(lease.job_id, now, "cancelled")
+            self._cascade_cancel(lease.job_id, now, "cancelled", "fail")
             return _doc_to_job(doc)
         if retry_at is None:
             update: dict[str, Any] = {
@@ -651,9 +680,9 @@ class MongoJobStore(JobStore):
             if doc is None:
                 raise LeaseLost(lease.job_id, lease.worker_id, lease.attempt)
             if retry_at is None:
-                self._cascade_cancel(lease.job_id, now, "failed")
+                self._cascade_cancel(lease.job_id, now, "failed", "fail")
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "fail") from exc
         return _doc_to_job(doc)
 
     def cancel_running(self, lease: Lease, now: datetime, message: str) -> Job:
@@ -673,12 +702,13 @@ class MongoJobStore(JobStore):
                     )
                 },
             },
+            "cancel_running",
         )
-        self._cascade_cancel(lease.job_id, now, "cancelled")
+        self._cascade_cancel(lease.job_id, now, "cancelled", "cancel_running")
         return job
 
     def release(self, lease: Lease, now: datetime, message: str) -> Job:
-        current = self._find(lease.job_id)
+        current = self._find(lease.job_id, "release")
         if current.get("cancel_requested") and all(
             current.get(k) == v for k, v in self._fence(lease).items()
         ):
@@ -699,6 +729,7 @@ class MongoJobStore(JobStore):
                     )
                 },
             },
+            "release",
         )
 
     # -- operating -------------------------------------------------------------------
@@ -720,7 +751,7 @@ class MongoJobStore(JobStore):
                 return_document=_AFTER,
             )
             if doc is not None:
-                self._cascade_cancel(job_id, now, "cancelled")
+                self._cascade_cancel(job_id, now, "cancelled", "request_cancel")
                 return _doc_to_job(doc)
             doc = self.coll.find_one_and_update(
                 {"_id": job_id, "status": "running"},
@@ -734,16 +765,18 @@ class MongoJobStore(JobStore):
                 return_document=_AFTER,
             )
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "request_cancel") from exc
         if doc is not None:
             return _doc_to_job(doc)
-        current = self._find(job_id)
+        current = self._find(job_id, "request_cancel")
         raise InvalidJobState(
             f"job {job_id} is already {current['status']}; only pending or running "
             "jobs can be cancelled"
         )
 
-    def _dead_dependency(self, deps: Sequence[str]) -> dict[str, Any] | None:
+    def _dead_dependency(
+        self, deps: Sequence[str], operation: str
+    ) -> dict[str, Any] | None:
         if not deps:
             return None
         try:
@@ -755,17 +788,17 @@ class MongoJobStore(JobStore):
                 projection={"status": True},
             )
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, operation) from exc
         return found
 
     def retry(self, job_id: str, now: datetime) -> Job:
-        current = self._find(job_id)
+        current = self._find(job_id, "retry")
         if current["status"] not in ("failed", "cancelled"):
             raise InvalidJobState(
                 f"job {job_id} is {current['status']}; only failed or cancelled jobs "
                 "can be retried"
             )
-        dead = self._dead_dependency(current.get("depends_on", []))
+        dead = self._dead_dependency(current.get("depends_on", []), "retry")
         if dead is not None:
             raise InvalidJobState(
                 f"job {job_id} depends on job {dead['_id']}, which is "
@@ -802,7 +835,7 @@ class MongoJobStore(JobStore):
                 return_document=_AFTER,
             )
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "retry") from exc
         if doc is None:
             raise InvalidJobState(f"job {job_id} changed while it was being retried")
         self._revive_dependents(job_id, now)
@@ -824,7 +857,7 @@ class MongoJobStore(JobStore):
                     projection={"depends_on": True},
                 ):
                     deps = doc.get("depends_on", [])
-                    dead = self._dead_dependency(deps)
+                    dead = self._dead_dependency(deps, "retry")
                     if dead is not None:
                         self.coll.update_one(
                             {"_id": doc["_id"], "status": "cancelled"},
@@ -859,7 +892,7 @@ class MongoJobStore(JobStore):
                     if done is not None:
                         todo.append(doc["_id"])
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "retry") from exc
 
     def rescue_expired(
         self, now: datetime, policy: RetryPolicy, limit: int = 100
@@ -893,14 +926,14 @@ class MongoJobStore(JobStore):
             ]
             self._sweep_after = page[-1] if len(page) == limit else None
             if page:
-                self._recount(page, now)
+                self._recount(page, "rescue_expired", now)
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "rescue_expired") from exc
         return rescued
 
     def _rescue_one(
         self, cur: Mapping[str, Any], now: datetime, policy: RetryPolicy
-    ) -> Job | None:
+    ) -> Job | None:  # driver errors: translated by rescue_expired
         crashes = cur.get("crashes", 0) + 1
         worker, attempt = cur.get("worker_id"), cur["attempts"]
         message = (
@@ -950,7 +983,7 @@ class MongoJobStore(JobStore):
         if doc is None:
             return None  # someone else rescued it, or the worker came back in time
         if why:
-            self._cascade_cancel(cur["_id"], now, why)
+            self._cascade_cancel(cur["_id"], now, why, "rescue_expired")
         return _doc_to_job(doc)
 
     # -- reading ---------------------------------------------------------------------
@@ -976,7 +1009,7 @@ class MongoJobStore(JobStore):
             cursor = self.coll.find(query, projection=_NO_EVENTS).sort("_id", 1)
             return [_doc_to_job(d) for d in cursor.skip(offset).limit(limit)]
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "list_jobs") from exc
 
     def counts(self) -> Mapping[tuple[str, str], int]:
         try:
@@ -992,13 +1025,13 @@ class MongoJobStore(JobStore):
             )
             return {(r["_id"]["status"], r["_id"]["type"]): r["n"] for r in rows}
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "counts") from exc
 
     def events(self, job_id: str) -> list[JobEvent]:
         try:
             doc = self.coll.find_one({"_id": job_id}, projection={"events": True})
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "events") from exc
         if doc is None:
             raise JobNotFound(job_id)
         return [
@@ -1018,7 +1051,7 @@ class MongoJobStore(JobStore):
                 {"status": {"$in": _FINISHED}, "finished_at": {"$lt": before}}
             )
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "delete_finished") from exc
         return int(res.deleted_count)
 
     def delete_jobs(self, job_ids: Sequence[str]) -> list[str]:
@@ -1031,7 +1064,7 @@ class MongoJobStore(JobStore):
                 if res.deleted_count:
                     gone.append(job_id)
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "delete_jobs") from exc
         return gone
 
     # -- monitoring ------------------------------------------------------------------
@@ -1050,7 +1083,7 @@ class MongoJobStore(JobStore):
                 if at is not None and (best is None or at < best):
                     best = at
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "oldest_claimable") from exc
         return best
 
     def finished_counts(
@@ -1073,7 +1106,7 @@ class MongoJobStore(JobStore):
             )
             return {(r["_id"]["status"], r["_id"]["type"]): r["n"] for r in rows}
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "finished_counts") from exc
 
     def finished_jobs(
         self,
@@ -1097,7 +1130,7 @@ class MongoJobStore(JobStore):
             )
             return [_doc_to_job(d) for d in cursor]
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "finished_jobs") from exc
 
     tracks_workers = True
 
@@ -1114,13 +1147,13 @@ class MongoJobStore(JobStore):
                 upsert=True,
             )
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "record_worker") from exc
 
     def remove_worker(self, worker_id: str) -> None:
         try:
             self.workers.delete_one({"_id": worker_id})
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "remove_worker") from exc
 
     def list_workers(
         self, seen_since: datetime | None = None, *, limit: int = 1000
@@ -1133,7 +1166,7 @@ class MongoJobStore(JobStore):
                 .limit(limit)
             )
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "list_workers") from exc
         out = []
         for d in docs:
             first, last = _aware(d["first_seen"]), _aware(d["last_seen"])
@@ -1145,5 +1178,5 @@ class MongoJobStore(JobStore):
         try:
             res = self.workers.delete_many({"last_seen": {"$lt": seen_before}})
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "delete_workers") from exc
         return int(res.deleted_count)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sclib.backends.mongo import _aware, _backend_error
+from sclib.backends.mongo import _DRIVER_ERRORS, _aware, _backend_error
 from sclib.errors import ConfigurationError, SessionNotFound
 from sclib.transfers.sessions import (
     ACTIVE,
@@ -24,7 +24,6 @@ from sclib.transfers.sessions import (
 
 try:
     import pymongo
-    from pymongo.errors import PyMongoError
     from pymongo.write_concern import WriteConcern
 except ImportError as exc:  # pragma: no cover - depends on the install
     from sclib.errors import MissingDependency
@@ -81,8 +80,8 @@ class MongoSessionStore(SessionStore):
         try:
             self.coll.create_index([("key", 1), ("status", 1)], name="key_status")
             self.coll.create_index([("status", 1), ("updated_at", 1)], name="updated")
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, "create indexes", "session store") from exc
 
     @classmethod
     def from_url(
@@ -101,13 +100,13 @@ class MongoSessionStore(SessionStore):
         if self._owns_client:
             self.client.close()
 
-    def _find(self, query: Mapping[str, Any]) -> dict[str, Any] | None:
+    def _find(self, query: Mapping[str, Any], operation: str) -> dict[str, Any] | None:
         try:
             doc: dict[str, Any] | None = self.coll.find_one(
                 query, sort=[("created_at", -1), ("_id", -1)]
             )
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, operation, "session store") from exc
         return doc
 
     def create(self, session: TransferSession) -> TransferSession:
@@ -139,25 +138,27 @@ class MongoSessionStore(SessionStore):
                     "updated_at": now,
                 }
             )
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, "create", "session store") from exc
         return self.get(session.id)
 
     def get(self, session_id: str) -> TransferSession:
-        doc = self._find({"_id": session_id})
+        doc = self._find({"_id": session_id}, "get")
         if doc is None:
             raise SessionNotFound(f"no transfer session with id {session_id!r}")
         return _doc_to_session(doc)
 
     def find(self, key: str, status: str = ACTIVE) -> TransferSession | None:
-        doc = self._find({"key": key, "status": status})
+        doc = self._find({"key": key, "status": status}, "find")
         return None if doc is None else _doc_to_session(doc)
 
-    def _update(self, session_id: str, update: Mapping[str, Any]) -> None:
+    def _update(
+        self, session_id: str, update: Mapping[str, Any], operation: str
+    ) -> None:
         try:
             res = self.coll.update_one({"_id": session_id}, update)
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, operation, "session store") from exc
         if res.matched_count == 0:
             raise SessionNotFound(f"no transfer session with id {session_id!r}")
 
@@ -170,6 +171,7 @@ class MongoSessionStore(SessionStore):
                     "updated_at": datetime.now(UTC),
                 }
             },
+            "record_chunk",
         )
 
     def forget_chunks(self, session_id: str, indexes: list[int]) -> None:
@@ -179,6 +181,7 @@ class MongoSessionStore(SessionStore):
                 "$unset": {f"chunks.{i}": "" for i in indexes},
                 "$set": {"updated_at": datetime.now(UTC)},
             },
+            "forget_chunks",
         )
 
     def update(
@@ -201,7 +204,7 @@ class MongoSessionStore(SessionStore):
         ):
             if value is not None:
                 sets[name] = value
-        self._update(session_id, {"$set": sets})
+        self._update(session_id, {"$set": sets}, "update")
         return self.get(session_id)
 
     def list(
@@ -222,8 +225,8 @@ class MongoSessionStore(SessionStore):
         try:
             docs = self.coll.find(query).sort("created_at", 1).limit(limit)
             return [_doc_to_session(d) for d in docs]
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, "list", "session store") from exc
 
     def count(self, *, status: str | None = None, key_prefix: str | None = None) -> int:
         query: dict[str, Any] = {}
@@ -233,11 +236,11 @@ class MongoSessionStore(SessionStore):
             query["key"] = {"$regex": "^" + re.escape(key_prefix)}
         try:
             return int(self.coll.count_documents(query))
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, "count", "session store") from exc
 
     def delete(self, session_id: str) -> None:
         try:
             self.coll.delete_one({"_id": session_id})
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, "delete", "session store") from exc
