@@ -20,9 +20,10 @@ Indexes are created idempotently on first use.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from sclib.backends.base import JobFilter, JobStore, WorkerRecord
@@ -42,7 +43,13 @@ try:
     import pymongo
     from bson.errors import InvalidDocument
     from pymongo import ReturnDocument
-    from pymongo.errors import DuplicateKeyError, PyMongoError
+    from pymongo.errors import (
+        AutoReconnect,
+        DuplicateKeyError,
+        OperationFailure,
+        PyMongoError,
+        ServerSelectionTimeoutError,
+    )
     from pymongo.write_concern import WriteConcern
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise MissingDependency("pymongo", "mongo", "The MongoDB backend") from exc
@@ -117,6 +124,43 @@ def _doc_to_job(doc: Mapping[str, Any]) -> Job:
         started_at=_aware(doc.get("started_at")),
         finished_at=_aware(doc.get("finished_at")),
     )
+
+
+#: error codes after which a command may be sent again (the retryable writes spec:
+#: the primary stepped down, is shutting down, or the network failed)
+_RETRYABLE_CODES = frozenset(
+    {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
+)
+
+_T = TypeVar("_T")
+
+
+def _transient(exc: PyMongoError) -> bool:
+    """Whether sending the same idempotent command again may succeed: a dropped
+    connection or a change of primary, as pymongo's own retries judge it. Not after
+    server selection timed out (that already waited), nor a write concern timeout."""
+    if isinstance(exc, ServerSelectionTimeoutError):
+        return False
+    if isinstance(exc, AutoReconnect) or exc.has_error_label("RetryableWriteError"):
+        return True
+    return isinstance(exc, OperationFailure) and exc.code in _RETRYABLE_CODES
+
+
+def _again(call: Callable[[], _T]) -> _T:
+    """``call()``, and once more after a transient error (:func:`_transient`).
+
+    Only for idempotent commands that pymongo does not retry itself: multi-document
+    writes (``update_many``, ``delete_many``) and ``createIndexes``. pymongo retries
+    single-document writes (``lsid`` + ``txnNumber``, so one applied before the
+    error is not applied twice) and reads once on its own; these it sends once.
+    """
+    try:
+        return call()
+    except PyMongoError as exc:
+        if not _transient(exc):
+            raise
+        log.info("MongoDB: %s: sending it once more", type(exc).__name__)
+    return call()
 
 
 def _backend_error(
@@ -246,27 +290,25 @@ class MongoJobStore(JobStore):
             self.client.close()
 
     def _ensure_indexes(self) -> None:
+        claimable = [("status", 1), ("waiting_on", 1), ("priority", 1), ("run_at", 1)]
+        indexes: list[tuple[Any, Any, dict[str, Any]]] = [
+            (self.coll, [*claimable, ("_id", 1)], {"name": "claimable"}),
+            (self.coll, [("status", 1), ("lease_until", 1)], {"name": "leases"}),
+            (
+                self.coll,
+                "idempotency_key",
+                {"unique": True, "sparse": True, "name": "idempotency"},
+            ),
+            (self.coll, "depends_on", {"name": "dependents"}),
+            (self.coll, [("status", 1), ("type", 1)], {"name": "status_type"}),
+            (self.coll, "dataset_uuid", {"name": "dataset"}),
+            (self.coll, "owner", {"name": "owner"}),
+            (self.coll, "finished_at", {"name": "finished"}),
+            (self.workers, "last_seen", {"name": "last_seen"}),
+        ]
         try:
-            self.coll.create_index(
-                [
-                    ("status", 1),
-                    ("waiting_on", 1),
-                    ("priority", 1),
-                    ("run_at", 1),
-                    ("_id", 1),
-                ],
-                name="claimable",
-            )
-            self.coll.create_index([("status", 1), ("lease_until", 1)], name="leases")
-            self.coll.create_index(
-                "idempotency_key", unique=True, sparse=True, name="idempotency"
-            )
-            self.coll.create_index("depends_on", name="dependents")
-            self.coll.create_index([("status", 1), ("type", 1)], name="status_type")
-            self.coll.create_index("dataset_uuid", name="dataset")
-            self.coll.create_index("owner", name="owner")
-            self.coll.create_index("finished_at", name="finished")
-            self.workers.create_index("last_seen", name="last_seen")
+            for coll, keys, options in indexes:
+                _again(partial(coll.create_index, keys, **options))
         except _DRIVER_ERRORS as exc:
             raise _backend_error(exc, "create indexes") from exc
 
@@ -1047,8 +1089,13 @@ class MongoJobStore(JobStore):
 
     def delete_finished(self, before: datetime) -> int:
         try:
-            res = self.coll.delete_many(
-                {"status": {"$in": _FINISHED}, "finished_at": {"$lt": before}}
+            # sent again after a transient error; the count is then of the
+            # second try's deletions only
+            res = _again(
+                partial(
+                    self.coll.delete_many,
+                    {"status": {"$in": _FINISHED}, "finished_at": {"$lt": before}},
+                )
             )
         except _DRIVER_ERRORS as exc:
             raise _backend_error(exc, "delete_finished") from exc
@@ -1176,7 +1223,9 @@ class MongoJobStore(JobStore):
 
     def delete_workers(self, seen_before: datetime) -> int:
         try:
-            res = self.workers.delete_many({"last_seen": {"$lt": seen_before}})
+            res = _again(
+                partial(self.workers.delete_many, {"last_seen": {"$lt": seen_before}})
+            )
         except _DRIVER_ERRORS as exc:
             raise _backend_error(exc, "delete_workers") from exc
         return int(res.deleted_count)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
-from sclib.backends.mongo import _DRIVER_ERRORS, _aware, _backend_error
+from sclib.backends.mongo import _DRIVER_ERRORS, _again, _aware, _backend_error
 from sclib.errors import ConfigurationError, SessionNotFound
 from sclib.transfers.sessions import (
     ACTIVE,
@@ -24,6 +25,7 @@ from sclib.transfers.sessions import (
 
 try:
     import pymongo
+    from pymongo.errors import DuplicateKeyError
     from pymongo.write_concern import WriteConcern
 except ImportError as exc:  # pragma: no cover - depends on the install
     from sclib.errors import MissingDependency
@@ -78,8 +80,11 @@ class MongoSessionStore(SessionStore):
             collection, write_concern=WriteConcern(**concern)
         )
         try:
-            self.coll.create_index([("key", 1), ("status", 1)], name="key_status")
-            self.coll.create_index([("status", 1), ("updated_at", 1)], name="updated")
+            for keys, name in (
+                ([("key", 1), ("status", 1)], "key_status"),
+                ([("status", 1), ("updated_at", 1)], "updated"),
+            ):
+                _again(partial(self.coll.create_index, keys, name=name))
         except _DRIVER_ERRORS as exc:
             raise _backend_error(exc, "create indexes", "session store") from exc
 
@@ -110,13 +115,25 @@ class MongoSessionStore(SessionStore):
         return doc
 
     def create(self, session: TransferSession) -> TransferSession:
+        """Store ``session``, retiring the active ones of its key.
+
+        Two writes without a transaction, so this can fail after its insert was
+        stored (a write concern error, a dropped answer pymongo's one retry did not
+        recover). Calling it again with the same session then finds it and does
+        not retire it: the retirement skips the session's own id, and an insert
+        refused for that id with the same key means the first call stored it.
+        """
         now = session.created_at
         try:
-            self.coll.update_many(
-                {"key": session.key, "status": ACTIVE},
-                {"$set": {"status": CANCELLED, "updated_at": now}},
+            # idempotent, and not retried by pymongo (a multi-document write)
+            _again(
+                partial(
+                    self.coll.update_many,
+                    {"key": session.key, "status": ACTIVE, "_id": {"$ne": session.id}},
+                    {"$set": {"status": CANCELLED, "updated_at": now}},
+                )
             )
-            self.coll.insert_one(
+            self._insert(
                 {
                     "_id": session.id,
                     "key": session.key,
@@ -141,6 +158,17 @@ class MongoSessionStore(SessionStore):
         except _DRIVER_ERRORS as exc:
             raise _backend_error(exc, "create", "session store") from exc
         return self.get(session.id)
+
+    def _insert(self, doc: dict[str, Any]) -> None:
+        try:
+            self.coll.insert_one(doc)
+        except DuplicateKeyError:
+            # this session, stored by an earlier call whose answer was an error
+            # (see create); another session of the same id would be a collision
+            # of 128-bit random ids, or a caller's mistake: refused
+            existing = self.coll.find_one({"_id": doc["_id"]}, {"key": True})
+            if existing is None or existing.get("key") != doc["key"]:
+                raise
 
     def get(self, session_id: str) -> TransferSession:
         doc = self._find({"_id": session_id}, "get")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -152,3 +153,87 @@ def test_worker_fails_a_job_whose_result_mongodb_cannot_store(
     assert done.status is JobStatus.FAILED
     assert done.error is not None and "unusable result" in done.error
     assert "cannot be stored in MongoDB" in done.error
+
+
+# -- D3: a session create that failed after storing can be repeated ---------------
+
+
+def test_session_create_can_be_repeated_after_an_unknown_outcome(
+    faulty: MongoWireServer,
+) -> None:
+    """A create whose insert was stored but answered with an error (here a write
+    concern timeout) can be called again with the same session: it comes back
+    active. Before, the second call retired the session itself and then failed on
+    its own id (DuplicateKeyError), and every later call failed the same way."""
+    client = _client(faulty)
+    try:
+        sessions = MongoSessionStore(client, database="d3")
+        session = _session()
+        faulty.schedule.configure(
+            {
+                "sclibFault": "set",
+                "rules": [{"kind": "write_concern_error", "commands": "insert"}],
+            }
+        )
+        with pytest.raises(
+            BackendError, match="session store: create failed: WTimeout"
+        ):
+            sessions.create(session)
+        faulty.schedule.configure({"sclibFault": "clear"})
+        again = sessions.create(session)
+        assert (again.id, again.status) == (session.id, "active")
+        found = sessions.find_active(session.key)
+        assert found is not None and found.id == session.id
+        assert sessions.count() == 1
+    finally:
+        client.close()
+
+
+# -- D4: idempotent commands pymongo does not retry -------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind", ["close_before", "close_after", "not_writable_primary"]
+)
+def test_one_transient_error_does_not_fail_what_pymongo_does_not_retry(
+    faulty: MongoWireServer, kind: str
+) -> None:
+    """pymongo retries single-document writes and reads once, but not
+    createIndexes, update_many or delete_many. The stores send those (idempotent)
+    once more after a dropped connection or a step-down, so one such error no
+    longer fails opening a store, creating a session (which retires the older
+    ones of its key with update_many) or deleting finished jobs."""
+    client = _client(faulty)
+
+    def first_try_fails(command: str) -> None:
+        rule = {"kind": kind, "commands": command, "limit": 1}
+        faulty.schedule.configure({"sclibFault": "set", "rules": [rule]})
+
+    try:
+        first_try_fails("createIndexes")
+        store = MongoJobStore(client, database="d4")
+        first_try_fails("createIndexes")
+        sessions = MongoSessionStore(client, database="d4")
+        first_try_fails("createIndexes")
+        MongoDatasetStore(client, database="d4")
+        names = {i["name"] for i in client.d4.visstoredatas.list_indexes()}
+        assert {"uuid", "user_slug", "user_new", "status"} <= names
+        assert faulty.schedule.faults[kind] == 3
+
+        old = sessions.create(_session())
+        first_try_fails("update")
+        new = sessions.create(_session())
+        assert sessions.get(old.id).status == "cancelled"
+        assert sessions.get(new.id).status == "active"
+
+        queue = JobQueue(store)
+        queue.enqueue("upload")
+        claimed = queue.claim("w")
+        assert claimed is not None
+        queue.complete(claimed.lease)
+        first_try_fails("delete")
+        queue.delete_finished(older_than=timedelta(0))
+        assert queue.list() == []
+        assert faulty.schedule.faults[kind] == 5
+    finally:
+        client.close()
