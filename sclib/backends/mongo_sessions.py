@@ -157,7 +157,7 @@ class MongoSessionStore(SessionStore):
             )
         except _DRIVER_ERRORS as exc:
             raise _backend_error(exc, "create", "session store") from exc
-        return self.get(session.id)
+        return self._get(session.id, "create")
 
     def _insert(self, doc: dict[str, Any]) -> None:
         try:
@@ -171,7 +171,10 @@ class MongoSessionStore(SessionStore):
                 raise
 
     def get(self, session_id: str) -> TransferSession:
-        doc = self._find({"_id": session_id}, "get")
+        return self._get(session_id, "get")
+
+    def _get(self, session_id: str, operation: str) -> TransferSession:
+        doc = self._find({"_id": session_id}, operation)
         if doc is None:
             raise SessionNotFound(f"no transfer session with id {session_id!r}")
         return _doc_to_session(doc)
@@ -233,7 +236,7 @@ class MongoSessionStore(SessionStore):
             if value is not None:
                 sets[name] = value
         self._update(session_id, {"$set": sets}, "update")
-        return self.get(session_id)
+        return self._get(session_id, "update")
 
     def list(
         self,
