@@ -141,6 +141,12 @@ def _sort_spec(sort: Mapping[str, Any] | None) -> list[tuple[str, Any]] | None:
     return [(k, int(v)) for k, v in sort.items()]
 
 
+def _key_pattern(key: Any) -> list[tuple[str, Any]]:
+    """An index's keys, directions compared as numbers (1 == 1.0) or names."""
+    items = key.items() if isinstance(key, Mapping) else key
+    return [(k, float(d) if isinstance(d, int | float) else d) for k, d in items]
+
+
 def _index_options(spec: Mapping[str, Any]) -> dict[str, Any]:
     """The options that make two index specs differ, normalised."""
     return {
@@ -576,21 +582,22 @@ class Engine:
             options = _index_options(spec)
             for other_name, info in existing.items():
                 other_options = _index_options(info)
-                same_key = [(k, int(d)) for k, d in info["key"]] == [
-                    (k, int(d)) for k, d in key
-                ]
+                same_key = _key_pattern(info["key"]) == _key_pattern(key)
+                shown = f"Requested index: {spec}, existing index: {info}"
                 if other_name == name:
                     if not same_key:
                         raise CommandError(
                             86,
                             "An existing index has the same name as the requested "
-                            f"index but different key: {name}",
+                            "index. When index names are not specified, they are "
+                            "auto generated and can cause conflicts. Please refer to "
+                            f"our documentation. {shown}",
                         )
                     if other_options != options and name != "_id_":
                         raise CommandError(
                             85,
-                            "An existing index has the same name as the requested "
-                            f"index but different options: {name}",
+                            "An equivalent index already exists with the same name "
+                            f"but different options. {shown}",
                         )
                     break
                 if same_key and (
@@ -682,8 +689,7 @@ class Engine:
             names = [
                 n
                 for n, info in coll.index_information().items()
-                if [(k, int(d)) for k, d in info["key"]]
-                == [(k, int(d)) for k, d in wanted]
+                if _key_pattern(info["key"]) == _key_pattern(wanted)
             ]
             if not names:
                 raise CommandError(27, f"can't find index with key: {index}")
