@@ -42,7 +42,7 @@ from sclib.models import ErrorRecord, Job, JobEvent, Lease, Progress
 try:
     import pymongo
     from bson.errors import InvalidDocument
-    from pymongo import ReturnDocument
+    from pymongo import IndexModel, ReturnDocument
     from pymongo.errors import (
         AutoReconnect,
         DuplicateKeyError,
@@ -161,6 +161,47 @@ def _again(call: Callable[[], _T]) -> _T:
             raise
         log.info("MongoDB: %s: sending it once more", type(exc).__name__)
     return call()
+
+
+def _create_index(coll: Any, keys: Any, **options: Any) -> None:
+    """Create an index, once more after a transient error (:func:`_again`).
+
+    MongoDB refuses an index whose keys another index of the collection already has
+    under another name (IndexOptionsConflict, 85) -- such as ``uuid_1``, the
+    default name an application or ODM gives a unique field. When that index has
+    the options this store relies on (unique, sparse, partial filter), it is used
+    as it is; otherwise the error stands, naming it.
+    """
+    try:
+        _again(partial(coll.create_index, keys, **options))
+    except OperationFailure as exc:
+        if exc.code != 85:
+            raise
+        wanted = IndexModel(keys, **options).document
+        for info in coll.list_indexes():
+            if info["name"] != wanted["name"] and _same_index(info, wanted):
+                log.info(
+                    "%s: index %s serves as %s", coll.full_name, info["name"], wanted
+                )
+                return
+        raise
+
+
+def _same_index(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Same keys in the same order and directions (1 and 1.0 alike: shells and ODMs
+    send doubles), same uniqueness, sparseness and partial filter."""
+
+    def keys(index: Mapping[str, Any]) -> list[tuple[str, Any]]:
+        return [
+            (k, float(v) if isinstance(v, int | float) else v)
+            for k, v in index["key"].items()
+        ]
+
+    return (
+        keys(a) == keys(b)
+        and all(bool(a.get(o)) == bool(b.get(o)) for o in ("unique", "sparse"))
+        and a.get("partialFilterExpression") == b.get("partialFilterExpression")
+    )
 
 
 def _backend_error(
@@ -308,7 +349,7 @@ class MongoJobStore(JobStore):
         ]
         try:
             for coll, keys, options in indexes:
-                _again(partial(coll.create_index, keys, **options))
+                _create_index(coll, keys, **options)
         except _DRIVER_ERRORS as exc:
             raise _backend_error(exc, "create indexes") from exc
 

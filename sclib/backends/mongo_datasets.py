@@ -25,11 +25,15 @@ import random
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
-from sclib.backends.mongo import _DRIVER_ERRORS, _again, _aware, _backend_error
+from sclib.backends.mongo import (
+    _DRIVER_ERRORS,
+    _aware,
+    _backend_error,
+    _create_index,
+)
 from sclib.datasets.models import (
     Dataset,
     DatasetFile,
@@ -158,21 +162,18 @@ class MongoDatasetStore(DatasetStore):
             collection, write_concern=WriteConcern(**concern)
         )
         try:
-            index = self.coll.create_index
-            _again(partial(index, "uuid", unique=True, name="uuid"))
+            _create_index(self.coll, "uuid", unique=True, name="uuid")
             # partial: the portal's older documents have no slug, and a plain
             # unique index would count their missing slugs as duplicates
-            _again(
-                partial(
-                    index,
-                    [("user", 1), ("slug", 1)],
-                    unique=True,
-                    name="user_slug",
-                    partialFilterExpression={"slug": {"$type": "string"}},
-                )
+            _create_index(
+                self.coll,
+                [("user", 1), ("slug", 1)],
+                unique=True,
+                name="user_slug",
+                partialFilterExpression={"slug": {"$type": "string"}},
             )
-            _again(partial(index, [("user", 1), ("created_at", -1)], name="user_new"))
-            _again(partial(index, "status", name="status"))
+            _create_index(self.coll, [("user", 1), ("created_at", -1)], name="user_new")
+            _create_index(self.coll, "status", name="status")
         except _DRIVER_ERRORS as exc:
             raise _backend_error(exc, "create indexes", "dataset store") from exc
 

@@ -13,7 +13,13 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
-from sclib.backends.mongo import _DRIVER_ERRORS, _again, _aware, _backend_error
+from sclib.backends.mongo import (
+    _DRIVER_ERRORS,
+    _again,
+    _aware,
+    _backend_error,
+    _create_index,
+)
 from sclib.errors import ConfigurationError, SessionNotFound
 from sclib.transfers.sessions import (
     ACTIVE,
@@ -84,7 +90,7 @@ class MongoSessionStore(SessionStore):
                 ([("key", 1), ("status", 1)], "key_status"),
                 ([("status", 1), ("updated_at", 1)], "updated"),
             ):
-                _again(partial(self.coll.create_index, keys, name=name))
+                _create_index(self.coll, keys, name=name)
         except _DRIVER_ERRORS as exc:
             raise _backend_error(exc, "create indexes", "session store") from exc
 

@@ -237,3 +237,43 @@ def test_one_transient_error_does_not_fail_what_pymongo_does_not_retry(
         assert faulty.schedule.faults[kind] == 5
     finally:
         client.close()
+
+
+# -- D5: an equivalent index under another name -----------------------------------
+
+
+def test_stores_open_on_a_collection_with_an_equivalent_index_of_another_name(
+    client: Any, db_name: str
+) -> None:
+    """The portal's collection may already have the unique uuid index under the
+    default name ``uuid_1`` (what an ODM such as Mongoose makes for a unique
+    field). MongoDB refuses a second index on the same keys (IndexOptionsConflict),
+    so opening the dataset store failed; it now uses the existing index when it
+    has the options the store relies on, and still fails, naming the index, when
+    it does not (a non-unique one)."""
+    # as a shell or an ODM sends it: the direction a double, the default name
+    client[db_name].command(
+        {
+            "createIndexes": "visstoredatas",
+            "indexes": [{"key": {"uuid": 1.0}, "name": "uuid_1", "unique": True}],
+        }
+    )
+    client[db_name].visstoredatas.create_index([("name", "text")])
+    client[db_name].jobs.create_index("owner")  # owner_1, same as "owner"
+    datasets = MongoDatasetStore(client, database=db_name)
+    MongoJobStore(client, database=db_name)
+    made = datasets.create(Dataset(name="n", owner="o@x", sensor="IDX"))
+    with pytest.raises(InvalidInput, match="exists"):
+        datasets.create(Dataset(name="m", owner="o@x", sensor="IDX", uuid=made.uuid))
+    names = {i["name"] for i in client[db_name].visstoredatas.list_indexes()}
+    assert "uuid_1" in names and "uuid" not in names
+
+    other = f"{db_name}_plain"
+    try:
+        client[other].visstoredatas.create_index("uuid")  # not unique
+        with pytest.raises(
+            BackendError, match=r"dataset store: create indexes failed: .*uuid_1"
+        ):
+            MongoDatasetStore(client, database=other)
+    finally:
+        client.drop_database(other)
