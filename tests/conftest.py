@@ -21,6 +21,8 @@ from tests.mongowire.process import WireServerProcess, start_server
 @pytest.fixture(scope="session")
 def mongo_wire() -> Iterator[WireServerProcess]:
     """The session's mongowire server (see the module docstring)."""
+    pytest.importorskip("pymongo")
+    pytest.importorskip("mongomock")
     shared = os.environ.get("SCLIB_TEST_MONGOWIRE_PORT")
     if shared:
         yield WireServerProcess(int(shared))

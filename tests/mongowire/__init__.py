@@ -25,6 +25,16 @@ the first line of its output and serves until stopped.
 
 from __future__ import annotations
 
-from tests.mongowire.server import MongoWireServer
+from typing import Any
 
 __all__ = ["MongoWireServer"]
+
+
+def __getattr__(name: str) -> Any:
+    # lazy: importing the package (as tests/conftest.py does) needs neither
+    # pymongo nor mongomock; the server does
+    if name == "MongoWireServer":
+        from tests.mongowire.server import MongoWireServer
+
+        return MongoWireServer
+    raise AttributeError(name)

@@ -64,6 +64,7 @@ class _Connection:
         self.sock = sock
         self.id = conn_id
         self.peer = peer
+        self.thread: threading.Thread | None = None
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
@@ -117,14 +118,24 @@ class MongoWireServer:
 
     def stop(self) -> None:
         self._stopped.set()
+        # shutdown wakes the thread blocked in accept(); close alone does not
         with contextlib.suppress(OSError):
-            self._listener.close()
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
         with self._topology:
             self._topology.notify_all()
         with self._conn_lock:
             conns = list(self._connections.values())
         for conn in conns:
             self._close(conn)
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout=5)
+        for conn in conns:
+            if (
+                conn.thread is not None
+                and conn.thread is not threading.current_thread()
+            ):
+                conn.thread.join(timeout=5)
 
     def __enter__(self) -> MongoWireServer:
         return self.start()
@@ -147,9 +158,10 @@ class MongoWireServer:
                 self._next_conn_id += 1
                 conn = _Connection(sock, self._next_conn_id, f"{peer[0]}:{peer[1]}")
                 self._connections[conn.id] = conn
-            threading.Thread(
-                target=self._serve, args=(conn,), name="mongowire-conn", daemon=True
-            ).start()
+                conn.thread = threading.Thread(
+                    target=self._serve, args=(conn,), name="mongowire-conn", daemon=True
+                )
+            conn.thread.start()
 
     def _close(self, conn: _Connection) -> None:
         with contextlib.suppress(OSError):
