@@ -14,7 +14,15 @@ what a crash between two writes left behind (a missed completion, a missed casca
 On a replica set these steps could run in one transaction; they do not, so that the
 same code runs against the in-process stand-in used in CI.
 
-Indexes are created idempotently on first use.
+Indexes are created idempotently on first use; an equivalent index an existing
+application made under another name is used as it is.
+
+Transient errors (a dropped connection, a new primary): pymongo retries
+single-document writes and reads once, and a retried write is not applied twice.
+``createIndexes``, ``update_many`` and ``delete_many``, which it does not retry,
+are idempotent here and sent once more (:func:`_again`). Errors reach the caller as
+BackendError naming the store and the operation; values BSON cannot hold as
+InvalidInput.
 """
 
 from __future__ import annotations
