@@ -318,3 +318,54 @@ def test_the_session_server_runs_in_its_own_process(
         assert info["version"].startswith("6.0")
     finally:
         client.close()
+
+
+def test_the_rest_of_the_commands_pymongo_sends(client: Any) -> None:
+    """count, distinct, aggregate, pipeline and replacement updates, upserts,
+    bulk writes, collections, indexes and databases answer as on a server."""
+    db = client.t
+    coll = db.c
+    coll.insert_many([{"_id": i, "k": i % 3} for i in range(10)])
+    assert coll.estimated_document_count() == 10
+    assert coll.count_documents({"k": 0}, skip=1, limit=2) == 2
+    assert sorted(coll.distinct("k", {"_id": {"$lt": 5}})) == [0, 1, 2]
+    grouped = coll.aggregate([{"$group": {"_id": "$k", "n": {"$sum": 1}}}])
+    assert sorted((d["_id"], d["n"]) for d in grouped) == [(0, 4), (1, 3), (2, 3)]
+    res = coll.update_many({"k": 1}, [{"$set": {"double": {"$multiply": ["$_id", 2]}}}])
+    assert (res.matched_count, res.modified_count) == (3, 3)
+    assert coll.find_one({"_id": 4})["double"] == 8
+    res = coll.replace_one({"_id": 99}, {"new": True}, upsert=True)
+    assert res.upserted_id == 99 and coll.find_one({"_id": 99}) == {
+        "_id": 99,
+        "new": True,
+    }
+    bulk = coll.bulk_write(
+        [
+            pymongo.InsertOne({"_id": 100}),
+            pymongo.UpdateOne({"_id": 100}, {"$set": {"x": 1}}),
+            pymongo.DeleteMany({"k": 2}),
+        ]
+    )
+    assert (bulk.inserted_count, bulk.modified_count, bulk.deleted_count) == (1, 1, 3)
+    assert coll.find_one_and_delete({"_id": 100}, projection={"x": 1}) == {
+        "_id": 100,
+        "x": 1,
+    }
+    db.create_collection("made")
+    with pytest.raises(pymongo.errors.CollectionInvalid):
+        db.create_collection("made")
+    assert set(db.list_collection_names()) == {"c", "made"}
+    coll.create_index([("k", 1), ("_id", -1)], name="k_id")
+    assert "k_id" in coll.index_information()
+    coll.drop_index("k_id")
+    assert list(coll.index_information()) == ["_id_"]
+    db.drop_collection("made")
+    db.drop_collection("never-was")  # NamespaceNotFound is ignored by pymongo
+    assert "t" in client.list_database_names()
+    client.drop_database("t")
+    assert "t" not in client.list_database_names()
+    with client.start_session() as session:
+        session.start_transaction()
+        with pytest.raises(OperationFailure) as refused:
+            coll.insert_one({"_id": 1}, session=session)
+    assert refused.value.code == 20  # transactions are not served
