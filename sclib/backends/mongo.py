@@ -14,21 +14,31 @@ what a crash between two writes left behind (a missed completion, a missed casca
 On a replica set these steps could run in one transaction; they do not, so that the
 same code runs against the in-process stand-in used in CI.
 
-Indexes are created idempotently on first use.
+Indexes are created idempotently on first use; an equivalent index an existing
+application made under another name is used as it is.
+
+Transient errors (a dropped connection, a new primary): pymongo retries
+single-document writes and reads once, and a retried write is not applied twice.
+``createIndexes``, ``update_many`` and ``delete_many``, which it does not retry,
+are idempotent here and sent once more (:func:`_again`). Errors reach the caller as
+BackendError naming the store and the operation; values BSON cannot hold as
+InvalidInput.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from sclib.backends.base import JobFilter, JobStore, WorkerRecord
 from sclib.errors import (
     BackendError,
     ConfigurationError,
+    InvalidInput,
     InvalidJobState,
     JobNotFound,
     LeaseLost,
@@ -40,8 +50,14 @@ from sclib.models import ErrorRecord, Job, JobEvent, Lease, Progress
 try:
     import pymongo
     from bson.errors import InvalidDocument
-    from pymongo import ReturnDocument
-    from pymongo.errors import DuplicateKeyError, PyMongoError
+    from pymongo import IndexModel, ReturnDocument
+    from pymongo.errors import (
+        AutoReconnect,
+        DuplicateKeyError,
+        OperationFailure,
+        PyMongoError,
+        ServerSelectionTimeoutError,
+    )
     from pymongo.write_concern import WriteConcern
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise MissingDependency("pymongo", "mongo", "The MongoDB backend") from exc
@@ -53,9 +69,17 @@ __all__ = ["MongoJobStore"]
 
 log = logging.getLogger(__name__)
 
-#: what the driver raises: its own errors, and bson's for documents it cannot store
-#: (a result over 16 MB is a DocumentTooLarge, which is an InvalidDocument)
-_DRIVER_ERRORS: tuple[type[Exception], ...] = (PyMongoError, InvalidDocument)
+#: what bson raises for a value it cannot store: InvalidDocument (a key that is not
+#: a str or holds NUL; a document over 16 MB is a DocumentTooLarge, which is one),
+#: OverflowError (an int beyond 64 bits) and UnicodeEncodeError (a str holding a
+#: lone surrogate, which is not UTF-8)
+_UNSTORABLE: tuple[type[Exception], ...] = (
+    InvalidDocument,
+    OverflowError,
+    UnicodeEncodeError,
+)
+#: what the driver raises: its own errors, and bson's for values it cannot store
+_DRIVER_ERRORS: tuple[type[Exception], ...] = (PyMongoError, *_UNSTORABLE)
 
 _FINISHED = ["completed", "failed", "cancelled"]
 _NO_EVENTS = {"events": False}
@@ -110,12 +134,102 @@ def _doc_to_job(doc: Mapping[str, Any]) -> Job:
     )
 
 
-def _backend_error(exc: Exception) -> BackendError:
-    """One readable line: the driver's messages can run to kilobytes."""
+#: error codes after which a command may be sent again (the retryable writes spec:
+#: the primary stepped down, is shutting down, or the network failed)
+_RETRYABLE_CODES = frozenset(
+    {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
+)
+
+_T = TypeVar("_T")
+
+
+def _transient(exc: PyMongoError) -> bool:
+    """Whether sending the same idempotent command again may succeed: a dropped
+    connection or a change of primary, as pymongo's own retries judge it. Not after
+    server selection timed out (that already waited), nor a write concern timeout."""
+    if isinstance(exc, ServerSelectionTimeoutError):
+        return False
+    if isinstance(exc, AutoReconnect) or exc.has_error_label("RetryableWriteError"):
+        return True
+    return isinstance(exc, OperationFailure) and exc.code in _RETRYABLE_CODES
+
+
+def _again(call: Callable[[], _T]) -> _T:
+    """``call()``, and once more after a transient error (:func:`_transient`).
+
+    Only for idempotent commands that pymongo does not retry itself: multi-document
+    writes (``update_many``, ``delete_many``) and ``createIndexes``. pymongo retries
+    single-document writes (``lsid`` + ``txnNumber``, so one applied before the
+    error is not applied twice) and reads once on its own; these it sends once.
+    """
+    try:
+        return call()
+    except PyMongoError as exc:
+        if not _transient(exc):
+            raise
+        log.info("MongoDB: %s: sending it once more", type(exc).__name__)
+    return call()
+
+
+def _create_index(coll: Any, keys: Any, **options: Any) -> None:
+    """Create an index, once more after a transient error (:func:`_again`).
+
+    MongoDB refuses an index whose keys another index of the collection already has
+    under another name (IndexOptionsConflict, 85) -- such as ``uuid_1``, the
+    default name an application or ODM gives a unique field. When that index has
+    the options this store relies on (unique, sparse, partial filter), it is used
+    as it is; otherwise the error stands, naming it.
+    """
+    try:
+        _again(partial(coll.create_index, keys, **options))
+    except OperationFailure as exc:
+        if exc.code != 85:
+            raise
+        wanted = IndexModel(keys, **options).document
+        for info in coll.list_indexes():
+            if info["name"] != wanted["name"] and _same_index(info, wanted):
+                log.info(
+                    "%s: index %s serves as %s", coll.full_name, info["name"], wanted
+                )
+                return
+        raise
+
+
+def _same_index(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Same keys in the same order and directions (1 and 1.0 alike: shells and ODMs
+    send doubles), same uniqueness, sparseness and partial filter."""
+
+    def keys(index: Mapping[str, Any]) -> list[tuple[str, Any]]:
+        return [
+            (k, float(v) if isinstance(v, int | float) else v)
+            for k, v in index["key"].items()
+        ]
+
+    return (
+        keys(a) == keys(b)
+        and all(bool(a.get(o)) == bool(b.get(o)) for o in ("unique", "sparse"))
+        and a.get("partialFilterExpression") == b.get("partialFilterExpression")
+    )
+
+
+def _backend_error(
+    exc: Exception, operation: str, store: str = "job store"
+) -> BackendError | InvalidInput:
+    """The sclib error for a driver error: one readable line (the driver's messages
+    can run to kilobytes) naming the store and the operation. A value BSON cannot
+    hold is the caller's to change (InvalidInput, not retryable); anything else is
+    the store failing (BackendError)."""
     text = str(exc).splitlines()[0] if str(exc) else ""
     if len(text) > 300:
         text = text[:300] + "..."
-    return BackendError(f"MongoDB job store: {type(exc).__name__}: {text}")
+    if isinstance(exc, _UNSTORABLE):
+        return InvalidInput(
+            f"MongoDB {store}: {operation}: a value cannot be stored in MongoDB "
+            f"({type(exc).__name__}: {text})"
+        )
+    return BackendError(
+        f"MongoDB {store}: {operation} failed: {type(exc).__name__}: {text}"
+    )
 
 
 def _event(
@@ -225,30 +339,27 @@ class MongoJobStore(JobStore):
             self.client.close()
 
     def _ensure_indexes(self) -> None:
+        claimable = [("status", 1), ("waiting_on", 1), ("priority", 1), ("run_at", 1)]
+        indexes: list[tuple[Any, Any, dict[str, Any]]] = [
+            (self.coll, [*claimable, ("_id", 1)], {"name": "claimable"}),
+            (self.coll, [("status", 1), ("lease_until", 1)], {"name": "leases"}),
+            (
+                self.coll,
+                "idempotency_key",
+                {"unique": True, "sparse": True, "name": "idempotency"},
+            ),
+            (self.coll, "depends_on", {"name": "dependents"}),
+            (self.coll, [("status", 1), ("type", 1)], {"name": "status_type"}),
+            (self.coll, "dataset_uuid", {"name": "dataset"}),
+            (self.coll, "owner", {"name": "owner"}),
+            (self.coll, "finished_at", {"name": "finished"}),
+            (self.workers, "last_seen", {"name": "last_seen"}),
+        ]
         try:
-            self.coll.create_index(
-                [
-                    ("status", 1),
-                    ("waiting_on", 1),
-                    ("priority", 1),
-                    ("run_at", 1),
-                    ("_id", 1),
-                ],
-                name="claimable",
-            )
-            self.coll.create_index([("status", 1), ("lease_until", 1)], name="leases")
-            self.coll.create_index(
-                "idempotency_key", unique=True, sparse=True, name="idempotency"
-            )
-            self.coll.create_index("depends_on", name="dependents")
-            self.coll.create_index([("status", 1), ("type", 1)], name="status_type")
-            self.coll.create_index("dataset_uuid", name="dataset")
-            self.coll.create_index("owner", name="owner")
-            self.coll.create_index("finished_at", name="finished")
-            self.workers.create_index("last_seen", name="last_seen")
+            for coll, keys, options in indexes:
+                _create_index(coll, keys, **options)
         except _DRIVER_ERRORS as exc:
-            err = _backend_error(exc)
-            raise BackendError(f"cannot create job indexes: {err}") from exc
+            raise _backend_error(exc, "create indexes") from exc
 
     # -- helpers -----------------------------------------------------------------
 
@@ -261,7 +372,9 @@ class MongoJobStore(JobStore):
             "status": "running",
         }
 
-    def _fenced_update(self, lease: Lease, update: Mapping[str, Any]) -> Job:
+    def _fenced_update(
+        self, lease: Lease, update: Mapping[str, Any], operation: str
+    ) -> Job:
         try:
             doc = self.coll.find_one_and_update(
                 self._fence(lease),
@@ -270,18 +383,18 @@ class MongoJobStore(JobStore):
                 return_document=_AFTER,
             )
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, operation) from exc
         if doc is None:
             raise LeaseLost(lease.job_id, lease.worker_id, lease.attempt)
         return _doc_to_job(doc)
 
-    def _find(self, job_id: str) -> dict[str, Any]:
+    def _find(self, job_id: str, operation: str = "get") -> dict[str, Any]:
         try:
             doc: dict[str, Any] | None = self.coll.find_one(
                 {"_id": job_id}, projection=_NO_EVENTS
             )
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, operation) from exc
         if doc is None:
             raise JobNotFound(job_id)
         return doc
@@ -295,7 +408,9 @@ class MongoJobStore(JobStore):
             )
         )
 
-    def _recount(self, job_ids: Sequence[str], now: datetime | None = None) -> None:
+    def _recount(
+        self, job_ids: Sequence[str], operation: str, now: datetime | None = None
+    ) -> None:
         """Set ``waiting_on`` of pending jobs from their dependencies' statuses, and
         cancel those behind a failed or cancelled dependency. Each write is a
         compare-and-set on what was read, so concurrent recounts cannot lose one."""
@@ -320,7 +435,7 @@ class MongoJobStore(JobStore):
                     when = now or datetime.now(UTC)
                     message = f"dependency {dead['_id']} {dead['status']}"
                     if self._cancel_pending(doc["_id"], when, message):
-                        self._cascade_cancel(doc["_id"], when, "cancelled")
+                        self._cascade_cancel(doc["_id"], when, "cancelled", operation)
                     continue
                 waiting = self._count_waiting(deps)
                 old = doc.get("waiting_on", 0)
@@ -330,7 +445,7 @@ class MongoJobStore(JobStore):
                         {"$set": {"waiting_on": waiting}},
                     )
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, operation) from exc
 
     def _cancel_pending(self, job_id: str, now: datetime, message: str) -> bool:
         """Cancel a job if it is still pending (a compare-and-set); True if it was."""
@@ -349,7 +464,9 @@ class MongoJobStore(JobStore):
         )
         return done is not None
 
-    def _cascade_cancel(self, job_id: str, now: datetime, why: str) -> None:
+    def _cascade_cancel(
+        self, job_id: str, now: datetime, why: str, operation: str
+    ) -> None:
         try:
             todo = [job_id]
             while todo:
@@ -361,7 +478,7 @@ class MongoJobStore(JobStore):
                     if self._cancel_pending(doc["_id"], now, message):
                         todo.append(doc["_id"])
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, operation) from exc
 
     # -- producing -----------------------------------------------------------------
 
@@ -443,10 +560,10 @@ class MongoJobStore(JobStore):
             if job.depends_on and not dead:
                 # a dependency may have completed, failed or been cancelled between
                 # the check and the insert
-                self._recount([job.id], now)
-            return _doc_to_job(self._find(job.id)), True
+                self._recount([job.id], "enqueue", now)
+            return _doc_to_job(self._find(job.id, "enqueue")), True
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "enqueue") from exc
 
     # -- consuming -------------------------------------------------------------------
 
@@ -487,7 +604,7 @@ class MongoJobStore(JobStore):
                 return None
             started = doc.get("started_at") or now
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "claim") from exc
         try:
             # second, fenced write: the attempt number is known only now. It only
             # records the event; if it fails, the claim stands.
@@ -514,7 +631,7 @@ class MongoJobStore(JobStore):
             log.warning(
                 "job %s claimed, but its claim event was not stored: %s",
                 doc["_id"],
-                _backend_error(exc),
+                _backend_error(exc, "claim"),
             )
         return _doc_to_job(doc)
 
@@ -528,7 +645,9 @@ class MongoJobStore(JobStore):
         update: dict[str, Any] = {"lease_until": lease_until, "updated_at": now}
         if progress is not None:
             update["progress"] = progress.to_dict()
-        return self._fenced_update(lease, {"$set": update}).cancel_requested
+        return self._fenced_update(
+            lease, {"$set": update}, "heartbeat"
+        ).cancel_requested
 
     def complete(self, lease: Lease, now: datetime, result: Any = None) -> Job:
         job = self._fenced_update(
@@ -545,6 +664,7 @@ class MongoJobStore(JobStore):
                     "events": _event("completed", now, lease.worker_id, lease.attempt)
                 },
             },
+            "complete",
         )
         try:
             dependents = [
@@ -555,15 +675,15 @@ class MongoJobStore(JobStore):
                 )
             ]
             if dependents:
-                self._recount(dependents)
+                self._recount(dependents, "complete")
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "complete") from exc
         return job
 
     def fail(
         self, lease: Lease, now: datetime, error: ErrorRecord, policy: RetryPolicy
     ) -> Job:
-        current = self._find(lease.job_id)
+        current = self._find(lease.job_id, "fail")
         failures = current.get("failures", 0) + 1
         retry_at = policy.after_error(
             failures, current["max_attempts"], now, retryable=error.kind != "fatal"
@@ -599,10 +719,10 @@ class MongoJobStore(JobStore):
                     return_document=_AFTER,
                 )
             except _DRIVER_ERRORS as exc:
-                raise _backend_error(exc) from exc
+                raise _backend_error(exc, "fail") from exc
             if doc is None:
                 raise LeaseLost(lease.job_id, lease.worker_id, lease.attempt)
-            self._cascade_cancel(lease.job_id, now, "cancelled")
+            self._cascade_cancel(lease.job_id, now, "cancelled", "fail")
             return _doc_to_job(doc)
         if retry_at is None:
             update: dict[str, Any] = {
@@ -651,9 +771,9 @@ class MongoJobStore(JobStore):
             if doc is None:
                 raise LeaseLost(lease.job_id, lease.worker_id, lease.attempt)
             if retry_at is None:
-                self._cascade_cancel(lease.job_id, now, "failed")
+                self._cascade_cancel(lease.job_id, now, "failed", "fail")
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "fail") from exc
         return _doc_to_job(doc)
 
     def cancel_running(self, lease: Lease, now: datetime, message: str) -> Job:
@@ -673,12 +793,13 @@ class MongoJobStore(JobStore):
                     )
                 },
             },
+            "cancel_running",
         )
-        self._cascade_cancel(lease.job_id, now, "cancelled")
+        self._cascade_cancel(lease.job_id, now, "cancelled", "cancel_running")
         return job
 
     def release(self, lease: Lease, now: datetime, message: str) -> Job:
-        current = self._find(lease.job_id)
+        current = self._find(lease.job_id, "release")
         if current.get("cancel_requested") and all(
             current.get(k) == v for k, v in self._fence(lease).items()
         ):
@@ -699,6 +820,7 @@ class MongoJobStore(JobStore):
                     )
                 },
             },
+            "release",
         )
 
     # -- operating -------------------------------------------------------------------
@@ -720,7 +842,7 @@ class MongoJobStore(JobStore):
                 return_document=_AFTER,
             )
             if doc is not None:
-                self._cascade_cancel(job_id, now, "cancelled")
+                self._cascade_cancel(job_id, now, "cancelled", "request_cancel")
                 return _doc_to_job(doc)
             doc = self.coll.find_one_and_update(
                 {"_id": job_id, "status": "running"},
@@ -734,16 +856,18 @@ class MongoJobStore(JobStore):
                 return_document=_AFTER,
             )
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "request_cancel") from exc
         if doc is not None:
             return _doc_to_job(doc)
-        current = self._find(job_id)
+        current = self._find(job_id, "request_cancel")
         raise InvalidJobState(
             f"job {job_id} is already {current['status']}; only pending or running "
             "jobs can be cancelled"
         )
 
-    def _dead_dependency(self, deps: Sequence[str]) -> dict[str, Any] | None:
+    def _dead_dependency(
+        self, deps: Sequence[str], operation: str
+    ) -> dict[str, Any] | None:
         if not deps:
             return None
         try:
@@ -755,17 +879,17 @@ class MongoJobStore(JobStore):
                 projection={"status": True},
             )
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, operation) from exc
         return found
 
     def retry(self, job_id: str, now: datetime) -> Job:
-        current = self._find(job_id)
+        current = self._find(job_id, "retry")
         if current["status"] not in ("failed", "cancelled"):
             raise InvalidJobState(
                 f"job {job_id} is {current['status']}; only failed or cancelled jobs "
                 "can be retried"
             )
-        dead = self._dead_dependency(current.get("depends_on", []))
+        dead = self._dead_dependency(current.get("depends_on", []), "retry")
         if dead is not None:
             raise InvalidJobState(
                 f"job {job_id} depends on job {dead['_id']}, which is "
@@ -802,7 +926,7 @@ class MongoJobStore(JobStore):
                 return_document=_AFTER,
             )
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "retry") from exc
         if doc is None:
             raise InvalidJobState(f"job {job_id} changed while it was being retried")
         self._revive_dependents(job_id, now)
@@ -824,7 +948,7 @@ class MongoJobStore(JobStore):
                     projection={"depends_on": True},
                 ):
                     deps = doc.get("depends_on", [])
-                    dead = self._dead_dependency(deps)
+                    dead = self._dead_dependency(deps, "retry")
                     if dead is not None:
                         self.coll.update_one(
                             {"_id": doc["_id"], "status": "cancelled"},
@@ -859,7 +983,7 @@ class MongoJobStore(JobStore):
                     if done is not None:
                         todo.append(doc["_id"])
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "retry") from exc
 
     def rescue_expired(
         self, now: datetime, policy: RetryPolicy, limit: int = 100
@@ -893,14 +1017,14 @@ class MongoJobStore(JobStore):
             ]
             self._sweep_after = page[-1] if len(page) == limit else None
             if page:
-                self._recount(page, now)
+                self._recount(page, "rescue_expired", now)
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "rescue_expired") from exc
         return rescued
 
     def _rescue_one(
         self, cur: Mapping[str, Any], now: datetime, policy: RetryPolicy
-    ) -> Job | None:
+    ) -> Job | None:  # driver errors: translated by rescue_expired
         crashes = cur.get("crashes", 0) + 1
         worker, attempt = cur.get("worker_id"), cur["attempts"]
         message = (
@@ -950,7 +1074,7 @@ class MongoJobStore(JobStore):
         if doc is None:
             return None  # someone else rescued it, or the worker came back in time
         if why:
-            self._cascade_cancel(cur["_id"], now, why)
+            self._cascade_cancel(cur["_id"], now, why, "rescue_expired")
         return _doc_to_job(doc)
 
     # -- reading ---------------------------------------------------------------------
@@ -976,7 +1100,7 @@ class MongoJobStore(JobStore):
         try:
             return int(self.coll.count_documents(self._query(filter)))
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "count_jobs") from exc
 
     def list_jobs(
         self, filter: JobFilter | None = None, *, limit: int = 50, offset: int = 0
@@ -986,7 +1110,7 @@ class MongoJobStore(JobStore):
             cursor = self.coll.find(query, projection=_NO_EVENTS).sort("_id", 1)
             return [_doc_to_job(d) for d in cursor.skip(offset).limit(limit)]
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "list_jobs") from exc
 
     def counts(self) -> Mapping[tuple[str, str], int]:
         try:
@@ -1002,13 +1126,13 @@ class MongoJobStore(JobStore):
             )
             return {(r["_id"]["status"], r["_id"]["type"]): r["n"] for r in rows}
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "counts") from exc
 
     def events(self, job_id: str) -> list[JobEvent]:
         try:
             doc = self.coll.find_one({"_id": job_id}, projection={"events": True})
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "events") from exc
         if doc is None:
             raise JobNotFound(job_id)
         return [
@@ -1024,11 +1148,16 @@ class MongoJobStore(JobStore):
 
     def delete_finished(self, before: datetime) -> int:
         try:
-            res = self.coll.delete_many(
-                {"status": {"$in": _FINISHED}, "finished_at": {"$lt": before}}
+            # sent again after a transient error; the count is then of the
+            # second try's deletions only
+            res = _again(
+                partial(
+                    self.coll.delete_many,
+                    {"status": {"$in": _FINISHED}, "finished_at": {"$lt": before}},
+                )
             )
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "delete_finished") from exc
         return int(res.deleted_count)
 
     def delete_jobs(self, job_ids: Sequence[str]) -> list[str]:
@@ -1041,7 +1170,7 @@ class MongoJobStore(JobStore):
                 if res.deleted_count:
                     gone.append(job_id)
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "delete_jobs") from exc
         return gone
 
     # -- monitoring ------------------------------------------------------------------
@@ -1060,7 +1189,7 @@ class MongoJobStore(JobStore):
                 if at is not None and (best is None or at < best):
                     best = at
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "oldest_claimable") from exc
         return best
 
     def finished_counts(
@@ -1083,7 +1212,7 @@ class MongoJobStore(JobStore):
             )
             return {(r["_id"]["status"], r["_id"]["type"]): r["n"] for r in rows}
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "finished_counts") from exc
 
     def finished_jobs(
         self,
@@ -1107,7 +1236,7 @@ class MongoJobStore(JobStore):
             )
             return [_doc_to_job(d) for d in cursor]
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "finished_jobs") from exc
 
     tracks_workers = True
 
@@ -1124,13 +1253,13 @@ class MongoJobStore(JobStore):
                 upsert=True,
             )
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "record_worker") from exc
 
     def remove_worker(self, worker_id: str) -> None:
         try:
             self.workers.delete_one({"_id": worker_id})
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "remove_worker") from exc
 
     def list_workers(
         self, seen_since: datetime | None = None, *, limit: int = 1000
@@ -1143,7 +1272,7 @@ class MongoJobStore(JobStore):
                 .limit(limit)
             )
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "list_workers") from exc
         out = []
         for d in docs:
             first, last = _aware(d["first_seen"]), _aware(d["last_seen"])
@@ -1153,7 +1282,9 @@ class MongoJobStore(JobStore):
 
     def delete_workers(self, seen_before: datetime) -> int:
         try:
-            res = self.workers.delete_many({"last_seen": {"$lt": seen_before}})
+            res = _again(
+                partial(self.workers.delete_many, {"last_seen": {"$lt": seen_before}})
+            )
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc) from exc
+            raise _backend_error(exc, "delete_workers") from exc
         return int(res.deleted_count)

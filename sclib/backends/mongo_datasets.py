@@ -28,7 +28,12 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from sclib.backends.mongo import _aware, _backend_error
+from sclib.backends.mongo import (
+    _DRIVER_ERRORS,
+    _aware,
+    _backend_error,
+    _create_index,
+)
 from sclib.datasets.models import (
     Dataset,
     DatasetFile,
@@ -51,7 +56,7 @@ from sclib.jobtypes import DatasetStatus
 try:
     import pymongo
     from pymongo import ReturnDocument
-    from pymongo.errors import DuplicateKeyError, PyMongoError
+    from pymongo.errors import DuplicateKeyError
     from pymongo.write_concern import WriteConcern
 except ImportError as exc:  # pragma: no cover - depends on the install
     from sclib.errors import MissingDependency
@@ -167,21 +172,22 @@ class MongoDatasetStore(DatasetStore):
             collection, write_concern=WriteConcern(**concern)
         )
         try:
-            self.coll.create_index("uuid", unique=True, name="uuid")
+            _create_index(self.coll, "uuid", unique=True, name="uuid")
             # partial: the portal's older documents have no slug, and a plain
             # unique index would count their missing slugs as duplicates
-            self.coll.create_index(
+            _create_index(
+                self.coll,
                 [("user", 1), ("slug", 1)],
                 unique=True,
                 name="user_slug",
                 partialFilterExpression={"slug": {"$type": "string"}},
             )
-            self.coll.create_index([("user", 1), ("created_at", -1)], name="user_new")
-            self.coll.create_index("status", name="status")
-            self.coll.create_index("id", name="id")
-            self.coll.create_index([("user", 1), ("name", 1)], name="user_name")
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
+            _create_index(self.coll, [("user", 1), ("created_at", -1)], name="user_new")
+            _create_index(self.coll, "status", name="status")
+            _create_index(self.coll, "id", name="id")
+            _create_index(self.coll, [("user", 1), ("name", 1)], name="user_name")
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, "create indexes", "dataset store") from exc
 
     @classmethod
     def from_url(
@@ -203,15 +209,17 @@ class MongoDatasetStore(DatasetStore):
         if self._owns_client:
             self.client.close()
 
-    def _find_one(self, query: Mapping[str, Any]) -> dict[str, Any] | None:
+    def _find_one(
+        self, query: Mapping[str, Any], operation: str
+    ) -> dict[str, Any] | None:
         try:
             doc: dict[str, Any] | None = self.coll.find_one(query)
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, operation, "dataset store") from exc
         return doc
 
-    def _require(self, uuid: str) -> dict[str, Any]:
-        doc = self._find_one({"uuid": uuid})
+    def _require(self, uuid: str, operation: str) -> dict[str, Any]:
+        doc = self._find_one({"uuid": uuid}, operation)
         if doc is None:
             raise DatasetNotFound(uuid)
         return doc
@@ -219,7 +227,7 @@ class MongoDatasetStore(DatasetStore):
     def create(self, dataset: Dataset) -> Dataset:
         base = dataset.slug or slugify(dataset.name)
         for attempt in range(_MAX_TRIES):
-            if self._find_one({"uuid": dataset.uuid}) is not None:
+            if self._find_one({"uuid": dataset.uuid}, "create") is not None:
                 raise InvalidInput(f"a dataset with uuid {dataset.uuid} exists")
             try:
                 taken = {
@@ -240,18 +248,18 @@ class MongoDatasetStore(DatasetStore):
             except DuplicateKeyError:
                 _pause(attempt)  # a uuid or slug taken meanwhile: look again
                 continue
-            except PyMongoError as exc:
-                raise _backend_error(exc) from exc
+            except _DRIVER_ERRORS as exc:
+                raise _backend_error(exc, "create", "dataset store") from exc
             return made
         raise BackendError(
             f"could not create dataset {dataset.uuid}: too much contention"
         )
 
     def get(self, uuid: str) -> Dataset:
-        return _to_dataset(self._require(uuid))
+        return _to_dataset(self._require(uuid, "get"))
 
     def find_by_slug(self, owner: str, slug: str) -> Dataset | None:
-        doc = self._find_one({"user": owner, "slug": slug})
+        doc = self._find_one({"user": owner, "slug": slug}, "find_by_slug")
         return None if doc is None else _to_dataset(doc)
 
     def find_by(
@@ -275,8 +283,8 @@ class MongoDatasetStore(DatasetStore):
         try:
             docs = self.coll.find(query).sort([("created_at", -1), ("_id", -1)])
             return [_to_dataset(d) for d in docs.limit(limit)]
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, "find_by", "dataset store") from exc
 
     def list(
         self,
@@ -302,13 +310,13 @@ class MongoDatasetStore(DatasetStore):
                 .limit(limit)
             )
             return [_to_dataset(d) for d in docs]
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, "list", "dataset store") from exc
 
     def add_files(self, uuid: str, files: Iterable[DatasetFile]) -> Dataset:
         new = merge_files((), files)  # validates; the later of two at one path wins
         for attempt in range(_MAX_TRIES):
-            doc = self._require(uuid)
+            doc = self._require(uuid, "add_files")
             raw = doc.get("files")
             old = _to_dataset(doc).files
             merged = merge_files(old, new)
@@ -325,8 +333,8 @@ class MongoDatasetStore(DatasetStore):
                     },
                     return_document=ReturnDocument.AFTER,
                 )
-            except PyMongoError as exc:
-                raise _backend_error(exc) from exc
+            except _DRIVER_ERRORS as exc:
+                raise _backend_error(exc, "add_files", "dataset store") from exc
             if after is not None:
                 return _to_dataset(after)
             _pause(attempt)
@@ -343,7 +351,7 @@ class MongoDatasetStore(DatasetStore):
         expected: DatasetStatus | str | None = None,
     ) -> Dataset:
         for attempt in range(_MAX_TRIES):
-            old = _to_dataset(self._require(uuid))
+            old = _to_dataset(self._require(uuid, "set_status"))
             target = checked_status(old, status, expected)
             if target == old.status and error == old.error_message:
                 return old
@@ -359,15 +367,15 @@ class MongoDatasetStore(DatasetStore):
                     },
                     return_document=ReturnDocument.AFTER,
                 )
-            except PyMongoError as exc:
-                raise _backend_error(exc) from exc
+            except _DRIVER_ERRORS as exc:
+                raise _backend_error(exc, "set_status", "dataset store") from exc
             if after is not None:
                 return _to_dataset(after)
             _pause(attempt)  # the status changed meanwhile: check again
         raise BackendError(f"could not set the status of {uuid}: too much contention")
 
     def update(self, uuid: str, /, **fields: Any) -> Dataset:
-        made = checked_update(_to_dataset(self._require(uuid)), fields)
+        made = checked_update(_to_dataset(self._require(uuid, "update")), fields)
         if not fields:
             return made
         sets: dict[str, Any] = {_field(n): getattr(made, n) for n in fields}
@@ -382,8 +390,8 @@ class MongoDatasetStore(DatasetStore):
                 {"$set": sets},
                 return_document=ReturnDocument.AFTER,
             )
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, "update", "dataset store") from exc
         if after is None:
             raise DatasetNotFound(uuid)
         return _to_dataset(after)
@@ -391,7 +399,7 @@ class MongoDatasetStore(DatasetStore):
     def delete(self, uuid: str) -> None:
         try:
             res = self.coll.delete_one({"uuid": uuid})
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, "delete", "dataset store") from exc
         if res.deleted_count == 0:
             raise DatasetNotFound(uuid)

@@ -9,10 +9,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
-from sclib.backends.mongo import _aware, _backend_error
+from sclib.backends.mongo import (
+    _DRIVER_ERRORS,
+    _again,
+    _aware,
+    _backend_error,
+    _create_index,
+)
 from sclib.errors import ConfigurationError, SessionNotFound
 from sclib.transfers.sessions import (
     ACTIVE,
@@ -24,7 +31,7 @@ from sclib.transfers.sessions import (
 
 try:
     import pymongo
-    from pymongo.errors import PyMongoError
+    from pymongo.errors import DuplicateKeyError
     from pymongo.write_concern import WriteConcern
 except ImportError as exc:  # pragma: no cover - depends on the install
     from sclib.errors import MissingDependency
@@ -79,10 +86,13 @@ class MongoSessionStore(SessionStore):
             collection, write_concern=WriteConcern(**concern)
         )
         try:
-            self.coll.create_index([("key", 1), ("status", 1)], name="key_status")
-            self.coll.create_index([("status", 1), ("updated_at", 1)], name="updated")
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
+            for keys, name in (
+                ([("key", 1), ("status", 1)], "key_status"),
+                ([("status", 1), ("updated_at", 1)], "updated"),
+            ):
+                _create_index(self.coll, keys, name=name)
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, "create indexes", "session store") from exc
 
     @classmethod
     def from_url(
@@ -101,23 +111,35 @@ class MongoSessionStore(SessionStore):
         if self._owns_client:
             self.client.close()
 
-    def _find(self, query: Mapping[str, Any]) -> dict[str, Any] | None:
+    def _find(self, query: Mapping[str, Any], operation: str) -> dict[str, Any] | None:
         try:
             doc: dict[str, Any] | None = self.coll.find_one(
                 query, sort=[("created_at", -1), ("_id", -1)]
             )
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, operation, "session store") from exc
         return doc
 
     def create(self, session: TransferSession) -> TransferSession:
+        """Store ``session``, retiring the active ones of its key.
+
+        Two writes without a transaction, so this can fail after its insert was
+        stored (a write concern error, a dropped answer pymongo's one retry did not
+        recover). Calling it again with the same session then finds it and does
+        not retire it: the retirement skips the session's own id, and an insert
+        refused for that id with the same key means the first call stored it.
+        """
         now = session.created_at
         try:
-            self.coll.update_many(
-                {"key": session.key, "status": ACTIVE},
-                {"$set": {"status": CANCELLED, "updated_at": now}},
+            # idempotent, and not retried by pymongo (a multi-document write)
+            _again(
+                partial(
+                    self.coll.update_many,
+                    {"key": session.key, "status": ACTIVE, "_id": {"$ne": session.id}},
+                    {"$set": {"status": CANCELLED, "updated_at": now}},
+                )
             )
-            self.coll.insert_one(
+            self._insert(
                 {
                     "_id": session.id,
                     "key": session.key,
@@ -139,25 +161,41 @@ class MongoSessionStore(SessionStore):
                     "updated_at": now,
                 }
             )
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
-        return self.get(session.id)
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, "create", "session store") from exc
+        return self._get(session.id, "create")
+
+    def _insert(self, doc: dict[str, Any]) -> None:
+        try:
+            self.coll.insert_one(doc)
+        except DuplicateKeyError:
+            # this session, stored by an earlier call whose answer was an error
+            # (see create); another session of the same id would be a collision
+            # of 128-bit random ids, or a caller's mistake: refused
+            existing = self.coll.find_one({"_id": doc["_id"]}, {"key": True})
+            if existing is None or existing.get("key") != doc["key"]:
+                raise
 
     def get(self, session_id: str) -> TransferSession:
-        doc = self._find({"_id": session_id})
+        return self._get(session_id, "get")
+
+    def _get(self, session_id: str, operation: str) -> TransferSession:
+        doc = self._find({"_id": session_id}, operation)
         if doc is None:
             raise SessionNotFound(f"no transfer session with id {session_id!r}")
         return _doc_to_session(doc)
 
     def find(self, key: str, status: str = ACTIVE) -> TransferSession | None:
-        doc = self._find({"key": key, "status": status})
+        doc = self._find({"key": key, "status": status}, "find")
         return None if doc is None else _doc_to_session(doc)
 
-    def _update(self, session_id: str, update: Mapping[str, Any]) -> None:
+    def _update(
+        self, session_id: str, update: Mapping[str, Any], operation: str
+    ) -> None:
         try:
             res = self.coll.update_one({"_id": session_id}, update)
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, operation, "session store") from exc
         if res.matched_count == 0:
             raise SessionNotFound(f"no transfer session with id {session_id!r}")
 
@@ -170,6 +208,7 @@ class MongoSessionStore(SessionStore):
                     "updated_at": datetime.now(UTC),
                 }
             },
+            "record_chunk",
         )
 
     def forget_chunks(self, session_id: str, indexes: list[int]) -> None:
@@ -179,6 +218,7 @@ class MongoSessionStore(SessionStore):
                 "$unset": {f"chunks.{i}": "" for i in indexes},
                 "$set": {"updated_at": datetime.now(UTC)},
             },
+            "forget_chunks",
         )
 
     def update(
@@ -201,8 +241,8 @@ class MongoSessionStore(SessionStore):
         ):
             if value is not None:
                 sets[name] = value
-        self._update(session_id, {"$set": sets})
-        return self.get(session_id)
+        self._update(session_id, {"$set": sets}, "update")
+        return self._get(session_id, "update")
 
     def list(
         self,
@@ -222,8 +262,8 @@ class MongoSessionStore(SessionStore):
         try:
             docs = self.coll.find(query).sort("created_at", 1).limit(limit)
             return [_doc_to_session(d) for d in docs]
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, "list", "session store") from exc
 
     def count(self, *, status: str | None = None, key_prefix: str | None = None) -> int:
         query: dict[str, Any] = {}
@@ -233,11 +273,11 @@ class MongoSessionStore(SessionStore):
             query["key"] = {"$regex": "^" + re.escape(key_prefix)}
         try:
             return int(self.coll.count_documents(query))
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, "count", "session store") from exc
 
     def delete(self, session_id: str) -> None:
         try:
             self.coll.delete_one({"_id": session_id})
-        except PyMongoError as exc:
-            raise _backend_error(exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, "delete", "session store") from exc

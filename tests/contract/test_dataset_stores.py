@@ -1,15 +1,15 @@
 """The DatasetStore contract on memory, SQLite (a real file) and MongoDB.
 
-MongoDB runs through pymongo against mongomock, an in-process stand-in, because no
-MongoDB server can be installed on these machines; with ``SCLIB_TEST_MONGODB_URI``
-set, the same tests also run against that real server, including the concurrency
-tests that mongomock (not thread-safe) cannot run.
+No MongoDB server can be installed on these machines, so MongoDB runs against
+mongomock in-process (``stand-in``) and through the real pymongo over TCP to the
+mongowire test server (``wire``, :mod:`tests.mongowire`); with
+``SCLIB_TEST_MONGODB_URI`` set, the same tests also run against that real server.
+The concurrency tests run on the servers only (mongomock in-process is not
+thread-safe; the wire server runs one command at a time).
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,8 +25,7 @@ from sclib.datasets import (
     open_dataset_store,
 )
 from sclib.testing.datasetstore import DatasetStoreContract
-
-REAL_URI = os.environ.get("SCLIB_TEST_MONGODB_URI")
+from tests.contract.mongo_clients import PARAMS, pymongo_database
 
 
 class TestMemoryDatasetStore(DatasetStoreContract):
@@ -45,21 +44,16 @@ class TestSQLiteDatasetStore(DatasetStoreContract):
 
 def _skip_on_stand_in(request: pytest.FixtureRequest) -> None:
     if request.node.callspec.params.get("datasets") == "stand-in":
-        pytest.skip("needs a real MongoDB server (SCLIB_TEST_MONGODB_URI)")
+        pytest.skip("needs a server (wire or SCLIB_TEST_MONGODB_URI)")
 
 
 @pytest.mark.mongo
 class TestMongoDatasetStore(DatasetStoreContract):
-    @pytest.fixture(params=["stand-in"] + (["server"] if REAL_URI else []))
+    @pytest.fixture(params=PARAMS)
     def datasets(self, request: pytest.FixtureRequest) -> Iterator[DatasetStore]:
-        if request.param == "server":
-            import pymongo
-
-            client: object = pymongo.MongoClient(REAL_URI, tz_aware=True)
-            name = f"sclib_test_{uuid.uuid4().hex[:12]}"
-            yield MongoDatasetStore(client, database=name)
-            client.drop_database(name)  # type: ignore[attr-defined]
-            client.close()  # type: ignore[attr-defined]
+        if request.param != "stand-in":
+            with pymongo_database(request, request.param) as (client, name):
+                yield MongoDatasetStore(client, database=name)
         else:
             mongomock = pytest.importorskip("mongomock")
             yield MongoDatasetStore(
@@ -68,8 +62,8 @@ class TestMongoDatasetStore(DatasetStoreContract):
 
     @pytest.fixture(autouse=True)
     def _threads_need_a_server(self, request: pytest.FixtureRequest) -> None:
-        """The concurrency tests run on a real server only: mongomock is not
-        thread-safe."""
+        """The concurrency tests run on a server only: mongomock in-process is
+        not thread-safe."""
         if request.node.name.startswith("test_concurrent_"):
             _skip_on_stand_in(request)
 

@@ -1,39 +1,30 @@
 """The JobStore contract on the MongoDB backend.
 
-In CI there is no MongoDB server (none can be installed on these machines), so the
-backend runs through pymongo's API against mongomock, an in-process stand-in. When
-``SCLIB_TEST_MONGODB_URI`` points to a real server (MongoDB 6/7, replica set), the
-same suite runs against it, one fresh database per test.
+No MongoDB server can be installed on these machines, so the suite runs twice
+without one: against mongomock in-process (``stand-in``), and through the real
+pymongo over TCP to the mongowire test server (``wire``, see
+:mod:`tests.mongowire`). When ``SCLIB_TEST_MONGODB_URI`` points to a real server
+(MongoDB 6/7, replica set), it runs against that too. Each gets a fresh database.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from sclib.backends.mongo import MongoJobStore
 from sclib.testing.jobstore import JobStoreContract
+from tests.contract.mongo_clients import PARAMS, SERVER_PARAMS, pymongo_database
 
 pytestmark = pytest.mark.mongo
 
-REAL_URI = os.environ.get("SCLIB_TEST_MONGODB_URI")
 
-
-@pytest.fixture(params=["stand-in"] + (["server"] if REAL_URI else []))
+@pytest.fixture(params=PARAMS)
 def mongo_store(request: pytest.FixtureRequest) -> Iterator[MongoJobStore]:
-    if request.param == "server":
-        import pymongo
-
-        client: object = pymongo.MongoClient(REAL_URI, tz_aware=True)
-        name = f"sclib_test_{uuid.uuid4().hex[:12]}"
-        store = MongoJobStore(client, database=name)
-        yield store
-        client.drop_database(name)  # type: ignore[attr-defined]
-        client.close()  # type: ignore[attr-defined]
+    if request.param != "stand-in":
+        with pymongo_database(request, request.param) as (client, name):
+            yield MongoJobStore(client, database=name)
     else:
         mongomock = pytest.importorskip("mongomock")
         store = MongoJobStore(
@@ -51,23 +42,20 @@ class TestMongoJobStore(JobStoreContract):
 
 
 @pytest.mark.mongo_server
-@pytest.mark.skipif(
-    not REAL_URI, reason="needs a real MongoDB (SCLIB_TEST_MONGODB_URI)"
-)
-def test_concurrent_claims_never_share_a_job() -> None:
-    """Eight threads claiming from one real MongoDB never get the same attempt of
-    a job twice (find_one_and_update is atomic per document). The in-process
-    stand-in cannot show this, so the test needs a server."""
+@pytest.mark.parametrize("kind", SERVER_PARAMS)
+def test_concurrent_claims_never_share_a_job(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Eight threads claiming from one server never get the same attempt of a job
+    twice (find_one_and_update is atomic per document). mongomock in-process is
+    not thread-safe, so this runs on servers only: the wire test server (one lock
+    around every command) and a real MongoDB when configured."""
     import threading
-
-    import pymongo
 
     from sclib.jobs.queue import JobQueue
 
-    client: Any = pymongo.MongoClient(REAL_URI, tz_aware=True)
-    name = f"sclib_test_{uuid.uuid4().hex[:12]}"
-    queue = JobQueue(MongoJobStore(client, database=name))
-    try:
+    with pymongo_database(request, kind) as (client, name):
+        queue = JobQueue(MongoJobStore(client, database=name))
         for i in range(300):
             queue.enqueue("upload", {"i": i})
         seen: list[tuple[str, int]] = []
@@ -86,6 +74,3 @@ def test_concurrent_claims_never_share_a_job() -> None:
             t.join()
         assert len(seen) == len(set(seen)) == 300
         assert queue.stats()["by_status"]["completed"] == 300
-    finally:
-        client.drop_database(name)
-        client.close()

@@ -1,14 +1,13 @@
 """The SessionStore contract on SQLite (a real file) and MongoDB.
 
-MongoDB runs through pymongo against mongomock, an in-process stand-in, because no
-MongoDB server can be installed on these machines; with ``SCLIB_TEST_MONGODB_URI``
-set, the same tests also run against that real server.
+No MongoDB server can be installed on these machines, so MongoDB runs against
+mongomock in-process (``stand-in``) and through the real pymongo over TCP to the
+mongowire test server (``wire``, :mod:`tests.mongowire`); with
+``SCLIB_TEST_MONGODB_URI`` set, the same tests also run against that real server.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +17,7 @@ from sclib.backends.mongo_sessions import MongoSessionStore
 from sclib.backends.sqlite_sessions import SQLiteSessionStore
 from sclib.testing.sessionstore import SessionStoreContract
 from sclib.transfers.sessions import MemorySessionStore, SessionStore
-
-REAL_URI = os.environ.get("SCLIB_TEST_MONGODB_URI")
+from tests.contract.mongo_clients import PARAMS, pymongo_database
 
 
 class TestMemorySessionStore(SessionStoreContract):
@@ -38,16 +36,11 @@ class TestSQLiteSessionStore(SessionStoreContract):
 
 @pytest.mark.mongo
 class TestMongoSessionStore(SessionStoreContract):
-    @pytest.fixture(params=["stand-in"] + (["server"] if REAL_URI else []))
+    @pytest.fixture(params=PARAMS)
     def sessions(self, request: pytest.FixtureRequest) -> Iterator[SessionStore]:
-        if request.param == "server":
-            import pymongo
-
-            client: object = pymongo.MongoClient(REAL_URI, tz_aware=True)
-            name = f"sclib_test_{uuid.uuid4().hex[:12]}"
-            yield MongoSessionStore(client, database=name)
-            client.drop_database(name)  # type: ignore[attr-defined]
-            client.close()  # type: ignore[attr-defined]
+        if request.param != "stand-in":
+            with pymongo_database(request, request.param) as (client, name):
+                yield MongoSessionStore(client, database=name)
         else:
             mongomock = pytest.importorskip("mongomock")
             yield MongoSessionStore(
@@ -57,7 +50,8 @@ class TestMongoSessionStore(SessionStoreContract):
     def test_concurrent_chunk_records_are_all_kept(
         self, sessions: SessionStore, request: pytest.FixtureRequest
     ) -> None:
-        """Concurrent chunk records (real server only: mongomock is not thread-safe)."""
+        """Concurrent chunk records are all kept (on a server only: mongomock
+        in-process is not thread-safe; the wire test server is)."""
         if request.node.callspec.params.get("sessions") == "stand-in":
-            pytest.skip("needs a real MongoDB server (SCLIB_TEST_MONGODB_URI)")
+            pytest.skip("needs a server (wire or SCLIB_TEST_MONGODB_URI)")
         super().test_concurrent_chunk_records_are_all_kept(sessions)

@@ -748,7 +748,7 @@ def test_concatenation_refuses_at_once_when_the_disk_cannot_hold_the_copy(
         sessions, queue, tmp_path / "data", free_space=lambda _path: free[0]
     )
     parts = [partial(manager, b"0123456"), partial(manager, b"789ab")]
-    with pytest.raises(InsufficientStorage, match="needs 12 bytes.* has 10 free"):
+    with pytest.raises(InsufficientStorage, match=r"needs 12 bytes.* has 10 free"):
         final_upload(manager, parts, "big.bin")
     free[0] = 1000
     final = final_upload(manager, parts, "big.bin")
