@@ -214,6 +214,9 @@ def create_app(
         ),
         lifespan=lifespan,
     )
+    from sclib.server.openapi import install_openapi
+
+    install_openapi(app)
     app.state.sclib = state
     install_handlers(app)
     from sclib.server.tus import TusMiddleware

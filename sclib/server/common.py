@@ -6,13 +6,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 
 from sclib.errors import TooLarge
 from sclib.server.app import ServerState
 from sclib.server.auth import Identity
-from sclib.server.fields import DatasetFields, parse_fields
+from sclib.server.fields import FIELD_SCHEMAS, DatasetFields, parse_fields
 
 __all__ = [
     "MAX_OFFSET",
@@ -84,11 +84,26 @@ class DatasetBody(BaseModel):
     Keys it does not know are ignored (logged at debug level), as the original
     API ignored them."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            # adding to a dataset needs the dataset's identifier
+            "if": {
+                "properties": {"add_to_existing": {"const": True}},
+                "required": ["add_to_existing"],
+            },
+            "then": {
+                "required": ["dataset_identifier"],
+                "properties": {"dataset_identifier": {"type": "string"}},
+            },
+        },
+    )
 
-    user_email: str | None = None
-    dataset_name: str
-    sensor: str
+    user_email: str | None = Field(
+        default=None, json_schema_extra=FIELD_SCHEMAS["user_email"]
+    )
+    dataset_name: str = Field(json_schema_extra=FIELD_SCHEMAS["dataset_name"])
+    sensor: str = Field(json_schema_extra=FIELD_SCHEMAS["sensor"])
     convert: bool = True
     is_public: bool = False
     is_public_downloadable: bool = False

@@ -26,6 +26,8 @@ from sclib.paths import CONTROL_CHARS as _CONTROL
 from sclib.paths import safe_filename, safe_join, safe_relative_path
 
 __all__ = [
+    "BOOL_TEXT",
+    "FIELD_SCHEMAS",
     "DatasetFields",
     "looks_like_email",
     "parse_bool",
@@ -38,6 +40,49 @@ __all__ = [
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _MAX_NAME = 255
 _MAX_PATH = 1024
+
+
+def _any_case(text: str) -> str:
+    """A regular expression matching ``text`` in any case, ``_`` for a space."""
+    out = []
+    for ch in text:
+        if ch.isalpha():
+            out.append(f"[{ch.lower()}{ch.upper()}]")
+        elif ch == " ":
+            out.append("[ _]")
+        else:
+            out.append(re.escape(ch))
+    return "".join(out)
+
+
+#: what the JSON Schema of the dataset fields says, so that the API's document
+#: describes the values the server takes (schemathesis checks both ways)
+FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "dataset_name": {
+        "type": "string",
+        "maxLength": _MAX_NAME,
+        "pattern": r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$",
+    },
+    "sensor": {
+        "type": "string",
+        "pattern": r"^\s*(?:"
+        + "|".join(_any_case(s.value) for s in SensorType)
+        + r")\s*$",
+        "description": "one of "
+        + ", ".join(s.value for s in SensorType)
+        + " (any case)",
+    },
+    "user_email": {"type": "string", "pattern": r"^\s*([^@\s]+@[^@\s]+)?\s*$"},
+}
+#: booleans sent as form text
+BOOL_TEXT = {
+    "type": "string",
+    "pattern": "^\\s*("
+    + "|".join(
+        _any_case(w) for w in ("true", "false", "yes", "no", "on", "off", "1", "0")
+    )
+    + ")?\\s*$",
+}
 
 
 def looks_like_email(value: str) -> bool:

@@ -110,6 +110,25 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app takes at the request's path (asked
+    of the routes themselves, so routers included with a prefix count)."""
+    from starlette.routing import Match
+
+    found = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(
+            route.matches(scope)[0] == Match.FULL
+            for route in request.app.router.routes
+        ):
+            found.append(method)
+    return found
+
+
 def install_handlers(app: FastAPI) -> None:
     """Route every error through :func:`problem`."""
 
@@ -142,6 +161,12 @@ def install_handlers(app: FastAPI) -> None:
             exc.status_code, "http_error"
         )
         headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 405:
+            # Starlette names only the first matching route's methods; a path
+            # served by several routes (GET and POST apart) takes them all
+            allowed = _allowed_methods(request)
+            if allowed:
+                headers = {**(headers or {}), "Allow": ", ".join(allowed)}
         return problem(exc.status_code, str(exc.detail), code, headers)
 
     app.add_exception_handler(E.SclibError, _sclib)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sclib.datasets import Dataset, DatasetNotFound
 from sclib.datasets.records import dataset_dict
+from sclib.jobtypes import DatasetStatus
 from sclib.server.app import IdentityDep, ServerState, StateDep, owner_filter
 from sclib.server.auth import Identity
 from sclib.server.common import MAX_OFFSET
@@ -31,7 +32,7 @@ def _visible(state: ServerState, identity: Identity, uuid: str) -> Dataset:
 
 @router.get("")
 def list_datasets(
-    status: str | None = None,
+    status: DatasetStatus | None = None,
     limit: int = Query(50, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
     identity: Identity = IdentityDep,
@@ -39,7 +40,10 @@ def list_datasets(
 ) -> dict[str, Any]:
     """The caller's datasets, newest first (admins: everyone's)."""
     found = state.datasets.list(
-        owner=owner_filter(identity), status=status, limit=limit, offset=offset
+        owner=owner_filter(identity),
+        status=status.value if status is not None else None,
+        limit=limit,
+        offset=offset,
     )
     return {
         "datasets": [dataset_dict(d, files=False) for d in found],

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from sclib.errors import Forbidden, InvalidInput, NotFound
-from sclib.jobtypes import JobType
+from sclib.jobtypes import JobStatus, JobType
 from sclib.server.app import (
     IdentityDep,
     ServerState,
@@ -131,7 +131,7 @@ def _sealed(state: ServerState, parameters: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("")
 def list_jobs(
-    status: str | None = None,
+    status: JobStatus | None = None,
     job_type: str | None = None,
     dataset_uuid: str | None = None,
     limit: int = Query(50, ge=1, le=1000),
@@ -141,7 +141,7 @@ def list_jobs(
 ) -> dict[str, Any]:
     """The caller's jobs, oldest first (admins: everyone's)."""
     found = state.queue.list(
-        status=status,
+        status=status.value if status is not None else None,
         job_type=job_type,
         dataset_uuid=dataset_uuid,
         owner=owner_filter(identity),

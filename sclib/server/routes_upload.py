@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
@@ -28,7 +28,7 @@ from sclib.errors import (
     JobNotFound,
     SclibError,
 )
-from sclib.jobtypes import JobType, SensorType
+from sclib.jobtypes import JobType
 from sclib.models import Job
 from sclib.server import legacy
 from sclib.server.app import (
@@ -49,6 +49,8 @@ from sclib.server.common import (
     small_body,
 )
 from sclib.server.fields import (
+    BOOL_TEXT,
+    FIELD_SCHEMAS,
     DatasetFields,
     looks_like_email,
     parse_fields,
@@ -75,7 +77,9 @@ def _form_schema() -> dict[str, Any]:
     props: dict[str, Any] = {"file": {"type": "string", "format": "binary"}}
     for name, field in DatasetFields.model_fields.items():
         props[name] = {"type": "string", "description": field.description or ""}
-    props["sensor"]["enum"] = [s.value for s in SensorType]
+        props[name].update(FIELD_SCHEMAS.get(name, {}))
+    for name in ("convert", "is_public", "is_public_downloadable", "add_to_existing"):
+        props[name].update(BOOL_TEXT)
     props["tags"]["description"] = "comma-separated"
     return {
         "requestBody": {
@@ -451,7 +455,7 @@ _UPLOAD_PATH_FORM = {
                         "file_path": {"type": "string"},
                         "original_filename": {"type": "string"},
                         **{
-                            name: {"type": "string"}
+                            name: {"type": "string", **FIELD_SCHEMAS.get(name, {})}
                             for name in DatasetFields.model_fields
                         },
                     },
@@ -611,7 +615,20 @@ def cancel(
 def jobs(
     user_id: str | None = None,
     user_email: str | None = None,
-    status: str | None = None,
+    status: Literal[
+        "queued",
+        "initializing",
+        "uploading",
+        "processing",
+        "verifying",
+        "completed",
+        "failed",
+        "cancelled",
+        "paused",
+        "pending",
+        "running",
+    ]
+    | None = None,
     limit: int = Query(50, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
     identity: Identity = IdentityDep,
@@ -629,7 +646,7 @@ def jobs(
 
             raise Forbidden("user_id: you may list only your own jobs")
         owner = wanted
-    if status is not None and status.strip().lower() == "paused":
+    if status == "paused":
         found, total = [], 0  # sclib never pauses a job
     else:
         chosen = legacy.status_filter(status)

@@ -103,6 +103,7 @@ _FIELD_KEYS = frozenset(DatasetFields.model_fields)
 _TITLES = {
     400: "Bad request",
     403: "Forbidden",
+    405: "Method not allowed",
     412: "Precondition failed",
     415: "Unsupported media type",
     460: "Checksum mismatch",
@@ -175,6 +176,14 @@ def _is_tus_path(path: str) -> bool:
     return path == _PREFIX or path.startswith(_PREFIX + "/")
 
 
+def _allowed_methods(path: str) -> frozenset[str]:
+    """The methods a ``/files`` path takes: creation on the collection, the
+    rest on one upload."""
+    if path.rstrip("/") == _PREFIX:
+        return frozenset({"OPTIONS", "POST"})
+    return frozenset({"OPTIONS", "HEAD", "PATCH", "DELETE"})
+
+
 class TusMiddleware:
     """``Tus-Resumable`` on every ``/files`` response, 412 for requests without
     ``Tus-Resumable: 1.0.0`` (``OPTIONS`` excepted), ``X-HTTP-Method-Override``
@@ -211,6 +220,17 @@ class TusMiddleware:
                 ).response()(scope, receive, send_tus)
                 return
             scope = {**scope, "method": wanted}
+        allowed = _allowed_methods(scope["path"])
+        if scope["method"] not in allowed:
+            problem = TusProblem(
+                405,
+                f"{scope['method']} is not a tus method here; this path takes "
+                + ", ".join(sorted(allowed)),
+                "method_not_allowed",
+                {"Allow": ", ".join(sorted(allowed))},
+            )
+            await problem.response()(scope, receive, send_tus)
+            return
         if scope["method"] != "OPTIONS" and headers.get("tus-resumable") != TUS_VERSION:
             problem = TusProblem(
                 412,
@@ -481,14 +501,29 @@ def _gone_quietly() -> Response:
 
 # -- routes ---------------------------------------------------------------------------
 
+#: the body of a PATCH (and of a creation that sends bytes along)
+_BODY = {
+    "requestBody": {
+        "content": {
+            OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}},
+        }
+    }
+}
+
 
 @router.options("/files", status_code=204, include_in_schema=False)
 @router.options("/files/", status_code=204)
-@router.options("/files/{upload_id}", status_code=204)
 def options(request: Request) -> Response:
     """What this tus server supports (no token needed: CORS preflights)."""
     state: ServerState = request.app.state.sclib
     return Response(status_code=204, headers=_options_headers(state))
+
+
+@router.options("/files/{upload_id}", status_code=204)
+def options_upload(upload_id: str, request: Request) -> Response:
+    """The same as ``OPTIONS /files/`` (the protocol's discovery), for any
+    upload's address."""
+    return options(request)
 
 
 @router.post("/files", status_code=201, include_in_schema=False)
@@ -676,7 +711,7 @@ async def head(
     return Response(status_code=200, headers=headers)
 
 
-@router.patch("/files/{upload_id}", status_code=204)
+@router.patch("/files/{upload_id}", status_code=204, openapi_extra=_BODY)
 async def patch(
     upload_id: str,
     request: Request,
