@@ -195,7 +195,7 @@ class Settings(BaseSettings):
         ),
     )
     max_open_uploads: int = Field(
-        default=100,
+        default=1000,
         ge=1,
         validation_alias=AliasChoices("SCLIB_MAX_OPEN_UPLOADS"),
         description="Unfinished uploads one user may hold at once (then 429).",

@@ -122,8 +122,7 @@ def _allowed_methods(request: Request) -> list[str]:
     for method in _METHODS:
         scope = {**request.scope, "method": method}
         if any(
-            route.matches(scope)[0] == Match.FULL
-            for route in request.app.router.routes
+            route.matches(scope)[0] == Match.FULL for route in request.app.router.routes
         ):
             found.append(method)
     return found
