@@ -46,6 +46,8 @@ __all__ = [
     "after_files",
     "enter_conversion_queued",
     "files_fingerprint",
+    "step_failed",
+    "will_retry",
 ]
 
 log = logging.getLogger(__name__)
@@ -280,6 +282,42 @@ def enter_conversion_queued(store: DatasetStore, uuid: str) -> None:
     ):
         mark(store, uuid, DatasetStatus.RETRYING)
     mark(store, uuid, target)
+
+
+def will_retry(ctx: JobContext, exc: BaseException) -> bool:
+    """Whether the job of ``ctx`` runs again after its attempt failed with
+    ``exc``: the worker's rule (an error a retry can help, see
+    :attr:`~sclib.errors.SclibError.retryable`) and attempts left, unless it was
+    asked to stop."""
+    from sclib.jobs.worker import _is_fatal
+
+    if ctx.cancelled or not isinstance(exc, Exception) or _is_fatal(exc):
+        return False
+    job = ctx.job
+    return job.failures + 1 < job.max_attempts
+
+
+def step_failed(
+    store: DatasetStore,
+    ctx: JobContext,
+    uuid: str,
+    error: DatasetStatus,
+    exc: BaseException,
+) -> None:
+    """Tell dataset ``uuid`` that an attempt of the job of ``ctx`` failed with
+    ``exc``: ``error`` (the step's error status) with the message once the job
+    will not run again; ``retrying``, without a message, while it will, so a
+    dataset never says an error while its job is still queued or running. A job
+    taken back from this worker (its lease lost) leaves the dataset to the
+    attempt that runs it now."""
+    from sclib.errors import LeaseLost
+
+    if isinstance(exc, LeaseLost) or ctx.lost:
+        return
+    if will_retry(ctx, exc):
+        mark(store, uuid, DatasetStatus.RETRYING)
+    else:
+        mark(store, uuid, error, str(exc) or type(exc).__name__)
 
 
 def _status_of(store: DatasetStore, uuid: str) -> DatasetStatus | None:
