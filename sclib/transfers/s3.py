@@ -47,7 +47,7 @@ import hashlib
 import inspect
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from typing import Any, ClassVar
 
@@ -82,6 +82,7 @@ from sclib.transfers.plan import (
     Chunk,
     check_chunk,
 )
+from sclib.transfers.progress import receiver
 from sclib.transfers.sources import FsspecSource, SourceObject
 
 __all__ = ["S3Destination", "S3Source", "S3Writer", "s3fs_options"]
@@ -302,7 +303,10 @@ class _Stream:
         self.end = end
         self.loop = loop  # s3fs's event loop, which owns the connection
 
-    async def read_into(self, view: memoryview) -> int:
+    async def read_into(
+        self, view: memoryview, arrived: Callable[[int], None] | None = None
+    ) -> int:
+        """Fill ``view``; each piece is counted with ``arrived`` as it comes."""
         got = 0
         while got < len(view):
             piece = await self.body.read(min(len(view) - got, _READ_PIECE))
@@ -310,6 +314,8 @@ class _Stream:
                 break
             view[got : got + len(piece)] = piece
             got += len(piece)
+            if arrived is not None:
+                arrived(len(piece))
         return got
 
     async def _close(self) -> None:
@@ -566,7 +572,10 @@ class S3Source(FsspecSource):
         """Fill ``view`` from ``stream``; keep the stream for the next chunk, or
         close it once it is read to its end (or failed)."""
         try:
-            got: int = self._call(obj, stream.position, stream.read_into, view)
+            # the pieces arrive on s3fs's loop: hand it this read's counter
+            got: int = self._call(
+                obj, stream.position, stream.read_into, view, receiver()
+            )
         except BaseException:
             stream.close()
             raise
