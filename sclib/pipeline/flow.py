@@ -376,7 +376,9 @@ def after_cancel(queue: JobQueue, datasets: DatasetStore, job: Job) -> None:
     stay ``conversion queued`` (or ``uploading``, ...) for ever. Called after a
     cancel, this moves it to that step's error status with the reason, unless
     another job of the same step is still pending or running for it. A running
-    job that was asked to stop reports for itself when it stops."""
+    job that was asked to stop reports for itself when it stops. A dataset left
+    ``retrying`` by a failed attempt of the job goes back through the step's
+    active status to its error, as the legacy table allows."""
     if job.status != JobStatus.CANCELLED or not job.dataset_uuid:
         return
     step = _STEP_STATUS.get(job.type)
@@ -384,12 +386,14 @@ def after_cancel(queue: JobQueue, datasets: DatasetStore, job: Job) -> None:
         return
     ahead, error = step
     from sclib.datasets import DatasetNotFound
+    from sclib.jobtypes import dataset_status_for
 
     try:
         record = datasets.get(job.dataset_uuid)
     except DatasetNotFound:
         return
-    if record.status not in ahead:
+    retried = record.status == DatasetStatus.RETRYING and job.failures > 0
+    if record.status not in ahead and not retried:
         return
     for status in (JobStatus.PENDING, JobStatus.RUNNING):
         others = queue.list(
@@ -398,4 +402,8 @@ def after_cancel(queue: JobQueue, datasets: DatasetStore, job: Job) -> None:
         if any(o.type == job.type and o.id != job.id for o in others):
             return
     reason = job.error or "cancelled"
+    if retried:  # `retrying` leads to the step's error only through its work
+        active = dataset_status_for(job.type, JobStatus.RUNNING.value)
+        if active is not None:
+            mark(datasets, job.dataset_uuid, active)
     mark(datasets, job.dataset_uuid, error, f"{job.type} job {job.id}: {reason}")

@@ -208,3 +208,22 @@ def test_library_errors_are_classified() -> None:
     wrapped = RuntimeError("write failed")
     wrapped.__cause__ = OSError(errno.ENOSPC, "No space left on device")
     assert conversion_error(wrapped, "scan.png") is None
+
+
+def test_cancelling_a_conversion_waiting_to_retry_tells_the_dataset(
+    setup: Setup, disk_full: str
+) -> None:
+    """A conversion cancelled while it waits for its retry would leave the
+    dataset `retrying` for ever: after_cancel moves it to `conversion error`
+    with the reason, as it does for a conversion that never ran."""
+    from sclib.pipeline.flow import after_cancel
+
+    record = setup.add_dataset("6" * 32, {"x.bin": b"12345"}, sensor=disk_full)
+    queued = setup.pipeline.queue_conversion(record)
+    setup.queue.run_until_idle()
+    assert setup.datasets.get(record.uuid).status == "retrying"
+    job = setup.queue.cancel(queued["job_id"], "not after all")
+    after_cancel(setup.queue, setup.datasets, job)
+    state = setup.datasets.get(record.uuid)
+    assert state.status == "conversion error"
+    assert "not after all" in (state.error_message or "")
