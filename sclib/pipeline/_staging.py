@@ -28,7 +28,7 @@ from sclib.errors import InvalidInput, LeaseLost
 from sclib.jobs.context import JobContext
 from sclib.jobtypes import DatasetStatus
 from sclib.paths import safe_join, safe_relative_path
-from sclib.pipeline.flow import Pipeline, after_files
+from sclib.pipeline.flow import Pipeline, after_files, step_failed
 from sclib.transfers.hashing import blake3_file
 
 __all__ = ["Stage", "enter_syncing", "run_sync_job"]
@@ -59,7 +59,8 @@ def run_sync_job(
     """The frame of a job that brings files into a dataset (rsync, Drive sync):
     the dataset record created if new and moved to ``syncing``; ``run(ctx, uuid,
     parameters)`` does the work; its files are recorded and the pipeline's next
-    step queued, or the dataset goes to ``sync error`` with the error's text."""
+    step queued, or the dataset goes to ``sync error`` with the error's text
+    (``retrying`` while a failed attempt will be retried)."""
     uuid = ctx.job.dataset_uuid
     if not uuid:
         raise InvalidInput(f"{what} needs a dataset_uuid")
@@ -73,8 +74,8 @@ def run_sync_job(
     except LeaseLost:
         raise  # another worker runs the job now: the status is its business
     except Exception as exc:
-        if store is not None:
-            mark(store, uuid, _D.SYNC_ERROR, str(exc))
+        if store is not None:  # `sync error` once the job will not run again
+            step_failed(store, ctx, uuid, _D.SYNC_ERROR, exc)
         raise
     if store is not None:
         record_files(store, uuid, result["files"])

@@ -17,6 +17,7 @@ from typing import Any
 from sclib.errors import TransferCancelled
 from sclib.jobs.context import JobContext
 from sclib.transfers.engine import TransferEngine, TransferResult
+from sclib.transfers.progress import Progress
 
 __all__ = ["PART_GLOB", "JobProgress", "engine_copy", "local_files"]
 
@@ -25,16 +26,26 @@ PART_GLOB = "*.sclib-part"
 
 
 class JobProgress:
-    """An engine subscriber: progress -> the job; a stop request -> the engine."""
+    """An engine subscriber: progress -> the job; a stop request -> the engine.
+
+    Two facts, kept apart: the job's ``percentage`` follows the bytes
+    *received* (counted as they arrive, see :mod:`sclib.transfers.progress`), so
+    a running import moves even while its only chunk is downloading;
+    ``bytes_done`` stays the bytes *verified* (written, checked and recorded:
+    what a retry never sends again), so it may lag the percentage. The message
+    is the file being copied.
+    """
 
     def __init__(self, ctx: JobContext, cancel: threading.Event) -> None:
         self.ctx = ctx
         self.cancel = cancel
 
-    def on_progress(self, progress: Any, **_: Any) -> None:
+    def on_progress(self, progress: Progress, **_: Any) -> None:
+        total = progress.bytes_total
         self.ctx.report(
+            100.0 * progress.fraction_received if total else None,
             bytes_done=progress.bytes_verified,
-            bytes_total=progress.bytes_total,
+            bytes_total=total,
             message=progress.current,
         )
         if self.ctx.should_stop:

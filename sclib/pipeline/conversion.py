@@ -20,8 +20,13 @@ conversion queued while a multi-file upload was finishing, costs one read.
 
 Dataset statuses: ``conversion queued`` -> ``converting`` -> ``done``, or
 ``conversion error`` with a message naming the file that could not be converted.
-A sensor without a converter (``OTHER``) is not an error: ``done``, with a note
-in the job's result.
+What a converter's library raises on an input (OpenVisus's ``SystemError``,
+Pillow's ``SyntaxError``...) is a :class:`~sclib.errors.ConversionError`, not
+retried; a failure of the machine (a full disk, no memory) is retried, and while
+the job will run again the dataset says ``retrying``, never an error (see
+:func:`~sclib.pipeline.convert.base.conversion_error` and
+:func:`~sclib.pipeline.flow.step_failed`). A sensor without a converter
+(``OTHER``) is not an error: ``done``, with a note in the job's result.
 """
 
 from __future__ import annotations
@@ -36,10 +41,14 @@ from typing import Any
 
 from sclib.datasets import Dataset, DatasetConflict, DatasetStore
 from sclib.datasets.records import mark
-from sclib.errors import InvalidInput
+from sclib.errors import ConversionError, InvalidInput
 from sclib.jobs.context import JobContext
 from sclib.jobtypes import DatasetStatus
-from sclib.pipeline.flow import enter_conversion_queued, files_fingerprint
+from sclib.pipeline.flow import (
+    enter_conversion_queued,
+    files_fingerprint,
+    step_failed,
+)
 from sclib.pipeline.publish import fsync_tree, publish_dir
 
 __all__ = ["MARKER", "ConversionHandler", "converted_dir"]
@@ -101,6 +110,14 @@ class ConversionHandler:
         uuid = ctx.job.dataset_uuid
         if not uuid:
             raise InvalidInput("a conversion job needs a dataset_uuid")
+        try:
+            return self._run(ctx, uuid)
+        except Exception as exc:
+            # `conversion error` once the job will not run again, else `retrying`
+            step_failed(self.datasets, ctx, uuid, DatasetStatus.CONVERSION_ERROR, exc)
+            raise
+
+    def _run(self, ctx: JobContext, uuid: str) -> dict[str, Any]:
         params = dict(ctx.parameters)
         fmt = str(params.get("output_format") or self.output_format)
         if fmt not in _FORMATS:
@@ -138,11 +155,7 @@ class ConversionHandler:
                     "note": f"no converter for sensor {sensor!r}; nothing to convert"
                 }
             self._enter(uuid)
-            try:
-                result = self._convert(ctx, record, converter, sensor, fmt, options)
-            except Exception as exc:
-                mark(self.datasets, uuid, DatasetStatus.CONVERSION_ERROR, str(exc))
-                raise
+            result = self._convert(ctx, record, converter, sensor, fmt, options)
             result["fingerprint"] = fingerprint
             if not self._publish(ctx, result, final, extra):
                 # files were added while converting: convert the new listing
@@ -151,19 +164,22 @@ class ConversionHandler:
             mark(self.datasets, uuid, DatasetStatus.DONE)
             log.info("dataset %s converted by %s", uuid, result["converter"])
             return result
-        message = (
+        raise DatasetConflict(
             f"the files of dataset {uuid} changed during each of {_ROUNDS} "
             "conversion runs; nothing was published (reprocess it once its "
             "uploads are through)"
         )
-        mark(self.datasets, uuid, DatasetStatus.CONVERSION_ERROR, message)
-        raise DatasetConflict(message)
 
     def _enter(self, uuid: str) -> None:
         """``converting``, through ``conversion queued`` when coming from elsewhere
-        (a reprocessed ``done`` dataset, a retry after ``conversion error``)."""
+        (a reprocessed ``done`` dataset, a retry after ``conversion error``); an
+        attempt after a failed one goes from ``retrying`` to ``converting``."""
         current = self.datasets.get(uuid).status
-        if current not in (DatasetStatus.CONVERSION_QUEUED, DatasetStatus.CONVERTING):
+        if current not in (
+            DatasetStatus.CONVERSION_QUEUED,
+            DatasetStatus.CONVERTING,
+            DatasetStatus.RETRYING,
+        ):
             enter_conversion_queued(self.datasets, uuid)
         mark(self.datasets, uuid, DatasetStatus.CONVERTING)
 
@@ -192,19 +208,27 @@ class ConversionHandler:
         def progress(done: int, total: int, message: str) -> None:
             ctx.report(bytes_done=done, bytes_total=total, message=message)
 
+        files = sorted(f.path for f in record.files)
+        name = getattr(converter, "name", type(converter).__name__)
         try:
-            outcome = converter.convert(
-                ConversionRequest(
-                    input_dir=self.data_dir / "upload" / record.uuid,
-                    files=sorted(f.path for f in record.files),
-                    output_dir=temp,
-                    sensor=sensor,
-                    params=options,
-                    output_format=fmt,
-                    check=ctx.check,
-                    progress=progress,
+            try:
+                outcome = converter.convert(
+                    ConversionRequest(
+                        input_dir=self.data_dir / "upload" / record.uuid,
+                        files=files,
+                        output_dir=temp,
+                        sensor=sensor,
+                        params=options,
+                        output_format=fmt,
+                        check=ctx.check,
+                        progress=progress,
+                    )
                 )
-            )
+            except Exception as exc:
+                error = _input_error(exc, files, name)
+                if error is None:
+                    raise
+                raise error from exc
             ctx.check()
             self._verify_inputs(ctx, record, outcome.inputs)
         except BaseException:
@@ -212,7 +236,7 @@ class ConversionHandler:
             raise
         return {
             "temp": str(temp),
-            "converter": getattr(converter, "name", type(converter).__name__),
+            "converter": name,
             "sensor": sensor,
             "output_format": fmt,
             "entry_point": outcome.entry_point,
@@ -228,7 +252,6 @@ class ConversionHandler:
         """The files the converter read are still the ones verified on arrival
         (BLAKE3 and size, read again now, mostly from the page cache): output made
         from a file that rotted or was changed on disk is never published."""
-        from sclib.errors import ConversionError
         from sclib.pipeline.validate import check_files
 
         used = set(inputs)
@@ -270,6 +293,25 @@ class ConversionHandler:
             shutil.rmtree(temp, ignore_errors=True)
         result["path"] = str(final)
         return True
+
+
+def _input_error(
+    exc: Exception, files: list[str], converter: str
+) -> ConversionError | None:
+    """What a converter raised that it did not classify itself: the input's
+    fault (a :class:`ConversionError` naming the files) when a library raised
+    it, by :func:`~sclib.pipeline.convert.base.conversion_error`'s rule; ``None``
+    (unchanged, retried) when sclib's own code did, or the machine failed."""
+    from sclib.pipeline.convert.base import conversion_error, library_of
+
+    if library_of(exc) == "sclib":
+        return None
+    if len(files) == 1:
+        where = files[0]
+    else:
+        shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+        where = f"the {len(files)} files of the dataset ({shown})"
+    return conversion_error(exc, where, f"cannot be converted by {converter!r}")
 
 
 def _converter_options(params: dict[str, Any]) -> dict[str, Any]:

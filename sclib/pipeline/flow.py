@@ -46,6 +46,8 @@ __all__ = [
     "after_files",
     "enter_conversion_queued",
     "files_fingerprint",
+    "step_failed",
+    "will_retry",
 ]
 
 log = logging.getLogger(__name__)
@@ -282,6 +284,42 @@ def enter_conversion_queued(store: DatasetStore, uuid: str) -> None:
     mark(store, uuid, target)
 
 
+def will_retry(ctx: JobContext, exc: BaseException) -> bool:
+    """Whether the job of ``ctx`` runs again after its attempt failed with
+    ``exc``: the worker's rule (an error a retry can help, see
+    :attr:`~sclib.errors.SclibError.retryable`) and attempts left, unless it was
+    asked to stop."""
+    from sclib.jobs.worker import _is_fatal
+
+    if ctx.cancelled or not isinstance(exc, Exception) or _is_fatal(exc):
+        return False
+    job = ctx.job
+    return job.failures + 1 < job.max_attempts
+
+
+def step_failed(
+    store: DatasetStore,
+    ctx: JobContext,
+    uuid: str,
+    error: DatasetStatus,
+    exc: BaseException,
+) -> None:
+    """Tell dataset ``uuid`` that an attempt of the job of ``ctx`` failed with
+    ``exc``: ``error`` (the step's error status) with the message once the job
+    will not run again; ``retrying``, without a message, while it will, so a
+    dataset never says an error while its job is still queued or running. A job
+    taken back from this worker (its lease lost) leaves the dataset to the
+    attempt that runs it now."""
+    from sclib.errors import LeaseLost
+
+    if isinstance(exc, LeaseLost) or ctx.lost:
+        return
+    if will_retry(ctx, exc):
+        mark(store, uuid, DatasetStatus.RETRYING)
+    else:
+        mark(store, uuid, error, str(exc) or type(exc).__name__)
+
+
 def _status_of(store: DatasetStore, uuid: str) -> DatasetStatus | None:
     """Dataset ``uuid``'s status, or ``None`` if there is no such dataset."""
     from sclib.datasets import DatasetNotFound
@@ -338,7 +376,9 @@ def after_cancel(queue: JobQueue, datasets: DatasetStore, job: Job) -> None:
     stay ``conversion queued`` (or ``uploading``, ...) for ever. Called after a
     cancel, this moves it to that step's error status with the reason, unless
     another job of the same step is still pending or running for it. A running
-    job that was asked to stop reports for itself when it stops."""
+    job that was asked to stop reports for itself when it stops. A dataset left
+    ``retrying`` by a failed attempt of the job goes back through the step's
+    active status to its error, as the legacy table allows."""
     if job.status != JobStatus.CANCELLED or not job.dataset_uuid:
         return
     step = _STEP_STATUS.get(job.type)
@@ -346,12 +386,14 @@ def after_cancel(queue: JobQueue, datasets: DatasetStore, job: Job) -> None:
         return
     ahead, error = step
     from sclib.datasets import DatasetNotFound
+    from sclib.jobtypes import dataset_status_for
 
     try:
         record = datasets.get(job.dataset_uuid)
     except DatasetNotFound:
         return
-    if record.status not in ahead:
+    retried = record.status == DatasetStatus.RETRYING and job.failures > 0
+    if record.status not in ahead and not retried:
         return
     for status in (JobStatus.PENDING, JobStatus.RUNNING):
         others = queue.list(
@@ -360,4 +402,8 @@ def after_cancel(queue: JobQueue, datasets: DatasetStore, job: Job) -> None:
         if any(o.type == job.type and o.id != job.id for o in others):
             return
     reason = job.error or "cancelled"
+    if retried:  # `retrying` leads to the step's error only through its work
+        active = dataset_status_for(job.type, JobStatus.RUNNING.value)
+        if active is not None:
+            mark(datasets, job.dataset_uuid, active)
     mark(datasets, job.dataset_uuid, error, f"{job.type} job {job.id}: {reason}")

@@ -11,7 +11,8 @@ dataset already had: an archive is never unpacked over, nor mistaken for, an
 existing folder of the same name; the job fails naming it.)
 
 The dataset record goes ``unzipping`` -> ``done`` (or ``unzip error`` with the
-entry that was refused), and gets every extracted file with its BLAKE3.
+entry that was refused, once the job will not be retried; ``retrying`` while it
+will), and gets every extracted file with its BLAKE3.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from sclib.jobs.context import JobContext
 from sclib.jobtypes import DatasetStatus
 from sclib.paths import safe_join, safe_relative_path
 from sclib.pipeline.extract import ExtractLimits, extract_archive
-from sclib.pipeline.flow import Pipeline, after_files
+from sclib.pipeline.flow import Pipeline, after_files, step_failed
 from sclib.transfers.hashing import blake3_file
 
 __all__ = ["ExtractionHandler", "extraction_folder"]
@@ -89,8 +90,8 @@ class ExtractionHandler:
         try:
             result = self._extract(ctx, uuid)
         except Exception as exc:
-            if store is not None:
-                mark(store, uuid, DatasetStatus.UNZIP_ERROR, str(exc))
+            if store is not None:  # `unzip error` once the job will not run again
+                step_failed(store, ctx, uuid, DatasetStatus.UNZIP_ERROR, exc)
             raise
         if store is not None:
             record_files(store, uuid, result["files"])

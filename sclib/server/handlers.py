@@ -187,7 +187,9 @@ def import_spec(
 ) -> ImportSpec:
     """Turn the seed's ``source_type`` + ``source_config`` into a source URL.
 
-    :class:`InvalidInput` names an unknown source type, a missing or unknown key.
+    :class:`InvalidInput` names an unknown source type, a missing or unknown key,
+    and an S3 or GCS bucket name, region or endpoint URL that breaks the store's
+    naming rules (:mod:`sclib.transfers.buckets`).
     A Google Drive ``service_account_file`` is read only from
     ``credentials_dir`` (:func:`read_credentials_file`); ``folder_link`` is
     turned into its id; ``use_oauth`` (the original portal's stored OAuth
@@ -241,6 +243,7 @@ def import_spec(
         if not url.lower().startswith(("http://", "https://")):
             raise InvalidInput("source_config.url: must be an http:// or https:// URL")
     elif source_type in ("s3", "gcs"):
+        _check_bucket_config(source_type, config)
         key = str(config.get("object_key") or "").lstrip("/")
         url = f"{scheme}://{config['bucket_name']}/{key}"
         for name in ("region", "endpoint_url"):
@@ -279,6 +282,26 @@ def import_spec(
                 f"source_config: a Google Drive import needs {_DRIVE_CREDENTIALS}"
             )
     return ImportSpec(source_type, url, options, secrets, config)
+
+
+def _check_bucket_config(source_type: str, config: Mapping[str, Any]) -> None:
+    """An S3 or GCS import's bucket name, region and endpoint URL, checked at
+    submission against the stores' rules (:mod:`sclib.transfers.buckets`), so a
+    value no store takes is a 422 naming the field and the rule, not a job that
+    retries the same failure."""
+    from sclib.transfers import buckets
+
+    endpoint = config.get("endpoint_url") or None
+    if endpoint is not None:
+        buckets.check_endpoint_url(endpoint, "source_config.endpoint_url")
+    if source_type == "s3":
+        buckets.check_s3_bucket(config["bucket_name"], "source_config.bucket_name")
+        if config.get("region"):
+            buckets.check_region(
+                config["region"], "source_config.region", endpoint_url=endpoint
+            )
+    else:
+        buckets.check_gcs_bucket(config["bucket_name"], "source_config.bucket_name")
 
 
 #: source_config keys that are credentials: sealed, never stored in plain text

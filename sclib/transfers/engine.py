@@ -14,9 +14,10 @@ For each object:
    its chunk from the source (sources without ranges, and those that serve
    consecutive chunks best from one request, such as S3, are read by the caller's
    thread in order instead), hashes it with BLAKE3, writes it, has the writer
-   check it landed, and records it in the session. Chunks verified by an earlier
-   run are not sent again: they are read back and their digest checked (a lost
-   write after an OS crash is found here and sent again).
+   check it landed, and records it in the session (progress counts its bytes as
+   they arrive, then once verified: see :mod:`sclib.transfers.progress`). Chunks
+   verified by an earlier run are not sent again: they are read back and their
+   digest checked (a lost write after an OS crash is found here and sent again).
 3. The whole-file BLAKE3 (the value ``b3sum`` prints) is merged from the chunks'
    chaining values when ``sclib_blake3tree`` is installed (one hash pass; see
    :mod:`sclib.transfers.hashing`), else computed from the chunks in order as they
@@ -63,7 +64,7 @@ from sclib.transfers.plan import (
     auto_chunk_size,
     check_chunk_size,
 )
-from sclib.transfers.progress import Progress, ProgressTracker
+from sclib.transfers.progress import Progress, ProgressTracker, receiving
 from sclib.transfers.sessions import (
     COMPLETED,
     ChunkRecord,
@@ -413,6 +414,7 @@ class TransferEngine:
             done = self._already_copied(dst, obj, dest_url)
             if done is not None:
                 tracker.add(
+                    bytes_received=obj.size,
                     bytes_durable=obj.size,
                     bytes_verified=obj.size,
                     bytes_reused=obj.size,
@@ -510,11 +512,32 @@ class TransferEngine:
         for _ in range(self.config.parallel + 1):
             pool.put(bytearray(min(session.chunk_size, max(obj.size, 1))))
 
+        def read_once(chunk: Chunk, view: memoryview) -> int:
+            """One try at reading a chunk, counting its bytes as they arrive (the
+            source calls ``received``); a failed try takes them back."""
+            got = 0
+
+            def arrived(count: int) -> None:
+                nonlocal got
+                got += count
+                tracker.add(bytes_received=count)
+
+            try:
+                with receiving(arrived):
+                    n = src.read_into(obj, chunk.offset, view)
+            except BaseException:
+                if got:
+                    tracker.add(bytes_received=-got)  # they will arrive again
+                raise
+            if n != got:  # a source that reports no pieces, or not all of them
+                tracker.add(bytes_received=n - got)
+            return n
+
         def read(chunk: Chunk, buf: bytearray) -> memoryview:
             view = memoryview(buf)[: chunk.length]
             n = self._retry(
                 f"reading chunk {chunk.index} of {obj.url}",
-                lambda: src.read_into(obj, chunk.offset, view),
+                lambda: read_once(chunk, view),
                 cancel,
             )
             if n != chunk.length:
@@ -591,7 +614,14 @@ class TransferEngine:
                 if same:
                     tokens[chunk.index] = record.token
                     n = len(landed)
-                    tracker.add(bytes_durable=n, bytes_verified=n, bytes_reused=n)
+                    tracker.add(
+                        bytes_durable=n,
+                        bytes_verified=n,
+                        bytes_reused=n,
+                        # at hand without arriving again (read back where it
+                        # landed), unless it was read from the source just now
+                        bytes_received=n if data is None else 0,
+                    )
                     digest = record.digest
                     if tree is not None and not digest.startswith(CV_PREFIX):
                         # recorded by a run that hashed chunks on their own

@@ -59,7 +59,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -76,6 +76,7 @@ from sclib.errors import (
     SourceChanged,
     SourceError,
 )
+from sclib.transfers.buckets import bucket_of, check_endpoint_url, check_gcs_bucket
 from sclib.transfers.destinations import BucketDestination, DestinationWriter
 from sclib.transfers.plan import Chunk, check_chunk
 from sclib.transfers.sources import FsspecSource, SourceObject
@@ -127,7 +128,8 @@ def gcsfs_options(options: Mapping[str, Any]) -> dict[str, Any]:
     ``credentials`` is another name for ``token``, ``anon=True`` means
     ``token="anon"``. Each GCS source or destination gets its own filesystem
     instance, without a listings cache (a cached listing would report a stale
-    generation).
+    generation). An ``endpoint_url`` that is not a usable http(s) URL is refused
+    with :class:`~sclib.errors.InvalidInput` (see :mod:`sclib.transfers.buckets`).
     """
     known = _gcsfs_parameters() | _FSSPEC_OPTIONS
     out: dict[str, Any] = {}
@@ -157,6 +159,8 @@ def gcsfs_options(options: Mapping[str, Any]) -> dict[str, Any]:
             "credentials, anon, project, endpoint_url, requester_pays, or a "
             "gcsfs.GCSFileSystem argument"
         )
+    if out.get("endpoint_url") is not None:
+        check_endpoint_url(out["endpoint_url"], "endpoint_url")
     out.setdefault("skip_instance_cache", True)
     out.setdefault("use_listings_cache", False)
     return out
@@ -309,6 +313,19 @@ class GCSSource(FsspecSource):
 
     def __repr__(self) -> str:
         return f"GCSSource({self._shown})"
+
+    @staticmethod
+    def _check_bucket(url: str) -> None:
+        """A bucket name GCS never takes: InvalidInput before any request."""
+        check_gcs_bucket(bucket_of(url), "bucket")
+
+    def stat(self, url: str) -> SourceObject:
+        self._check_bucket(url)
+        return super().stat(url)
+
+    def walk(self, url: str) -> Iterator[SourceObject]:
+        self._check_bucket(url)
+        return super().walk(url)
 
     def _split(self, obj: SourceObject) -> tuple[str, str]:
         bucket, key, _ = self.fs.split_path(self._path(obj.url))

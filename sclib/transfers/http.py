@@ -41,7 +41,7 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Self
 
@@ -53,6 +53,7 @@ from sclib.errors import (
     SourceError,
     SourceNotFound,
 )
+from sclib.transfers.progress import received
 from sclib.transfers.sources import Source, SourceObject
 from sclib.transfers.ssrf import AddressPolicy, ResolvedAddress, safe_url
 
@@ -183,10 +184,13 @@ class _Stream:
     position: int = 0
     pending: bytes = b""
 
-    def take(self, count: int) -> bytes:
-        """Up to ``count`` bytes (fewer only at the end of the body)."""
+    def take(self, count: int, arrived: Callable[[int], None] | None = None) -> bytes:
+        """Up to ``count`` bytes (fewer only at the end of the body); each piece
+        is counted with ``arrived`` as it is taken."""
         out = bytearray(self.pending[:count])
         self.pending = self.pending[count:]
+        if arrived is not None and out:
+            arrived(len(out))
         while len(out) < count:
             chunk = next(self.chunks, None)
             if chunk is None:
@@ -194,6 +198,8 @@ class _Stream:
             need = count - len(out)
             out += chunk[:need]
             self.pending = chunk[need:]
+            if arrived is not None:
+                arrived(min(len(chunk), need))
         self.position += len(out)
         return bytes(out)
 
@@ -678,6 +684,7 @@ class HTTPSource(Source):
         data = bytearray()
         for chunk in response.iter_raw():
             data += chunk
+            received(len(chunk))  # progress as the bytes arrive
             if len(data) > expected:
                 break
         if len(data) != expected:
@@ -726,7 +733,7 @@ class HTTPSource(Source):
                         raise SourceError(
                             f"{_shown(obj.url)} ended before byte {offset}"
                         )
-                data = stream.take(end - offset)
+                data = stream.take(end - offset, received)
                 if len(data) != end - offset:
                     raise SourceError(
                         f"{_shown(obj.url)} ended after {stream.position} of "

@@ -1,12 +1,27 @@
 """Progress of a transfer, and the subscribers that hear about it.
 
-Three byte counts, because they are different facts:
+Four byte counts, because they are different facts:
 
-* ``bytes_read``: read from the source;
+* ``bytes_received``: arrived from the source, counted as they arrive, not once a
+  whole chunk is in (a read that fails half-way takes its bytes back: they will
+  arrive again), plus the bytes an earlier run verified that are found intact
+  where they landed (they need not arrive again). A transfer that is receiving
+  moves this count while a chunk is in flight, so a single-chunk download does
+  not sit at 0 % until it is over;
+* ``bytes_read``: read from the source, whole chunks;
 * ``bytes_durable``: written to the destination (it survives this process dying);
 * ``bytes_verified``: written *and* read back or checked to be identical, with its
   BLAKE3 digest recorded in the session. Only these bytes are never sent again
   after an interruption.
+
+``bytes_received`` is never a promise about the destination: only
+``bytes_verified`` is, and :attr:`Progress.fraction` counts only those.
+
+Sources report bytes as they arrive by calling :func:`received` from the thread
+that runs their ``read``/``read_into`` (:func:`receiver` hands the callback to
+code that runs elsewhere, such as an event loop); the engine sets the callback
+for each read with :func:`receiving`. A source that never calls it still counts:
+its bytes are received at once when its read returns.
 
 A subscriber is any object with some of ``on_queued(**kw)``, ``on_progress(**kw)``
 and ``on_done(**kw)``; missing methods are skipped. :class:`TqdmSubscriber` draws a
@@ -15,14 +30,23 @@ progress bar (``tqdm.auto``: a widget in notebooks, text elsewhere).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["CallbackSubscriber", "Progress", "ProgressTracker", "TqdmSubscriber"]
+__all__ = [
+    "CallbackSubscriber",
+    "Progress",
+    "ProgressTracker",
+    "TqdmSubscriber",
+    "received",
+    "receiver",
+    "receiving",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +58,7 @@ class Progress:
     files_total: int = 0
     files_done: int = 0
     bytes_total: int = 0
+    bytes_received: int = 0  # as they arrive (see the module)
     bytes_read: int = 0
     bytes_durable: int = 0
     bytes_verified: int = 0
@@ -44,6 +69,44 @@ class Progress:
     def fraction(self) -> float:
         """Verified bytes as a fraction of all bytes (1.0 for an empty transfer)."""
         return 1.0 if not self.bytes_total else self.bytes_verified / self.bytes_total
+
+    @property
+    def fraction_received(self) -> float:
+        """Received bytes as a fraction of all bytes (1.0 for an empty transfer);
+        at least :attr:`fraction`, and at most 1.0."""
+        if not self.bytes_total:
+            return 1.0
+        at_hand = max(self.bytes_received, self.bytes_verified)
+        return min(1.0, at_hand / self.bytes_total)
+
+
+_local = threading.local()
+
+
+def received(count: int) -> None:
+    """Count ``count`` bytes that just arrived from the source, for the read this
+    thread runs (nothing outside a :func:`receiving` block)."""
+    callback = getattr(_local, "callback", None)
+    if callback is not None and count:
+        callback(count)
+
+
+def receiver() -> Callable[[int], None] | None:
+    """The callback :func:`received` calls in this thread, to hand to code that
+    runs in another thread (an event loop) for the same read; or None."""
+    callback: Callable[[int], None] | None = getattr(_local, "callback", None)
+    return callback
+
+
+@contextlib.contextmanager
+def receiving(callback: Callable[[int], None]) -> Iterator[None]:
+    """Have :func:`received` in this thread call ``callback`` inside the block."""
+    before = getattr(_local, "callback", None)
+    _local.callback = callback
+    try:
+        yield
+    finally:
+        _local.callback = before
 
 
 class ProgressTracker:

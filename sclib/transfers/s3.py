@@ -47,7 +47,7 @@ import hashlib
 import inspect
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from typing import Any, ClassVar
 
@@ -68,6 +68,12 @@ from sclib.errors import (
     SourceChanged,
     SourceError,
 )
+from sclib.transfers.buckets import (
+    bucket_of,
+    check_endpoint_url,
+    check_region,
+    check_s3_bucket,
+)
 from sclib.transfers.destinations import BucketDestination, DestinationWriter
 from sclib.transfers.plan import (
     MAX_PARTS,
@@ -76,6 +82,7 @@ from sclib.transfers.plan import (
     Chunk,
     check_chunk,
 )
+from sclib.transfers.progress import receiver
 from sclib.transfers.sources import FsspecSource, SourceObject
 
 __all__ = ["S3Destination", "S3Source", "S3Writer", "s3fs_options"]
@@ -116,8 +123,11 @@ def s3fs_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
     Maps the seed's names (``access_key_id``, ``secret_access_key``,
     ``session_token``, ``region``), passes s3fs's own through, and refuses unknown
-    or doubled names. Each S3 source or destination gets its own filesystem
-    instance, without a listings cache (a cached listing would report a stale ETag).
+    or doubled names (:class:`~sclib.errors.ConfigurationError`), and a region or
+    endpoint URL no S3 service takes (:class:`~sclib.errors.InvalidInput`, see
+    :mod:`sclib.transfers.buckets`). Each S3 source or destination gets its own
+    filesystem instance, without a listings cache (a cached listing would report
+    a stale ETag).
     """
     known = _s3fs_parameters() | _FSSPEC_OPTIONS
     out: dict[str, Any] = {}
@@ -153,6 +163,12 @@ def s3fs_options(options: Mapping[str, Any]) -> dict[str, Any]:
             "secret_access_key, session_token, region, endpoint_url, anon, or an "
             "s3fs.S3FileSystem argument"
         )
+    endpoint = out.get("endpoint_url") or client_kwargs.get("endpoint_url")
+    if endpoint is not None:
+        check_endpoint_url(endpoint, "endpoint_url")
+    region = client_kwargs.get("region_name")
+    if region is not None:
+        check_region(region, "region", endpoint_url=endpoint)
     if client_kwargs:
         out["client_kwargs"] = client_kwargs
     out.setdefault("skip_instance_cache", True)
@@ -287,7 +303,10 @@ class _Stream:
         self.end = end
         self.loop = loop  # s3fs's event loop, which owns the connection
 
-    async def read_into(self, view: memoryview) -> int:
+    async def read_into(
+        self, view: memoryview, arrived: Callable[[int], None] | None = None
+    ) -> int:
+        """Fill ``view``; each piece is counted with ``arrived`` as it comes."""
         got = 0
         while got < len(view):
             piece = await self.body.read(min(len(view) - got, _READ_PIECE))
@@ -295,6 +314,8 @@ class _Stream:
                 break
             view[got : got + len(piece)] = piece
             got += len(piece)
+            if arrived is not None:
+                arrived(len(piece))
         return got
 
     async def _close(self) -> None:
@@ -432,6 +453,19 @@ class S3Source(FsspecSource):
     def __repr__(self) -> str:
         return f"S3Source({self._shown})"
 
+    @staticmethod
+    def _check_bucket(url: str) -> None:
+        """A bucket name no S3 service takes: InvalidInput before any request."""
+        check_s3_bucket(bucket_of(url), "bucket")
+
+    def stat(self, url: str) -> SourceObject:
+        self._check_bucket(url)
+        return super().stat(url)
+
+    def walk(self, url: str) -> Iterator[SourceObject]:
+        self._check_bucket(url)
+        return super().walk(url)
+
     def _identity(self, info: Mapping[str, Any]) -> dict[str, str]:
         identity = super()._identity(info)
         if identity.get("version_id") == "null":  # unversioned, said by some stores
@@ -538,7 +572,10 @@ class S3Source(FsspecSource):
         """Fill ``view`` from ``stream``; keep the stream for the next chunk, or
         close it once it is read to its end (or failed)."""
         try:
-            got: int = self._call(obj, stream.position, stream.read_into, view)
+            # the pieces arrive on s3fs's loop: hand it this read's counter
+            got: int = self._call(
+                obj, stream.position, stream.read_into, view, receiver()
+            )
         except BaseException:
             stream.close()
             raise

@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from sclib.errors import (
     SourceError,
     SourceNotFound,
 )
+from sclib.jobs.context import JobContext
 from sclib.jobtypes import DatasetStatus
 from sclib.pipeline import rsync as rsync_module
 from sclib.pipeline._staging import Stage
@@ -115,7 +117,10 @@ def test_engine_fallback_without_rsync(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With no rsync program (shutil.which patched to None), a local folder is
-    copied by the TransferEngine with the same result: same files, same digests."""
+    copied by the TransferEngine with the same result: same files, same digests.
+    A remote source then fails (ConfigurationError: another worker may have
+    rsync, so the job is retried): the dataset says `retrying` while attempts
+    are left, `sync error` after the last one."""
     monkeypatch.setattr(rsync_module.shutil, "which", lambda name: None)
     handler = _handler(tmp_path, store)
     result = handler(
@@ -131,10 +136,13 @@ def test_engine_fallback_without_rsync(
     assert {f["path"] for f in result["files"]} == {
         f"incoming/run42/{p}" for p in _expected(source_tree)
     }
+    remote = job_context("rsync_transfer", "b" * 32, {"source": "127.0.0.1:/x"})
     with pytest.raises(Exception, match="rsync is not installed"):
-        RsyncHandler(tmp_path / "data", store, hosts=["127.0.0.1"])(
-            job_context("rsync_transfer", "b" * 32, {"source": "127.0.0.1:/x"})
-        )
+        RsyncHandler(tmp_path / "data", store, hosts=["127.0.0.1"])(remote)
+    assert store.get("b" * 32).status == DatasetStatus.RETRYING
+    last = JobContext(replace(remote.job, attempts=3, failures=2, max_attempts=3))
+    with pytest.raises(Exception, match="rsync is not installed"):
+        RsyncHandler(tmp_path / "data", store, hosts=["127.0.0.1"])(last)
     assert store.get("b" * 32).status == DatasetStatus.SYNC_ERROR
 
 

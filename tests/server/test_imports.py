@@ -151,11 +151,11 @@ def test_unlisted_endpoints_are_refused_to_users(
     """endpoint_url points the server's S3 client anywhere (an SSRF door): users
     may name only the operator's SCLIB_IMPORT_ENDPOINTS; admins any."""
     server, endpoint = s3_import
-    config = {"bucket_name": "b", "endpoint_url": "http://127.0.0.1:9"}
+    config = {"bucket_name": "bkt", "endpoint_url": "http://127.0.0.1:9"}
     r = initiate(server, {"source_type": "s3", "source_config": config, **FIELDS})
     assert r.status_code == 403, r.text
     assert "SCLIB_IMPORT_ENDPOINTS" in r.json()["detail"]
-    listed = {"bucket_name": "b", "endpoint_url": endpoint + "/"}
+    listed = {"bucket_name": "bkt", "endpoint_url": endpoint + "/"}
     r = initiate(server, {"source_type": "s3", "source_config": listed, **FIELDS})
     assert r.status_code == 200, r.text
     r = httpx.post(
@@ -197,10 +197,10 @@ def test_import_specs_never_borrow_the_servers_credentials() -> None:
     from sclib.errors import InvalidInput
     from sclib.server.handlers import import_spec, split_config
 
-    assert import_spec("s3", {"bucket_name": "b"}).options["anon"] is True
-    assert import_spec("gcs", {"bucket_name": "b"}).options["token"] == "anon"  # noqa: S105
+    assert import_spec("s3", {"bucket_name": "bkt"}).options["anon"] is True
+    assert import_spec("gcs", {"bucket_name": "bkt"}).options["token"] == "anon"  # noqa: S105
     with_keys = import_spec(
-        "s3", {"bucket_name": "b", "access_key_id": "k", "secret_access_key": "s"}
+        "s3", {"bucket_name": "bkt", "access_key_id": "k", "secret_access_key": "s"}
     )
     assert "anon" not in with_keys.options
     with pytest.raises(InvalidInput, match=r"needs access_token .*service_account"):
@@ -233,20 +233,57 @@ def test_import_specs_never_borrow_the_servers_credentials() -> None:
             ["http"],
         ),
         (
-            {"source_type": "s3", "source_config": {"bucket_name": "b", "colour": 1}},
+            {"source_type": "s3", "source_config": {"bucket_name": "bkt", "colour": 1}},
             ["colour"],
+        ),
+        (
+            {
+                "source_type": "s3",
+                "source_config": {"bucket_name": "bkt", "region": "not a region!"},
+            },
+            ["source_config.region", "letters, digits and '-'"],
+        ),
+        (
+            {
+                "source_type": "s3",
+                "source_config": {"bucket_name": "bkt", "region": "mars-north-1"},
+            },
+            ["source_config.region", "AWS region"],
+        ),
+        (
+            {"source_type": "s3", "source_config": {"bucket_name": "Bad_Bucket"}},
+            ["source_config.bucket_name", "S3 bucket naming rules", "lower-case"],
+        ),
+        (
+            {"source_type": "gcs", "source_config": {"bucket_name": "goog-data"}},
+            ["source_config.bucket_name", "begin with 'goog'"],
+        ),
+        (
+            {
+                "source_type": "s3",
+                "source_config": {
+                    "bucket_name": "bkt",
+                    "endpoint_url": "ftp://127.0.0.1:21",
+                },
+            },
+            ["source_config.endpoint_url", "http://"],
         ),
     ],
 )
 def test_bad_import_requests_are_422(
     live_server: LiveServer, body: dict[str, Any], words: list[str]
 ) -> None:
-    """Unknown sources, missing or unknown config keys, server paths and non-HTTP
-    URLs are refused before anything is queued."""
+    """Unknown sources, missing or unknown config keys, server paths, non-HTTP
+    URLs, and S3/GCS bucket names, regions and endpoint URLs no store takes are
+    refused before anything is queued, naming the field and the rule."""
     r = initiate(live_server, {**body, **FIELDS})
     assert r.status_code == 422, r.text
     for word in words:
         assert word in r.json()["detail"]
+    jobs = httpx.get(
+        f"{live_server.url}/api/v1/jobs", headers=live_server.headers()
+    ).json()
+    assert jobs["jobs"] == []
 
 
 def test_server_path_upload_is_off_by_default(live_server: LiveServer) -> None:

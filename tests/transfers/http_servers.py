@@ -6,6 +6,8 @@ semantics: the whole body with ``200`` when ``If-Range`` matches neither the ETa
 nor the Last-Modified date) or to ignore ``Range`` (``200`` always, no
 ``Accept-Ranges``, ``HEAD`` refused with ``405``). Paths can also redirect or fail
 with a fixed status. Tests change a file by replacing it (new ETag and date).
+A server can also send its bodies slowly (``pace``: so many bytes, then a pause),
+for tests that watch a transfer while it runs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import email.utils
 import hashlib
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -65,6 +68,9 @@ class FileServer:
     errors: dict[str, int] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: (bytes, seconds): send bodies that many bytes at a time with that pause
+    #: after each piece; None sends them at once
+    pace: tuple[int, float] | None = None
 
     def url(self, path: str) -> str:
         """``http://host:port/path``."""
@@ -148,8 +154,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if send_body:
+        if send_body and state.pace is None:
             self.wfile.write(body)
+        elif send_body:
+            size, pause = state.pace
+            for start in range(0, len(body), size):
+                self.wfile.write(body[start : start + size])
+                self.wfile.flush()
+                time.sleep(pause)
 
     def do_GET(self) -> None:
         """Serve a file, a range of it, a redirect or an error."""

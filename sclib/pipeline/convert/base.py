@@ -10,14 +10,16 @@ Nothing here imports numpy or any other optional package.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
-from sclib.errors import ConversionError, InvalidInput, MissingDependency
+from sclib.errors import ConversionError, InvalidInput, MissingDependency, SclibError
 from sclib.paths import safe_join, safe_relative_path
 
 __all__ = [
@@ -25,7 +27,10 @@ __all__ = [
     "ConversionRequest",
     "ConversionResult",
     "Converter",
+    "conversion_error",
+    "input_errors",
     "input_path",
+    "library_of",
     "natural_key",
     "param_str",
     "pick_files",
@@ -181,3 +186,113 @@ def require(module: str, feature: str) -> Any:
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependency(exc.name or module, "convert", feature) from exc
+
+
+# -- which failures are the input's ------------------------------------------------
+
+#: errno values that name a failure of the machine, not of the input: a full or
+#: read-only disk, an I/O error, no memory or file descriptors left, a permission
+#: the operator set, a stale network file handle, an interrupted or timed-out call.
+#: The same conversion can succeed once they are gone, so it is retried.
+MACHINE_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ENOSPC",
+        "EDQUOT",
+        "EROFS",
+        "EIO",
+        "ENOMEM",
+        "EMFILE",
+        "ENFILE",
+        "EACCES",
+        "EPERM",
+        "ESTALE",
+        "EAGAIN",
+        "EINTR",
+        "EBUSY",
+        "ETIMEDOUT",
+    )
+    if hasattr(errno, name)
+)
+
+_MESSAGE_LIMIT = 400
+
+
+def _machine_failure(exc: BaseException) -> bool:
+    """Whether ``exc``, or an exception it was raised from, is a failure of the
+    machine: :class:`MemoryError`, or an :class:`OSError` whose errno is in
+    :data:`MACHINE_ERRNOS`."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chain of causes, not an endless loop
+        if seen is None:
+            return False
+        if isinstance(seen, MemoryError):
+            return True
+        if isinstance(seen, OSError) and seen.errno in MACHINE_ERRNOS:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def library_of(exc: BaseException) -> str:
+    """The top-level package of the code that raised ``exc`` (its innermost
+    Python frame), e.g. ``OpenVisus``, ``PIL``; ``""`` if unknown."""
+    tb = exc.__traceback__
+    name = ""
+    while tb is not None:
+        name = str(tb.tb_frame.f_globals.get("__name__") or "")
+        tb = tb.tb_next
+    return name.split(".")[0]
+
+
+def _one_line(text: str) -> str:
+    """A library's message on one line (OpenVisus's span several), shortened."""
+    clean = " ".join(text.split())
+    if len(clean) > _MESSAGE_LIMIT:
+        clean = clean[: _MESSAGE_LIMIT - 3] + "..."
+    return clean
+
+
+def conversion_error(
+    exc: BaseException, where: str, what: str = "cannot be converted"
+) -> ConversionError | None:
+    """The :class:`~sclib.errors.ConversionError` for ``exc``, raised by a
+    converter's library (OpenVisus, h5py, netCDF4, tifffile, Pillow, numpy, zarr,
+    or a plugin's own) while it read or wrote the data of ``where`` (a file of the
+    dataset, by its path inside it), or ``None`` when ``exc`` is not the input's
+    fault and must pass unchanged.
+
+    The rule (docs/converters.md): an exception of any type a library raises on a
+    given input (``SystemError``, ``RuntimeError``, ``ValueError``, ``KeyError``,
+    ``SyntaxError``, an ``OSError`` without an errno, ...) is the input's, since
+    the same input makes it fail again: not retryable. Not the input's: sclib's
+    own errors (they are classified already, :class:`~sclib.errors.JobCancelled`
+    and the like included), :class:`MemoryError`, and an :class:`OSError` whose
+    errno names a failure of the machine (:data:`MACHINE_ERRNOS`: a full disk, an
+    I/O error...), found on ``exc`` or on the exceptions it was raised from;
+    those are retried.
+    """
+    if isinstance(exc, SclibError) or not isinstance(exc, Exception):
+        return None
+    if _machine_failure(exc):
+        return None
+    library = library_of(exc)
+    shown = library and library != "sclib" and not library.startswith("_")
+    by = f" ({library})" if shown else ""
+    detail = _one_line(str(exc))
+    message = f"{where} {what}{by}: {type(exc).__name__}"
+    return ConversionError(f"{message}: {detail}" if detail else message)
+
+
+@contextlib.contextmanager
+def input_errors(where: str, what: str = "cannot be converted") -> Iterator[None]:
+    """Raise what a library raises inside the block as :func:`conversion_error`
+    says: a :class:`~sclib.errors.ConversionError` naming ``where`` when it is
+    the input's fault, the exception unchanged otherwise."""
+    try:
+        yield
+    except Exception as exc:
+        error = conversion_error(exc, where, what)
+        if error is None:
+            raise
+        raise error from exc

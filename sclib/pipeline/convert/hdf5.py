@@ -27,6 +27,7 @@ from sclib.errors import ConversionError, InvalidInput
 from sclib.pipeline.convert.base import (
     ConversionRequest,
     ConversionResult,
+    input_errors,
     input_path,
     param_str,
     pick_files,
@@ -145,11 +146,7 @@ def _choose_dataset(
     h5py: Any, rel: str, path: Any, wanted: str | None
 ) -> tuple[str, str, tuple[int, ...], Any]:
     """The dataset of one file to convert: its path, why it, its shape and type."""
-    try:
-        f = h5py.File(path, "r")
-    except (OSError, ValueError) as exc:
-        raise ConversionError(f"{rel} is not a readable HDF5 file: {exc}") from exc
-    with f:
+    with input_errors(rel, "is not a readable HDF5 file"), h5py.File(path, "r") as f:
         if wanted is not None:
             obj = f.get(wanted)
             if not isinstance(obj, h5py.Dataset) or not _numeric(obj):
@@ -180,12 +177,10 @@ def _reader(h5py: Any, path: Any, name: str, source: str) -> Any:
     a dataset of many files never holds them all open)."""
 
     def read(start: int, stop: int) -> Any:
-        try:
-            with h5py.File(path, "r") as f:
-                return f[name][start:stop]
-        except (OSError, ValueError, KeyError) as exc:
-            raise ConversionError(
-                f"{source}: items {start}-{stop} cannot be read: {exc}"
-            ) from exc
+        with (
+            input_errors(f"{source}: items {start}-{stop}", "cannot be read"),
+            h5py.File(path, "r") as f,
+        ):
+            return f[name][start:stop]
 
     return read

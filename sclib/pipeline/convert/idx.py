@@ -23,6 +23,7 @@ from sclib.paths import safe_join, safe_relative_path
 from sclib.pipeline.convert.base import (
     ConversionRequest,
     ConversionResult,
+    input_errors,
     input_path,
     natural_key,
     param_str,
@@ -87,17 +88,15 @@ class IdxConverter:
         named = [f for f in files if PurePosixPath(f).name == "visus.idx"]
         rel = wanted or (sorted(named, key=natural_key) or files)[0]
         path = input_path(request, rel)
-        try:
-            db = ov.LoadDataset(str(path))
-        except Exception as exc:  # OpenVisus raises SystemError/Exception for all
-            raise ConversionError(f"{rel} is not a readable IDX file: {exc}") from exc
-        if db is None:
-            raise ConversionError(f"{rel} is not a readable IDX file")
-        template = str(db.db.idxfile.filename_template)
-        folder = _data_folder(template, rel)
-        box = db.getLogicBox()
-        dims = [int(b) - int(a) for a, b in zip(box[0], box[1], strict=True)]
-        fields = [(str(f.name), str(f.dtype.toString())) for f in db.db.getFields()]
+        with input_errors(rel, "is not a readable IDX file"):
+            db = ov.LoadDataset(str(path))  # OpenVisus raises SystemError for all
+            if db is None:
+                raise ConversionError(f"{rel} is not a readable IDX file")
+            template = str(db.db.idxfile.filename_template)
+            folder = _data_folder(template, rel)
+            box = db.getLogicBox()
+            dims = [int(b) - int(a) for a, b in zip(box[0], box[1], strict=True)]
+            fields = [(str(f.name), str(f.dtype.toString())) for f in db.db.getFields()]
         request.check()
 
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -127,12 +126,8 @@ class IdxConverter:
                 done += item.stat().st_size
                 request.progress(done, total, f"{folder}/{item.name}")
                 used.append(item.relative_to(request.input_dir).as_posix())
-        try:
+        with input_errors(rel, "does not open once copied"):
             check = ov.LoadDataset(str(request.output_dir / "visus.idx"))
-        except Exception as exc:  # pragma: no cover - the same file opened above
-            raise ConversionError(
-                f"{rel}: the published copy does not open: {exc}"
-            ) from exc
         del check
         outputs: list[dict[str, Any]] = [
             {"name": name, "path": "visus.idx", "shape": dims[::-1], "dtype": dtype}

@@ -10,13 +10,13 @@
 
 Every slice must have the shape and type of the first; a file that does not open
 as its format, or a slice that differs, is a :class:`ConversionError` naming the
-file (and page).
+file (and page), whatever the library raised (see
+:func:`~sclib.pipeline.convert.base.conversion_error`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from sclib.errors import ConversionError
 from sclib.pipeline.convert.base import (
     ConversionRequest,
     ConversionResult,
+    input_errors,
     input_path,
     pick_files,
     require,
@@ -159,21 +160,17 @@ class _TiffBase:
             request.check()
             path = input_path(request, rel)
             size += path.stat().st_size
-            try:
-                with tifffile.TiffFile(path) as tif:
-                    for i, page in enumerate(tif.pages):
-                        if getattr(page, "is_reduced", False):
-                            continue  # a thumbnail or preview, not a slice
-                        where = f"{rel} page {i}" if len(tif.pages) > 1 else rel
-                        shape, separate = self._page_shape(page, where)
-                        layout.check(shape, page.dtype, where)
-                        pages.append((rel, i, separate))
-            except ConversionError:
-                raise
-            except (tifffile.TiffFileError, OSError, ValueError, struct.error) as exc:
-                raise ConversionError(
-                    f"{rel} is not a readable TIFF file: {exc}"
-                ) from exc
+            with (
+                input_errors(rel, "is not a readable TIFF file"),
+                tifffile.TiffFile(path) as tif,
+            ):
+                for i, page in enumerate(tif.pages):
+                    if getattr(page, "is_reduced", False):
+                        continue  # a thumbnail or preview, not a slice
+                    where = f"{rel} page {i}" if len(tif.pages) > 1 else rel
+                    shape, separate = self._page_shape(page, where)
+                    layout.check(shape, page.dtype, where)
+                    pages.append((rel, i, separate))
         if not pages or layout.shape is None:
             raise ConversionError(f"no image pages in {', '.join(files)}")
         with contextlib.ExitStack() as stack:
@@ -185,17 +182,11 @@ class _TiffBase:
                     if tif is None:
                         for old in list(opened):  # one file open at a time
                             opened.pop(old).close()
-                        try:
+                        with input_errors(rel, "is not a readable TIFF file"):
                             tif = tifffile.TiffFile(input_path(request, rel))
-                        except (tifffile.TiffFileError, OSError) as exc:
-                            raise ConversionError(f"{rel}: {exc}") from exc
                         opened[rel] = tif
-                    try:
+                    with input_errors(f"{rel} page {index}", "cannot be decoded"):
                         data = tif.pages[index].asarray()
-                    except (ValueError, OSError, struct.error) as exc:
-                        raise ConversionError(
-                            f"{rel} page {index} cannot be decoded: {exc}"
-                        ) from exc
                     if separate:
                         data = data.transpose(1, 2, 0)
                     return data[..., :3] if self.rgb else data
@@ -249,22 +240,19 @@ class PillowRGBConverter:
             request.check()
             path = input_path(request, rel)
             size += path.stat().st_size
-            try:
-                with pil.open(path) as image:
-                    width, height = image.size
-            except (OSError, ValueError, pil.DecompressionBombError) as exc:
-                raise ConversionError(f"{rel} is not a readable image: {exc}") from exc
+            with input_errors(rel, "is not a readable image"), pil.open(path) as image:
+                width, height = image.size
             layout.check((int(height), int(width), 3), np.dtype("uint8"), rel)
         assert layout.shape is not None
 
         def reader(rel: str) -> Callable[[], Any]:
             def read() -> Any:
-                try:
-                    with pil.open(input_path(request, rel)) as image:
-                        rgb = image.convert("RGB")
-                        return np.asarray(rgb, dtype=np.uint8)
-                except (OSError, ValueError, pil.DecompressionBombError) as exc:
-                    raise ConversionError(f"{rel} cannot be decoded: {exc}") from exc
+                with (
+                    input_errors(rel, "cannot be decoded"),
+                    pil.open(input_path(request, rel)) as image,
+                ):
+                    rgb = image.convert("RGB")
+                    return np.asarray(rgb, dtype=np.uint8)
 
             return read
 

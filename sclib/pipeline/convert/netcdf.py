@@ -26,6 +26,7 @@ from sclib.errors import ConversionError, InvalidInput
 from sclib.pipeline.convert.base import (
     ConversionRequest,
     ConversionResult,
+    input_errors,
     input_path,
     param_str,
     pick_files,
@@ -104,44 +105,44 @@ class NetCDFConverter:
         notes: list[str] = []
         for rel in rels:
             path = input_path(request, rel)
-            try:
+            with input_errors(rel, "is not a readable NetCDF file"):
                 ds = netcdf4.Dataset(str(path), "r")
-            except (OSError, ValueError, RuntimeError) as exc:
-                raise ConversionError(
-                    f"{rel} is not a readable NetCDF file: {exc}"
-                ) from exc
             try:
-                ds.set_auto_maskandscale(False)
-                variables = self._variables(request, rel, ds)
-                total = sum(v.size * v.dtype.itemsize for v in variables) or 1
-                file_size = path.stat().st_size
-                scaled = []
-                for var in variables:
-                    if "scale_factor" in var.ncattrs() or "add_offset" in var.ncattrs():
-                        scaled.append(var.name)
-                    volumes.append(
-                        Volume(
-                            name=var.name
-                            if len(rels) == 1
-                            else f"{rel.rsplit('.', 1)[0]}_{var.name}",
-                            source=f"{rel}:{var.name}",
-                            shape=tuple(int(d) for d in var.shape),
-                            dtype=var.dtype,
-                            read=_reader(netcdf4, path, rel, var.name),
-                            input_bytes=file_size
-                            * var.size
-                            * var.dtype.itemsize
-                            // total,
-                            axes=tuple(str(d) for d in var.dimensions),
+                with input_errors(rel, "is not a readable NetCDF file"):
+                    ds.set_auto_maskandscale(False)
+                    variables = self._variables(request, rel, ds)
+                    total = sum(v.size * v.dtype.itemsize for v in variables) or 1
+                    file_size = path.stat().st_size
+                    scaled = []
+                    for var in variables:
+                        if (
+                            "scale_factor" in var.ncattrs()
+                            or "add_offset" in var.ncattrs()
+                        ):
+                            scaled.append(var.name)
+                        volumes.append(
+                            Volume(
+                                name=var.name
+                                if len(rels) == 1
+                                else f"{rel.rsplit('.', 1)[0]}_{var.name}",
+                                source=f"{rel}:{var.name}",
+                                shape=tuple(int(d) for d in var.shape),
+                                dtype=var.dtype,
+                                read=_reader(netcdf4, path, rel, var.name),
+                                input_bytes=file_size
+                                * var.size
+                                * var.dtype.itemsize
+                                // total,
+                                axes=tuple(str(d) for d in var.dimensions),
+                            )
                         )
-                    )
-                note = f"{rel}: variables {', '.join(v.name for v in variables)}"
-                if scaled:
-                    note += (
-                        "; stored values written, scaling not applied: "
-                        + ", ".join(scaled)
-                    )
-                notes.append(note)
+                    note = f"{rel}: variables {', '.join(v.name for v in variables)}"
+                    if scaled:
+                        note += (
+                            "; stored values written, scaling not applied: "
+                            + ", ".join(scaled)
+                        )
+                    notes.append(note)
             finally:
                 ds.close()
             request.check()
@@ -154,13 +155,11 @@ def _reader(netcdf4: Any, path: Any, rel: str, name: str) -> Any:
     a dataset of many files never holds them all open)."""
 
     def read(start: int, stop: int) -> Any:
-        try:
-            with netcdf4.Dataset(str(path), "r") as ds:
-                ds.set_auto_maskandscale(False)
-                return ds.variables[name][start:stop]
-        except (OSError, ValueError, RuntimeError, IndexError, KeyError) as exc:
-            raise ConversionError(
-                f"{rel}:{name}: items {start}-{stop} cannot be read: {exc}"
-            ) from exc
+        with (
+            input_errors(f"{rel}:{name}: items {start}-{stop}", "cannot be read"),
+            netcdf4.Dataset(str(path), "r") as ds,
+        ):
+            ds.set_auto_maskandscale(False)
+            return ds.variables[name][start:stop]
 
     return read

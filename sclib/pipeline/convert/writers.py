@@ -16,24 +16,30 @@ bounded by a few slabs whatever the size of the input.
   ``ome`` attribute describes it the OME-NGFF 0.5 way (``multiscales`` with axes
   and scale transforms).
 
+What OpenVisus or zarr raise while writing a volume is a :class:`ConversionError`
+naming the volume's source file (see
+:func:`~sclib.pipeline.convert.base.conversion_error`), unless it is a failure of
+the machine (a full disk), which passes unchanged and is retried.
+
 numpy, OpenVisus and zarr are imported inside the functions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import struct
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sclib.errors import ConversionError, InvalidInput
-from sclib.pipeline.convert.base import ConversionRequest, require
+from sclib.pipeline.convert.base import ConversionRequest, conversion_error, require
 
 if TYPE_CHECKING:
     import numpy as np
@@ -379,6 +385,26 @@ def _levels(request: ConversionRequest, volume: Volume) -> int:
 # -- driving ----------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _writing(volume: Volume, fmt: str) -> Iterator[None]:
+    """A library's failure while ``volume`` is written as ``fmt``: a
+    :class:`ConversionError` naming its source (see ``conversion_error``)."""
+    try:
+        yield
+    except Exception as exc:
+        error = conversion_error(exc, volume.source, f"cannot be written as {fmt}")
+        if error is None:
+            raise
+        if fmt == "IDX" and volume.spatial[0] == 1:
+            shown = "x".join(str(d) for d in volume.spatial)
+            error = ConversionError(
+                f"{error} (OpenVisus writes no IDX whose first axis has a single "
+                f"sample, as this {shown} array has: convert it with "
+                "output_format zarr)"
+            )
+        raise error from exc
+
+
 def _pump(
     request: ConversionRequest,
     volume: Volume,
@@ -440,11 +466,12 @@ def write_volumes(
             stem = "visus" if single else _safe_name(volume.name, taken)
             field = "data" if single else stem
             path = out / f"{stem}.idx"
-            sink = _IdxSink(path, volume, field, str(compression))
-            _pump(request, volume, sink, progress, budget)
-            request.check()
-            progress.request.progress(progress.done, progress.total, f"{stem}: zip")
-            sink.close(request.check)
+            with _writing(volume, "IDX"):
+                sink = _IdxSink(path, volume, field, str(compression))
+                _pump(request, volume, sink, progress, budget)
+                request.check()
+                progress.request.progress(progress.done, progress.total, f"{stem}: zip")
+                sink.close(request.check)
             entry = entry or path.name
             dtype = volume.dtype.name
             if volume.components > 1:
@@ -469,9 +496,10 @@ def write_volumes(
             name = _safe_name(volume.name, taken)
             names.append(name)
             group, prefix = root.create_group(name), f"data.zarr/{name}"
-        zsink = _ZarrSink(group, volume, _levels(request, volume))
-        _pump(request, volume, zsink, progress, budget)
-        zsink.close()
+        with _writing(volume, "Zarr"):
+            zsink = _ZarrSink(group, volume, _levels(request, volume))
+            _pump(request, volume, zsink, progress, budget)
+            zsink.close()
         for k, array in enumerate(zsink.arrays):
             outputs.append(
                 {
