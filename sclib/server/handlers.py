@@ -33,7 +33,7 @@ from sclib.jobs.context import JobContext
 from sclib.jobs.registry import HandlerRegistry
 from sclib.jobtypes import DatasetStatus, JobType
 from sclib.pipeline._transfer import JobProgress
-from sclib.pipeline.flow import Pipeline, after_files
+from sclib.pipeline.flow import Pipeline, after_files, step_failed
 from sclib.pipeline.validate import check_files
 from sclib.server.fields import safe_filename, safe_join, safe_relative_path
 from sclib.settings import Settings, load_settings
@@ -467,7 +467,8 @@ class UploadHandler:
                 raise InvalidInput(f"unknown upload source {source!r}")
         except Exception as exc:
             if store is not None:
-                mark(store, dataset_uuid, DatasetStatus.UPLOAD_ERROR, str(exc))
+                # 'retrying' while the job will run again, the error once not
+                step_failed(store, ctx, dataset_uuid, DatasetStatus.UPLOAD_ERROR, exc)
             raise
         if store is not None:
             record_files(store, dataset_uuid, result["files"])
