@@ -27,6 +27,7 @@ from tests.compat.wire import (
     STATUS_WORDS,
     UPLOAD_RESULT,
     AsyncUnifiedWire,
+    Part,
     UnifiedWire,
     Wire,
     blake3_hex,
@@ -288,8 +289,6 @@ def test_upload_form_variants_are_accepted(
         ("original_file_path", str(source)),
         ("some_future_field", "ignored"),
     ]
-    from tests.compat.wire import Part
-
     answer = unified.wire.post_multipart(
         "/api/upload/upload",
         [Part(k, v) for k, v in parts]
@@ -317,8 +316,6 @@ def test_upload_errors_have_the_original_codes(
         )
         assert answer.status_code == 422, answer.text
         assert isinstance(answer.json()["detail"], str)
-    from tests.compat.wire import Part
-
     base = [Part("user_email", AMY), Part("dataset_name", "E"), Part("sensor", "OTHER")]
     bad_bool = unified.wire.post_multipart(
         "/api/upload/upload",

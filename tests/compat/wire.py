@@ -48,9 +48,13 @@ __all__ = [
     "Part",
     "UnifiedWire",
     "Wire",
+    "blake3_hex",
+    "file_sha256",
     "multipart",
+    "read_chunk",
     "reads",
     "sha256_hex",
+    "wait_for_completion",
 ]
 
 AMY = "amy@example.com"
