@@ -214,7 +214,7 @@ def test_unknown_routes_redirects_and_methods(original: Served) -> None:
         assert wire.http.put("/api/upload/upload").status_code == 405
 
 
-# -- one-request uploads -------------------------------------------------------------
+# -- one-request uploads ---------------------------------------------------------------
 
 
 def test_upload_file_is_stored_and_completes(
@@ -355,7 +355,7 @@ def test_same_file_name_twice_in_a_dataset_is_a_conflict(
     _stored_as_sent(original, result, first)
 
 
-# -- datasets ------------------------------------------------------------------------
+# -- datasets --------------------------------------------------------------------------
 
 
 def test_upload_directory_makes_one_dataset(
@@ -652,7 +652,7 @@ def test_async_upload_directory_works_with_sclibs_drop_in(
     assert len({r.dataset_uuid for r in results}) == 1
 
 
-# -- the job routes ------------------------------------------------------------------
+# -- the job routes --------------------------------------------------------------------
 
 
 def test_status_and_cancel_of_a_queued_job(idle: Served) -> None:

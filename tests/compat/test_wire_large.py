@@ -112,7 +112,7 @@ def _gone(client: LargeWire, upload_id: str) -> None:
         assert answer.status_code == 404, answer.text
 
 
-# -- info routes -------------------------------------------------------------------
+# -- info routes -----------------------------------------------------------------------
 
 
 def test_large_info_routes_answer_the_original_keys(large: LargeWire) -> None:
@@ -155,7 +155,7 @@ def test_large_info_routes_answer_the_original_keys(large: LargeWire) -> None:
     assert limits["resumable_upload_timeout_days"] == 7.0
 
 
-# -- the protocol, step by step ----------------------------------------------------
+# -- the protocol, step by step --------------------------------------------------------
 
 
 def test_upload_file_chunked_with_100_mib_chunks(
@@ -222,7 +222,7 @@ def test_complete_message_is_the_originals(
     assert done.json()["message"] == "Upload completed successfully: small.bin"
 
 
-# -- the client methods that send whole files ---------------------------------------
+# -- the client methods that send whole files ------------------------------------------
 
 
 def test_upload_file_chunked_helper_and_parallel(
@@ -285,7 +285,7 @@ def test_resume_sends_only_the_missing_chunks(
     _committed(original, large, upload_id, big.path, big.blake3)
 
 
-# -- chunks that are refused --------------------------------------------------------
+# -- chunks that are refused -----------------------------------------------------------
 
 
 def test_chunk_of_another_length_is_refused(

@@ -102,7 +102,7 @@ def test_supported_sources_for_the_standard_clients(
         assert list(sources["optional_parameters"].keys())
 
 
-# -- local uploads -------------------------------------------------------------------
+# -- local uploads ---------------------------------------------------------------------
 
 
 def test_legacy_upload_local_file(
@@ -344,7 +344,7 @@ def test_cloud_large_import(idle: Served) -> None:
         wire.post_empty(f"/api/upload/cancel/{result['job_id']}").raise_for_status()
 
 
-# -- the job routes ------------------------------------------------------------------
+# -- the job routes --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("client_class", [LegacyWire, FastAPIWire])

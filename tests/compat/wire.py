@@ -290,7 +290,7 @@ class Wire:
         return self.http.delete(path)
 
 
-# -- the shared JSON bodies ----------------------------------------------------------
+# -- the shared JSON bodies ------------------------------------------------------------
 
 
 def _initiate_body(
@@ -454,7 +454,7 @@ class _Initiates(_Client):
         return self.wire.get("/api/upload/supported-sources")
 
 
-# -- SCLib_UploadClient_Unified ----------------------------------------------------
+# -- SCLib_UploadClient_Unified --------------------------------------------------------
 
 
 class UnifiedWire(_Initiates):
@@ -649,7 +649,7 @@ class AsyncUnifiedWire(_Client):
         return self.wire.get(f"/api/upload/status/{job_id}")
 
 
-# -- SCLib_UploadClient_LargeFiles --------------------------------------------------
+# -- SCLib_UploadClient_LargeFiles -----------------------------------------------------
 
 
 def _large_body(
@@ -940,7 +940,7 @@ class AsyncLargeWire:
         return str(upload_id)
 
 
-# -- SCLib_UploadClient (legacy) and SCLib_UploadClient_FastAPI ---------------------
+# -- SCLib_UploadClient (legacy) and SCLib_UploadClient_FastAPI ------------------------
 
 
 class LegacyWire(_Initiates):
@@ -1062,7 +1062,7 @@ class FastAPIWire(_Initiates):
         return self.wire.get("/")
 
 
-# -- what the clients do with the answers ------------------------------------------
+# -- what the clients do with the answers ----------------------------------------------
 
 
 def wait_for_completion(
