@@ -121,7 +121,7 @@ def test_without_trusted_clients_every_user_route_needs_a_token(
 def test_original_auth_tokens_are_accepted(
     original: Served, locked: Served, tmp_path: Path
 ) -> None:
-    """Rows R29, R30: a token minted as the original auth service minted it
+    """Rows R29, R30, B02: a token minted as the original auth service minted it
     (HS256 with SECRET_KEY, issuer ``sclib-auth``, audience ``sclib-api``)
     verifies with SECRET_KEY + SCLIB_JWT_AUDIENCE + SCLIB_JWT_ISSUER; without
     ``user_id`` too (the original wanted it); another audience does not; the
@@ -197,7 +197,7 @@ def test_token_answers_carry_the_user_email(original: Served, tmp_path: Path) ->
 
 
 def test_auth_cookies_carry_the_token(original: Served, tmp_path: Path) -> None:
-    """Row R31: a token in any of the original middleware's cookies
+    """Rows R31, B18: a token in any of the original middleware's cookies
     (``auth_token``, ``auth0_session_0``, ``auth0_session``,
     ``auth0.is.authenticated``, ``auth0_session_1``, ``auth0_session_2``)
     authenticates; an upload with a cookie token is taken without an
@@ -233,7 +233,7 @@ def test_auth_cookies_carry_the_token(original: Served, tmp_path: Path) -> None:
 def test_cors_is_off_unless_origins_are_listed(
     original: Served, locked: Served
 ) -> None:
-    """Row B09: the original allowed every origin, with credentials; sclib
+    """Row B19: the original allowed every origin, with credentials; sclib
     answers a browser's preflight only for the origins in SCLIB_CORS_ORIGINS
     (``locked`` lists one), without credentials."""
     preflight = {"Access-Control-Request-Method": "POST"}

@@ -128,7 +128,7 @@ def test_root_and_health_answer_the_original_keys(unified: UnifiedWire) -> None:
 
 
 def test_limits_answer_the_original_keys_and_types(unified: UnifiedWire) -> None:
-    """Rows R09, M12, S01: ``GET /api/upload/limits`` has the original's keys
+    """Rows R09, M12, S01, B17: ``GET /api/upload/limits`` has the original's keys
     with their types and values (the 7 days of resumability come from
     SCLIB_UPLOAD_EXPIRY_HOURS=168; the example script reads ``chunk_size_mb``)."""
     answer = unified.get_upload_limits()
@@ -160,7 +160,7 @@ def test_limits_answer_the_original_keys_and_types(unified: UnifiedWire) -> None
 
 
 def test_supported_sources_answer_the_original_keys(unified: UnifiedWire) -> None:
-    """Rows R08, M11, M44, S03: ``GET /api/upload/supported-sources`` has
+    """Rows R08, M11, B23: ``GET /api/upload/supported-sources`` has
     ``source_types``, the nine ``sensor_types``, ``required_parameters`` and
     ``optional_parameters`` per source (what ``SCLib_UploadClient.main`` reads
     with ``[]`` and ``.keys()``), and the Unified app's
@@ -199,7 +199,7 @@ def test_docs_routes_answer(original: Served) -> None:
 
 
 def test_unknown_routes_redirects_and_methods(original: Served) -> None:
-    """Rows R14, R16, B04: an unknown route is a 404 with the Unified app's
+    """Rows R14, R16, B09: an unknown route is a 404 with the Unified app's
     body (``error`` "Not found", ``detail`` "404: Not Found"); the Sharing/Team
     and Dataset Management services it mounted are not provided; a trailing
     slash is a 307 to the route without it; a wrong method is a 405."""
@@ -220,9 +220,9 @@ def test_unknown_routes_redirects_and_methods(original: Served) -> None:
 def test_upload_file_is_stored_and_completes(
     original: Served, unified: UnifiedWire, tmp_path: Path
 ) -> None:
-    """Rows R03, M01, M08, M15, B02, B03, B08: the sync client's multipart
-    (``original_file_path`` and ``add_to_existing`` always sent, booleans
-    ``true``/``false``) gets 200 with ``job_id``, ``status`` "queued",
+    """Rows R03, R06, M01, M08, M15, S04, B06, B07, B21, B24: the sync client's
+    multipart (``original_file_path`` and ``add_to_existing`` always sent,
+    booleans ``true``/``false``) gets 200 with ``job_id``, ``status`` "queued",
     ``message``, ``upload_type`` "standard" and an int ``estimated_duration``;
     the file is stored byte-identical; the job id reaches ``completed`` with
     progress 100, through the original status words only."""
@@ -272,7 +272,7 @@ def test_upload_file_with_every_option(
 def test_upload_form_variants_are_accepted(
     original: Served, unified: UnifiedWire, tmp_path: Path
 ) -> None:
-    """Rows R03, B04: capitalised ``True``/``False`` in multipart, fields the
+    """Row R03: capitalised ``True``/``False`` in multipart, fields the
     server does not know, and the Unified app's other fields (``tags``,
     ``relative_path``, ``is_public_downloadable``) are accepted, as the
     original (pydantic forms) accepted them."""
@@ -304,7 +304,7 @@ def test_upload_form_variants_are_accepted(
 def test_upload_errors_have_the_original_codes(
     unified: UnifiedWire, tmp_path: Path
 ) -> None:
-    """Rows R03, B04, B05: a bad email, sensor or boolean and a missing file
+    """Rows R03, B08, B09: a bad email, sensor or boolean and a missing file
     part are 422 as in the original; an empty file name is 422 and an unknown
     ``dataset_identifier`` with ``add_to_existing`` is 404 (the original
     answered both with a 500)."""
@@ -338,7 +338,7 @@ def test_upload_errors_have_the_original_codes(
 def test_same_file_name_twice_in_a_dataset_is_a_conflict(
     original: Served, unified: UnifiedWire, tmp_path: Path
 ) -> None:
-    """Row B07: a second file of the same name and path for one dataset is
+    """Row B15: a second file of the same name and path for one dataset is
     refused with 409 and the stored one is kept (the original overwrote it)."""
     first = _file(tmp_path / "1", "same.bin", 100)
     second = _file(tmp_path / "2", "same.bin", 200)
@@ -361,7 +361,7 @@ def test_same_file_name_twice_in_a_dataset_is_a_conflict(
 def test_upload_directory_makes_one_dataset(
     original: Served, unified: UnifiedWire, tmp_path: Path
 ) -> None:
-    """Rows M16, M17, B05, B08: ``upload_directory`` (and
+    """Rows M16, M17, B14: ``upload_directory`` (and
     ``upload_directory_from_source('local')``, which calls it) sends a fresh
     dashed uuid4 as ``dataset_identifier``, ``add_to_existing`` false for the
     first file and true for the others, ``folder`` the file's parent: every
@@ -391,7 +391,7 @@ def test_upload_directory_makes_one_dataset(
 def test_dataset_identifier_names_a_new_dataset_then_joins_it(
     original: Served, unified: UnifiedWire, tmp_path: Path
 ) -> None:
-    """Rows B05, R10: ``dataset_identifier`` with ``add_to_existing=false``
+    """Rows R10, B14: ``dataset_identifier`` with ``add_to_existing=false``
     creates the dataset under that identifier (a dashed uuid is kept as its 32
     hex digits, other identifiers as sent); the next file with
     ``add_to_existing=true`` joins it, named by the dashed or dashless uuid,
@@ -428,7 +428,7 @@ def test_dataset_identifier_names_a_new_dataset_then_joins_it(
 def test_dataset_routes_find_a_dataset_by_any_identifier(
     original: Served, unified: UnifiedWire, tmp_path: Path
 ) -> None:
-    """Rows R10, R11, R12, R13: ``/api/upload/datasets/{identifier}`` resolves a
+    """Rows R10, R11, R12, R13, B08: ``/api/upload/datasets/{identifier}`` resolves a
     dashed or dashless uuid, the numeric id, the slug and the name to
     ``{identifier, resolved_uuid, dataset}``; ``/api/datasets`` lists the
     user's (``{success, datasets}``); ``/api/dataset/{id}`` and its ``/status``
@@ -506,7 +506,7 @@ def test_user_datasets_without_a_user_is_400(unified: UnifiedWire) -> None:
 def test_another_users_dataset_is_not_found(
     original: Served, unified: UnifiedWire, tmp_path: Path
 ) -> None:
-    """Rows B06, R10, R12: with a token, another user's private dataset is a
+    """Rows R10, R12, B03, B14: with a token, another user's private dataset is a
     404 exactly like a missing one: it cannot be looked up, listed or added to
     (the original let anyone name any dataset)."""
     result = reads(
@@ -538,7 +538,7 @@ def test_another_users_dataset_is_not_found(
 def test_upload_file_by_path_takes_the_urlencoded_form(
     original: Served, unified: UnifiedWire
 ) -> None:
-    """Rows R04, M02, M03: the urlencoded form with ``True``/``False`` (also
+    """Rows R04, M02, M03, B11: the urlencoded form with ``True``/``False`` (also
     what ``upload_file_by_path_async`` sends before it fails in the client)
     gets 200 with ``upload_type`` "path" for a file inside
     SCLIB_UPLOAD_PATH_ROOTS, ``dataset_uuid`` ignored as the original did; the
@@ -584,7 +584,7 @@ def test_upload_file_by_path_takes_the_urlencoded_form(
 def test_upload_path_is_off_without_allowed_folders(
     locked: Served, tmp_path: Path
 ) -> None:
-    """Rows R04, B12: a server without SCLIB_UPLOAD_PATH_ROOTS refuses every
+    """Rows R04, B11: a server without SCLIB_UPLOAD_PATH_ROOTS refuses every
     server path with 403 naming the setting."""
     source = _file(tmp_path, "x.bin", 10)
     token = original_token(AMY)
@@ -656,7 +656,7 @@ def test_async_upload_directory_works_with_sclibs_drop_in(
 
 
 def test_status_and_cancel_of_a_queued_job(idle: Served) -> None:
-    """Rows R06, R07, M08, M09, B02: a job that waits is ``queued`` with every
+    """Rows R06, R07, M08, M09, B04, B06: a job that waits is ``queued`` with every
     key the client reads; cancelling it answers the original's message, and
     its status is then ``cancelled``; cancelling it again, or an unknown id,
     is the original's 404 ("Job not found or already completed"); an unknown
@@ -685,7 +685,7 @@ def test_status_and_cancel_of_a_queued_job(idle: Served) -> None:
 def test_cancel_after_completion_is_not_found(
     unified: UnifiedWire, tmp_path: Path
 ) -> None:
-    """Rows R07, B02: cancelling a job that completed is a 404 (the original
+    """Rows R07, B05: cancelling a job that completed is a 404 (the original
     said "cancelled successfully" while the job was in its memory and 404
     after a restart); the job stays ``completed``."""
     result = reads(
@@ -700,10 +700,11 @@ def test_cancel_after_completion_is_not_found(
 def test_list_upload_jobs_has_the_standard_shape(
     unified: UnifiedWire, tmp_path: Path
 ) -> None:
-    """Rows R18, M10: ``GET /api/upload/jobs?user_id=&limit=&offset=[&status=]``
-    answers ``{jobs, total, limit, offset}`` (the Unified app had no such route,
-    404); each job has the status keys; ``status`` takes the original's words
-    (``paused`` matches nothing: sclib never pauses)."""
+    """Rows R18, M10, B06, B22: ``GET /api/upload/jobs`` with ``user_id``,
+    ``limit``, ``offset`` and ``status`` answers ``{jobs, total, limit,
+    offset}`` (the Unified app had no such route, 404); each job has the status
+    keys; ``status`` takes the original's words (``paused`` matches nothing:
+    sclib never pauses)."""
     result = reads(
         unified.upload_file(_file(tmp_path, "l.bin", 10), AMY, "List", "OTHER"),
         UPLOAD_RESULT,
@@ -752,7 +753,7 @@ def kept_alive(original: Served) -> Iterator[tuple[socket.socket, float]]:
 def test_idle_connections_stay_open_past_five_seconds(
     kept_alive: tuple[socket.socket, float],
 ) -> None:
-    """Row B10: a kept-alive connection still answers after more than 6 s idle
+    """Row B20: a kept-alive connection still answers after more than 6 s idle
     (the clients poll every 5 s; the original launcher kept connections open
     300 s, and uvicorn's default of 5 s broke its example script)."""
     sock, since = kept_alive

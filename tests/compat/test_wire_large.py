@@ -116,7 +116,7 @@ def _gone(client: LargeWire, upload_id: str) -> None:
 
 
 def test_large_info_routes_answer_the_original_keys(large: LargeWire) -> None:
-    """Rows R27, R28, M31, M32, S02: ``/health/large-files`` and
+    """Rows R27, R28, M31, M32, S02, B17: ``/health/large-files`` and
     ``/api/upload/large/limits`` carry the large-file app's keys as numbers
     (``example_large_file_upload.py`` formats ``max_file_size_tb`` with ``.1f``
     and ``chunk_size_mb`` with ``.0f``, reads ``active_uploads`` and
@@ -162,7 +162,7 @@ def test_upload_file_chunked_with_100_mib_chunks(
     original: Served, large: LargeWire, big: Big
 ) -> None:
     """Rows R20, R21, R22, R23, R24, R25, M22, M23, M24, M25, M27, M29, M33,
-    B03, B08: initiate hands out the original's 100 MiB chunk size and
+    B05, B07, B08: initiate hands out the original's 100 MiB chunk size and
     ``ceil(size / 100 MiB)`` chunks; each 100 MiB chunk (and the short last
     one) is taken with the original's answer; the status lists the chunks and
     is complete, so ``wait_for_completion`` returns; nothing is missing
@@ -228,7 +228,7 @@ def test_complete_message_is_the_originals(
 def test_upload_file_chunked_helper_and_parallel(
     original: Served, large: LargeWire, big: Big
 ) -> None:
-    """Rows M25, M26, R21, B08: ``upload_file_chunked`` (chunks in order, each
+    """Rows M25, M26: ``upload_file_chunked`` (chunks in order, each
     answer's ``message`` read) and ``upload_file_parallel`` (both 100 MiB
     chunks read first, then sent at once from a thread pool) store the file
     byte-identical."""
@@ -245,7 +245,7 @@ def test_upload_file_chunked_helper_and_parallel(
 def test_async_client_uploads_the_file(
     original: Served, large: LargeWire, big: Big
 ) -> None:
-    """Rows M34, M35, R21: ``AsyncLargeFileUploadClient.upload_file_async``
+    """Rows M34, M35: ``AsyncLargeFileUploadClient.upload_file_async``
     (aiohttp multipart, both chunks at once, complete with an empty
     octet-stream body) stores the file byte-identical."""
     client = AsyncLargeWire(original.url)
@@ -258,7 +258,7 @@ def test_async_client_uploads_the_file(
 def test_resume_sends_only_the_missing_chunks(
     original: Served, large: LargeWire, big: Big
 ) -> None:
-    """Rows R23, M25, M28: after chunk 0, resume lists chunk 1 as missing with
+    """Rows R22, R23, M25, M28: after chunk 0, resume lists chunk 1 as missing with
     ``can_resume`` true; ``upload_file_chunked(resume_upload_id=...)`` sends
     only it and completes; then nothing is missing and ``can_resume`` is false
     (the client's resume would raise, as on the original)."""
@@ -291,7 +291,7 @@ def test_resume_sends_only_the_missing_chunks(
 def test_chunk_of_another_length_is_refused(
     original: Served, large: LargeWire, big: Big
 ) -> None:
-    """Row R21: a chunk whose length is not the upload's chunk size (or, for
+    """Rows R21, B16: a chunk whose length is not the upload's chunk size (or, for
     the last chunk, the rest of the file) is refused with a 400 that says the
     length expected, and nothing of it is recorded (the original kept short
     middle chunks and found out only at complete)."""
@@ -458,7 +458,7 @@ def test_initiate_limits(large: LargeWire, tmp_path: Path) -> None:
 
 
 def test_unified_upload_above_100_mib_is_chunked(original: Served, big: Big) -> None:
-    """Row R03: the Unified client's one-request upload of a file above 100 MiB
+    """Rows R03, M01: the Unified client's one-request upload of a file above 100 MiB
     answers ``upload_type`` "chunked" and "Chunked upload initiated" as the
     original did, and the file is stored byte-identical."""
     with UnifiedWire(original.url) as unified:
@@ -475,6 +475,6 @@ def test_unified_upload_above_100_mib_is_chunked(original: Served, big: Big) -> 
 
 
 def test_nothing_is_left_in_staging(original: Served) -> None:
-    """Row B08 (last in the module): every upload above was completed or
+    """Row B21 (last in the module): every upload above was completed or
     cancelled, and ``<data>/tmp/uploads`` holds nothing."""
     assert sorted(p.name for p in original.staging.iterdir()) == []

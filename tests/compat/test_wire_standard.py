@@ -83,7 +83,7 @@ def test_standard_root_and_health(fastapi: FastAPIWire) -> None:
 def test_supported_sources_for_the_standard_clients(
     legacy: LegacyWire, fastapi: FastAPIWire
 ) -> None:
-    """Rows R08, M43, M55, S03: the legacy and FastAPI clients'
+    """Rows R08, M43, M45, M55, S03: the legacy and FastAPI clients'
     ``get_supported_sources`` get ``source_types``, ``sensor_types``,
     ``required_parameters`` and ``optional_parameters`` (what
     ``SCLib_UploadClient.main`` prints)."""
@@ -108,7 +108,7 @@ def test_supported_sources_for_the_standard_clients(
 def test_legacy_upload_local_file(
     original: Served, legacy: LegacyWire, tmp_path: Path
 ) -> None:
-    """Rows R17, M36, M40, M44, B08: the legacy client's multipart (the
+    """Rows R17, M36, M40, M44: the legacy client's multipart (the
     requests default User-Agent, a file part without a Content-Type, ``folder``
     and ``team_uuid``) to ``/api/upload/local/upload`` gets 200 with ``job_id``,
     ``status`` "queued", ``message`` and ``estimated_duration``; the file is
@@ -130,7 +130,7 @@ def test_legacy_upload_local_file(
 def test_fastapi_upload_local_file_sync_and_async(
     original: Served, fastapi: FastAPIWire, tmp_path: Path
 ) -> None:
-    """Rows R17, M47, M52, M57, M60, M61, M62: the FastAPI client's sync
+    """Rows R17, M46, M47, M52, M57, M60, M61, M62: the FastAPI client's sync
     (file part ``application/octet-stream``) and async (aiohttp: text parts
     ``text/plain``) ``upload_local_file`` are accepted; status and waiting read
     the original keys; both files are stored byte-identical."""
@@ -155,7 +155,7 @@ def test_fastapi_upload_local_file_sync_and_async(
 def test_fastapi_upload_file_by_path_joins_a_dataset(
     original: Served, fastapi: FastAPIWire, legacy: LegacyWire, tmp_path: Path
 ) -> None:
-    """Rows R04, M48, B05: the FastAPI client's urlencoded ``upload-path``
+    """Rows R04, M48: the FastAPI client's urlencoded ``upload-path``
     (``True``/``False``, ``dataset_identifier``, ``add_to_existing=true``) adds
     the server file to the named dataset; the answer has ``upload_type``, which
     this client's own result class cannot take (a TypeError in the client,
@@ -180,7 +180,7 @@ def test_fastapi_upload_file_by_path_joins_a_dataset(
 
 
 def test_estimate_upload_time(fastapi: FastAPIWire) -> None:
-    """Rows R19, M56: ``estimate_upload_time`` gets ``source_type``,
+    """Rows R19, M56, B24: ``estimate_upload_time`` gets ``source_type``,
     ``estimated_seconds`` (int), ``estimated_minutes`` (float) and
     ``file_size_mb``, with and without a size."""
     for source, size in (("url", 10.5), ("local", None), ("google_drive", 2.0)):
@@ -207,7 +207,7 @@ def test_estimate_upload_time(fastapi: FastAPIWire) -> None:
 def test_imports_of_every_client_are_queued(
     idle: Served, client_class: type[Any]
 ) -> None:
-    """Rows R05, R06, M04, M05, M06, M37, M38, M39, M49, M50, M51, B12: each
+    """Rows R05, M04, M05, M06, M37, M38, M39, M49, M50, M51, S04, B12: each
     client's ``initiate_google_drive_upload`` (a key file named by path, inside
     SCLIB_CREDENTIALS_DIR), ``initiate_s3_upload`` and ``initiate_url_upload``
     get 200 ``queued`` with the original's ``estimated_duration`` (600, 300,
@@ -236,12 +236,12 @@ def test_imports_of_every_client_are_queued(
 
 
 def test_google_drive_configurations(idle: Served) -> None:
-    """Rows R05, M07, B12: a key file named by its bare name in the credentials
-    folder, and ``folder_link`` instead of ``file_id``, are accepted; a key file
-    outside SCLIB_CREDENTIALS_DIR is refused (422 naming the setting), as are
-    the original's OAuth configurations (``use_oauth``, or a ``user_email`` in
-    ``source_config``: this server keeps no OAuth tokens) and a config with no
-    file id."""
+    """Rows R05, M04, M07, B12, B13: a key file named by its bare name in the
+    credentials folder, and ``folder_link`` instead of ``file_id``, are
+    accepted; a key file outside SCLIB_CREDENTIALS_DIR is refused (422 naming
+    the setting), as are the original's OAuth configurations (``use_oauth``, or
+    a ``user_email`` in ``source_config``: this server keeps no OAuth tokens)
+    and a config with no file id."""
     with UnifiedWire(idle.url) as client:
         ok = [
             client.initiate_google_drive_upload(
@@ -281,7 +281,7 @@ def test_google_drive_configurations(idle: Served) -> None:
 
 
 def test_initiate_refusals(idle: Served, locked: Served) -> None:
-    """Rows R05, M07, B04, B11: ``upload_from_source`` with ``folder`` and
+    """Rows R05, M06, M07, B08, B10, B23: ``upload_from_source`` with ``folder`` and
     ``team_uuid`` as null works; ``local``, ``dropbox`` and ``onedrive`` are 422
     (the original: 500 "400: Unsupported source type"); a form body is 422 as
     in the original; a URL on a private address is refused (422) unless
@@ -313,7 +313,7 @@ def test_initiate_refusals(idle: Served, locked: Served) -> None:
 
 
 def test_cloud_large_import(idle: Served) -> None:
-    """Row R26: ``/api/upload/cloud/large`` (always a 500 in the original)
+    """Rows R26, B08: ``/api/upload/cloud/large`` (always a 500 in the original)
     queues the import and answers ``job_id``, ``status`` "queued",
     ``message`` and a text ``estimated_duration``."""
     with Wire(idle.url, UnifiedWire.AGENT) as wire:
@@ -349,7 +349,7 @@ def test_cloud_large_import(idle: Served) -> None:
 
 @pytest.mark.parametrize("client_class", [LegacyWire, FastAPIWire])
 def test_status_cancel_list_and_wait(idle: Served, client_class: type[Any]) -> None:
-    """Rows R06, R07, R18, M40, M41, M42, M44, M52, M53, M54, M57, B02: a
+    """Rows R06, R07, R18, M40, M41, M42, M44, M52, M53, M54, M57, B06: a
     queued job's status has the original keys; cancel answers the original
     message; ``wait_for_completion`` then ends on ``cancelled``; the job list
     (``user_id``, ``limit``, ``offset``) has ``jobs`` and ``total`` and
