@@ -393,7 +393,8 @@ def test_dataset_identifier_names_a_new_dataset_then_joins_it(
 ) -> None:
     """Rows R10, B14: ``dataset_identifier`` with ``add_to_existing=false``
     creates the dataset under that identifier (a dashed uuid is kept as its 32
-    hex digits, other identifiers as sent); the next file with
+    hex digits, other identifiers of letters, digits, ``.``, ``_`` and ``-`` as
+    sent, anything else refused with 422); the next file with
     ``add_to_existing=true`` joins it, named by the dashed or dashless uuid,
     its numeric id, its slug or its name."""
     dashed = str(uuid.uuid4())
@@ -423,6 +424,11 @@ def test_dataset_identifier_names_a_new_dataset_then_joins_it(
         dataset_identifier="my-own-id", add_to_existing=True,
     )  # fmt: skip
     assert joined.json()["dataset_uuid"] == "my-own-id"
+    spaced = unified.upload_file(
+        _file(tmp_path, "sp.bin", 10), AMY, "Spaced", "OTHER",
+        dataset_identifier="has space",
+    )  # fmt: skip
+    assert spaced.status_code == 422, spaced.text
 
 
 def test_dataset_routes_find_a_dataset_by_any_identifier(
@@ -507,8 +513,9 @@ def test_another_users_dataset_is_not_found(
     original: Served, unified: UnifiedWire, tmp_path: Path
 ) -> None:
     """Rows R10, R12, B03, B14: with a token, another user's private dataset is a
-    404 exactly like a missing one: it cannot be looked up, listed or added to
-    (the original let anyone name any dataset)."""
+    404 exactly like a missing one: it cannot be looked up, listed or added to,
+    and its identifier cannot name a new dataset (409); a public one can be
+    looked up but not added to (the original let anyone name any dataset)."""
     result = reads(
         unified.upload_file(_file(tmp_path, "p.bin", 10), AMY, "Private", "OTHER"),
         UPLOAD_RESULT,
@@ -530,6 +537,20 @@ def test_another_users_dataset_is_not_found(
             dataset_identifier=result["dataset_uuid"],
         )  # fmt: skip
         assert taken.status_code == 409, taken.text
+    public = reads(
+        unified.upload_file(
+            _file(tmp_path, "pub.bin", 10), AMY, "Public", "OTHER", is_public=True
+        ),
+        UPLOAD_RESULT,
+    )
+    with UnifiedWire(original.url, headers=headers) as bob:
+        seen = bob.wire.get(f"/api/upload/datasets/{public['dataset_uuid']}")
+        assert seen.status_code == 200, seen.text
+        joined = bob.upload_file(
+            _file(tmp_path, "d.bin", 10), BOB, "Public", "OTHER",
+            dataset_identifier=public["dataset_uuid"], add_to_existing=True,
+        )  # fmt: skip
+        _original_404(joined)
 
 
 # -- server paths ----------------------------------------------------------------------
@@ -579,6 +600,35 @@ def test_upload_file_by_path_takes_the_urlencoded_form(
         ],
     )
     _original_404(unknown)
+
+
+def test_upload_path_takes_json_and_refuses_links_out(
+    original: Served, unified: UnifiedWire
+) -> None:
+    """Rows R04, B11: ``upload-path`` also takes JSON, and ``original_filename``
+    names the stored file; a symbolic link inside the allowed folder that
+    points outside it is refused (403)."""
+    answer = unified.wire.post_json(
+        "/api/upload/upload-path",
+        {
+            "file_path": str(original.files / "a.bin"),
+            "original_filename": "renamed.bin",
+            "user_email": AMY,
+            "dataset_name": "Json path",
+            "sensor": "OTHER",
+        },
+    )
+    assert answer.status_code == 200, answer.text
+    result = reads(answer, UPLOAD_RESULT)
+    assert result["message"] == "File path upload initiated: renamed.bin"
+    assert wait_for_completion(unified, result["job_id"])["status"] == "completed"
+    stored = original.stored(result["dataset_uuid"], "renamed.bin")
+    assert blake3_hex(stored) == blake3_hex(original.files / "a.bin")
+    link = original.files / "outside-link"
+    if not link.exists():
+        link.symlink_to("/etc/hostname")
+    refused = unified.upload_file_by_path(str(link), AMY, "Link", "OTHER")
+    assert refused.status_code == 403, refused.text
 
 
 def test_upload_path_is_off_without_allowed_folders(
