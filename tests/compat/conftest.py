@@ -36,45 +36,79 @@ def _deployment(root: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="session")
-def _servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Served]]:
-    """The three servers, started together (each fixture waits for its own)."""
-    roots = {name: tmp_path_factory.mktemp(name) for name in ("original", "idle")}
-    locked = tmp_path_factory.mktemp("locked")
-    servers = {
-        "original": launch(roots["original"], _deployment(roots["original"])),
-        "idle": launch(roots["idle"], _deployment(roots["idle"]), workers=0),
-        "locked": launch(
-            locked,
-            {
-                "SCLIB_SECRET_KEY": SECRET,
-                "SCLIB_ALLOW_PRIVATE_ADDRESSES": "true",
-                "SCLIB_CORS_ORIGINS": PORTAL_ORIGIN,
-            },
-            workers=0,
-        ),
-    }
-    try:
-        yield servers
-    finally:
-        for served in servers.values():
+def _launch(name: str, root: Path) -> Served:
+    if name == "original":
+        return launch(root, _deployment(root), workers=1)
+    if name == "idle":
+        return launch(root, _deployment(root), workers=0)
+    return launch(
+        root,
+        {
+            "SCLIB_SECRET_KEY": SECRET,
+            "SCLIB_ALLOW_PRIVATE_ADDRESSES": "true",
+            "SCLIB_CORS_ORIGINS": PORTAL_ORIGIN,
+        },
+        workers=0,
+    )
+
+
+_NAMES = ("original", "idle", "locked")
+
+
+class _Servers:
+    """The servers of this session: those the selected tests use are started
+    together at first need (each fixture then waits for its own); any other
+    is started when asked for."""
+
+    def __init__(self, factory: pytest.TempPathFactory, wanted: set[str]) -> None:
+        self.factory = factory
+        self.running: dict[str, Served] = {}
+        for name in _NAMES:
+            if name in wanted:
+                self.running[name] = _launch(name, factory.mktemp(name))
+
+    def get(self, name: str) -> Served:
+        if name not in self.running:
+            self.running[name] = _launch(name, self.factory.mktemp(name))
+        return self.running[name].ready()
+
+    def stop(self) -> None:
+        for served in self.running.values():
             served.stop()
 
 
 @pytest.fixture(scope="session")
-def original(_servers: dict[str, Served]) -> Served:
+def _servers(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[_Servers]:
+    """The servers the selected tests use, started together."""
+    wanted = {
+        name
+        for item in request.session.items
+        for name in getattr(item, "fixturenames", ())
+        if name in _NAMES
+    }
+    servers = _Servers(tmp_path_factory, wanted)
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture(scope="session")
+def original(_servers: _Servers) -> Served:
     """sclib in place of the original servers, with a worker."""
-    return _servers["original"].ready()
+    return _servers.get("original")
 
 
 @pytest.fixture(scope="session")
-def idle(_servers: dict[str, Served]) -> Served:
+def idle(_servers: _Servers) -> Served:
     """The same deployment without a worker: jobs stay queued."""
-    return _servers["idle"].ready()
+    return _servers.get("idle")
 
 
 @pytest.fixture(scope="session")
-def locked(_servers: dict[str, Served]) -> Served:
+def locked(_servers: _Servers) -> Served:
     """sclib's defaults: tokens only (no trusted clients), no worker; URL
     imports may reach private addresses, one browser origin is allowed."""
-    return _servers["locked"].ready()
+    return _servers.get("locked")

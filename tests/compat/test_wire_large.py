@@ -225,21 +225,16 @@ def test_complete_message_is_the_originals(
 # -- the client methods that send whole files ------------------------------------------
 
 
-def test_upload_file_chunked_helper_and_parallel(
+def test_upload_file_parallel_sends_both_chunks_at_once(
     original: Served, large: LargeWire, big: Big
 ) -> None:
-    """Rows M25, M26: ``upload_file_chunked`` (chunks in order, each
-    answer's ``message`` read) and ``upload_file_parallel`` (both 100 MiB
-    chunks read first, then sent at once from a thread pool) store the file
-    byte-identical."""
-    one = large.upload_file_chunked(
-        big.path, AMY, "Chunked", "OTHER", file_hash=big.sha256
-    )
-    _committed(original, large, one, big.path, big.blake3)
-    two = large.upload_file_parallel(
+    """Row M26: ``upload_file_parallel`` (both 100 MiB chunks read first, then
+    sent at once from a thread pool, each answer's ``message`` read) stores the
+    file byte-identical."""
+    upload_id = large.upload_file_parallel(
         big.path, AMY, "Parallel", "OTHER", file_hash=big.sha256
     )
-    _committed(original, large, two, big.path, big.blake3)
+    _committed(original, large, upload_id, big.path, big.blake3)
 
 
 def test_async_client_uploads_the_file(
@@ -316,8 +311,9 @@ def test_bad_chunk_sent_again_keeps_the_good_copy(
     original: Served, large: LargeWire, big: Big
 ) -> None:
     """Row R21: chunk 1 sent again with bytes that do not match its
-    ``chunk_hash``, or of another length, is refused (400) and the copy that
-    arrived first stays: the upload completes byte-identical."""
+    ``chunk_hash``, or of another length, is refused (400); the copy that
+    arrived first stays recorded and its bytes stay as they were in the
+    upload's staging file, and nothing of the refused copies is left."""
     upload_id = _start(large, big, "Again")["upload_id"]
     good = read_chunk(big.path, 1)
     large.upload_chunk(upload_id, 1, good).raise_for_status()
@@ -326,12 +322,14 @@ def test_bad_chunk_sent_again_keeps_the_good_copy(
     assert bad.status_code == 400, bad.text
     longer = large.upload_chunk(upload_id, 1, good + b"x")
     assert longer.status_code == 400, longer.text
-    assert reads(large.get_chunk_status(upload_id), CHUNK_STATUS)[
-        "uploaded_chunks"
-    ] == [1]
-    large.upload_chunk(upload_id, 0, read_chunk(big.path, 0)).raise_for_status()
-    large.complete_upload(upload_id).raise_for_status()
-    _committed(original, large, upload_id, big.path, big.blake3)
+    status = reads(large.get_chunk_status(upload_id), CHUNK_STATUS)
+    assert status["uploaded_chunks"] == [1]
+    staging = original.staging / upload_id
+    with open(staging / "data", "rb") as f:
+        f.seek(CHUNK)
+        assert f.read() == good
+    assert sorted(p.name for p in staging.iterdir() if p.name != "lock") == ["data"]
+    assert large.cancel_upload(upload_id).status_code == 200
 
 
 @pytest.fixture
