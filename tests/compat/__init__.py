@@ -1,0 +1,1 @@
+"""The original ScientistCloud clients' wire contract, checked against sclib."""
