@@ -121,10 +121,11 @@ def original_codes(codes: Mapping[type[SclibError], int]) -> Iterator[None]:
     try:
         yield
     except SclibError as exc:
-        for cls, status in codes.items():
-            if isinstance(exc, cls):
-                exc.http_status = status  # type: ignore[attr-defined]
-                break
+        if getattr(exc, "http_status", None) is None:  # an inner choice stands
+            for cls, status in codes.items():
+                if isinstance(exc, cls):
+                    exc.http_status = status  # type: ignore[attr-defined]
+                    break
         raise
 
 

@@ -320,13 +320,14 @@ async def large_complete(
         )
     final = await run_in_threadpool(state.uploads.get, upload.id)
     return {
+        **dict(result),
         "message": f"Upload completed successfully: {upload.filename}",
         "file_path": str(state.uploads.final_path(final)),
         "file_size": result["file_size"],
         "job_submitted": True,
-        **dict(result),
         "status": legacy.status_word(str(result["status"])),
         "job_status": result["status"],
+        "user_email": final.owner,
     }
 
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from sclib.datasets import Dataset, DatasetNotFound, find_dataset
+from sclib.datasets import Dataset, find_dataset
 from sclib.datasets.records import dataset_dict
-from sclib.errors import InvalidInput
+from sclib.errors import InvalidInput, NotFound
 from sclib.server.app import IdentityDep, ServerState, StateDep
 from sclib.server.auth import Identity
 
@@ -45,7 +45,9 @@ def _user(identity: Identity, user_email: str | None, user_id: str | None) -> st
     wanted = (user_email or user_id or "").strip().lower()
     if not wanted:
         if identity.method == "trusted":
-            raise InvalidInput("Either user_id or user_email must be provided")
+            missing = InvalidInput("Either user_id or user_email must be provided")
+            missing.http_status = 400  # type: ignore[attr-defined]  # the original's
+            raise missing
         return identity.email
     if wanted != identity.email and not identity.is_admin:
         from sclib.errors import Forbidden
@@ -64,7 +66,7 @@ def _find(state: ServerState, identity: Identity, identifier: str) -> Dataset:
         if other is not None and other.is_public:
             found = other
     if found is None:
-        raise DatasetNotFound(f"Dataset not found: {identifier}")
+        raise NotFound(f"Dataset not found: {identifier}")
     return found
 
 

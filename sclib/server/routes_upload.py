@@ -251,11 +251,15 @@ async def _single_upload(
         if "upload" in holder:
             uploads.discard(holder["upload"].id)  # not awaited: may be cancelled
         raise
-    return _single_answer(state, upload.id, upload.filename, result)
+    return _single_answer(state, upload.id, upload.filename, result, owner)
 
 
 def _single_answer(
-    state: ServerState, upload_id: str, filename: str, result: Mapping[str, Any]
+    state: ServerState,
+    upload_id: str,
+    filename: str,
+    result: Mapping[str, Any],
+    owner: str,
 ) -> dict[str, Any]:
     size = int(result["file_size"])
     kind = _upload_type(state, size)
@@ -270,6 +274,7 @@ def _single_answer(
         "upload_id": upload_id,
         "file_blake3": result["file_blake3"],
         "file_size": size,
+        "user_email": owner,
     }
 
 
@@ -317,7 +322,7 @@ async def _sent_again(
         now = {**result, "status": job.status.value}  # where the job is now
     except JobNotFound:  # cleaned up since: the status it was given
         now = dict(result)
-    return _single_answer(state, earlier.id, earlier.filename, now)
+    return _single_answer(state, earlier.id, earlier.filename, now, earlier.owner)
 
 
 @router.post("/api/upload/upload", tags=["upload"], openapi_extra=_form_schema())
@@ -412,6 +417,7 @@ def _initiate(
         "job_status": job.status.value,
         "source_type": spec.source_type,
         "dataset_uuid": dataset_uuid,
+        "user_email": owner,
     }
 
 
@@ -535,6 +541,7 @@ def _upload_path(
         "upload_type": "path",
         "job_status": job.status.value,
         "dataset_uuid": dataset_uuid,
+        "user_email": owner,
     }
 
 
@@ -573,6 +580,7 @@ def upload_status(job: Job) -> dict[str, Any]:
         "current_file": progress.message or None,
         "job_type": job.type,
         "dataset_uuid": job.dataset_uuid,
+        "user_email": job.owner,
     }
 
 

@@ -176,12 +176,6 @@ def test_auth_status_answers_the_original_keys(
         assert wire.get("/api/auth/status").status_code == 401
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server gap: the Authenticated app's answers carried user_email "
-    "(UploadResponse, and the job status); sclib's upload and status answers "
-    "have no user_email key",
-)
 def test_token_answers_carry_the_user_email(original: Served, tmp_path: Path) -> None:
     """Row R29: with a token, the upload and status answers carry
     ``user_email``, as the Authenticated app's did."""

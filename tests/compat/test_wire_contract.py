@@ -482,13 +482,6 @@ def test_dataset_routes_find_a_dataset_by_any_identifier(
     _original_404(unified.wire.get("/api/dataset/nope", [("user_email", AMY)]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: the 404 detail of an unknown dataset is "
-    "\"404: no dataset with uuid 'Dataset not found: nope'\" (DatasetNotFound "
-    "wraps the message as a uuid), not the original's '404: Dataset not found: "
-    "nope'",
-)
 def test_unknown_dataset_detail_is_the_originals(unified: UnifiedWire) -> None:
     """Row R10: an unknown identifier's 404 says ``404: Dataset not found:
     <identifier>``, as the original did."""
@@ -496,12 +489,6 @@ def test_unknown_dataset_detail_is_the_originals(unified: UnifiedWire) -> None:
     assert body["detail"] == "404: Dataset not found: nope"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: /api/datasets without user_email or user_id answers 422, "
-    "the original 400 ('Either user_id or user_email must be provided'); the "
-    "route does not map InvalidInput to 400 as the other legacy routes do",
-)
 def test_user_datasets_without_a_user_is_400(unified: UnifiedWire) -> None:
     """Row R11: ``/api/datasets`` naming no user is the original's 400."""
     answer = unified.wire.get("/api/datasets")

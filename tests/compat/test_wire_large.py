@@ -200,12 +200,6 @@ def test_upload_file_chunked_with_100_mib_chunks(
     assert refused.status_code == 409, refused.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: complete's message is sclib's '<file> received and "
-    "verified': routes_large.large_complete sets the original's 'Upload "
-    "completed successfully: <file>' and then overwrites it with **result",
-)
 def test_complete_message_is_the_originals(
     original: Served, large: LargeWire, tmp_path: Path
 ) -> None:
@@ -368,12 +362,6 @@ def test_chunk_errors_have_the_original_codes(
         assert large.upload_chunk(upload_id, 0, data).status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a chunk without chunk_hash is 400, not the original's "
-    "422: routes_large sets http_status 422 on the error, then the "
-    "original_codes({InvalidInput: 400}) around the route turns it into 400",
-)
 def test_chunk_without_a_hash_is_422(
     large: LargeWire, small_upload: tuple[str, bytes]
 ) -> None:

@@ -349,14 +349,14 @@ def test_cloud_large_import(idle: Served) -> None:
 
 @pytest.mark.parametrize("client_class", [LegacyWire, FastAPIWire])
 def test_status_cancel_list_and_wait(idle: Served, client_class: type[Any]) -> None:
-    """Rows R06, R07, R18, M40, M41, M42, M44, M52, M53, M54, M57, B06: a
+    """Rows R06, R07, R18, M40, M41, M42, M44, M52, M53, M54, M57, B06, B25: a
     queued job's status has the original keys; cancel answers the original
     message; ``wait_for_completion`` then ends on ``cancelled``; the job list
     (``user_id``, ``limit``, ``offset``) has ``jobs`` and ``total`` and
     finds it by the original status word."""
     with client_class(idle.url) as client:
         job_id = reads(
-            client.initiate_s3_upload("b", "k", "AK", "SK", AMY, "Jobs", "OTHER"),
+            client.initiate_s3_upload("bkt", "k", "AK", "SK", AMY, "Jobs", "OTHER"),
             UPLOAD_RESULT_NO_TYPE,
         )["job_id"]
         assert reads(client.get_upload_status(job_id), JOB_STATUS)["status"] == "queued"
