@@ -73,6 +73,7 @@ from sclib.errors import (
     ConfigurationError,
     DestinationError,
     InvalidInput,
+    SclibError,
     SourceChanged,
     SourceError,
 )
@@ -290,6 +291,35 @@ def _content_range_total(value: str | None) -> int | None:
     return int(total) if total.isdigit() else None
 
 
+def gcs_error(exc: BaseException, what: str, endpoint: str | None = None) -> SclibError:
+    """sclib's error for what gcsfs, google-auth or aiohttp raised, with a hint
+    for credentials and endpoints (see :func:`sclib.transfers.s3.s3_error`)."""
+    name = type(exc).__name__
+    where = endpoint or "Google Cloud Storage"
+    if name in ("DefaultCredentialsError", "RefreshError", "TransportError"):
+        return ConfigurationError(
+            f"{what}: no usable Google credentials ({name}: {exc}): pass "
+            "service_account_json (or token), set GOOGLE_APPLICATION_CREDENTIALS, "
+            "or token=anon for a public bucket"
+        )
+    status = getattr(exc, "code", None)
+    if status in (401, 403):
+        return ConfigurationError(
+            f"{what}: {where} refused the credentials or access ({status}); check "
+            "the service account and the bucket's permissions"
+        )
+    if isinstance(exc, FileNotFoundError) or status == 404:
+        from sclib.errors import SourceNotFound
+
+        return SourceNotFound(f"{what}: not found")
+    if isinstance(exc, ConnectionError | TimeoutError) or "Connect" in name:
+        return SourceError(
+            f"{what}: cannot reach {where} ({name}: {exc}); check endpoint_url "
+            "and the network"
+        )
+    return SourceError(f"{what}: {name}: {exc}")
+
+
 class GCSSource(FsspecSource):
     """Reads ``gs://bucket/key`` objects and ``gs://bucket/prefix`` folders.
 
@@ -309,10 +339,16 @@ class GCSSource(FsspecSource):
     def __init__(self, *, fs: Any | None = None, **options: Any) -> None:
         self._owns_fs = fs is None
         self._shown = _describe(options)
+        self._endpoint = options.get("endpoint_url")
         super().__init__("gs", fs=fs if fs is not None else _make_filesystem(options))
 
     def __repr__(self) -> str:
         return f"GCSSource({self._shown})"
+
+    def library_error(self, exc: Exception, what: str) -> SclibError | None:
+        if not self.raised_by(exc, "gcsfs", "google", "aiohttp"):
+            return None
+        return gcs_error(exc, what, self._endpoint)
 
     @staticmethod
     def _check_bucket(url: str) -> None:

@@ -65,6 +65,7 @@ from sclib.errors import (
     ConfigurationError,
     DestinationError,
     InvalidInput,
+    SclibError,
     SourceChanged,
     SourceError,
 )
@@ -85,7 +86,7 @@ from sclib.transfers.plan import (
 from sclib.transfers.progress import receiver
 from sclib.transfers.sources import FsspecSource, SourceObject
 
-__all__ = ["S3Destination", "S3Source", "S3Writer", "s3fs_options"]
+__all__ = ["S3Destination", "S3Source", "S3Writer", "s3_error", "s3fs_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +213,45 @@ def _close_filesystem(fs: Any) -> None:
     except Exception as exc:  # best effort: a finalizer closes it anyway
         logger.debug("closing the S3 client failed: %s", type(exc).__name__)
     fs._s3 = None
+
+
+def s3_error(exc: BaseException, what: str, endpoint: str | None = None) -> SclibError:
+    """sclib's error for what botocore, aiobotocore or aiohttp raised, with a
+    hint: missing credentials are a :class:`~sclib.errors.ConfigurationError`
+    that says where credentials come from; an endpoint that cannot be reached is
+    a :class:`~sclib.errors.SourceError` (retryable) that names it."""
+    name = type(exc).__name__
+    where = endpoint or "AWS S3"
+    if name in ("NoCredentialsError", "PartialCredentialsError"):
+        return ConfigurationError(
+            f"{what}: no S3 credentials: pass access_key_id and secret_access_key "
+            "(the SCLIB_SOURCE_OPTIONS variable keeps them out of the process "
+            "list), set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or an AWS "
+            "profile, or anon=true for a public bucket"
+        )
+    if name == "NoRegionError":
+        return ConfigurationError(f"{what}: no region: pass region, e.g. us-east-1")
+    if name in (
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ConnectionClosedError",
+        "ReadTimeoutError",
+    ) or isinstance(exc, aiohttp.ClientConnectionError):
+        return SourceError(
+            f"{what}: cannot reach {where} ({name}: {exc}); check endpoint_url, "
+            "region and the network"
+        )
+    code = _error_code(exc)
+    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "AccessDenied"):
+        return ConfigurationError(
+            f"{what}: {where} refused the credentials or access ({code}); check "
+            "access_key_id, secret_access_key and the bucket's permissions"
+        )
+    if isinstance(exc, FileNotFoundError) or code in ("NoSuchBucket", "NoSuchKey"):
+        from sclib.errors import SourceNotFound
+
+        return SourceNotFound(f"{what}: {code or 'not found'}")
+    return SourceError(f"{what}: {name}: {exc}")
 
 
 def _error_code(exc: BaseException) -> str | None:
@@ -447,11 +487,17 @@ class S3Source(FsspecSource):
     def __init__(self, *, fs: Any | None = None, **options: Any) -> None:
         self._owns_fs = fs is None
         self._shown = _describe(options)
+        self._endpoint = options.get("endpoint_url")
         self._streams = _StreamPool()
         super().__init__("s3", fs=fs if fs is not None else _make_filesystem(options))
 
     def __repr__(self) -> str:
         return f"S3Source({self._shown})"
+
+    def library_error(self, exc: Exception, what: str) -> SclibError | None:
+        if not self.raised_by(exc, "botocore", "aiobotocore", "aiohttp", "s3fs"):
+            return None
+        return s3_error(exc, what, self._endpoint)
 
     @staticmethod
     def _check_bucket(url: str) -> None:
@@ -597,8 +643,8 @@ class S3Source(FsspecSource):
         try:
             return sync(self.fs.loop, fn, *args)
         except _IO_ERRORS as exc:
-            raise SourceError(
-                f"reading {obj.url} at {offset}: {type(exc).__name__}: {exc}"
+            raise s3_error(
+                exc, f"reading {obj.url} at {offset}", self._endpoint
             ) from exc
 
     def _request(self, obj: SourceObject, offset: int, end: int) -> Future[Any]:

@@ -31,6 +31,7 @@ from sclib.errors import (
     ConfigurationError,
     InvalidInput,
     MissingDependency,
+    SclibError,
     SourceChanged,
     SourceError,
     SourceNotFound,
@@ -242,6 +243,31 @@ class FsspecSource(Source):
             content_type=info.get("ContentType") or info.get("contentType"),
         )
 
+    def library_error(self, exc: Exception, what: str) -> SclibError | None:
+        """sclib's error for an exception the filesystem's library raised (its
+        own classes, not OSError), or ``None`` to let it through. Plugins over a
+        client library override this to give hints (credentials, endpoints)."""
+        return None
+
+    @staticmethod
+    def raised_by(exc: BaseException, *packages: str) -> bool:
+        """Whether ``exc`` is an OSError or a class from one of ``packages``
+        (top-level names): what :meth:`library_error` should translate."""
+        top = type(exc).__module__.partition(".")[0]
+        return isinstance(exc, OSError) or top in packages
+
+    def _translated(self, exc: Exception, what: str) -> SclibError | None:
+        """The error to raise for ``exc``; ``None`` for a programming error the
+        library did not claim (it then propagates as it is)."""
+        found = self.library_error(exc, what)
+        if found is not None:
+            return found
+        if isinstance(exc, FileNotFoundError):
+            return SourceNotFound(f"{self.protocol} source: {what}: it does not exist")
+        if isinstance(exc, OSError):
+            return SourceError(f"{what}: {type(exc).__name__}: {exc}")
+        return None
+
     def _info(self, path: str) -> dict[str, Any]:
         try:
             info: dict[str, Any] = self.fs.info(path)
@@ -249,8 +275,13 @@ class FsspecSource(Source):
             raise SourceNotFound(
                 f"{self.protocol} source {path!r} does not exist"
             ) from exc
-        except OSError as exc:
-            raise SourceError(f"cannot read {path!r}: {exc}") from exc
+        except SclibError:
+            raise
+        except Exception as exc:  # the library's own errors, translated once here
+            error = self._translated(exc, f"cannot read {path!r}")
+            if error is None:
+                raise
+            raise error from exc
         return info
 
     def stat(self, url: str) -> SourceObject:
@@ -269,8 +300,13 @@ class FsspecSource(Source):
             return
         try:
             found = self.fs.find(root, detail=True)
-        except OSError as exc:
-            raise SourceError(f"cannot list {url!r}: {exc}") from exc
+        except SclibError:
+            raise
+        except Exception as exc:  # the library's own errors, translated once here
+            error = self._translated(exc, f"cannot list {url!r}")
+            if error is None:
+                raise
+            raise error from exc
         for path in sorted(found):
             entry = found[path]
             if entry.get("type") == "directory":

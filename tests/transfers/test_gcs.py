@@ -39,6 +39,7 @@ from sclib.errors import (
     ConfigurationError,
     DestinationError,
     SourceChanged,
+    SourceError,
     SourceNotFound,
 )
 from sclib.transfers.gcs import (
@@ -46,6 +47,7 @@ from sclib.transfers.gcs import (
     GCSDestination,
     GCSSource,
     crc32c_combine,
+    gcs_error,
     gcsfs_options,
 )
 from sclib.transfers.plan import KIB, MIB, ChunkPlan
@@ -505,3 +507,51 @@ def test_commit_refuses_missing_or_replaced_parts(
     writer.commit(tokens)
     assert admin.cat(f"{bucket}/out/partial.bin") == data
     writer.commit(tokens)  # a repeated commit is a no-op
+
+
+# -- errors from the client libraries -------------------------------------------------
+
+
+def test_unreachable_endpoint_is_named_and_retryable(
+    options: dict[str, Any], bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A port nobody listens on: a retryable SourceError naming the endpoint.
+    (gcsfs's own back-off between its six tries is shortened to nothing: the
+    connections are real, only the 30 s of waiting is skipped.)"""
+    import asyncio
+    import socket
+    import types
+
+    import gcsfs.retry
+
+    async def no_wait(seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(gcsfs.retry, "asyncio", types.SimpleNamespace(sleep=no_wait))
+
+    with socket.socket() as sock:  # a port that was free a moment ago
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    closed = f"http://127.0.0.1:{port}"
+    with (
+        GCSSource(**{**options, "endpoint_url": closed}) as src,
+        pytest.raises(SourceError) as excinfo,
+    ):
+        src.stat(f"gs://{bucket}/k")
+    assert closed in str(excinfo.value)
+    assert excinfo.value.retryable
+
+
+def test_google_auth_errors_say_where_credentials_come_from() -> None:
+    """google-auth's own exception classes become a ConfigurationError with the
+    ways to give credentials. (Constructed here: without credentials gcsfs
+    falls back to anonymous access, and the refusal would need Google itself.)"""
+    from google.auth.exceptions import DefaultCredentialsError, RefreshError
+
+    for exc in (DefaultCredentialsError("none found"), RefreshError("expired")):
+        error = gcs_error(exc, "reading gs://b/k")
+        assert isinstance(error, ConfigurationError)
+        assert "service_account_json" in str(error)
+        assert not error.retryable
+    assert GCSSource.raised_by(RefreshError("x"), "google")
+    assert not GCSSource.raised_by(KeyError("x"), "google")

@@ -789,3 +789,57 @@ def test_commit_refuses_missing_or_replaced_parts(
     writer.commit(tokens)
     assert admin.get_object(Bucket=bucket, Key="out/partial.bin")["Body"].read() == data
     writer.commit(tokens)  # a repeated commit after success is a no-op
+
+
+# -- errors from the client libraries -------------------------------------------------
+
+
+def test_missing_credentials_say_where_credentials_come_from(
+    endpoint: str, bucket: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No key anywhere: a ConfigurationError (not retried) naming the options,
+    not botocore's NoCredentialsError."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
+    with (
+        S3Source(endpoint_url=endpoint, region="us-east-1") as src,
+        pytest.raises(ConfigurationError) as excinfo,
+    ):
+        src.stat(f"s3://{bucket}/k")
+    message = str(excinfo.value)
+    assert "no S3 credentials" in message
+    assert "access_key_id" in message and "anon" in message
+    assert not excinfo.value.retryable
+
+
+def test_unreachable_endpoint_is_named_and_retryable(
+    options: dict[str, Any], bucket: str
+) -> None:
+    """A port nobody listens on: a SourceError (retryable) that names the
+    endpoint, so a typo in endpoint_url shows."""
+    import socket
+
+    with socket.socket() as sock:  # a port that was free a moment ago
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    closed = f"http://127.0.0.1:{port}"
+    with (
+        S3Source(**{**options, "endpoint_url": closed}) as src,
+        pytest.raises(SourceError) as excinfo,
+    ):
+        src.stat(f"s3://{bucket}/k")
+    assert closed in str(excinfo.value)
+    assert "endpoint_url" in str(excinfo.value)
+    assert excinfo.value.retryable
+
+
+def test_programming_errors_are_not_disguised(options: dict[str, Any]) -> None:
+    """A bug (a TypeError from our own code) is not turned into a retryable
+    SourceError: library_error only claims the libraries' exceptions."""
+    with S3Source(**options) as src:
+        assert src.library_error(TypeError("bug"), "x") is None
+        assert isinstance(src.library_error(ConnectionError("x"), "x"), SourceError)
