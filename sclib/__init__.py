@@ -9,7 +9,11 @@ The public API is what this module exports; everything else may change.
 from __future__ import annotations
 
 import os as _os
+from collections.abc import Callable as _Callable
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
+from typing import Literal as _Literal
+from typing import overload as _overload
 
 from sclib.backends import JobStore, open_store
 from sclib.backends.base import ClaimedJob
@@ -52,39 +56,140 @@ from sclib.monitor import HealthThresholds, JobMonitor
 __version__ = "0.1.0.dev0"
 
 
+_DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+
+if _TYPE_CHECKING:
+    from sclib.client.models import UploadResult, UploadStatus
+    from sclib.transfers import TransferConfig as TransferConfig
+    from sclib.transfers import TransferEngine as TransferEngine
+    from sclib.transfers.progress import ProgressOption, TransferProgress
+
+#: what a running job last reported (``Progress`` is the same class)
+JobProgress = Progress
+
+
+@_overload
 def upload(
     path: str | _os.PathLike[str],
-    server: str = "http://127.0.0.1:8000",
+    base_url: str = ...,
+    *,
+    token: str | None = ...,
+    wait: _Literal[True] = ...,
+    progress: ProgressOption = ...,
+    timeout: float | None = ...,
+    **fields: _Any,
+) -> UploadStatus: ...
+
+
+@_overload
+def upload(
+    path: str | _os.PathLike[str],
+    base_url: str = ...,
+    *,
+    token: str | None = ...,
+    wait: _Literal[False],
+    progress: ProgressOption = ...,
+    timeout: float | None = ...,
+    **fields: _Any,
+) -> UploadResult: ...
+
+
+def upload(
+    path: str | _os.PathLike[str],
+    base_url: str = _DEFAULT_BASE_URL,
     *,
     token: str | None = None,
     wait: bool = True,
-    progress: bool = True,
-    **options: _Any,
-) -> _Any:
-    """Upload a file (or every file of a folder, into one dataset) to a server.
+    progress: ProgressOption = True,
+    timeout: float | None = None,
+    **fields: _Any,
+) -> UploadStatus | UploadResult:
+    """Upload one file to a server (``sclib serve``, or ScientistCloud's) as a
+    new dataset, and follow its job to the end.
 
-    The notebook one-liner over :class:`sclib.client.Client`: ``options`` are the
+    The notebook one-liner over :class:`sclib.client.Client`: ``fields`` are the
     dataset fields (``dataset_name``, ``sensor``, ``convert``, ...). With ``wait``
-    it follows the job(s) to the end and returns their final status (a list for a
-    folder); otherwise the upload result(s). Large files go in parallel, verified,
-    resumable chunks: calling it again after an interruption continues.
+    (the default) it returns the job's final :class:`~sclib.client.UploadStatus`
+    (``timeout`` seconds at most); with ``wait=False`` the
+    :class:`~sclib.client.UploadResult` at once. ``progress=True`` draws a bar, a
+    callable gets the fraction sent (0..1). Large files go in parallel, verified,
+    resumable chunks: calling it again after an interruption continues. A folder
+    is :func:`upload_folder`'s.
     """
     from pathlib import Path
 
     from sclib.client import Client
 
-    with Client(server, token=token) as client:
-        if Path(path).is_dir():
-            results = client.upload_directory(path, progress=progress, **options)
-            if not wait:
-                return results
-            return [
-                client.wait_for_completion(r.job_id, progress=progress) for r in results
-            ]
-        result = client.upload_file(path, progress=progress, **options)
+    if "server" in fields:  # the name this argument had before 0.1
+        base_url = fields.pop("server")
+    if Path(path).is_dir():
+        raise InvalidInput(
+            f"{path} is a folder: sclib.upload_folder({str(path)!r}, ...) uploads "
+            "every file in it into one dataset"
+        )
+    bar, callback = _client_progress(progress)
+    if callback is not None:
+        fields["progress_callback"] = callback
+    with Client(base_url, token=token) as client:
+        result = client.upload_file(path, progress=bar, **fields)
         if not wait:
             return result
-        return client.wait_for_completion(result.job_id, progress=progress)
+        return client.wait_for_completion(result.job_id, timeout, progress=bar)
+
+
+def upload_folder(
+    path: str | _os.PathLike[str],
+    base_url: str = _DEFAULT_BASE_URL,
+    *,
+    token: str | None = None,
+    progress: ProgressOption = True,
+    timeout: float | None = None,
+    **fields: _Any,
+) -> list[UploadStatus]:
+    """Upload every file under a folder into one new dataset (paths kept) and
+    follow the jobs to the end; the final status of each file's job, in the
+    order the files went. Arguments as in :func:`upload`."""
+    from sclib.client import Client
+
+    bar, callback = _client_progress(progress)
+    if callback is not None:
+        fields["progress_callback"] = callback
+    with Client(base_url, token=token) as client:
+        results = client.upload_directory(path, progress=bar, **fields)
+        return [
+            client.wait_for_completion(r.job_id, timeout, progress=bar) for r in results
+        ]
+
+
+def _client_progress(
+    progress: ProgressOption,
+) -> tuple[bool, _Callable[[float], object] | None]:
+    """``progress=`` as the client takes it: a bar, or a fraction callback."""
+    if progress is None or isinstance(progress, bool):
+        return bool(progress), None
+    if callable(progress):
+        return False, progress
+    raise InvalidInput(
+        f"progress must be True, False or a callable taking the fraction sent, "
+        f"got {progress!r}"
+    )
+
+
+_LAZY = {
+    "TransferEngine": "sclib.transfers",
+    "TransferConfig": "sclib.transfers",
+    "TransferProgress": "sclib.transfers.progress",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    """The transfer engine, loaded on first use (``import sclib`` stays light)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sclib' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 
 __all__ = [
@@ -104,6 +209,7 @@ __all__ = [
     "JobEvent",
     "JobMonitor",
     "JobNotFound",
+    "JobProgress",
     "JobQueue",
     "JobStatus",
     "JobStore",
@@ -118,6 +224,9 @@ __all__ = [
     "Progress",
     "RetryPolicy",
     "SclibError",
+    "TransferConfig",
+    "TransferEngine",
+    "TransferProgress",
     "UnknownJobType",
     "Worker",
     "WorkerStats",
@@ -127,4 +236,5 @@ __all__ = [
     "dataset_status_trail",
     "open_store",
     "upload",
+    "upload_folder",
 ]

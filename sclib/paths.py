@@ -1,4 +1,5 @@
-"""Paths from users: accepted only when they cannot leave their folder.
+"""Paths from users, accepted only when they cannot leave their folder; and
+where sclib keeps its own per-user state.
 
 A path a user sends (a file name, a ``relative_path``, an archive entry) is
 *refused*, not silently repaired, when it could escape the folder it belongs in:
@@ -10,12 +11,13 @@ POSIX path of ordinary names; joined under its folder it cannot escape it, and
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path, PurePosixPath
 
 from sclib.errors import InvalidInput
 
-__all__ = ["safe_filename", "safe_join", "safe_relative_path"]
+__all__ = ["safe_filename", "safe_join", "safe_relative_path", "user_state_dir"]
 
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_NAME = 255
@@ -79,3 +81,18 @@ def safe_join(root: Path, *relative: str) -> Path:
     if resolved != resolved_root and resolved_root not in resolved.parents:
         raise InvalidInput(f"path {'/'.join(relative)!r} leaves its folder")
     return target
+
+
+def user_state_dir() -> Path:
+    """The folder where sclib keeps per-user state that must survive a restart
+    (the transfer engine's sessions): ``$SCLIB_STATE_DIR`` if set, otherwise the
+    platform's convention for application state (platformdirs): on Linux
+    ``$XDG_STATE_HOME/sclib`` or ``~/.local/state/sclib``, on macOS
+    ``~/Library/Application Support/sclib``, on Windows
+    ``%LOCALAPPDATA%\\sclib``. It is not created here."""
+    override = os.environ.get("SCLIB_STATE_DIR")
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("sclib", appauthor=False))

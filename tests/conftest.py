@@ -6,6 +6,9 @@ once per test session in a process of its own and stopped at the end. With
 ``SCLIB_TEST_MONGOWIRE_PORT`` set, the tests use the server already listening on
 that port of 127.0.0.1 instead (several test processes can share one server:
 every test uses a database of its own).
+
+Every test runs with ``SCLIB_STATE_DIR`` set to a folder of the test session
+(subprocesses inherit it), so nothing writes to the user's own state folder.
 """
 
 from __future__ import annotations
@@ -16,6 +19,28 @@ from collections.abc import Iterator
 import pytest
 
 from tests.mongowire.process import WireServerProcess, start_server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep sclib's per-user state (transfer sessions) inside the test session."""
+    if "SCLIB_STATE_DIR" not in os.environ:
+        import tempfile
+
+        made = tempfile.mkdtemp(prefix="sclib-test-state-")
+        os.environ["SCLIB_STATE_DIR"] = made
+        config.stash[_MADE_STATE] = made
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    made = config.stash.get(_MADE_STATE, None)
+    if made is not None:
+        import shutil
+
+        shutil.rmtree(made, ignore_errors=True)
+        os.environ.pop("SCLIB_STATE_DIR", None)
+
+
+_MADE_STATE = pytest.StashKey[str]()
 
 
 @pytest.fixture(scope="session")

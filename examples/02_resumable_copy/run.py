@@ -19,7 +19,9 @@ def main() -> None:
         (src / "frames").mkdir(parents=True, exist_ok=True)
         (src / "frames" / f"frame_{n:04d}.raw").write_bytes(os.urandom(3 * 2**20))
     sessions = open_session_store(f"sqlite:///{folder}/sessions.db")
-    engine = TransferEngine(sessions, TransferConfig(chunk_size=256 * 1024))
+    engine = TransferEngine(
+        sessions=sessions, config=TransferConfig(chunk_size=256 * 1024)
+    )
 
     stop = threading.Event()
 

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     show = not (args.no_progress or args.json) and sys.stderr.isatty()
     subscribers = [TqdmSubscriber("copy", file=sys.stderr)] if show else []
     try:
-        result = TransferEngine(sessions, config).copy(
+        result = TransferEngine(sessions=sessions, config=config).copy(
             args.source,
             args.destination,
             include=args.include,

@@ -148,7 +148,7 @@ class BackupHandler:
             normalise_destination(a, "allowed destination") for a in allowed
         ]
         self.destination_options = dict(destination_options or {})
-        self.engine = TransferEngine(sessions, config)
+        self.engine = TransferEngine(sessions=sessions, config=config)
 
     def destination_for(self, value: object) -> str:
         """The job's destination, checked against the allowed ones."""

@@ -128,7 +128,7 @@ class GoogleSyncHandler:
         self.drive_options = dict(drive_options or {})
         self.token_uris = frozenset(token_uris)
         self.pipeline = pipeline
-        self.engine = TransferEngine(sessions, config)
+        self.engine = TransferEngine(sessions=sessions, config=config)
 
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
         return run_sync_job(

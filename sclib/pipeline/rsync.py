@@ -315,7 +315,7 @@ class RsyncHandler:
         self, ctx: JobContext, source: RsyncSource, data: Path
     ) -> dict[str, tuple[int, str]]:
         """Copy a local source with the TransferEngine (no rsync here)."""
-        engine = TransferEngine(self.sessions)
+        engine = TransferEngine(sessions=self.sessions)
         into = data / source.name if Path(source.arg).is_dir() else data
         into.mkdir(parents=True, exist_ok=True)
         result = engine_copy(ctx, engine, source.arg, str(into) + "/")

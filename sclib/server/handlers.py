@@ -558,7 +558,7 @@ class UploadHandler:
         target = safe_join(folder, relative) if relative else folder
         target.mkdir(parents=True, exist_ok=True)
         cancel = threading.Event()
-        engine = TransferEngine(self.sessions)
+        engine = TransferEngine(sessions=self.sessions)
         destination = target.resolve().as_uri() + "/"
         if spec.source_type == "server_path" and name:
             destination = (target.resolve() / safe_filename(str(name))).as_uri()

@@ -10,6 +10,12 @@ fixtures:
 
 The suite checks describing, listing, ranged and sequential reads, and errors; and
 it runs the real engine over the plugin, so a plugin that passes copies correctly.
+
+A plugin over a network service should also override the ``unreachable`` fixture:
+a source pointed at a service that cannot be reached (a closed port on
+127.0.0.1) and a URL on it. The suite then checks that what the client library
+raises reaches the caller as sclib's error (retryable, or a
+:class:`~sclib.errors.ConfigurationError`), never as the library's own class.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ from pathlib import Path
 import pytest
 from blake3 import blake3
 
-from sclib.errors import SourceNotFound
+from sclib.errors import ConfigurationError, SclibError, SourceNotFound
 from sclib.transfers.engine import TransferConfig, TransferEngine
+from sclib.transfers.sessions import MemorySessionStore
 from sclib.transfers.sources import Source, SourceObject
 
 __all__ = ["SourceContract", "SourceTree"]
@@ -64,6 +71,12 @@ class SourceContract:
     @pytest.fixture
     def tree(self) -> SourceTree:  # pragma: no cover - overridden
         raise NotImplementedError("provide a `tree` fixture")
+
+    @pytest.fixture
+    def unreachable(self) -> tuple[Source, str] | None:
+        """Override for a network source: (a source whose service cannot be
+        reached, a URL on it). ``None`` skips the test that uses it."""
+        return None
 
     def test_stat_describes_each_object(self, source: Source, tree: SourceTree) -> None:
         """stat() gives the size, an empty key and a non-empty identity."""
@@ -121,10 +134,25 @@ class SourceContract:
         scheme = tree.folder.split("://", 1)[0] if "://" in tree.folder else "file"
         monkeypatch.setitem(registry._registry, scheme, lambda **_: source)
         monkeypatch.setattr(source, "close", lambda: None)
-        result = TransferEngine(config=TransferConfig(chunk_size=4096)).copy(
-            tree.folder, str(tmp_path / "copy") + "/"
-        )
+        result = TransferEngine(
+            sessions=MemorySessionStore(), config=TransferConfig(chunk_size=4096)
+        ).copy(tree.folder, str(tmp_path / "copy") + "/")
         assert {f.key for f in result.files} == set(tree.files)
         for f in result.files:
             assert (tmp_path / "copy" / f.key).read_bytes() == tree.files[f.key]
             assert f.blake3 == blake3(tree.files[f.key]).hexdigest()
+
+    def test_unreachable_service_raises_sclib_errors(
+        self, unreachable: tuple[Source, str] | None
+    ) -> None:
+        """A service that cannot be reached gives sclib's error, retryable (or a
+        ConfigurationError with a hint), not the client library's exception."""
+        if unreachable is None:
+            pytest.skip("this source has no `unreachable` fixture")
+        source, url = unreachable
+        for call in (lambda: source.stat(url), lambda: list(source.walk(url))):
+            with pytest.raises(SclibError) as excinfo:
+                call()
+            error = excinfo.value
+            assert error.retryable or isinstance(error, ConfigurationError), error
+            assert str(error), "the message says what went wrong"

@@ -2,7 +2,8 @@
 
 :class:`TransferEngine` copies from any source plugin (:mod:`.sources`: local files,
 S3, GCS, Google Drive, HTTP(S), any fsspec protocol) to a local folder or an object
-store, keeping resumable state in a :class:`~.sessions.SessionStore`.
+store, keeping resumable state in a :class:`~.sessions.SessionStore` (by default
+a SQLite file in the per-user state folder, so a copy resumes in a later process).
 
 Nothing here is imported by ``import sclib``; optional dependencies load only when
 their scheme is used.
@@ -19,11 +20,18 @@ from sclib.transfers.engine import (
     open_destination,
 )
 from sclib.transfers.plan import ChunkPlan, auto_chunk_size, parse_size
-from sclib.transfers.progress import CallbackSubscriber, Progress, TqdmSubscriber
+from sclib.transfers.progress import (
+    CallbackSubscriber,
+    Progress,
+    ProgressSubscriber,
+    TqdmSubscriber,
+    TransferProgress,
+)
 from sclib.transfers.sessions import (
     MemorySessionStore,
     SessionStore,
     TransferSession,
+    default_session_store,
     open_session_store,
 )
 from sclib.transfers.sources import Source, SourceObject, open_source, register
@@ -34,6 +42,7 @@ __all__ = [
     "FileResult",
     "MemorySessionStore",
     "Progress",
+    "ProgressSubscriber",
     "SessionStore",
     "Source",
     "SourceObject",
@@ -41,9 +50,11 @@ __all__ = [
     "TransferConfig",
     "TransferEngine",
     "TransferFuture",
+    "TransferProgress",
     "TransferResult",
     "TransferSession",
     "auto_chunk_size",
+    "default_session_store",
     "open_destination",
     "open_session_store",
     "open_source",

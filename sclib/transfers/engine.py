@@ -64,7 +64,14 @@ from sclib.transfers.plan import (
     auto_chunk_size,
     check_chunk_size,
 )
-from sclib.transfers.progress import Progress, ProgressTracker, receiving
+from sclib.transfers.progress import (
+    ProgressOption,
+    ProgressSubscriber,
+    ProgressTracker,
+    TransferProgress,
+    progress_subscribers,
+    receiving,
+)
 from sclib.transfers.sessions import (
     COMPLETED,
     ChunkRecord,
@@ -115,6 +122,17 @@ class TransferConfig:
     executor: Literal["threads", "serial"] = "threads"
 
     def __post_init__(self) -> None:
+        if self.chunk_size is not None:
+            if isinstance(self.chunk_size, bool) or not isinstance(
+                self.chunk_size, int
+            ):
+                raise InvalidInput(
+                    f"chunk_size must be an int (bytes) or None, got "
+                    f"{self.chunk_size!r}; parse_size('8MiB') reads a size"
+                )
+            check_chunk_size(self.chunk_size, 0)
+        if self.retry_delay < 0:
+            raise InvalidInput(f"retry_delay must be >= 0, got {self.retry_delay}")
         if self.parallel < 1:
             raise InvalidInput(f"parallel must be >= 1, got {self.parallel}")
         if self.max_attempts < 1:
@@ -201,7 +219,7 @@ class TransferFuture:
         self._cancel = cancel
 
     @property
-    def progress(self) -> Progress:
+    def progress(self) -> TransferProgress:
         return self._tracker.snapshot
 
     def result(self, timeout: float | None = None) -> TransferResult:
@@ -222,20 +240,49 @@ class TransferFuture:
 class TransferEngine:
     """Copies objects between sources and destinations; see the module docstring.
 
-    :param sessions: where resumable state lives; ``None`` keeps it in memory
-        (no resume across processes).
+    :param sessions: where resumable state lives. By default a SQLite file in the
+        per-user state folder (:func:`sclib.transfers.sessions.default_session_store`),
+        so a copy interrupted in one process resumes in any later one, and a copy
+        run again skips the files it already finished.
+        ``MemorySessionStore()`` keeps state in this process only.
     :param config: the engine's knobs (:class:`TransferConfig`).
+
+    Use it as a context manager (or call :meth:`close`) to close a session store
+    it opened itself; a store you pass in stays yours to close.
     """
 
     def __init__(
-        self, sessions: SessionStore | None = None, config: TransferConfig | None = None
+        self,
+        *,
+        sessions: SessionStore | None = None,
+        config: TransferConfig | None = None,
     ) -> None:
+        if config is not None and not isinstance(config, TransferConfig):
+            raise InvalidInput(
+                f"config must be a TransferConfig, got {type(config).__name__}"
+            )
+        if sessions is not None and not isinstance(sessions, SessionStore):
+            raise InvalidInput(
+                f"sessions must be a SessionStore, got {type(sessions).__name__}"
+            )
+        self._owns_sessions = sessions is None
         if sessions is None:
-            from sclib.transfers.sessions import MemorySessionStore
+            from sclib.transfers.sessions import default_session_store
 
-            sessions = MemorySessionStore()
+            sessions = default_session_store()
         self.sessions = sessions
         self.config = config or TransferConfig()
+
+    def close(self) -> None:
+        """Close the session store if the engine opened it."""
+        if self._owns_sessions:
+            self.sessions.close()
+
+    def __enter__(self) -> TransferEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- public API ------------------------------------------------------------------
 
@@ -248,7 +295,8 @@ class TransferEngine:
         exclude: Sequence[str] = (),
         source_options: Mapping[str, Any] | None = None,
         dest_options: Mapping[str, Any] | None = None,
-        subscribers: Iterable[Any] = (),
+        progress: ProgressOption = False,
+        subscribers: Iterable[ProgressSubscriber] = (),
         restart: bool = False,
         cancel: threading.Event | None = None,
         tracker: ProgressTracker | None = None,
@@ -258,9 +306,15 @@ class TransferEngine:
         A single object goes to ``destination`` itself, or into it if it ends with
         ``/`` or is an existing local folder. A folder or prefix is copied under
         ``destination`` with the same relative paths.
+
+        ``progress=True`` draws a bar (a widget in notebooks); a callable gets the
+        verified fraction (0..1), as everywhere in sclib; ``subscribers`` hear
+        every :class:`~sclib.transfers.progress.TransferProgress` snapshot.
         """
         started = time.monotonic()
-        tracker = tracker or ProgressTracker(subscribers)
+        tracker = tracker or ProgressTracker(
+            progress_subscribers(progress, subscribers, label=_label(source))
+        )
         cancel = cancel or threading.Event()
         src = open_source(source, **dict(source_options or {}))
         try:
@@ -287,16 +341,39 @@ class TransferEngine:
         tracker.done(result=result)
         return result
 
-    def submit(self, source: str, destination: str, **options: Any) -> TransferFuture:
-        """Start :meth:`copy` in a background thread; returns a future."""
-        tracker = ProgressTracker(options.pop("subscribers", ()))
+    def submit(
+        self,
+        source: str,
+        destination: str,
+        *,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        source_options: Mapping[str, Any] | None = None,
+        dest_options: Mapping[str, Any] | None = None,
+        progress: ProgressOption = False,
+        subscribers: Iterable[ProgressSubscriber] = (),
+        restart: bool = False,
+    ) -> TransferFuture:
+        """Start :meth:`copy` in a background thread; returns a future (with the
+        same arguments, and :meth:`TransferFuture.cancel`)."""
+        tracker = ProgressTracker(
+            progress_subscribers(progress, subscribers, label=_label(source))
+        )
         cancel = threading.Event()
         future = TransferFuture(tracker, cancel)
 
         def run() -> None:
             try:
                 result = self.copy(
-                    source, destination, cancel=cancel, tracker=tracker, **options
+                    source,
+                    destination,
+                    include=include,
+                    exclude=exclude,
+                    source_options=source_options,
+                    dest_options=dest_options,
+                    restart=restart,
+                    cancel=cancel,
+                    tracker=tracker,
                 )
             except BaseException as exc:
                 future._future.set_exception(exc)
@@ -743,6 +820,14 @@ class TransferEngine:
             chunks_reused=reused,
             session_id=session.id,
         )
+
+
+def _label(url: str) -> str:
+    """A progress bar's label for a copy of ``url``: its file or folder name
+    (never a query string or credentials)."""
+    path = urlsplit(url).path if "://" in url else url
+    name = unquote(PurePosixPath(path.rstrip("/")).name)
+    return name or urlsplit(url).netloc.rpartition("@")[2] or "copy"
 
 
 def _object_name(obj: SourceObject) -> str:

@@ -15,7 +15,7 @@ Four byte counts, because they are different facts:
   after an interruption.
 
 ``bytes_received`` is never a promise about the destination: only
-``bytes_verified`` is, and :attr:`Progress.fraction` counts only those.
+``bytes_verified`` is, and :attr:`TransferProgress.fraction` counts only those.
 
 Sources report bytes as they arrive by calling :func:`received` from the thread
 that runs their ``read``/``read_into`` (:func:`receiver` hands the callback to
@@ -23,9 +23,18 @@ code that runs elsewhere, such as an event loop); the engine sets the callback
 for each read with :func:`receiving`. A source that never calls it still counts:
 its bytes are received at once when its read returns.
 
-A subscriber is any object with some of ``on_queued(**kw)``, ``on_progress(**kw)``
-and ``on_done(**kw)``; missing methods are skipped. :class:`TqdmSubscriber` draws a
-progress bar (``tqdm.auto``: a widget in notebooks, text elsewhere).
+Everywhere in sclib (the engine, the client, ``sclib.upload``, the CLI) progress
+is asked for the same way: ``progress=True`` draws a bar, a callable gets the
+verified fraction (0..1), and ``subscribers`` are the advanced form: objects with
+``on_progress(progress=...)`` and, if they like, ``on_queued(progress=...)`` and
+``on_done(progress=..., result=... | error=...)`` (:class:`ProgressSubscriber`).
+:class:`TqdmSubscriber` draws the bar (``tqdm.auto``: a widget in notebooks with
+the ``notebook`` extra, text elsewhere); its rate counts only the bytes moved in
+this run, not those an earlier run already verified.
+
+``TransferProgress`` is the progress of a transfer; a job's progress is
+:class:`sclib.JobProgress` (``sclib.Progress``). ``Progress`` here is an alias
+kept for code written before the rename.
 """
 
 from __future__ import annotations
@@ -36,13 +45,17 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 __all__ = [
     "CallbackSubscriber",
     "Progress",
+    "ProgressOption",
+    "ProgressSubscriber",
     "ProgressTracker",
     "TqdmSubscriber",
+    "TransferProgress",
+    "progress_subscribers",
     "received",
     "receiver",
     "receiving",
@@ -52,7 +65,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class Progress:
+class TransferProgress:
     """A snapshot of a transfer's progress."""
 
     files_total: int = 0
@@ -78,6 +91,25 @@ class Progress:
             return 1.0
         at_hand = max(self.bytes_received, self.bytes_verified)
         return min(1.0, at_hand / self.bytes_total)
+
+
+#: the name this class had before job and transfer progress got distinct names
+Progress = TransferProgress
+
+
+@runtime_checkable
+class ProgressSubscriber(Protocol):
+    """What the engine calls with each :class:`TransferProgress` snapshot (at
+    most ``rate`` times a second, and always at the end). A subscriber may also
+    define ``on_queued(*, progress, **kw)`` (the totals are known) and
+    ``on_done(*, progress, result=None, error=None, **kw)``; the engine skips
+    what a subscriber lacks, and logs (never raises) what a subscriber raises."""
+
+    def on_progress(self, *, progress: TransferProgress, **kw: Any) -> None: ...
+
+
+#: ``progress=``: ``True`` for a bar, a callable for the verified fraction (0..1)
+ProgressOption: TypeAlias = bool | Callable[[float], object] | None
 
 
 _local = threading.local()
@@ -112,15 +144,17 @@ def receiving(callback: Callable[[int], None]) -> Iterator[None]:
 class ProgressTracker:
     """Thread-safe counters that notify subscribers (at most ``rate`` times/s)."""
 
-    def __init__(self, subscribers: Iterable[Any] = (), *, rate: float = 10.0) -> None:
+    def __init__(
+        self, subscribers: Iterable[ProgressSubscriber] = (), *, rate: float = 10.0
+    ) -> None:
         self._subscribers = list(subscribers)
         self._lock = threading.Lock()
-        self._state = Progress()
+        self._state = TransferProgress()
         self._interval = 1.0 / rate if rate > 0 else 0.0
         self._last = 0.0
 
     @property
-    def snapshot(self) -> Progress:
+    def snapshot(self) -> TransferProgress:
         with self._lock:
             return self._state
 
@@ -169,17 +203,46 @@ class ProgressTracker:
 
 class CallbackSubscriber:
     """Calls ``fn(fraction)`` with the verified fraction (the seed's
-    ``progress_callback=lambda p: ...``)."""
+    ``progress_callback=lambda p: ...``), never twice with the same value."""
 
-    def __init__(self, fn: Any) -> None:
+    def __init__(self, fn: Callable[[float], object]) -> None:
         self.fn = fn
+        self._last: float | None = None
 
-    def on_progress(self, progress: Progress, **_: Any) -> None:
-        self.fn(progress.fraction)
+    def on_progress(self, *, progress: TransferProgress, **_: Any) -> None:
+        fraction = progress.fraction
+        if fraction != self._last:
+            self._last = fraction
+            self.fn(fraction)
+
+
+def progress_subscribers(
+    progress: ProgressOption,
+    subscribers: Iterable[ProgressSubscriber] = (),
+    *,
+    label: str = "sclib",
+) -> list[ProgressSubscriber]:
+    """The subscribers ``progress=`` asks for, then ``subscribers``: a
+    :class:`TqdmSubscriber` labelled ``label`` for ``True``, a
+    :class:`CallbackSubscriber` for a callable, nothing for ``False``/``None``."""
+    found: list[ProgressSubscriber] = []
+    if progress is True:
+        found.append(TqdmSubscriber(label))
+    elif callable(progress):
+        found.append(CallbackSubscriber(progress))
+    elif progress not in (False, None):
+        raise TypeError(
+            f"progress must be True, False or a callable taking the fraction "
+            f"done, got {progress!r}"
+        )
+    found.extend(subscribers)
+    return found
 
 
 class TqdmSubscriber:
-    """A tqdm progress bar over verified bytes (``tqdm.auto``)."""
+    """A tqdm progress bar over verified bytes (``tqdm.auto``), labelled
+    ``desc``. Its rate and time left count only the bytes this run moved: bytes
+    an earlier run verified (``bytes_reused``) are the bar's starting point."""
 
     def __init__(self, desc: str = "sclib", **tqdm_options: Any) -> None:
         self.desc = desc
@@ -200,13 +263,15 @@ class TqdmSubscriber:
             )
         return self.bar
 
-    def on_queued(self, progress: Progress, **_: Any) -> None:
+    def on_queued(self, *, progress: TransferProgress, **_: Any) -> None:
         bar = self._bar(progress.bytes_total)
         bar.total = progress.bytes_total
         bar.refresh()
 
-    def on_progress(self, progress: Progress, **_: Any) -> None:
+    def on_progress(self, *, progress: TransferProgress, **_: Any) -> None:
         bar = self._bar(progress.bytes_total)
+        # tqdm's average rate is (n - initial) / elapsed: reused bytes start it
+        bar.initial = progress.bytes_reused
         bar.n = progress.bytes_verified
         bar.set_postfix(
             files=f"{progress.files_done}/{progress.files_total}", refresh=False

@@ -30,6 +30,7 @@ __all__ = [
     "MemorySessionStore",
     "SessionStore",
     "TransferSession",
+    "default_session_store",
     "new_session",
     "open_session_store",
     "session_key",
@@ -280,6 +281,27 @@ class MemorySessionStore(SessionStore):
     def delete(self, session_id: str) -> None:
         with self._lock:
             self._sessions.pop(session_id, None)
+
+
+def default_session_store() -> SessionStore:
+    """The session store :class:`~sclib.transfers.TransferEngine` uses when given
+    none: ``transfers.sqlite3`` in :func:`sclib.paths.user_state_dir` (created
+    if needed), shared by every process of the user, so a copy resumes in any
+    later process and a finished file is not sent again."""
+    from sclib.backends.sqlite_sessions import SQLiteSessionStore
+    from sclib.errors import ConfigurationError
+    from sclib.paths import user_state_dir
+
+    folder = user_state_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create the transfer state folder {folder} ({exc.strerror}): "
+            "set SCLIB_STATE_DIR to a writable folder, or pass "
+            "sessions=MemorySessionStore() to keep no state"
+        ) from exc
+    return SQLiteSessionStore(str(folder / "transfers.sqlite3"))
 
 
 def open_session_store(url: str, **options: Any) -> SessionStore:

@@ -578,25 +578,41 @@ def test_upload_jobs_list_and_cancel(live_server: LiveServer) -> None:
 
 
 def test_sclib_upload_one_liner(live_server: LiveServer, tmp_path: Path) -> None:
-    """sclib.upload() uploads a file or a folder and follows the jobs to the end."""
+    """sclib.upload() uploads a file and sclib.upload_folder() a folder, and
+    both follow the jobs to the end; a folder given to upload() is refused with
+    the name of the function that takes it; a progress callback gets fractions."""
     import sclib
+    from sclib.errors import InvalidInput
 
     single = tmp_path / "one.raw"
     single.write_bytes(os.urandom(1000))
+    fractions: list[float] = []
     status = sclib.upload(
         single,
         live_server.url,
         token=live_server.token(),
         dataset_name="One",
         sensor="OTHER",
-        progress=False,
+        progress=fractions.append,
     )
     assert status.status == "completed"
+    assert fractions and fractions[-1] == 1.0
+    started = sclib.upload(
+        single,
+        base_url=live_server.url,
+        token=live_server.token(),
+        sensor="OTHER",
+        wait=False,
+        progress=False,
+    )
+    assert started.job_id
     folder = tmp_path / "many"
     (folder / "sub").mkdir(parents=True)
     (folder / "a.raw").write_bytes(b"a" * 10)
     (folder / "sub" / "b.raw").write_bytes(b"b" * 10)
-    statuses = sclib.upload(
+    with pytest.raises(InvalidInput, match="upload_folder"):
+        sclib.upload(folder, live_server.url, token=live_server.token())
+    statuses = sclib.upload_folder(
         folder,
         live_server.url,
         token=live_server.token(),

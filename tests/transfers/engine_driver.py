@@ -32,7 +32,8 @@ def main() -> None:
     install()
     sessions = SQLiteSessionStore(db)
     engine = TransferEngine(
-        sessions, TransferConfig(chunk_size=int(chunk), parallel=int(parallel))
+        sessions=sessions,
+        config=TransferConfig(chunk_size=int(chunk), parallel=int(parallel)),
     )
     options = {"delay": delay} if src.startswith("slow://") else {}
     result = engine.copy(src, dest, source_options=options)

@@ -28,8 +28,8 @@ def engine(
     sessions: MemorySessionStore, chunk: int, executor: str, parallel: int = 3
 ) -> TransferEngine:
     return TransferEngine(
-        sessions,
-        TransferConfig(
+        sessions=sessions,
+        config=TransferConfig(
             chunk_size=chunk,
             parallel=parallel,
             executor=executor,  # type: ignore[arg-type]
@@ -233,8 +233,8 @@ def test_transient_errors_are_retried(tmp_path: Path) -> None:
     """Each chunk failing twice with a retryable error still completes."""
     data = write(tmp_path / "src.bin", 40 * KIB + 3)
     eng = TransferEngine(
-        MemorySessionStore(),
-        TransferConfig(chunk_size=8 * KIB, max_attempts=3, retry_delay=0.0),
+        sessions=MemorySessionStore(),
+        config=TransferConfig(chunk_size=8 * KIB, max_attempts=3, retry_delay=0.0),
     )
     eng.copy(
         f"transient://{tmp_path}/src.bin",

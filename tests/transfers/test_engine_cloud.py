@@ -80,7 +80,8 @@ def test_interrupted_s3_upload_resumes_the_same_multipart_upload(
     (tmp_path / "big.raw").write_bytes(data)
     sessions = MemorySessionStore()
     engine = TransferEngine(
-        sessions, TransferConfig(chunk_size=8 * MIB, parallel=2, retry_delay=0)
+        sessions=sessions,
+        config=TransferConfig(chunk_size=8 * MIB, parallel=2, retry_delay=0),
     )
     url = f"s3://{s3['bucket']}/resume/big.raw"
     with pytest.raises(Interrupted):
@@ -140,7 +141,8 @@ def test_lost_gcs_part_is_sent_again_on_resume(
     (tmp_path / "big.raw").write_bytes(data)
     sessions = MemorySessionStore()
     engine = TransferEngine(
-        sessions, TransferConfig(chunk_size=8 * MIB, parallel=1, retry_delay=0)
+        sessions=sessions,
+        config=TransferConfig(chunk_size=8 * MIB, parallel=1, retry_delay=0),
     )
     url = f"gs://{gcs['bucket']}/lost/big.raw"
     with pytest.raises(Interrupted):
@@ -218,7 +220,7 @@ def test_s3_source_chunks_share_gets_and_resume_skips_what_landed(
     gets = _count_gets(monkeypatch, span=8 * MIB)
     sessions = MemorySessionStore()
     config = TransferConfig(chunk_size=MIB, parallel=3, max_attempts=1)
-    engine = TransferEngine(sessions, config)
+    engine = TransferEngine(sessions=sessions, config=config)
 
     whole = engine.copy(url, str(tmp_path / "whole.bin"), source_options=s3["options"])
     assert (tmp_path / "whole.bin").read_bytes() == data
@@ -261,7 +263,7 @@ def test_s3_to_s3_resume_reads_the_source_once_in_order(
     gets = _count_gets(monkeypatch, span=16 * MIB)
     sessions = MemorySessionStore()
     config = TransferConfig(chunk_size=8 * MIB, parallel=3, max_attempts=1)
-    engine = TransferEngine(sessions, config)
+    engine = TransferEngine(sessions=sessions, config=config)
     options = {"source_options": s3["options"], "dest_options": s3["options"]}
     with _reads_fail_after(2), pytest.raises(SourceError):
         engine.copy(url, dest, **options)

@@ -61,7 +61,9 @@ def test_sequential_source_changed_without_identity_is_refused(tmp_path: Path) -
     """A resumed source with no version identity is compared byte for byte; a
     rewrite of the same size is refused instead of producing a mixed file."""
     (tmp_path / "f.bin").write_bytes(b"A" * 8 * KIB)
-    engine = TransferEngine(MemorySessionStore(), TransferConfig(chunk_size=KIB))
+    engine = TransferEngine(
+        sessions=MemorySessionStore(), config=TransferConfig(chunk_size=KIB)
+    )
     with pytest.raises(Interrupted):
         engine.copy(
             f"anonymous://{tmp_path}/f.bin",
@@ -102,10 +104,17 @@ def test_folder_in_the_way_fails_at_once(tmp_path: Path) -> None:
 
 
 def test_failed_copies_do_not_leak_descriptors(tmp_path: Path) -> None:
-    """Twenty interrupted copies leave no file descriptors open."""
+    """Twenty interrupted copies leave no file descriptors open (the session
+    store's pooled connections are opened by a first copy, before counting)."""
     (tmp_path / "f.bin").write_bytes(os.urandom(16 * KIB))
     fds = Path("/proc/self/fd")
     engine = TransferEngine(config=TransferConfig(chunk_size=KIB))
+    with pytest.raises(Interrupted):
+        engine.copy(
+            f"flaky://{tmp_path}/f.bin",
+            str(tmp_path / "first.bin"),
+            source_options={"fail_after": 3},
+        )
     before = len(list(fds.iterdir()))
     for n in range(20):
         with pytest.raises(Interrupted):
@@ -153,7 +162,7 @@ def test_resumed_progress_and_session_error(tmp_path: Path) -> None:
     no longer carries the earlier error."""
     (tmp_path / "f.bin").write_bytes(os.urandom(8 * KIB))
     sessions = MemorySessionStore()
-    engine = TransferEngine(sessions, TransferConfig(chunk_size=KIB))
+    engine = TransferEngine(sessions=sessions, config=TransferConfig(chunk_size=KIB))
     with pytest.raises(Interrupted):
         engine.copy(
             f"flaky://{tmp_path}/f.bin",

@@ -53,7 +53,9 @@ def test_http_download_resumes_with_ranges(tmp_path: Path) -> None:
     If-Range) instead of starting again from zero."""
     data = os.urandom(512 * KIB)
     sessions = MemorySessionStore()
-    engine = TransferEngine(sessions, TransferConfig(chunk_size=16 * KIB))
+    engine = TransferEngine(
+        sessions=sessions, config=TransferConfig(chunk_size=16 * KIB)
+    )
     stop = threading.Event()
 
     class StopAt100KiB:

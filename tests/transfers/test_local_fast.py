@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def engine(chunk: int, **config: Any) -> TransferEngine:
     return TransferEngine(
-        MemorySessionStore(),
-        TransferConfig(chunk_size=chunk, retry_delay=0.0, **config),
+        sessions=MemorySessionStore(),
+        config=TransferConfig(chunk_size=chunk, retry_delay=0.0, **config),
     )
 
 
@@ -213,7 +213,8 @@ def test_corruption_where_chunks_land_is_caught(
     corrupted = _corrupting_pwrite(monkeypatch, target=2 * MIB, times=10**6)
     sessions = MemorySessionStore()
     eng = TransferEngine(
-        sessions, TransferConfig(chunk_size=MIB, max_attempts=3, retry_delay=0.0)
+        sessions=sessions,
+        config=TransferConfig(chunk_size=MIB, max_attempts=3, retry_delay=0.0),
     )
     with pytest.raises(ChecksumMismatch, match=r"chunk 2 of .*always\.bin"):
         eng.copy(str(tmp_path / "src.bin"), str(tmp_path / "always.bin"))

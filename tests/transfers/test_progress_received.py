@@ -142,13 +142,13 @@ def test_a_resumed_copy_counts_what_it_finds_intact_as_received(
     sessions = MemorySessionStore()
     config = TransferConfig(chunk_size=16 * KIB, executor="serial")
     with pytest.raises(Interrupted):
-        TransferEngine(sessions, config).copy(
+        TransferEngine(sessions=sessions, config=config).copy(
             f"flaky://{src}",
             str(tmp_path / "dst.bin"),
             source_options={"fail_after": 6},
         )
     recorder = Recorder()
-    result = TransferEngine(sessions, config).copy(
+    result = TransferEngine(sessions=sessions, config=config).copy(
         f"flaky://{src}", str(tmp_path / "dst.bin"), subscribers=[recorder]
     )
     assert (tmp_path / "dst.bin").read_bytes() == data

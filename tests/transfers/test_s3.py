@@ -817,12 +817,14 @@ def test_missing_credentials_say_where_credentials_come_from(
 
 
 def test_unreachable_endpoint_is_named_and_retryable(
-    options: dict[str, Any], bucket: str
+    options: dict[str, Any], bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A port nobody listens on: a SourceError (retryable) that names the
-    endpoint, so a typo in endpoint_url shows."""
+    endpoint, so a typo in endpoint_url shows. (botocore's own tries are cut
+    to one; s3fs still tries again.)"""
     import socket
 
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     with socket.socket() as sock:  # a port that was free a moment ago
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
