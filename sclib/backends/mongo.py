@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 _DRIVER_ERRORS: tuple[type[Exception], ...] = (PyMongoError, InvalidDocument)
 
 _FINISHED = ["completed", "failed", "cancelled"]
+#: sclib's jobs: the collection may also hold the original ScientistCloud's
+#: job-queue documents (``job_id``, ``job_type``, ...), which sclib leaves alone
+_OURS: dict[str, Any] = {"type": {"$exists": True}}
 _NO_EVENTS = {"events": False}
 _AFTER = ReturnDocument.AFTER
 
@@ -961,7 +964,7 @@ class MongoJobStore(JobStore):
     @staticmethod
     def _query(filter: JobFilter | None) -> dict[str, Any]:
         f = filter or JobFilter()
-        return {
+        query = {
             k: v
             for k, v in (
                 ("status", f.status),
@@ -971,6 +974,7 @@ class MongoJobStore(JobStore):
             )
             if v is not None
         }
+        return query if "type" in query else {**query, **_OURS}
 
     def count_jobs(self, filter: JobFilter | None = None) -> int:
         try:
@@ -992,12 +996,13 @@ class MongoJobStore(JobStore):
         try:
             rows = self.coll.aggregate(
                 [
+                    {"$match": _OURS},
                     {
                         "$group": {
                             "_id": {"status": "$status", "type": "$type"},
                             "n": {"$sum": 1},
                         }
-                    }
+                    },
                 ]
             )
             return {(r["_id"]["status"], r["_id"]["type"]): r["n"] for r in rows}
