@@ -367,14 +367,16 @@ class LegacyReading:
     """A document read as a dataset: see :func:`read_document`.
 
     ``status``: the sclib status the document means, or None. ``missing``: what
-    sclib could not read (the dataset is then partial). ``notes``: what was read
+    sclib could not read (the dataset is then partial), by reason: ``no-uuid``,
+    ``bad-uuid``, ``no-owner``, ``no-name``, ``unknown-status``, ``no-date``.
+    ``notes``: what was read
     by a guess or with a loss; ``report``: other facts worth saying in a report.
     ``sources``: for each attribute read from another field, that field.
     """
 
     dataset: Dataset
     status: DatasetStatus | None
-    missing: tuple[str, ...] = ()
+    missing: Mapping[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     report: tuple[str, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)
@@ -447,7 +449,7 @@ def read_document(doc: Mapping[str, Any]) -> LegacyReading:
     had to stand in (the ``_id`` for the uuid, an empty owner or name, the status
     text as it is).
     """
-    missing: list[str] = []
+    missing: dict[str, str] = {}
     notes: list[str] = []
     report: list[str] = []
     sources: dict[str, str] = {}
@@ -459,12 +461,11 @@ def read_document(doc: Mapping[str, Any]) -> LegacyReading:
     shown = uuid or _id_text(doc) or "unknown"
     if uuid is None:
         if raw_uuid is None or raw_uuid == "":
-            missing.append(
-                "no uuid"
-                + (f": shown under its MongoDB _id {shown}" if _id_text(doc) else "")
+            missing["no-uuid"] = "no uuid" + (
+                f": shown under its MongoDB _id {shown}" if _id_text(doc) else ""
             )
         else:
-            missing.append(
+            missing["bad-uuid"] = (
                 f"uuid {raw_uuid!r} is not one sclib can use (letters, digits, '.', "
                 "'_' and '-', starting with a letter or digit)"
             )
@@ -474,13 +475,10 @@ def read_document(doc: Mapping[str, Any]) -> LegacyReading:
         sources["owner"] = source
     if owner is None:
         user_id = _text(doc, "user_id")
-        missing.append(
-            "no owner: no user or user_email"
-            + (
-                f" (user_id {user_id!r} is a portal profile id, not an email)"
-                if user_id
-                else ""
-            )
+        missing["no-owner"] = "no owner: no user or user_email" + (
+            f" (user_id {user_id!r} is a portal profile id, not an email)"
+            if user_id
+            else ""
         )
 
     name = _text(doc, "name")
@@ -489,11 +487,11 @@ def read_document(doc: Mapping[str, Any]) -> LegacyReading:
         if name is not None:
             sources["name"] = "dataset_name"
         else:
-            missing.append("no name (or dataset_name)")
+            missing["no-name"] = "no name (or dataset_name)"
 
     status, status_note = read_status(doc.get("status"))
     if status is None:
-        missing.append(status_note or "no status")
+        missing["unknown-status"] = status_note or "no status"
     elif status_note:
         notes.append(status_note)
 
@@ -507,7 +505,7 @@ def read_document(doc: Mapping[str, Any]) -> LegacyReading:
             )
         else:
             created = _EPOCH
-            missing.append(f"no creation date ({', '.join(CREATED_FIELDS)})")
+            missing["no-date"] = f"no creation date ({', '.join(CREATED_FIELDS)})"
     if created_from and created_from != "created_at":
         sources["created_at"] = created_from
     updated, updated_from = _first_date(doc, UPDATED_FIELDS, notes)
@@ -614,19 +612,19 @@ def read_document(doc: Mapping[str, Any]) -> LegacyReading:
         "created_at": created,
         "updated_at": updated,
         "number": number,
-        "notes": tuple(missing + notes),
+        "notes": (*missing.values(), *notes),
     }
     try:
         dataset = Dataset(**kwargs)
     except InvalidInput as exc:  # a slug sclib cannot keep, ...: said, not raised
         notes.append(f"{exc}: left out")
         kwargs.update(slug="", team_uuid=None, folder="", tags=(), files=())
-        kwargs["notes"] = tuple(missing + notes)
+        kwargs["notes"] = (*missing.values(), *notes)
         dataset = Dataset(**kwargs)
     return LegacyReading(
         dataset,
         status,
-        tuple(missing),
+        missing,
         tuple(notes),
         tuple(report),
         sources,
