@@ -374,6 +374,9 @@ class Migrator:
                 f"the newest, {entries[clash.members[0]].label()}, keeps the slug "
                 f"and the older ones are renamed{why}: " + ", ".join(done)
             )
+            if len(movable) == len(clash.members) - 1:
+                clash.resolved = True
+                clash.resolve = "nothing to do (rollback gives the old slugs back)"
 
     def _store_notes(self) -> builtins.list[str]:
         """What the report says about the whole store."""
@@ -484,8 +487,8 @@ class Migrator:
             if not any(j.type in accepted and j.status in LIVE for j in jobs):
                 want = STATUS_JOBS.get(status, "step")
                 item.problems.append(
-                    f"status {status!r} waits for a {want} job, but the dataset has "
-                    "no pending or running one"
+                    f"status {status!r} waits for its {want} job, but the dataset "
+                    "has no pending or running one"
                 )
         for entry in self.docs.ledger_all():
             u = str(entry["_id"])

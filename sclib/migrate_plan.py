@@ -187,7 +187,7 @@ def normalise(doc: Mapping[str, Any], read: LegacyReading) -> dict[str, Any]:
             continue  # none to carry over: sclib's next write sets one
         if not (isinstance(have, datetime) and have.tzinfo is not None):
             changes[name] = value
-    if "tags" in doc and doc["tags"] != list(ds.tags):
+    if doc.get("tags") and doc["tags"] != list(ds.tags):  # "" stays: no tags
         changes["tags"] = list(ds.tags)
     for name, flag in (("is_public", ds.is_public), ("convert", ds.convert)):
         if name in doc and not isinstance(doc[name], bool):
@@ -328,7 +328,7 @@ class Clash:
     without one), ``slug`` (one owner's slug on several datasets) or ``number``
     (the original's numeric ``id``). ``blocking``: its documents are not
     migrated. ``action``: what the migration did; ``resolve``: what a person can
-    do about it.
+    do about it; ``resolved``: the migration resolved it (numbered slugs).
     """
 
     kind: str
@@ -338,6 +338,7 @@ class Clash:
     resolve: str
     blocking: bool
     members: list[int] = field(default_factory=list, repr=False)
+    resolved: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -347,6 +348,7 @@ class Clash:
             "action": self.action,
             "resolve": self.resolve,
             "blocking": self.blocking,
+            "resolved": self.resolved,
         }
 
 
@@ -585,9 +587,10 @@ class MigrationReport:
         return [i for i in self.items if i.problems]
 
     @property
-    def blocking_clashes(self) -> list[Clash]:
-        """The clashes a person must look at: all but numbers."""
-        return [c for c in self.clashes if c.kind != "number"]
+    def open_clashes(self) -> list[Clash]:
+        """The clashes a person must look at: all but repeated numbers and the
+        slugs the migration renumbered."""
+        return [c for c in self.clashes if c.kind != "number" and not c.resolved]
 
     def reported(self) -> dict[str, int]:
         """How many datasets were reported, by reason (one count per reason)."""
@@ -602,7 +605,7 @@ class MigrationReport:
             out[i.action] += 1
         out["imported"] = sum(i.imported for i in self.items if i.action != "skip")
         out["normalised"] = sum(bool(i.changes) for i in self.items)
-        out["clashes"] = len(self.blocking_clashes)
+        out["clashes"] = len(self.open_clashes)
         return out
 
     def to_dict(self) -> dict[str, Any]:

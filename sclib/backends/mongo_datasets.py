@@ -176,8 +176,9 @@ def _to_dataset(doc: Mapping[str, Any]) -> Dataset:
 
 
 def _file_entries(doc: Mapping[str, Any], files: Iterable[DatasetFile]) -> list[Any]:
-    """``files`` as entries; an entry the document holds for the same file keeps
-    its other fields (the original's ``source_path``, ...)."""
+    """``files`` as entries; an entry the document holds for the same file (or
+    one without a digest, being recorded now) keeps its other fields (the
+    original's ``source_path``, ...)."""
     kept: dict[str, tuple[DatasetFile, Mapping[str, Any]]] = {}
     uuid = doc.get("uuid")
     found, _ = file_entries(doc.get("files"), uuid if isinstance(uuid, str) else None)
@@ -186,7 +187,7 @@ def _file_entries(doc: Mapping[str, Any], files: Iterable[DatasetFile]) -> list[
     out: list[Any] = []
     for f in files:
         old = kept.get(f.path)
-        if old is not None and old[0] == f:
+        if old is not None and (old[0] == f or old[0].blake3 is None):
             extra = {
                 k: v for k, v in old[1].items() if k not in ("path", "size", "blake3")
             }

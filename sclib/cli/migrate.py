@@ -171,7 +171,7 @@ def _migrate(migrator: Migrator, args: argparse.Namespace) -> int:
             else ""
         )
         + f"; {c['imported']} from the file, {c['normalised']} documents "
-        f"normalised; {len(report.blocking_clashes)} clashes; {verb}"
+        f"normalised; {len(report.open_clashes)} clashes to look at; {verb}"
     )
     header = ["UUID", "STATUS", "ACTION", "JOB TYPE", "JOB", "NOTES"]
     parts = [table(rows, header)] if rows else []
@@ -204,7 +204,7 @@ def _migrate(migrator: Migrator, args: argparse.Namespace) -> int:
     _print(report.to_dict(), args.json, text)
     if _unknown(args, report.items, "no dataset {} in the store or the --from file"):
         return EXIT_PROBLEMS
-    return EXIT_PROBLEMS if report.problems or report.blocking_clashes else EXIT_OK
+    return EXIT_PROBLEMS if report.problems or report.open_clashes else EXIT_OK
 
 
 def _unknown(args: argparse.Namespace, items: Sequence[Any], message: str) -> bool:

@@ -144,10 +144,10 @@ def read_status(value: object) -> tuple[DatasetStatus | None, str | None]:
             f"status {value!r} is the original system's word for {status.value!r} "
             f"({_WORD_MEANS[key]})"
         )
-    known = ", ".join(repr(s.value) for s in DatasetStatus)
+    known = ", ".join(s.value for s in DatasetStatus)
     return None, (
-        f"unknown status {value!r}: neither one of sclib's ({known}) nor one the "
-        f"original system wrote ({', '.join(repr(w) for w in STATUS_WORDS)})"
+        f"unknown status {value!r}: not one of sclib's ({known}) nor a word the "
+        "original system wrote for one"
     )
 
 
