@@ -50,6 +50,7 @@ from sclib.datasets.models import (
     merge_files,
     slugify,
     utc_now,
+    uuid_spellings,
 )
 from sclib.datasets.store import (
     DatasetStore,
@@ -99,6 +100,9 @@ CREATED_BY: Mapping[str, str] = {"created_by": "sclib"}
 
 #: The indexes sclib wants: (name, keys, options). See ``ensure_indexes``.
 INDEXES: Sequence[tuple[str, list[tuple[str, int]], dict[str, Any]]] = (
+    # first the lookup by uuid: should a server refuse two indexes on one key,
+    # lookups stay indexed and only the unique one is reported
+    ("uuid_lookup", [("uuid", 1)], {}),
     (
         "sclib_uuid",
         [("uuid", 1)],
@@ -109,7 +113,6 @@ INDEXES: Sequence[tuple[str, list[tuple[str, int]], dict[str, Any]]] = (
         [("user", 1), ("slug", 1)],
         {"unique": True, "partialFilterExpression": dict(CREATED_BY)},
     ),
-    ("uuid_lookup", [("uuid", 1)], {}),
     ("user_new", [("user", 1), ("created_at", -1)], {}),
     ("status", [("status", 1)], {}),
     ("id", [("id", 1)], {}),
@@ -323,8 +326,9 @@ class MongoDatasetStore(DatasetStore):
         dataset = storable(dataset)
         base = dataset.slug or slugify(dataset.name)
         for attempt in range(_MAX_TRIES):
-            if self._find_one({"uuid": dataset.uuid}) is not None:
-                raise InvalidInput(f"a dataset with uuid {dataset.uuid} exists")
+            found = self._find_one({"uuid": {"$in": uuid_spellings(dataset.uuid)}})
+            if found is not None:
+                raise InvalidInput(f"a dataset with uuid {found['uuid']} exists")
             try:
                 taken = {
                     d["slug"]

@@ -24,6 +24,7 @@ from sclib.datasets.models import (
     merge_files,
     slugify,
     utc_now,
+    uuid_spellings,
 )
 from sclib.datasets.store import (
     DatasetStore,
@@ -151,10 +152,14 @@ class SQLiteDatasetStore(SQLiteFileStore, DatasetStore):
         dataset = storable(dataset)
         base = dataset.slug or slugify(dataset.name)
         with self.db.write() as db:
-            if db.execute(
-                "SELECT 1 FROM datasets WHERE uuid = ?", (dataset.uuid,)
-            ).fetchone():
-                raise InvalidInput(f"a dataset with uuid {dataset.uuid} exists")
+            spellings = uuid_spellings(dataset.uuid)
+            found = db.execute(
+                "SELECT uuid FROM datasets WHERE uuid IN "
+                f"({', '.join('?' for _ in spellings)})",
+                spellings,
+            ).fetchone()
+            if found:
+                raise InvalidInput(f"a dataset with uuid {found['uuid']} exists")
             # a slug of the original system may hold '_', a LIKE wildcard
             taken = {
                 r["slug"]

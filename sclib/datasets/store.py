@@ -8,8 +8,8 @@ collection). :func:`open_dataset_store` picks one by URL.
 What every store promises (``sclib.testing.datasetstore`` checks it):
 
 * ``create`` makes the slug unique among the owner's datasets in the same atomic
-  write (two owners may share a slug); a uuid already stored is
-  :class:`~sclib.errors.InvalidInput`.
+  write (two owners may share a slug); a uuid already stored, in any spelling
+  (dashed or not), is :class:`~sclib.errors.InvalidInput`.
 * ``add_files`` adds or replaces files by path and recomputes the total size
   atomically: concurrent calls on different paths lose no file.
 * ``set_status`` checks the change with :func:`sclib.jobtypes.check_transition`;
@@ -243,8 +243,9 @@ class MemoryDatasetStore(DatasetStore):
     def create(self, dataset: Dataset) -> Dataset:
         dataset = storable(dataset)
         with self._lock:
-            if dataset.uuid in self._datasets:
-                raise InvalidInput(f"a dataset with uuid {dataset.uuid} exists")
+            stored = [u for u in uuid_spellings(dataset.uuid) if u in self._datasets]
+            if stored:
+                raise InvalidInput(f"a dataset with uuid {stored[0]} exists")
             taken = {
                 d.slug for d in self._datasets.values() if d.owner == dataset.owner
             }
