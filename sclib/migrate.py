@@ -27,7 +27,9 @@ Rules (see ``docs/operations.md``, "Upgrading from the old system"):
 * Every document of every shape the original wrote is read
   (:func:`sclib.datasets.legacy.read_document`). What cannot be mapped is
   *reported*, with a reason code and what to do, and left alone: an unknown
-  status, ``retrying`` (it does not say which step), no uuid, no owner, no name,
+  status, ``retrying`` (it does not say which step; unless the original's job
+  queue, left in the MongoDB ``jobs`` collection, holds the dataset's job: then
+  that job's step is queued again), no uuid, no owner, no name,
   a sync without a ``google_drive_link``, an unzip without an ``archive``, a
   conversion of a sensor sclib does not convert, and every document of a *clash*
   of uuids (:func:`~sclib.migrate_plan.find_clashes`: one uuid held by several
@@ -104,6 +106,17 @@ __all__ = [
     "ValidationReport",
     "load_legacy_file",
 ]
+
+#: The original job queue's job types -> the status a dataset waiting for a new
+#: try of that step is in (for documents the original left 'retrying').
+_RETRIED: Mapping[str, DatasetStatus] = {
+    "dataset_conversion": DatasetStatus.CONVERSION_QUEUED,
+    "google_sync": DatasetStatus.SYNC_QUEUED,
+    "rsync_transfer": DatasetStatus.SYNC_QUEUED,
+    "file_upload": DatasetStatus.UPLOAD_QUEUED,
+    "file_extraction": DatasetStatus.UNZIPPING,
+    "data_compression": DatasetStatus.ZIPPING,
+}
 
 #: What to do about each reason a document is reported for (said once per item).
 _FIXES: Mapping[str, str] = {
@@ -192,6 +205,11 @@ class Migrator:
         read = entry.read if doc is entry.doc else read_document(doc)
         raw_status = doc.get("status")
         status = read.status.value if read.status is not None else None
+        retried = None
+        if read.status is DatasetStatus.RETRYING and not imported:
+            retried = self._retried_step(text_field(doc, "uuid"))
+            if retried is not None:
+                status = retried[0]
         item = MigrationItem(
             text_field(doc, "uuid"),
             status or (raw_status if isinstance(raw_status, str) else None),
@@ -209,14 +227,21 @@ class Migrator:
         item.notes += read.notes
         item.notes += read.report
         changes = normalise(doc, read) if not item.problems else {}
+        if retried is not None and not item.problems:
+            changes["status"] = status
+            item.notes.append(
+                f"'retrying' after the original's {retried[1]}: read as {status!r}"
+            )
         merged = {**doc, **changes}
         params: dict[str, Any] | None = None
         job_type = STATUS_JOBS.get(str(status))
         if status == DatasetStatus.RETRYING:
             item.problem(
                 "retrying",
-                "'retrying' does not say which step to run again: set the step's "
-                "error status (e.g. 'sync error') or queued status and migrate again",
+                "'retrying' does not say which step to run again, and the jobs "
+                "collection holds no job of the original system for it: set the "
+                "step's error status (e.g. 'sync error') or queued status and "
+                "migrate again",
             )
         elif job_type is not None:
             item.job_type = job_type
@@ -377,6 +402,28 @@ class Migrator:
             if len(movable) == len(clash.members) - 1:
                 clash.resolved = True
                 clash.resolve = "nothing to do (rollback gives the old slugs back)"
+
+    def _retried_step(self, uuid: str | None) -> tuple[str, str] | None:
+        """For a dataset the original left 'retrying': the queued status of the
+        step its newest job in the original's job queue ran (that queue's
+        documents stay in the MongoDB jobs collection), and that job, named."""
+        coll = getattr(self.queue.store, "coll", None)
+        if uuid is None or coll is None or not hasattr(coll, "find_one"):
+            return None
+        from pymongo.errors import PyMongoError
+
+        try:
+            job = coll.find_one(
+                {"dataset_uuid": uuid, "type": {"$exists": False}},
+                sort=[("created_at", -1), ("_id", -1)],
+            )
+        except PyMongoError:
+            return None
+        step = _RETRIED.get(str((job or {}).get("job_type")))
+        if job is None or step is None:
+            return None
+        name = job.get("job_id") or job.get("_id")
+        return step.value, f"{job['job_type']} job {name} ({job.get('status')})"
 
     def _store_notes(self) -> builtins.list[str]:
         """What the report says about the whole store."""

@@ -468,6 +468,7 @@ def read_document(doc: Mapping[str, Any]) -> LegacyReading:
             missing["bad-uuid"] = (
                 f"uuid {raw_uuid!r} is not one sclib can use (letters, digits, '.', "
                 "'_' and '-', starting with a letter or digit)"
+                + (f": shown under its MongoDB _id {shown}" if _id_text(doc) else "")
             )
 
     owner, source = _owner(doc)

@@ -354,10 +354,14 @@ def documents() -> list[dict[str, Any]]:
             "time": "2024-06-01T08:00:00",
         },
         upload_doc(32, "Paused", AMY, "paused", "amy-paused-2025"),
+        # 'retrying' as the original's background service left it before Nov
+        # 2025; its job-queue document (legacy_jobs) says which step
+        upload_doc(33, "Retried", AMY, "retrying", "amy-retried-2025"),
     ]
 
 
-#: what the migration does with each document: (action, job type, reasons)
+#: what the migration does with each document in the MongoDB collection, where
+#: the original's job queue is beside it: (action, job type, reasons)
 EXPECTED: dict[int, tuple[str, str | None, frozenset[str]]] = {
     n: ("nothing", None, frozenset())
     for n in (1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16, 17, 18, 19, 20, 21, 22, 24)
@@ -378,8 +382,11 @@ EXPECTED.update(
         30: ("skip", None, frozenset({"no-uuid"})),
         31: ("skip", None, frozenset({"no-owner"})),
         32: ("skip", None, frozenset({"unknown-status"})),
+        33: ("create", "dataset_conversion", frozenset()),
     }
 )
+#: the same from an export file, which has no job queue beside it
+EXPECTED_FROM_FILE = {**EXPECTED, 33: ("skip", None, frozenset({"retrying"}))}
 
 
 def legacy_jobs() -> list[dict[str, Any]]:
@@ -413,6 +420,21 @@ def legacy_jobs() -> list[dict[str, Any]]:
             "parameters": {},
             "result": {"ok": True},
             "logs": ["synced"],
+            "updated_at": NAIVE,
+        },
+        {
+            "_id": OID(102),
+            "job_id": str(uuid_module.UUID(int=102, version=4)),
+            "dataset_uuid": U(33),
+            "job_type": "dataset_conversion",
+            "status": "retrying",
+            "priority": 2,
+            "created_at": NAIVE,
+            "attempts": 1,
+            "max_attempts": 3,
+            "parameters": {"sensor": "TIFF"},
+            "error": "conversion failed with return code 1",
+            "logs": [],
             "updated_at": NAIVE,
         },
     ]

@@ -37,6 +37,7 @@ from sclib.backends.mongo_datasets import MongoDatasetStore  # noqa: E402
 
 from .legacy_fixture import (  # noqa: E402
     EXPECTED,
+    EXPECTED_FROM_FILE,
     PORTAL_INDEXES,
     SPELT,
     TWICE,
@@ -52,6 +53,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.mongo]
 ROOT = Path(__file__).resolve().parents[2]
 CREATED = {n for n, (action, _, _) in EXPECTED.items() if action == "create"}
 REPORTED = {n for n, (action, _, _) in EXPECTED.items() if action == "skip"}
+FILE_CREATED = {n for n, w in EXPECTED_FROM_FILE.items() if w[0] == "create"}
+FILE_REPORTED = {n for n, w in EXPECTED_FROM_FILE.items() if w[0] == "skip"}
 REASONS = {
     "no-owner": 1,
     "no-uuid": 2,
@@ -60,6 +63,7 @@ REASONS = {
     "uuid-clash": 2,
     "uuid-spelling": 2,
 }
+FILE_REASONS = {**REASONS, "retrying": 2}
 CLASH_KINDS = ["uuid", "uuid spelling", "no uuid", "slug", "number"]
 
 
@@ -102,10 +106,12 @@ def by_number(report: MigrationReport) -> dict[int, Any]:
 
 
 def check_plan(report: MigrationReport, *, imported: bool = False) -> None:
-    """Every document is in the report with the expected action and reasons."""
+    """Every document is in the report with the expected action and reasons
+    (``imported``: from the export file, with no job queue beside it)."""
     items = by_number(report)
-    assert set(items) == set(EXPECTED), "a document is missing from the report"
-    for n, (action, job_type, reasons) in EXPECTED.items():
+    expected = EXPECTED_FROM_FILE if imported else EXPECTED
+    assert set(items) == set(expected), "a document is missing from the report"
+    for n, (action, job_type, reasons) in expected.items():
         item = items[n]
         assert (item.action, item.job_type, set(item.reasons)) == (
             action,
@@ -114,16 +120,18 @@ def check_plan(report: MigrationReport, *, imported: bool = False) -> None:
         ), (n, item.to_dict())
         assert bool(item.problems) is (action == "skip")
         assert item.imported is imported
-    assert report.reported() == REASONS
+    assert report.reported() == (FILE_REASONS if imported else REASONS)
     assert [c.kind for c in report.clashes] == CLASH_KINDS
     counts = report.counts()
-    assert (counts["create"], counts["nothing"], counts["skip"]) == (5, 18, 9)
+    want = (5, 18, 10) if imported else (6, 18, 9)
+    assert (counts["create"], counts["nothing"], counts["skip"]) == want
     assert counts["clashes"] == 4
 
 
 def test_mongo_collection_round_trip(shared: Shared) -> None:
     """On the collection in place: the dry run finishes despite the clashes,
-    lists each of them and changes nothing; apply creates the five jobs and
+    lists each of them and changes nothing; apply creates the six jobs (one for
+    the dataset the original left 'retrying', from its job-queue document) and
     normalises what sclib's queries need; validate reports exactly the reported
     documents; a second apply creates and changes nothing; rollback restores
     every field of every document, in order, and leaves only the original's own
@@ -154,6 +162,8 @@ def test_mongo_collection_round_trip(shared: Shared) -> None:
     assert jobs[U(14)].parameters["legacy_status"] == "conversion queued"
     assert jobs[U(14)].idempotency_key == f"migrate:{U(14)}:conversion queued"
     assert jobs[U(4)].type == "upload"
+    assert jobs[U(33)].type == "dataset_conversion"  # 'retrying', step from its job
+    assert by_number(done)[33].original_status == "retrying"
     stored = {number_of(d): d for d in shared.documents()}
     assert stored[5]["status"] == "conversion error"
     assert stored[7]["status"] == "upload error" and stored[7]["error_message"]
@@ -163,7 +173,7 @@ def test_mongo_collection_round_trip(shared: Shared) -> None:
     assert stored[3]["tags"] == ["soil", "maize"]
     assert stored[18]["status"] == stored[19]["status"] == "done"
     assert stored[20]["created_at"] == datetime.fromtimestamp(1732000000, UTC)
-    assert stored[23]["status"] == "conversion queued"
+    assert stored[23]["status"] == stored[33]["status"] == "conversion queued"
     assert stored[1]["files"] == before[0]["files"]  # kept as the original wrote
     assert stored[11]["folder_uuid"] == "CEDMAV"  # unknown fields survive
     for n in REPORTED:
@@ -190,14 +200,14 @@ def test_mongo_collection_round_trip(shared: Shared) -> None:
 
     after_apply = shared.documents()
     again = m.migrate(apply=True)
-    assert again.counts()["create"] == 0 and again.counts()["exists"] == 5
+    assert again.counts()["create"] == 0 and again.counts()["exists"] == 6
     assert again.counts()["normalised"] == 0
     assert shared.documents() == after_apply
-    assert len(m.queue.list(limit=100)) == 5
+    assert len(m.queue.list(limit=100)) == 6
 
     undo = m.rollback(apply=True)
     touched = [i for i in done.items if i.action == "create" or i.changes]
-    assert not undo.problems and len(undo.items) == len(touched) == 15
+    assert not undo.problems and len(undo.items) == len(touched) == 16
     after = shared.documents()
     assert after == before
     assert [list(d) for d in after] == [list(d) for d in before]  # field order
@@ -218,13 +228,13 @@ def test_export_into_mongo_round_trip(shared: Shared, tmp_path: Path) -> None:
     assert shared.documents() == []
     done = m.migrate(apply=True, imports=imports)
     check_plan(done, imported=True)
-    assert len(shared.documents()) == len(EXPECTED) - len(REPORTED)
-    assert len(m.queue.list(limit=100)) == 5
+    assert len(shared.documents()) == len(EXPECTED) - len(FILE_REPORTED)
+    assert len(m.queue.list(limit=100)) == len(FILE_CREATED) == 5
     assert not m.validate().problems
     again = m.migrate(apply=True, imports=imports)
     assert again.counts()["create"] == 0
     assert {i.action for i in again.items if not i.problems} == {"exists", "nothing"}
-    assert len(shared.documents()) == len(EXPECTED) - len(REPORTED)
+    assert len(shared.documents()) == len(EXPECTED) - len(FILE_REPORTED)
     assert not m.rollback(apply=True).problems
     assert shared.documents() == [] and m.queue.list(limit=100) == []
     m.close()
@@ -302,12 +312,12 @@ def test_export_into_sqlite_with_the_command(tmp_path: Path) -> None:
     dry = sclib(tmp_path, "migrate", "--from", str(export), "--json")
     assert dry.returncode == 1, dry.stderr
     plan = json.loads(dry.stdout)
-    assert plan["counts"]["create"] == 5 and plan["counts"]["skip"] == 9
-    assert plan["reported"] == REASONS
+    assert plan["counts"]["create"] == 5 and plan["counts"]["skip"] == 10
+    assert plan["reported"] == FILE_REASONS
     assert [c["kind"] for c in plan["clashes"]] == CLASH_KINDS
     text = sclib(tmp_path, "migrate", "--from", str(export))
     assert "CLASHES" in text.stdout and "- uuid spelling" in text.stdout
-    assert "9 skipped with problems (1 no-owner, 2 no-uuid" in text.stdout
+    assert "10 skipped with problems (1 no-owner, 2 no-uuid" in text.stdout
     # the slug clash is resolved: SQLite gives the older dataset a numbered slug
     assert "3 clashes to look at; dry run, nothing changed" in text.stdout
     assert "amy-test-2025-2" in text.stdout
@@ -317,7 +327,7 @@ def test_export_into_sqlite_with_the_command(tmp_path: Path) -> None:
     assert json.loads(done.stdout)["counts"]["create"] == 5
     ok = sclib(tmp_path, "migrate", "validate", "--json")
     assert ok.returncode == 0, ok.stdout
-    assert json.loads(ok.stdout)["checked"] == len(EXPECTED) - len(REPORTED)
+    assert json.loads(ok.stdout)["checked"] == len(EXPECTED) - len(FILE_REPORTED)
     again = sclib(tmp_path, "migrate", "--from", str(export), "--apply", "--json")
     assert json.loads(again.stdout)["counts"]["create"] == 0
     assert len(json.loads(sclib(tmp_path, "jobs", "list", "--json").stdout)) == 5
@@ -325,7 +335,7 @@ def test_export_into_sqlite_with_the_command(tmp_path: Path) -> None:
     listed = sclib(tmp_path, "datasets", "list", "--limit", "100", "--json")
     assert listed.returncode == 0, listed.stderr
     rows = {d["uuid"]: d for d in json.loads(listed.stdout)}
-    assert len(rows) == len(EXPECTED) - len(REPORTED)
+    assert len(rows) == len(EXPECTED) - len(FILE_REPORTED)
     assert {rows[U(16)]["slug"], rows[U(17)]["slug"]} == {
         "amy-test-2025-2",
         "amy-test-2025",
@@ -389,10 +399,10 @@ def test_datasets_and_migrate_commands_on_a_shared_mongo_collection(
     code, out = run("jobs", "list", "--json")
     assert code == 0 and json.loads(out) == []
     code, out = run("migrate", "--apply", "--json")
-    assert code == 1 and json.loads(out)["counts"]["create"] == 5
+    assert code == 1 and json.loads(out)["counts"]["create"] == 6
     look()
     code, out = run("jobs", "stats", "--json")
-    assert code == 0 and json.loads(out)["total"] == 5
+    assert code == 0 and json.loads(out)["total"] == 6
     code, out = run("migrate", "rollback", "--apply")
     assert code == 0, out
     look()
