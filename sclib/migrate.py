@@ -16,27 +16,41 @@ legacy status                               job created
 the error statuses and ``failed``           none (an operator retries them)
 =========================================  =======================
 
+Statuses match in any case and with stray spaces, and the original's own words
+read as the sclib status that means the same (``completed`` is ``done``,
+``conversion failed`` is ``conversion error``, ``cancelled`` is ``upload error``,
+``processing`` is ``conversion queued``; :data:`sclib.datasets.legacy.STATUS_WORDS`).
+
 Rules (see ``docs/operations.md``, "Upgrading from the old system"):
 
 * A dry run (:meth:`Migrator.migrate` without ``apply``) writes nothing.
-* Anything that cannot be mapped is *reported* and left alone: an unknown status
-  (``conversion failed``), ``retrying`` (it does not say which step), no uuid, no
-  owner (``user`` / ``user_email``), no name or creation date, a sync without a
-  ``google_drive_link``, an unzip without an ``archive``.
+* Every document of every shape the original wrote is read
+  (:func:`sclib.datasets.legacy.read_document`). What cannot be mapped is
+  *reported*, with a reason code and what to do, and left alone: an unknown
+  status, ``retrying`` (it does not say which step; unless the original's job
+  queue, left in the MongoDB ``jobs`` collection, holds the dataset's job: then
+  that job's step is queued again), no uuid, no owner, no name,
+  a sync without a ``google_drive_link``, an unzip without an ``archive``, a
+  conversion of a sensor sclib does not convert, and every document of a *clash*
+  of uuids (:func:`~sclib.migrate_plan.find_clashes`: one uuid held by several
+  documents, or spelt with and without dashes).
+* Clashes are all listed, including repeated slugs (all migrated; with
+  ``resolve``, the older datasets get numbered slugs) and repeated numbers.
 * Every job is created with the idempotency key ``migrate:<uuid>:<status>`` and the
   parameters ``migrated: true`` and ``legacy_status``: a second run creates
   nothing, and rollback deletes exactly these jobs. A dataset that already has a
   pending or running job for its step gets none.
-* Documents the new dataset store cannot read as they are (``user_email`` but no
-  ``user``, dates as strings or under ``date_created``, tags as one comma string)
-  are *normalised*: the missing store fields are added (``user``, ``created_at``,
-  ``updated_at``, ``name``) and ``tags`` becomes a list; every other field, the
-  status included, stays as it was. Before anything of a dataset is changed, the
-  whole original document goes into the migration ledger
+* Documents are *normalised* (:func:`~sclib.migrate_plan.normalise`) so sclib's
+  queries and writes find them as they mean: ``user``, ``name``, ``status`` in
+  sclib's spelling, ``created_at`` / ``updated_at`` as dates, ``tags`` as a list,
+  booleans as booleans; every other field stays as it was. Before anything of a
+  dataset is changed, the whole original document goes into the migration ledger
   (:mod:`sclib.migrate_store`), so :meth:`Migrator.rollback` puts it back exactly.
 * Legacy documents can also come from an export file (:func:`load_legacy_file`):
   they are imported into the dataset store, all or nothing per document; rollback
   removes them again.
+* One dataset that cannot be written is reported (``apply-failed``); the others
+  are still migrated.
 """
 
 from __future__ import annotations
@@ -46,13 +60,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sclib.datasets import DatasetStore, open_dataset_store
-from sclib.errors import InvalidInput
+from sclib.datasets.legacy import read_document, read_status
+from sclib.errors import SclibError
 from sclib.jobs.queue import JobQueue
 from sclib.jobtypes import DatasetStatus, JobStatus
 from sclib.migrate_plan import (
     HANDLER_NOTES,
     LIVE,
     STATUS_JOBS,
+    Clash,
+    Entry,
     MigrationItem,
     MigrationReport,
     RollbackItem,
@@ -60,16 +77,18 @@ from sclib.migrate_plan import (
     ValidationItem,
     ValidationReport,
     accepted_types,
+    find_clashes,
     is_migrated,
     job_parameters,
     load_legacy_file,
     migration_key,
     normalise,
+    renamed_slugs,
     text_field,
 )
 from sclib.migrate_store import (
     LegacyDocuments,
-    dataset_from_doc,
+    SQLiteLegacyDocuments,
     delete_jobs,
     legacy_documents_for,
 )
@@ -77,6 +96,7 @@ from sclib.models import Job
 
 __all__ = [
     "STATUS_JOBS",
+    "Clash",
     "MigrationItem",
     "MigrationReport",
     "Migrator",
@@ -86,6 +106,37 @@ __all__ = [
     "ValidationReport",
     "load_legacy_file",
 ]
+
+#: The original job queue's job types -> the status a dataset waiting for a new
+#: try of that step is in (for documents the original left 'retrying').
+_RETRIED: Mapping[str, DatasetStatus] = {
+    "dataset_conversion": DatasetStatus.CONVERSION_QUEUED,
+    "google_sync": DatasetStatus.SYNC_QUEUED,
+    "rsync_transfer": DatasetStatus.SYNC_QUEUED,
+    "file_upload": DatasetStatus.UPLOAD_QUEUED,
+    "file_extraction": DatasetStatus.UNZIPPING,
+    "data_compression": DatasetStatus.ZIPPING,
+}
+
+#: What to do about each reason a document is reported for (said once per item).
+_FIXES: Mapping[str, str] = {
+    "no-uuid": (
+        "give it a uuid (e.g. db.visstoredatas.updateOne({_id: ObjectId('...')}, "
+        "{$set: {uuid: '<new uuid>'}}); its files belong in upload/<uuid>/) and "
+        "migrate again"
+    ),
+    "bad-uuid": (
+        "give it a uuid of letters, digits, '.', '_' and '-' (rename its folder "
+        "upload/<uuid>/ to match) and migrate again"
+    ),
+    "no-owner": "set user to the owner's email and migrate again",
+    "no-name": "set name and migrate again",
+    "unknown-status": (
+        "set status to the sclib status it means (e.g. 'failed' to retry it by "
+        "hand) and migrate again"
+    ),
+    "no-date": "set created_at to when it was made and migrate again",
+}
 
 # -- the migrator ---------------------------------------------------------------------
 
@@ -113,7 +164,13 @@ class Migrator:
         from sclib.backends import open_store
 
         queue = JobQueue(open_store(url, **dict(store_options or {})))
-        datasets: DatasetStore = open_dataset_store(url, **dict(dataset_options or {}))
+        try:
+            datasets: DatasetStore = open_dataset_store(
+                url, **dict(dataset_options or {})
+            )
+        except BaseException:
+            queue.close()
+            raise
         return cls(queue, legacy_documents_for(datasets))
 
     def close(self) -> None:
@@ -137,47 +194,61 @@ class Migrator:
     # -- migrate ----------------------------------------------------------------------
 
     def _plan(
-        self, doc: Mapping[str, Any], imported: bool
+        self,
+        entry: Entry,
+        doc: Mapping[str, Any],
+        blocked: tuple[str, str] | None,
     ) -> tuple[MigrationItem, dict[str, Any], dict[str, Any] | None]:
-        """The item for ``doc``, the normalising changes, and the job parameters."""
-        uuid = text_field(doc, "uuid")
-        status = doc.get("status")
+        """The item for ``doc`` (``entry``'s document, with what the ledger keeps
+        of it), the normalising changes, and the job's parameters."""
+        imported = entry.source == "file"
+        read = entry.read if doc is entry.doc else read_document(doc)
+        raw_status = doc.get("status")
+        status = read.status.value if read.status is not None else None
+        retried = None
+        if read.status is DatasetStatus.RETRYING and not imported:
+            retried = self._retried_step(text_field(doc, "uuid"))
+            if retried is not None:
+                status = retried[0]
         item = MigrationItem(
-            uuid,
-            status if isinstance(status, str) else None,
-            name=text_field(doc, "name") or text_field(doc, "dataset_name"),
+            text_field(doc, "uuid"),
+            status or (raw_status if isinstance(raw_status, str) else None),
+            name=read.dataset.name or None,
             imported=imported,
+            id=entry.object_id,
         )
-        if uuid is None:
-            item.problems.append("no uuid")
-        if not isinstance(status, str):
-            item.problems.append("no status")
-        elif status not in DatasetStatus._value2member_map_:
-            item.problems.append(
-                f"unknown status {status!r}: not a legacy status, nothing is mapped"
+        if isinstance(raw_status, str) and status is not None and raw_status != status:
+            item.original_status = raw_status
+        for reason, message in read.missing.items():
+            fix = _FIXES.get(reason)
+            item.problem(reason, f"{message}: {fix}" if fix else message)
+        if blocked is not None:
+            item.problem(*blocked)
+        item.notes += read.notes
+        item.notes += read.report
+        changes = normalise(doc, read) if not item.problems else {}
+        if retried is not None and not item.problems:
+            changes["status"] = status
+            item.notes.append(
+                f"'retrying' after the original's {retried[1]}: read as {status!r}"
             )
-        changes, problems = normalise(doc)
-        item.problems += problems
         merged = {**doc, **changes}
-        if not item.problems:
-            try:
-                dataset_from_doc(merged)
-            except InvalidInput as exc:
-                item.problems.append(f"the dataset store cannot read it: {exc}")
         params: dict[str, Any] | None = None
         job_type = STATUS_JOBS.get(str(status))
         if status == DatasetStatus.RETRYING:
-            item.problems.append(
-                "'retrying' does not say which step to run again: set the step's "
-                "error status (e.g. 'sync error') or queued status and migrate again"
+            item.problem(
+                "retrying",
+                "'retrying' does not say which step to run again, and the jobs "
+                "collection holds no job of the original system for it: set the "
+                "step's error status (e.g. 'sync error') or queued status and "
+                "migrate again",
             )
         elif job_type is not None:
             item.job_type = job_type
             params, problems = job_parameters(job_type, merged)
-            item.problems += problems
-        elif item.status in DatasetStatus._value2member_map_ and (
-            DatasetStatus(str(item.status)).is_error
-        ):
+            for problem in problems:
+                item.problem(f"{job_type}-parameters", problem)
+        elif read.status is not None and read.status.is_error:
             item.notes.append("an error status: nothing restarts it; retry it by hand")
         if item.problems:
             item.action = "skip"
@@ -186,11 +257,12 @@ class Migrator:
         item.changes = sorted(changes)
         if job_type is None:
             return item, changes, None
-        assert uuid is not None and isinstance(status, str)
+        uuid, key_status = item.uuid, item.status
+        assert uuid is not None and key_status is not None
         if job_type in HANDLER_NOTES:
             item.notes.append(HANDLER_NOTES[job_type])
-        key = migration_key(uuid, status)
-        accepted = accepted_types(status)
+        key = migration_key(uuid, key_status)
+        accepted = accepted_types(key_status)
         for job in [] if imported else self._jobs_of(uuid):
             if job.idempotency_key == key:
                 item.action, item.job_id = "exists", job.id
@@ -203,58 +275,33 @@ class Migrator:
         item.action = "create"
         return item, changes, params
 
-    def _plan_imports(
-        self, imports: Sequence[Mapping[str, Any]], uuid: str | None
-    ) -> tuple[
-        builtins.list[MigrationItem],
-        dict[str, tuple[dict[str, Any], dict[str, Any] | None]],
-    ]:
-        """Items for the file's documents, and by uuid the documents to import
-        (normalised) with their job's parameters."""
-        items: builtins.list[MigrationItem] = []
-        todo: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
-        seen: dict[str, int] = {}
+    def _entries(
+        self, stored: Sequence[Mapping[str, Any]], imports: Sequence[Mapping[str, Any]]
+    ) -> builtins.list[Entry]:
+        """The documents to consider: the store's, and the file's that are neither
+        imported by an earlier run nor the same as the stored one."""
+        by_uuid: dict[str, builtins.list[Mapping[str, Any]]] = {}
+        for doc in stored:
+            u = text_field(doc, "uuid")
+            if u is not None:
+                by_uuid.setdefault(u, []).append(doc)
+        entries: builtins.list[Entry] = []
         for doc in imports:
             u = text_field(doc, "uuid")
             if u is not None:
-                seen[u] = seen.get(u, 0) + 1
-        for doc in imports:
-            u = text_field(doc, "uuid")
-            if uuid is not None and u != uuid:
-                continue
-            if u is not None and seen[u] > 1:
-                item = MigrationItem(
-                    u, text_field(doc, "status"), "skip", imported=True
-                )
-                item.problems.append(
-                    f"uuid appears {seen[u]} times in the file: none of them is "
-                    "imported"
-                )
-                items.append(item)
-                continue
-            if u is not None:
-                entry = self.docs.ledger_get(u)
-                if entry is not None and entry.get("imported"):
+                ledger = self.docs.ledger_get(u)
+                if ledger is not None and ledger.get("imported") and u in by_uuid:
                     continue  # imported by an earlier run: handled as a stored one
-                stored = self.docs.get(u)
-                if stored is not None:
-                    same = {k: v for k, v in stored.items() if k != "_id"} == {
-                        k: v for k, v in doc.items() if k != "_id"
-                    }
-                    if not same:
-                        item = MigrationItem(u, text_field(doc, "status"), "skip")
-                        item.problems.append(
-                            "a dataset with this uuid is already in the store, with "
-                            "other contents: the file's copy is not imported"
-                        )
-                        items.append(item)
-                    continue
-            item, changes, params = self._plan(doc, imported=True)
-            items.append(item)
-            if item.action != "skip":
-                assert item.uuid is not None
-                todo[item.uuid] = ({**doc, **changes}, params)
-        return items, todo
+                bare = {k: v for k, v in doc.items() if k != "_id"}
+                if any(
+                    {k: v for k, v in d.items() if k != "_id"} == bare
+                    for d in by_uuid.get(u, ())
+                ):
+                    continue  # the same document: handled as a stored one
+            entries.append(Entry(doc, "file", read_document(doc)))
+        for doc in stored:
+            entries.append(Entry(doc, "store", read_document(doc)))
+        return entries
 
     def migrate(
         self,
@@ -262,40 +309,133 @@ class Migrator:
         apply: bool = False,
         imports: Sequence[Mapping[str, Any]] | None = None,
         dataset_uuid: str | None = None,
+        resolve: bool = False,
     ) -> MigrationReport:
         """Plan the migration and, with ``apply``, carry it out.
 
         ``imports``: legacy documents (e.g. :func:`load_legacy_file`) to import
         into the dataset store first. ``dataset_uuid``: only that dataset.
+        ``resolve``: give the older datasets of a repeated slug numbered slugs
+        (always done for imports into SQLite, whose slugs are unique per owner).
         """
-        items, todo = self._plan_imports(imports or (), dataset_uuid)
-        originals = {
-            u: dict(d) for d in imports or () if (u := text_field(d, "uuid")) in todo
-        }
-        planned: builtins.list[tuple[MigrationItem, Mapping[str, Any], Any, Any]] = []
-        for item in items:
-            if item.uuid in todo and item.action != "skip":
-                doc, params = todo[item.uuid]
-                planned.append((item, originals[item.uuid], doc, params))
-        for doc in self.docs.documents():
-            u = text_field(doc, "uuid")
+        stored = list(self.docs.documents())
+        entries = self._entries(stored, imports or ())
+        clashes, blocked = find_clashes(entries)
+        items: builtins.list[MigrationItem] = []
+        plans: dict[int, tuple[MigrationItem, dict[str, Any], Any]] = {}
+        for n, entry in enumerate(entries):
+            u = text_field(entry.doc, "uuid")
             if dataset_uuid is not None and u != dataset_uuid:
                 continue
-            if u in todo:
-                continue
-            entry = self.docs.ledger_get(u) if u else None
-            # a SQLite row holds only the store's fields: the legacy ones it was
-            # imported with (google_drive_link, ...) are in the ledger
-            seen = {**entry["original"], **doc} if entry else doc
-            item, changes, params = self._plan(seen, imported=False)
-            item.imported = bool(entry and entry.get("imported"))
+            doc: Mapping[str, Any] = entry.doc
+            ledger = self.docs.ledger_get(u) if u and entry.source == "store" else None
+            if ledger is not None:
+                # a SQLite row holds only the store's fields: the legacy ones it
+                # was imported with (google_drive_link, ...) are in the ledger
+                doc = {**ledger["original"], **entry.doc}
+            item, changes, params = self._plan(entry, doc, blocked.get(n))
+            item.imported = entry.source == "file" or bool(
+                ledger and ledger.get("imported")
+            )
             items.append(item)
-            if item.action == "create" or changes:
-                planned.append((item, doc, changes, params))
+            plans[n] = (item, changes, params)
+        self._rename_slugs(entries, clashes, plans, resolve)
+        if dataset_uuid is not None:
+            clashes = [c for c in clashes if set(c.members) & set(plans)]
+        report = MigrationReport(apply, items, clashes, self._store_notes())
         if apply:
-            for item, original, payload, params in planned:
-                self._apply(item, original, payload, params)
-        return MigrationReport(apply, items)
+            for n, (item, changes, params) in plans.items():
+                entry = entries[n]
+                if item.action == "skip":
+                    continue
+                if entry.source == "file":
+                    self._apply(item, entry.doc, {**entry.doc, **changes}, params)
+                elif item.action == "create" or changes:
+                    self._apply(item, entry.doc, changes, params)
+        return report
+
+    def _rename_slugs(
+        self,
+        entries: Sequence[Entry],
+        clashes: Sequence[Clash],
+        plans: dict[int, tuple[MigrationItem, dict[str, Any], Any]],
+        resolve: bool,
+    ) -> None:
+        """With ``resolve`` (or for imports into SQLite), plan numbered slugs for
+        the older datasets of each repeated slug, and say so in the clash."""
+        sqlite = isinstance(self.docs, SQLiteLegacyDocuments)
+        for clash in clashes:
+            if clash.kind != "slug":
+                continue
+            # a SQLite row keeps its slug (the table's are unique already)
+            movable = [
+                n
+                for n in clash.members[1:]
+                if n in plans
+                and plans[n][0].action != "skip"
+                and (entries[n].source == "file" if sqlite else resolve)
+            ]
+            if not movable:
+                continue
+            owner = entries[clash.members[0]].read.dataset.owner
+            taken = {
+                e.read.dataset.slug
+                for e in entries
+                if e.read.dataset.owner == owner and e.read.dataset.slug
+            }
+            wanted = {n: s for n, s in renamed_slugs(clash, entries, taken).items()}
+            done = []
+            for n in movable:
+                item, changes, _ = plans[n]
+                changes["slug"] = wanted[n]
+                item.changes = sorted(changes)
+                item.notes.append(
+                    f"slug {entries[n].read.dataset.slug!r} is the newest dataset's "
+                    f"too: renamed {wanted[n]!r}"
+                )
+                done.append(f"{entries[n].label()} -> {wanted[n]}")
+            why = " (SQLite keeps one slug per owner)" if sqlite else ""
+            clash.action = (
+                f"the newest, {entries[clash.members[0]].label()}, keeps the slug "
+                f"and the older ones are renamed{why}: " + ", ".join(done)
+            )
+            if len(movable) == len(clash.members) - 1:
+                clash.resolved = True
+                clash.resolve = "nothing to do (rollback gives the old slugs back)"
+
+    def _retried_step(self, uuid: str | None) -> tuple[str, str] | None:
+        """For a dataset the original left 'retrying': the queued status of the
+        step its newest job in the original's job queue ran (that queue's
+        documents stay in the MongoDB jobs collection), and that job, named."""
+        coll = getattr(self.queue.store, "coll", None)
+        if uuid is None or coll is None or not hasattr(coll, "find_one"):
+            return None
+        from pymongo.errors import PyMongoError
+
+        try:
+            job = coll.find_one(
+                {"dataset_uuid": uuid, "type": {"$exists": False}},
+                sort=[("created_at", -1), ("_id", -1)],
+            )
+        except PyMongoError:
+            return None
+        step = _RETRIED.get(str((job or {}).get("job_type")))
+        if job is None or step is None:
+            return None
+        name = job.get("job_id") or job.get("_id")
+        return step.value, f"{job['job_type']} job {name} ({job.get('status')})"
+
+    def _store_notes(self) -> builtins.list[str]:
+        """What the report says about the whole store."""
+        notes = list(self.docs.store_notes())
+        legacy_jobs = _legacy_job_count(self.queue)
+        if legacy_jobs:
+            notes.append(
+                f"the jobs collection holds {legacy_jobs} documents of the original "
+                "system's job queue (job_type, no type): sclib leaves them alone; "
+                "delete them once the original is retired"
+            )
+        return notes
 
     def _apply(
         self,
@@ -304,31 +444,49 @@ class Migrator:
         payload: Mapping[str, Any],
         params: Mapping[str, Any] | None,
     ) -> None:
+        """Carry out one item; a failure is reported on it (``apply-failed``)."""
         assert item.uuid is not None and item.status is not None
-        self.docs.ledger_put(
-            item.uuid,
-            {
-                "imported": item.imported,
-                "original": dict(original),
-                "legacy_status": item.status,
-                "migrated_at": self.queue.clock(),
-            },
-        )
-        if item.imported:
-            if self.docs.get(item.uuid) is None:
-                self.docs.insert(payload)
-        elif payload:
-            self.docs.update(item.uuid, payload)
-        if params is not None and item.job_type is not None:
-            doc = self.docs.get(item.uuid) or {}
-            job = self.queue.enqueue(
-                item.job_type,
-                params,
-                dataset_uuid=item.uuid,
-                owner=doc.get("user"),
-                idempotency_key=migration_key(item.uuid, item.status),
+        try:
+            self.docs.ledger_put(
+                item.uuid,
+                {
+                    "imported": item.imported,
+                    "original": dict(original),
+                    "legacy_status": item.original_status or item.status,
+                    "migrated_at": self.queue.clock(),
+                },
             )
-            item.job_id = job.id
+            if item.imported:
+                if self.docs.get(item.uuid) is None:
+                    try:
+                        self.docs.insert(payload)
+                    except BaseException:
+                        self.docs.ledger_delete(item.uuid)  # nothing was imported
+                        raise
+                    stored = self.docs.get(item.uuid) or {}
+                    if stored.get("slug") != payload.get("slug") and payload.get(
+                        "slug"
+                    ):
+                        item.notes.append(
+                            f"stored with the slug {stored.get('slug')!r}: "
+                            f"{payload.get('slug')!r} is taken by another of the "
+                            "owner's datasets"
+                        )
+            elif payload:
+                self.docs.update(item.uuid, payload)
+            if params is not None and item.job_type is not None:
+                doc = self.docs.get(item.uuid) or {}
+                job = self.queue.enqueue(
+                    item.job_type,
+                    params,
+                    dataset_uuid=item.uuid,
+                    owner=doc.get("user"),
+                    idempotency_key=migration_key(item.uuid, item.status),
+                )
+                item.job_id = job.id
+        except SclibError as exc:
+            item.problem("apply-failed", f"not migrated: {exc}")
+            item.action = "skip"
 
     # -- validate ---------------------------------------------------------------------
 
@@ -339,6 +497,8 @@ class Migrator:
         ``retrying``) needs a pending or running job of that step; ``submitted``,
         ``done``, the error statuses and ``failed`` need none. An unknown status is
         a problem, and so is a migrated job whose dataset document is gone.
+        Statuses are read as the migration reads them (any case, the original's
+        words).
         """
         items: builtins.list[ValidationItem] = []
         present: set[str] = set()
@@ -346,20 +506,27 @@ class Migrator:
             u = text_field(doc, "uuid")
             if dataset_uuid is not None and u != dataset_uuid:
                 continue
-            status = doc.get("status")
-            item = ValidationItem(u, status if isinstance(status, str) else None)
+            raw = doc.get("status")
+            read, note = read_status(raw)
+            item = ValidationItem(
+                u, read.value if read else raw if isinstance(raw, str) else None
+            )
             items.append(item)
             if u is None:
-                item.problems.append("no uuid")
+                oid = doc.get("_id")
+                item.problems.append(
+                    "no uuid"
+                    + (f" (_id {oid})" if oid is not None else "")
+                    + ": sclib cannot address it"
+                )
                 continue
             present.add(u)
             jobs = self._jobs_of(u)
             item.jobs = [j.id for j in jobs if j.status in LIVE]
-            if not isinstance(status, str) or (
-                status not in DatasetStatus._value2member_map_
-            ):
-                item.problems.append(f"unknown status {status!r}")
+            if read is None:
+                item.problems.append(note or f"unknown status {raw!r}")
                 continue
+            status = read.value
             waits = status in STATUS_JOBS or status == DatasetStatus.RETRYING
             if not waits:
                 continue
@@ -367,8 +534,8 @@ class Migrator:
             if not any(j.type in accepted and j.status in LIVE for j in jobs):
                 want = STATUS_JOBS.get(status, "step")
                 item.problems.append(
-                    f"status {status!r} waits for a {want} job, but the dataset has "
-                    "no pending or running one"
+                    f"status {status!r} waits for its {want} job, but the dataset "
+                    "has no pending or running one"
                 )
         for entry in self.docs.ledger_all():
             u = str(entry["_id"])
@@ -437,3 +604,17 @@ class Migrator:
                 self.docs.restore(entry["original"])
             self.docs.ledger_delete(u)
         return RollbackReport(apply, items)
+
+
+def _legacy_job_count(queue: JobQueue) -> int:
+    """How many of the original system's job-queue documents the MongoDB jobs
+    collection holds (0 on SQLite)."""
+    coll = getattr(queue.store, "coll", None)
+    if coll is None or not hasattr(coll, "count_documents"):
+        return 0
+    from pymongo.errors import PyMongoError
+
+    try:
+        return int(coll.count_documents({"type": {"$exists": False}}))
+    except PyMongoError:  # a count is only a note: never fail the migration for it
+        return 0

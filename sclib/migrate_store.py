@@ -27,13 +27,15 @@ import contextlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from sclib.backends.base import JobStore
 from sclib.backends.mongo_datasets import dataset_document
 from sclib.backends.sqlite_db import SQLiteDatabase
-from sclib.datasets import Dataset, DatasetFile, DatasetNotFound, DatasetStore
+from sclib.datasets import Dataset, DatasetNotFound, DatasetStore
+from sclib.datasets.legacy import read_document
 from sclib.errors import BackendError, ConfigurationError, InvalidInput
 
 __all__ = [
@@ -52,51 +54,16 @@ LEDGER = "sclib_migration"
 
 def dataset_from_doc(doc: Mapping[str, Any]) -> Dataset:
     """The :class:`~sclib.datasets.Dataset` a ``visstoredatas`` document holds, read
-    the way :class:`~sclib.backends.mongo_datasets.MongoDatasetStore` reads it.
+    the way :class:`~sclib.backends.mongo_datasets.MongoDatasetStore` reads it
+    (:func:`~sclib.datasets.legacy.read_document`).
 
-    Raises :class:`~sclib.errors.InvalidInput` naming what the store cannot read.
+    Raises :class:`~sclib.errors.InvalidInput` naming what the store cannot read
+    (no owner, no name, an unknown status, no uuid).
     """
-    missing = [
-        k for k in ("uuid", "name", "user", "sensor", "created_at") if k not in doc
-    ]
-    if missing:
-        raise InvalidInput(f"no {', '.join(missing)}")
-    created = _aware(doc["created_at"], "created_at")
-    updated = _aware(doc.get("updated_at") or created, "updated_at")
-    tags = doc.get("tags") or ()
-    if isinstance(tags, str):
-        raise InvalidInput("tags must be a list, not one string")
-    try:
-        files = tuple(
-            DatasetFile(f["path"], f["size"], f["blake3"])
-            for f in doc.get("files") or ()
-        )
-    except (KeyError, TypeError) as exc:
-        raise InvalidInput(f"files: each needs path, size and blake3 ({exc})") from None
-    return Dataset(
-        uuid=doc["uuid"],
-        name=doc["name"],
-        slug=doc.get("slug") or "",
-        owner=doc["user"],
-        sensor=doc["sensor"],
-        convert=bool(doc.get("convert", True)),
-        is_public=bool(doc.get("is_public", False)),
-        is_public_downloadable=bool(doc.get("is_downloadable", False)),
-        folder=doc.get("folder") or "",
-        team_uuid=doc.get("team_uuid"),
-        tags=tuple(tags),
-        files=files,
-        status=doc.get("status") or "submitted",
-        error_message=doc.get("error_message"),
-        created_at=created,
-        updated_at=updated,
-    )
-
-
-def _aware(value: Any, what: str) -> datetime:
-    if not isinstance(value, datetime):
-        raise InvalidInput(f"{what} must be a date, got {value!r}")
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    read = read_document(doc)
+    if read.missing:
+        raise InvalidInput("; ".join(read.missing.values()))
+    return replace(read.dataset, notes=())
 
 
 # -- JSON with dates (the ledger on SQLite, and export files) -------------------------
@@ -197,6 +164,10 @@ class LegacyDocuments(ABC):
     @abstractmethod
     def ledger_all(self) -> list[dict[str, Any]]: ...
 
+    def store_notes(self) -> list[str]:
+        """What a migration report should say about the store as a whole."""
+        return []
+
     def close(self) -> None:
         self.datasets.close()
 
@@ -221,10 +192,32 @@ class MongoLegacyDocuments(LegacyDocuments):
         try:
             return call(*args, **kwargs)
         except PyMongoError as exc:
-            raise BackendError(f"MongoDB {what}: {exc}") from exc
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            where = self.ledger if what == "ledger" else self.coll
+            raise BackendError(
+                f"MongoDB migration, {what} in {where.full_name}: {text[:300]}"
+            ) from exc
 
     def documents(self) -> Iterator[dict[str, Any]]:
         yield from self._run("read", lambda: list(self.coll.find({}).sort("_id", 1)))
+
+    def store_notes(self) -> list[str]:
+        from sclib.backends.mongo_datasets import MongoDatasetStore
+
+        notes: list[str] = []
+        if isinstance(self.datasets, MongoDatasetStore):
+            notes += self.datasets.index_problems
+        indexes = self._run("read", lambda: list(self.coll.list_indexes()))
+        for ix in indexes:
+            if ix.get("name") == "user_slug" and ix.get("unique"):
+                notes.append(
+                    f"the unique index user_slug on {self.coll.full_name} (made by "
+                    "an earlier sclib) refuses the repeated slugs the original "
+                    "system writes: sclib no longer needs it (its own is "
+                    "sclib_user_slug); drop it with "
+                    "db.visstoredatas.dropIndex('user_slug')"
+                )
+        return notes
 
     def get(self, uuid: str) -> dict[str, Any] | None:
         found: dict[str, Any] | None = self._run(
@@ -241,11 +234,13 @@ class MongoLegacyDocuments(LegacyDocuments):
 
     def restore(self, original: Mapping[str, Any]) -> None:
         doc = dict(original)
-        self._run(
-            "restore",
-            self.coll.delete_many,
-            {"uuid": doc.get("uuid"), "_id": {"$ne": doc["_id"]}},
-        )
+        uuid = doc.get("uuid")
+        if isinstance(uuid, str) and uuid:  # a copy made since under another _id
+            self._run(
+                "restore",
+                self.coll.delete_many,
+                {"uuid": uuid, "_id": {"$ne": doc["_id"]}},
+            )
         self._run(
             "restore", self.coll.replace_one, {"_id": doc["_id"]}, doc, upsert=True
         )

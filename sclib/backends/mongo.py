@@ -82,6 +82,9 @@ _UNSTORABLE: tuple[type[Exception], ...] = (
 _DRIVER_ERRORS: tuple[type[Exception], ...] = (PyMongoError, *_UNSTORABLE)
 
 _FINISHED = ["completed", "failed", "cancelled"]
+#: sclib's jobs: the collection may also hold the original ScientistCloud's
+#: job-queue documents (``job_id``, ``job_type``, ...), which sclib leaves alone
+_OURS: dict[str, Any] = {"type": {"$exists": True}}
 _NO_EVENTS = {"events": False}
 _AFTER = ReturnDocument.AFTER
 
@@ -1085,7 +1088,7 @@ class MongoJobStore(JobStore):
     @staticmethod
     def _query(filter: JobFilter | None) -> dict[str, Any]:
         f = filter or JobFilter()
-        return {
+        query = {
             k: v
             for k, v in (
                 ("status", f.status),
@@ -1095,6 +1098,7 @@ class MongoJobStore(JobStore):
             )
             if v is not None
         }
+        return query if "type" in query else {**query, **_OURS}
 
     def count_jobs(self, filter: JobFilter | None = None) -> int:
         try:
@@ -1116,12 +1120,13 @@ class MongoJobStore(JobStore):
         try:
             rows = self.coll.aggregate(
                 [
+                    {"$match": _OURS},
                     {
                         "$group": {
                             "_id": {"status": "$status", "type": "$type"},
                             "n": {"$sum": 1},
                         }
-                    }
+                    },
                 ]
             )
             return {(r["_id"]["status"], r["_id"]["type"]): r["n"] for r in rows}

@@ -5,13 +5,26 @@ Field names follow the portal, so its existing queries keep working::
     uuid  name  slug  user (owner)  id (number)  sensor  convert  is_public
     is_downloadable (is_public_downloadable)  folder  team_uuid  tags
     files [{path, size, blake3}]  total_size  status  error_message
-    created_at  updated_at
+    created_at  updated_at  created_by ("sclib")
+
+The collection is shared with the original ScientistCloud, whose documents have
+other shapes (``user_email``, ``date_imported``, ``files`` without digests, ...):
+every document is read with :func:`sclib.datasets.legacy.read_document`, which
+never fails; a document sclib cannot fully read comes back as a dataset with
+``notes`` (see :class:`~sclib.datasets.Dataset`). Writes keep the fields sclib
+does not own, and where the original keeps a value under its own name
+(``is_public_downloadable``, ``folder_uuid``) an update writes that name too.
+
+Indexes never stop the store from opening (see :meth:`MongoDatasetStore.
+ensure_indexes`): the unique ones cover only the documents sclib created
+(``created_by: "sclib"``), so the original's repeated uuids and slugs, and its
+documents without a uuid, stay as they are (``sclib migrate`` reports them).
 
 Atomicity without transactions (a standalone server has none):
 
-* ``create`` picks the first free slug and inserts; the unique ``(user, slug)``
-  index refuses a slug taken meanwhile, and the insert is tried again with the
-  next one.
+* ``create`` picks the first free slug (among every document of the owner) and
+  inserts; the unique ``(user, slug)`` index refuses a slug another sclib process
+  took meanwhile, and the insert is tried again with the next one.
 * ``add_files`` is a compare-and-set on the ``files`` array: read it, merge, and
   write ``files`` and ``total_size`` only if ``files`` is still what was read;
   otherwise read again. Concurrent writers never lose each other's files.
@@ -21,19 +34,21 @@ Atomicity without transactions (a standalone server has none):
 
 from __future__ import annotations
 
+import logging
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
 from sclib.backends.mongo import (
     _DRIVER_ERRORS,
-    _aware,
+    _again,
     _backend_error,
-    _create_index,
 )
+from sclib.datasets.legacy import file_entries, is_object_id_text, read_document
 from sclib.datasets.models import (
     Dataset,
     DatasetFile,
@@ -41,6 +56,7 @@ from sclib.datasets.models import (
     merge_files,
     slugify,
     utc_now,
+    uuid_spellings,
 )
 from sclib.datasets.store import (
     DatasetStore,
@@ -49,6 +65,7 @@ from sclib.datasets.store import (
     checked_update,
     next_slug,
     slug_pattern,
+    storable,
 )
 from sclib.errors import BackendError, ConfigurationError, InvalidInput
 from sclib.jobtypes import DatasetStatus
@@ -56,14 +73,22 @@ from sclib.jobtypes import DatasetStatus
 try:
     import pymongo
     from pymongo import ReturnDocument
-    from pymongo.errors import DuplicateKeyError
+    from pymongo.errors import DuplicateKeyError, OperationFailure
     from pymongo.write_concern import WriteConcern
 except ImportError as exc:  # pragma: no cover - depends on the install
     from sclib.errors import MissingDependency
 
     raise MissingDependency("pymongo", "mongo", "The MongoDB backend") from exc
 
-__all__ = ["FIELD_NAMES", "MongoDatasetStore", "dataset_document"]
+__all__ = [
+    "CREATED_BY",
+    "FIELD_NAMES",
+    "INDEXES",
+    "MongoDatasetStore",
+    "dataset_document",
+]
+
+log = logging.getLogger(__name__)
 
 #: Dataset attribute -> MongoDB field name, where they differ.
 FIELD_NAMES: Mapping[str, str] = {
@@ -75,6 +100,35 @@ FIELD_NAMES: Mapping[str, str] = {
 #: How often a compare-and-set is tried before giving up (BackendError).
 _MAX_TRIES = 200
 
+#: What sclib writes into every document it creates: the unique indexes cover
+#: exactly these documents, so the original system's never stop sclib.
+CREATED_BY: Mapping[str, str] = {"created_by": "sclib"}
+
+#: The indexes sclib wants: (name, keys, options). See ``ensure_indexes``.
+INDEXES: Sequence[tuple[str, list[tuple[str, int]], dict[str, Any]]] = (
+    # first the lookup by uuid: should a server refuse two indexes on one key,
+    # lookups stay indexed and only the unique one is reported
+    ("uuid_lookup", [("uuid", 1)], {}),
+    (
+        "sclib_uuid",
+        [("uuid", 1)],
+        {"unique": True, "partialFilterExpression": dict(CREATED_BY)},
+    ),
+    (
+        "sclib_user_slug",
+        [("user", 1), ("slug", 1)],
+        {"unique": True, "partialFilterExpression": dict(CREATED_BY)},
+    ),
+    ("user_new", [("user", 1), ("created_at", -1)], {}),
+    ("status", [("status", 1)], {}),
+    ("id", [("id", 1)], {}),
+    ("user_name", [("user", 1), ("name", 1)], {}),
+)
+
+# codes MongoDB answers an index build with when it cannot or need not build it:
+# IndexAlreadyExists, IndexOptionsConflict, IndexKeySpecsConflict, DuplicateKey
+_INDEX_CONFLICTS = frozenset({68, 85, 86, 11000})
+
 
 def _field(name: str) -> str:
     return FIELD_NAMES.get(name, name)
@@ -82,6 +136,13 @@ def _field(name: str) -> str:
 
 def _file_doc(f: DatasetFile) -> dict[str, Any]:
     return {"path": f.path, "size": f.size, "blake3": f.blake3}
+
+
+def _key_pattern(index: Mapping[str, Any]) -> list[tuple[str, int]] | None:
+    try:
+        return [(str(k), int(v)) for k, v in dict(index.get("key") or {}).items()]
+    except (TypeError, ValueError):  # a text or hashed index: never one of ours
+        return None
 
 
 def dataset_document(d: Dataset) -> dict[str, Any]:
@@ -109,38 +170,31 @@ def dataset_document(d: Dataset) -> dict[str, Any]:
 
 
 def _to_dataset(doc: Mapping[str, Any]) -> Dataset:
-    created = _aware(doc["created_at"])
-    updated = _aware(doc.get("updated_at")) or created
-    assert created is not None and updated is not None
-    return Dataset(
-        uuid=doc["uuid"],
-        name=doc["name"],
-        slug=doc.get("slug") or "",
-        owner=doc["user"],
-        sensor=doc["sensor"],
-        convert=bool(doc.get("convert", True)),
-        is_public=bool(doc.get("is_public", False)),
-        is_public_downloadable=bool(doc.get("is_downloadable", False)),
-        folder=doc.get("folder") or "",
-        team_uuid=doc.get("team_uuid"),
-        tags=tuple(doc.get("tags") or ()),
-        files=tuple(
-            DatasetFile(f["path"], f["size"], f["blake3"])
-            for f in doc.get("files") or ()
-        ),
-        status=doc.get("status") or DatasetStatus.SUBMITTED,
-        error_message=doc.get("error_message"),
-        created_at=created,
-        updated_at=updated,
-        number=_number(doc.get("id")),
-    )
+    """Any document, sclib's or the original system's; never fails (see
+    :func:`~sclib.datasets.legacy.read_document`)."""
+    return read_document(doc).dataset
 
 
-def _number(value: object) -> int | None:
-    """The original's numeric ``id``, when a document holds a usable one."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
+def _file_entries(doc: Mapping[str, Any], files: Iterable[DatasetFile]) -> list[Any]:
+    """``files`` as entries; an entry the document holds for the same file (or
+    one without a digest, being recorded now) keeps its other fields (the
+    original's ``source_path``, ...)."""
+    kept: dict[str, tuple[DatasetFile, Mapping[str, Any]]] = {}
+    uuid = doc.get("uuid")
+    found, _ = file_entries(doc.get("files"), uuid if isinstance(uuid, str) else None)
+    for f, entry in found:
+        kept[f.path] = (f, entry)
+    out: list[Any] = []
+    for f in files:
+        old = kept.get(f.path)
+        if old is not None and (old[0] == f or old[0].blake3 is None):
+            extra = {
+                k: v for k, v in old[1].items() if k not in ("path", "size", "blake3")
+            }
+            out.append({**extra, **_file_doc(f)})
+        else:
+            out.append(_file_doc(f))
+    return out
 
 
 def _pause(attempt: int) -> None:
@@ -151,9 +205,9 @@ def _pause(attempt: int) -> None:
 class MongoDatasetStore(DatasetStore):
     """Datasets in a MongoDB collection (default ``visstoredatas``).
 
-    Indexes, created idempotently: unique ``uuid``; unique ``(user, slug)`` (for
-    documents that have a slug);
-    ``(user, created_at)``; ``status``.
+    Indexes (:data:`INDEXES`, see :meth:`ensure_indexes`): unique ``uuid`` and
+    unique ``(user, slug)`` over the documents sclib created; ``uuid``,
+    ``(user, created_at)``, ``status``, ``id`` and ``(user, name)`` for lookups.
     """
 
     def __init__(
@@ -171,23 +225,71 @@ class MongoDatasetStore(DatasetStore):
         self.coll = client[database].get_collection(
             collection, write_concern=WriteConcern(**concern)
         )
+        #: what ensure_indexes could not build, and why (also logged)
+        self.index_problems: list[str] = []
+        self.ensure_indexes()
+
+    def ensure_indexes(self) -> list[str]:
+        """Build the indexes of :data:`INDEXES` that are not there; return what
+        could not be built, and why (logged as warnings, never raised).
+
+        An index counts as there when one of the same name and keys exists, or
+        (whatever its name: the portal's ``uuid_1`` and ``status_1``) one of the
+        same keys without a partial filter that is unique if ours is. An index
+        MongoDB refuses to build (IndexOptionsConflict, IndexKeySpecsConflict,
+        duplicate keys among the documents it covers) is reported and skipped:
+        the store works without it, and ``create`` still checks a uuid is free
+        before inserting. Several processes opening the store at once build the
+        same specifications, which MongoDB treats as one build.
+        """
+        problems: list[str] = []
         try:
-            _create_index(self.coll, "uuid", unique=True, name="uuid")
-            # partial: the portal's older documents have no slug, and a plain
-            # unique index would count their missing slugs as duplicates
-            _create_index(
-                self.coll,
-                [("user", 1), ("slug", 1)],
-                unique=True,
-                name="user_slug",
-                partialFilterExpression={"slug": {"$type": "string"}},
-            )
-            _create_index(self.coll, [("user", 1), ("created_at", -1)], name="user_new")
-            _create_index(self.coll, "status", name="status")
-            _create_index(self.coll, "id", name="id")
-            _create_index(self.coll, [("user", 1), ("name", 1)], name="user_name")
+            existing = {ix["name"]: ix for ix in _again(self._indexes)}
         except _DRIVER_ERRORS as exc:
-            raise _backend_error(exc, "create indexes", "dataset store") from exc
+            raise _backend_error(exc, "list indexes", "dataset store") from exc
+        for name, keys, options in INDEXES:
+            there = existing.get(name)
+            if there is not None:
+                if _key_pattern(there) != keys:
+                    problems.append(
+                        f"index {name}: an index of that name exists on other keys "
+                        f"({dict(there.get('key') or {})}); not built"
+                    )
+                continue
+            if any(self._serves(ix, keys, options) for ix in existing.values()):
+                continue
+            try:
+                _again(partial(self.coll.create_index, keys, name=name, **options))
+            except OperationFailure as exc:
+                if exc.code not in _INDEX_CONFLICTS:
+                    raise _backend_error(
+                        exc, "create indexes", "dataset store"
+                    ) from exc
+                problems.append(
+                    f"index {name} not built: "
+                    f"{_backend_error(exc, 'create index', 'dataset store')}"
+                )
+            except _DRIVER_ERRORS as exc:
+                raise _backend_error(exc, "create indexes", "dataset store") from exc
+        for problem in problems:
+            log.warning("%s: %s", self.coll.full_name, problem)
+        self.index_problems = problems
+        return problems
+
+    def _indexes(self) -> list[dict[str, Any]]:
+        return list(self.coll.list_indexes())
+
+    @staticmethod
+    def _serves(
+        index: Mapping[str, Any],
+        keys: list[tuple[str, int]],
+        options: Mapping[str, Any],
+    ) -> bool:
+        """Whether an existing index does what ours would: same keys, no partial
+        filter, and unique if ours is."""
+        if _key_pattern(index) != keys or index.get("partialFilterExpression"):
+            return False
+        return bool(index.get("unique")) or not options.get("unique")
 
     @classmethod
     def from_url(
@@ -225,10 +327,14 @@ class MongoDatasetStore(DatasetStore):
         return doc
 
     def create(self, dataset: Dataset) -> Dataset:
+        dataset = storable(dataset)
         base = dataset.slug or slugify(dataset.name)
         for attempt in range(_MAX_TRIES):
-            if self._find_one({"uuid": dataset.uuid}, "create") is not None:
-                raise InvalidInput(f"a dataset with uuid {dataset.uuid} exists")
+            found = self._find_one(
+                {"uuid": {"$in": uuid_spellings(dataset.uuid)}}, "create"
+            )
+            if found is not None:
+                raise InvalidInput(f"a dataset with uuid {found['uuid']} exists")
             try:
                 taken = {
                     d["slug"]
@@ -244,7 +350,7 @@ class MongoDatasetStore(DatasetStore):
                     )
                     number = int(top["id"]) + 1 if top else 1
                 made = replace(dataset, slug=next_slug(base, taken), number=number)
-                self.coll.insert_one(dataset_document(made))
+                self.coll.insert_one({**dataset_document(made), **CREATED_BY})
             except DuplicateKeyError:
                 _pause(attempt)  # a uuid or slug taken meanwhile: look again
                 continue
@@ -256,7 +362,18 @@ class MongoDatasetStore(DatasetStore):
         )
 
     def get(self, uuid: str) -> Dataset:
-        return _to_dataset(self._require(uuid, "get"))
+        doc = self._find_one({"uuid": uuid}, "get")
+        if doc is None and is_object_id_text(uuid):
+            # a document without a usable uuid is shown under its _id
+            from bson import ObjectId
+
+            other = self._find_one({"_id": ObjectId(uuid)}, "get")
+            found = None if other is None else _to_dataset(other)
+            if found is not None and found.uuid == uuid:
+                return found
+        if doc is None:
+            raise DatasetNotFound(uuid)
+        return _to_dataset(doc)
 
     def find_by_slug(self, owner: str, slug: str) -> Dataset | None:
         doc = self._find_one({"user": owner, "slug": slug}, "find_by_slug")
@@ -326,7 +443,7 @@ class MongoDatasetStore(DatasetStore):
                     {"uuid": uuid, "files": raw},
                     {
                         "$set": {
-                            "files": [_file_doc(f) for f in merged],
+                            "files": _file_entries(doc, merged),
                             "total_size": sum(f.size for f in merged),
                             "updated_at": utc_now(),
                         }
@@ -351,13 +468,15 @@ class MongoDatasetStore(DatasetStore):
         expected: DatasetStatus | str | None = None,
     ) -> Dataset:
         for attempt in range(_MAX_TRIES):
-            old = _to_dataset(self._require(uuid, "set_status"))
+            doc = self._require(uuid, "set_status")
+            old = _to_dataset(doc)
             target = checked_status(old, status, expected)
             if target == old.status and error == old.error_message:
                 return old
             try:
                 after = self.coll.find_one_and_update(
-                    {"uuid": uuid, "status": str(old.status)},
+                    # the status as stored ('DONE ', 'completed', ...), read above
+                    {"uuid": uuid, "status": doc.get("status")},
                     {
                         "$set": {
                             "status": str(target),
@@ -375,7 +494,8 @@ class MongoDatasetStore(DatasetStore):
         raise BackendError(f"could not set the status of {uuid}: too much contention")
 
     def update(self, uuid: str, /, **fields: Any) -> Dataset:
-        made = checked_update(_to_dataset(self._require(uuid, "update")), fields)
+        doc = self._require(uuid, "update")
+        made = checked_update(_to_dataset(doc), fields)
         if not fields:
             return made
         sets: dict[str, Any] = {_field(n): getattr(made, n) for n in fields}
@@ -383,6 +503,11 @@ class MongoDatasetStore(DatasetStore):
             sets["tags"] = list(made.tags)
         if "sensor" in sets:
             sets["sensor"] = str(made.sensor)
+        # the original keeps these under its own names: keep them in step
+        if "is_public_downloadable" in fields and "is_public_downloadable" in doc:
+            sets["is_public_downloadable"] = made.is_public_downloadable
+        if "folder" in fields and "folder_uuid" in doc:
+            sets["folder_uuid"] = made.folder or None
         sets["updated_at"] = made.updated_at
         try:
             after = self.coll.find_one_and_update(

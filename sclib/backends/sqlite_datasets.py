@@ -24,6 +24,7 @@ from sclib.datasets.models import (
     merge_files,
     slugify,
     utc_now,
+    uuid_spellings,
 )
 from sclib.datasets.store import (
     DatasetStore,
@@ -31,6 +32,7 @@ from sclib.datasets.store import (
     checked_status,
     checked_update,
     next_slug,
+    storable,
 )
 from sclib.errors import InvalidInput
 from sclib.jobtypes import DatasetStatus
@@ -65,7 +67,7 @@ CREATE TABLE IF NOT EXISTS dataset_files (
     dataset_uuid TEXT NOT NULL,
     path         TEXT NOT NULL,
     size         INTEGER NOT NULL,
-    blake3       TEXT NOT NULL,
+    blake3       TEXT NOT NULL,      -- '' while not known (a legacy file)
     PRIMARY KEY (dataset_uuid, path)
 ) WITHOUT ROWID;
 """
@@ -113,7 +115,8 @@ class SQLiteDatasetStore(SQLiteFileStore, DatasetStore):
 
     def _load(self, db: sqlite3.Connection, row: sqlite3.Row) -> Dataset:
         files = [
-            DatasetFile(r["path"], r["size"], r["blake3"])
+            # '' is a digest not known yet (a file the original system recorded)
+            DatasetFile(r["path"], r["size"], r["blake3"] or None)
             for r in db.execute(
                 "SELECT path, size, blake3 FROM dataset_files WHERE dataset_uuid = ?",
                 (row["uuid"],),
@@ -146,12 +149,17 @@ class SQLiteDatasetStore(SQLiteFileStore, DatasetStore):
         return self._load(db, row)
 
     def create(self, dataset: Dataset) -> Dataset:
+        dataset = storable(dataset)
         base = dataset.slug or slugify(dataset.name)
         with self.db.write() as db:
-            if db.execute(
-                "SELECT 1 FROM datasets WHERE uuid = ?", (dataset.uuid,)
-            ).fetchone():
-                raise InvalidInput(f"a dataset with uuid {dataset.uuid} exists")
+            spellings = uuid_spellings(dataset.uuid)
+            found = db.execute(
+                "SELECT uuid FROM datasets WHERE uuid IN "
+                f"({', '.join('?' for _ in spellings)})",
+                spellings,
+            ).fetchone()
+            if found:
+                raise InvalidInput(f"a dataset with uuid {found['uuid']} exists")
             # a slug of the original system may hold '_', a LIKE wildcard
             taken = {
                 r["slug"]
@@ -203,7 +211,7 @@ class SQLiteDatasetStore(SQLiteFileStore, DatasetStore):
         db.executemany(
             "INSERT OR REPLACE INTO dataset_files (dataset_uuid, path, size, blake3) "
             "VALUES (?, ?, ?, ?)",
-            [(uuid, f.path, f.size, f.blake3) for f in files],
+            [(uuid, f.path, f.size, f.blake3 or "") for f in files],
         )
 
     def get(self, uuid: str) -> Dataset:

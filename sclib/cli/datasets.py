@@ -1,9 +1,14 @@
-"""``sclib datasets list|show|reprocess``: dataset records and their files."""
+"""``sclib datasets list|show|reprocess``: dataset records and their files.
+
+``list`` and ``show`` read any document the dataset store holds, the original
+ScientistCloud's included: one sclib cannot fully read is shown with what it has
+and its notes (see :attr:`sclib.datasets.Dataset.notes`), never an error.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sclib.cli._common import (
     EXIT_OK,
@@ -15,6 +20,9 @@ from sclib.cli._common import (
     settings_from,
     table,
 )
+
+if TYPE_CHECKING:
+    from sclib.datasets import Dataset
 
 __all__ = ["register", "run"]
 
@@ -35,7 +43,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     dls.add_argument("--offset", type=int, default=0, help="datasets to skip first")
     json_flag(dls)
     dshow = dsub.add_parser("show", help="one dataset with its files")
-    dshow.add_argument("uuid")
+    dshow.add_argument(
+        "uuid",
+        metavar="DATASET",
+        help="its uuid (any spelling), number, slug or name (a document without "
+        "a uuid: its MongoDB _id)",
+    )
     json_flag(dshow)
     drep = dsub.add_parser(
         "reprocess", help="convert a dataset again (queues a dataset_conversion job)"
@@ -80,15 +93,16 @@ def run(args: argparse.Namespace) -> int:
             rows = [
                 [
                     d.uuid,
-                    d.name[:30],
-                    d.owner,
-                    str(d.status),
+                    (d.name or "?")[:30],
+                    d.owner or "?",
+                    str(d.status) or "?",
                     str(len(d.files)),
                     str(d.total_size),
+                    _note(d),
                 ]
                 for d in found
             ]
-            header = ["UUID", "NAME", "OWNER", "STATUS", "FILES", "BYTES"]
+            header = ["UUID", "NAME", "OWNER", "STATUS", "FILES", "BYTES", "NOTES"]
             emit(
                 [dataset_dict(d, files=False) for d in found],
                 args.json,
@@ -120,15 +134,30 @@ def run(args: argparse.Namespace) -> int:
             )
             emit(result, args.json, text)
         else:
-            d = store.get(args.uuid)
+            from sclib.datasets import DatasetNotFound, find_dataset
+
+            d = find_dataset(store, args.uuid)
+            if d is None:
+                raise DatasetNotFound(args.uuid)
+            unknown = "(digest not known yet)".ljust(64)
             lines = [
-                f"{d.name} ({d.uuid}), owner {d.owner}, sensor {d.sensor}",
-                f"status: {d.status}"
+                f"{d.name or '(no name)'} ({d.uuid}), owner {d.owner or '(none)'}, "
+                f"sensor {d.sensor}",
+                f"status: {d.status or '(none)'}"
                 + (f" ({d.error_message})" if d.error_message else ""),
+                *(f"note: {n}" for n in d.notes),
                 f"{len(d.files)} files, {d.total_size} bytes:",
-                *(f"  {f.blake3}  {f.size:>12}  {f.path}" for f in d.files),
+                *(f"  {f.blake3 or unknown}  {f.size:>12}  {f.path}" for f in d.files),
             ]
             emit(dataset_dict(d), args.json, "\n".join(lines))
     finally:
         store.close()
     return EXIT_OK
+
+
+def _note(d: Dataset) -> str:
+    """The first note, shortened, and how many more there are."""
+    if not d.notes:
+        return ""
+    first = d.notes[0] if len(d.notes[0]) <= 60 else d.notes[0][:57] + "..."
+    return first + (f" (+{len(d.notes) - 1} more)" if len(d.notes) > 1 else "")

@@ -2,13 +2,13 @@
 
 ::
 
-    sclib migrate [--from FILE] [--dataset-uuid U] [--apply] [--json]
+    sclib migrate [--from FILE] [--dataset-uuid U] [--resolve] [--apply] [--json]
     sclib migrate validate [--dataset-uuid U] [--json]
     sclib migrate rollback [--dataset-uuid U] [--apply] [--json]
 
 ``migrate`` and ``rollback`` are dry runs unless ``--apply`` is given. Exit codes:
-0 nothing to report; 1 problems were found (and reported; everything else was
-done); 2 bad usage. See :mod:`sclib.migrate` and ``docs/operations.md``.
+0 nothing to report; 1 problems or clashes were found (and reported; everything
+else was done); 2 bad usage. See :mod:`sclib.migrate` and ``docs/operations.md``.
 """
 
 from __future__ import annotations
@@ -50,6 +50,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     m.add_argument(
         "--dataset-uuid", metavar="U", help="only this dataset (default: all)"
+    )
+    m.add_argument(
+        "--resolve",
+        action="store_true",
+        help="give the older datasets of a repeated slug numbered slugs (default: "
+        "keep every slug as it is and report the clash)",
     )
     m.add_argument("--apply", action="store_true", help="do it (default: only plan)")
     m.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -99,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
         )
     if action == "validate" and args.apply:
         raise InvalidInput("--apply: `sclib migrate validate` changes nothing")
+    if action is not None and args.resolve:
+        raise InvalidInput(
+            f"--resolve is for `sclib migrate [--apply]`; `sclib migrate {action}` "
+            "does not take it"
+        )
     settings = settings_from(args)
     if action is not None or args.from_file is None:
         # validate, rollback and a plain migrate read what the store holds: a
@@ -127,12 +138,16 @@ def _migrate(migrator: Migrator, args: argparse.Namespace) -> int:
 
     imports = load_legacy_file(args.from_file) if args.from_file else None
     report = migrator.migrate(
-        apply=args.apply, imports=imports, dataset_uuid=args.dataset_uuid
+        apply=args.apply,
+        imports=imports,
+        dataset_uuid=args.dataset_uuid,
+        resolve=args.resolve,
     )
     rows = [
         [
-            i.uuid or "?",
-            i.status or "?",
+            i.uuid or (f"_id {i.id}" if i.id else "?"),
+            (i.status or "?")
+            + (f" (was {i.original_status!r})" if i.original_status else ""),
             i.action + (" (import)" if i.imported and i.action != "skip" else ""),
             i.job_type or "",
             i.job_id or "",
@@ -145,18 +160,51 @@ def _migrate(migrator: Migrator, args: argparse.Namespace) -> int:
     ]
     c = report.counts()
     verb = "done" if args.apply else "dry run, nothing changed (run with --apply)"
+    reported = report.reported()
     summary = (
         f"{len(report.items)} datasets: {c['create']} jobs to create, "
         f"{c['exists']} already continued, {c['nothing']} need nothing, "
-        f"{c['skip']} skipped with problems; {c['imported']} from the file, "
-        f"{c['normalised']} documents normalised; {verb}"
+        f"{c['skip']} skipped with problems"
+        + (
+            " (" + ", ".join(f"{n} {why}" for why, n in reported.items()) + ")"
+            if reported
+            else ""
+        )
+        + f"; {c['imported']} from the file, {c['normalised']} documents "
+        f"normalised; {len(report.open_clashes)} clashes to look at; {verb}"
     )
     header = ["UUID", "STATUS", "ACTION", "JOB TYPE", "JOB", "NOTES"]
-    text = (table(rows, header) + "\n" if rows else "") + summary
+    parts = [table(rows, header)] if rows else []
+    if report.clashes:
+        lines = ["", "CLASHES"]
+        for clash in report.clashes:
+            who = "; ".join(
+                " ".join(
+                    str(x)
+                    for x in (
+                        d["uuid"] or "(no uuid)",
+                        f"_id {d['_id']}" if d["_id"] else "",
+                        f"'{d['name']}'" if d["name"] else "",
+                        f"from the {d['source']}" if d["source"] == "file" else "",
+                    )
+                    if x
+                )
+                for d in clash.documents
+            )
+            key = f" {clash.key}" if clash.key else ""
+            lines += [
+                f"- {clash.kind}{key}: {len(clash.documents)} documents: {who}",
+                f"  done: {clash.action}",
+                f"  to resolve: {clash.resolve}",
+            ]
+        parts.append("\n".join(lines))
+    if report.notes:
+        parts.append("\n".join(["", "NOTES", *(f"- {n}" for n in report.notes)]))
+    text = "\n".join([*parts, summary])
     _print(report.to_dict(), args.json, text)
     if _unknown(args, report.items, "no dataset {} in the store or the --from file"):
         return EXIT_PROBLEMS
-    return EXIT_PROBLEMS if report.problems else EXIT_OK
+    return EXIT_PROBLEMS if report.problems or report.open_clashes else EXIT_OK
 
 
 def _unknown(args: argparse.Namespace, items: Sequence[Any], message: str) -> bool:

@@ -141,12 +141,14 @@ class DatasetFile:
 
     The path must stay inside the folder (no ``..``, no absolute path; see
     :func:`sclib.paths.safe_relative_path`); the digest is 64 hex digits
-    (stored in lowercase).
+    (stored in lowercase), or ``None`` for a file the original system recorded
+    without one (its size is then what the original recorded, often 0): the next
+    ``data_validation`` job reads the file and records both.
     """
 
     path: str
     size: int
-    blake3: str
+    blake3: str | None
 
     def __post_init__(self) -> None:
         clean = safe_relative_path(_check_text(self.path, "file path"), "file path")
@@ -157,12 +159,14 @@ class DatasetFile:
             raise InvalidInput(
                 f"file {clean!r}: size must be a non-negative integer, got {size!r}"
             )
+        object.__setattr__(self, "path", clean)
+        if self.blake3 is None:
+            return
         digest = _check_text(self.blake3, f"file {clean!r}: blake3").lower()
         if not _HEX64.match(digest):
             raise InvalidInput(
                 f"file {clean!r}: blake3 must be 64 hex digits, got {self.blake3!r}"
             )
-        object.__setattr__(self, "path", clean)
         object.__setattr__(self, "blake3", digest)
 
 
@@ -178,6 +182,13 @@ class Dataset:
     ``number`` is the short numeric id the original system gave every dataset
     (its ``id`` field); stores give new datasets the next free one. ``files`` are
     kept sorted by path; :attr:`total_size` is their sum.
+
+    ``notes`` are set by a store that read a document sclib did not write (the
+    original system's, see :mod:`sclib.datasets.legacy`): what it could not read
+    and what it had to guess. A dataset with notes may be *partial*: an empty
+    ``owner`` or ``name`` (not in the document), a ``status`` that is the
+    document's text because sclib does not know it (see :attr:`complete`).
+    Stores refuse to create a partial dataset, and store none of the notes.
     """
 
     name: str
@@ -197,11 +208,18 @@ class Dataset:
     created_at: datetime = field(default_factory=utc_now)
     updated_at: datetime = field(default_factory=utc_now)
     number: int | None = None
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        _check_text(self.name, "name")
-        _check_text(self.owner, "owner")
+        if isinstance(self.notes, str) or not all(
+            isinstance(n, str) for n in self.notes
+        ):
+            raise InvalidInput("notes must be a list of strings")
+        set_(self, "notes", tuple(self.notes))
+        partial = bool(self.notes)
+        _check_text(self.name, "name", empty=partial)
+        _check_text(self.owner, "owner", empty=partial)
         if not is_dataset_uuid(self.uuid):
             raise InvalidInput(
                 "uuid must be 32 lowercase hex digits, the dashed 8-4-4-4-12 form, "
@@ -232,7 +250,12 @@ class Dataset:
             raise InvalidInput("tags must be a list of strings, not one string")
         set_(self, "tags", tuple(_check_text(t, "tag") for t in self.tags))
         set_(self, "files", _unique_files(self.files))
-        set_(self, "status", _check_status(self.status))
+        try:
+            set_(self, "status", _check_status(self.status))
+        except InvalidInput:
+            if not partial:
+                raise
+            _check_text(self.status, "status", empty=True)  # kept as it is
         if self.error_message is not None:
             _check_text(self.error_message, "error_message", empty=True)
         set_(self, "created_at", _check_time(self.created_at, "created_at"))
@@ -242,6 +265,16 @@ class Dataset:
     def total_size(self) -> int:
         """The sum of the files' sizes, in bytes."""
         return sum(f.size for f in self.files)
+
+    @property
+    def complete(self) -> bool:
+        """Whether it has an owner, a name and a status sclib knows: whether a
+        store may create it (see ``notes``)."""
+        return bool(
+            self.owner.strip()
+            and self.name.strip()
+            and isinstance(self.status, DatasetStatus)
+        )
 
 
 def _unique_files(files: Iterable[DatasetFile]) -> tuple[DatasetFile, ...]:

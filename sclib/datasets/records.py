@@ -106,6 +106,8 @@ def dataset_dict(dataset: Dataset, *, files: bool = True) -> dict[str, Any]:
         "created_at": dataset.created_at.isoformat(),
         "updated_at": dataset.updated_at.isoformat(),
     }
+    if dataset.notes:  # read from a document sclib did not write (see Dataset)
+        data["notes"] = list(dataset.notes)
     if files:
         data["files"] = [
             {"path": f.path, "size": f.size, "blake3": f.blake3} for f in dataset.files

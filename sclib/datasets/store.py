@@ -8,8 +8,8 @@ collection). :func:`open_dataset_store` picks one by URL.
 What every store promises (``sclib.testing.datasetstore`` checks it):
 
 * ``create`` makes the slug unique among the owner's datasets in the same atomic
-  write (two owners may share a slug); a uuid already stored is
-  :class:`~sclib.errors.InvalidInput`.
+  write (two owners may share a slug); a uuid already stored, in any spelling
+  (dashed or not), is :class:`~sclib.errors.InvalidInput`.
 * ``add_files`` adds or replaces files by path and recomputes the total size
   atomically: concurrent calls on different paths lose no file.
 * ``set_status`` checks the change with :func:`sclib.jobtypes.check_transition`;
@@ -48,6 +48,7 @@ __all__ = [
     "find_dataset",
     "next_slug",
     "open_dataset_store",
+    "storable",
 ]
 
 #: The fields :meth:`DatasetStore.update` may change.
@@ -87,6 +88,17 @@ def check_page(limit: int, offset: int) -> None:
             raise InvalidInput(f"{name} must be a non-negative integer, got {value!r}")
 
 
+def storable(dataset: Dataset) -> Dataset:
+    """``dataset`` as a store creates it: refused if partial (no owner, no name,
+    or a status sclib does not know; see :attr:`Dataset.notes`), notes dropped."""
+    if not dataset.complete:
+        raise InvalidInput(
+            f"dataset {dataset.uuid} cannot be stored as it is: "
+            + ("; ".join(dataset.notes) or "it has no owner, name or known status")
+        )
+    return replace(dataset, notes=()) if dataset.notes else dataset
+
+
 def checked_update(current: Dataset, fields: dict[str, Any]) -> Dataset:
     """``current`` with ``fields`` changed and validated (not yet stored)."""
     unknown = sorted(set(fields) - UPDATABLE_FIELDS)
@@ -106,6 +118,11 @@ def checked_status(
     expected: DatasetStatus | str | None,
 ) -> DatasetStatus:
     """The new status, after the compare-and-set and transition checks."""
+    if not isinstance(current.status, DatasetStatus):
+        raise InvalidInput(
+            f"dataset {current.uuid} has the status {str(current.status)!r}, which "
+            "sclib does not read: migrate it first (sclib migrate)"
+        )
     if expected is not None and expected not in DatasetStatus._value2member_map_:
         raise InvalidInput(f"expected status {expected!r} is not a dataset status")
     if expected is not None and current.status != expected:
@@ -224,9 +241,11 @@ class MemoryDatasetStore(DatasetStore):
             raise DatasetNotFound(uuid) from None
 
     def create(self, dataset: Dataset) -> Dataset:
+        dataset = storable(dataset)
         with self._lock:
-            if dataset.uuid in self._datasets:
-                raise InvalidInput(f"a dataset with uuid {dataset.uuid} exists")
+            stored = [u for u in uuid_spellings(dataset.uuid) if u in self._datasets]
+            if stored:
+                raise InvalidInput(f"a dataset with uuid {stored[0]} exists")
             taken = {
                 d.slug for d in self._datasets.values() if d.owner == dataset.owner
             }

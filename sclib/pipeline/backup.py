@@ -179,7 +179,7 @@ class BackupHandler:
         recorded: dict[str, str] = {}
         if self.datasets is not None:
             record = self.datasets.get(uuid)
-            recorded = {f.path: f.blake3 for f in record.files}
+            recorded = {f.path: f.blake3 for f in record.files if f.blake3}
             missing, corrupted = check_files(ctx, folder, record.files)
             if missing or corrupted:
                 error = ChecksumMismatch(

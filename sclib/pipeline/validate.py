@@ -4,6 +4,10 @@ Every file the dataset's record lists is read again and its BLAKE3 compared with
 the digest recorded when it arrived. The report names the missing and the corrupted
 files; when there are any, the dataset keeps its status and gets an error message
 saying which, so the portal can show it. Nothing is changed on disk.
+
+A file recorded without a digest (the original system kept none; see
+:class:`~sclib.datasets.DatasetFile`) has nothing to be compared with: its digest
+and size are read now and recorded (``recorded`` in the report).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ def check_files(
     ctx: JobContext, folder: Path, files: Iterable[DatasetFile]
 ) -> tuple[list[str], list[str]]:
     """Re-hash ``files`` under ``folder`` against their BLAKE3 and size; the paths
-    that are missing, and those that differ. Reports progress, honours cancel."""
+    that are missing, and those that differ. Reports progress, honours cancel.
+    A file with no recorded digest is only checked to be there."""
     entries = list(files)
     total = sum(f.size for f in entries)
     done = 0
@@ -39,6 +44,9 @@ def check_files(
         ctx.check()
         if not path.is_file():
             missing.append(entry.path)
+            done += entry.size
+            continue
+        if entry.blake3 is None:  # nothing recorded to compare with
             done += entry.size
             continue
 
@@ -66,6 +74,9 @@ class ValidationHandler:
             raise InvalidInput("a validation job needs a dataset_uuid")
         record = self.datasets.get(uuid)
         folder = self.data_dir / "upload" / uuid
+        recorded = self._record_unknown(ctx, folder, record.files)
+        if recorded:
+            record = self.datasets.add_files(uuid, recorded)
         missing, corrupted = check_files(ctx, folder, record.files)
         total = record.total_size
         report: dict[str, Any] = {
@@ -75,6 +86,7 @@ class ValidationHandler:
             "ok": not (missing or corrupted),
             "missing": missing,
             "corrupted": corrupted,
+            "recorded": [f.path for f in recorded],
         }
         if missing or corrupted:
             parts = []
@@ -87,3 +99,19 @@ class ValidationHandler:
             self.datasets.set_status(uuid, current, message)
             log.warning("dataset %s: %s", uuid, message)
         return report
+
+    @staticmethod
+    def _record_unknown(
+        ctx: JobContext, folder: Path, files: Iterable[DatasetFile]
+    ) -> list[DatasetFile]:
+        """The files recorded without a digest that are there, read now."""
+        found: list[DatasetFile] = []
+        for entry in files:
+            if entry.blake3 is not None:
+                continue
+            path = safe_join(folder, safe_relative_path(entry.path, "path"))
+            ctx.check()
+            if path.is_file():
+                digest, size = blake3_file(path)
+                found.append(DatasetFile(entry.path, size, digest))
+        return found

@@ -139,6 +139,21 @@ class DatasetStoreContract:
         assert datasets.get(first.uuid).name == "One"
         assert len(datasets.list()) == 1
 
+    def test_a_uuid_in_its_other_spelling_is_refused(
+        self, datasets: DatasetStore
+    ) -> None:
+        """A dataset whose uuid is a stored one spelt with or without dashes is
+        refused too: one uuid must never become two datasets."""
+        dashed = str(uuid_module.uuid4())
+        datasets.create(_dataset("One", uuid=dashed))
+        with pytest.raises(InvalidInput, match=dashed):
+            datasets.create(_dataset("Two", uuid=dashed.replace("-", "")))
+        hexed = uuid_module.uuid4().hex
+        datasets.create(_dataset("Three", uuid=hexed))
+        with pytest.raises(InvalidInput, match=hexed):
+            datasets.create(_dataset("Four", uuid=str(uuid_module.UUID(hexed))))
+        assert len(datasets.list()) == 2
+
     def test_bad_input_is_refused(self) -> None:
         """A bad sensor, an empty name or owner, a bad uuid or status, naive times
         and bad tags raise InvalidInput naming the problem."""

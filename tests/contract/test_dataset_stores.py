@@ -69,8 +69,9 @@ class TestMongoDatasetStore(DatasetStoreContract):
 
     def test_documents_use_the_portal_field_names(self, datasets: DatasetStore) -> None:
         """The stored document uses the portal's names (user, is_downloadable, id
-        for the number, ...) in the visstoredatas collection, and a file-free
-        legacy document reads."""
+        for the number, ...) in the visstoredatas collection, is marked
+        created_by: sclib (what its unique indexes cover), and a file-free legacy
+        document reads."""
         assert isinstance(datasets, MongoDatasetStore)
         assert datasets.coll.name == "visstoredatas"
         made = datasets.create(
@@ -82,7 +83,9 @@ class TestMongoDatasetStore(DatasetStoreContract):
             "uuid", "name", "slug", "user", "sensor", "convert", "is_public",
             "is_downloadable", "folder", "team_uuid", "tags", "files", "total_size",
             "status", "error_message", "created_at", "updated_at", "id",
+            "created_by",
         }  # fmt: skip
+        assert doc["created_by"] == "sclib"
         assert (doc["user"], doc["status"], doc["sensor"]) == (
             "ana@example.org",
             "submitted",

@@ -134,10 +134,10 @@ LEGACY: list[dict[str, Any]] = [
 ]
 # uuid -> what must be reported about it
 ODD: list[dict[str, Any]] = [
-    {  # not a legacy status
+    {  # neither sclib's status nor one the original wrote
         "uuid": U(20),
         "name": "Broken",
-        "status": "conversion failed",
+        "status": "paused",
         "user": "eve@example.org",
         "sensor": "TIFF",
         "created_at": "2023-01-01T00:00:00Z",
@@ -279,7 +279,7 @@ def test_dry_run_reports_the_plan_and_changes_nothing(
     assert skipped == ODD_UUIDS
     assert all(i.problems for i in report.items if i.action == "skip")
     text = {i.uuid: " ".join(i.problems) for i in report.problems}
-    assert "unknown status 'conversion failed'" in text[U(20)]
+    assert "unknown status 'paused'" in text[U(20)]
     assert "no user or user_email" in text[U(21)]
     assert "google_drive_link" in text[U(22)]
     assert "2 times in the file" in text[U(23)]
@@ -503,7 +503,7 @@ def test_command_round_trip(tmp_path: Path) -> None:
     assert plan["problems"] == len(ODD) - 1
     text = sclib(tmp_path, "migrate", "--from", str(export))
     assert "dry run, nothing changed" in text.stdout
-    assert "unknown status 'conversion failed'" in text.stdout
+    assert "unknown status 'paused'" in text.stdout
     done = sclib(tmp_path, "migrate", "--from", str(export), "--apply", "--json")
     assert done.returncode == 1 and json.loads(done.stdout)["counts"]["create"] == 7
     listed = sclib(tmp_path, "jobs", "list", "--json")
