@@ -24,6 +24,7 @@ from sclib.errors import (
     InvalidJobState,
     InvalidTransition,
     JobCancelled,
+    JobFailed,
     JobNotFound,
     JobTimeout,
     LeaseLost,
@@ -31,11 +32,13 @@ from sclib.errors import (
     NotFound,
     SclibError,
     UnknownJobType,
+    WaitTimeout,
 )
 from sclib.jobs import (
     HandlerRegistry,
     JobContext,
     JobQueue,
+    RetryPolicies,
     RetryPolicy,
     Worker,
     WorkerStats,
@@ -182,6 +185,10 @@ _LAZY = {
 }
 
 
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
 def __getattr__(name: str) -> _Any:
     """The transfer engine, loaded on first use (``import sclib`` stays light)."""
     module = _LAZY.get(name)
@@ -207,6 +214,7 @@ __all__ = [
     "JobCancelled",
     "JobContext",
     "JobEvent",
+    "JobFailed",
     "JobMonitor",
     "JobNotFound",
     "JobProgress",
@@ -222,12 +230,14 @@ __all__ = [
     "MissingDependency",
     "NotFound",
     "Progress",
+    "RetryPolicies",
     "RetryPolicy",
     "SclibError",
     "TransferConfig",
     "TransferEngine",
     "TransferProgress",
     "UnknownJobType",
+    "WaitTimeout",
     "Worker",
     "WorkerStats",
     "__version__",

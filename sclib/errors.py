@@ -39,12 +39,17 @@ boundary, with ``raise ... from exc`` so the original stays attached.
     ├── InvalidJobState           the job is not in a state that allows the operation
     ├── DatasetConflict           a dataset's compare-and-set found another status
     ├── LeaseLost                 a fenced write by a worker that no longer owns the job
-    ├── JobCancelled              raised in a handler once cancellation was requested
+    ├── JobCancelled              raised in a handler once cancellation was requested,
+    │                             or by JobQueue.wait for a cancelled job
+    ├── JobFailed                 JobQueue.wait: the job failed (with its last error)
     ├── JobTimeout                raised inside a handler past its time limit
+    ├── WaitTimeout               JobQueue.wait gave up waiting (TimeoutError too)
     └── BackendError              the store failed (retryable: locked, unreachable)
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "AuthError",
@@ -62,6 +67,7 @@ __all__ = [
     "InvalidJobState",
     "InvalidTransition",
     "JobCancelled",
+    "JobFailed",
     "JobNotFound",
     "JobTimeout",
     "LeaseLost",
@@ -82,6 +88,7 @@ __all__ = [
     "UploadBusy",
     "UploadConflict",
     "UploadError",
+    "WaitTimeout",
 ]
 
 
@@ -226,7 +233,33 @@ class LeaseLost(SclibError):
 
 
 class JobCancelled(SclibError):
-    """Raised inside a handler (by ``ctx.check()``) when cancellation was requested."""
+    """Raised inside a handler (by ``ctx.check()``) when cancellation was
+    requested; and by :meth:`sclib.JobQueue.wait` for a cancelled job (then
+    ``job`` is that job)."""
+
+    def __init__(self, message: str = "", job: Any = None) -> None:
+        super().__init__(message)
+        self.job = job
+
+
+class JobFailed(SclibError):
+    """:meth:`sclib.JobQueue.wait`: the job failed for good. ``job`` is the job as
+    stored; ``kind`` its last error's kind (``error``, ``fatal``, ``timeout``,
+    ``crash``...); the message is that error."""
+
+    def __init__(self, job: Any) -> None:
+        last = job.error_history[-1] if job.error_history else None
+        self.kind = last.kind if last is not None else "error"
+        text = last.error if last is not None else "no error was recorded"
+        super().__init__(f"job {job.id} ({job.type}) failed: {text}")
+        self.job = job
+
+
+class WaitTimeout(SclibError, TimeoutError):
+    """:meth:`sclib.JobQueue.wait` gave up before the job finished (the job goes
+    on: this is the caller's patience, not the job's)."""
+
+    retryable = True
 
 
 class JobTimeout(SclibError):

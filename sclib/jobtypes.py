@@ -19,8 +19,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sclib.errors import InvalidInput, InvalidTransition, UnknownJobType
+
+if TYPE_CHECKING:
+    from sclib.jobs.policy import RetryPolicy
 
 __all__ = [
     "DATASET_TRANSITIONS",
@@ -97,14 +101,21 @@ def check_priority(priority: object) -> int:
 
 @dataclass(frozen=True, slots=True)
 class JobTypeConfig:
-    """Defaults for one job type; a job may override timeout, attempts and priority."""
+    """Defaults for one job type; a job may override timeout, attempts and priority.
 
-    description: str
-    timeout_minutes: float
-    max_attempts: int
-    priority: int
+    Every field has a default, so ``JobTypeConfig("Make thumbnails")`` is a
+    complete type: 60 minutes, 3 attempts, normal priority, the queue's retry
+    policy. ``retry`` (a :class:`sclib.RetryPolicy`) replaces the queue's
+    backoff after errors for jobs of this type.
+    """
+
+    description: str = ""
+    timeout_minutes: float = 60
+    max_attempts: int = 3
+    priority: int = PRIORITY_NORMAL
     requires_internet: bool = False
     estimated_duration: str = ""
+    retry: RetryPolicy | None = None
 
     def __post_init__(self) -> None:
         if self.timeout_minutes <= 0:
@@ -182,21 +193,44 @@ class JobTypes(Mapping[str, JobTypeConfig]):
 
     def register(self, name: str, config: JobTypeConfig) -> None:
         """Add a job type, or replace the defaults of an existing one."""
-        if not isinstance(name, str) or not name or not name.replace("_", "").isalnum():
+        self.check_name(name)
+        if not isinstance(config, JobTypeConfig):
+            raise InvalidInput(
+                f"job type {name!r}: expected a JobTypeConfig, got {config!r}"
+            )
+        self._configs[name] = config
+
+    @staticmethod
+    def check_name(name: object) -> str:
+        """``name`` if it can name a job type; else InvalidInput."""
+        if (
+            not isinstance(name, str)
+            or not name
+            or not name.isascii()
+            or not name.replace("_", "").isalnum()
+        ):
             raise InvalidInput(
                 f"job type names are non-empty and use letters, digits and '_' only, "
                 f"got {name!r}"
             )
-        self._configs[name] = config
+        return name
+
+    def retry_policies(self) -> dict[str, RetryPolicy]:
+        """The job types that have a retry policy of their own."""
+        return {n: c.retry for n, c in self._configs.items() if c.retry is not None}
 
     def require(self, name: str) -> JobTypeConfig:
-        """The config of ``name``; raises :class:`UnknownJobType` with the choices."""
+        """The config of ``name``; raises :class:`UnknownJobType` with the choices
+        and how to add a type."""
         try:
             return self._configs[name]
         except (KeyError, TypeError):
             known = ", ".join(sorted(self._configs))
             raise UnknownJobType(
-                f"unknown job type {name!r}; known types: {known}"
+                f"unknown job type {name!r}; known types: {known}. To add it, "
+                f"register a handler (@handlers.register({name!r})) and open the "
+                f"queue with it (JobQueue.open(url, handlers=handlers)), or pass "
+                f"job_types=JobTypes({{{name!r}: JobTypeConfig(...)}})"
             ) from None
 
     def __getitem__(self, name: str) -> JobTypeConfig:

@@ -8,6 +8,7 @@ variables, and the seed's names where they exist (``MONGO_URL``, ``DB_NAME``,
 
 from __future__ import annotations
 
+from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Literal
@@ -53,6 +54,14 @@ class Settings(BaseSettings):
     )
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
         default="NORMAL", validation_alias=AliasChoices("SCLIB_SQLITE_SYNCHRONOUS")
+    )
+    keep_finished_days: float = Field(
+        default=30.0,
+        ge=0,
+        validation_alias=AliasChoices("SCLIB_KEEP_FINISHED_DAYS"),
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", validation_alias=AliasChoices("SCLIB_LOG_FORMAT")
     )
     worker_concurrency: int = Field(
         default=1,
@@ -297,6 +306,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("SCLIB_METRICS_PUBLIC"),
         description="Serve /metrics without a token (else it needs an admin one).",
     )
+
+    @property
+    def keep_finished(self) -> timedelta | None:
+        """How long workers keep finished jobs; ``None``: forever."""
+        days = self.keep_finished_days
+        return timedelta(days=days) if days > 0 else None
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

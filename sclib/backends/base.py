@@ -43,6 +43,7 @@ class JobFilter:
     type: str | None = None
     dataset_uuid: str | None = None
     owner: str | None = None
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,8 +340,9 @@ class JobStore(ABC):
         """The job's history, oldest first."""
 
     @abstractmethod
-    def delete_finished(self, before: datetime) -> int:
-        """Delete finished jobs that finished before ``before``; return how many."""
+    def delete_finished(self, before: datetime, *, limit: int | None = None) -> int:
+        """Delete finished jobs that finished before ``before`` (at most ``limit``
+        of them, the oldest first, if given); return how many."""
 
     def delete_jobs(self, job_ids: Sequence[str]) -> list[str]:
         """Delete the given jobs, with their history, unless they are running;

@@ -689,7 +689,11 @@ class MongoJobStore(JobStore):
         current = self._find(lease.job_id, "fail")
         failures = current.get("failures", 0) + 1
         retry_at = policy.after_error(
-            failures, current["max_attempts"], now, retryable=error.kind != "fatal"
+            failures,
+            current["max_attempts"],
+            now,
+            retryable=error.kind != "fatal",
+            job_type=current.get("type"),
         )
         fence = {**self._fence(lease), "failures": current.get("failures", 0)}
         if retry_at is not None and current.get("cancel_requested"):
@@ -1095,6 +1099,7 @@ class MongoJobStore(JobStore):
                 ("type", f.type),
                 ("dataset_uuid", f.dataset_uuid),
                 ("owner", f.owner),
+                ("idempotency_key", f.idempotency_key),
             )
             if v is not None
         }
@@ -1151,16 +1156,22 @@ class MongoJobStore(JobStore):
             for e in doc.get("events", [])
         ]
 
-    def delete_finished(self, before: datetime) -> int:
+    def delete_finished(self, before: datetime, *, limit: int | None = None) -> int:
+        old = {"status": {"$in": _FINISHED}, "finished_at": {"$lt": before}}
         try:
+            if limit is not None:  # the oldest ``limit``: by id, then deleted
+                ids = [
+                    d["_id"]
+                    for d in self.coll.find(old, {"_id": 1})
+                    .sort("finished_at", 1)
+                    .limit(limit)
+                ]
+                if not ids:
+                    return 0
+                old = {**old, "_id": {"$in": ids}}
             # sent again after a transient error; the count is then of the
             # second try's deletions only
-            res = _again(
-                partial(
-                    self.coll.delete_many,
-                    {"status": {"$in": _FINISHED}, "finished_at": {"$lt": before}},
-                )
-            )
+            res = _again(partial(self.coll.delete_many, old))
         except _DRIVER_ERRORS as exc:
             raise _backend_error(exc, "delete_finished") from exc
         return int(res.deleted_count)

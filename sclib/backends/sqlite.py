@@ -646,7 +646,11 @@ class SQLiteJobStore(JobStore):
         history = json.loads(current["error_history"])
         history.append(error.to_dict())
         retry_at = policy.after_error(
-            failures, current["max_attempts"], now, retryable=error.kind != "fatal"
+            failures,
+            current["max_attempts"],
+            now,
+            retryable=error.kind != "fatal",
+            job_type=current["type"],
         )
         if retry_at is not None and current["cancel_requested"]:
             # cancelled while running, then it failed: no retry
@@ -1007,6 +1011,7 @@ class SQLiteJobStore(JobStore):
             ("type", f.type),
             ("dataset_uuid", f.dataset_uuid),
             ("owner", f.owner),
+            ("idempotency_key", f.idempotency_key),
         ):
             if value is not None:
                 clauses.append(f"{column} = ?")
@@ -1050,19 +1055,21 @@ class SQLiteJobStore(JobStore):
             for r in rows
         ]
 
-    def delete_finished(self, before: datetime) -> int:
+    def delete_finished(self, before: datetime, *, limit: int | None = None) -> int:
         t = to_timestamp(before)
         deleted = 0
-        while True:
+        while limit is None or deleted < limit:
             # 500 jobs per write transaction: a big cleanup never holds the write
             # lock for long, so workers keep claiming in between
+            batch = 500 if limit is None else min(500, limit - deleted)
             with self.db.write() as db:
                 chunk = [
                     r[0]
                     for r in db.execute(
                         "SELECT id FROM jobs WHERE finished_at IS NOT NULL "
-                        "AND finished_at < ? AND status IN (?, ?, ?) LIMIT 500",
-                        (t, *_FINISHED),
+                        "AND finished_at < ? AND status IN (?, ?, ?) "
+                        "ORDER BY finished_at LIMIT ?",
+                        (t, *_FINISHED, batch),
                     ).fetchall()
                 ]
                 if not chunk:
@@ -1076,6 +1083,7 @@ class SQLiteJobStore(JobStore):
                 )
                 db.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk)
                 deleted += len(chunk)
+        return deleted
 
     def delete_jobs(self, job_ids: Sequence[str]) -> list[str]:
         ids = list(dict.fromkeys(job_ids))

@@ -87,11 +87,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sclib`` command; returns the exit code."""
     args = build_parser().parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
-    if args.command == "worker":
-        level = min(level, logging.INFO)
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    log_format = getattr(args, "log_format", None) or os.environ.get(
+        "SCLIB_LOG_FORMAT", "text"
     )
+    if log_format not in ("text", "json"):
+        return _fail(
+            f"SCLIB_LOG_FORMAT must be 'text' or 'json', got {log_format!r}",
+            EXIT_USAGE,
+        )
+    if args.command == "worker" or (args.command == "serve" and log_format == "json"):
+        level = min(level, logging.INFO)
+    from sclib.logs import configure
+
+    configure(level, log_format)
+    args.log_format = log_format
     try:
         code: int = args.run(args)
         return code

@@ -18,6 +18,7 @@ from sclib.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from sclib.jobs.queue import JobQueue
+    from sclib.jobs.registry import HandlerRegistry
     from sclib.settings import Settings
 
 __all__ = [
@@ -166,3 +167,23 @@ def json_flag(parser: argparse.ArgumentParser, **kwargs: Any) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print JSON instead of text", **kwargs
     )
+
+
+def load_handlers(
+    settings: Settings, paths: list[str], purpose: str
+) -> HandlerRegistry:
+    """The handler registries of ``$SCLIB_HANDLERS`` then ``--handlers``, merged
+    (a later one wins on conflicts); a usage error without any."""
+    from sclib.jobs.registry import HandlerRegistry
+
+    found = [p.strip() for p in (settings.handlers or "").split(",") if p.strip()]
+    found += paths
+    if not found:
+        raise UsageError(
+            f"no handlers {purpose}: pass --handlers module:registry (or set "
+            "SCLIB_HANDLERS); 'sclib.demo:handlers' has the demo handlers"
+        )
+    handlers = HandlerRegistry()
+    for path in found:
+        handlers = handlers.merge(HandlerRegistry.load(path))
+    return handlers

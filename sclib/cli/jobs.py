@@ -11,6 +11,7 @@ from sclib.cli._common import (
     UsageError,
     emit,
     json_flag,
+    load_handlers,
     open_queue,
     options,
     settings_from,
@@ -62,6 +63,19 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     json_flag(retry)
     stats = jsub.add_parser("stats", help="job counts by status and type")
     json_flag(stats)
+    schedules = jsub.add_parser(
+        "schedules",
+        help="the periodic jobs the handlers declare: next tick, last tick's job",
+    )
+    schedules.add_argument(
+        "--handlers",
+        action="append",
+        default=[],
+        metavar="MODULE:ATTR",
+        help="handler registry declaring them, as for 'sclib worker' (repeatable; "
+        "default: $SCLIB_HANDLERS)",
+    )
+    json_flag(schedules)
     submit = jsub.add_parser("submit", help="enqueue a job")
     submit.add_argument("job_type")
     submit.add_argument(
@@ -204,6 +218,8 @@ def _run(args: argparse.Namespace, queue: JobQueue, settings: Settings) -> int:
             args.json,
             table(rows, ["TYPE", *[s.upper() for s in stats["by_status"]], "ALL"]),
         )
+    elif action == "schedules":
+        _schedules(args, queue, settings)
     elif action == "submit":
         job = queue.enqueue(
             args.job_type,
@@ -219,6 +235,47 @@ def _run(args: argparse.Namespace, queue: JobQueue, settings: Settings) -> int:
         )
         emit(job.to_dict(), args.json, job.id)
     return EXIT_OK
+
+
+def _schedules(args: argparse.Namespace, queue: JobQueue, settings: Settings) -> None:
+    from sclib.backends.base import JobFilter
+
+    handlers = load_handlers(settings, args.handlers, "declaring schedules")
+    queue.adopt(handlers)
+    now = queue.clock()
+    found = []
+    for schedule in handlers.schedules.values():
+        last = schedule.previous_tick(now)
+        jobs = queue.store.list_jobs(
+            JobFilter(idempotency_key=schedule.key(last)), limit=1
+        )
+        found.append(
+            {
+                "name": schedule.name,
+                "cron": schedule.cron,
+                "timezone": schedule.timezone,
+                "job_type": schedule.job_type,
+                "missed": schedule.missed,
+                "next_tick": schedule.next_tick(now).isoformat(),
+                "last_tick": last.isoformat(),
+                "last_job_id": jobs[0].id if jobs else None,
+                "last_job_status": jobs[0].status.value if jobs else None,
+            }
+        )
+    rows = [
+        [
+            f["name"],
+            f["cron"],
+            f["timezone"],
+            f["job_type"],
+            f["next_tick"],
+            f["last_tick"],
+            f["last_job_status"] or "not enqueued",
+        ]
+        for f in found
+    ]
+    header = ["NAME", "CRON", "ZONE", "TYPE", "NEXT TICK", "LAST TICK", "LAST JOB"]
+    emit(found, args.json, table(rows, header) if rows else "no schedules declared")
 
 
 def _show(args: argparse.Namespace, queue: JobQueue) -> None:

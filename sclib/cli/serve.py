@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import socket
 import sys
 from pathlib import Path
@@ -46,6 +47,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--no-auth",
         action="store_true",
         help="no tokens: every request is the local admin (loopback only)",
+    )
+    srv.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="log lines as text, or one JSON object per line with job_id, "
+        "job_type, dataset and user where known (default: $SCLIB_LOG_FORMAT, "
+        "else text)",
     )
     srv.add_argument(
         "--log-level",
@@ -119,11 +127,17 @@ def run(args: argparse.Namespace) -> int:
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if self.started:  # say it only once it is true
-                print(banner, file=sys.stderr, flush=True)
+                if args.log_format == "json":
+                    logging.getLogger("sclib.server").warning(banner)
+                else:
+                    print(banner, file=sys.stderr, flush=True)
 
+    from sclib.logs import uvicorn_options
     from sclib.server.http import uvicorn_config
 
-    config = uvicorn_config(app, settings, log_level=args.log_level)
+    config = uvicorn_config(
+        app, settings, log_level=args.log_level, **uvicorn_options(args.log_format)
+    )
     try:
         _Server(config).run(sockets=[sock])
     finally:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sclib.cli._common import EXIT_OK, UsageError, given, open_queue, settings_from
+from sclib.cli._common import (
+    EXIT_OK,
+    UsageError,
+    given,
+    load_handlers,
+    open_queue,
+    settings_from,
+)
 
 __all__ = ["register", "run"]
 
@@ -14,6 +21,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add ``worker``."""
     w = sub.add_parser("worker", help="run a worker that executes jobs")
     w.set_defaults(run=run)
+    w.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="log lines as text, or one JSON object per line with job_id, "
+        "job_type, dataset and user where known (default: $SCLIB_LOG_FORMAT, "
+        "else text)",
+    )
     w.add_argument(
         "--concurrency",
         type=int,
@@ -77,7 +91,6 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``sclib worker``."""
-    from sclib.jobs.registry import HandlerRegistry
     from sclib.jobs.worker import Worker
 
     if args.rescue_interval < 0:
@@ -85,17 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_jobs is not None and args.max_jobs < 1:
         raise UsageError("--max-jobs must be at least 1")
     settings = settings_from(args)
-    # the environment first, so that --handlers (loaded later) wins on conflicts
-    paths = [p.strip() for p in (settings.handlers or "").split(",") if p.strip()]
-    paths += args.handlers
-    if not paths:
-        raise UsageError(
-            "no handlers to run: pass --handlers module:registry (or set "
-            "SCLIB_HANDLERS); 'sclib.demo:handlers' has the demo handlers"
-        )
-    handlers = HandlerRegistry()
-    for path in paths:
-        handlers = handlers.merge(HandlerRegistry.load(path))
+    handlers = load_handlers(settings, args.handlers, "to run")
     types = (
         [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
     )
@@ -112,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
             poll_interval=given(args.poll_interval, settings.poll_interval),
             grace_period=given(args.grace_period, settings.grace_period),
             rescue_interval=args.rescue_interval or None,
+            keep_finished=settings.keep_finished,
         )
         worker.install_signal_handlers()
         worker.run(until_idle=args.until_idle, max_jobs=args.max_jobs)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sclib.jobs.context import JobContext
-from sclib.jobs.policy import RetryPolicy
+from sclib.jobs.policy import RetryPolicies, RetryPolicy
 from sclib.jobs.queue import JobQueue
 from sclib.jobs.registry import HandlerRegistry
 from sclib.jobs.worker import Worker, WorkerStats
@@ -12,6 +12,7 @@ __all__ = [
     "HandlerRegistry",
     "JobContext",
     "JobQueue",
+    "RetryPolicies",
     "RetryPolicy",
     "Worker",
     "WorkerStats",

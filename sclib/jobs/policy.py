@@ -15,13 +15,13 @@ atomic step; the policy itself only computes.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sclib.errors import InvalidInput
 
-__all__ = ["RetryPolicy"]
+__all__ = ["RetryPolicies", "RetryPolicy"]
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,11 @@ class RetryPolicy:
         now: datetime,
         *,
         retryable: bool = True,
+        job_type: str | None = None,
     ) -> datetime | None:
-        """When to run again after the ``failures``-th error; ``None`` means give up
-        (always, for an error that says a retry cannot help)."""
+        """When to run again after the ``failures``-th error of a job (of
+        ``job_type``); ``None`` means give up (always, for an error that says a
+        retry cannot help)."""
         if not retryable or failures >= max_attempts:
             return None
         return now + timedelta(seconds=self.delay(failures))
@@ -76,3 +78,37 @@ class RetryPolicy:
         if crashes >= max_crashes:
             return None
         return now
+
+
+class RetryPolicies(RetryPolicy):
+    """A queue's retry policy with some job types' own (``register(...,
+    retry=RetryPolicy(...))``): errors of those types back off by their policy,
+    every other job and every crash by this one."""
+
+    by_type: dict[str, RetryPolicy]
+
+    def __init__(
+        self, default: RetryPolicy, by_type: Mapping[str, RetryPolicy]
+    ) -> None:
+        super().__init__(
+            base_delay=default.base_delay,
+            factor=default.factor,
+            max_delay=default.max_delay,
+            jitter=default.jitter,
+            rng=default.rng,
+        )
+        object.__setattr__(self, "by_type", dict(by_type))
+
+    def after_error(
+        self,
+        failures: int,
+        max_attempts: int,
+        now: datetime,
+        *,
+        retryable: bool = True,
+        job_type: str | None = None,
+    ) -> datetime | None:
+        own = self.by_type.get(job_type) if job_type is not None else None
+        if own is not None:
+            return own.after_error(failures, max_attempts, now, retryable=retryable)
+        return super().after_error(failures, max_attempts, now, retryable=retryable)

@@ -11,14 +11,21 @@ import builtins
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sclib.backends import open_store
 from sclib.backends.base import ClaimedJob, JobFilter, JobStore, Settlement
-from sclib.errors import InvalidInput, LeaseLost
-from sclib.jobs.policy import RetryPolicy
+from sclib.errors import (
+    InvalidInput,
+    JobCancelled,
+    JobFailed,
+    LeaseLost,
+    WaitTimeout,
+)
+from sclib.jobs.policy import RetryPolicies, RetryPolicy
 from sclib.jobtypes import (
     DatasetStatus,
     JobStatus,
@@ -59,7 +66,9 @@ class JobQueue:
     :param max_crashes: how many times a job's worker may vanish before the job is
         failed as a crash loop.
     :param clock: returns the current aware UTC time; injected in tests.
-    :param handlers: with ``immediate=True``, the handlers that run jobs inline.
+    :param handlers: the handlers of this application: the job types they define
+        (``@handlers.register("thumbnail")``) are accepted by :meth:`enqueue`;
+        with ``immediate=True`` they run jobs inline.
     :param immediate: run each job inline when it is enqueued (no worker needed).
     """
 
@@ -83,7 +92,12 @@ class JobQueue:
         if retry_policy is None:
             # inline runs must not wait: retries are due at once in immediate mode
             retry_policy = RetryPolicy(base_delay=0.0) if immediate else RetryPolicy()
+        self._default_policy = retry_policy
         self.retry_policy = retry_policy
+        if handlers is not None:
+            self.adopt(handlers)
+        else:
+            self._policies_changed()
         self.max_crashes = max_crashes
         self.clock = clock
         self.handlers = handlers
@@ -95,10 +109,43 @@ class JobQueue:
             "dirty": False,
         }
 
+    def adopt(self, handlers: HandlerRegistry) -> None:
+        """Accept the job types ``handlers`` defines (and their options)."""
+        for name, config in handlers.job_types.items():
+            self.job_types.register(name, config)
+        self._policies_changed()
+
+    def _policies_changed(self) -> None:
+        own = self.job_types.retry_policies()
+        self.retry_policy = (
+            RetryPolicies(self._default_policy, own) if own else self._default_policy
+        )
+
     @classmethod
-    def open(cls, url: str, **kwargs: Any) -> JobQueue:
-        """A queue over the store at ``url`` (``sqlite:///...`` or ``mongodb://...``)."""
-        return cls(open_store(url), **kwargs)
+    def open(
+        cls,
+        url: str,
+        *,
+        job_types: JobTypes | None = None,
+        retry_policy: RetryPolicy | None = None,
+        max_crashes: int = 3,
+        clock: Clock = utcnow,
+        handlers: HandlerRegistry | None = None,
+        immediate: bool = False,
+        **store_options: Any,
+    ) -> JobQueue:
+        """A queue over the store at ``url`` (``sqlite:///...`` or
+        ``mongodb://...``); ``store_options`` go to :func:`~sclib.open_store`,
+        the rest as in the constructor."""
+        return cls(
+            open_store(url, **store_options),
+            job_types=job_types,
+            retry_policy=retry_policy,
+            max_crashes=max_crashes,
+            clock=clock,
+            handlers=handlers,
+            immediate=immediate,
+        )
 
     def close(self) -> None:
         self.store.close()
@@ -338,6 +385,80 @@ class JobQueue:
     def get(self, job_id: str) -> Job:
         return self.store.get(job_id)
 
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+        raise_on_failure: bool = True,
+    ) -> Job:
+        """Block until the job has finished; return it once completed.
+
+        A failed job raises :class:`~sclib.errors.JobFailed` (its last error in the
+        message, the job in ``.job``), a cancelled one
+        :class:`~sclib.errors.JobCancelled`; with ``raise_on_failure=False`` the
+        job is returned whatever its final status. Past ``timeout`` seconds,
+        :class:`~sclib.errors.WaitTimeout` (a ``TimeoutError``); the job goes on.
+        The store is polled, first every 50 ms, then less often up to
+        ``poll_interval``.
+        """
+        deadline = self._wait_deadline(timeout, poll_interval)
+        delay = min(0.05, poll_interval)
+        while True:
+            job = self.store.get(job_id)
+            if job.status.finished:
+                return self._waited(job, raise_on_failure)
+            pause = self._wait_pause(job_id, deadline, delay)
+            time.sleep(pause)
+            delay = min(poll_interval, delay * 2)
+
+    async def wait_async(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+        raise_on_failure: bool = True,
+    ) -> Job:
+        """:meth:`wait` for code in an event loop: the store is read in a worker
+        thread and the loop sleeps between reads, so other tasks run meanwhile."""
+        import asyncio
+
+        deadline = self._wait_deadline(timeout, poll_interval)
+        delay = min(0.05, poll_interval)
+        while True:
+            job = await asyncio.to_thread(self.store.get, job_id)
+            if job.status.finished:
+                return self._waited(job, raise_on_failure)
+            await asyncio.sleep(self._wait_pause(job_id, deadline, delay))
+            delay = min(poll_interval, delay * 2)
+
+    @staticmethod
+    def _wait_deadline(timeout: float | None, poll_interval: float) -> float | None:
+        if poll_interval <= 0:
+            raise InvalidInput(f"poll_interval must be positive, got {poll_interval}")
+        if timeout is not None and timeout < 0:
+            raise InvalidInput(f"timeout must not be negative, got {timeout}")
+        return None if timeout is None else time.monotonic() + timeout
+
+    @staticmethod
+    def _wait_pause(job_id: str, deadline: float | None, delay: float) -> float:
+        if deadline is None:
+            return delay
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise WaitTimeout(f"job {job_id} has not finished yet")
+        return min(delay, left)
+
+    @staticmethod
+    def _waited(job: Job, raise_on_failure: bool) -> Job:
+        if raise_on_failure and job.status == JobStatus.FAILED:
+            raise JobFailed(job)
+        if raise_on_failure and job.status == JobStatus.CANCELLED:
+            raise JobCancelled(f"job {job.id} ({job.type}) was cancelled", job)
+        return job
+
     def list(
         self,
         *,
@@ -424,11 +545,16 @@ class JobQueue:
             "by_type_status": by_type_status,
         }
 
-    def delete_finished(self, older_than: timedelta) -> int:
-        """Delete jobs that finished more than ``older_than`` ago; return how many."""
+    def delete_finished(
+        self, older_than: timedelta, *, limit: int | None = None
+    ) -> int:
+        """Delete jobs that finished more than ``older_than`` ago (at most
+        ``limit``, the oldest first); return how many."""
         if older_than < timedelta(0):
             raise InvalidInput(f"older_than must not be negative, got {older_than}")
-        return self.store.delete_finished(self.clock() - older_than)
+        if limit is not None and limit < 1:
+            raise InvalidInput(f"limit must be >= 1, got {limit}")
+        return self.store.delete_finished(self.clock() - older_than, limit=limit)
 
     # -- immediate mode ----------------------------------------------------------
 

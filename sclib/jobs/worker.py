@@ -28,7 +28,9 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import timedelta
 from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any, Literal
@@ -46,6 +48,8 @@ from sclib.errors import (
 from sclib.jobs.context import JobContext
 from sclib.jobs.queue import JobQueue
 from sclib.jobs.registry import Handler, HandlerRegistry
+from sclib.jobs.schedules import Scheduler
+from sclib.logs import log_context
 from sclib.models import Job
 
 __all__ = ["Worker", "WorkerStats", "new_worker_id", "run_inline"]
@@ -99,6 +103,18 @@ def _is_fatal(exc: Exception) -> bool:
 
 def _execute(handler: Handler, ctx: JobContext) -> _Outcome:
     """Run one handler call and classify how it ended. Never raises."""
+    with job_log_context(ctx.job):
+        return _classify(handler, ctx)
+
+
+def job_log_context(job: Job) -> AbstractContextManager[None]:
+    """Log records inside carry the job's id, type, dataset and owner."""
+    return log_context(
+        job_id=job.id, job_type=job.type, dataset=job.dataset_uuid, user=job.owner
+    )
+
+
+def _classify(handler: Handler, ctx: JobContext) -> _Outcome:
     try:
         result = handler(ctx)
     except JobCancelled as exc:
@@ -313,6 +329,12 @@ class Worker:
     :param grace_period: seconds running jobs get to finish on a graceful stop.
     :param rescue_interval: seconds between sweeps for expired leases; ``None``
         turns rescue off for this worker (another worker or the server does it).
+    :param keep_finished: how long finished jobs (and their results) are kept;
+        the worker deletes older ones in batches of 500, a sweep a minute.
+        ``None`` or zero keeps them forever.
+    :param schedules: enqueue the periodic jobs declared on ``handlers``
+        (:meth:`HandlerRegistry.schedule`), checked every ``schedule_interval``
+        seconds; every worker may do it, each tick still makes one job.
     """
 
     def __init__(
@@ -330,6 +352,9 @@ class Worker:
         grace_period: float = 30.0,
         rescue_interval: float | None = 5.0,
         worker_id: str | None = None,
+        schedules: bool = True,
+        schedule_interval: float = 1.0,
+        keep_finished: timedelta | None = timedelta(days=30),
     ) -> None:
         if concurrency < 1:
             raise InvalidInput(f"concurrency must be >= 1, got {concurrency}")
@@ -351,6 +376,8 @@ class Worker:
                 f"no handler for job type(s) {', '.join(missing)}; handlers exist "
                 f"for: {', '.join(sorted(handlers))}"
             )
+        if isinstance(handlers, HandlerRegistry):
+            queue.adopt(handlers)  # the job types the handlers define
         for job_type in selected:
             queue.job_types.require(job_type)
         if mode == "process":
@@ -387,6 +414,17 @@ class Worker:
         self._last_rescue = 0.0
         self._store_ok = True
         self._mp = multiprocessing.get_context("spawn")
+        if schedule_interval <= 0:
+            raise InvalidInput(
+                f"schedule_interval must be positive, got {schedule_interval}"
+            )
+        self.schedule_interval = schedule_interval
+        if keep_finished is not None and keep_finished < timedelta(0):
+            raise InvalidInput(f"keep_finished must not be negative: {keep_finished}")
+        self.keep_finished = keep_finished or None
+        self._next_expiry = 0.0
+        declared = handlers.schedules if isinstance(handlers, HandlerRegistry) else {}
+        self._scheduler = Scheduler(queue, declared) if schedules and declared else None
 
     def __repr__(self) -> str:
         return f"Worker({self.worker_id!r}, types={self.types}, mode={self.mode!r})"
@@ -434,6 +472,13 @@ class Worker:
             name=f"sclib-heartbeat-{self.worker_id}",
         )
         beat.start()
+        if self._scheduler is not None:
+            self._scheduler.run_pending()  # what came due while no worker ran
+            threading.Thread(
+                target=self._schedule_loop,
+                daemon=True,
+                name=f"sclib-schedules-{self.worker_id}",
+            ).start()
         for _ in range(self.concurrency):
             self._start_runner()
         try:
@@ -455,6 +500,7 @@ class Worker:
         while not self._stopping.is_set():
             self._wake.clear()
             self._maybe_rescue()
+            self._maybe_expire()
             self._check_deadlines()
             left = None if max_jobs is None else max_jobs - self.stats.claimed
             claimed, room = self._settle(claim=True, most=left)
@@ -625,25 +671,29 @@ class Worker:
             if skip:
                 slot.done = True
                 continue
-            try:
-                if self.mode == "process":
-                    outcome = self._run_process(slot)
-                else:
-                    outcome = _execute(self.handlers[slot.type], slot.ctx)
-            except BaseException as exc:
-                log.exception("job %s: the worker could not run it", slot.id)
-                outcome = _Outcome(
-                    "error",
-                    message=f"the worker could not run the job: "
-                    f"{type(exc).__name__}: {exc}",
-                )
-            try:
-                if not slot.abandoned:
-                    self._outcome_settlement(slot, outcome)
-            finally:
-                slot.done = True
+            with job_log_context(slot.ctx.job):
+                self._run_slot(slot)
             if slot.replaced:
                 return  # a replacement runner took this one's place
+
+    def _run_slot(self, slot: _Slot) -> None:
+        try:
+            if self.mode == "process":
+                outcome = self._run_process(slot)
+            else:
+                outcome = _execute(self.handlers[slot.type], slot.ctx)
+        except BaseException as exc:
+            log.exception("job %s: the worker could not run it", slot.id)
+            outcome = _Outcome(
+                "error",
+                message=f"the worker could not run the job: "
+                f"{type(exc).__name__}: {exc}",
+            )
+        try:
+            if not slot.abandoned:
+                self._outcome_settlement(slot, outcome)
+        finally:
+            slot.done = True
 
     def _run_process(self, slot: _Slot) -> _Outcome:
         parent, child = self._mp.Pipe()
@@ -752,6 +802,36 @@ class Worker:
             self.queue.rescue_expired()
         except SclibError as exc:
             log.warning("rescue sweep failed: %s", exc)
+
+    #: jobs deleted per expiry sweep, and seconds between sweeps
+    EXPIRY_BATCH = 500
+    EXPIRY_INTERVAL = 60.0
+
+    def _maybe_expire(self) -> None:
+        """Delete one batch of jobs finished longer than ``keep_finished`` ago;
+        the next batch comes in a second when there were more, else in a minute."""
+        if self.keep_finished is None or time.monotonic() < self._next_expiry:
+            return
+        try:
+            deleted = self.queue.delete_finished(
+                self.keep_finished, limit=self.EXPIRY_BATCH
+            )
+        except SclibError as exc:
+            log.warning("deleting old finished jobs failed: %s", exc)
+            deleted = 0
+        if deleted:
+            log.info(
+                "deleted %d job(s) finished over %s ago", deleted, self.keep_finished
+            )
+        more = deleted >= self.EXPIRY_BATCH
+        self._next_expiry = time.monotonic() + (1.0 if more else self.EXPIRY_INTERVAL)
+
+    def _schedule_loop(self) -> None:
+        scheduler = self._scheduler
+        assert scheduler is not None
+        while not self._stopping.wait(self.schedule_interval):
+            if scheduler.run_pending():
+                self._wake.set()  # a tick made a job: claim it now
 
     def _heartbeat_loop(self) -> None:
         # runs until the worker has shut down: jobs in their grace period still

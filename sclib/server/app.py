@@ -187,6 +187,7 @@ def create_app(
                 lease_seconds=settings.lease_seconds,
                 poll_interval=min(settings.poll_interval, 0.5),
                 grace_period=settings.grace_period,
+                keep_finished=settings.keep_finished,
             )
             thread = threading.Thread(
                 target=_run_worker,

@@ -709,6 +709,29 @@ class JobStoreContract:
         assert queue.get(pending.id).status is JobStatus.PENDING
         assert queue.get(recent.id).status is JobStatus.COMPLETED
 
+    def test_delete_finished_in_batches_takes_the_oldest_first(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """With a limit, at most that many go, those that finished first; what
+        is left goes in the next batch; idempotency keys of deleted jobs free up."""
+        made = []
+        for n in range(5):
+            job = queue.enqueue("upload", idempotency_key=f"k{n}")
+            claimed = queue.claim("w")
+            assert claimed is not None and claimed.id == job.id
+            queue.complete(claimed.lease)
+            made.append(job.id)
+            clock.advance(60)
+        clock.advance(3600 * 24 * 31)
+        assert queue.delete_finished(timedelta(days=30), limit=2) == 2
+        left = {j.id for j in queue.list(limit=10)}
+        assert left == set(made[2:])
+        assert queue.delete_finished(timedelta(days=30), limit=10) == 3
+        assert queue.list(limit=10) == []
+        assert queue.enqueue("upload", idempotency_key="k0").id not in made
+        with pytest.raises(InvalidInput):
+            queue.delete_finished(timedelta(days=30), limit=0)
+
     def test_delete_jobs_skips_running_and_unknown_ids(self, queue: JobQueue) -> None:
         """delete_jobs removes pending and finished jobs with their history, leaves
         a running job alone, ignores unknown ids, and says which went."""
