@@ -319,9 +319,10 @@ class JobStore(ABC):
         self, leases: Sequence[Lease], now: datetime, lease_until: datetime
     ) -> list[LeaseLost | None]:
         """A worker is about to start the handlers of these held attempts: end
-        their hold (from now on an expired lease counts as a crash) and renew
-        their leases to ``lease_until``. Fenced per lease; returns, per lease,
-        ``None`` or the :class:`LeaseLost` it met (that one changed nothing).
+        their hold (from now on an expired lease counts as a crash), renew their
+        leases to ``lease_until`` and add a ``started`` event to each job's
+        history. Fenced per lease; returns, per lease, ``None`` or the
+        :class:`LeaseLost` it met (that one changed nothing).
 
         The default renews the leases (a store that cannot hold has nothing
         more to record).

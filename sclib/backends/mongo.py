@@ -506,7 +506,12 @@ class MongoJobStore(JobStore):
                             "held": False,
                             "lease_until": lease_until,
                             "updated_at": now,
-                        }
+                        },
+                        "$push": {
+                            "events": _event(
+                                "started", now, lease.worker_id, lease.attempt
+                            )
+                        },
                     },
                 )
                 out.append(None)

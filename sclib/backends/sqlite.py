@@ -583,11 +583,13 @@ class SQLiteJobStore(JobStore):
                     "AND status = 'running' RETURNING id",
                     (until, t, lease.job_id, lease.worker_id, lease.attempt),
                 ).fetchone()
-                out.append(
-                    None
-                    if row is not None
-                    else LeaseLost(lease.job_id, lease.worker_id, lease.attempt)
+                if row is None:
+                    out.append(LeaseLost(lease.job_id, lease.worker_id, lease.attempt))
+                    continue
+                self._event(
+                    db, lease.job_id, t, "started", lease.worker_id, lease.attempt
                 )
+                out.append(None)
         return out
 
     def _finish_in(

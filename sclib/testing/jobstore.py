@@ -527,6 +527,8 @@ class JobStoreContract:
         assert final.status is JobStatus.FAILED
         assert final.error is not None and "crash loop" in final.error
         assert [e.kind for e in final.error_history] == ["crash", "crash"]
+        starts = [e for e in queue.events(job.id) if e.kind == "started"]
+        assert [(e.worker_id, e.attempt) for e in starts] == [("w", 2), ("w", 3)]
         now = clock()
         (lost,) = queue.store.record_started(
             [first.lease], now, now + timedelta(seconds=10)
