@@ -408,15 +408,20 @@ class Worker:
     :param concurrency: how many jobs run at once.
     :param prefetch: how many extra jobs to claim ahead, so a runner that finishes
         finds its next job already leased (fewer round trips for short jobs; the
-        prefetched jobs' leases are renewed while they wait). ``0`` (default)
-        claims only for idle runners, which is fairest to other workers.
+        prefetched jobs' leases are renewed while they wait, and if the worker
+        dies, a job that never started comes back without a crash charge).
+        ``0`` (default) claims only for idle runners, which is fairest to other
+        workers.
     :param types: job types to take (default: every type with a handler).
     :param mode: ``"thread"`` (default) or ``"process"`` (each job in a fresh
         interpreter; handlers must be importable functions; hard time limits).
     :param lease_seconds: how long a claim is valid without a heartbeat; a crashed
-        worker's jobs are rescued this long after its last heartbeat.
+        worker's jobs are rescued this long after its last heartbeat. A job whose
+        lease the worker could not renew for five sixths of it is stopped and
+        released (process mode kills its process), so it never runs beside the
+        attempt that replaces it.
     :param heartbeat_interval: seconds between lease renewals (default a third of
-        the lease).
+        the lease; at most half of it).
     :param poll_interval: seconds to wait before asking again when nothing was
         claimable.
     :param grace_period: seconds running jobs get to finish on a graceful stop.
@@ -850,16 +855,19 @@ class Worker:
         outcome: _Outcome | None = None
         try:
             while outcome is None:
+                # this thread never waits for the store (except to record the
+                # start), so it stops the job in time when the heartbeats fail
+                if time.monotonic() > slot.lease_deadline and not slot.abandoned:
+                    log.warning(
+                        "job %s: its lease could not be renewed in time; killing "
+                        "its process so that no other attempt overlaps",
+                        slot.id,
+                    )
+                    slot.fenced = True
+                    _kill_job_process(process)
+                    outcome = self._fenced_outcome(slot)
+                    break
                 if not parent.poll(PARENT_CHECK_SECONDS):
-                    if time.monotonic() > slot.lease_deadline and not slot.abandoned:
-                        log.warning(
-                            "job %s: its lease could not be renewed in time; "
-                            "killing its process so that no other attempt overlaps",
-                            slot.id,
-                        )
-                        slot.fenced = True
-                        _kill_job_process(process)
-                        outcome = self._fenced_outcome(slot)
                     continue
                 message = parent.recv()
                 if message[0] == "ready":
