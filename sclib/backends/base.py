@@ -11,9 +11,16 @@ Two rules hold for every method:
 * **Atomic**: each call is one state-guarded write (one SQLite write transaction, one
   MongoDB ``find_one_and_update`` where it can be one). Two callers racing for the
   same job cannot both win.
-* **Fenced**: every write a worker makes after its claim (heartbeat, complete, fail,
-  cancel, release) is conditioned on job id + worker id + attempt + ``running``. A
-  worker that lost its lease gets :class:`~sclib.errors.LeaseLost` and nothing changes.
+* **Fenced**: every write a worker makes after its claim (heartbeat, record_started,
+  complete, fail, cancel, release) is conditioned on job id + worker id + attempt +
+  ``running``. A worker that lost its lease gets :class:`~sclib.errors.LeaseLost` and
+  nothing changes.
+
+A worker claims jobs *held* (``settle_and_claim(..., held=True)``): the attempt is
+``running`` under its lease, but its handler is not known to have started. A held
+attempt whose lease expires goes back to ``pending`` without a crash charge (the
+job's ``held_rescues`` grows instead); :meth:`JobStore.record_started` ends the hold
+before a handler runs, and from then on an expired lease counts as a crash.
 """
 
 from __future__ import annotations
@@ -81,9 +88,23 @@ class ClaimedJob:
 
     A worker needs only the first three to run a job and fence its outcome; most
     short jobs never look at the rest, so a store may defer building it.
+
+    ``held`` says the claim was made held (see :meth:`JobStore.settle_and_claim`):
+    a rescue of this attempt costs the job no crash until
+    :meth:`JobStore.record_started` is called for it. ``held_rescues`` is how many
+    earlier held attempts of the job were taken back that way.
     """
 
-    __slots__ = ("_build", "_job", "_source", "lease", "timeout_seconds", "type")
+    __slots__ = (
+        "_build",
+        "_job",
+        "_source",
+        "held",
+        "held_rescues",
+        "lease",
+        "timeout_seconds",
+        "type",
+    )
 
     def __init__(
         self,
@@ -93,12 +114,17 @@ class ClaimedJob:
         job: Job | None = None,
         build: Callable[[Any], Job] | None = None,
         source: Any = None,
+        *,
+        held: bool = False,
+        held_rescues: int = 0,
     ) -> None:
         if job is None and build is None:
             raise ValueError("a ClaimedJob needs the job or a way to build it")
         self.lease = lease
         self.type = type
         self.timeout_seconds = timeout_seconds
+        self.held = held
+        self.held_rescues = held_rescues
         self._job = job
         self._build = build
         self._source = source
@@ -126,7 +152,8 @@ class ClaimedJob:
         return job
 
     def __repr__(self) -> str:
-        return f"ClaimedJob({self.lease!r}, type={self.type!r})"
+        held = ", held" if self.held else ""
+        return f"ClaimedJob({self.lease!r}, type={self.type!r}{held})"
 
 
 class JobStore(ABC):
@@ -252,16 +279,63 @@ class JobStore(ABC):
         types: Sequence[str] | None,
         lease_until: datetime,
         limit: int,
+        *,
+        held: bool = False,
     ) -> tuple[list[LeaseLost | None], list[ClaimedJob]]:
         """Record finished attempts, then claim up to ``limit`` new jobs.
 
         Returns, per settlement, ``None`` or the :class:`LeaseLost` it met (that
         one changed nothing), and the claimed jobs as :class:`ClaimedJob` s (a
-        store may build each full :class:`Job` only when it is asked for).
+        store may build each full :class:`Job` only when it is asked for). With
+        ``held``, the jobs are claimed as :meth:`claim_held` claims them.
         """
         outcomes = [self.settle(item, now, policy) for item in settlements]
+        if held:
+            return outcomes, self.claim_held(worker_id, types, now, lease_until, limit)
         jobs = self.claim_many(worker_id, types, now, lease_until, limit)
         return outcomes, [ClaimedJob.of(job) for job in jobs]
+
+    def claim_held(
+        self,
+        worker_id: str,
+        types: Sequence[str] | None,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+    ) -> list[ClaimedJob]:
+        """Claim up to ``limit`` jobs like :meth:`claim_many`, but *held*: each
+        attempt is ``running`` under its lease, and its handler is not known to
+        have started. If the lease of a held attempt expires, :meth:`rescue_expired`
+        makes the job pending again without counting a crash (and adds one to its
+        ``held_rescues``); :meth:`record_started` ends the hold. Each
+        :class:`ClaimedJob` says ``held=True`` and the job's ``held_rescues``.
+
+        The default cannot hold: it claims as :meth:`claim_many` does
+        (``held=False``), so every rescue counts as a crash, as it always did.
+        """
+        jobs = self.claim_many(worker_id, types, now, lease_until, limit)
+        return [ClaimedJob.of(job) for job in jobs]
+
+    def record_started(
+        self, leases: Sequence[Lease], now: datetime, lease_until: datetime
+    ) -> list[LeaseLost | None]:
+        """A worker is about to start the handlers of these held attempts: end
+        their hold (from now on an expired lease counts as a crash), renew their
+        leases to ``lease_until`` and add a ``started`` event to each job's
+        history. Fenced per lease; returns, per lease, ``None`` or the
+        :class:`LeaseLost` it met (that one changed nothing).
+
+        The default renews the leases (a store that cannot hold has nothing
+        more to record).
+        """
+        out: list[LeaseLost | None] = []
+        for lease in leases:
+            try:
+                self.heartbeat(lease, now, lease_until)
+                out.append(None)
+            except LeaseLost as exc:
+                out.append(exc)
+        return out
 
     def settle(
         self, item: Settlement, now: datetime, policy: RetryPolicy
@@ -302,7 +376,10 @@ class JobStore(ABC):
 
         Each rescue is a compare-and-set on the expired lease and counts as a crash:
         pending again (claimable now), ``cancelled`` if cancellation was requested,
-        or ``failed`` once the crash cap is reached.
+        or ``failed`` once the crash cap is reached. The rescue of a *held* attempt
+        (see :meth:`claim_held`) counts no crash: the job is pending again (or
+        ``cancelled`` if cancellation was requested) and its ``held_rescues`` grows
+        by one.
         """
 
     # -- reading ---------------------------------------------------------------

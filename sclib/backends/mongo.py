@@ -34,7 +34,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from sclib.backends.base import JobFilter, JobStore, WorkerRecord
+from sclib.backends.base import ClaimedJob, JobFilter, JobStore, WorkerRecord
 from sclib.errors import (
     BackendError,
     ConfigurationError,
@@ -528,6 +528,8 @@ class MongoJobStore(JobStore):
                 "max_attempts": job.max_attempts,
                 "failures": 0,
                 "crashes": 0,
+                "held": False,
+                "held_rescues": 0,
                 "max_crashes": job.max_crashes,
                 "timeout_seconds": job.timeout_seconds,
                 "run_at": job.run_at,
@@ -577,6 +579,76 @@ class MongoJobStore(JobStore):
         now: datetime,
         lease_until: datetime,
     ) -> Job | None:
+        doc = self._claim_one(worker_id, types, now, lease_until, held=False)
+        return None if doc is None else _doc_to_job(doc)
+
+    def claim_held(
+        self,
+        worker_id: str,
+        types: Sequence[str] | None,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+    ) -> list[ClaimedJob]:
+        out: list[ClaimedJob] = []
+        while len(out) < limit:
+            try:
+                doc = self._claim_one(worker_id, types, now, lease_until, held=True)
+            except BackendError:
+                if not out:
+                    raise
+                break  # keep what was claimed: dropping it would strand those jobs
+            if doc is None:
+                break
+            job = _doc_to_job(doc)
+            out.append(
+                ClaimedJob(
+                    job.lease,
+                    job.type,
+                    job.timeout_seconds,
+                    job=job,
+                    held=True,
+                    held_rescues=doc.get("held_rescues", 0),
+                )
+            )
+        return out
+
+    def record_started(
+        self, leases: Sequence[Lease], now: datetime, lease_until: datetime
+    ) -> list[LeaseLost | None]:
+        out: list[LeaseLost | None] = []
+        for lease in leases:
+            try:
+                self._fenced_update(
+                    lease,
+                    {
+                        "$set": {
+                            "held": False,
+                            "lease_until": lease_until,
+                            "updated_at": now,
+                        },
+                        "$push": {
+                            "events": _event(
+                                "started", now, lease.worker_id, lease.attempt
+                            )
+                        },
+                    },
+                    "record_started",
+                )
+                out.append(None)
+            except LeaseLost as exc:
+                out.append(exc)
+        return out
+
+    def _claim_one(
+        self,
+        worker_id: str,
+        types: Sequence[str] | None,
+        now: datetime,
+        lease_until: datetime,
+        *,
+        held: bool,
+    ) -> dict[str, Any] | None:
         query: dict[str, Any] = {
             "status": "pending",
             "waiting_on": 0,
@@ -596,6 +668,7 @@ class MongoJobStore(JobStore):
                         "lease_until": lease_until,
                         "updated_at": now,
                         "cancel_requested": False,
+                        "held": held,
                     },
                     "$inc": {"attempts": 1},
                 },
@@ -636,7 +709,8 @@ class MongoJobStore(JobStore):
                 doc["_id"],
                 _backend_error(exc, "claim"),
             )
-        return _doc_to_job(doc)
+        claimed: dict[str, Any] = doc
+        return claimed
 
     def heartbeat(
         self,
@@ -912,6 +986,8 @@ class MongoJobStore(JobStore):
                         "status": "pending",
                         "failures": 0,
                         "crashes": 0,
+                        "held": False,
+                        "held_rescues": 0,
                         "cancel_requested": False,
                         "worker_id": None,
                         "lease_until": None,
@@ -1032,6 +1108,8 @@ class MongoJobStore(JobStore):
     def _rescue_one(
         self, cur: Mapping[str, Any], now: datetime, policy: RetryPolicy
     ) -> Job | None:  # driver errors: translated by rescue_expired
+        if cur.get("held"):
+            return self._rescue_held(cur, now)
         crashes = cur.get("crashes", 0) + 1
         worker, attempt = cur.get("worker_id"), cur["attempts"]
         message = (
@@ -1082,6 +1160,57 @@ class MongoJobStore(JobStore):
             return None  # someone else rescued it, or the worker came back in time
         if why:
             self._cascade_cancel(cur["_id"], now, why, "rescue_expired")
+        return _doc_to_job(doc)
+
+    def _rescue_held(self, cur: Mapping[str, Any], now: datetime) -> Job | None:
+        """Take back an expired *held* attempt: its handler never started, so no
+        crash is counted; pending again (``cancelled`` if that was requested)."""
+        worker, attempt = cur.get("worker_id"), cur["attempts"]
+        message = (
+            f"worker {worker} stopped renewing its lease before the handler of "
+            f"attempt {attempt} started; not counted as a crash"
+        )
+        cancel = bool(cur.get("cancel_requested"))
+        sets: dict[str, Any] = {
+            "held": False,
+            "lease_until": None,
+            "updated_at": now,
+        }
+        events = [
+            _event(
+                "rescued",
+                now,
+                worker,
+                attempt,
+                message + ("; cancellation had been requested" if cancel else ""),
+            )
+        ]
+        if cancel:
+            sets.update(status="cancelled", finished_at=now, error=message)
+            events.append(_event("cancelled", now, message=message))
+        else:
+            sets.update(status="pending", run_at=now)
+        doc = self.coll.find_one_and_update(
+            {
+                "_id": cur["_id"],
+                "worker_id": worker,
+                "attempts": attempt,
+                "status": "running",
+                "held": True,
+                "lease_until": {"$lt": now},
+            },
+            {
+                "$set": sets,
+                "$inc": {"held_rescues": 1},
+                "$push": {"events": {"$each": events}},
+            },
+            projection=_NO_EVENTS,
+            return_document=_AFTER,
+        )
+        if doc is None:
+            return None  # someone else rescued it, or the worker came back in time
+        if cancel:
+            self._cascade_cancel(cur["_id"], now, "cancelled", "rescue_expired")
         return _doc_to_job(doc)
 
     # -- reading ---------------------------------------------------------------------

@@ -79,7 +79,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at       REAL NOT NULL,
     updated_at       REAL NOT NULL,
     started_at       REAL,
-    finished_at      REAL
+    finished_at      REAL,
+    held             INTEGER NOT NULL DEFAULT 0,
+    held_rescues     INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
     ON jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;
@@ -161,6 +163,13 @@ _COLUMNS = (
     "updated_at",
     "started_at",
     "finished_at",
+    "held",
+    "held_rescues",
+)
+#: columns files made by an older sclib lack (added when such a file is opened)
+_ADDED_COLUMNS = (
+    ("jobs", "held", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "held_rescues", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
@@ -171,7 +180,13 @@ _CLAIM_ORDER = itemgetter(3, 13, 0)  # priority, run_at, id
 def _row_to_claimed(row: sqlite3.Row) -> ClaimedJob:
     """A just-claimed row: lease, type and time limit now, the Job when asked."""
     return ClaimedJob(
-        Lease(row[0], row[14], row[7]), row[1], row[12], build=_row_to_job, source=row
+        Lease(row[0], row[14], row[7]),
+        row[1],
+        row[12],
+        build=_row_to_job,
+        source=row,
+        held=bool(row[28]),
+        held_rescues=row[29],
     )
 
 
@@ -265,7 +280,11 @@ class SQLiteJobStore(JobStore):
         busy_timeout: float = 10.0,
     ) -> None:
         self.db = SQLiteDatabase(
-            path, _SCHEMA, synchronous=synchronous, busy_timeout=busy_timeout
+            path,
+            _SCHEMA,
+            synchronous=synchronous,
+            busy_timeout=busy_timeout,
+            added_columns=_ADDED_COLUMNS,
         )
         self.path = self.db.path
         names = tuple(r[1] for r in self.db.read("PRAGMA table_info(jobs)"))
@@ -418,11 +437,12 @@ class SQLiteJobStore(JobStore):
         t: float,
         lease_until: float,
         limit: int,
+        held: bool = False,
     ) -> list[sqlite3.Row]:
         if limit <= 0 or (types is not None and not types):
             return []
         type_clause = ""
-        params: list[Any] = [worker_id, lease_until, t, t, t]
+        params: list[Any] = [worker_id, lease_until, t, t, int(held), t]
         if types is not None:
             type_clause = f" AND type IN ({', '.join('?' * len(types))})"
             params.extend(types)
@@ -432,7 +452,7 @@ class SQLiteJobStore(JobStore):
         rows = db.execute(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, "
             "worker_id = ?, lease_until = ?, updated_at = ?, "
-            "started_at = COALESCE(started_at, ?), cancel_requested = 0 "
+            "started_at = COALESCE(started_at, ?), cancel_requested = 0, held = ? "
             "WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_claimable "
             "WHERE status = 'pending' AND waiting_on = 0 AND run_at <= ?"
             + type_clause
@@ -528,6 +548,48 @@ class SQLiteJobStore(JobStore):
                     out.append(self._heartbeat_in(db, lease, t, until, progress))
                 except LeaseLost as exc:
                     out.append(exc)
+        return out
+
+    def claim_held(
+        self,
+        worker_id: str,
+        types: Sequence[str] | None,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+    ) -> list[ClaimedJob]:
+        with self.db.write() as db:
+            rows = self._claim_in(
+                db,
+                worker_id,
+                types,
+                to_timestamp(now),
+                to_timestamp(lease_until),
+                limit,
+                held=True,
+            )
+        return [_row_to_claimed(r) for r in rows]
+
+    def record_started(
+        self, leases: Sequence[Lease], now: datetime, lease_until: datetime
+    ) -> list[LeaseLost | None]:
+        t, until = to_timestamp(now), to_timestamp(lease_until)
+        out: list[LeaseLost | None] = []
+        with self.db.write() as db:
+            for lease in leases:
+                row = db.execute(
+                    "UPDATE jobs SET held = 0, lease_until = ?, updated_at = ? "
+                    "WHERE id = ? AND worker_id = ? AND attempts = ? "
+                    "AND status = 'running' RETURNING id",
+                    (until, t, lease.job_id, lease.worker_id, lease.attempt),
+                ).fetchone()
+                if row is None:
+                    out.append(LeaseLost(lease.job_id, lease.worker_id, lease.attempt))
+                    continue
+                self._event(
+                    db, lease.job_id, t, "started", lease.worker_id, lease.attempt
+                )
+                out.append(None)
         return out
 
     def _finish_in(
@@ -761,9 +823,11 @@ class SQLiteJobStore(JobStore):
         types: Sequence[str] | None,
         lease_until: datetime,
         limit: int,
+        *,
+        held: bool = False,
     ) -> tuple[list[LeaseLost | None], list[ClaimedJob]]:
         outcomes, rows = self._settle_and_claim_rows(
-            settlements, now, policy, worker_id, types, lease_until, limit
+            settlements, now, policy, worker_id, types, lease_until, limit, held
         )
         return outcomes, [_row_to_claimed(r) for r in rows]
 
@@ -776,6 +840,7 @@ class SQLiteJobStore(JobStore):
         types: Sequence[str] | None,
         lease_until: datetime,
         limit: int,
+        held: bool = False,
     ) -> tuple[list[LeaseLost | None], list[sqlite3.Row]]:
         t = to_timestamp(now)
         outcomes: list[LeaseLost | None] = []
@@ -810,7 +875,7 @@ class SQLiteJobStore(JobStore):
                 except LeaseLost as exc:
                     outcomes.append(exc)
             rows = self._claim_in(
-                db, worker_id, types, t, to_timestamp(lease_until), limit
+                db, worker_id, types, t, to_timestamp(lease_until), limit, held
             )
         return outcomes, rows
 
@@ -865,7 +930,8 @@ class SQLiteJobStore(JobStore):
             ).fetchone()[0]
             row = db.execute(
                 "UPDATE jobs SET status = 'pending', failures = 0, crashes = 0, "
-                "cancel_requested = 0, worker_id = NULL, lease_until = NULL, "
+                "held_rescues = 0, cancel_requested = 0, worker_id = NULL, "
+                "lease_until = NULL, "
                 "run_at = ?, waiting_on = ?, updated_at = ?, finished_at = NULL, "
                 # a run's duration starts at its next claim, not the first one
                 "started_at = NULL WHERE id = ? RETURNING *",
@@ -930,6 +996,9 @@ class SQLiteJobStore(JobStore):
                 (t, limit),
             ).fetchall()
             for cur in rows:
+                if cur["held"]:
+                    rescued.append(self._rescue_held_in(db, cur, t))
+                    continue
                 crashes = cur["crashes"] + 1
                 message = (
                     f"worker {cur['worker_id']} stopped renewing its lease "
@@ -992,6 +1061,44 @@ class SQLiteJobStore(JobStore):
                     self._cascade_cancel(db, cur["id"], t, why)
                 rescued.append(_row_to_job(row))
         return rescued
+
+    def _rescue_held_in(
+        self, db: sqlite3.Connection, cur: sqlite3.Row, t: float
+    ) -> Job:
+        """Take back an expired *held* attempt: its handler never started, so no
+        crash is counted; pending again (``cancelled`` if that was requested)."""
+        message = (
+            f"worker {cur['worker_id']} stopped renewing its lease before the "
+            f"handler of attempt {cur['attempts']} started; not counted as a crash"
+        )
+        cancel = bool(cur["cancel_requested"])
+        row = db.execute(
+            "UPDATE jobs SET status = ?, held = 0, held_rescues = held_rescues + 1, "
+            "lease_until = NULL, run_at = ?, updated_at = ?, finished_at = ?, "
+            "error = CASE WHEN ? THEN ? ELSE error END WHERE id = ? RETURNING *",
+            (
+                "cancelled" if cancel else "pending",
+                cur["run_at"] if cancel else t,
+                t,
+                t if cancel else None,
+                cancel,
+                message,
+                cur["id"],
+            ),
+        ).fetchone()
+        self._event(
+            db,
+            cur["id"],
+            t,
+            "rescued",
+            cur["worker_id"],
+            cur["attempts"],
+            message + ("; cancellation had been requested" if cancel else ""),
+        )
+        if cancel:
+            self._event(db, cur["id"], t, "cancelled", message=message)
+            self._cascade_cancel(db, cur["id"], t, "cancelled")
+        return _row_to_job(row)
 
     # -- reading ---------------------------------------------------------------
 

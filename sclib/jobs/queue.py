@@ -319,11 +319,14 @@ class JobQueue:
         *,
         lease_seconds: float = 30.0,
         limit: int = 1,
+        held: bool = False,
     ) -> tuple[builtins.list[LeaseLost | None], builtins.list[ClaimedJob]]:
         """Record finished attempts and claim up to ``limit`` jobs, in one step.
 
         This is a worker's hot path: on SQLite it is one transaction however many
-        jobs it settles and claims.
+        jobs it settles and claims. With ``held``, the jobs are claimed *held*:
+        until :meth:`record_started` is called for one, a rescue of it counts no
+        crash (see :meth:`JobStore.claim_held`).
         """
         now = self.clock()
         return self.store.settle_and_claim(
@@ -334,6 +337,17 @@ class JobQueue:
             types,
             now + timedelta(seconds=lease_seconds),
             limit,
+            held=held,
+        )
+
+    def record_started(
+        self, leases: Sequence[Lease], *, lease_seconds: float
+    ) -> builtins.list[LeaseLost | None]:
+        """End the hold of these held attempts, whose handlers start now, and
+        renew their leases; per lease ``None`` or the :class:`LeaseLost` it met."""
+        now = self.clock()
+        return self.store.record_started(
+            leases, now, now + timedelta(seconds=lease_seconds)
         )
 
     def heartbeat_many(

@@ -7,6 +7,22 @@ cancellation requests on. A job past its time limit is failed (and retried by th
 policy): in process mode its process is killed; in thread mode the thread cannot be
 killed, so it is abandoned and any write it makes later is refused by fencing.
 
+A worker's death costs only the jobs it was running. Jobs are claimed *held*
+(:meth:`JobQueue.settle_and_claim` with ``held=True``): a prefetched job that never
+started comes back without a crash charge when the worker dies. Before a handler
+runs, the worker records its start (:meth:`JobQueue.record_started`) in process
+mode always, and in thread mode for a job that already came back that way once,
+so a job that kills its worker every time still reaches the crash cap.
+
+In process mode a job's process dies with its worker: it runs in its own process
+group, gets SIGKILL from the kernel when the worker's thread that started it exits
+(Linux, ``PR_SET_PDEATHSIG``), and everywhere a thread in it watches
+``os.getppid()`` and kills its group once the worker is gone. A worker that could
+not renew a lease for ``lease_seconds - lease_seconds / 6`` (its store unreachable)
+kills that job's process and releases the job, so the job's process is gone before
+its lease can expire and a rescue start the job elsewhere
+(see docs/guarantees.md, "One attempt at a time").
+
 Stopping (``stop()``, SIGTERM or SIGINT): claim nothing more, let running jobs
 finish for ``grace_period`` seconds, then release the rest so another worker can
 take them at once. A second signal stops without waiting.
@@ -15,6 +31,7 @@ take them at once. A second signal stops without waiting.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import multiprocessing
@@ -24,6 +41,7 @@ import queue as queue_mod
 import secrets
 import signal
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -56,7 +74,13 @@ __all__ = ["Worker", "WorkerStats", "new_worker_id", "run_inline"]
 
 log = logging.getLogger(__name__)
 
-OutcomeKind = Literal["ok", "error", "timeout", "cancelled", "lost"]
+OutcomeKind = Literal["ok", "error", "timeout", "cancelled", "lost", "release"]
+
+#: share of the lease a worker keeps in hand: a job whose lease it could not renew
+#: for ``lease_seconds * (1 - LEASE_MARGIN)`` is stopped (process mode: killed)
+LEASE_MARGIN = 1 / 6
+#: how often a job's process checks that its worker is still its parent
+PARENT_CHECK_SECONDS = 0.1
 
 
 def new_worker_id() -> str:
@@ -164,6 +188,9 @@ def _record(queue: JobQueue, ctx: JobContext, outcome: _Outcome) -> str:
             return "cancelled"
         if outcome.kind == "lost":
             return "lost"
+        if outcome.kind == "release":
+            queue.release(lease, outcome.message)
+            return "released"
         queue.fail(lease, outcome.message, kind=outcome.error_kind)
         return "timed_out" if outcome.kind == "timeout" else "failed"
     except LeaseLost:
@@ -248,8 +275,66 @@ class _ChildContext(JobContext):
                 self._conn.send(("progress", progress))
 
 
-def _child_main(handler: Handler, job: Job, conn: Connection, budget: float) -> None:
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this job process die with the worker that started it.
+
+    It leads its own process group (what the handler starts joins it, and the
+    worker kills the whole group). On Linux the kernel sends it SIGKILL as soon
+    as the worker's thread that started it exits, the worker's death included
+    (``prctl(PR_SET_PDEATHSIG)``). Everywhere, a thread checks ``os.getppid()``
+    every :data:`PARENT_CHECK_SECONDS` and kills the group once the worker is no
+    longer the parent. A worker that died while this interpreter was starting
+    is caught by the first check, before any handler code is imported.
+    """
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no usable libc
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(70)
+    threading.Thread(
+        target=_watch_parent, args=(parent_pid,), daemon=True, name="sclib-parent"
+    ).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_CHECK_SECONDS)
+    if os.getpgid(0) == os.getpid():  # never the group this process was born in
+        with contextlib.suppress(OSError):
+            os.killpg(0, signal.SIGKILL)
+    os._exit(70)
+
+
+def _child_main(
+    handler_ref: bytes, job: Job, conn: Connection, budget: float, parent_pid: int
+) -> None:
+    """A job process: tie its life to the worker, say it is ready, wait for the
+    worker to record the start (``go``), then run the handler."""
+    _die_with_parent(parent_pid)
+    # the worker pickled this reference to a module-level function itself;
+    # loading it imports the handler's module
+    handler: Handler = pickle.loads(handler_ref)  # noqa: S301
     ctx = _ChildContext(job, conn, time.monotonic() + budget)
+    conn.send(("ready",))
+    while True:  # a cancel request may come before the go-ahead
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message == "go":
+            break
+        if message == "cancel":
+            ctx.request_cancel("cancellation requested")
+        else:  # "stop": the worker could not record the start
+            return
 
     def listen() -> None:
         try:
@@ -269,6 +354,18 @@ def _child_main(handler: Handler, job: Job, conn: Connection, budget: float) -> 
         conn.send(("outcome", outcome))
 
 
+def _kill_job_process(process: multiprocessing.process.BaseProcess) -> None:
+    """SIGKILL a job process and its group (what its handler started), and wait
+    briefly until it is gone. Only while it is not yet reaped, so its pid (and
+    group id) still name it."""
+    if process.is_alive() and process.pid is not None:
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGKILL)  # ESRCH before its setpgid
+        with contextlib.suppress(OSError):
+            process.kill()
+    process.join(timeout=5)
+
+
 # -- the worker -----------------------------------------------------------------
 
 
@@ -280,7 +377,11 @@ class _Slot:
         "conn",
         "ctx",
         "done",
+        "fenced",
+        "held",
+        "held_rescues",
         "id",
+        "lease_deadline",
         "process",
         "replaced",
         "started",
@@ -288,11 +389,19 @@ class _Slot:
         "type",
     )
 
-    def __init__(self, claimed: ClaimedJob) -> None:
+    def __init__(self, claimed: ClaimedJob, lease_deadline: float) -> None:
         self.id = claimed.lease.job_id
         self.type = claimed.type
         self.timeout_seconds = claimed.timeout_seconds
         self.ctx = JobContext(claimed)
+        #: the store holds the claim (no crash charged if this worker vanishes)
+        self.held = claimed.held
+        self.held_rescues = claimed.held_rescues
+        #: ``time.monotonic()`` past which the lease may have expired in the
+        #: store, less a margin: the job must not be running then
+        self.lease_deadline = lease_deadline
+        #: stopped because its lease could not be renewed in time
+        self.fenced = False
         self.started = False
         self.done = False
         self.process: multiprocessing.process.BaseProcess | None = None
@@ -315,15 +424,20 @@ class Worker:
     :param concurrency: how many jobs run at once.
     :param prefetch: how many extra jobs to claim ahead, so a runner that finishes
         finds its next job already leased (fewer round trips for short jobs; the
-        prefetched jobs' leases are renewed while they wait). ``0`` (default)
-        claims only for idle runners, which is fairest to other workers.
+        prefetched jobs' leases are renewed while they wait, and if the worker
+        dies, a job that never started comes back without a crash charge).
+        ``0`` (default) claims only for idle runners, which is fairest to other
+        workers.
     :param types: job types to take (default: every type with a handler).
     :param mode: ``"thread"`` (default) or ``"process"`` (each job in a fresh
         interpreter; handlers must be importable functions; hard time limits).
     :param lease_seconds: how long a claim is valid without a heartbeat; a crashed
-        worker's jobs are rescued this long after its last heartbeat.
+        worker's jobs are rescued this long after its last heartbeat. A job whose
+        lease the worker could not renew for five sixths of it is stopped and
+        released (process mode kills its process), so it never runs beside the
+        attempt that replaces it.
     :param heartbeat_interval: seconds between lease renewals (default a third of
-        the lease).
+        the lease; at most half of it).
     :param poll_interval: seconds to wait before asking again when nothing was
         claimable.
     :param grace_period: seconds running jobs get to finish on a graceful stop.
@@ -367,6 +481,13 @@ class Worker:
                 "lease_seconds and poll_interval must be positive and grace_period "
                 "not negative"
             )
+        if heartbeat_interval is not None and not (
+            0 < heartbeat_interval <= lease_seconds / 2
+        ):
+            raise InvalidInput(
+                f"heartbeat_interval must be positive and at most half the lease "
+                f"({lease_seconds / 2:g}s), got {heartbeat_interval!r}"
+            )
         if not handlers:
             raise InvalidInput("a worker needs at least one handler")
         selected = list(handlers) if types is None else list(dict.fromkeys(types))
@@ -397,6 +518,8 @@ class Worker:
         self.prefetch = prefetch
         self.mode = mode
         self.lease_seconds = lease_seconds
+        #: how long after a renewal was sent the lease is taken to be good
+        self._lease_budget = lease_seconds * (1 - LEASE_MARGIN)
         self.heartbeat_interval = heartbeat_interval or lease_seconds / 3
         self.poll_interval = poll_interval
         self.grace_period = grace_period
@@ -425,6 +548,7 @@ class Worker:
         self._next_expiry = 0.0
         declared = handlers.schedules if isinstance(handlers, HandlerRegistry) else {}
         self._scheduler = Scheduler(queue, declared) if schedules and declared else None
+        self._send_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Worker({self.worker_id!r}, types={self.types}, mode={self.mode!r})"
@@ -545,6 +669,7 @@ class Worker:
             limit = max(0, free if most is None else min(free, most)) if claim else 0
         if not pending and limit <= 0:
             return 0, 0
+        sent = time.monotonic()
         try:
             outcomes, jobs = self.queue.settle_and_claim(
                 [item for item, _ in pending],
@@ -552,6 +677,7 @@ class Worker:
                 self.types,
                 lease_seconds=self.lease_seconds,
                 limit=limit,
+                held=True,
             )
         except SclibError as exc:
             log.warning("could not reach the job store (%s); trying again shortly", exc)
@@ -563,7 +689,8 @@ class Worker:
         self._store_ok = True
         counts: dict[str, int] = {}
         lost_ids: list[str] = []
-        new = [_Slot(job) for job in jobs]
+        good_until = sent + self._lease_budget
+        new = [_Slot(job, good_until) for job in jobs]
         stats = self.stats
         with self._lock:  # one acquisition for the whole batch
             for (item, what), lost in zip(pending, outcomes, strict=True):
@@ -636,6 +763,10 @@ class Worker:
             self._add_settlement(
                 Settlement(lease, "cancel", message=outcome.message), "cancelled"
             )
+        elif outcome.kind == "release":
+            self._add_settlement(
+                Settlement(lease, "release", message=outcome.message), "released"
+            )
         elif outcome.kind == "timeout":
             self._add_settlement(
                 self.queue.failure(lease, outcome.message, kind="timeout"), "timed_out"
@@ -681,7 +812,7 @@ class Worker:
             if self.mode == "process":
                 outcome = self._run_process(slot)
             else:
-                outcome = _execute(self.handlers[slot.type], slot.ctx)
+                outcome = self._run_thread(slot)
         except BaseException as exc:
             log.exception("job %s: the worker could not run it", slot.id)
             outcome = _Outcome(
@@ -695,6 +826,62 @@ class Worker:
         finally:
             slot.done = True
 
+    def _record_start(self, slot: _Slot) -> _Outcome | None:
+        """Record in the store that the slot's handler starts now (ending the
+        hold, renewing the lease); ``None`` if it may start, else why not."""
+        sent = time.monotonic()
+        try:
+            (answer,) = self.queue.record_started(
+                [slot.ctx.lease], lease_seconds=self.lease_seconds
+            )
+        except SclibError as exc:
+            log.warning("job %s: could not record its start (%s)", slot.id, exc)
+            return _Outcome(
+                "release",
+                message=f"worker {self.worker_id} could not record the start: {exc}",
+            )
+        if answer is not None:
+            log.info("job %s: lease lost before its handler started", slot.id)
+            slot.ctx.mark_lost()
+            return _Outcome("lost", message=str(answer))
+        slot.held = False
+        with self._lock:
+            slot.lease_deadline = max(slot.lease_deadline, sent + self._lease_budget)
+        return None
+
+    def _fenced_outcome(self, slot: _Slot) -> _Outcome:
+        return _Outcome(
+            "release",
+            message=f"worker {self.worker_id} could not renew the lease in time; "
+            "the job was stopped",
+        )
+
+    def _run_thread(self, slot: _Slot) -> _Outcome:
+        if slot.held and slot.held_rescues:
+            # it came back once already without a crash charge: if it is what
+            # kills its workers, this start must count
+            refused = self._record_start(slot)
+            if refused is not None:
+                return refused
+        elif time.monotonic() > slot.lease_deadline:
+            slot.fenced = True
+            return _Outcome(
+                "release",
+                message=f"worker {self.worker_id} could not renew the lease in time; "
+                "the job was not started",
+            )
+        outcome = _execute(self.handlers[slot.type], slot.ctx)
+        if outcome.kind == "lost" and slot.fenced:
+            return self._fenced_outcome(slot)
+        return outcome
+
+    def _send(self, slot: _Slot, message: str) -> None:
+        """Send to a job process (the runner and the heartbeat thread both do)."""
+        conn = slot.conn
+        if conn is not None:
+            with self._send_lock, contextlib.suppress(OSError):
+                conn.send(message)
+
     def _run_process(self, slot: _Slot) -> _Outcome:
         parent, child = self._mp.Pipe()
         try:
@@ -702,23 +889,46 @@ class Worker:
             process = self._mp.Process(
                 target=_child_main,
                 args=(
-                    self.handlers[slot.type],
+                    pickle.dumps(self.handlers[slot.type]),
                     slot.ctx.job,
                     child,
                     slot.timeout_seconds,
+                    os.getpid(),
                 ),
             )
             process.start()
             slot.process, slot.conn = process, parent
             if slot.abandoned:  # abandoned while starting: do not let it run
-                process.kill()
+                _kill_job_process(process)
         finally:
             child.close()
         outcome: _Outcome | None = None
         try:
             while outcome is None:
+                # this thread never waits for the store (except to record the
+                # start), so it stops the job in time when the heartbeats fail
+                if time.monotonic() > slot.lease_deadline and not slot.abandoned:
+                    log.warning(
+                        "job %s: its lease could not be renewed in time; killing "
+                        "its process so that no other attempt overlaps",
+                        slot.id,
+                    )
+                    slot.fenced = True
+                    _kill_job_process(process)
+                    outcome = self._fenced_outcome(slot)
+                    break
+                if not parent.poll(PARENT_CHECK_SECONDS):
+                    continue
                 message = parent.recv()
-                if message[0] == "progress":
+                if message[0] == "ready":
+                    refused = self._record_start(slot)
+                    if refused is not None:
+                        self._send(slot, "stop")
+                        _kill_job_process(process)
+                        outcome = refused
+                    else:
+                        self._send(slot, "go")
+                elif message[0] == "progress":
                     with slot.ctx._lock:
                         slot.ctx._progress = message[1]
                 elif message[0] == "outcome":
@@ -733,8 +943,7 @@ class Worker:
         finally:
             process.join(timeout=5)
             if process.is_alive():
-                process.kill()
-                process.join(timeout=5)
+                _kill_job_process(process)
             parent.close()
         return outcome
 
@@ -751,6 +960,8 @@ class Worker:
                 and s.ctx.deadline is not None
                 and now > s.ctx.deadline
             ]
+        if self.mode == "thread":
+            self._fence_threads(now)
         for slot in late:
             log.warning(
                 "job %s (%s) ran past its %gs limit; stopping it",
@@ -771,13 +982,36 @@ class Worker:
             with self._lock:  # the settlement frees the slot when it is written
                 self._slots[slot.id] = slot
 
+    def _fence_threads(self, now: float) -> None:
+        """Tell handlers whose leases could not be renewed in time to stop (a
+        thread cannot be killed; ``ctx.check()`` raises LeaseLost). Process mode
+        kills such a job's process from its runner thread."""
+        with self._lock:
+            stale = [
+                s
+                for s in self._slots.values()
+                if s.started
+                and not s.done
+                and not s.abandoned
+                and not s.fenced
+                and now > s.lease_deadline
+            ]
+            for slot in stale:
+                slot.fenced = True
+        for slot in stale:
+            log.warning(
+                "job %s: its lease could not be renewed in time; telling the "
+                "handler to stop (a thread cannot be killed)",
+                slot.id,
+            )
+            slot.ctx.mark_lost()
+
     def _abandon(self, slot: _Slot) -> None:
         """Give up a job this worker no longer owns (or no longer waits for)."""
         slot.abandoned = True
         slot.ctx.request_cancel("stopped by the worker")
         if slot.process is not None:
-            if slot.process.is_alive():
-                slot.process.kill()
+            _kill_job_process(slot.process)
         elif slot.started and not slot.done:
             log.warning(
                 "job %s: a thread cannot be killed; it keeps running in the "
@@ -850,6 +1084,7 @@ class Worker:
                 ]
             if not slots:
                 continue
+            sent = time.monotonic()
             try:
                 answers = self.queue.heartbeat_many(
                     [(s.ctx.lease, s.ctx.take_progress()) for s in slots],
@@ -858,6 +1093,11 @@ class Worker:
             except SclibError as exc:
                 log.warning("heartbeat failed: %s", exc)
                 continue
+            good_until = sent + self._lease_budget
+            with self._lock:
+                for slot, answer in zip(slots, answers, strict=True):
+                    if not isinstance(answer, LeaseLost):
+                        slot.lease_deadline = max(slot.lease_deadline, good_until)
             for slot, answer in zip(slots, answers, strict=True):
                 if isinstance(answer, LeaseLost):
                     log.warning("job %s: lease lost; dropping it", slot.id)
@@ -866,9 +1106,7 @@ class Worker:
                     self._abandon(slot)
                 elif answer and not slot.ctx.cancelled:
                     slot.ctx.request_cancel("cancellation requested")
-                    if slot.conn is not None:
-                        with contextlib.suppress(OSError):
-                            slot.conn.send("cancel")
+                    self._send(slot, "cancel")
 
     def _report_alive(self) -> None:
         """Refresh this worker's record, so monitors see it even when idle."""
@@ -918,8 +1156,8 @@ class Worker:
         slot.abandoned = True
         slot.ctx.request_cancel("worker shutting down")
         slot.ctx.mark_lost()
-        if slot.process is not None and slot.process.is_alive():
-            slot.process.kill()
+        if slot.process is not None:
+            _kill_job_process(slot.process)
         self._add_settlement(
             Settlement(
                 slot.ctx.lease, "release", message=f"worker {self.worker_id} stopped"

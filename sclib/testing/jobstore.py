@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from sclib.backends.base import JobStore, Settlement
+from sclib.backends.base import ClaimedJob, JobStore, Settlement
 from sclib.errors import (
     InvalidInput,
     InvalidJobState,
@@ -446,6 +446,128 @@ class JobStoreContract:
         clock.advance(11)
         queue.rescue_expired()
         assert queue.get(job.id).status is JobStatus.CANCELLED
+
+    # -- held claims (prefetch): a crash counts only once a handler started -----
+
+    @staticmethod
+    def _claim_held(queue: JobQueue, worker: str, seconds: float) -> list[ClaimedJob]:
+        now = queue.clock()
+        _, claimed = queue.store.settle_and_claim(
+            [],
+            now,
+            queue.retry_policy,
+            worker,
+            None,
+            now + timedelta(seconds=seconds),
+            10,
+            held=True,
+        )
+        return claimed
+
+    def test_held_claims_come_in_claim_order_and_say_so(self, queue: JobQueue) -> None:
+        """A held claim takes jobs like any claim: running, attempts + 1, in
+        priority order; each ClaimedJob says it is held and has no held rescues."""
+        low = queue.enqueue("upload", priority=3)
+        high = queue.enqueue("upload", priority=1)
+        claimed = self._claim_held(queue, "w", LEASE)
+        assert [c.id for c in claimed] == [high.id, low.id]
+        assert all(c.held and c.held_rescues == 0 for c in claimed)
+        for c in claimed:
+            job = queue.get(c.id)
+            assert job.status is JobStatus.RUNNING
+            assert (job.worker_id, job.attempts) == ("w", 1)
+            assert c.lease == job.lease
+
+    def test_expired_held_attempt_comes_back_without_a_crash(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """A held attempt whose handler never started is rescued as pending with
+        no crash charged, however often; the next claim counts its held rescues."""
+        job = queue.enqueue("upload")
+        for n in range(3):  # more than max_crashes=2: never a crash loop
+            (claimed,) = self._claim_held(queue, f"w{n}", 10)
+            assert claimed.held_rescues == n
+            clock.advance(11)
+            assert [j.id for j in queue.rescue_expired()] == [job.id]
+            back = queue.get(job.id)
+            assert back.status is JobStatus.PENDING
+            assert (back.crashes, back.failures) == (0, 0)
+            assert back.error_history == ()
+        rescued = [e for e in queue.events(job.id) if e.kind == "rescued"]
+        assert len(rescued) == 3
+        assert "not counted as a crash" in rescued[-1].message
+        assert queue.rescue_expired() == []
+
+    def test_record_started_ends_the_hold_and_renews_the_lease(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """record_started renews the lease; from then on a rescue is a crash, and
+        a job whose started handler keeps killing its worker hits the crash cap
+        (held rescues in between do not count). A stale lease changes nothing."""
+        job = queue.enqueue("upload", max_attempts=5)
+        (first,) = self._claim_held(queue, "w", 10)
+        clock.advance(11)
+        queue.rescue_expired()  # never started: free
+        for n in range(2):  # the queue fixture uses max_crashes=2
+            (claimed,) = self._claim_held(queue, "w", 10)
+            assert claimed.held_rescues == 1
+            clock.advance(5)
+            now = clock()
+            started = queue.store.record_started(
+                [claimed.lease, first.lease], now, now + timedelta(seconds=10)
+            )
+            assert started[0] is None and isinstance(started[1], LeaseLost)
+            assert queue.get(job.id).lease_until == now + timedelta(seconds=10)
+            clock.advance(6)  # past the claim's lease, not the renewed one
+            assert queue.rescue_expired() == []
+            clock.advance(5)
+            queue.rescue_expired()
+            assert queue.get(job.id).crashes == n + 1
+        final = queue.get(job.id)
+        assert final.status is JobStatus.FAILED
+        assert final.error is not None and "crash loop" in final.error
+        assert [e.kind for e in final.error_history] == ["crash", "crash"]
+        starts = [e for e in queue.events(job.id) if e.kind == "started"]
+        assert [(e.worker_id, e.attempt) for e in starts] == [("w", 2), ("w", 3)]
+        now = clock()
+        (lost,) = queue.store.record_started(
+            [first.lease], now, now + timedelta(seconds=10)
+        )
+        assert isinstance(lost, LeaseLost)
+        assert queue.get(job.id) == final
+
+    def test_held_rescue_of_cancel_requested_job_cancels_it(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """A held job whose cancellation was requested ends cancelled, with its
+        dependents, when its worker vanishes; no crash is charged."""
+        job = queue.enqueue("upload")
+        after = queue.enqueue("upload", depends_on=[job.id])
+        (claimed,) = self._claim_held(queue, "w", 10)
+        assert claimed.id == job.id
+        queue.cancel(job.id)
+        clock.advance(11)
+        queue.rescue_expired()
+        final = queue.get(job.id)
+        assert final.status is JobStatus.CANCELLED
+        assert final.crashes == 0
+        assert queue.get(after.id).status is JobStatus.CANCELLED
+
+    def test_retry_resets_held_rescues(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """An operator's retry gives a fresh budget: held rescues start again at 0."""
+        job = queue.enqueue("upload", max_attempts=1)
+        self._claim_held(queue, "w", 10)
+        clock.advance(11)
+        queue.rescue_expired()
+        (claimed,) = self._claim_held(queue, "w", 10)
+        assert claimed.held_rescues == 1
+        queue.fail(claimed.lease, "boom")
+        assert queue.get(job.id).status is JobStatus.FAILED
+        queue.retry(job.id)
+        (again,) = self._claim_held(queue, "w", 10)
+        assert again.held_rescues == 0
 
     def test_release_makes_job_claimable_at_once(self, queue: JobQueue) -> None:
         """A released job is pending and claimable now; attempts stay counted."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,9 @@ from sclib import (
     RetryPolicy,
     Worker,
 )
+from sclib.backends import open_store
+from sclib.errors import BackendError, LeaseLost
+from sclib.models import Lease, Progress
 from tests.integration.handlers import handlers
 
 pytestmark = pytest.mark.integration
@@ -329,3 +333,60 @@ def test_immediate_mode_from_several_threads(tmp_path: Path) -> None:
     assert len(ids) == 100  # no final drain: every job ran inside some enqueue
     assert {q.get(i).status for i in ids} == {JobStatus.COMPLETED}
     q.close()
+
+
+class _NoHeartbeats(JobQueue):
+    """A queue whose heartbeats never reach the store (claims and outcomes do)."""
+
+    def heartbeat_many(
+        self,
+        beats: Sequence[tuple[Lease, Progress | None]],
+        *,
+        lease_seconds: float,
+    ) -> list[bool | LeaseLost]:
+        raise BackendError("store unreachable (test)")
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_a_job_whose_lease_cannot_be_renewed_stops_before_the_lease_ends(
+    tmp_path: Path, mode: str
+) -> None:
+    """With heartbeats failing, the worker stops a running job before its lease
+    can expire (process mode: kills its process; thread mode: the handler sees
+    LeaseLost) and releases it, so no rescued attempt can run beside it."""
+    queue = _NoHeartbeats(open_store(f"sqlite:///{tmp_path}/jobs.db"))
+    marker = tmp_path / "started"
+    job = queue.enqueue("data_compression", {"marker": str(marker), "steps": 1000})
+    lease = 3.0
+    worker = Worker(
+        queue,
+        handlers,
+        mode=mode,  # type: ignore[arg-type]
+        lease_seconds=lease,
+        poll_interval=0.05,
+        rescue_interval=None,
+    )
+    thread = start(worker)
+    try:
+        wait_for(marker.exists)
+        pid = int(marker.read_text())
+        wait_for(lambda: "released" in [e.kind for e in queue.events(job.id)])
+    finally:
+        worker.stop(hurry=True)
+        thread.join(10)
+    events = queue.events(job.id)
+    released = next(e for e in events if e.kind == "released")
+    assert "could not renew the lease" in released.message
+    # released while the lease still held: it was last renewed by the claim or
+    # (process mode) by the recorded start, never by a heartbeat
+    renewed = max(
+        e.at
+        for e in events
+        if e.kind in ("claimed", "started") and e.attempt == released.attempt
+    )
+    assert (released.at - renewed).total_seconds() < lease
+    assert queue.get(job.id).crashes == 0
+    if mode == "process":
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    queue.close()
