@@ -21,7 +21,7 @@ from tests.server.test_upload_routes import FIELDS, wait_job
 UUID = "d" * 32
 
 
-def _job(files: list[dict[str, object]]) -> Job:
+def _job(files: list[dict[str, object]], failures: int = 0) -> Job:
     return Job(
         id="0" * 32,
         type="upload",
@@ -35,13 +35,16 @@ def _job(files: list[dict[str, object]]) -> Job:
         dataset_uuid=UUID,
         owner="alice@example.org",
         worker_id="w",
-        attempts=1,
+        attempts=failures + 1,
+        failures=failures,
+        max_attempts=3,
     )
 
 
 def test_the_upload_job_records_files_and_status(tmp_path: Path) -> None:
     """The handler creates the record if needed, adds the verified files and sets
-    `done`; a file that does not verify sets `upload error` with the reason."""
+    `done`; a file that does not verify sets `retrying` while the job will run
+    again, and `upload error` with the reason on its last attempt."""
     data = os.urandom(5000)
     folder = tmp_path / "upload" / UUID
     folder.mkdir(parents=True)
@@ -58,6 +61,9 @@ def test_the_upload_job_records_files_and_status(tmp_path: Path) -> None:
     bad = {**good, "blake3": "0" * 64}
     with pytest.raises(ChecksumMismatch):
         handler(JobContext(_job([bad])))
+    assert store.get(UUID).status == "retrying"
+    with pytest.raises(ChecksumMismatch):
+        handler(JobContext(_job([bad], failures=2)))  # the last attempt
     record = store.get(UUID)
     assert record.status == "upload error"
     assert record.error_message and "BLAKE3" in record.error_message
