@@ -941,3 +941,82 @@ def test_a_rejected_token_is_told_apart_from_a_missing_one(
     finally:
         server.stop()
 
+
+def test_the_same_file_for_another_dataset_is_a_new_upload(
+    tmp_path: Path, page: Any
+) -> None:
+    """The page's tus client forgets a finished upload and keys the ones it
+    remembers by file and dataset fields: the same file uploaded again for
+    another dataset is a new upload (POST) and a new dataset, never a HEAD of
+    the finished one; a paused upload for dataset 'third' is not continued
+    when the file is chosen for 'fourth', and is continued (HEAD, PATCH from
+    its offset, no POST) when it is chosen for 'third' again."""
+    server = LiveServer(tmp_path / "data").start()
+    try:
+        source = _tiff(tmp_path / "same.tif", seed=4)
+        page.goto(server.url + "/ui/")
+        _save_token(page, server.token())
+
+        def upload(name: str) -> tuple[str, list[tuple[str, str, str | None]]]:
+            requests = _record_requests(page)
+            _fill_upload(page, source, name)
+            page.click("#upload-start")
+            page.wait_for_function(  # the page clears the last upload's job
+                "() => document.getElementById('job-id').textContent !== ''"
+                " && document.getElementById('job-status').textContent"
+                " === 'completed'",
+                timeout=60_000,
+            )
+            return page.text_content("#dataset-uuid"), list(requests)
+
+        first, seen_first = upload("first")
+        assert [m for m, _, _ in seen_first].count("POST") == 1
+        assert page.evaluate("Object.keys(localStorage)") == []
+        second, seen_second = upload("second")
+        assert second != first
+        assert seen_second[0][0] == "POST"
+        assert "HEAD" not in [m for m, _, _ in seen_second]
+
+        # an upload for 'third', paused after its first chunk
+        patches = {"n": 0}
+
+        def one_patch_only(route: Any) -> None:
+            if route.request.method == "PATCH":
+                patches["n"] += 1
+                if patches["n"] > 1:
+                    route.abort("connectionreset")
+                    return
+            route.continue_()
+
+        page.route("**/files/**", one_patch_only)
+        _fill_upload(page, source, "third")
+        page.click("#upload-start")
+        while patches["n"] < 2:
+            page.wait_for_timeout(20)
+        page.click("#upload-pause")
+        page.wait_for_function(
+            "() => document.getElementById('upload-state').textContent === 'paused'"
+        )
+        page.unroute("**/files/**")
+        third = page.text_content("#dataset-uuid")
+        stored = page.evaluate("Object.values(localStorage)")
+        assert len(stored) == 1
+        third_url = json.loads(stored[0])["url"]
+
+        fourth, seen_fourth = upload("fourth")
+        assert fourth not in (first, second, third)
+        assert seen_fourth[0][0] == "POST"
+        assert third_url not in [u for _, u, _ in seen_fourth]
+        assert len(page.evaluate("Object.keys(localStorage)")) == 1  # third's
+
+        again, seen_again = upload("third")
+        assert again == third
+        assert seen_again[0][:2] == ("HEAD", third_url)
+        assert "POST" not in [m for m, _, _ in seen_again]
+        assert seen_again[1][2] == str(CHUNK)  # continued after the first chunk
+        assert page.evaluate("Object.keys(localStorage)") == []
+        folders = {p.name for p in (server.data_dir / "upload").iterdir()}
+        assert folders == {first, second, third, fourth}
+        _no_violations(page)
+    finally:
+        server.stop()
