@@ -21,7 +21,7 @@ import os
 import ssl
 import threading
 from collections import deque
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
@@ -32,10 +32,12 @@ from ._options import FieldOptions, UploadOptions
 from ._steps import (
     Call,
     Done,
+    Fetch,
     ReadChunk,
     Sleep,
     Step,
     Transfer,
+    Work,
     advance,
     first_error,
     read_chunk,
@@ -48,6 +50,8 @@ from .models import (
     DatasetInfo,
     DatasetList,
     DatasetState,
+    DownloadList,
+    DownloadResult,
     Health,
     JobInfo,
     JobList,
@@ -152,7 +156,28 @@ class AsyncClient(BaseClient):
                     pool=step.pool,
                 )
             )
+        if isinstance(step, Work):
+            return await asyncio.to_thread(step.function)
+        if isinstance(step, Fetch):
+            return await self._fetch(step)
         return await self._transfer(step)
+
+    async def _fetch(self, step: Fetch) -> None:
+        # the body's pieces (httpx's, about 64 KiB) are written to the partial
+        # file on the event loop, as a one-request upload reads its file
+        call = step.call
+        with contextlib.ExitStack() as stack:
+            kwargs = call.request_kwargs(stack, asynchronous=True)
+            try:
+                async with self._http.stream(**kwargs) as response:
+                    if response.status_code not in (200, 206):
+                        await response.aread()
+                        step.check(response)
+                    step.sink.begin(response.status_code, response.headers)
+                    async for data in response.aiter_bytes():
+                        step.sink.write(data)
+            except httpx.TransportError as exc:
+                raise call.connection_failed(self.base_url, exc) from exc
 
     async def _transfer(self, step: Transfer) -> str:
         pending = deque(step.chunks)
@@ -373,6 +398,38 @@ class AsyncClient(BaseClient):
     ) -> dict[str, Any]:
         call = self._req_reprocess(uuid, sensor, output_format, conversion_params)
         return await self._send(call)
+
+    async def list_downloads(
+        self,
+        uuid: str,
+        *,
+        include_outputs: bool = False,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> DownloadList:
+        return await self._send(
+            self._req_downloads(uuid, include_outputs, limit, offset)
+        )
+
+    async def download_dataset(
+        self,
+        uuid: str,
+        folder: str | os.PathLike[str],
+        *,
+        include_outputs: bool = False,
+        outputs_dir: str = "converted",
+        progress: bool = False,
+        progress_callback: Callable[[float], object] | None = None,
+    ) -> DownloadResult:
+        flow = self._download_flow(
+            uuid,
+            folder,
+            include_outputs=include_outputs,
+            outputs_dir=outputs_dir,
+            progress=progress,
+            progress_callback=progress_callback,
+        )
+        return await self._drive(flow)
 
 
 def _copy_docs() -> None:

@@ -37,7 +37,8 @@ from sclib.errors import (
 from sclib.transfers.hashing import CV_HASH, ChunkTree, OrderedHasher, tree_hashing
 from sclib.transfers.plan import Chunk, ChunkPlan
 
-from ._errors import ServerError, WaitTimeout
+from ._download import DownloadPlan, FileProgress, PartialFile, Target
+from ._errors import ConnectionFailed, ServerError, WaitTimeout
 from ._options import (
     UPLOAD_KEYS,
     UploadOptions,
@@ -50,18 +51,24 @@ from ._requests import Requests
 from ._steps import (
     BufferPool,
     Call,
+    Fetch,
     FilePart,
     Flow,
     Progress,
     ReadChunk,
     Sleep,
     Transfer,
+    Work,
     hash_chunks,
     hash_file,
 )
 from .models import (
     CompleteResult,
     DatasetState,
+    DownloadedFile,
+    DownloadEntry,
+    DownloadList,
+    DownloadResult,
     LargeUpload,
     Limits,
     ResumeInfo,
@@ -80,6 +87,8 @@ DEFAULT_STANDARD_LIMIT = 100 * 1024**2
 #: the chunk size this client asks for unless told otherwise: a power of two, so
 #: each chunk is a whole BLAKE3 subtree and every byte is hashed once
 DEFAULT_CHUNK_SIZE = 32 * 1024**2
+#: files listed per request of a download
+DOWNLOAD_PAGE = 1000
 
 
 #: the most chunks a server plans for one upload
@@ -521,6 +530,114 @@ class BaseClient(Requests):
                     )
                 wait = min(wait, left)
             yield Sleep(wait)
+
+    # -- downloads -------------------------------------------------------------------
+
+    def _download_flow(
+        self,
+        uuid: str,
+        folder: str | os.PathLike[str],
+        *,
+        include_outputs: bool,
+        outputs_dir: str,
+        progress: bool,
+        progress_callback: Callable[[float], object] | None,
+    ) -> Flow[DownloadResult]:
+        """Every listed file of the dataset into ``folder``; see
+        :mod:`sclib.client._download`."""
+        plan = DownloadPlan(folder, outputs_dir)
+        entries: list[DownloadEntry] = []
+        name = ""
+        while True:
+            page: DownloadList = yield self._req_downloads(
+                uuid, include_outputs, DOWNLOAD_PAGE, len(entries)
+            )
+            name = page.name
+            entries.extend(page.files)
+            if not page.files or len(entries) >= page.total:
+                break
+        targets = plan.targets(entries)  # every path checked before any write
+        plan.root.mkdir(parents=True, exist_ok=True)
+        total = sum(e.size for e in entries)
+        bar = Progress(total, progress_callback, bar=progress, desc=name or uuid)
+        done: list[DownloadedFile] = []
+        try:
+            for target in targets:
+                one = yield from self._download_file_flow(uuid, plan, target, bar)
+                done.append(one)
+        finally:
+            bar.close()
+        yield Work(plan.finish)
+        return DownloadResult(
+            uuid=uuid,
+            name=name,
+            folder=str(plan.root),
+            files=done,
+            total_size=total,
+            fetched_bytes=sum(f.fetched_bytes for f in done),
+        )
+
+    def _download_file_flow(
+        self, uuid: str, plan: DownloadPlan, target: Target, bar: Progress
+    ) -> Flow[DownloadedFile]:
+        """One file: kept if already there and intact, else fetched into its
+        partial copy (continued where an earlier run stopped), verified, and
+        renamed into place. Broken connections are retried with backoff; a
+        BLAKE3 mismatch of a continued copy once more from the start."""
+        entry = target.entry
+        local = str(plan.path(target))
+        result = DownloadedFile(
+            path=entry.path,
+            kind=entry.kind,
+            size=entry.size,
+            blake3=entry.blake3,
+            local_path=local,
+        )
+        held = FileProgress(bar.advance)
+        if (yield Work(functools.partial(plan.intact, target))):
+            held.set(entry.size)
+            return result.model_copy(update={"skipped": True})
+        partial = plan.partial(target)
+        attempt = 0
+        fetched = 0
+        first = True
+        while True:
+            sink: PartialFile = yield Work(
+                functools.partial(
+                    PartialFile.open, partial, entry.size, entry.blake3, held
+                )
+            )
+            continued = sink.offset > 0
+            if first and continued:
+                result = result.model_copy(update={"resumed_from": sink.offset})
+            first = False
+            try:
+                if not sink.complete:
+                    call = self._req_fetch(
+                        uuid, entry.kind, entry.path, sink.request_headers()
+                    )
+                    yield Fetch(call, sink)
+                    if not sink.complete:
+                        raise ConnectionFailed(
+                            f"the answer for {entry.path} ended at byte "
+                            f"{sink.offset} of {entry.size}"
+                        )
+                yield Work(functools.partial(sink.settle, plan, target))
+            except SclibError as exc:
+                fetched += sink.received
+                sink.close()
+                attempt += 1
+                if isinstance(exc, ChecksumMismatch) and not continued:
+                    raise  # fetched whole just now: the server's copy is bad
+                if not exc.retryable or attempt >= self.retries:
+                    raise
+                yield Sleep(backoff(attempt))
+                continue
+            except BaseException:
+                sink.close()
+                raise
+            fetched += sink.received
+            return result.model_copy(update={"fetched_bytes": fetched})
 
 
 _PERCENT_BAR = "{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}"

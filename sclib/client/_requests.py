@@ -25,6 +25,7 @@ from .models import (
     DatasetInfo,
     DatasetList,
     DatasetState,
+    DownloadList,
     Health,
     JobInfo,
     JobList,
@@ -341,6 +342,44 @@ class Requests:
             json=body,
             context={"dataset_uuid": uuid},
         )
+
+    # -- downloads -------------------------------------------------------------------
+
+    def _req_downloads(
+        self, uuid: str, include_outputs: bool, limit: int, offset: int
+    ) -> Call[DownloadList]:
+        params = {
+            "include_outputs": "true" if include_outputs else "false",
+            "limit": limit,
+            "offset": offset,
+        }
+        return Call(
+            "GET",
+            f"/api/v1/datasets/{_seg(uuid)}/downloads",
+            DownloadList.model_validate,
+            params=params,
+            context={"dataset_uuid": uuid},
+        )
+
+    def _req_fetch(
+        self, uuid: str, kind: str, path: str, headers: Mapping[str, str]
+    ) -> Call[None]:
+        """``GET`` one file (``kind`` ``file`` or ``output``); a :class:`Fetch`
+        streams its body, so it is never parsed."""
+        from urllib.parse import quote
+
+        folder = "outputs" if kind == "output" else "files"
+        return Call(
+            "GET",
+            f"/api/v1/datasets/{_seg(uuid)}/{folder}/{quote(path, safe='/')}",
+            _no_body,
+            headers=headers,
+            context={"dataset_uuid": uuid},
+        )
+
+
+def _no_body(data: Any) -> None:
+    return None
 
 
 def _seg(value: str) -> str:

@@ -10,10 +10,15 @@ results:
 * :class:`ReadChunk` -- read and hash one chunk of a local file;
 * :class:`Transfer` -- send these chunks, ``parallel`` at a time, while (if
   asked) one more worker hashes what the chunks do not cover; returns what that
-  worker returned.
+  worker returned;
+* :class:`Fetch` -- send this request and stream the answer's body into a
+  partial file (a download);
+* :class:`Work` -- run this blocking function (file work: hashing, renaming)
+  and return its result.
 
 ``Client`` runs the generators with threads and ``time.sleep``; ``AsyncClient``
-with tasks, ``asyncio.sleep`` and ``asyncio.to_thread`` for file reads. Both
+with tasks, ``asyncio.sleep`` and ``asyncio.to_thread`` for file reads and
+:class:`Work`. Both
 use :func:`advance`, :func:`first_error`, :func:`read_chunk` and
 :func:`hash_file` from here, and :meth:`Call.request_kwargs` and
 :meth:`Call.result` to build a request and read its answer.
@@ -53,10 +58,13 @@ from ._errors import ConnectionFailed, ServerError, error_from_response
 if TYPE_CHECKING:
     import httpx
 
+    from ._download import PartialFile
+
 __all__ = [
     "BufferPool",
     "Call",
     "Done",
+    "Fetch",
     "FilePart",
     "Flow",
     "Progress",
@@ -64,6 +72,7 @@ __all__ = [
     "Sleep",
     "Step",
     "Transfer",
+    "Work",
     "advance",
     "first_error",
     "hash_file",
@@ -308,7 +317,35 @@ class Transfer:
     hasher: Callable[[Callable[[], bool]], str] | None = None
 
 
-Step: TypeAlias = Call[Any] | Sleep | ReadChunk | Transfer
+@dataclass(frozen=True, eq=False)
+class Fetch:
+    """Send ``call`` and stream a 200 or 206 answer into ``sink`` (its
+    :meth:`~sclib.client._download.PartialFile.begin` with the status and
+    headers, then :meth:`~sclib.client._download.PartialFile.write` per piece of
+    the body); any other answer is raised as the mapped error. The result is
+    ``None``; what arrived is in the sink, even when the connection broke."""
+
+    call: Call[Any]
+    sink: PartialFile
+
+    def check(self, response: httpx.Response) -> None:
+        """Raise the error for an answer that is not a file (read it first)."""
+        if response.status_code not in (200, 206):
+            self.call.result(response)  # raises the mapped error
+            raise ServerError(
+                f"{self.call.method} {self.call.path} answered HTTP "
+                f"{response.status_code}, not a file"
+            )
+
+
+@dataclass(frozen=True, eq=False)
+class Work(Generic[T]):
+    """Run ``function()`` (blocking file work) and return its result."""
+
+    function: Callable[[], T]
+
+
+Step: TypeAlias = Call[Any] | Sleep | ReadChunk | Transfer | Fetch | Work[Any]
 Flow: TypeAlias = Generator[Step, Any, T]
 
 

@@ -13,7 +13,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
@@ -25,10 +25,12 @@ from ._options import FieldOptions, UploadOptions
 from ._steps import (
     Call,
     Done,
+    Fetch,
     ReadChunk,
     Sleep,
     Step,
     Transfer,
+    Work,
     advance,
     first_error,
     read_chunk,
@@ -40,6 +42,8 @@ from .models import (
     DatasetInfo,
     DatasetList,
     DatasetState,
+    DownloadList,
+    DownloadResult,
     Health,
     JobInfo,
     JobList,
@@ -145,7 +149,26 @@ class Client(BaseClient):
             return read_chunk(
                 step.path, step.chunk, step.feed, tree=step.tree, pool=step.pool
             )
+        if isinstance(step, Work):
+            return step.function()
+        if isinstance(step, Fetch):
+            return self._fetch(step)
         return self._transfer(step)
+
+    def _fetch(self, step: Fetch) -> None:
+        call = step.call
+        with contextlib.ExitStack() as stack:
+            kwargs = call.request_kwargs(stack, asynchronous=False)
+            try:
+                with self._http.stream(**kwargs) as response:
+                    if response.status_code not in (200, 206):
+                        response.read()
+                        step.check(response)
+                    step.sink.begin(response.status_code, response.headers)
+                    for data in response.iter_bytes():
+                        step.sink.write(data)
+            except httpx.TransportError as exc:
+                raise call.connection_failed(self.base_url, exc) from exc
 
     def _transfer(self, step: Transfer) -> str:
         pending = deque(step.chunks)
@@ -414,6 +437,54 @@ class Client(BaseClient):
         """Convert the dataset again (``output_format``: ``idx`` or ``zarr``)."""
         call = self._req_reprocess(uuid, sensor, output_format, conversion_params)
         return self._send(call)
+
+    # -- downloads -------------------------------------------------------------------
+
+    def list_downloads(
+        self,
+        uuid: str,
+        *,
+        include_outputs: bool = False,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> DownloadList:
+        """A page of the files you may download of a dataset (path, size, BLAKE3,
+        kind): its own, then, with ``include_outputs``, its converted output's."""
+        return self._send(self._req_downloads(uuid, include_outputs, limit, offset))
+
+    def download_dataset(
+        self,
+        uuid: str,
+        folder: str | os.PathLike[str],
+        *,
+        include_outputs: bool = False,
+        outputs_dir: str = "converted",
+        progress: bool = False,
+        progress_callback: Callable[[float], object] | None = None,
+    ) -> DownloadResult:
+        """Download every file of a dataset into ``folder``, verified.
+
+        Files keep their paths below ``folder``; with ``include_outputs`` the
+        converted output goes below ``folder/<outputs_dir>``. Each file is
+        checked against its BLAKE3 before it is put in place (a mismatch raises
+        :class:`~sclib.errors.ChecksumMismatch` and leaves no bad file); files
+        already there with the right digest are not fetched again. An
+        interrupted download (a dropped connection, the process killed) leaves
+        its partial copy in ``folder/.sclib-download``; calling this again
+        continues it with a range request. Paths the server lists are checked
+        first: one that would land outside ``folder`` stops the download before
+        anything is written. ``progress`` shows a tqdm bar; ``progress_callback``
+        gets the fraction done.
+        """
+        flow = self._download_flow(
+            uuid,
+            folder,
+            include_outputs=include_outputs,
+            outputs_dir=outputs_dir,
+            progress=progress,
+            progress_callback=progress_callback,
+        )
+        return self._drive(flow)
 
 
 def _done(value: str) -> Future[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import KeysView
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +22,10 @@ __all__ = [
     "DatasetInfo",
     "DatasetList",
     "DatasetState",
+    "DownloadEntry",
+    "DownloadList",
+    "DownloadResult",
+    "DownloadedFile",
     "Health",
     "JobInfo",
     "JobList",
@@ -336,3 +340,56 @@ class DatasetState(ResultModel):
     def ok(self) -> bool:
         """Settled in ``done``."""
         return self.settled and self.status == "done"
+
+
+class DownloadEntry(ResultModel):
+    """One file a dataset offers for download: its own (``kind="file"``) or one
+    of its converted output (``kind="output"``)."""
+
+    path: str
+    size: int = Field(ge=0)
+    blake3: str = Field(pattern=r"^[0-9a-f]{64}$")
+    kind: Literal["file", "output"] = "file"
+
+
+class DownloadList(ResultModel):
+    """A page of a dataset's downloadable files."""
+
+    uuid: str
+    name: str = ""
+    is_public_downloadable: bool = False
+    files: list[DownloadEntry] = Field(default_factory=list)
+    count: int = 0
+    total: int = 0
+    total_size: int = 0
+    limit: int | None = None
+    offset: int | None = None
+
+
+class DownloadedFile(ResultModel):
+    """One file of :meth:`~sclib.client.Client.download_dataset`, in place and
+    verified."""
+
+    path: str
+    kind: Literal["file", "output"]
+    size: int
+    blake3: str
+    local_path: str
+    #: bytes received over the network for it by this run
+    fetched_bytes: int = 0
+    #: the length of the partial copy an earlier run left, continued from there
+    resumed_from: int | None = None
+    #: already in the folder with the right BLAKE3: nothing fetched
+    skipped: bool = False
+
+
+class DownloadResult(ResultModel):
+    """What :meth:`~sclib.client.Client.download_dataset` put in the folder."""
+
+    uuid: str
+    name: str = ""
+    folder: str
+    files: list[DownloadedFile] = Field(default_factory=list)
+    total_size: int = 0
+    #: bytes received over the network by this run
+    fetched_bytes: int = 0

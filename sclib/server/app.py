@@ -252,6 +252,9 @@ def create_app(
     app.include_router(routes_portal.router)
     app.include_router(routes_jobs.router)
     app.include_router(routes_datasets.router)
+    from sclib.server import routes_downloads
+
+    app.include_router(routes_downloads.router)
     from sclib.server import routes_monitor
 
     app.include_router(routes_monitor.router)

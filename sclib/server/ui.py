@@ -1,12 +1,15 @@
 """The status page at ``/ui``: plain HTML, vanilla JavaScript and CSS.
 
 The page is static and public; everything it shows comes from the same
-authenticated API calls any client makes (``/api/v1/jobs``, the queue stats or the
-monitor's overview when the server has it, ``POST .../retry``), with the user's
-bearer token kept in the browser's ``sessionStorage``. Uploads go through the tus
-endpoint (``/files/``) with a small tus client (``static/tus.js``) that remembers
-each upload's URL in ``localStorage`` under the file's fingerprint, so a dropped
-connection or a reloaded page continues from the server's offset.
+authenticated API calls any client makes (``/api/v1/jobs`` and one job with its
+events, ``/api/v1/datasets`` for dataset names, the queue stats or the monitor's
+overview when the server has it, ``POST .../cancel`` and ``POST .../retry``), with
+the user's bearer token kept in the browser's ``sessionStorage``. Uploads go
+through the tus endpoint (``/files/``) with a small tus client
+(``static/tus.js``) that remembers each unfinished upload's URL in
+``localStorage`` under the file's fingerprint and dataset fields, so a dropped
+connection or a reloaded page continues from the server's offset, and forgets it
+once the upload is finished, so the same file sent again makes a new dataset.
 
 Only the files listed in :data:`ASSETS` are served (no path from the request ever
 touches the file system), from the package itself (``importlib.resources``), so

@@ -560,3 +560,463 @@ def test_failed_job_shows_its_error_as_text_and_retry_queues_it_again(
         _no_violations(page)
     finally:
         server.stop()
+
+
+# -- the jobs list, the detail view, the token, narrow screens ------------------------
+
+
+def _tab(browser: Any, width: int = 1200, height: int = 1000, **context: Any) -> Any:
+    """A fresh context and tab like the ``page`` fixture's, of the given size
+    (and ``timezone_id``...); close its ``context`` when done."""
+    ctx = browser.new_context(viewport={"width": width, "height": height}, **context)
+    ctx.add_init_script(RECORDER)
+    tab = ctx.new_page()
+    tab.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    tab.page_errors = errors
+    return tab
+
+
+def _queue(server: LiveServer) -> JobQueue:
+    return JobQueue.open(Settings(data_dir=server.data_dir).backend_url())
+
+
+def _upload_dataset(
+    server: LiveServer, name: str, who: str = "alice@example.org"
+) -> Any:
+    """A dataset named ``name`` made by a one-request upload (its upload job
+    stays pending on a server without workers); the upload's answer."""
+    answer = httpx.post(
+        f"{server.url}/api/upload/upload",
+        files={"file": ("scan.bin", b"0123456789")},
+        data={"dataset_name": name, "sensor": "OTHER", "convert": "false"},
+        headers=server.headers(who),
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def _rows(tab: Any, body: str = "#recent-body") -> list[dict[str, Any]]:
+    return list(
+        tab.evaluate(
+            """(body) => [...document.querySelectorAll(`${body} tr`)].map((tr) => ({
+                id: tr.dataset.jobId,
+                status: tr.dataset.status,
+                link: tr.querySelector('.job-link').textContent,
+                title: tr.querySelector('.job-link').title,
+                type: tr.querySelector('td.type').textContent,
+                dataset: (tr.querySelector('td.dataset') || {}).textContent,
+                datasetTitle: (tr.querySelector('td.dataset') || {}).title,
+                created: (tr.querySelector('td.created') || {}).textContent,
+                cancel: Boolean(tr.querySelector('button.cancel')),
+            }))""",
+            body,
+        )
+    )
+
+
+def test_jobs_show_distinct_ids_dataset_names_and_local_dates(
+    tmp_path: Path, browser: Any
+) -> None:
+    """Six jobs made within a second (their ids share the leading time digits)
+    show six different short ids, the random end of each id, with the full id
+    in the title; the dataset column names the dataset (its uuid in the title);
+    creation times are full dates in the browser's time zone (here
+    America/Chicago), to the second."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    server = LiveServer(tmp_path / "data", workers=0).start()
+    tab = _tab(browser, timezone_id="America/Chicago")
+    try:
+        made = _upload_dataset(server, "Beamline run 42")
+        uuid = made["dataset_uuid"]
+        with _queue(server) as queue:
+            for _ in range(5):
+                queue.enqueue(
+                    "data_validation", dataset_uuid=uuid, owner="alice@example.org"
+                )
+            jobs = {j.id: j for j in queue.list(limit=100)}
+        assert len({i[:8] for i in jobs}) == 1  # the defect: one prefix for all
+
+        tab.goto(server.url + "/ui/")
+        _save_token(tab, server.token())
+        tab.wait_for_function(
+            "() => document.querySelectorAll('#recent-body tr').length === 6"
+            " && [...document.querySelectorAll('#recent-body td.dataset')]"
+            ".every((td) => td.textContent === 'Beamline run 42')"
+        )
+        rows = _rows(tab)
+        assert len({r["link"] for r in rows}) == 6
+        for row in rows:
+            assert row["link"] == "…" + row["id"][-8:]
+            assert row["id"] in row["title"]
+            assert row["datasetTitle"] == f"dataset {uuid}"
+            created = jobs[row["id"]].created_at.astimezone(ZoneInfo("America/Chicago"))
+            assert row["created"] == created.strftime("%Y-%m-%d %H:%M:%S")
+            assert datetime.strptime(row["created"], "%Y-%m-%d %H:%M:%S")
+        _no_violations(tab)
+    finally:
+        tab.context.close()
+        server.stop()
+
+
+def test_cancel_buttons_cancel_pending_and_stop_running_jobs(
+    tmp_path: Path, page: Any
+) -> None:
+    """A pending job's Cancel cancels it (the row turns cancelled, the API
+    agrees); a running job's asks it to stop (shown as cancelling, the worker
+    sees cancel_requested); finished jobs have no Cancel button."""
+    server = LiveServer(tmp_path / "data", workers=0).start()
+    try:
+        with _queue(server) as queue:
+            done = queue.enqueue("data_validation", owner="alice@example.org")
+            claimed = queue.claim("test-worker")
+            assert claimed is not None and claimed.id == done.id
+            queue.complete(claimed.lease, {"ok": True})
+            running = queue.enqueue("data_validation", owner="alice@example.org")
+            lease = queue.claim("test-worker")
+            assert lease is not None and lease.id == running.id
+            pending = queue.enqueue("backup_creation", owner="alice@example.org")
+
+        page.goto(server.url + "/ui/")
+        _save_token(page, server.token())
+        row = "#recent-body tr[data-job-id='{}']"
+        page.wait_for_selector(row.format(pending.id) + "[data-status='pending']")
+        assert page.query_selector(row.format(done.id) + " button.cancel") is None
+        assert page.query_selector(row.format(running.id) + " button.cancel")
+
+        page.click(row.format(pending.id) + " button.cancel")
+        page.wait_for_selector(row.format(pending.id) + "[data-status='cancelled']")
+        assert f"job {pending.id} cancelled" in page.text_content("#message")
+        # a cancelled job may be run again
+        assert page.query_selector(row.format(pending.id) + " button.retry")
+
+        page.click(row.format(running.id) + " button.cancel")
+        page.wait_for_function(
+            "(sel) => document.querySelector(sel + ' td.status').textContent"
+            " === 'running (cancelling)'",
+            arg=row.format(running.id),
+        )
+        assert "cancel requested" in page.text_content("#message")
+        assert page.query_selector(row.format(running.id) + " button.cancel") is None
+        with _queue(server) as queue:
+            assert queue.get(pending.id).status == "cancelled"
+            assert queue.get(running.id).cancel_requested
+        _no_violations(page)
+    finally:
+        server.stop()
+
+
+def test_job_detail_shows_its_attempts_events_and_error(
+    tmp_path: Path, page: Any
+) -> None:
+    """Clicking a job's id opens its detail: the full id, type, status,
+    attempts, dates, the dataset's name, every failed attempt with its error,
+    the event history (created, claimed, failed, retried); its Retry button
+    queues it again and the view follows; Close hides it; the address
+    (#job=<id>) opens it again after a reload."""
+    server = LiveServer(
+        tmp_path / "data", workers=0, env={"SCLIB_NO_AUTH": "1"}
+    ).start()
+    try:
+        made = _upload_dataset(server, "Detail dataset", who="local@localhost")
+        with _queue(server) as queue:
+            job = queue.enqueue(
+                "data_validation",
+                dataset_uuid=made["dataset_uuid"],
+                owner="local@localhost",
+                max_attempts=1,
+            )
+            first = queue.claim("worker-a", types=["data_validation"])
+            assert first is not None and first.id == job.id
+            queue.fail(first.lease, "first boom: <b>not bold</b>")
+            queue.retry(job.id)
+            second = queue.claim("worker-b", types=["data_validation"])
+            assert second is not None and second.id == job.id
+            queue.fail(second.lease, "second boom")
+
+        page.goto(server.url + "/ui/")
+        link = f"#recent-body tr[data-job-id='{job.id}'] .job-link"
+        page.wait_for_selector(link)
+        page.click(link)
+        page.wait_for_selector("#job-detail[data-loaded='true'][data-status='failed']")
+        assert page.text_content("#detail-id") == job.id
+        fields = page.evaluate(
+            "() => Object.fromEntries([...document.querySelectorAll("
+            "'#detail-fields dd')].map((dd) => [dd.dataset.field, dd.textContent]))"
+        )
+        assert fields["type"] == "data_validation"
+        assert fields["status"] == "failed"
+        assert fields["attempts"].startswith("2 of at most")
+        assert fields["dataset"] == f"Detail dataset ({made['dataset_uuid']})"
+        assert fields["worker"] == "worker-b"
+        for name in ("created", "started", "finished", "updated"):
+            assert len(fields[name]) == 19, (name, fields[name])  # YYYY-MM-DD hh:mm:ss
+        assert page.text_content("#detail-error") == "second boom"
+        attempts = page.eval_on_selector_all(
+            "#detail-attempts li", "(items) => items.map((li) => li.textContent)"
+        )
+        assert len(attempts) == 2
+        assert (
+            "first boom: <b>not bold</b>" in attempts[0] and "worker-a" in attempts[0]
+        )
+        assert "second boom" in attempts[1] and "attempt 2" in attempts[1]
+        assert page.query_selector("#detail-attempts b") is None
+        kinds = page.eval_on_selector_all(
+            "#detail-events li", "(items) => items.map((li) => li.dataset.kind)"
+        )
+        assert kinds[0] == "created"
+        assert kinds.count("claimed") == 2 and kinds.count("failed") == 2
+        assert "retried" in kinds
+        assert page.is_visible("#detail-retry") and not page.is_visible(
+            "#detail-cancel"
+        )
+        assert page.evaluate("location.hash") == f"#job={job.id}"
+
+        page.reload()
+        page.wait_for_selector("#job-detail[data-loaded='true'][data-status='failed']")
+        assert page.text_content("#detail-id") == job.id
+        page.click("#detail-retry")
+        page.wait_for_selector("#job-detail[data-status='pending']")
+        assert page.is_visible("#detail-cancel")
+        page.click("#detail-close")
+        assert not page.is_visible("#job-detail")
+        assert page.evaluate("location.hash") == ""
+        _no_violations(page)
+    finally:
+        server.stop()
+
+
+def test_filters_show_only_jobs_of_the_chosen_status_and_type(
+    tmp_path: Path, page: Any
+) -> None:
+    """The status and type filters narrow the jobs list (and combine); a
+    filter nothing matches says so; 'any' shows everything again."""
+    server = LiveServer(
+        tmp_path / "data", workers=0, env={"SCLIB_NO_AUTH": "1"}
+    ).start()
+    try:
+        with _queue(server) as queue:
+            failed_v = queue.enqueue(
+                "data_validation", owner="local@localhost", max_attempts=1
+            )
+            claimed = queue.claim("w")
+            assert claimed is not None and claimed.id == failed_v.id
+            queue.fail(claimed.lease, "broken")
+            pending_v = queue.enqueue("data_validation", owner="local@localhost")
+            pending_b = queue.enqueue("backup_creation", owner="local@localhost")
+
+        page.goto(server.url + "/ui/")
+        page.wait_for_function(
+            "() => document.querySelectorAll('#recent-body tr').length === 3"
+        )
+
+        def shown() -> set[str]:
+            return {r["id"] for r in _rows(page)}
+
+        def settle(expected: set[str]) -> None:
+            page.wait_for_function(
+                "(ids) => { const rows = [...document.querySelectorAll("
+                "'#recent-body tr')].map((tr) => tr.dataset.jobId).sort();"
+                " return JSON.stringify(rows) === JSON.stringify(ids); }",
+                arg=sorted(expected),
+            )
+            assert shown() == expected
+
+        page.select_option("#filter-status", "failed")
+        settle({failed_v.id})
+        page.select_option("#filter-status", "pending")
+        settle({pending_v.id, pending_b.id})
+        page.select_option("#filter-type", "backup_creation")
+        settle({pending_b.id})
+        page.select_option("#filter-status", "failed")
+        settle(set())
+        assert page.text_content("#recent-empty") == "No jobs match these filters."
+        page.select_option("#filter-status", "")
+        page.select_option("#filter-type", "data_validation")
+        settle({pending_v.id, failed_v.id})
+        page.select_option("#filter-type", "")
+        settle({pending_v.id, pending_b.id, failed_v.id})
+        _no_violations(page)
+    finally:
+        server.stop()
+
+
+def test_the_page_fits_a_390px_wide_screen(tmp_path: Path, browser: Any) -> None:
+    """On a 390 px wide screen nothing scrolls sideways: not the overview, the
+    jobs (shown as labelled cards), a long error or dataset name, nor the open
+    detail view. Screenshot in test-artifacts/ui-390.png."""
+    server = LiveServer(
+        tmp_path / "data", workers=0, env={"SCLIB_NO_AUTH": "1"}
+    ).start()
+    tab = _tab(browser, width=390, height=844, is_mobile=True, has_touch=True)
+    try:
+        made = _upload_dataset(
+            server, "A dataset with a rather long name " * 3, who="local@localhost"
+        )
+        with _queue(server) as queue:
+            job = queue.enqueue(
+                "data_validation",
+                dataset_uuid=made["dataset_uuid"],
+                owner="local@localhost",
+                max_attempts=1,
+            )
+            lease = queue.claim(
+                "a-worker-with-a-long-name-" + "x" * 40, types=["data_validation"]
+            )
+            assert lease is not None
+            queue.fail(lease.lease, "Traceback: " + "a_very_long_identifier_" * 12)
+
+        tab.goto(server.url + "/ui/")
+        tab.wait_for_selector(f"#failed-body tr[data-job-id='{job.id}']")
+        tab.wait_for_function(
+            "() => document.querySelectorAll('#recent-body tr').length === 2"
+        )
+        width = "document.documentElement.scrollWidth"
+        assert tab.evaluate(width) <= 390, tab.evaluate(width)
+        # the cards label their cells
+        label = tab.evaluate(
+            "() => getComputedStyle(document.querySelector("
+            "'#recent-body td.type'), '::before').content"
+        )
+        assert label == '"type: "'
+        tab.click(f"#recent-body tr[data-job-id='{job.id}'] .job-link")
+        tab.wait_for_selector("#job-detail[data-loaded='true']")
+        assert tab.evaluate(width) <= 390, tab.evaluate(width)
+        ARTIFACTS.mkdir(exist_ok=True)
+        tab.screenshot(path=str(ARTIFACTS / "ui-390.png"), full_page=True)
+        _no_violations(tab)
+    finally:
+        tab.context.close()
+        server.stop()
+
+
+def test_a_rejected_token_is_told_apart_from_a_missing_one(
+    tmp_path: Path, page: Any
+) -> None:
+    """No token: the page says the server needs one. A wrong token (an unknown
+    string, an expired JWT): it says the server rejected this token, with the
+    server's reason, and the token state turns red. A valid token clears
+    both."""
+    import time as _time
+
+    import jwt
+
+    server = LiveServer(tmp_path / "data", workers=0).start()
+    try:
+        page.goto(server.url + "/ui/")
+        page.wait_for_selector("#message[data-reason='missing']")
+        assert "needs a token" in page.text_content("#message")
+        assert page.get_attribute("#message", "data-kind") == "auth"
+
+        page.fill("#token", "not-a-token")
+        page.click("#token-save")
+        page.wait_for_selector("#message[data-reason='rejected']")
+        message = page.text_content("#message")
+        assert "rejected this token" in message
+        assert "not a known API token" in message  # the server's own reason
+        assert "needs a token" not in message
+        assert page.text_content("#token-state") == (
+            "the token set for this tab was rejected"
+        )
+
+        expired = jwt.encode(
+            {"email": "alice@example.org", "exp": int(_time.time()) - 3600},
+            SECRET,
+            algorithm="HS256",
+        )
+        page.fill("#token", expired)
+        page.click("#token-save")
+        page.wait_for_function(
+            "() => document.getElementById('message').textContent.includes('expired')"
+        )
+        assert page.get_attribute("#message", "data-reason") == "rejected"
+
+        _save_token(page, server.token())
+        assert page.text_content("#message") == ""
+        assert page.text_content("#token-state") == "a token is set for this tab"
+        _no_violations(page)
+    finally:
+        server.stop()
+
+
+def test_the_same_file_for_another_dataset_is_a_new_upload(
+    tmp_path: Path, page: Any
+) -> None:
+    """The page's tus client forgets a finished upload and keys the ones it
+    remembers by file and dataset fields: the same file uploaded again for
+    another dataset is a new upload (POST) and a new dataset, never a HEAD of
+    the finished one; a paused upload for dataset 'third' is not continued
+    when the file is chosen for 'fourth', and is continued (HEAD, PATCH from
+    its offset, no POST) when it is chosen for 'third' again."""
+    server = LiveServer(tmp_path / "data").start()
+    try:
+        source = _tiff(tmp_path / "same.tif", seed=4)
+        page.goto(server.url + "/ui/")
+        _save_token(page, server.token())
+
+        def upload(name: str) -> tuple[str, list[tuple[str, str, str | None]]]:
+            requests = _record_requests(page)
+            _fill_upload(page, source, name)
+            page.click("#upload-start")
+            page.wait_for_function(  # the page clears the last upload's job
+                "() => document.getElementById('job-id').textContent !== ''"
+                " && document.getElementById('job-status').textContent"
+                " === 'completed'",
+                timeout=60_000,
+            )
+            return page.text_content("#dataset-uuid"), list(requests)
+
+        first, seen_first = upload("first")
+        assert [m for m, _, _ in seen_first].count("POST") == 1
+        assert page.evaluate("Object.keys(localStorage)") == []
+        second, seen_second = upload("second")
+        assert second != first
+        assert seen_second[0][0] == "POST"
+        assert "HEAD" not in [m for m, _, _ in seen_second]
+
+        # an upload for 'third', paused after its first chunk
+        patches = {"n": 0}
+
+        def one_patch_only(route: Any) -> None:
+            if route.request.method == "PATCH":
+                patches["n"] += 1
+                if patches["n"] > 1:
+                    route.abort("connectionreset")
+                    return
+            route.continue_()
+
+        page.route("**/files/**", one_patch_only)
+        _fill_upload(page, source, "third")
+        page.click("#upload-start")
+        while patches["n"] < 2:
+            page.wait_for_timeout(20)
+        page.click("#upload-pause")
+        page.wait_for_function(
+            "() => document.getElementById('upload-state').textContent === 'paused'"
+        )
+        page.unroute("**/files/**")
+        third = page.text_content("#dataset-uuid")
+        stored = page.evaluate("Object.values(localStorage)")
+        assert len(stored) == 1
+        third_url = json.loads(stored[0])["url"]
+
+        fourth, seen_fourth = upload("fourth")
+        assert fourth not in (first, second, third)
+        assert seen_fourth[0][0] == "POST"
+        assert third_url not in [u for _, u, _ in seen_fourth]
+        assert len(page.evaluate("Object.keys(localStorage)")) == 1  # third's
+
+        again, seen_again = upload("third")
+        assert again == third
+        assert seen_again[0][:2] == ("HEAD", third_url)
+        assert "POST" not in [m for m, _, _ in seen_again]
+        assert seen_again[1][2] == str(CHUNK)  # continued after the first chunk
+        assert page.evaluate("Object.keys(localStorage)") == []
+        folders = {p.name for p in (server.data_dir / "upload").iterdir()}
+        assert folders == {first, second, third, fourth}
+        _no_violations(page)
+    finally:
+        server.stop()

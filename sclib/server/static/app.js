@@ -1,5 +1,6 @@
-// sclib status page: queue overview, recent jobs, failed jobs with Retry, and a
-// tus upload form. Plain DOM: user data is only ever set with textContent.
+// sclib status page: queue overview, jobs (filters, Cancel, Retry, a detail view
+// with events and attempts), failed jobs, and a tus upload form.
+// Plain DOM: user data is only ever set with textContent.
 
 import { TusUpload } from "./tus.js";
 
@@ -8,6 +9,22 @@ const RECENT = 15;
 const FAILED = 20;
 const PAGE = 100;
 const TOKEN_KEY = "sclib-token";
+const FINISHED = new Set(["completed", "failed", "cancelled"]);
+// the job types sclib knows; others are added as the server reports them
+const JOB_TYPES = [
+  "upload",
+  "file_extraction",
+  "dataset_conversion",
+  "data_compression",
+  "data_validation",
+  "backup_creation",
+  "google_sync",
+  "rsync_transfer",
+  "file_upload",
+];
+// a dataset name not found (404) is asked for again after this long
+const NAME_RETRY_MS = 30000;
+const NAMES_PER_REFRESH = 20;
 
 // The page lives at <base>/ui/; the API at <base>/.
 const BASE = new URL("../", window.location.href);
@@ -24,6 +41,8 @@ class ApiError extends Error {
 
 // -- the token -----------------------------------------------------------------
 
+let tokenRejected = false;
+
 function token() {
   return window.sessionStorage.getItem(TOKEN_KEY) || "";
 }
@@ -34,12 +53,20 @@ function authHeaders() {
 }
 
 function showToken() {
-  $("token-state").textContent = token() ? "a token is set for this tab" : "no token set";
+  let text = "no token set";
+  if (token()) {
+    text = tokenRejected
+      ? "the token set for this tab was rejected"
+      : "a token is set for this tab";
+  }
+  $("token-state").textContent = text;
+  $("token-state").dataset.rejected = tokenRejected ? "true" : "false";
 }
 
 // -- talking to the API ----------------------------------------------------------
 
 async function api(path, options = {}) {
+  const sent = token();
   const response = await fetch(new URL(path, BASE), {
     ...options,
     headers: { Accept: "application/json", ...authHeaders(), ...(options.headers || {}) },
@@ -53,21 +80,39 @@ async function api(path, options = {}) {
   }
   if (!response.ok) {
     const detail = body && typeof body.detail === "string" ? body.detail : response.statusText;
-    throw new ApiError(response.status, detail || `HTTP ${response.status}`);
+    const err = new ApiError(response.status, detail || `HTTP ${response.status}`);
+    err.withToken = Boolean(sent);
+    throw err;
   }
   return body;
 }
 
-function say(text, kind = "info") {
+function say(text, kind = "info", reason = "") {
   const box = $("message");
   box.textContent = text;
-  box.dataset.kind = kind;
+  box.dataset.kind = text ? kind : "";
+  box.dataset.reason = reason;
+}
+
+function authProblem(err) {
+  // a 401 with a token: the token is wrong (expired, another server's, mistyped);
+  // without one: the server needs one
+  if (err.withToken) {
+    return {
+      reason: "rejected",
+      text:
+        `The server rejected this token (${err.message}). ` +
+        "Paste a valid one above and press Save.",
+    };
+  }
+  return {
+    reason: "missing",
+    text: "This server needs a token: paste one above and press Save.",
+  };
 }
 
 function explain(err) {
-  if (err instanceof ApiError && err.status === 401) {
-    return "This server needs a token: paste one above and press Save.";
-  }
+  if (err instanceof ApiError && err.status === 401) return authProblem(err).text;
   return err.message || String(err);
 }
 
@@ -78,6 +123,12 @@ function el(tag, text, className) {
   if (text !== undefined && text !== null) node.textContent = String(text);
   if (className) node.className = className;
   return node;
+}
+
+function cell(label, text, className) {
+  const td = el("td", text, className);
+  td.dataset.label = label;
+  return td;
 }
 
 function percentOf(job) {
@@ -91,22 +142,96 @@ function percentOf(job) {
 }
 
 function progressCell(job) {
-  const cell = el("td", null, "progress");
+  const td = cell("progress", null, "progress");
   const bar = el("progress");
   bar.max = 100;
   bar.value = percentOf(job);
-  cell.append(bar, el("span", `${Math.round(percentOf(job))}%`, "pct"));
-  return cell;
+  td.append(bar, el("span", `${Math.round(percentOf(job))}%`, "pct"));
+  return td;
 }
 
+const pad = (n, width = 2) => String(n).padStart(width, "0");
+
+// "2025-03-04 14:05:09" in the browser's time zone; the ISO text as it came
+// (with its UTC offset) goes into the title
 function when(iso) {
   if (!iso) return "";
   const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? String(iso) : d.toLocaleTimeString();
+  if (Number.isNaN(d.getTime())) return String(iso);
+  return (
+    `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`
+  );
 }
 
+function dateCell(label, iso, className) {
+  const td = cell(label, when(iso), className);
+  if (iso) td.title = `${iso} (shown in local time)`;
+  return td;
+}
+
+// Job ids begin with their creation time (48 bits of milliseconds): jobs made
+// together share those digits. The last 8 hex digits are random.
 function shortId(id) {
-  return String(id).slice(0, 8);
+  const text = String(id);
+  return text.length > 8 ? `…${text.slice(-8)}` : text;
+}
+
+function jobLink(job) {
+  const button = el("button", shortId(job.job_id), "job-link");
+  button.type = "button";
+  button.title = `job ${job.job_id} (details)`;
+  button.addEventListener("click", () => openDetail(job.job_id));
+  return button;
+}
+
+// -- dataset names -------------------------------------------------------------------
+
+const datasets = new Map(); // uuid -> {name} | {missing: time of the 404}
+
+async function loadDatasetNames() {
+  try {
+    const page = await api("api/v1/datasets?limit=1000");
+    for (const d of page.datasets || []) datasets.set(d.uuid, { name: d.name });
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) throw err;
+    // names are a nicety: the rest of the page works without them
+  }
+}
+
+async function learnNames(jobs) {
+  const now = Date.now();
+  const wanted = [];
+  for (const job of jobs) {
+    const uuid = job.dataset_uuid;
+    if (!uuid || wanted.includes(uuid)) continue;
+    const known = datasets.get(uuid);
+    if (known && (known.name !== undefined || now - known.missing < NAME_RETRY_MS)) continue;
+    wanted.push(uuid);
+  }
+  for (const uuid of wanted.slice(0, NAMES_PER_REFRESH)) {
+    try {
+      const d = await api(`api/v1/datasets/${encodeURIComponent(uuid)}`);
+      datasets.set(uuid, { name: d.name });
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) throw err;
+      datasets.set(uuid, { missing: now });
+    }
+  }
+}
+
+function datasetCell(uuid) {
+  const td = cell("dataset", null, "dataset");
+  if (!uuid) return td;
+  const known = datasets.get(uuid);
+  if (known && known.name !== undefined) {
+    td.textContent = known.name;
+  } else {
+    td.textContent = `${String(uuid).slice(0, 8)}…`;
+    td.classList.add("muted");
+  }
+  td.title = `dataset ${uuid}`;
+  return td;
 }
 
 // -- the queue overview ------------------------------------------------------------
@@ -125,6 +250,15 @@ function countsFrom(overview) {
   return candidates.find((c) => c && typeof c === "object") || null;
 }
 
+function learnTypes(byType) {
+  if (!byType || typeof byType !== "object") return;
+  const select = $("filter-type");
+  const have = new Set([...select.options].map((o) => o.value));
+  for (const type of Object.keys(byType).sort()) {
+    if (!have.has(type)) select.append(new Option(type, type));
+  }
+}
+
 async function refreshOverview() {
   let overview = null;
   if (monitorUsable) {
@@ -138,7 +272,13 @@ async function refreshOverview() {
     }
   }
   let counts = overview ? countsFrom(overview) : null;
-  if (!counts) counts = (await api("api/v1/jobs/queue/stats")).by_status;
+  if (!counts) {
+    const stats = await api("api/v1/jobs/queue/stats");
+    counts = stats.by_status;
+    learnTypes(stats.by_type);
+  } else {
+    learnTypes(overview.by_type);
+  }
   $("overview-source").textContent = overview ? "monitor overview" : "queue stats";
   const list = $("counts");
   list.replaceChildren();
@@ -180,12 +320,13 @@ async function refreshOverview() {
   $("overview-facts").textContent = facts.join(" · ");
 }
 
-// -- recent and failed jobs: the tail of an oldest-first list ----------------------
+// -- jobs: the tail of an oldest-first list -------------------------------------------
 
 const tailEnds = new Map(); // query -> how many jobs it had at the last look
 
 async function listJobs(query, limit, offset) {
-  return api(`api/v1/jobs?${query}&limit=${limit}&offset=${offset}`);
+  const sep = query ? "&" : "";
+  return api(`api/v1/jobs?${query}${sep}limit=${limit}&offset=${offset}`);
 }
 
 async function countJobs(query) {
@@ -223,40 +364,96 @@ async function tail(query, n) {
   return jobs.slice(-n).reverse();
 }
 
+function filterQuery() {
+  const params = new URLSearchParams();
+  const status = $("filter-status").value;
+  const type = $("filter-type").value;
+  if (status) params.set("status", status);
+  if (type) params.set("job_type", type);
+  return params.toString();
+}
+
+function cancellable(job) {
+  return (job.status === "pending" || job.status === "running") && !job.cancel_requested;
+}
+
+function actionButtons(job) {
+  const td = cell("", null, "actions");
+  if (cancellable(job)) {
+    const cancel = el("button", "Cancel", "cancel");
+    cancel.type = "button";
+    cancel.title = `cancel job ${job.job_id}`;
+    cancel.addEventListener("click", () => cancelJob(job.job_id, cancel));
+    td.append(cancel);
+  } else if (job.cancel_requested && !FINISHED.has(job.status)) {
+    td.append(el("span", "cancel requested", "muted"));
+  }
+  if (job.status === "failed" || job.status === "cancelled") {
+    const retry = el("button", "Retry", "retry");
+    retry.type = "button";
+    retry.title = `run job ${job.job_id} again`;
+    retry.addEventListener("click", () => retryJob(job.job_id, retry));
+    td.append(retry);
+  }
+  return td;
+}
+
 function jobRow(job) {
   const row = el("tr");
   row.dataset.jobId = job.job_id;
   row.dataset.status = job.status;
-  const id = el("td", shortId(job.job_id), "id");
-  id.title = job.job_id;
+  const id = cell("job", null, "id");
+  id.append(jobLink(job));
   row.append(
     id,
-    el("td", job.job_type, "type"),
-    el("td", job.status, "status"),
+    cell("type", job.job_type, "type"),
+    cell("status", job.cancel_requested && !FINISHED.has(job.status)
+      ? `${job.status} (cancelling)` : job.status, "status"),
     progressCell(job),
-    el("td", job.dataset_uuid ? shortId(job.dataset_uuid) : "", "dataset"),
-    el("td", when(job.updated_at), "updated"),
+    datasetCell(job.dataset_uuid),
+    dateCell("created", job.created_at, "created"),
+    dateCell("updated", job.updated_at, "updated"),
+    actionButtons(job),
   );
   return row;
 }
 
 async function refreshRecent() {
-  const jobs = await tail("", RECENT);
-  const body = $("recent-body");
-  body.replaceChildren(...jobs.map(jobRow));
+  const query = filterQuery();
+  const jobs = await tail(query, RECENT);
+  await learnNames(jobs);
+  for (const job of jobs) learnTypes({ [job.job_type]: 1 });
+  $("recent-body").replaceChildren(...jobs.map(jobRow));
   $("recent-empty").hidden = jobs.length > 0;
+  $("recent-empty").textContent = query ? "No jobs match these filters." : "No jobs yet.";
+  $("filter-note").textContent = jobs.length ? `the ${jobs.length} newest` : "";
 }
 
-async function retry(job, button) {
+async function retryJob(jobId, button) {
   button.disabled = true;
   try {
-    const again = await api(`api/v1/jobs/${encodeURIComponent(job.job_id)}/retry`, {
+    const again = await api(`api/v1/jobs/${encodeURIComponent(jobId)}/retry`, {
       method: "POST",
     });
-    say(`job ${job.job_id} queued again (${again.status})`, "ok");
+    say(`job ${jobId} queued again (${again.status})`, "ok");
     await refresh();
   } catch (err) {
-    say(`retry of ${job.job_id} failed: ${explain(err)}`, "error");
+    say(`retry of ${jobId} failed: ${explain(err)}`, "error");
+    button.disabled = false;
+  }
+}
+
+async function cancelJob(jobId, button) {
+  button.disabled = true;
+  try {
+    const job = await api(`api/v1/jobs/${encodeURIComponent(jobId)}/cancel`, {
+      method: "POST",
+    });
+    if (job.status === "cancelled") say(`job ${jobId} cancelled`, "ok");
+    else say(`job ${jobId}: cancel requested; it stops at its next check`, "ok");
+    await refresh();
+  } catch (err) {
+    say(`cancel of ${jobId} failed: ${explain(err)}`, "error");
     button.disabled = false;
   }
 }
@@ -264,19 +461,21 @@ async function retry(job, button) {
 function failedRow(job) {
   const row = el("tr");
   row.dataset.jobId = job.job_id;
-  const id = el("td", shortId(job.job_id), "id");
-  id.title = job.job_id;
+  row.dataset.status = job.status;
+  const id = cell("job", null, "id");
+  id.append(jobLink(job));
   const button = el("button", "Retry", "retry");
   button.type = "button";
-  button.addEventListener("click", () => retry(job, button));
-  const action = el("td");
+  button.addEventListener("click", () => retryJob(job.job_id, button));
+  const action = cell("", null, "actions");
   action.append(button);
   row.append(
     id,
-    el("td", job.job_type, "type"),
-    el("td", `${job.attempts}/${job.max_attempts}`, "attempts"),
-    el("td", job.error || "", "error"),
-    el("td", when(job.finished_at || job.updated_at), "updated"),
+    cell("type", job.job_type, "type"),
+    datasetCell(job.dataset_uuid),
+    cell("attempts", `${job.attempts}/${job.max_attempts}`, "attempts"),
+    cell("error", job.error || "", "error"),
+    dateCell("failed", job.finished_at || job.updated_at, "updated"),
     action,
   );
   return row;
@@ -284,8 +483,141 @@ function failedRow(job) {
 
 async function refreshFailed() {
   const jobs = await tail("status=failed", FAILED);
+  await learnNames(jobs);
   $("failed-body").replaceChildren(...jobs.map(failedRow));
   $("failed-empty").hidden = jobs.length > 0;
+}
+
+// -- one job in detail ------------------------------------------------------------------
+
+let detailJob = null;
+
+function openDetail(jobId) {
+  detailJob = jobId;
+  $("job-detail").hidden = false;
+  $("detail-id").textContent = jobId;
+  $("detail-fields").replaceChildren();
+  $("job-detail").dataset.jobId = jobId;
+  $("job-detail").dataset.loaded = "false";
+  if (window.location.hash !== `#job=${jobId}`) {
+    window.history.replaceState(null, "", `#job=${encodeURIComponent(jobId)}`);
+  }
+  refresh().then(() => $("job-detail").scrollIntoView({ block: "nearest" }));
+}
+
+function closeDetail() {
+  detailJob = null;
+  $("job-detail").hidden = true;
+  window.history.replaceState(null, "", window.location.pathname + window.location.search);
+}
+
+function field(list, name, value, title) {
+  if (value === undefined || value === null || value === "") return;
+  const dt = el("dt", name);
+  const dd = el("dd", value);
+  dd.dataset.field = name;
+  if (title) dd.title = title;
+  list.append(dt, dd);
+}
+
+function historyItem(parts) {
+  const li = el("li");
+  for (const [text, className] of parts) {
+    if (text === undefined || text === null || text === "") continue;
+    li.append(el("span", text, className));
+  }
+  return li;
+}
+
+function renderDetail(job) {
+  const list = $("detail-fields");
+  list.replaceChildren();
+  const name = job.dataset_uuid && datasets.get(job.dataset_uuid);
+  field(list, "type", job.job_type);
+  field(list, "status", job.cancel_requested && !FINISHED.has(job.status)
+    ? `${job.status} (cancel requested)` : job.status);
+  field(list, "progress", `${Math.round(percentOf(job))}%` +
+    (job.progress && job.progress.message ? ` · ${job.progress.message}` : ""));
+  if (job.dataset_uuid) {
+    const label = name && name.name !== undefined ? `${name.name} (${job.dataset_uuid})`
+      : job.dataset_uuid;
+    field(list, "dataset", label);
+    field(list, "dataset status", job.dataset_status);
+  }
+  field(list, "owner", job.owner);
+  field(list, "attempts", `${job.attempts} of at most ${job.max_attempts}`);
+  field(list, "created", when(job.created_at), job.created_at);
+  field(list, "started", when(job.started_at), job.started_at);
+  field(list, "finished", when(job.finished_at), job.finished_at);
+  field(list, "updated", when(job.updated_at), job.updated_at);
+  if (job.run_at && !FINISHED.has(job.status)) {
+    field(list, "runs at", when(job.run_at), job.run_at);
+  }
+  field(list, "worker", job.worker_id);
+  if (Array.isArray(job.depends_on) && job.depends_on.length) {
+    field(list, "waits for", job.depends_on.join(", "));
+  }
+  $("detail-error").textContent = job.error || "";
+
+  const attempts = Array.isArray(job.error_history) ? job.error_history : [];
+  $("detail-attempts").replaceChildren(
+    ...attempts.map((e) => historyItem([
+      [`attempt ${e.attempt}`, "attempt"],
+      [when(e.at), "at"],
+      [e.kind, "kind"],
+      [e.worker_id ? `on ${e.worker_id}` : "", "worker"],
+      [e.error, "error"],
+    ])),
+  );
+  $("detail-attempts-empty").hidden = attempts.length > 0;
+
+  const events = Array.isArray(job.events) ? job.events : [];
+  $("detail-events").replaceChildren(
+    ...events.map((e) => {
+      const li = historyItem([
+        [when(e.at), "at"],
+        [e.kind, "kind"],
+        [e.attempt ? `attempt ${e.attempt}` : "", "attempt"],
+        [e.worker_id ? `on ${e.worker_id}` : "", "worker"],
+        [e.message, "message"],
+      ]);
+      li.dataset.kind = e.kind;
+      return li;
+    }),
+  );
+  const noResult = FINISHED.has(job.status) ? "none" : "none yet";
+  $("detail-result").textContent =
+    job.result === null || job.result === undefined
+      ? noResult
+      : JSON.stringify(job.result, null, 2);
+
+  const cancel = $("detail-cancel");
+  cancel.hidden = !cancellable(job);
+  cancel.disabled = false;
+  const retry = $("detail-retry");
+  retry.hidden = !(job.status === "failed" || job.status === "cancelled");
+  retry.disabled = false;
+  $("job-detail").dataset.status = job.status;
+  $("job-detail").dataset.loaded = "true";
+}
+
+async function refreshDetail() {
+  if (!detailJob) return;
+  const jobId = detailJob;
+  let job;
+  try {
+    job = await api(`api/v1/jobs/${encodeURIComponent(jobId)}`);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) {
+      $("detail-error").textContent = "no such job (deleted, or not visible with this token)";
+      $("job-detail").dataset.loaded = "true";
+      return;
+    }
+    throw err;
+  }
+  if (jobId !== detailJob) return; // another job was opened meanwhile
+  await learnNames([job]);
+  renderDetail(job);
 }
 
 // -- the upload form ---------------------------------------------------------------
@@ -319,7 +651,7 @@ async function refreshTracked() {
   $("job-progress").value = percentOf(job);
   $("job-pct").textContent = `${Math.round(percentOf(job))}%`;
   $("job-error").textContent = job.error || "";
-  if (job.status === "completed" || job.status === "failed" || job.status === "cancelled") {
+  if (FINISHED.has(job.status)) {
     trackedJob = null; // finished: stop asking
   }
 }
@@ -356,7 +688,14 @@ async function startUpload(event) {
   $("upload-start").disabled = true;
   $("upload-pause").disabled = false;
   $("upload-state").textContent = "uploading";
+  $("upload-state").dataset.resumedAt = "";
   $("job-box").hidden = true;
+  $("job-id").textContent = "";
+  $("job-status").textContent = "...";
+  $("job-status").dataset.status = "";
+  $("job-error").textContent = "";
+  $("dataset-uuid").textContent = "";
+  trackedJob = null;
   upload = new TusUpload(values.file, {
     endpoint: TUS_ENDPOINT,
     headers: authHeaders(),
@@ -384,7 +723,11 @@ async function startUpload(event) {
     await refresh();
   } catch (err) {
     $("upload-state").textContent = err.resumable ? "paused" : "failed";
-    say(`upload: ${err.status === 401 ? explain(new ApiError(401, "")) : err.message}`, "error");
+    const problem =
+      err.status === 401
+        ? authProblem({ withToken: Boolean(token()), message: err.message }).text
+        : err.message;
+    say(`upload: ${problem}`, "error");
   } finally {
     $("upload-start").disabled = false;
     $("upload-pause").disabled = true;
@@ -396,18 +739,36 @@ async function startUpload(event) {
 
 let refreshing = null;
 let again = false;
+let namesLoaded = false;
 
 async function refreshOnce() {
   try {
     await refreshOverview();
+    if (!namesLoaded) {
+      await loadDatasetNames();
+      namesLoaded = true;
+    }
     await refreshRecent();
     await refreshFailed();
     await refreshTracked();
-    $("updated").textContent = new Date().toLocaleTimeString();
+    await refreshDetail();
+    $("updated").textContent = when(new Date().toISOString());
+    if (tokenRejected) {
+      tokenRejected = false;
+      showToken();
+    }
     if ($("message").dataset.kind === "auth") say("");
   } catch (err) {
-    if (err instanceof ApiError && err.status === 401) say(explain(err), "auth");
-    else say(`could not refresh: ${explain(err)}`, "error");
+    if (err instanceof ApiError && err.status === 401) {
+      const problem = authProblem(err);
+      if (tokenRejected !== (problem.reason === "rejected")) {
+        tokenRejected = problem.reason === "rejected";
+        showToken();
+      }
+      say(problem.text, "auth", problem.reason);
+    } else {
+      say(`could not refresh: ${explain(err)}`, "error");
+    }
   }
 }
 
@@ -434,14 +795,18 @@ async function loop() {
 }
 
 function main() {
+  for (const type of JOB_TYPES) $("filter-type").append(new Option(type, type));
   showToken();
   const saveToken = (event) => {
     event.preventDefault();
     const value = $("token").value.trim();
     if (value) window.sessionStorage.setItem(TOKEN_KEY, value);
     $("token").value = "";
+    tokenRejected = false;
     showToken();
     monitorUsable = true;
+    namesLoaded = false;
+    datasets.clear();
     tailEnds.clear();
     refresh();
   };
@@ -450,11 +815,34 @@ function main() {
   $("token-save").addEventListener("click", saveToken);
   $("token-clear").addEventListener("click", () => {
     window.sessionStorage.removeItem(TOKEN_KEY);
+    tokenRejected = false;
     showToken();
+    datasets.clear();
+    tailEnds.clear();
     refresh();
+  });
+  const refilter = () => {
+    $("recent-body").replaceChildren();
+    refresh();
+  };
+  $("filters").addEventListener("submit", (event) => event.preventDefault());
+  $("filter-status").addEventListener("change", refilter);
+  $("filter-type").addEventListener("change", refilter);
+  $("detail-close").addEventListener("click", closeDetail);
+  $("detail-cancel").addEventListener("click", () => {
+    if (detailJob) cancelJob(detailJob, $("detail-cancel"));
+  });
+  $("detail-retry").addEventListener("click", () => {
+    if (detailJob) retryJob(detailJob, $("detail-retry"));
+  });
+  $("job-open").addEventListener("click", () => {
+    const id = $("job-id").textContent;
+    if (id) openDetail(id);
   });
   $("upload-form").addEventListener("submit", startUpload);
   $("upload-pause").addEventListener("click", () => upload && upload.pause());
+  const linked = /^#job=([^&]+)$/.exec(window.location.hash);
+  if (linked) openDetail(decodeURIComponent(linked[1]));
   loop();
 }
 

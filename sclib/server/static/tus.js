@@ -1,11 +1,16 @@
 // A small tus 1.0.0 client for sclib's status page (creation, HEAD, PATCH).
 //
 // Resume: the upload's URL is kept in localStorage under the file's fingerprint
-// (endpoint, name, type, size, last modified). Starting the same file again asks
-// the server for its offset (HEAD) and sends only the rest. Inside one run, a
-// dropped connection, a 409 (offset mismatch), 423 (busy) or a 5xx is retried
-// after the delays in `retryDelays`, each time from the offset the server reports;
-// the counter starts over after every chunk that got through.
+// (endpoint, name, type, size, last modified) and the upload's metadata (the
+// dataset fields). Starting the same file for the same dataset again asks the
+// server for its offset (HEAD) and sends only the rest; the same file for
+// another dataset is a new upload. A finished upload's URL is forgotten at once
+// (tus-js-client keeps it unless told `removeFingerprintOnSuccess`, and then
+// choosing the file again only HEADs the old upload: no new dataset).
+//
+// Inside one run, a dropped connection, a 409 (offset mismatch), 423 (busy) or a
+// 5xx is retried after the delays in `retryDelays`, each time from the offset the
+// server reports; the counter starts over after every chunk that got through.
 //
 // Written for this page rather than vendored: the server's tus subset is known,
 // and 250 readable lines are easier to audit than a 60 KB bundle.
@@ -21,9 +26,13 @@ export class TusError extends Error {
   }
 }
 
-export function fingerprint(file, endpoint) {
+export function fingerprint(file, endpoint, metadata = {}) {
+  const fields = Object.entries(metadata)
+    .filter(([, value]) => value !== undefined && value !== null)
+    .map(([key, value]) => [key, String(value)])
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   return STORAGE_PREFIX + JSON.stringify([
-    endpoint, file.name, file.type, file.size, file.lastModified,
+    endpoint, file.name, file.type, file.size, file.lastModified, fields,
   ]);
 }
 
@@ -70,7 +79,7 @@ export class TusUpload {
     this.onProgress = options.onProgress || (() => {});
     this.onStatus = options.onStatus || (() => {});
     this.onCreated = options.onCreated || (() => {});
-    this.key = fingerprint(file, this.endpoint);
+    this.key = fingerprint(file, this.endpoint, this.metadata);
     this.url = null;
     this.offset = 0;
     this.resumed = false;
