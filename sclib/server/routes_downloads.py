@@ -264,8 +264,9 @@ def list_downloads(
     for i in range(offset, min(total, offset + limit)):
         if i < len(files):
             f = files[i]
+            digest = f.blake3 or _unrecorded_digest(state, dataset, f.path)
             page.append(
-                {"path": f.path, "size": f.size, "blake3": f.blake3, "kind": "file"}
+                {"path": f.path, "size": f.size, "blake3": digest, "kind": "file"}
             )
         else:
             o = outputs[i - len(files)]
@@ -430,7 +431,17 @@ def _input_file(
             f"{rel!r} is {opened.size} bytes on the server but recorded with "
             f"{recorded.size}: it is being replaced; try again shortly"
         )
-    return opened, rel, recorded.blake3
+    return opened, rel, recorded.blake3 or _unrecorded_digest(state, dataset, rel)
+
+
+def _unrecorded_digest(state: ServerState, dataset: Dataset, rel: str) -> str:
+    """The BLAKE3 of a file recorded without one (a dataset migrated from the
+    original system, until its data_validation job records it): computed once
+    and remembered, as for output files."""
+    from sclib.paths import safe_join
+
+    path = safe_join(_input_root(state, dataset), rel)
+    return _DIGESTS.digest(path, path.stat())
 
 
 def _output_file(

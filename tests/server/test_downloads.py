@@ -512,3 +512,30 @@ def test_converted_output_is_listed_and_served_with_ranges(
     head = httpx.head(server.url + url, headers=server.headers())
     assert head.status_code == 200 and head.headers["etag"] == f'"{idx["blake3"]}"'
     assert _get(server, f"/api/v1/datasets/{uuid}/outputs/nope.bin").status_code == 404
+
+
+def test_a_file_recorded_without_a_digest_is_served_with_its_blake3(
+    server: LiveServer,
+) -> None:
+    """A dataset migrated from the original system has files recorded without a
+    BLAKE3 until its data_validation job runs: the listing and the download
+    compute it (the ETag is the file's real BLAKE3)."""
+    from sclib.datasets import Dataset, DatasetFile, open_dataset_store
+
+    data = os.urandom(4000)
+    store = open_dataset_store(f"sqlite:///{server.data_dir}/sclib.db")
+    try:
+        made = store.create(Dataset(name="legacy", owner=ALICE, sensor="OTHER"))
+        store.add_files(made.uuid, [DatasetFile("old.raw", len(data), None)])
+    finally:
+        store.close()
+    folder = server.data_dir / "upload" / made.uuid
+    folder.mkdir(parents=True)
+    (folder / "old.raw").write_bytes(data)
+    listing = _get(server, f"/api/v1/datasets/{made.uuid}/downloads").json()
+    assert [(f["path"], f["blake3"]) for f in listing["files"]] == [
+        ("old.raw", _b3(data))
+    ]
+    answer = _get(server, f"/api/v1/datasets/{made.uuid}/files/old.raw")
+    assert answer.status_code == 200 and answer.content == data
+    assert answer.headers["etag"] == f'"{_b3(data)}"'
