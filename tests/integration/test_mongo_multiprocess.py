@@ -1,0 +1,669 @@
+"""Several processes on one MongoDB database: two servers, four workers.
+
+One deployment, as docs/deploy.md describes it, on the mongowire test server
+(:mod:`tests.mongowire`: MongoDB's wire protocol over an in-memory stand-in, in a
+process of its own, reached through the real pymongo over TCP on 127.0.0.1):
+
+* two ``sclib serve`` processes (uvicorn, token auth, no in-process worker),
+* four ``sclib worker`` processes running the server's handlers and the handler
+  of :mod:`tests.integration.mongo_handlers`, two of them claiming ahead
+  (``--prefetch 4``),
+
+all with ``SCLIB_BACKEND=mongodb://127.0.0.1:PORT/<db>?replicaSet=rs0``, one
+``SCLIB_SECRET_KEY`` and one shared ``SCLIB_DATA_DIR``, and this test process as
+a client (HTTP) and an operator (the library, on the same database).
+
+``test_parallel_chunked_uploads_alternate_between_two_servers``: uploads sent in
+parallel with the large-file protocol, each chunk to the other server than the
+one before, into two datasets shared by several uploads, while the second server
+goes through a rolling restart (SIGTERM with chunks in flight; its chunks go to
+the first server until it is back), each chunk then sent once more, and every
+upload completed on both servers at once. Every upload completes, its stored
+file's BLAKE3 is the source's, its one job completes once, and each dataset
+lists each of its files once.
+
+``test_sigkilled_workers_on_mongodb_lose_nothing_and_commit_once``: jobs whose
+handler commits a marker keyed by the job id, while workers are SIGKILLed at
+random (seeded) and restarted. Every job completes, each marker is committed
+once, no attempt runs twice, nothing is left running, and some jobs demonstrably
+ran again after a kill.
+
+Counts are printed (``-s``) and kept with ``record_property``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import blake3
+import httpx
+import pytest
+
+from sclib import JobQueue
+from sclib.jobtypes import JobStatus
+from tests.integration import mongo_handlers
+from tests.mongowire.process import WireServerProcess
+from tests.server.live import LiveServer
+
+pytestmark = [pytest.mark.mongo, pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVERS = 2
+WORKERS = 4
+#: a bound on every wait, far above what a run needs (a hang fails, not blocks)
+PATIENCE = 120.0
+
+UPLOADS = 8
+DATASETS = 2
+CHUNK = 256 * 1024
+#: six whole chunks and a short last one
+CHUNKS = 7
+#: the chunks go in four parts: before the second server's rolling restart,
+#: while it stops, while it is down and starts, after it is back
+PHASES = ("before", "stopping", "down", "after")
+
+JOBS = 48
+#: kills stop after this many, so the run ends however the dice fall
+MAX_KILLS = 14
+
+
+@dataclass
+class Deployment:
+    """The processes of one deployment and what they share."""
+
+    wire: WireServerProcess
+    database: str
+    data_dir: Path
+    out: Path
+    servers: list[LiveServer] = field(default_factory=list)
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.wire.port}/{self.database}?replicaSet=rs0"
+
+    @property
+    def worker_log(self) -> Path:
+        return self.data_dir.parent / "workers.log"
+
+    def env(self) -> dict[str, str]:
+        """What every process of the deployment is given."""
+        return {
+            "PYTHONPATH": os.pathsep.join(
+                [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
+            "SCLIB_BACKEND": self.url,
+            "SCLIB_DATA_DIR": str(self.data_dir),
+            "SCLIB_MONGO_WRITE_CONCERN": "majority",
+            "SCLIB_LOG_FORMAT": "json",
+        }
+
+    def spawn_worker(self, slot: int) -> subprocess.Popen[bytes]:
+        """The worker of ``slot``: odd slots claim four jobs ahead (``--prefetch``),
+        so both ways of claiming run on the database."""
+        from tests.server.live import SECRET
+
+        env = {**os.environ, **self.env(), "SCLIB_SECRET_KEY": SECRET}
+        with open(self.worker_log, "ab") as log:
+            return subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "sclib",
+                    "worker",
+                    "--handlers",
+                    "sclib.server.handlers:handlers_from_settings",
+                    "--handlers",
+                    "tests.integration.mongo_handlers:handlers",
+                    "--concurrency",
+                    "2",
+                    *(["--prefetch", "4"] if slot % 2 else []),
+                    "--lease-seconds",
+                    "3",
+                    "--poll-interval",
+                    "0.1",
+                    "--rescue-interval",
+                    "0.5",
+                    "--grace-period",
+                    "1",
+                ],
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_for_workers(self) -> None:
+        """Until every current worker process has recorded itself in the store
+        (so it started, on this database), or one exited."""
+        pids = {p.pid for p in self.workers}
+        client = self.wire.client()
+        try:
+            records = client[self.database]["jobs_workers"]
+            deadline = time.monotonic() + PATIENCE / 2
+            while True:
+                exited = [p.args for p in self.workers if p.poll() is not None]
+                assert not exited, self.logs()
+                seen = {_worker_pid(d["_id"]) for d in records.find({}, {"_id": 1})}
+                if pids <= seen:
+                    return
+                assert time.monotonic() < deadline, (pids, seen, self.logs())
+                time.sleep(0.1)
+        finally:
+            client.close()
+
+    def logs(self) -> str:
+        text = "".join(f"--- server {s.port}:\n{s.log()}\n" for s in self.servers)
+        if self.worker_log.exists():
+            text += "--- workers:\n" + self.worker_log.read_text(errors="replace")
+        return text[-6000:]
+
+
+def _stop(process: subprocess.Popen[bytes]) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    return process.returncode
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    mongo_wire: WireServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    root = tmp_path_factory.mktemp("mongo-deployment")
+    dep = Deployment(
+        wire=mongo_wire,
+        database=f"sclib_multi_{uuid.uuid4().hex[:10]}",
+        data_dir=root / "data",
+        out=root / "effects",
+    )
+    dep.data_dir.mkdir()
+    dep.out.mkdir()
+    try:
+        # every process at once, on a database that does not exist yet: each
+        # builds the indexes, as replicas starting together do
+        dep.servers = [
+            LiveServer(dep.data_dir, backend=dep.url, workers=0, env=dep.env())
+            for _ in range(SERVERS)
+        ]
+        with ThreadPoolExecutor(SERVERS) as pool:
+            starting = [pool.submit(s.start, timeout=PATIENCE / 2) for s in dep.servers]
+            dep.workers = [dep.spawn_worker(n) for n in range(WORKERS)]
+            for future in starting:
+                future.result()
+        dep.wait_for_workers()
+        yield dep
+    finally:
+        codes = [_stop(p) for p in dep.workers]
+        for server in dep.servers:
+            server.stop()
+        client = mongo_wire.client()
+        try:
+            client.drop_database(dep.database)
+        finally:
+            client.close()
+    assert codes == [0] * len(codes), dep.logs()
+
+
+# -- parallel chunked uploads over two servers ------------------------------------
+
+
+class Http:
+    """Counts every answer by server and route; a 5xx fails the test."""
+
+    def __init__(self, servers: list[LiveServer]) -> None:
+        self.servers = servers
+        self.client = httpx.Client(timeout=60)
+        self.codes: Counter[tuple[int, str, int]] = Counter()
+        self.lock = threading.Lock()
+
+    def send(
+        self, n: int, method: str, path: str, route: str, **kw: Any
+    ) -> httpx.Response:
+        server = self.servers[n]
+        headers = {**server.headers(), **kw.pop("headers", {})}
+        r = self.client.request(method, server.url + path, headers=headers, **kw)
+        with self.lock:
+            self.codes[(n, route, r.status_code)] += 1
+        assert r.status_code < 500, (route, r.status_code, r.text)
+        return r
+
+    def until_not_busy(
+        self, n: int, method: str, path: str, route: str, **kw: Any
+    ) -> httpx.Response:
+        """Send again while the answer is 423 (another request holds the lock)."""
+        deadline = time.monotonic() + PATIENCE
+        while True:
+            r = self.send(n, method, path, route, **dict(kw))
+            if r.status_code != 423 or time.monotonic() > deadline:
+                return r
+            time.sleep(0.02)
+
+    def failed(self, n: int, route: str) -> None:
+        """A request server ``n`` did not answer (refused, or cut)."""
+        with self.lock:
+            self.codes[(n, route, 0)] += 1
+
+    def count(self, route: str, status: int = 200) -> list[int]:
+        return [self.codes[(n, route, status)] for n in range(len(self.servers))]
+
+
+@pytest.fixture
+def http(deployment: Deployment) -> Iterator[Http]:
+    client = Http(deployment.servers)
+    yield client
+    client.client.close()
+
+
+def test_parallel_chunked_uploads_alternate_between_two_servers(
+    deployment: Deployment, http: Http, record_property: Any
+) -> None:
+    """Every upload completes once, exact, whichever server got which chunk,
+    through a rolling restart of one server."""
+    started = time.monotonic()
+    rng = random.Random(20261208)
+    datasets = [uuid.uuid4().hex for _ in range(DATASETS)]
+    sources = [rng.randbytes((CHUNKS - 1) * CHUNK + 1000 + k) for k in range(UPLOADS)]
+    digests = [blake3.blake3(data).hexdigest() for data in sources]
+
+    def initiate(k: int) -> dict[str, Any]:
+        r = http.send(
+            k % SERVERS,
+            "POST",
+            "/api/upload/large/initiate",
+            "initiate",
+            json={
+                "filename": f"part-{k}.raw",
+                "file_size": len(sources[k]),
+                "chunk_size": CHUNK,
+                "file_blake3": digests[k],
+                "dataset_name": f"multi {k % DATASETS}",
+                "dataset_identifier": datasets[k % DATASETS],
+                "sensor": "OTHER",
+                "convert": False,
+            },
+        )
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        assert body["total_chunks"] == CHUNKS
+        assert body["dataset_uuid"] == datasets[k % DATASETS]
+        return body
+
+    def chunk(k: int, i: int, n: int, route: str) -> None:
+        """Chunk ``i`` of upload ``k`` to server ``n``; to the other one when ``n``
+        does not answer (restarting), as a proxy or a retrying client would."""
+        data = sources[k][i * CHUNK : (i + 1) * CHUNK]
+        for _ in range(2 * SERVERS):
+            try:
+                r = http.until_not_busy(
+                    n,
+                    "POST",
+                    f"/api/upload/large/chunk/{ups[k]}/{i}",
+                    route,
+                    content=data,
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "X-Chunk-Hash": "blake3:" + blake3.blake3(data).hexdigest(),
+                    },
+                )
+                break
+            except httpx.TransportError:
+                http.failed(n, route)
+                n = (n + 1) % SERVERS
+        assert r.status_code == 200, r.text
+
+    def send(work: list[tuple[int, int]], phase: str) -> None:
+        list(pool.map(lambda w: chunk(w[0], w[1], sum(w) % SERVERS, phase), work))
+
+    restarted = deployment.servers[1]
+    with ThreadPoolExecutor(8) as pool:
+        ups = [b["upload_id"] for b in pool.map(initiate, range(UPLOADS))]
+        # every chunk of every upload, eight at a time, in a seeded order; chunk
+        # i of upload k goes to server (k + i) % 2, so each upload alternates
+        work = [(k, i) for k in range(UPLOADS) for i in range(CHUNKS)]
+        rng.shuffle(work)
+        part = len(work) // len(PHASES)
+        parts = [work[n * part : (n + 1) * part] for n in range(len(PHASES))]
+        parts[-1] += work[len(PHASES) * part :]
+        send(parts[0], "before")
+        # a rolling restart of the second server: SIGTERM while chunks arrive;
+        # chunks while it is down and starting again go to the first one
+        with ThreadPoolExecutor(1) as admin:
+            stopping = admin.submit(restarted.stop)
+            send(parts[1], "stopping")
+            stopping.result()
+            starting = admin.submit(restarted.start, timeout=PATIENCE / 2)
+            send(parts[2], "down")
+            starting.result()
+        send(parts[3], "after")
+        # a chunk sent again, to the other server: idempotent
+        list(
+            pool.map(lambda k: chunk(k, 0, (k + 1) % SERVERS, "again"), range(UPLOADS))
+        )
+
+    for k, up in enumerate(ups):
+        status = http.send(
+            (k + 1) % SERVERS, "GET", f"/api/upload/large/status/{up}", "status"
+        ).json()
+        assert status["uploaded_chunks"] == list(range(CHUNKS)), status
+        assert status["is_complete"] and not status["committed"]
+
+    # complete every upload on both servers at once: one commit, one job
+    answers: dict[tuple[int, int], dict[str, Any]] = {}
+
+    def complete(k: int, n: int) -> None:
+        r = http.until_not_busy(
+            n,
+            "POST",
+            f"/api/upload/large/complete/{ups[k]}",
+            "complete",
+            json={"file_blake3": digests[k]},
+        )
+        assert r.status_code == 200, r.text
+        answers[(k, n)] = r.json()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(
+                lambda kn: complete(*kn),
+                [(k, n) for k in range(UPLOADS) for n in range(SERVERS)],
+            )
+        )
+    job_ids = []
+    for k in range(UPLOADS):
+        first, second = answers[(k, 0)], answers[(k, 1)]
+        for key in ("job_id", "file_blake3", "dataset_uuid", "path", "file_size"):
+            assert first[key] == second[key], (k, key, first, second)
+        assert first["file_blake3"] == digests[k]
+        job_ids.append(first["job_id"])
+    assert len(set(job_ids)) == UPLOADS
+
+    # the workers run the upload jobs; each is followed from the other server
+    finished: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + PATIENCE
+    while len(finished) < UPLOADS:
+        assert time.monotonic() < deadline, (finished.keys(), deployment.logs())
+        for k, job_id in enumerate(job_ids):
+            if job_id in finished:
+                continue
+            job = http.send(
+                (k + 1) % SERVERS, "GET", f"/api/v1/jobs/{job_id}", "job"
+            ).json()
+            if job["status"] in ("completed", "failed", "cancelled"):
+                finished[job_id] = job
+        time.sleep(0.1)
+
+    lost = doubled = 0
+    for k, job_id in enumerate(job_ids):
+        job = finished[job_id]
+        kinds = Counter(e["kind"] for e in job["events"])
+        lost += job["status"] != "completed"
+        doubled += max(0, kinds["completed"] - 1)
+        stored = (
+            deployment.data_dir / "upload" / datasets[k % DATASETS] / f"part-{k}.raw"
+        )
+        assert blake3.blake3(stored.read_bytes()).hexdigest() == digests[k]
+        assert job["status"] == "completed", job
+        assert kinds["completed"] == 1, job["events"]
+    jobs = http.send(
+        0,
+        "GET",
+        "/api/v1/jobs?job_type=upload&limit=1000",
+        "jobs",
+        headers=deployment.servers[0].headers(admin=True),
+    ).json()["jobs"]
+    assert sorted(j["job_id"] for j in jobs) == sorted(job_ids)
+    doubled += len(jobs) - UPLOADS
+    for d, dataset in enumerate(datasets):
+        record = http.send(
+            d % SERVERS, "GET", f"/api/v1/datasets/{dataset}", "dataset"
+        ).json()
+        files = {f["path"]: f["blake3"] for f in record["files"]}
+        assert files == {
+            f"part-{k}.raw": digests[k] for k in range(d, UPLOADS, DATASETS)
+        }, record
+        assert record["file_count"] == UPLOADS // DATASETS
+        assert record["status"] == "done", record
+    assert not list((deployment.data_dir / "tmp" / "uploads").iterdir())
+    client = deployment.wire.client()
+    try:
+        sessions = list(client[deployment.database]["upload_sessions"].find())
+    finally:
+        client.close()
+    assert sorted(s["_id"] for s in sessions) == sorted(ups)
+    assert {s["status"] for s in sessions} == {"completed"}
+    assert {len(s["chunks"]) for s in sessions} == {CHUNKS}
+    counts: dict[str, Any] = {
+        "uploads": UPLOADS,
+        "datasets": DATASETS,
+        "chunks_per_upload": CHUNKS,
+        "chunks_by_server": [
+            sum(http.count(phase)[n] for phase in PHASES) for n in range(SERVERS)
+        ],
+        "chunks_by_phase_and_server": {phase: http.count(phase) for phase in PHASES},
+        "chunks_refused_during_the_restart": sum(
+            sum(http.count(phase, 0)) for phase in PHASES
+        ),
+        "chunks_sent_again_by_server": http.count("again"),
+        "completes_by_server": http.count("complete"),
+        "busy_answers_423": sum(
+            v for (_, _, code), v in http.codes.items() if code == 423
+        ),
+        "bytes": sum(len(d) for d in sources),
+        "lost": lost,
+        "doubled": doubled,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    print(f"\nmongo_multiprocess_uploads: {counts}")
+    record_property("mongo_multiprocess_uploads", counts)
+    assert (lost, doubled) == (0, 0)
+    assert sum(counts["chunks_by_server"]) == UPLOADS * CHUNKS
+    # the second server took chunks before and after its restart, and was down
+    # for part of it: its chunks went to the first one then
+    assert http.count("before")[1] > 0 and http.count("after")[1] > 0
+    assert counts["chunks_refused_during_the_restart"] > 0
+
+
+# -- SIGKILLed workers ----------------------------------------------------------------
+
+
+@dataclass
+class Execution:
+    """One run of the handler, from its start and end lines."""
+
+    job_id: str
+    attempt: int
+    pid: int
+    start: float
+    end: float | None = None
+
+
+def _executions(out: Path) -> list[Execution]:
+    path = out / "executions.log"
+    runs: dict[tuple[str, int, int], Execution] = {}
+    if not path.exists():
+        return []
+    for line in path.read_text().splitlines():
+        kind, job_id, attempt, pid, at = line.split()
+        key = (job_id, int(attempt), int(pid))
+        if kind == "start":
+            runs[key] = Execution(job_id, int(attempt), int(pid), float(at))
+        else:
+            runs[key].end = float(at)
+    return list(runs.values())
+
+
+def _worker_pid(worker_id: str | None) -> int | None:
+    """The pid in a worker id (``host-pid-random``)."""
+    return None if worker_id is None else int(worker_id.rsplit("-", 2)[1])
+
+
+def test_sigkilled_workers_on_mongodb_lose_nothing_and_commit_once(
+    deployment: Deployment, record_property: Any
+) -> None:
+    """Every job completes once, each marker is committed once, no attempt runs
+    twice, no two runs of a job overlap, no crash is charged to an attempt whose
+    start was not recorded, nothing is left running; some jobs ran again."""
+    started = time.monotonic()
+    queue = JobQueue.open(
+        deployment.url, max_crashes=20, handlers=mongo_handlers.handlers
+    )
+    deaths: dict[int, float] = {}  # worker pid -> when it was killed (monotonic)
+    try:
+        jobs = [
+            queue.enqueue(
+                mongo_handlers.EFFECT,
+                {
+                    "i": i,
+                    "out": str(deployment.out),
+                    "mongo_url": deployment.url,
+                    "database": deployment.database,
+                    "work_seconds": 0.6,
+                    "after_seconds": 0.15,
+                },
+            )
+            for i in range(JOBS)
+        ]
+        ids = {j.id for j in jobs}
+        rng = random.Random(20261209)
+        kills = busy_kills = 0
+        deadline = time.monotonic() + PATIENCE
+        while True:
+            assert time.monotonic() < deadline, (
+                queue.stats()["by_status"],
+                deployment.logs(),
+            )
+            by_type = queue.stats()["by_type_status"].get(mongo_handlers.EFFECT, {})
+            if sum(by_type.get(s, 0) for s in ("completed", "failed", "cancelled")) == (
+                JOBS
+            ):
+                break
+            time.sleep(rng.uniform(0.4, 0.9))
+            if kills >= MAX_KILLS:
+                continue  # the workers now drain the queue undisturbed
+            # a random worker, among those holding a job when there are some
+            slots = {p.pid: slot for slot, p in enumerate(deployment.workers)}
+            holding = sorted(
+                {
+                    slots[pid]
+                    for j in queue.list(status="running", limit=1000)
+                    if (pid := _worker_pid(j.worker_id)) in slots
+                }
+            )
+            victim = rng.choice(holding) if holding else rng.randrange(WORKERS)
+            busy_kills += bool(holding)
+            process = deployment.workers[victim]
+            deaths[process.pid] = time.monotonic()
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+            deployment.workers[victim] = deployment.spawn_worker(victim)
+
+        final = {j.id: queue.get(j.id) for j in jobs}
+        events = {job_id: queue.events(job_id) for job_id in ids}
+        stats = queue.stats()["by_status"]
+    finally:
+        queue.close()
+    client = deployment.wire.client()
+    try:
+        markers = {m["_id"]: m for m in client[deployment.database]["effects"].find()}
+        marker_docs = client[deployment.database]["effects"].count_documents({})
+    finally:
+        client.close()
+
+    runs = _executions(deployment.out)
+    by_job: dict[str, list[Execution]] = {}
+    for run in runs:
+        by_job.setdefault(run.job_id, []).append(run)
+    attempts_run = Counter((r.job_id, r.attempt) for r in runs)
+    lost = sum(j.status is not JobStatus.COMPLETED for j in final.values()) + len(
+        ids - set(markers)
+    )
+    doubled = (
+        marker_docs
+        - len(markers)
+        + len(set(markers) - ids)
+        + sum(
+            max(0, sum(e.kind == "completed" for e in ev) - 1) for ev in events.values()
+        )
+        + sum(n - 1 for n in attempts_run.values())  # an attempt that ran twice
+    )
+    # no two runs of one job overlap in time; a run without an end ended when
+    # its worker was killed
+    overlaps = []
+    for job_runs in by_job.values():
+        spans = sorted(job_runs, key=lambda r: r.start)
+        overlaps += [
+            (a, b)
+            for a, b in itertools.pairwise(spans)
+            if b.start < (a.end if a.end is not None else deaths.get(a.pid, 1e18))
+        ]
+    # a crash is charged only to an attempt whose start a worker recorded
+    recorded = {
+        job_id: {e.attempt for e in ev if e.kind == "started"}
+        for job_id, ev in events.items()
+    }
+    charges = [
+        (job.id, e.attempt)
+        for job in final.values()
+        for e in job.error_history
+        if e.kind == "crash"
+    ]
+    charged_held = [c for c in charges if c[1] not in recorded[c[0]]]
+    rerun = [job_id for job_id, job_runs in by_job.items() if len(job_runs) > 1]
+    counts: dict[str, Any] = {
+        "jobs": JOBS,
+        "workers": WORKERS,
+        "kills": kills,
+        "kills_of_a_worker_holding_a_job": busy_kills,
+        "executions": len(runs),
+        "jobs_run_more_than_once": len(rerun),
+        "rescues": sum(e.kind == "rescued" for ev in events.values() for e in ev),
+        "crashes_charged": len(charges),
+        "held_rescues": sum(
+            e.kind == "rescued" and "not counted as a crash" in e.message
+            for ev in events.values()
+            for e in ev
+        ),
+        "markers": marker_docs,
+        "overlaps": len(overlaps),
+        "lost": lost,
+        "doubled": doubled,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    print(f"\nmongo_multiprocess_crashes: {counts}")
+    record_property("mongo_multiprocess_crashes", counts)
+    assert (lost, doubled) == (0, 0), deployment.logs()
+    assert stats["running"] == 0 and stats["pending"] == 0, stats
+    assert {k: m["i"] for k, m in markers.items()} == {
+        j.id: i for i, j in enumerate(jobs)
+    }
+    assert overlaps == []
+    assert charged_held == []
+    for job in final.values():
+        # every run is of an attempt that was claimed
+        assert {r.attempt for r in by_job[job.id]} <= set(range(1, job.attempts + 1))
+        # the completing attempt committed the marker, or found an earlier one's
+        assert job.result["committed"] == (markers[job.id]["attempt"] == job.attempts)
+    # the recovery really happened: workers died holding jobs, and jobs ran again
+    assert kills >= 8 and busy_kills >= 4
+    assert rerun, "no job ran twice: the kills never hit a running job"
+    assert counts["rescues"] >= kills // 2
