@@ -7,7 +7,10 @@ database effect (an insert keyed by the job id): a second attempt of the same
 job finds the marker (DuplicateKeyError) and commits nothing, so a job's effect
 is committed at most once, and the queue's retries make it at least once.
 
-Every start and end of the handler is also appended to ``<out>/executions.log``
+It also declares a periodic job (``mongo_tick``, every second, missed ticks all
+enqueued) that every worker process schedules.
+
+Every start and end of the effect handler is also appended to ``<out>/executions.log``
 (``start|end job_id attempt pid monotonic_time``), so the test can show that some
 jobs ran more than once, that no attempt ran twice and that no two executions of
 one job overlapped.
@@ -87,3 +90,18 @@ def effect(ctx: JobContext) -> dict[str, Any]:
     time.sleep(float(params.get("after_seconds", 0.0)))
     _log(ctx, "end")
     return {"committed": committed, "attempt": ctx.attempt}
+
+
+TICK = "mongo_tick"
+
+
+@handlers.register(TICK)
+def tick(ctx: JobContext) -> dict[str, Any]:
+    """A periodic job: every worker process checks the schedule; one job per
+    tick must exist however many of them do."""
+    return {"scheduled_for": ctx.parameters["scheduled_for"]}
+
+
+# every second; the kills can leave no worker started for a second or two, and
+# "all" has the next worker to start enqueue the ticks missed meanwhile
+handlers.schedule(TICK, "* * * * * *", TICK, missed="all", max_catchup=30)

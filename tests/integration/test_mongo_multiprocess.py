@@ -46,6 +46,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -667,3 +668,42 @@ def test_sigkilled_workers_on_mongodb_lose_nothing_and_commit_once(
     assert kills >= 8 and busy_kills >= 4
     assert rerun, "no job ran twice: the kills never hit a running job"
     assert counts["rescues"] >= kills // 2
+
+
+# -- a periodic job scheduled by every worker --------------------------------------
+
+
+def test_each_tick_of_a_schedule_is_one_job_on_mongodb(
+    deployment: Deployment, record_property: Any
+) -> None:
+    """Every worker process (the SIGKILLed ones' replacements too) checks the
+    every-second schedule of mongo_handlers on the one database, and each new
+    one enqueues the ticks missed since the last enqueued one: every second
+    between the first tick and the last has exactly one job, and no tick job
+    failed."""
+    queue = JobQueue.open(deployment.url, handlers=mongo_handlers.handlers)
+    try:
+        deadline = time.monotonic() + PATIENCE
+        while True:
+            jobs = queue.list(job_type=mongo_handlers.TICK, limit=10_000)
+            if len(jobs) >= 5:
+                break
+            assert time.monotonic() < deadline, deployment.logs()
+            time.sleep(0.5)
+    finally:
+        queue.close()
+    ticks = sorted(datetime.fromisoformat(j.parameters["scheduled_for"]) for j in jobs)
+    span = int((ticks[-1] - ticks[0]).total_seconds()) + 1
+    keys = Counter(j.idempotency_key for j in jobs)
+    counts = {
+        "ticks": len(ticks),
+        "seconds_spanned": span,
+        "doubled": len(ticks) - len(set(ticks)) + sum(n - 1 for n in keys.values()),
+        "missing": span - len(set(ticks)),
+        "by_status": dict(Counter(j.status.value for j in jobs)),
+    }
+    print(f"\nmongo_multiprocess_ticks: {counts}")
+    record_property("mongo_multiprocess_ticks", counts)
+    assert counts["doubled"] == 0, "a tick was enqueued twice"
+    assert counts["missing"] == 0, counts
+    assert {j.status.value for j in jobs} <= {"completed", "pending", "running"}
