@@ -392,25 +392,29 @@ class Settings(BaseSettings):
         return "sqlite:///" + str((self.data_dir / "sclib.db").resolve())
 
     def session_store_options(self, url: str) -> dict[str, object]:
-        """Constructor options for the session store beside the job store."""
+        """Constructor options for the session and dataset stores beside the job
+        store: on MongoDB, the database and the same write concern as the jobs
+        (``SCLIB_MONGO_WRITE_CONCERN`` governs every MongoDB write sclib makes)."""
         if url.startswith("sqlite:"):
             return {}
+        options: dict[str, object] = {"write_concern": self.mongo_write_options()}
         if not urlsplit(url).path.strip("/"):
-            return {"database": self.db_name}
-        return {}
+            options["database"] = self.db_name
+        return options
+
+    def mongo_write_options(self) -> dict[str, object]:
+        """``SCLIB_MONGO_WRITE_CONCERN`` as pymongo's write concern options."""
+        if self.mongo_write_concern == "majority":
+            return {"w": "majority", "j": True}
+        return {"w": 1}
 
     def store_options(self, url: str) -> dict[str, object]:
         """Constructor options for the store at ``url``."""
         if url.startswith("sqlite:"):
             return {"synchronous": self.sqlite_synchronous}
-        wc: dict[str, object] = (
-            {"w": "majority", "j": True}
-            if self.mongo_write_concern == "majority"
-            else {"w": 1}
-        )
         options: dict[str, object] = {
             "collection": self.jobs_collection,
-            "write_concern": wc,
+            "write_concern": self.mongo_write_options(),
         }
         if not urlsplit(url).path.strip("/"):
             options["database"] = self.db_name

@@ -281,3 +281,51 @@ def test_stores_open_on_a_collection_with_an_equivalent_index_of_another_name(
             plain.create(Dataset(name="m", owner="o@x", sensor="IDX", uuid=made.uuid))
     finally:
         client.drop_database(other)
+
+
+# -- D6: one write concern for every store -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [("majority", {"w": "majority", "j": True}), ("1", {"w": 1})],
+)
+def test_the_write_concern_setting_reaches_every_store(
+    mongo_wire: WireServerProcess,
+    db_name: str,
+    tmp_path: Any,
+    setting: str,
+    expected: dict[str, Any],
+) -> None:
+    """SCLIB_MONGO_WRITE_CONCERN reached only the job store: the session store
+    (every chunk record, every upload's state) and the dataset store of the
+    server, and of the worker's upload handler, always wrote with
+    ``w: majority, j: true``. Now every store a server or a worker opens writes
+    with the one setting."""
+    from sclib.server import create_app
+    from sclib.server.handlers import UploadHandler, handlers_from_settings
+    from sclib.settings import load_settings
+
+    uri = mongo_wire.uri.replace("/?", f"/{db_name}?")
+    settings = load_settings(
+        SCLIB_BACKEND=uri,
+        SCLIB_DATA_DIR=str(tmp_path),
+        SCLIB_MONGO_WRITE_CONCERN=setting,
+        SCLIB_NO_AUTH="true",
+    )
+    state = create_app(settings, run_worker=False).state.sclib
+    try:
+        for store in (state.queue.store, state.sessions, state.datasets):
+            assert store.coll.write_concern.document == expected, store  # type: ignore[attr-defined]
+    finally:
+        state.close()
+    upload = handlers_from_settings(settings)["upload"]
+    assert isinstance(upload, UploadHandler) and upload.pipeline is not None
+    stores: list[Any] = [upload.sessions, upload.datasets, upload.pipeline.queue]
+    try:
+        for store in stores[:2]:
+            assert store.coll.write_concern.document == expected, store
+        assert upload.pipeline.queue.store.coll.write_concern.document == expected  # type: ignore[attr-defined]
+    finally:
+        for store in stores:
+            store.close()
