@@ -25,8 +25,18 @@ lists each of its files once.
 ``test_sigkilled_workers_on_mongodb_lose_nothing_and_commit_once``: jobs whose
 handler commits a marker keyed by the job id, while workers are SIGKILLed at
 random (seeded) and restarted. Every job completes, each marker is committed
-once, no attempt runs twice, nothing is left running, and some jobs demonstrably
-ran again after a kill.
+once, no attempt runs twice, no two runs of a job overlap, nothing is left
+running, and some jobs demonstrably ran again after a kill.
+
+``test_a_database_outage_costs_no_job_and_no_upload``: for a few seconds the
+database refuses every command, as during an election, while jobs run and an
+upload arrives: 503s naming MongoDB, no worker dies, nothing lost or doubled.
+
+``test_each_tick_of_a_schedule_is_one_job_on_mongodb``: the every-second
+schedule all workers check through all of the above has one job per tick.
+
+The module starts a wire server of its own (the outage test sets its fault
+schedule), and takes about a minute.
 
 Counts are printed (``-s``) and kept with ``record_property``.
 """
@@ -57,7 +67,7 @@ import pytest
 from sclib import JobQueue
 from sclib.jobtypes import JobStatus
 from tests.integration import mongo_handlers
-from tests.mongowire.process import WireServerProcess
+from tests.mongowire.process import WireServerProcess, start_server
 from tests.server.live import LiveServer
 
 pytestmark = [pytest.mark.mongo, pytest.mark.integration, pytest.mark.slow]
@@ -80,6 +90,10 @@ PHASES = ("before", "stopping", "down", "after")
 JOBS = 48
 #: kills stop after this many, so the run ends however the dice fall
 MAX_KILLS = 14
+
+#: seconds the database refuses everything, and the jobs running through it
+OUTAGE = 3.0
+OUTAGE_JOBS = 16
 
 
 @dataclass
@@ -186,12 +200,23 @@ def _stop(process: subprocess.Popen[bytes]) -> int:
 
 
 @pytest.fixture(scope="module")
+def wire() -> Iterator[WireServerProcess]:
+    """A wire server of this module's own: the outage test sets its (global)
+    fault schedule."""
+    pytest.importorskip("pymongo")
+    pytest.importorskip("mongomock")
+    server = start_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def deployment(
-    mongo_wire: WireServerProcess, tmp_path_factory: pytest.TempPathFactory
+    wire: WireServerProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("mongo-deployment")
     dep = Deployment(
-        wire=mongo_wire,
+        wire=wire,
         database=f"sclib_multi_{uuid.uuid4().hex[:10]}",
         data_dir=root / "data",
         out=root / "effects",
@@ -216,7 +241,7 @@ def deployment(
         codes = [_stop(p) for p in dep.workers]
         for server in dep.servers:
             server.stop()
-        client = mongo_wire.client()
+        client = wire.client()
         try:
             client.drop_database(dep.database)
         finally:
@@ -237,14 +262,26 @@ class Http:
         self.lock = threading.Lock()
 
     def send(
-        self, n: int, method: str, path: str, route: str, **kw: Any
+        self,
+        n: int,
+        method: str,
+        path: str,
+        route: str,
+        *,
+        unavailable: bool = False,
+        **kw: Any,
     ) -> httpx.Response:
+        """``unavailable``: the database is down, so a 503 naming the failed
+        MongoDB operation is the right answer (any other 5xx still fails)."""
         server = self.servers[n]
         headers = {**server.headers(), **kw.pop("headers", {})}
         r = self.client.request(method, server.url + path, headers=headers, **kw)
         with self.lock:
             self.codes[(n, route, r.status_code)] += 1
-        assert r.status_code < 500, (route, r.status_code, r.text)
+        if unavailable and r.status_code == 503:
+            assert "MongoDB" in r.text, r.text
+        else:
+            assert r.status_code < 500, (route, r.status_code, r.text)
         return r
 
     def until_not_busy(
@@ -585,8 +622,10 @@ def test_sigkilled_workers_on_mongodb_lose_nothing_and_commit_once(
         queue.close()
     client = deployment.wire.client()
     try:
-        markers = {m["_id"]: m for m in client[deployment.database]["effects"].find()}
-        marker_docs = client[deployment.database]["effects"].count_documents({})
+        effects = client[deployment.database]["effects"]
+        mine = {"_id": {"$in": sorted(ids)}}
+        markers = {m["_id"]: m for m in effects.find(mine)}
+        marker_docs = effects.count_documents(mine)
     finally:
         client.close()
 
@@ -601,7 +640,6 @@ def test_sigkilled_workers_on_mongodb_lose_nothing_and_commit_once(
     doubled = (
         marker_docs
         - len(markers)
-        + len(set(markers) - ids)
         + sum(
             max(0, sum(e.kind == "completed" for e in ev) - 1) for ev in events.values()
         )
@@ -668,6 +706,182 @@ def test_sigkilled_workers_on_mongodb_lose_nothing_and_commit_once(
     assert kills >= 8 and busy_kills >= 4
     assert rerun, "no job ran twice: the kills never hit a running job"
     assert counts["rescues"] >= kills // 2
+
+
+# -- a database outage --------------------------------------------------------------
+
+
+def test_a_database_outage_costs_no_job_and_no_upload(
+    deployment: Deployment, http: Http, record_property: Any
+) -> None:
+    """For OUTAGE seconds the database refuses every command (NotWritablePrimary,
+    as while a replica set elects a primary), and drops a fifth of the
+    connections, some after running the command, while jobs run and an upload's
+    chunks arrive. The servers answer 503 naming the MongoDB operation (never
+    another 5xx), every worker process lives on, and afterwards every job
+    completes once with one marker and the upload completes exact."""
+    started = time.monotonic()
+    rng = random.Random(20261210)
+    data = rng.randbytes(3 * CHUNK + 77)
+    digest = blake3.blake3(data).hexdigest()
+    r = http.send(
+        0,
+        "POST",
+        "/api/upload/large/initiate",
+        "initiate",
+        json={
+            "filename": "outage.raw",
+            "file_size": len(data),
+            "chunk_size": CHUNK,
+            "dataset_name": "outage",
+            "sensor": "OTHER",
+            "convert": False,
+        },
+    )
+    assert r.status_code == 200, r.text
+    up, dataset = r.json()["upload_id"], r.json()["dataset_uuid"]
+    total = -(-len(data) // CHUNK)
+
+    def chunk(i: int, *, unavailable: bool = False) -> int:
+        piece = data[i * CHUNK : (i + 1) * CHUNK]
+        return http.send(
+            i % SERVERS,
+            "POST",
+            f"/api/upload/large/chunk/{up}/{i}",
+            "outage chunk",
+            unavailable=unavailable,
+            content=piece,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "X-Chunk-Hash": "blake3:" + blake3.blake3(piece).hexdigest(),
+            },
+        ).status_code
+
+    assert chunk(0) == 200
+    queue = JobQueue.open(
+        deployment.url, max_crashes=20, handlers=mongo_handlers.handlers
+    )
+    try:
+        jobs = [
+            queue.enqueue(
+                mongo_handlers.EFFECT,
+                {
+                    "i": 1000 + i,
+                    "out": str(deployment.out),
+                    "mongo_url": deployment.url,
+                    "database": deployment.database,
+                    "work_seconds": 0.3,
+                    "after_seconds": 0.05,
+                },
+            )
+            for i in range(OUTAGE_JOBS)
+        ]
+        ids = {j.id for j in jobs}
+        deadline = time.monotonic() + PATIENCE
+        while not queue.list(status="running", limit=1):
+            assert time.monotonic() < deadline, deployment.logs()
+            time.sleep(0.05)
+        deployment.wire.faults("reset")
+        deployment.wire.faults(
+            "set",
+            seed=20261210,
+            rules=[
+                {
+                    "kind": "close_after",
+                    "databases": [deployment.database],
+                    "probability": 0.1,
+                },
+                {
+                    "kind": "close_before",
+                    "databases": [deployment.database],
+                    "probability": 0.1,
+                },
+                {"kind": "not_writable_primary", "databases": [deployment.database]},
+            ],
+        )
+        down = time.monotonic()
+        answers: Counter[int] = Counter()
+        try:
+            while time.monotonic() - down < OUTAGE:
+                for n in range(SERVERS):
+                    health = http.client.get(deployment.servers[n].url + "/health")
+                    answers[health.status_code] += 1
+                answers[chunk(1, unavailable=True)] += 1
+                time.sleep(0.2)
+        finally:
+            stats = deployment.wire.faults("stats")
+            deployment.wire.faults("clear")
+        assert all(p.poll() is None for p in deployment.workers), deployment.logs()
+        # after the outage: the rest of the upload, on both servers
+        for i in range(1, total):
+            assert chunk(i) == 200
+        done = http.send(
+            1,
+            "POST",
+            f"/api/upload/large/complete/{up}",
+            "outage complete",
+            json={"file_blake3": digest},
+        )
+        assert done.status_code == 200, done.text
+        upload_job = done.json()["job_id"]
+        deadline = time.monotonic() + PATIENCE
+        while True:
+            assert time.monotonic() < deadline, (
+                queue.stats()["by_status"],
+                deployment.logs(),
+            )
+            final = {j: queue.get(j) for j in [*ids, upload_job]}
+            if all(j.status.finished for j in final.values()):
+                break
+            time.sleep(0.2)
+        events = {job_id: queue.events(job_id) for job_id in final}
+    finally:
+        queue.close()
+    client = deployment.wire.client()
+    try:
+        markers = {
+            m["_id"]: m
+            for m in client[deployment.database]["effects"].find(
+                {"_id": {"$in": sorted(ids)}}
+            )
+        }
+    finally:
+        client.close()
+    stored = deployment.data_dir / "upload" / dataset / "outage.raw"
+    runs = [r for r in _executions(deployment.out) if r.job_id in ids]
+    attempts_run = Counter((r.job_id, r.attempt) for r in runs)
+    lost = sum(j.status is not JobStatus.COMPLETED for j in final.values()) + len(
+        ids - set(markers)
+    )
+    doubled = sum(
+        max(0, sum(e.kind == "completed" for e in ev) - 1) for ev in events.values()
+    ) + sum(n - 1 for n in attempts_run.values())
+    counts: dict[str, Any] = {
+        "outage_seconds": OUTAGE,
+        "jobs": OUTAGE_JOBS,
+        "commands_faulted_by_kind": dict(sorted(stats["faults"].items())),
+        "answers_during_the_outage": dict(sorted(answers.items())),
+        "executions": len(runs),
+        "failed_attempts": sum(
+            e.kind == "retried" for ev in events.values() for e in ev
+        ),
+        "rescues": sum(e.kind == "rescued" for ev in events.values() for e in ev),
+        "lost": lost,
+        "doubled": doubled,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    print(f"\nmongo_multiprocess_outage: {counts}")
+    record_property("mongo_multiprocess_outage", counts)
+    assert (lost, doubled) == (0, 0), deployment.logs()
+    assert blake3.blake3(stored.read_bytes()).hexdigest() == digest
+    for job_id in ids:
+        job = final[job_id]
+        assert job.result["committed"] == (markers[job_id]["attempt"] == job.attempts)
+    # the outage was real: the servers said so, and commands were refused
+    assert answers[503] > 0 and stats["faults"].get("not_writable_primary", 0) > 0
+    assert set(answers) <= {200, 503}
+    for n in range(SERVERS):
+        assert http.client.get(deployment.servers[n].url + "/health").status_code == 200
 
 
 # -- a periodic job scheduled by every worker --------------------------------------
