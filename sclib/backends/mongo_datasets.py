@@ -24,7 +24,11 @@ Atomicity without transactions (a standalone server has none):
 
 * ``create`` picks the first free slug (among every document of the owner) and
   inserts; the unique ``(user, slug)`` index refuses a slug another sclib process
-  took meanwhile, and the insert is tried again with the next one.
+  took meanwhile, and the insert is tried again with the next one. A new
+  dataset's number comes from a counter document in ``sclib_counters`` (raised to
+  the highest ``id`` in the collection with ``$max``, then ``$inc``), so two
+  processes creating datasets at once never give one number twice; a number
+  given by the caller (an imported dataset's, which may repeat) is kept.
 * ``add_files`` is a compare-and-set on the ``files`` array: read it, merge, and
   write ``files`` and ``total_size`` only if ``files`` is still what was read;
   otherwise read again. Concurrent writers never lose each other's files.
@@ -81,6 +85,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise MissingDependency("pymongo", "mongo", "The MongoDB backend") from exc
 
 __all__ = [
+    "COUNTERS",
     "CREATED_BY",
     "FIELD_NAMES",
     "INDEXES",
@@ -197,6 +202,11 @@ def _file_entries(doc: Mapping[str, Any], files: Iterable[DatasetFile]) -> list[
     return out
 
 
+#: The collection of counters, beside the datasets: one document per numbered
+#: collection, ``{_id: "<collection>.id", n: <the last number given>}``.
+COUNTERS = "sclib_counters"
+
+
 def _pause(attempt: int) -> None:
     """A short, jittered pause between compare-and-set attempts."""
     time.sleep(random.uniform(0, min(0.05, 0.001 * attempt)))
@@ -224,6 +234,9 @@ class MongoDatasetStore(DatasetStore):
         self._owns_client = owns_client
         self.coll = client[database].get_collection(
             collection, write_concern=WriteConcern(**concern)
+        )
+        self.counters = client[database].get_collection(
+            COUNTERS, write_concern=WriteConcern(**concern)
         )
         #: what ensure_indexes could not build, and why (also logged)
         self.index_problems: list[str] = []
@@ -329,6 +342,7 @@ class MongoDatasetStore(DatasetStore):
     def create(self, dataset: Dataset) -> Dataset:
         dataset = storable(dataset)
         base = dataset.slug or slugify(dataset.name)
+        number = dataset.number
         for attempt in range(_MAX_TRIES):
             found = self._find_one(
                 {"uuid": {"$in": uuid_spellings(dataset.uuid)}}, "create"
@@ -343,12 +357,8 @@ class MongoDatasetStore(DatasetStore):
                         {"slug": 1, "_id": 0},
                     )
                 }
-                number = dataset.number
-                if number is None:  # the next after the highest, as in SQLite
-                    top = self.coll.find_one(
-                        {"id": {"$type": "number"}}, {"id": 1}, sort=[("id", -1)]
-                    )
-                    number = int(top["id"]) + 1 if top else 1
+                if number is None:  # once: a retry keeps the number it was given
+                    number = self._next_number()
                 made = replace(dataset, slug=next_slug(base, taken), number=number)
                 self.coll.insert_one({**dataset_document(made), **CREATED_BY})
             except DuplicateKeyError:
@@ -360,6 +370,33 @@ class MongoDatasetStore(DatasetStore):
         raise BackendError(
             f"could not create dataset {dataset.uuid}: too much contention"
         )
+
+    def _next_number(self) -> int:
+        """The number of a new dataset: the next after the highest, as in SQLite,
+        and never one another process was given (driver errors: the caller's).
+
+        Reading the highest ``id`` and inserting above it is a race between
+        processes; so the number comes from one counter document, first raised
+        to the highest ``id`` in the collection (``$max`` never lowers it: the
+        original's documents and numbers given explicitly count), then
+        incremented: every ``$inc`` on one document returns its own value."""
+        top = self.coll.find_one(
+            {"id": {"$type": "number"}}, {"id": 1}, sort=[("id", -1)]
+        )
+        highest = int(top["id"]) if top else 0
+        key = {"_id": f"{self.coll.name}.id"}
+        for attempt in range(_MAX_TRIES):
+            try:
+                self.counters.update_one(key, {"$max": {"n": highest}}, upsert=True)
+                break
+            except DuplicateKeyError:
+                _pause(attempt)  # two first upserts at once: one made it
+        doc = self.counters.find_one_and_update(
+            key, {"$inc": {"n": 1}}, return_document=ReturnDocument.AFTER
+        )
+        if doc is None:  # pragma: no cover - the upsert above made it
+            raise BackendError(f"the counter {key['_id']} in {COUNTERS} vanished")
+        return int(doc["n"])
 
     def get(self, uuid: str) -> Dataset:
         doc = self._find_one({"uuid": uuid}, "get")

@@ -279,6 +279,22 @@ class DatasetStoreContract:
         assert len(slugs) == 24 and len(set(slugs)) == 24
         assert "race" in slugs and "race-24" in slugs
 
+    def test_concurrent_creates_get_distinct_numbers(
+        self, datasets: DatasetStore
+    ) -> None:
+        """Eight threads creating datasets of other names and owners (so no slug
+        clash orders them) all get their own numbers, one after another: a number
+        names one dataset, as the original's numeric id did."""
+        _run_threads(
+            lambda n: [
+                datasets.create(_dataset(f"Race {n} {i}", owner=f"u{n}@example.org"))
+                for i in range(3)
+            ],
+            8,
+        )
+        numbers = sorted(d.number or 0 for d in datasets.list(limit=100))
+        assert numbers == list(range(1, 25)), numbers
+
     # -- list --------------------------------------------------------------------
 
     def test_list_is_newest_first(self, datasets: DatasetStore) -> None:

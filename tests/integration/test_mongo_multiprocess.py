@@ -15,12 +15,12 @@ a client (HTTP) and an operator (the library, on the same database).
 
 ``test_parallel_chunked_uploads_alternate_between_two_servers``: uploads sent in
 parallel with the large-file protocol, each chunk to the other server than the
-one before, into two datasets shared by several uploads, while the second server
+one before, into four datasets shared by two uploads each, while the second server
 goes through a rolling restart (SIGTERM with chunks in flight; its chunks go to
 the first server until it is back), each chunk then sent once more, and every
 upload completed on both servers at once. Every upload completes, its stored
 file's BLAKE3 is the source's, its one job completes once, and each dataset
-lists each of its files once.
+lists each of its files once and has a number of its own.
 
 ``test_sigkilled_workers_on_mongodb_lose_nothing_and_commit_once``: jobs whose
 handler commits a marker keyed by the job id, while workers are SIGKILLed at
@@ -79,7 +79,7 @@ WORKERS = 4
 PATIENCE = 120.0
 
 UPLOADS = 8
-DATASETS = 2
+DATASETS = 4
 CHUNK = 256 * 1024
 #: six whole chunks and a short last one
 CHUNKS = 7
@@ -470,16 +470,20 @@ def test_parallel_chunked_uploads_alternate_between_two_servers(
     ).json()["jobs"]
     assert sorted(j["job_id"] for j in jobs) == sorted(job_ids)
     doubled += len(jobs) - UPLOADS
+    numbers = []
     for d, dataset in enumerate(datasets):
         record = http.send(
             d % SERVERS, "GET", f"/api/v1/datasets/{dataset}", "dataset"
         ).json()
+        numbers.append(record["number"])
         files = {f["path"]: f["blake3"] for f in record["files"]}
         assert files == {
             f"part-{k}.raw": digests[k] for k in range(d, UPLOADS, DATASETS)
         }, record
         assert record["file_count"] == UPLOADS // DATASETS
         assert record["status"] == "done", record
+    # the datasets, made by both servers at once, each have their own number
+    assert len(set(numbers)) == DATASETS, numbers
     assert not list((deployment.data_dir / "tmp" / "uploads").iterdir())
     client = deployment.wire.client()
     try:
