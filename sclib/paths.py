@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path, PurePosixPath
+from urllib.parse import SplitResult, urlsplit
 
 from sclib.errors import InvalidInput
 
@@ -96,3 +97,20 @@ def user_state_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_state_dir("sclib", appauthor=False))
+
+
+def safe_url(url: str) -> str:
+    """``url`` fit for a log line or an error message: no user name or password,
+    and every query value replaced by ``***`` (query strings often carry tokens
+    and signatures)."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return "<unparsable URL>"
+    query = "&".join(
+        (p.partition("=")[0] + "=***") if "=" in p else p
+        for p in parts.query.split("&")
+        if p
+    )
+    return SplitResult(parts.scheme, netloc, parts.path, query, "").geturl()

@@ -47,22 +47,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
-from sclib.backends.mongo import (
-    _DRIVER_ERRORS,
-    _again,
-    _backend_error,
-)
-from sclib.datasets.legacy import file_entries, is_object_id_text, read_document
-from sclib.datasets.models import (
-    Dataset,
-    DatasetFile,
-    DatasetNotFound,
-    merge_files,
-    slugify,
-    utc_now,
-    uuid_spellings,
-)
-from sclib.datasets.store import (
+from sclib.backends.datasets import (
     DatasetStore,
     check_page,
     checked_status,
@@ -71,8 +56,23 @@ from sclib.datasets.store import (
     slug_pattern,
     storable,
 )
+from sclib.backends.mongo import (
+    _DRIVER_ERRORS,
+    _again,
+    _backend_error,
+)
+from sclib.datasets.legacy import file_entries, is_object_id_text, read_document
 from sclib.errors import BackendError, ConfigurationError, InvalidInput
 from sclib.jobtypes import DatasetStatus
+from sclib.models.dataset import (
+    Dataset,
+    DatasetFile,
+    DatasetNotFound,
+    merge_files,
+    slugify,
+    utc_now,
+    uuid_spellings,
+)
 
 try:
     import pymongo

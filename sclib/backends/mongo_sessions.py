@@ -20,14 +20,14 @@ from sclib.backends.mongo import (
     _backend_error,
     _create_index,
 )
-from sclib.errors import ConfigurationError, SessionNotFound
-from sclib.transfers.sessions import (
+from sclib.backends.sessions import (
     ACTIVE,
     CANCELLED,
     ChunkRecord,
     SessionStore,
     TransferSession,
 )
+from sclib.errors import ConfigurationError, SessionNotFound
 
 try:
     import pymongo

@@ -16,8 +16,18 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from sclib.backends.datasets import (
+    DatasetStore,
+    check_page,
+    checked_status,
+    checked_update,
+    next_slug,
+    storable,
+)
 from sclib.backends.sqlite_db import SQLiteFileStore
-from sclib.datasets.models import (
+from sclib.errors import InvalidInput
+from sclib.jobtypes import DatasetStatus
+from sclib.models.dataset import (
     Dataset,
     DatasetFile,
     DatasetNotFound,
@@ -26,16 +36,6 @@ from sclib.datasets.models import (
     utc_now,
     uuid_spellings,
 )
-from sclib.datasets.store import (
-    DatasetStore,
-    check_page,
-    checked_status,
-    checked_update,
-    next_slug,
-    storable,
-)
-from sclib.errors import InvalidInput
-from sclib.jobtypes import DatasetStatus
 
 __all__ = ["SQLiteDatasetStore"]
 

@@ -8,16 +8,16 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sclib.backends.sqlite_db import SQLiteFileStore
-from sclib.errors import SessionNotFound
-from sclib.models import from_timestamp, to_timestamp
-from sclib.transfers.sessions import (
+from sclib.backends.sessions import (
     ACTIVE,
     CANCELLED,
     ChunkRecord,
     SessionStore,
     TransferSession,
 )
+from sclib.backends.sqlite_db import SQLiteFileStore
+from sclib.errors import SessionNotFound
+from sclib.models import from_timestamp, to_timestamp
 
 __all__ = ["SQLiteSessionStore"]
 

@@ -41,11 +41,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--datasets must be at least 1")
     settings = settings_from(args)
     if args.server:
-        from sclib.demo_server import run_server_demo
+        from sclib.demo.server import run_server_demo
 
         logging.getLogger("sclib").setLevel(logging.WARNING)
         return EXIT_OK if run_server_demo(settings) else EXIT_FAILED
-    from sclib.demo import run_demo
+    from sclib.demo.core import run_demo
 
     # the demo's backup job fails once on purpose; its retry is shown in the table
     logging.getLogger("sclib.jobs.worker").setLevel(logging.ERROR)

@@ -7,7 +7,14 @@ See ``docs/datasets.md``. The SQLite and MongoDB stores live in
 
 from __future__ import annotations
 
-from sclib.datasets.models import (
+from sclib.datasets.store import (
+    UPDATABLE_FIELDS,
+    DatasetStore,
+    MemoryDatasetStore,
+    find_dataset,
+    open_dataset_store,
+)
+from sclib.models.dataset import (
     Dataset,
     DatasetConflict,
     DatasetFile,
@@ -15,13 +22,6 @@ from sclib.datasets.models import (
     canonical_uuid,
     new_dataset_uuid,
     slugify,
-)
-from sclib.datasets.store import (
-    UPDATABLE_FIELDS,
-    DatasetStore,
-    MemoryDatasetStore,
-    find_dataset,
-    open_dataset_store,
 )
 
 __all__ = [

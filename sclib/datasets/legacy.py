@@ -61,9 +61,9 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from sclib.datasets.models import Dataset, DatasetFile, canonical_uuid, is_dataset_uuid
 from sclib.errors import InvalidInput
 from sclib.jobtypes import DatasetStatus, SensorType
+from sclib.models.dataset import Dataset, DatasetFile, canonical_uuid, is_dataset_uuid
 
 __all__ = [
     "CREATED_FIELDS",

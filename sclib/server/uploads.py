@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 from sclib.datasets import DatasetStore, canonical_uuid, find_dataset
-from sclib.datasets.models import is_dataset_uuid, uuid_spellings
 from sclib.datasets.records import dataset_owner, ensure_dataset, mark
 from sclib.errors import (
     ChecksumMismatch,
@@ -62,6 +61,7 @@ from sclib.errors import (
 from sclib.jobs.queue import JobQueue
 from sclib.jobtypes import DatasetStatus, JobType
 from sclib.models import new_job_id
+from sclib.models.dataset import is_dataset_uuid, uuid_spellings
 from sclib.server.fields import DatasetFields, safe_filename, safe_join
 from sclib.server.locks import WriteLock, lock_chunk, lock_upload
 from sclib.server.staging import (

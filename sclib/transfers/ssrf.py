@@ -50,9 +50,10 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 from sclib.errors import BlockedAddress, InvalidInput, SourceError
+from sclib.paths import safe_url
 
 __all__ = [
     "ALLOWED_SCHEMES",
@@ -206,23 +207,6 @@ def _setting_hint(cls: str) -> str:
         f"{cls} addresses are refused even with allow_private=True; to allow it, "
         "list its network in allowed_networks"
     )
-
-
-def safe_url(url: str) -> str:
-    """``url`` fit for a log line or an error message: no user name or password,
-    and every query value replaced by ``***`` (query strings often carry tokens
-    and signatures)."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc.rpartition("@")[2]
-    except ValueError:
-        return "<unparsable URL>"
-    query = "&".join(
-        (p.partition("=")[0] + "=***") if "=" in p else p
-        for p in parts.query.split("&")
-        if p
-    )
-    return SplitResult(parts.scheme, netloc, parts.path, query, "").geturl()
 
 
 class AddressPolicy:

@@ -25,7 +25,7 @@ from sclib.datasets import Dataset
 from sclib.errors import InvalidInput
 from sclib.jobs.queue import JobQueue
 from sclib.migrate import Migrator, load_legacy_file
-from sclib.migrate_store import decode_json, legacy_documents_for
+from sclib.migrate.store import decode_json, legacy_documents_for
 
 pytestmark = pytest.mark.integration
 

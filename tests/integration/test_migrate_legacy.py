@@ -25,7 +25,7 @@ import pytest
 from sclib.errors import BackendError, InvalidInput
 from sclib.jobs.queue import JobQueue
 from sclib.migrate import MigrationReport, Migrator, load_legacy_file
-from sclib.migrate_store import legacy_documents_for
+from sclib.migrate.store import legacy_documents_for
 
 mongomock = pytest.importorskip("mongomock")
 pytest.importorskip("bson")

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,6 +29,9 @@ from sclib.errors import InvalidInput, InvalidJobState, JobNotFound
 from sclib.jobs.queue import JobQueue
 from sclib.jobtypes import JobStatus
 from sclib.models import Job
+from sclib.monitor.report import build_report
+from sclib.monitor.stats import percentile
+from sclib.monitor.stats import until as _until
 
 if TYPE_CHECKING:
     from sclib.datasets import DatasetStore
@@ -110,19 +112,6 @@ class HealthThresholds:
             raise InvalidInput(
                 "queue_age_critical_seconds must not be below the warning"
             )
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The nearest-rank ``q``-th percentile (0 < q <= 100) of ``values``.
-
-    Nearest rank: the smallest value with at least ``q`` percent of the values at
-    or below it, so the answer is always one of the values (p100 is the max).
-    """
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -449,8 +438,6 @@ class JobMonitor:
         retries included), from the newest ``sample_limit`` of the window;
         ``durations_sampled`` says when the window held more.
         """
-        from sclib.monitor_report import build_report
-
         if isinstance(days, bool) or not isinstance(days, int):
             raise InvalidInput(f"days must be an integer, got {days!r}")
         if not 1 <= days <= _MAX_REPORT_DAYS:
@@ -542,9 +529,3 @@ def _as_utc(now: datetime) -> datetime:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _until(now: datetime) -> datetime:
-    """The exclusive end of a window that includes ``now`` (stores keep at least
-    milliseconds)."""
-    return now + timedelta(milliseconds=1)

@@ -32,7 +32,7 @@ Rules (see ``docs/operations.md``, "Upgrading from the old system"):
   that job's step is queued again), no uuid, no owner, no name,
   a sync without a ``google_drive_link``, an unzip without an ``archive``, a
   conversion of a sensor sclib does not convert, and every document of a *clash*
-  of uuids (:func:`~sclib.migrate_plan.find_clashes`: one uuid held by several
+  of uuids (:func:`~sclib.migrate.plan.find_clashes`: one uuid held by several
   documents, or spelt with and without dashes).
 * Clashes are all listed, including repeated slugs (all migrated; with
   ``resolve``, the older datasets get numbered slugs) and repeated numbers.
@@ -40,12 +40,12 @@ Rules (see ``docs/operations.md``, "Upgrading from the old system"):
   parameters ``migrated: true`` and ``legacy_status``: a second run creates
   nothing, and rollback deletes exactly these jobs. A dataset that already has a
   pending or running job for its step gets none.
-* Documents are *normalised* (:func:`~sclib.migrate_plan.normalise`) so sclib's
+* Documents are *normalised* (:func:`~sclib.migrate.plan.normalise`) so sclib's
   queries and writes find them as they mean: ``user``, ``name``, ``status`` in
   sclib's spelling, ``created_at`` / ``updated_at`` as dates, ``tags`` as a list,
   booleans as booleans; every other field stays as it was. Before anything of a
   dataset is changed, the whole original document goes into the migration ledger
-  (:mod:`sclib.migrate_store`), so :meth:`Migrator.rollback` puts it back exactly.
+  (:mod:`sclib.migrate.store`), so :meth:`Migrator.rollback` puts it back exactly.
 * Legacy documents can also come from an export file (:func:`load_legacy_file`):
   they are imported into the dataset store, all or nothing per document; rollback
   removes them again.
@@ -64,7 +64,7 @@ from sclib.datasets.legacy import read_document, read_status
 from sclib.errors import SclibError
 from sclib.jobs.queue import JobQueue
 from sclib.jobtypes import DatasetStatus, JobStatus
-from sclib.migrate_plan import (
+from sclib.migrate.plan import (
     HANDLER_NOTES,
     LIVE,
     STATUS_JOBS,
@@ -86,7 +86,7 @@ from sclib.migrate_plan import (
     renamed_slugs,
     text_field,
 )
-from sclib.migrate_store import (
+from sclib.migrate.store import (
     LegacyDocuments,
     SQLiteLegacyDocuments,
     delete_jobs,
