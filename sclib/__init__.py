@@ -55,9 +55,7 @@ from sclib.jobtypes import (
 )
 from sclib.models import ErrorRecord, Job, JobEvent, Lease, Progress
 from sclib.monitor import HealthThresholds, JobMonitor
-
-__version__ = "0.1.0.dev0"
-
+from sclib.version import __version__
 
 _DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 

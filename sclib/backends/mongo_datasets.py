@@ -9,7 +9,7 @@ Field names follow the portal, so its existing queries keep working::
 
 The collection is shared with the original ScientistCloud, whose documents have
 other shapes (``user_email``, ``date_imported``, ``files`` without digests, ...):
-every document is read with :func:`sclib.datasets.legacy.read_document`, which
+every document is read with :func:`sclib.models.legacy.read_document`, which
 never fails; a document sclib cannot fully read comes back as a dataset with
 ``notes`` (see :class:`~sclib.datasets.Dataset`). Writes keep the fields sclib
 does not own, and where the original keeps a value under its own name
@@ -61,7 +61,6 @@ from sclib.backends.mongo import (
     _again,
     _backend_error,
 )
-from sclib.datasets.legacy import file_entries, is_object_id_text, read_document
 from sclib.errors import BackendError, ConfigurationError, InvalidInput
 from sclib.jobtypes import DatasetStatus
 from sclib.models.dataset import (
@@ -73,6 +72,7 @@ from sclib.models.dataset import (
     utc_now,
     uuid_spellings,
 )
+from sclib.models.legacy import file_entries, is_object_id_text, read_document
 
 try:
     import pymongo
@@ -176,7 +176,7 @@ def dataset_document(d: Dataset) -> dict[str, Any]:
 
 def _to_dataset(doc: Mapping[str, Any]) -> Dataset:
     """Any document, sclib's or the original system's; never fails (see
-    :func:`~sclib.datasets.legacy.read_document`)."""
+    :func:`~sclib.models.legacy.read_document`)."""
     return read_document(doc).dataset
 
 

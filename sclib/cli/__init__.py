@@ -64,7 +64,7 @@ COMMANDS = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``sclib`` argument parser, with every command registered."""
-    from sclib import __version__
+    from sclib.version import __version__
 
     parser = Parser(prog="sclib", description="sclib: ingest and process datasets.")
     parser.add_argument("--version", action="version", version=f"sclib {__version__}")

@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--workers",
         type=int,
         help="job-runner threads of the in-process worker; 0 runs none (then run "
-        "'sclib worker --handlers sclib.server.handlers:handlers_from_settings') "
+        "'sclib worker --handlers sclib.pipeline:handlers_from_settings') "
         "(default: $SCLIB_WORKER_CONCURRENCY, else 1)",
     )
     srv.add_argument(

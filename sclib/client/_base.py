@@ -153,7 +153,7 @@ class BaseClient(Requests):
         }
 
     def _headers(self) -> dict[str, str]:
-        from sclib import __version__
+        from sclib.version import __version__
 
         headers = {"User-Agent": f"sclib/{__version__}", "Accept": "application/json"}
         if self.token:

@@ -581,6 +581,6 @@ class JobQueue:
         """
         if self.handlers is None:
             raise InvalidInput("run_until_idle needs handlers=HandlerRegistry(...)")
-        from sclib.jobs.worker import run_inline
+        from sclib.jobs.execute import run_inline
 
         return run_inline(self, self.handlers, max_jobs=max_jobs)

@@ -31,61 +31,47 @@ take them at once. A second signal stops without waiting.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import json
 import logging
 import multiprocessing
 import os
 import pickle
 import queue as queue_mod
-import secrets
 import signal
 import socket
-import sys
 import threading
 import time
-import traceback
 from collections.abc import Iterable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from multiprocessing.connection import Connection
 from types import FrameType
-from typing import Any, Literal
+from typing import Literal
 
 from sclib.backends.base import ClaimedJob, Settlement
 from sclib.errors import (
-    ConfigurationError,
-    DatasetConflict,
     InvalidInput,
-    JobCancelled,
-    JobTimeout,
     LeaseLost,
     SclibError,
 )
+from sclib.jobs.child import _child_main, _kill_job_process
 from sclib.jobs.context import JobContext
+from sclib.jobs.execute import (
+    LEASE_MARGIN,
+    PARENT_CHECK_SECONDS,
+    _check_result,
+    _execute,
+    _Outcome,
+    job_log_context,
+    new_worker_id,
+    run_inline,
+)
 from sclib.jobs.queue import JobQueue
-from sclib.jobs.registry import Handler, HandlerRegistry
+from sclib.jobs.registry import HandlerRegistry
 from sclib.jobs.schedules import Scheduler
-from sclib.logs import log_context
-from sclib.models import Job
 
 __all__ = ["Worker", "WorkerStats", "new_worker_id", "run_inline"]
 
 log = logging.getLogger(__name__)
-
-OutcomeKind = Literal["ok", "error", "timeout", "cancelled", "lost", "release"]
-
-#: share of the lease a worker keeps in hand: a job whose lease it could not renew
-#: for ``lease_seconds * (1 - LEASE_MARGIN)`` is stopped (process mode: killed)
-LEASE_MARGIN = 1 / 6
-#: how often a job's process checks that its worker is still its parent
-PARENT_CHECK_SECONDS = 0.1
-
-
-def new_worker_id() -> str:
-    """Unique per process start: host, pid and a random suffix."""
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 @dataclass
@@ -99,271 +85,6 @@ class WorkerStats:
     timed_out: int = 0
     lost: int = 0
     released: int = 0
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    kind: OutcomeKind
-    result: Any = None
-    message: str = ""
-    fatal: bool = False  # an error a retry cannot help (SclibError.retryable False)
-
-    @property
-    def error_kind(self) -> str:
-        if self.kind == "timeout":
-            return "timeout"
-        return "fatal" if self.fatal else "error"
-
-
-def _is_fatal(exc: Exception) -> bool:
-    """Whether a retry of the job cannot help: an SclibError that says so, except
-    the worker's own setup (ConfigurationError, MissingDependency: an operator
-    fixes it, or another worker has the extra) and a dataset found in another
-    status (DatasetConflict: the next attempt reads it again)."""
-    if isinstance(exc, ConfigurationError | DatasetConflict):
-        return False
-    return isinstance(exc, SclibError) and not exc.retryable
-
-
-def _execute(handler: Handler, ctx: JobContext) -> _Outcome:
-    """Run one handler call and classify how it ended. Never raises."""
-    with job_log_context(ctx.job):
-        return _classify(handler, ctx)
-
-
-def job_log_context(job: Job) -> AbstractContextManager[None]:
-    """Log records inside carry the job's id, type, dataset and owner."""
-    return log_context(
-        job_id=job.id, job_type=job.type, dataset=job.dataset_uuid, user=job.owner
-    )
-
-
-def _classify(handler: Handler, ctx: JobContext) -> _Outcome:
-    try:
-        result = handler(ctx)
-    except JobCancelled as exc:
-        return _Outcome("cancelled", message=str(exc) or "cancelled")
-    except JobTimeout as exc:
-        return _Outcome("timeout", message=str(exc))
-    except LeaseLost as exc:
-        return _Outcome("lost", message=str(exc))
-    except Exception as exc:
-        if ctx.cancelled:
-            return _Outcome("cancelled", message=f"cancelled ({type(exc).__name__})")
-        log.warning(
-            "job %s (%s) attempt %s raised %s",
-            ctx.job.id,
-            ctx.job.type,
-            ctx.attempt,
-            type(exc).__name__,
-            exc_info=True,
-        )
-        tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        return _Outcome("error", message=tb, fatal=_is_fatal(exc))
-    if ctx.timed_out:
-        return _Outcome("timeout", message="finished after its time limit")
-    return _Outcome("ok", result=result)
-
-
-def _check_result(result: Any) -> None:
-    try:
-        json.dumps(result, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"a job's result must be JSON-serialisable: {exc}") from None
-
-
-def _record(queue: JobQueue, ctx: JobContext, outcome: _Outcome) -> str:
-    """Write the outcome, fenced by the lease. Returns what happened."""
-    lease = ctx.lease
-    try:
-        if outcome.kind == "ok":
-            try:
-                queue.complete(lease, outcome.result)
-            except InvalidInput as exc:  # result not JSON: a handler bug
-                queue.fail(lease, f"handler returned an unusable result: {exc}")
-                return "failed"
-            return "completed"
-        if outcome.kind == "cancelled":
-            queue.cancel_running(lease, outcome.message)
-            return "cancelled"
-        if outcome.kind == "lost":
-            return "lost"
-        if outcome.kind == "release":
-            queue.release(lease, outcome.message)
-            return "released"
-        queue.fail(lease, outcome.message, kind=outcome.error_kind)
-        return "timed_out" if outcome.kind == "timeout" else "failed"
-    except LeaseLost:
-        log.info(
-            "job %s: lease lost before its outcome was stored; dropped", lease.job_id
-        )
-        return "lost"
-    except SclibError as exc:
-        # the store is unreachable: the lease will expire and the job be rescued
-        log.error(
-            "job %s: could not store its outcome (%s): %s",
-            lease.job_id,
-            outcome.kind,
-            exc,
-        )
-        return "lost"
-
-
-def run_inline(
-    queue: JobQueue, handlers: HandlerRegistry, *, max_jobs: int | None = None
-) -> int:
-    """Claim and run jobs in this thread until none is claimable. Returns the count.
-
-    One drain runs at a time per queue. A call made while another drain runs (a
-    handler enqueueing, or another thread) marks the queue dirty and returns at
-    once; the running drain then looks again before it stops, so no job is left
-    behind.
-    """
-    state = queue._inline
-    with state["lock"]:
-        if state["active"]:
-            state["dirty"] = True
-            return 0
-        state["active"] = True
-    worker_id = f"inline-{new_worker_id()}"
-    types = list(handlers)
-    ran = 0
-    try:
-        while True:
-            while max_jobs is None or ran < max_jobs:
-                job = queue.claim(worker_id, types, lease_seconds=600)
-                if job is None:
-                    break
-                queue.heartbeat(job.lease, lease_seconds=job.timeout_seconds + 60)
-                ctx = JobContext(job)
-                _record(queue, ctx, _execute(handlers[job.type], ctx))
-                ran += 1
-            with state["lock"]:
-                if state["dirty"] and (max_jobs is None or ran < max_jobs):
-                    state["dirty"] = False
-                    continue
-                state["active"] = False
-                state["dirty"] = False
-                return ran
-    except BaseException:
-        with state["lock"]:
-            state["active"] = False
-        raise
-
-
-# -- process mode ---------------------------------------------------------------
-
-
-class _ChildContext(JobContext):
-    """The context inside a child process: progress goes up a pipe."""
-
-    def __init__(self, job: Job, conn: Connection, deadline: float | None) -> None:
-        super().__init__(job, deadline=deadline)
-        self._conn = conn
-        self._send_lock = threading.Lock()
-        self._last_sent = 0.0
-
-    def report(self, percentage: float | None = None, **kwargs: Any) -> None:
-        super().report(percentage, **kwargs)
-        now = time.monotonic()
-        if now - self._last_sent < 0.2:  # the heartbeat sends at most this often
-            return
-        progress = self.take_progress()
-        if progress is not None:
-            self._last_sent = now
-            with self._send_lock:
-                self._conn.send(("progress", progress))
-
-
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Make this job process die with the worker that started it.
-
-    It leads its own process group (what the handler starts joins it, and the
-    worker kills the whole group). On Linux the kernel sends it SIGKILL as soon
-    as the worker's thread that started it exits, the worker's death included
-    (``prctl(PR_SET_PDEATHSIG)``). Everywhere, a thread checks ``os.getppid()``
-    every :data:`PARENT_CHECK_SECONDS` and kills the group once the worker is no
-    longer the parent. A worker that died while this interpreter was starting
-    is caught by the first check, before any handler code is imported.
-    """
-    with contextlib.suppress(OSError):
-        os.setpgid(0, 0)
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        except (OSError, AttributeError):  # pragma: no cover - no usable libc
-            pass
-    if os.getppid() != parent_pid:
-        os._exit(70)
-    threading.Thread(
-        target=_watch_parent, args=(parent_pid,), daemon=True, name="sclib-parent"
-    ).start()
-
-
-def _watch_parent(parent_pid: int) -> None:
-    while os.getppid() == parent_pid:
-        time.sleep(PARENT_CHECK_SECONDS)
-    if os.getpgid(0) == os.getpid():  # never the group this process was born in
-        with contextlib.suppress(OSError):
-            os.killpg(0, signal.SIGKILL)
-    os._exit(70)
-
-
-def _child_main(
-    handler_ref: bytes, job: Job, conn: Connection, budget: float, parent_pid: int
-) -> None:
-    """A job process: tie its life to the worker, say it is ready, wait for the
-    worker to record the start (``go``), then run the handler."""
-    _die_with_parent(parent_pid)
-    # the worker pickled this reference to a module-level function itself;
-    # loading it imports the handler's module
-    handler: Handler = pickle.loads(handler_ref)  # noqa: S301
-    ctx = _ChildContext(job, conn, time.monotonic() + budget)
-    conn.send(("ready",))
-    while True:  # a cancel request may come before the go-ahead
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return
-        if message == "go":
-            break
-        if message == "cancel":
-            ctx.request_cancel("cancellation requested")
-        else:  # "stop": the worker could not record the start
-            return
-
-    def listen() -> None:
-        try:
-            while True:
-                message = conn.recv()
-                if message == "cancel":
-                    ctx.request_cancel("cancellation requested")
-        except (EOFError, OSError):
-            return
-
-    threading.Thread(target=listen, daemon=True).start()
-    outcome = _execute(handler, ctx)
-    last = ctx.take_progress()  # a report the throttle held back
-    with ctx._send_lock:
-        if last is not None:
-            conn.send(("progress", last))
-        conn.send(("outcome", outcome))
-
-
-def _kill_job_process(process: multiprocessing.process.BaseProcess) -> None:
-    """SIGKILL a job process and its group (what its handler started), and wait
-    briefly until it is gone. Only while it is not yet reaped, so its pid (and
-    group id) still name it."""
-    if process.is_alive() and process.pid is not None:
-        with contextlib.suppress(OSError):
-            os.killpg(process.pid, signal.SIGKILL)  # ESRCH before its setpgid
-        with contextlib.suppress(OSError):
-            process.kill()
-    process.join(timeout=5)
 
 
 # -- the worker -----------------------------------------------------------------

@@ -19,13 +19,13 @@ the error statuses and ``failed``           none (an operator retries them)
 Statuses match in any case and with stray spaces, and the original's own words
 read as the sclib status that means the same (``completed`` is ``done``,
 ``conversion failed`` is ``conversion error``, ``cancelled`` is ``upload error``,
-``processing`` is ``conversion queued``; :data:`sclib.datasets.legacy.STATUS_WORDS`).
+``processing`` is ``conversion queued``; :data:`sclib.models.legacy.STATUS_WORDS`).
 
 Rules (see ``docs/operations.md``, "Upgrading from the old system"):
 
 * A dry run (:meth:`Migrator.migrate` without ``apply``) writes nothing.
 * Every document of every shape the original wrote is read
-  (:func:`sclib.datasets.legacy.read_document`). What cannot be mapped is
+  (:func:`sclib.models.legacy.read_document`). What cannot be mapped is
   *reported*, with a reason code and what to do, and left alone: an unknown
   status, ``retrying`` (it does not say which step; unless the original's job
   queue, left in the MongoDB ``jobs`` collection, holds the dataset's job: then
@@ -60,7 +60,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sclib.datasets import DatasetStore, open_dataset_store
-from sclib.datasets.legacy import read_document, read_status
 from sclib.errors import SclibError
 from sclib.jobs.queue import JobQueue
 from sclib.jobtypes import DatasetStatus, JobStatus
@@ -93,6 +92,7 @@ from sclib.migrate.store import (
     legacy_documents_for,
 )
 from sclib.models import Job
+from sclib.models.legacy import read_document, read_status
 
 __all__ = [
     "STATUS_JOBS",

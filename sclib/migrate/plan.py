@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from sclib.datasets.legacy import UPDATED_FIELDS, LegacyReading
 from sclib.datasets.store import next_slug
 from sclib.errors import InvalidInput
 from sclib.jobtypes import (
@@ -32,6 +31,7 @@ from sclib.jobtypes import (
 from sclib.migrate.store import decode_json
 from sclib.models import Job
 from sclib.models.dataset import canonical_uuid, is_dataset_uuid
+from sclib.models.legacy import UPDATED_FIELDS, LegacyReading
 
 __all__ = [
     "HANDLER_NOTES",
@@ -158,7 +158,7 @@ def text_field(doc: Mapping[str, Any], name: str) -> str | None:
 
 def normalise(doc: Mapping[str, Any], read: LegacyReading) -> dict[str, Any]:
     """The fields to set so that sclib's queries and writes find ``doc`` as it
-    means (``read`` is its :func:`~sclib.datasets.legacy.read_document`):
+    means (``read`` is its :func:`~sclib.models.legacy.read_document`):
 
     ``user`` (from ``user_email``), ``name`` (from ``dataset_name``), ``status``
     in sclib's spelling (``DONE `` -> ``done``; the original's words:

@@ -35,8 +35,8 @@ from sclib.backends.base import JobStore
 from sclib.backends.mongo_datasets import dataset_document
 from sclib.backends.sqlite_db import SQLiteDatabase
 from sclib.datasets import Dataset, DatasetNotFound, DatasetStore
-from sclib.datasets.legacy import read_document
 from sclib.errors import BackendError, ConfigurationError, InvalidInput
+from sclib.models.legacy import read_document
 
 __all__ = [
     "LegacyDocuments",
@@ -55,7 +55,7 @@ LEDGER = "sclib_migration"
 def dataset_from_doc(doc: Mapping[str, Any]) -> Dataset:
     """The :class:`~sclib.datasets.Dataset` a ``visstoredatas`` document holds, read
     the way :class:`~sclib.backends.mongo_datasets.MongoDatasetStore` reads it
-    (:func:`~sclib.datasets.legacy.read_document`).
+    (:func:`~sclib.models.legacy.read_document`).
 
     Raises :class:`~sclib.errors.InvalidInput` naming what the store cannot read
     (no owner, no name, an unknown status, no uuid).

@@ -184,7 +184,7 @@ class Dataset:
     kept sorted by path; :attr:`total_size` is their sum.
 
     ``notes`` are set by a store that read a document sclib did not write (the
-    original system's, see :mod:`sclib.datasets.legacy`): what it could not read
+    original system's, see :mod:`sclib.models.legacy`): what it could not read
     and what it had to guess. A dataset with notes may be *partial*: an empty
     ``owner`` or ``name`` (not in the document), a ``status`` that is the
     document's text because sclib does not know it (see :attr:`complete`).

@@ -289,7 +289,7 @@ def will_retry(ctx: JobContext, exc: BaseException) -> bool:
     ``exc``: the worker's rule (an error a retry can help, see
     :attr:`~sclib.errors.SclibError.retryable`) and attempts left, unless it was
     asked to stop."""
-    from sclib.jobs.worker import _is_fatal
+    from sclib.jobs.execute import _is_fatal
 
     if ctx.cancelled or not isinstance(exc, Exception) or _is_fatal(exc):
         return False

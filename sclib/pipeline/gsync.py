@@ -9,7 +9,7 @@ by ranged reads, Google Docs exported (Docs to .docx, Sheets to .xlsx, ...),
 every file verified with BLAKE3.
 
 **Credentials** travel sealed, as an upload's import does: ``parameters["sealed"]``
-holds :meth:`sclib.server.secrets.SecretBox.seal` of ``{"service_account_json":
+holds :meth:`sclib.secrets.SecretBox.seal` of ``{"service_account_json":
 ...}`` (the seed's service-account key, as JSON text or an object) or
 ``{"access_token": ...}``, and is opened only here, in memory, with the worker's
 ``SECRET_KEY``. Credentials in plain job parameters are refused: they would sit in
@@ -158,7 +158,7 @@ class GoogleSyncHandler:
                 "this job carries sealed credentials but the worker has no "
                 "SECRET_KEY to open them"
             )
-        from sclib.server.secrets import SecretBox
+        from sclib.secrets import SecretBox
 
         opened = SecretBox(self.secret_key).open(str(sealed))
         unknown = sorted(set(opened) - {"service_account_json", "access_token"})

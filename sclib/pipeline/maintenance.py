@@ -3,7 +3,7 @@
 :func:`maintenance_handlers` gives ``data_compression``, ``backup_creation``,
 ``rsync_transfer`` and ``google_sync`` their configuration (data folder, stores,
 ``SCLIB_BACKUP_URL``, ``SCLIB_RSYNC_HOSTS``, ``SCLIB_UPLOAD_PATH_ROOTS``,
-``SCLIB_SECRET_KEY``); :func:`sclib.server.handlers.handlers_from_settings` adds
+``SCLIB_SECRET_KEY``); :func:`sclib.pipeline.upload.handlers_from_settings` adds
 them to the server's registry.
 """
 

@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 
 from sclib.errors import TooLarge
-from sclib.server.app import ServerState
 from sclib.server.auth import Identity
+from sclib.server.deps import ServerState
 from sclib.server.fields import FIELD_SCHEMAS, DatasetFields, parse_fields
 
 __all__ = [

@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sclib
 from sclib.errors import InvalidInput, SclibError
 from sclib.jobtypes import JobStatus, SensorType
 from sclib.models import Job
 from sclib.settings import Settings
+from sclib.version import __version__
 
 __all__ = [
     "LEGACY_STATUSES",
@@ -148,7 +148,7 @@ def root_document(settings: Settings) -> dict[str, Any]:
     apps' keys, all text, and sclib's)."""
     return {
         "message": "ScientistCloud Upload API - sclib",
-        "version": sclib.__version__,
+        "version": __version__,
         "description": "Uploads, imports and jobs for ScientistCloud datasets",
         "docs": "/docs",
         "redoc": "/redoc",
@@ -182,7 +182,7 @@ def health_document(settings: Settings) -> dict[str, Any]:
         "upload_type": "unified",
         "large_file_threshold_mb": _text(_mb(settings.standard_upload_limit)),
         "max_file_size_tb": _text(round(settings.max_upload_size / TIB, 3)),
-        "version": sclib.__version__,
+        "version": __version__,
     }
 
 

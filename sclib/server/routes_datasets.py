@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sclib.datasets import Dataset, DatasetNotFound
 from sclib.datasets.records import dataset_dict
 from sclib.jobtypes import DatasetStatus
-from sclib.server.app import IdentityDep, ServerState, StateDep, owner_filter
 from sclib.server.auth import Identity
 from sclib.server.common import MAX_OFFSET
+from sclib.server.deps import IdentityDep, ServerState, StateDep, owner_filter
 
 __all__ = ["router"]
 

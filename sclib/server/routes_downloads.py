@@ -51,9 +51,9 @@ from pydantic import BaseModel, Field
 from sclib.datasets import Dataset, DatasetNotFound
 from sclib.errors import NotFound
 from sclib.paths import safe_join, safe_relative_path
-from sclib.server.app import IdentityDep, ServerState, StateDep
 from sclib.server.auth import Identity
 from sclib.server.common import MAX_OFFSET
+from sclib.server.deps import IdentityDep, ServerState, StateDep
 
 __all__ = ["ByteRange", "parse_range", "router"]
 

@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sclib.errors import Forbidden, InvalidInput, NotFound
 from sclib.jobtypes import JobStatus, JobType
-from sclib.server.app import (
+from sclib.server.auth import Identity
+from sclib.server.common import MAX_OFFSET
+from sclib.server.deps import (
     IdentityDep,
     ServerState,
     StateDep,
@@ -21,8 +23,6 @@ from sclib.server.app import (
     public_job,
     visible_job,
 )
-from sclib.server.auth import Identity
-from sclib.server.common import MAX_OFFSET
 
 __all__ = ["router"]
 
@@ -66,7 +66,7 @@ def submit(
             owner = mine[0].owner if mine else identity.email
         if owner != identity.email:
             raise NotFound(f"no dataset {body.dataset_uuid}")
-    from sclib.server.handlers import split_config
+    from sclib.pipeline.upload import split_config
 
     if (
         body.job_type == JobType.GOOGLE_SYNC
@@ -100,7 +100,7 @@ def _sealed(state: ServerState, parameters: dict[str, Any]) -> dict[str, Any]:
     ``access_token``, S3 keys, at the top or in an upload's ``source_config``)
     moved into ``sealed``, encrypted with the server's SECRET_KEY, so they are
     never stored or shown in plain text."""
-    from sclib.server.handlers import split_config
+    from sclib.pipeline.upload import split_config
 
     public, secret = split_config(parameters)
     inner = parameters.get("source_config")
@@ -124,7 +124,7 @@ def _sealed(state: ServerState, parameters: dict[str, Any]) -> dict[str, Any]:
             "parameters carry credentials, but this server has no SECRET_KEY to "
             "seal them with; ask the operator to set one"
         )
-    from sclib.server.secrets import SecretBox
+    from sclib.secrets import SecretBox
 
     return {**public, "sealed": SecretBox(key.get_secret_value()).seal(secret)}
 

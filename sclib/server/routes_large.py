@@ -24,7 +24,6 @@ from starlette.concurrency import run_in_threadpool
 
 from sclib.errors import InvalidInput, TooLarge, UploadConflict
 from sclib.server import legacy
-from sclib.server.app import IdentityDep, ServerState, StateDep, owner_filter
 from sclib.server.auth import Identity
 from sclib.server.common import (
     MULTIPART_SLACK,
@@ -32,6 +31,7 @@ from sclib.server.common import (
     check_length,
     resolve_fields,
 )
+from sclib.server.deps import IdentityDep, ServerState, StateDep, owner_filter
 from sclib.server.legacy import original_codes
 from sclib.server.staging import StagedWrite
 from sclib.server.streaming import Sink, batch_size, pump, receive_multipart

@@ -25,7 +25,8 @@ from fastapi.responses import Response
 
 from sclib.errors import Forbidden, MissingDependency
 from sclib.monitor import JobMonitor
-from sclib.server.app import (
+from sclib.server.auth import Identity
+from sclib.server.deps import (
     IdentityDep,
     ServerState,
     StateDep,
@@ -33,7 +34,6 @@ from sclib.server.app import (
     public_job,
     visible_job,
 )
-from sclib.server.auth import Identity
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric

@@ -20,8 +20,8 @@ from fastapi import APIRouter
 from sclib.datasets import Dataset, find_dataset
 from sclib.datasets.records import dataset_dict
 from sclib.errors import InvalidInput, NotFound
-from sclib.server.app import IdentityDep, ServerState, StateDep
 from sclib.server.auth import Identity
+from sclib.server.deps import IdentityDep, ServerState, StateDep
 
 __all__ = ["router"]
 

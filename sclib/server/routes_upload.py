@@ -30,14 +30,8 @@ from sclib.errors import (
 )
 from sclib.jobtypes import JobType
 from sclib.models import Job
+from sclib.pipeline.upload import import_spec, supported_sources
 from sclib.server import legacy
-from sclib.server.app import (
-    IdentityDep,
-    ServerState,
-    StateDep,
-    owner_filter,
-    visible_job,
-)
 from sclib.server.auth import Identity
 from sclib.server.common import (
     MAX_OFFSET,
@@ -48,6 +42,13 @@ from sclib.server.common import (
     resolve_fields,
     small_body,
 )
+from sclib.server.deps import (
+    IdentityDep,
+    ServerState,
+    StateDep,
+    owner_filter,
+    visible_job,
+)
 from sclib.server.fields import (
     BOOL_TEXT,
     FIELD_SCHEMAS,
@@ -56,7 +57,6 @@ from sclib.server.fields import (
     parse_fields,
     safe_filename,
 )
-from sclib.server.handlers import import_spec, supported_sources
 from sclib.server.staging import Hashers, StagedWrite
 from sclib.server.streaming import Sink, batch_size, receive_multipart
 from sclib.server.uploads import STANDARD, Upload
@@ -360,7 +360,7 @@ _IMPORT_SECONDS = {"google_drive": 600, "s3": 300, "gcs": 300, "url": 180}
 def _initiate(
     body: InitiateRequest, identity: Identity, state: ServerState
 ) -> dict[str, Any]:
-    from sclib.server.handlers import split_config
+    from sclib.pipeline.upload import split_config
 
     values = body.dataset_values()
     fields, owner, dataset_uuid = resolve_fields(state, identity, values)
@@ -386,7 +386,7 @@ def _initiate(
     public, secret = split_config(spec.config)
     sealed = None
     if secret:
-        from sclib.server.secrets import SecretBox
+        from sclib.secrets import SecretBox
 
         key = state.settings.secret_key
         if key is None:
@@ -499,7 +499,7 @@ def _upload_path(
     values: dict[str, Any], identity: Identity, state: ServerState, request: Request
 ) -> dict[str, Any]:
     from sclib.errors import NotFound
-    from sclib.server.handlers import check_server_path
+    from sclib.pipeline.upload import check_server_path
 
     file_path = values.pop("file_path", None)
     if not isinstance(file_path, str) or not file_path.strip():

@@ -62,9 +62,9 @@ from sclib.errors import (
     SclibError,
     UploadBusy,
 )
-from sclib.server.app import IdentityDep, ServerState, StateDep, owner_filter
 from sclib.server.auth import Identity
 from sclib.server.common import resolve_fields
+from sclib.server.deps import IdentityDep, ServerState, StateDep, owner_filter
 from sclib.server.fields import DatasetFields, safe_filename
 from sclib.server.streaming import batch_size, pump
 from sclib.server.uploads import TUS, Upload, UploadNotFound

@@ -306,8 +306,8 @@ def test_the_write_concern_setting_reaches_every_store(
     server, and of the worker's upload handler, always wrote with
     ``w: majority, j: true``. Now every store a server or a worker opens writes
     with the one setting."""
+    from sclib.pipeline.upload import UploadHandler, handlers_from_settings
     from sclib.server import create_app
-    from sclib.server.handlers import UploadHandler, handlers_from_settings
     from sclib.settings import load_settings
 
     uri = mongo_wire.uri.replace("/?", f"/{db_name}?")

@@ -141,7 +141,7 @@ class Deployment:
                     "sclib",
                     "worker",
                     "--handlers",
-                    "sclib.server.handlers:handlers_from_settings",
+                    "sclib.pipeline:handlers_from_settings",
                     "--handlers",
                     "tests.integration.mongo_handlers:handlers",
                     "--concurrency",

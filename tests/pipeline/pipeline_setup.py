@@ -14,7 +14,7 @@ import pytest
 from sclib.datasets import Dataset, DatasetFile, DatasetStore, open_dataset_store
 from sclib.jobs.queue import JobQueue
 from sclib.pipeline.flow import Pipeline
-from sclib.server.handlers import handlers_from_settings
+from sclib.pipeline.upload import handlers_from_settings
 from sclib.settings import Settings
 
 OWNER = "alice@example.org"

@@ -45,7 +45,7 @@ def _worker(data_dir: Path, url: str, log: Path) -> subprocess.Popen[bytes]:
                 "sclib",
                 "worker",
                 "--handlers",
-                "sclib.server.handlers:handlers_from_settings",
+                "sclib.pipeline:handlers_from_settings",
                 "--lease-seconds",
                 "2",
                 "--poll-interval",

@@ -27,7 +27,7 @@ from sclib.datasets import DatasetStore
 from sclib.errors import InvalidInput, SourceError
 from sclib.jobtypes import DatasetStatus
 from sclib.pipeline.gsync import GoogleSyncHandler, drive_id_from
-from sclib.server.secrets import SecretBox
+from sclib.secrets import SecretBox
 from sclib.transfers.engine import TransferConfig
 from sclib.transfers.sessions import open_session_store
 from tests.pipeline.maintenance import digests, job_context, sqlite_datasets

@@ -20,7 +20,7 @@ from sclib.jobs.queue import JobQueue
 from sclib.jobs.registry import HandlerRegistry
 from sclib.jobs.worker import Worker
 from sclib.jobtypes import JobType
-from sclib.server.handlers import handlers_from_settings
+from sclib.pipeline.upload import handlers_from_settings
 from sclib.settings import Settings
 from tests.pipeline.pipeline_setup import OWNER
 from tests.transfers.http_servers import serve

@@ -13,7 +13,7 @@ from blake3 import blake3
 from sclib.datasets import open_dataset_store
 from sclib.jobs.queue import JobQueue
 from sclib.jobtypes import DatasetStatus, JobType
-from sclib.server.handlers import handlers_from_settings
+from sclib.pipeline.upload import handlers_from_settings
 from sclib.settings import Settings
 from tests.pipeline.maintenance import digests, make_dataset, sample_files
 

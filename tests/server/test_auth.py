@@ -26,18 +26,18 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from pydantic import SecretStr
 
 from sclib.errors import ConfigurationError, Forbidden, InvalidInput, Unauthorized
-from sclib.server.auth import (
-    Authenticator,
-    Identity,
-    check_bind_address,
-    validate_settings,
-)
-from sclib.server.secrets import (
+from sclib.secrets import (
     SENSITIVE_KEYS,
     SecretBox,
     is_sealed,
     redact,
     split_secrets,
+)
+from sclib.server.auth import (
+    Authenticator,
+    Identity,
+    check_bind_address,
+    validate_settings,
 )
 from sclib.settings import Settings
 

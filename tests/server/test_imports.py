@@ -195,7 +195,7 @@ def test_import_specs_never_borrow_the_servers_credentials() -> None:
     server's own identity); Drive needs credentials; a service-account key may
     only name Google's token endpoint."""
     from sclib.errors import InvalidInput
-    from sclib.server.handlers import import_spec, split_config
+    from sclib.pipeline.upload import import_spec, split_config
 
     assert import_spec("s3", {"bucket_name": "bkt"}).options["anon"] is True
     assert import_spec("gcs", {"bucket_name": "bkt"}).options["token"] == "anon"  # noqa: S105

@@ -110,7 +110,7 @@ def test_credentials_in_job_parameters_are_sealed(tmp_path: Path) -> None:
     service-account key) are stored sealed: neither the job's page nor the job
     store holds them in plain text, and a worker with the SECRET_KEY opens them."""
     from sclib.jobs.queue import JobQueue
-    from sclib.server.secrets import SecretBox
+    from sclib.secrets import SecretBox
 
     live = LiveServer(
         tmp_path / "data", env={"SCLIB_USER_JOB_TYPES": "google_sync"}, workers=0
@@ -170,7 +170,7 @@ def test_credentials_inside_source_config_are_sealed(tmp_path: Path) -> None:
     sealed too, the stored `source_config` keeps only the public part, and the
     sealed value opens to exactly the credentials."""
     from sclib.jobs.queue import JobQueue
-    from sclib.server.secrets import SecretBox
+    from sclib.secrets import SecretBox
 
     live = LiveServer(
         tmp_path / "data", env={"SCLIB_USER_JOB_TYPES": "upload"}, workers=0

@@ -14,7 +14,7 @@ from sclib.errors import ChecksumMismatch
 from sclib.jobs.context import JobContext
 from sclib.jobtypes import JobStatus
 from sclib.models import Job
-from sclib.server.handlers import UploadHandler
+from sclib.pipeline.upload import UploadHandler
 from tests.server.live import LiveServer
 from tests.server.test_upload_routes import FIELDS, wait_job
 

@@ -331,7 +331,7 @@ def test_upload_through_the_form_shows_progress_and_the_job_completing(
                 "sclib",
                 "worker",
                 "--handlers",
-                "sclib.server.handlers:handlers_from_settings",
+                "sclib.pipeline:handlers_from_settings",
                 "--poll-interval",
                 "0.1",
                 "--until-idle",

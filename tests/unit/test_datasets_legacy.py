@@ -1,4 +1,4 @@
-"""Reading the original ScientistCloud's dataset documents (sclib.datasets.legacy).
+"""Reading the original ScientistCloud's dataset documents (sclib.models.legacy).
 
 The documents are built in the shapes the original's code writes them (see
 tests/integration/legacy_fixture.py for the whole collection).
@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 
 from sclib.datasets import Dataset, DatasetFile, MemoryDatasetStore
-from sclib.datasets.legacy import (
+from sclib.errors import InvalidInput
+from sclib.jobtypes import DatasetStatus, SensorType
+from sclib.models.legacy import (
     read_bool,
     read_date,
     read_document,
     read_status,
     read_tags,
 )
-from sclib.errors import InvalidInput
-from sclib.jobtypes import DatasetStatus, SensorType
 
 UUID = "3f2a8c1e-5b7d-4e9f-a1c3-0d4e6f8a9b2c"
 NAIVE = datetime(2025, 11, 20, 15, 4, 5, 123456)
