@@ -645,7 +645,7 @@ def bench_phases(bench: Bench, chunk: int) -> dict[str, Any]:
             read_chunk(str(bench.src), plan.chunk(i))
         out["client_read_chunks_s"] = time.perf_counter() - start
 
-    rehash = _sclib_function("hash_file", "sclib.server.staging") or _sclib_function(
+    rehash = _sclib_function("hash_file", "sclib.transfers.staging") or _sclib_function(
         "_hash_file", "sclib.server.uploads"
     )
     out["server_rehash_s"] = None

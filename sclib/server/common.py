@@ -9,10 +9,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 
+from sclib.datasets.fields import FIELD_SCHEMAS, DatasetFields, parse_fields
 from sclib.errors import TooLarge
 from sclib.server.auth import Identity
 from sclib.server.deps import ServerState
-from sclib.server.fields import FIELD_SCHEMAS, DatasetFields, parse_fields
 
 __all__ = [
     "MAX_OFFSET",
@@ -79,7 +79,7 @@ async def small_body(request: Request, limit: int = 1024**2) -> dict[str, Any]:
 
 class DatasetBody(BaseModel):
     """The seed's dataset fields in a JSON body; checked by
-    :func:`~sclib.server.fields.parse_fields` (so every route says the same).
+    :func:`~sclib.datasets.fields.parse_fields` (so every route says the same).
 
     Keys it does not know are ignored (logged at debug level), as the original
     API ignored them."""

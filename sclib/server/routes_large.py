@@ -33,11 +33,11 @@ from sclib.server.common import (
 )
 from sclib.server.deps import IdentityDep, ServerState, StateDep, owner_filter
 from sclib.server.legacy import original_codes
-from sclib.server.staging import StagedWrite
 from sclib.server.streaming import Sink, batch_size, pump, receive_multipart
 from sclib.server.uploads import LARGE, Upload, UploadNotFound
-from sclib.transfers.hashing import CV_HASH, tree_hashing
+from sclib.transfers.receive import Receiver
 from sclib.transfers.sessions import CANCELLED
+from sclib.transfers.staging import StagedWrite
 
 __all__ = ["router"]
 
@@ -127,18 +127,9 @@ def large_initiate(
         "chunk_size": upload.chunk_size,
         "total_chunks": upload.total_chunks,
         "message": f"Upload session created for {body.filename}",
-        "chunk_hashes": _chunk_hashes(upload.chunk_size),
+        "chunk_hashes": Receiver.chunk_hashes(upload.chunk_size),
         "dataset_uuid": dataset_uuid,
     }
-
-
-def _chunk_hashes(chunk_size: int) -> list[str]:
-    """The chunk digests this server takes for chunks of ``chunk_size`` bytes:
-    ``blake3-cv`` (a chunk's BLAKE3 chaining value, so the client hashes every
-    byte once) needs the compiled ``sclib_blake3tree`` module, and chunks that are
-    whole subtrees of BLAKE3's tree (a power-of-two size)."""
-    cv = tree_hashing() and chunk_size & (chunk_size - 1) == 0
-    return ["sha256", "blake3", *([CV_HASH] if cv else [])]
 
 
 def _chunk_hash(value: str, chunk_size: int, *, raw: bool = True) -> tuple[str, str]:
@@ -147,7 +138,7 @@ def _chunk_hash(value: str, chunk_size: int, *, raw: bool = True) -> tuple[str, 
         algo, digest = "sha256", algo
     algo = algo.lower()
     digest = digest.lower()
-    allowed = _chunk_hashes(chunk_size) if raw else ["sha256", "blake3"]
+    allowed = Receiver.chunk_hashes(chunk_size) if raw else ["sha256", "blake3"]
     if algo not in allowed or len(digest) != 64:
         raise InvalidInput(
             "chunk_hash: expected a SHA-256 hex digest, or "
@@ -280,7 +271,7 @@ def large_resume(
         "total_chunks": upload.total_chunks,
         "can_resume": bool(missing),
         "chunk_size": upload.chunk_size,
-        "chunk_hashes": _chunk_hashes(upload.chunk_size),
+        "chunk_hashes": Receiver.chunk_hashes(upload.chunk_size),
         "resumable": upload.status == "active",
     }
 

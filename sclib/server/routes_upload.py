@@ -23,6 +23,14 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
+from sclib.datasets.fields import (
+    BOOL_TEXT,
+    FIELD_SCHEMAS,
+    DatasetFields,
+    looks_like_email,
+    parse_fields,
+    safe_filename,
+)
 from sclib.errors import (
     InvalidInput,
     JobNotFound,
@@ -49,17 +57,9 @@ from sclib.server.deps import (
     owner_filter,
     visible_job,
 )
-from sclib.server.fields import (
-    BOOL_TEXT,
-    FIELD_SCHEMAS,
-    DatasetFields,
-    looks_like_email,
-    parse_fields,
-    safe_filename,
-)
-from sclib.server.staging import Hashers, StagedWrite
 from sclib.server.streaming import Sink, batch_size, receive_multipart
 from sclib.server.uploads import STANDARD, Upload
+from sclib.transfers.staging import Hashers, StagedWrite
 
 __all__ = ["router"]
 

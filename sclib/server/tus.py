@@ -54,6 +54,7 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sclib.datasets.fields import DatasetFields, safe_filename
 from sclib.errors import (
     ChecksumMismatch,
     DestinationError,
@@ -65,7 +66,6 @@ from sclib.errors import (
 from sclib.server.auth import Identity
 from sclib.server.common import resolve_fields
 from sclib.server.deps import IdentityDep, ServerState, StateDep, owner_filter
-from sclib.server.fields import DatasetFields, safe_filename
 from sclib.server.streaming import batch_size, pump
 from sclib.server.uploads import TUS, Upload, UploadNotFound
 from sclib.transfers.sessions import ACTIVE, CANCELLED

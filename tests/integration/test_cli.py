@@ -252,8 +252,8 @@ def test_serve_refuses_unsafe_configurations(tmp_path: Path) -> None:
 
 def test_uploads_expire_reports_then_applies(tmp_path: Path) -> None:
     """`sclib uploads expire` lists abandoned uploads; `--apply` removes them."""
+    from sclib.datasets.fields import parse_fields
     from sclib.jobs.queue import JobQueue
-    from sclib.server.fields import parse_fields
     from sclib.server.uploads import LARGE, UploadManager
     from sclib.transfers.sessions import open_session_store
 

@@ -17,7 +17,7 @@ import pytest
 
 from sclib.client import Client
 from sclib.errors import SclibError, UploadBusy
-from sclib.server.locks import lock_chunk
+from sclib.transfers.locks import lock_chunk
 from tests.server.live import LiveServer
 from tests.server.test_upload_routes import initiate, send_chunk, wait_job
 

@@ -15,6 +15,12 @@ import pytest
 
 from sclib.backends.mongo import MongoJobStore
 from sclib.backends.mongo_sessions import MongoSessionStore
+from sclib.datasets.fields import (
+    parse_fields,
+    safe_filename,
+    safe_join,
+    safe_relative_path,
+)
 from sclib.errors import (
     ChecksumMismatch,
     InvalidInput,
@@ -23,12 +29,6 @@ from sclib.errors import (
     UploadConflict,
 )
 from sclib.jobs.queue import JobQueue
-from sclib.server.fields import (
-    parse_fields,
-    safe_filename,
-    safe_join,
-    safe_relative_path,
-)
 from sclib.server.uploads import LARGE, TUS, UploadManager, UploadNotFound
 from sclib.testing import ManualClock
 from sclib.transfers.hashing import chunk_cv
@@ -124,7 +124,7 @@ def test_chunk_locks_hold_across_processes(manager: UploadManager) -> None:
         f"""
         import sys, time
         from pathlib import Path
-        from sclib.server.locks import lock_chunk
+        from sclib.transfers.locks import lock_chunk
         lock = lock_chunk(Path({str(lock_file)!r}), "u", 2)
         print("held", flush=True)
         time.sleep(60)
@@ -422,7 +422,7 @@ def test_expiry_skips_busy_uploads_and_finishes_interrupted_commits(
 def _reboot(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make this process see another boot id, as after an operating-system crash
     and restart (simulated: the test machine cannot be rebooted)."""
-    from sclib.server import staging
+    from sclib.transfers import staging
 
     monkeypatch.setattr(staging, "_boot_id", lambda: "another-boot")
 
@@ -487,8 +487,8 @@ def test_completion_merges_chaining_values_without_reading_back(
     local filesystem types), or after a failed flush of the file, it reads the
     file back as before."""
     hashing_modes.require_tree()
-    from sclib.server import staging as staging_module
-    from sclib.server import uploads as uploads_module
+    from sclib.transfers import staging as staging_module
+    from sclib.transfers import receive as uploads_module
 
     if case == "not-local":
         monkeypatch.setattr(staging_module, "_LOCAL_FS", set())
@@ -592,7 +592,7 @@ def test_the_default_chunk_size_grows_for_huge_files(
     """Without a chunk size from the client, the server's default doubles until
     the file fits in MAX_CHUNKS chunks; a chunk size the client asks for that
     needs more is refused, naming the smallest that would do."""
-    import sclib.server.uploads as uploads
+    import sclib.transfers.receive as uploads
 
     monkeypatch.setattr(uploads, "MAX_CHUNKS", 10)
     up = manager.get(large(manager, 30_000))  # default 1 KiB, at most 4 KiB here

@@ -62,6 +62,9 @@ SHIMS = {
     "sclib.datasets.legacy",
     "sclib.server.secrets",
     "sclib.server.handlers",
+    "sclib.server.fields",
+    "sclib.server.locks",
+    "sclib.server.staging",
 }
 
 

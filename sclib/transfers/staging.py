@@ -1,0 +1,399 @@
+"""Bytes of one request on their way to an upload's staging file.
+
+:class:`StagedWrite` writes at offsets with ``pwrite``, hashes on the way
+(:class:`Hashers`: BLAKE3 always, SHA-256/SHA-1/MD5 when a client declared one),
+refuses bytes past the expected length, and holds the upload's or the chunk's
+write lock until it is closed. ``fdatasync`` makes the bytes durable before the
+caller records them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import hashlib
+import os
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sclib.errors import (
+    ChecksumMismatch,
+    InsufficientStorage,
+    InvalidInput,
+    TooLarge,
+    UploadConflict,
+)
+from sclib.transfers._writeback import start_writeback
+from sclib.transfers.hashing import (
+    CV_HASH,
+    CV_PREFIX,
+    blake3_file,
+    can_check_chaining_values,
+    new_blake3,
+    new_chunk_hasher,
+)
+from sclib.transfers.locks import WriteLock
+
+if TYPE_CHECKING:
+    from sclib.transfers.receive import Receiver, Upload
+
+__all__ = [
+    "NO_SPACE",
+    "Hashers",
+    "StagedWrite",
+    "disk_errors",
+    "fsync_dir",
+    "fsync_file",
+    "hash_file",
+    "written_in",
+    "written_in_fd",
+]
+
+CHECKPOINT = 64 * 1024**2  # tus: record the offset at least this often
+HASHES = ("blake3", "sha256", "sha1", "md5", CV_HASH)
+
+
+class Hashers:
+    """The digests computed while bytes stream in.
+
+    ``blake3-cv`` is the BLAKE3 chaining value of bytes that start at ``offset``
+    in their file (a chunk of a chunked upload; needs ``sclib_blake3tree``)."""
+
+    def __init__(self, names: set[str], offset: int = 0) -> None:
+        self._hashers: dict[str, Any] = {}
+        for name in names:
+            if name not in HASHES:
+                raise InvalidInput(
+                    f"unsupported checksum algorithm {name!r}; use one of "
+                    f"{', '.join(HASHES)}"
+                )
+            if name == CV_HASH:
+                self._hashers[name] = new_chunk_hasher(offset)
+            elif name == "blake3":
+                self._hashers[name] = new_blake3(threads=False)
+            else:
+                self._hashers[name] = hashlib.new(name)
+
+    def update(self, data: bytes | memoryview) -> None:
+        for h in self._hashers.values():
+            h.update(data)
+
+    def hexdigest(self, name: str) -> str:
+        if name == CV_HASH:
+            return bytes(self._hashers[name].chaining_value()).hex()
+        return str(self._hashers[name].hexdigest())
+
+    def record_digest(self) -> str:
+        """What a chunk's record keeps: ``cv:<hex>`` (its chaining value) when
+        that was computed, else its BLAKE3 hex."""
+        if CV_HASH in self._hashers:
+            return CV_PREFIX + self.hexdigest(CV_HASH)
+        return self.hexdigest("blake3")
+
+    def check(self, expected: Mapping[str, str], what: str) -> None:
+        for name, want in expected.items():
+            got = self.hexdigest(name)
+            if got != want.lower():
+                raise ChecksumMismatch(
+                    f"{what}: {name} is {got}, the client said {want.lower()}"
+                )
+
+
+class StagedWrite:
+    """Bytes of one request going to the staging file, under a held lock.
+
+    The route feeds :meth:`write` (in a worker thread) and then calls
+    :meth:`finish` or :meth:`abort`; both release the lock.
+    """
+
+    def __init__(
+        self,
+        manager: Receiver,
+        upload: Upload,
+        lock: WriteLock,
+        start: int,
+        limit: int,
+        hashes: set[str],
+        *,
+        exact: bool,
+        on_checkpoint: Callable[[int], None] | None = None,
+        side_file: Path | None = None,
+        guard: Callable[[int], None] | None = None,
+    ) -> None:
+        self._guard = guard
+        self.manager = manager
+        self.upload = upload
+        self.start = start
+        self.limit = limit
+        self.exact = exact
+        self.written = 0
+        self.hashers = Hashers(hashes, start)
+        self._lock = lock
+        self._on_checkpoint = on_checkpoint
+        self._checkpointed = 0
+        #: a chunk sent again goes to a file of its own, so that the verified
+        #: copy in the staging file stays until the new one verifies too
+        self.side_file = side_file
+        self._position = 0 if side_file is not None else start
+        try:
+            if side_file is not None:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+                self._fd: int | None = os.open(side_file, flags, 0o600)
+            else:
+                # never O_CREAT: the file is made with the upload, and one that is
+                # gone must not come back as an empty file that other chunks'
+                # records vouch for
+                path = manager.staging_file(upload.id)
+                self._fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise UploadConflict(
+                f"upload {upload.id} has lost its staging file; start it again"
+            ) from None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._fd is None:
+            raise UploadConflict("this write was already finished")
+        view = memoryview(data)
+        if self.written + len(view) > self.limit:
+            raise TooLarge(
+                f"the request body is larger than expected ({self.limit} bytes "
+                f"here for upload {self.upload.id})"
+            )
+        if self._guard is not None:
+            self._guard(len(view))  # the disk's reserve stays free
+        self.hashers.update(view)
+        pos = self._position + self.written
+        with disk_errors(self.upload.id):
+            while view:
+                n = os.pwrite(self._fd, view, pos)
+                view = view[n:]
+                pos += n
+            self.written += len(data)
+            if (
+                self._on_checkpoint is not None
+                and self.written - self._checkpointed >= CHECKPOINT
+            ):
+                os.fdatasync(self._fd)
+                self._checkpointed = self.written
+                self._on_checkpoint(self.written)
+
+    def written_in(self) -> str | None:
+        """Where these bytes went: :func:`written_in` of the open staging file."""
+        if self._fd is None:
+            return None
+        return _marker(os.fstat(self._fd), _local_fs(self._fd))
+
+    def durable(self) -> None:
+        """Make what was written durable."""
+        if self._fd is not None:
+            with disk_errors(self.upload.id):
+                os.fdatasync(self._fd)
+
+    def close_file(self) -> None:
+        """Close the staging file (raising what ``close`` reports); the lock
+        stays held until :meth:`close`."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with disk_errors(self.upload.id):
+                os.close(fd)
+
+    def close(self) -> None:
+        try:
+            self.close_file()
+        finally:
+            try:
+                if self.side_file is not None:
+                    self.side_file.unlink(missing_ok=True)
+            finally:
+                self._lock.release()
+
+    def finish(
+        self, expected: Mapping[str, str] | None = None, *, sync: bool = True
+    ) -> None:
+        """Check length and digests and (with ``sync``) make the bytes durable;
+        the lock stays held until :meth:`close`."""
+        if self.exact and self.written != self.limit:
+            raise InvalidInput(
+                f"expected {self.limit} bytes for upload {self.upload.id}, "
+                f"got {self.written}"
+            )
+        self.hashers.check(expected or {}, f"upload {self.upload.id}")
+        if sync:
+            self.durable()
+        elif self._fd is not None and self.side_file is None:
+            # start writing these bytes to disk now, in the background (Linux:
+            # dirty pages are queued for writeback, none is waited for), so the
+            # one flush at completion has little left to do
+            start_writeback(self._fd, self.start, self.written)
+
+
+@functools.cache
+def _boot_id() -> str | None:
+    """This machine's boot id (Linux); it changes on every boot."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+# filesystems whose unwritten pages stay in this machine's page cache until
+# writeback, so that only an operating-system crash (a new boot) can drop them; on
+# network and FUSE filesystems a remount or a daemon restart can, with the same
+# boot and the same inode numbers
+_LOCAL_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "tmpfs", "zfs", "overlay"}
+
+
+def _local_fs(fd: int) -> bool:
+    """Whether the open file ``fd`` is on one of :data:`_LOCAL_FS` (Linux:
+    the mount in ``/proc/self/mountinfo`` whose device is the file's)."""
+    return _fs_type(os.fstat(fd).st_dev) in _LOCAL_FS
+
+
+@functools.lru_cache(maxsize=64)
+def _fs_type(dev: int) -> str | None:
+    """The type of the filesystem mounted from device ``dev`` (looked up once
+    per device: a node may have thousands of mounts)."""
+    want = f"{os.major(dev)}:{os.minor(dev)}"
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 3 and fields[2] == want and " - " in line:
+                    return line.split(" - ", 1)[1].split()[0]
+    except OSError:
+        pass
+    return None
+
+
+def _marker(st: os.stat_result, local: bool) -> str | None:
+    boot = _boot_id()
+    if boot is None or not local:
+        return None
+    return f"written:{boot}:{st.st_dev}:{st.st_ino}"
+
+
+def written_in_fd(fd: int) -> str | None:
+    """:func:`written_in` of an open file."""
+    return _marker(os.fstat(fd), _local_fs(fd))
+
+
+def written_in(path: Path) -> str | None:
+    """A name for "this file, on this machine, since it last booted": two chunks
+    with the same one were written into the same file with no reboot (so no
+    operating-system crash) between; ``None`` where the boot cannot be told or
+    the file is not on a local filesystem (:data:`_LOCAL_FS`)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _marker(os.fstat(fd), _local_fs(fd))
+    finally:
+        os.close(fd)
+
+
+def hash_file(path: Path, names: set[str]) -> dict[str, str]:
+    """Digests of the file at ``path``; BLAKE3 alone goes through a memory map
+    on every core (:func:`~sclib.transfers.hashing.blake3_file`)."""
+    if names == {"blake3"}:
+        return {"blake3": blake3_file(path)[0]}
+    hashers = Hashers(names)
+    buf = bytearray(8 * 1024**2)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            hashers.update(view[:n])
+    return {name: hashers.hexdigest(name) for name in names}
+
+
+def verify_chunks(
+    path: Path,
+    size: int,
+    chunk_size: int,
+    records: Mapping[int, str],
+    names: set[str],
+) -> tuple[dict[str, str], list[int]]:
+    """One pass over a chunked upload's file: the whole-file digests (``names``)
+    and the chunks whose bytes on disk no longer match their record (lost in an
+    operating-system crash before they reached the disk, or changed since): their
+    BLAKE3, or their chaining value (``cv:<hex>``). Read through memory maps, at
+    most 64 MiB mapped at a time."""
+    import mmap
+
+    whole = Hashers(names | {"blake3"})
+    bad: list[int] = []
+    window = 64 * 1024**2
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size < size:
+            raise InvalidInput(f"{path} is shorter than the upload's {size} bytes")
+        for index in range(max(1, -(-size // chunk_size))):
+            start = index * chunk_size
+            record = records.get(index) or ""
+            cv = record.startswith(CV_PREFIX)
+            # a chaining value this process cannot compute (no sclib_blake3tree)
+            # is as good as a mismatch: the chunk is asked for again
+            chunk: Any = None
+            if not cv:
+                chunk = new_blake3()
+            elif can_check_chaining_values():
+                chunk = new_chunk_hasher(start)
+            end = min(size, start + chunk_size)
+            for offset in range(start, end, window):
+                # map from the last page boundary (mmap offsets must be aligned)
+                base = offset - offset % mmap.ALLOCATIONGRANULARITY
+                length = min(end, offset + window) - base
+                with mmap.mmap(
+                    fh.fileno(), length, offset=base, access=mmap.ACCESS_READ
+                ) as mapped:
+                    view = memoryview(mapped)[offset - base :]
+                    try:
+                        whole.update(view)
+                        if chunk is not None:
+                            chunk.update(view)
+                    finally:
+                        view.release()
+            if chunk is None:
+                found = ""
+            elif cv:
+                found = CV_PREFIX + bytes(chunk.chaining_value()).hex()
+            else:
+                found = chunk.hexdigest()
+            if size and found != record:
+                bad.append(index)
+    return {name: whole.hexdigest(name) for name in names | {"blake3"}}, bad
+
+
+def fsync_dir(path: Path) -> None:
+    _fsync(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+#: errnos that mean the disk (or the user's quota on it) is full
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@contextlib.contextmanager
+def disk_errors(upload_id: str) -> Iterator[None]:
+    """A full disk (``ENOSPC``, ``EDQUOT``) as :class:`InsufficientStorage`
+    (507): the bytes already recorded stay as they were, and the upload can be
+    resumed once space is freed."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in NO_SPACE:
+            raise InsufficientStorage(
+                f"upload {upload_id}: the server's disk is full; what was received "
+                "before is kept, send the rest once space is freed"
+            ) from exc
+        raise
+
+
+def fsync_file(path: Path) -> None:
+    _fsync(path, os.O_RDONLY)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
