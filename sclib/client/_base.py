@@ -18,7 +18,6 @@ import dataclasses
 import functools
 import logging
 import os
-import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ from sclib.errors import (
     SourceChanged,
     UploadConflict,
 )
+from sclib.retry import Backoff
 from sclib.transfers.hashing import CV_HASH, ChunkTree, OrderedHasher, tree_hashing
 from sclib.transfers.plan import Chunk, ChunkPlan
 
@@ -108,9 +108,12 @@ def chunk_size_for(limits: Limits, file_size: int) -> int:
     return size
 
 
+_BACKOFF = Backoff(0.25, cap=8.0, jitter=0.5)
+
+
 def backoff(attempt: int) -> float:
     """Seconds to wait before retry ``attempt`` (1, 2, ...): exponential, jittered."""
-    return min(8.0, 0.25 * 2.0 ** (attempt - 1)) * (0.5 + random.random() / 2)
+    return _BACKOFF.delay(attempt)
 
 
 # -- the client's logic -------------------------------------------------------------

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sclib.errors import InvalidInput
+from sclib.retry import Backoff
 
 __all__ = ["RetryPolicies", "RetryPolicy"]
 
@@ -40,20 +40,14 @@ class RetryPolicy:
     rng: Callable[[], float] = field(default=random.random, compare=False)
 
     def __post_init__(self) -> None:
-        if self.base_delay < 0 or self.max_delay < 0:
-            raise InvalidInput("retry delays must not be negative")
-        if self.factor < 1:
-            raise InvalidInput(f"backoff factor must be >= 1, got {self.factor}")
-        if not 0 <= self.jitter <= 1:
-            raise InvalidInput(f"jitter must lie in [0, 1], got {self.jitter}")
+        # the same checks as every Backoff
+        Backoff(self.base_delay, self.factor, self.max_delay, self.jitter)
 
     def delay(self, failures: int) -> float:
         """Seconds to wait before the retry that follows failure number ``failures``."""
-        exponent = max(0, failures - 1)
-        # cap the exponent so huge failure counts cannot overflow a float
-        raw = self.base_delay * self.factor ** min(exponent, 64)
-        capped = min(self.max_delay, raw)
-        return capped * (1.0 - self.jitter * self.rng())
+        return Backoff(
+            self.base_delay, self.factor, self.max_delay, self.jitter, self.rng
+        ).delay(failures)
 
     def after_error(
         self,

@@ -49,6 +49,7 @@ from sclib.errors import (
     TransferCancelled,
     UnsupportedScheme,
 )
+from sclib.retry import Backoff, RetryCancelled, retry_call
 from sclib.transfers.destinations import Destination, DestinationWriter
 from sclib.transfers.hashing import (
     CV_PREFIX,
@@ -455,27 +456,17 @@ class TransferEngine:
     def _retry(
         self, what: str, fn: Callable[[], T], cancel: threading.Event | None = None
     ) -> T:
-        delay = self.config.retry_delay
-        for attempt in range(1, self.config.max_attempts + 1):
-            try:
-                return fn()
-            except SclibError as exc:
-                if not exc.retryable or attempt == self.config.max_attempts:
-                    raise
-                log.warning(
-                    "%s failed (try %d of %d): %s; retrying in %.1fs",
-                    what,
-                    attempt,
-                    self.config.max_attempts,
-                    exc,
-                    delay,
-                )
-                if cancel is None:
-                    time.sleep(delay)
-                elif cancel.wait(delay):
-                    raise TransferCancelled(f"cancelled while retrying {what}") from exc
-                delay *= 2
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            return retry_call(
+                fn,
+                attempts=self.config.max_attempts,
+                backoff=Backoff(self.config.retry_delay),
+                what=what,
+                log=log,
+                wait=None if cancel is None else cancel.wait,
+            )
+        except RetryCancelled as exc:
+            raise TransferCancelled(str(exc)) from exc.__cause__
 
     def _copy_object(
         self,
