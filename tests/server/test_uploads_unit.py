@@ -487,8 +487,8 @@ def test_completion_merges_chaining_values_without_reading_back(
     local filesystem types), or after a failed flush of the file, it reads the
     file back as before."""
     hashing_modes.require_tree()
-    from sclib.transfers import staging as staging_module
     from sclib.transfers import receive as uploads_module
+    from sclib.transfers import staging as staging_module
 
     if case == "not-local":
         monkeypatch.setattr(staging_module, "_LOCAL_FS", set())

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2] / "sclib"
 #: specific prefix decides a module's layer.
 LAYERS: list[tuple[str, list[str]]] = [
     (
-        "foundation",
+        "base",
         [
             "sclib.errors",
             "sclib.version",

@@ -68,7 +68,7 @@ def test_retry_call_gives_up_at_once_on_other_errors_and_after_the_last_try() ->
         calls.append(1)
         raise ValueError("a bug, not a network")
 
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a bug"):
         retry_call(broken, attempts=5, backoff=Backoff(0), wait=lambda d: False)
     assert len(calls) == 1 and not is_retryable(ValueError())
 
