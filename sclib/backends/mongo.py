@@ -353,8 +353,17 @@ class MongoJobStore(JobStore):
             ),
             (self.coll, "depends_on", {"name": "dependents"}),
             (self.coll, [("status", 1), ("type", 1)], {"name": "status_type"}),
-            (self.coll, "dataset_uuid", {"name": "dataset"}),
-            (self.coll, "owner", {"name": "owner"}),
+            # lists filter on one or two fields and sort by _id: each index ends
+            # with _id, so a page is read in order whatever the number of jobs
+            (self.coll, [("status", 1), ("_id", 1)], {"name": "status_id"}),
+            (self.coll, [("type", 1), ("_id", 1)], {"name": "type_id"}),
+            (self.coll, [("dataset_uuid", 1), ("_id", 1)], {"name": "dataset_id"}),
+            (
+                self.coll,
+                [("owner", 1), ("status", 1), ("_id", 1)],
+                {"name": "owner_status_id"},
+            ),
+            (self.coll, [("owner", 1), ("_id", 1)], {"name": "owner_id"}),
             (self.coll, "finished_at", {"name": "finished"}),
             (self.workers, "last_seen", {"name": "last_seen"}),
         ]
