@@ -9,7 +9,6 @@ The public API is what this module exports; everything else may change.
 from __future__ import annotations
 
 import os as _os
-from collections.abc import Callable as _Callable
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 from typing import Literal as _Literal
@@ -128,14 +127,14 @@ def upload(
             f"{path} is a folder: sclib.upload_folder({str(path)!r}, ...) uploads "
             "every file in it into one dataset"
         )
-    bar, callback = _client_progress(progress)
-    if callback is not None:
-        fields["progress_callback"] = callback
+    name = Path(path).name
     with Client(base_url, token=token) as client:
-        result = client.upload_file(path, progress=bar, **fields)
+        result = client.upload_file(path, progress=progress, **fields)
         if not wait:
             return result
-        return client.wait_for_completion(result.job_id, timeout, progress=bar)
+        return client.wait_for_completion(
+            result.job_id, timeout, progress=progress, label=f"{name}: upload job"
+        )
 
 
 def upload_folder(
@@ -150,30 +149,22 @@ def upload_folder(
     """Upload every file under a folder into one new dataset (paths kept) and
     follow the jobs to the end; the final status of each file's job, in the
     order the files went. Arguments as in :func:`upload`."""
+    from pathlib import Path
+
     from sclib.client import Client
 
-    bar, callback = _client_progress(progress)
-    if callback is not None:
-        fields["progress_callback"] = callback
     with Client(base_url, token=token) as client:
-        results = client.upload_directory(path, progress=bar, **fields)
+        results = client.upload_directory(path, progress=progress, **fields)
+        name = Path(path).name
         return [
-            client.wait_for_completion(r.job_id, timeout, progress=bar) for r in results
+            client.wait_for_completion(
+                r.job_id,
+                timeout,
+                progress=progress,
+                label=f"{name}: job {n} of {len(results)}",
+            )
+            for n, r in enumerate(results, 1)
         ]
-
-
-def _client_progress(
-    progress: ProgressOption,
-) -> tuple[bool, _Callable[[float], object] | None]:
-    """``progress=`` as the client takes it: a bar, or a fraction callback."""
-    if progress is None or isinstance(progress, bool):
-        return bool(progress), None
-    if callable(progress):
-        return False, progress
-    raise InvalidInput(
-        f"progress must be True, False or a callable taking the fraction sent, "
-        f"got {progress!r}"
-    )
 
 
 _LAZY = {

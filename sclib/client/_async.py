@@ -27,6 +27,8 @@ from typing import Any, TypeVar, Unpack
 
 import httpx
 
+from sclib.transfers.progress import ProgressOption
+
 from ._base import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, BaseClient
 from ._options import FieldOptions, UploadOptions
 from ._steps import (
@@ -276,10 +278,12 @@ class AsyncClient(BaseClient):
         job_id: str,
         timeout: float | None = None,
         poll_interval: float = 2.0,
-        progress: bool = False,
+        progress: ProgressOption = False,
+        *,
+        label: str | None = None,
     ) -> UploadStatus:
         return await self._drive(
-            self._wait_flow(job_id, timeout, poll_interval, progress)
+            self._wait_flow(job_id, timeout, poll_interval, progress, label)
         )
 
     async def cancel_upload(self, job_id: str) -> CancelResult:
@@ -418,7 +422,7 @@ class AsyncClient(BaseClient):
         *,
         include_outputs: bool = False,
         outputs_dir: str = "converted",
-        progress: bool = False,
+        progress: ProgressOption = False,
         progress_callback: Callable[[float], object] | None = None,
     ) -> DownloadResult:
         flow = self._download_flow(

@@ -36,6 +36,7 @@ from sclib.errors import (
 from sclib.retry import Backoff
 from sclib.transfers.hashing import CV_HASH, ChunkTree, OrderedHasher, tree_hashing
 from sclib.transfers.plan import Chunk, ChunkPlan
+from sclib.transfers.progress import ProgressOption
 
 from ._download import DownloadPlan, FileProgress, PartialFile, Target
 from ._errors import ConnectionFailed, ServerError, WaitTimeout
@@ -61,6 +62,7 @@ from ._steps import (
     Work,
     hash_chunks,
     hash_file,
+    progress_for,
 )
 from .models import (
     CompleteResult,
@@ -179,10 +181,10 @@ class BaseClient(Requests):
         check_keys(options, UPLOAD_KEYS, "upload_file")
         path = os.path.abspath(file_path)
         size = _regular_file(path).st_size
-        progress = Progress(
+        progress = progress_for(
             size,
+            options.get("progress"),
             options.get("progress_callback"),
-            bar=bool(options.get("progress")),
             desc=os.path.basename(path),
         )
         try:
@@ -281,7 +283,7 @@ class BaseClient(Requests):
             missing = list(range(saved.total_chunks))
         plan = ChunkPlan(size, saved.chunk_size)
         chunks = [plan.chunk(i) for i in sorted(set(missing))]
-        progress.advance(size - sum(c.length for c in chunks))
+        progress.skip(size - sum(c.length for c in chunks))
         upload_id = saved.upload_id
         tree: ChunkTree | None = None
         feed: OrderedHasher | None = None
@@ -432,10 +434,10 @@ class BaseClient(Requests):
                 self.state.remove_folder(ledger_key)
         dataset = dataset or ledger.get("dataset_uuid")
         total = sum(p.stat().st_size for p, _ in files)
-        progress = Progress(
+        progress = progress_for(
             total,
+            options.get("progress"),
             options.get("progress_callback"),
-            bar=bool(options.get("progress")),
             desc=root.name,
         )
         results: list[UploadResult] = []
@@ -446,7 +448,7 @@ class BaseClient(Requests):
                 done = _finished(ledger["files"].get(name), key)
                 if done is not None:  # sent by the interrupted run: not again
                     results.append(done)
-                    progress.advance(file.stat().st_size)
+                    progress.skip(file.stat().st_size)
                     dataset = dataset or done.dataset_uuid
                     continue
                 one: UploadOptions = {**common}
@@ -483,22 +485,36 @@ class BaseClient(Requests):
         job_id: str,
         timeout: float | None,
         poll_interval: float,
-        progress: bool,
+        progress: ProgressOption,
+        label: str | None = None,
     ) -> Flow[UploadStatus]:
         if poll_interval <= 0:
             raise InvalidInput(f"poll_interval must be positive, got {poll_interval}")
         deadline = None if timeout is None else time.monotonic() + timeout
         bar: Any = None
-        if progress:
+        callback: Callable[[float], object] | None = None
+        if callable(progress) and not isinstance(progress, bool):
+            callback = progress
+        elif progress not in (None, False, True):
+            raise InvalidInput(
+                f"progress must be True, False or a callable taking the fraction "
+                f"done (0..1), got {progress!r}"
+            )
+        elif progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=100.0, desc=job_id, unit="%", bar_format=_PERCENT_BAR)
+            bar = tqdm(
+                total=100.0, desc=label or job_id, unit="%", bar_format=_PERCENT_BAR
+            )
         try:
             while True:
                 status: UploadStatus = yield self._req_status(job_id)
+                percent = min(100.0, max(0.0, status.progress_percentage))
                 if bar is not None:
-                    bar.n = min(100.0, max(0.0, status.progress_percentage))
+                    bar.n = percent
                     bar.set_postfix_str(status.status, refresh=True)
+                if callback is not None:
+                    callback(percent / 100)
                 if status.finished:
                     return status
                 wait = poll_interval
@@ -543,7 +559,7 @@ class BaseClient(Requests):
         *,
         include_outputs: bool,
         outputs_dir: str,
-        progress: bool,
+        progress: ProgressOption,
         progress_callback: Callable[[float], object] | None,
     ) -> Flow[DownloadResult]:
         """Every listed file of the dataset into ``folder``; see
@@ -562,7 +578,7 @@ class BaseClient(Requests):
         targets = plan.targets(entries)  # every path checked before any write
         plan.root.mkdir(parents=True, exist_ok=True)
         total = sum(e.size for e in entries)
-        bar = Progress(total, progress_callback, bar=progress, desc=name or uuid)
+        bar = progress_for(total, progress, progress_callback, desc=name or uuid)
         done: list[DownloadedFile] = []
         try:
             for target in targets:

@@ -60,7 +60,7 @@ class UploadOptions(FieldOptions, total=False):
     """
 
     progress_callback: Callable[[float], object] | None
-    progress: bool
+    progress: bool | Callable[[float], object] | None
     parallel: int | None
     chunk_size: int | None
     chunked: bool | None

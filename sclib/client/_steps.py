@@ -42,7 +42,7 @@ from typing import IO, TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
 from pydantic import ValidationError
 
-from sclib.errors import SourceChanged, TransferCancelled
+from sclib.errors import InvalidInput, SourceChanged, TransferCancelled
 from sclib.transfers.hashing import (
     CV_PREFIX,
     ChunkTree,
@@ -76,6 +76,7 @@ __all__ = [
     "advance",
     "first_error",
     "hash_file",
+    "progress_for",
     "read_chunk",
 ]
 
@@ -125,10 +126,51 @@ class Progress:
             if self._callback is not None:
                 self._callback(self.fraction)
 
+    def skip(self, n: int) -> None:
+        """Count ``n`` bytes that were already there (a resumed upload's chunks,
+        a file sent before): done, but not moved in this run, so the bar's rate
+        leaves them out."""
+        if not n:
+            return
+        with self._lock:
+            self.done += n
+            bar = self._bar
+            if bar is not None:
+                bar.n += n
+                bar.last_print_n += n
+                bar.initial += n
+                bar.refresh()
+            if self._callback is not None:
+                self._callback(self.fraction)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def progress_for(
+    total: int,
+    progress: object,
+    callback: Callable[[float], object] | None = None,
+    *,
+    desc: str = "",
+) -> Progress:
+    """The :class:`Progress` that ``progress=`` asks for: ``True`` a bar labelled
+    ``desc``, a callable the fraction done (0..1), ``False``/``None`` nothing;
+    ``callback`` is the older ``progress_callback=`` spelling, still taken."""
+    if progress is None or isinstance(progress, bool):
+        return Progress(total, callback, bar=bool(progress), desc=desc)
+    if callable(progress):
+        if callback is not None:
+            raise InvalidInput(
+                "progress is a callable and progress_callback is set too: pass one"
+            )
+        return Progress(total, progress, desc=desc)
+    raise InvalidInput(
+        f"progress must be True, False or a callable taking the fraction done "
+        f"(0..1), got {progress!r}"
+    )
 
 
 class _ProgressReader:

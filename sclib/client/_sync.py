@@ -20,6 +20,8 @@ from typing import Any, TypeVar, Unpack
 
 import httpx
 
+from sclib.transfers.progress import ProgressOption
+
 from ._base import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, BaseClient
 from ._options import FieldOptions, UploadOptions
 from ._steps import (
@@ -286,14 +288,18 @@ class Client(BaseClient):
         job_id: str,
         timeout: float | None = None,
         poll_interval: float = 2.0,
-        progress: bool = False,
+        progress: ProgressOption = False,
+        *,
+        label: str | None = None,
     ) -> UploadStatus:
         """Poll until the job is completed, failed or cancelled; its final status.
 
         A failed job is returned, not raised: look at ``status.status``.
         :class:`~sclib.client.WaitTimeout` after ``timeout`` seconds.
         """
-        return self._drive(self._wait_flow(job_id, timeout, poll_interval, progress))
+        return self._drive(
+            self._wait_flow(job_id, timeout, poll_interval, progress, label)
+        )
 
     def cancel_upload(self, job_id: str) -> CancelResult:
         """Ask the server to cancel an upload job."""
@@ -459,7 +465,7 @@ class Client(BaseClient):
         *,
         include_outputs: bool = False,
         outputs_dir: str = "converted",
-        progress: bool = False,
+        progress: ProgressOption = False,
         progress_callback: Callable[[float], object] | None = None,
     ) -> DownloadResult:
         """Download every file of a dataset into ``folder``, verified.

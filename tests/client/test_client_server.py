@@ -780,3 +780,60 @@ def test_datasets_through_both_clients(server: LiveServer, tmp_path: Path) -> No
             return (await client.get_dataset(uuid)).status + "/" + done.status
 
     assert asyncio.run(main()) == "done/done"
+
+
+# -- one progress vocabulary ---------------------------------------------------------
+
+
+def test_progress_takes_true_or_a_callable_everywhere(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """``progress=`` is ``True`` (a bar) or a callable getting the fraction done,
+    on uploads, waits and downloads alike; a resumed upload's bar counts the
+    chunks the server already had as done but not as moved in this run."""
+    f = _file(tmp_path, 3 * MIB + 5, "vocab.bin")
+    sent: list[float] = []
+    waited: list[float] = []
+    fetched: list[float] = []
+    with _client(server, tmp_path) as client:
+        result = client.upload_file(
+            f, dataset_name="Vocab", sensor="OTHER", progress=sent.append
+        )
+        final = client.wait_for_completion(
+            result.job_id, 60, 0.1, progress=waited.append, label="vocab"
+        )
+        assert result.dataset_uuid is not None
+        client.download_dataset(
+            result.dataset_uuid, tmp_path / "down", progress=fetched.append
+        )
+    assert final.status == "completed"
+    for seen in (sent, waited, fetched):
+        assert seen and seen[-1] == 1.0 and seen == sorted(seen)
+    assert (tmp_path / "down" / "vocab.bin").read_bytes() == f.read_bytes()
+
+    with _client(server, tmp_path) as client:
+        with pytest.raises(InvalidInput, match="pass one"):
+            client.upload_file(
+                f, sensor="OTHER", progress=sent.append, progress_callback=sent.append
+            )
+        with pytest.raises(InvalidInput, match="progress must be True, False"):
+            client.upload_file(f, sensor="OTHER", progress="yes")
+        with pytest.raises(InvalidInput, match="progress must be True, False"):
+            client.wait_for_completion(result.job_id, progress=3)
+
+
+def test_a_resumed_bar_leaves_reused_bytes_out_of_its_rate() -> None:
+    """Progress.skip counts bytes that were already there: the bar reaches the
+    total, and its rate covers only what moved in this run."""
+    from sclib.client._steps import Progress
+
+    fractions: list[float] = []
+    progress = Progress(1000, fractions.append, bar=True, desc="resumed")
+    try:
+        progress.skip(900)
+        progress.advance(100)
+        bar = progress._bar
+        assert bar.n == 1000 and bar.initial == 900
+        assert progress.done == 1000 and fractions == [0.9, 1.0]
+    finally:
+        progress.close()
