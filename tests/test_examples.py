@@ -22,6 +22,11 @@ PROMISES: dict[str, list[str]] = {
         "volume.raw: interrupted at",
         "volume.raw: resumed (chunked), job completed",
     ],
+    "05_sdk_tour": [
+        "copied 4 files: sent 4 chunks, reused 0",
+        "thumbnail job: completed, result {'bytes_read': 3145728}",
+        "upload job: completed",
+    ],
     "04_pipeline": [
         "dataset done after: upload, file_extraction, dataset_conversion",
         "equal to the input",
@@ -36,7 +41,12 @@ def test_example_script_runs(script: Path, tmp_path: Path) -> None:
     completes its pipeline; the copy example reuses chunks; the upload example
     resumes its interrupted upload to completion; the pipeline example converts
     its TIFF slices and reads them back equal."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TMPDIR": str(tmp_path),
+        "SCLIB_STATE_DIR": str(tmp_path / "state"),
+    }
     done = subprocess.run(
         [sys.executable, str(script)],
         capture_output=True,
@@ -52,6 +62,43 @@ def test_example_script_runs(script: Path, tmp_path: Path) -> None:
         assert text in out, (text, out)
     if script.parent.name == "01_job_queue":
         assert out.count("completed") == 2
+
+
+def test_the_sdk_tour_resumes_in_a_new_process_and_types_strictly(
+    tmp_path: Path,
+) -> None:
+    """The 20-line user script, run again in a new process with the same
+    folder, copies nothing again (every file reused from the per-user session
+    store); and it passes ``mypy --strict`` as written, with no casts."""
+    script = ROOT / "examples" / "05_sdk_tour" / "run.py"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TMPDIR": str(tmp_path),
+        "SCLIB_STATE_DIR": str(tmp_path / "state"),
+    }
+    outs = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "tour")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        outs.append(done.stdout)
+    assert "sent 4 chunks, reused 0" in outs[0]
+    assert "copied 4 files: sent 0 chunks, reused 4" in outs[1]
+    pytest.importorskip("mypy", reason="needs mypy (dev extra)")
+    typed = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(script)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert typed.returncode == 0, typed.stdout + typed.stderr
 
 
 def test_notebook_runs_in_a_jupyter_kernel(tmp_path: Path) -> None:
