@@ -56,7 +56,7 @@ from sclib.backends.datasets import (
     slug_pattern,
     storable,
 )
-from sclib.backends.mongo import (
+from sclib.backends.mongo_common import (
     _DRIVER_ERRORS,
     _again,
     _backend_error,

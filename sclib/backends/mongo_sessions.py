@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
-from sclib.backends.mongo import (
+from sclib.backends.mongo_common import (
     _DRIVER_ERRORS,
     _again,
     _aware,
