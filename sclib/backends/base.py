@@ -176,6 +176,13 @@ class JobStore(ABC):
         dependency already failed or was cancelled is stored as ``cancelled``.
         """
 
+    def enqueue_many(self, jobs: Sequence[Job]) -> list[Job]:
+        """Store several new jobs as :meth:`enqueue` does; the stored jobs, in
+        order (for a reused idempotency key, the existing job). The default calls
+        :meth:`enqueue` for each; a store that can should write them in one
+        transaction, all or none (SQLite does)."""
+        return [self.enqueue(job)[0] for job in jobs]
+
     # -- consuming (fenced) ----------------------------------------------------
 
     @abstractmethod

@@ -47,6 +47,14 @@ from sclib.backends.sqlite_schema import (
 __all__ = ["SQLiteJobStore"]
 
 
+_INSERT_JOB = (
+    "INSERT INTO jobs (id, type, status, priority, parameters, dataset_uuid, owner, "
+    "max_attempts, max_crashes, timeout_seconds, run_at, idempotency_key, "
+    "depends_on, waiting_on, error, created_at, updated_at, finished_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 class SQLiteJobStore(SQLiteJobBase):
     """A :class:`~sclib.backends.base.JobStore` in one SQLite file (see the module
     docstring); :class:`~sclib.backends.sqlite_ops.SQLiteJobBase` holds the file,
@@ -55,63 +63,121 @@ class SQLiteJobStore(SQLiteJobBase):
     # -- producing -------------------------------------------------------------
 
     def enqueue(self, job: Job) -> tuple[Job, bool]:
-        now = to_timestamp(job.created_at)
         with self.db.write() as db:
-            if job.idempotency_key is not None:
-                row = db.execute(
-                    "SELECT * FROM jobs WHERE idempotency_key = ?",
-                    (job.idempotency_key,),
-                ).fetchone()
-                if row is not None:
-                    return _row_to_job(row), False
-            waiting = 0
-            dead: str | None = None
-            for dep in job.depends_on:
-                dep_row = db.execute(
-                    "SELECT status FROM jobs WHERE id = ?", (dep,)
-                ).fetchone()
-                if dep_row is None:
-                    raise JobNotFound(dep)
-                if dep_row["status"] in ("failed", "cancelled"):
-                    dead = dead or f"dependency {dep} {dep_row['status']}"
-                elif dep_row["status"] != "completed":
-                    waiting += 1
-            status = "cancelled" if dead else job.status.value
-            db.execute(
-                "INSERT INTO jobs (id, type, status, priority, parameters, "
-                "dataset_uuid, owner, max_attempts, max_crashes, timeout_seconds, "
-                "run_at, idempotency_key, depends_on, waiting_on, error, created_at, "
-                "updated_at, finished_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    job.id,
-                    job.type,
-                    status,
-                    job.priority,
-                    _dumps(job.parameters),
-                    job.dataset_uuid,
-                    job.owner,
-                    job.max_attempts,
-                    job.max_crashes,
-                    job.timeout_seconds,
-                    to_timestamp(job.run_at),
-                    job.idempotency_key,
-                    _dumps(list(job.depends_on)),
-                    waiting,
-                    dead,
-                    now,
-                    now,
-                    now if dead else None,
-                ),
+            return self._enqueue_in(db, job)
+
+    def enqueue_many(self, jobs: Sequence[Job]) -> list[Job]:
+        """Every job in one write transaction: all are stored or none. Jobs
+        without idempotency keys that share their dependencies (what
+        :meth:`JobQueue.enqueue_many` makes) go in with one statement per table."""
+        if not jobs:
+            return []
+        shared = jobs[0].depends_on
+        if any(j.idempotency_key is not None or j.depends_on != shared for j in jobs):
+            with self.db.write() as db:
+                return [self._enqueue_in(db, job)[0] for job in jobs]
+        with self.db.write() as db:
+            waiting, dead = self._dependencies(db, shared)
+            rows = [
+                self._row_values(job, waiting, dead, to_timestamp(job.created_at))
+                for job in jobs
+            ]
+            db.executemany(_INSERT_JOB, rows)
+            if shared:
+                db.executemany(
+                    "INSERT OR IGNORE INTO job_deps (dep_id, job_id) VALUES (?, ?)",
+                    [(dep, job.id) for job in jobs for dep in shared],
+                )
+            # the rows _event writes, one statement for all
+            events = [
+                (job.id, to_timestamp(job.created_at), "created", None, None, "")
+                for job in jobs
+            ]
+            if dead:
+                events += [(e[0], e[1], "cancelled", None, None, dead) for e in events]
+            db.executemany(
+                "INSERT INTO job_events (job_id, at, kind, worker_id, attempt, "
+                "message) VALUES (?, ?, ?, ?, ?, ?)",
+                events,
             )
+            found: dict[str, Job] = {}
+            ids = [job.id for job in jobs]
+            for start in range(0, len(ids), 500):
+                part = ids[start : start + 500]
+                marks = ", ".join("?" * len(part))
+                for row in db.execute(
+                    f"SELECT * FROM jobs WHERE id IN ({marks})", part
+                ):
+                    found[row["id"]] = _row_to_job(row)
+        return [found[job_id] for job_id in ids]
+
+    @staticmethod
+    def _dependencies(
+        db: sqlite3.Connection, deps: Sequence[str]
+    ) -> tuple[int, str | None]:
+        """How many of ``deps`` are not finished yet, and the first that failed
+        or was cancelled (the new job is then born cancelled)."""
+        waiting = 0
+        dead: str | None = None
+        for dep in deps:
+            dep_row = db.execute(
+                "SELECT status FROM jobs WHERE id = ?", (dep,)
+            ).fetchone()
+            if dep_row is None:
+                raise JobNotFound(dep)
+            if dep_row["status"] in ("failed", "cancelled"):
+                dead = dead or f"dependency {dep} {dep_row['status']}"
+            elif dep_row["status"] != "completed":
+                waiting += 1
+        return waiting, dead
+
+    @staticmethod
+    def _row_values(
+        job: Job, waiting: int, dead: str | None, now: float
+    ) -> tuple[Any, ...]:
+        return (
+            job.id,
+            job.type,
+            "cancelled" if dead else job.status.value,
+            job.priority,
+            _dumps(job.parameters),
+            job.dataset_uuid,
+            job.owner,
+            job.max_attempts,
+            job.max_crashes,
+            job.timeout_seconds,
+            to_timestamp(job.run_at),
+            job.idempotency_key,
+            _dumps(list(job.depends_on)),
+            waiting,
+            dead,
+            now,
+            now,
+            now if dead else None,
+        )
+
+    def _enqueue_in(self, db: sqlite3.Connection, job: Job) -> tuple[Job, bool]:
+        now = to_timestamp(job.created_at)
+        if job.idempotency_key is not None:
+            found = db.execute(
+                "SELECT * FROM jobs WHERE idempotency_key = ?",
+                (job.idempotency_key,),
+            ).fetchone()
+            if found is not None:
+                return _row_to_job(found), False
+        waiting, dead = self._dependencies(db, job.depends_on)
+        # RETURNING: the row as stored, without reading it again
+        row = db.execute(
+            _INSERT_JOB + " RETURNING *", self._row_values(job, waiting, dead, now)
+        ).fetchone()
+        if job.depends_on:
             db.executemany(
                 "INSERT OR IGNORE INTO job_deps (dep_id, job_id) VALUES (?, ?)",
                 [(dep, job.id) for dep in job.depends_on],
             )
-            self._event(db, job.id, now, "created")
-            if dead:
-                self._event(db, job.id, now, "cancelled", message=dead)
-            row = self._get_row(db, job.id)
+        self._event(db, job.id, now, "created")
+        if dead:
+            self._event(db, job.id, now, "cancelled", message=dead)
         return _row_to_job(row), True
 
     # -- consuming -------------------------------------------------------------
@@ -138,7 +204,7 @@ class SQLiteJobStore(SQLiteJobBase):
             type_clause = f" AND type IN ({', '.join('?' * len(types))})"
             params.extend(types)
         params.append(limit)
-        # INDEXED BY: the planner would otherwise pick jobs_status_type and sort
+        # INDEXED BY: the planner would otherwise pick jobs_status_id and sort
         # every pending job on each claim (a cost that grows with the queue)
         rows = db.execute(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, "
@@ -318,7 +384,7 @@ class SQLiteJobStore(SQLiteJobBase):
             returning,
         )
         # '+status' keeps the planner on job_deps' key instead of scanning every
-        # pending job through jobs_status_type
+        # pending job through jobs_status_id
         db.execute(
             "UPDATE jobs SET waiting_on = waiting_on - 1 WHERE id IN "
             "(SELECT job_id FROM job_deps WHERE dep_id = ?) AND +status = 'pending' "

@@ -105,6 +105,46 @@ class JobStoreContract:
         assert second.parameters == {"n": 1}
         assert queue.stats()["total"] == 1
 
+    def test_enqueue_many_stores_each_job_in_order(self, queue: JobQueue) -> None:
+        """enqueue_many makes one job per parameters item, with the shared
+        options, returned as stored and in order; they are claimed as single
+        enqueues would be; a dependency holds them all back."""
+        first = queue.enqueue("upload")
+        jobs = queue.enqueue_many(
+            "data_validation",
+            [{"n": n} for n in range(5)],
+            owner="ada@lab.org",
+            depends_on=[first.id],
+        )
+        assert [j.parameters for j in jobs] == [{"n": n} for n in range(5)]
+        assert [queue.get(j.id) for j in jobs] == jobs
+        assert all(
+            j.owner == "ada@lab.org" and j.type == "data_validation" for j in jobs
+        )
+        assert len({j.id for j in jobs}) == 5
+        assert queue.enqueue_many("upload", []) == []
+        claimed = queue.claim("w")
+        assert claimed is not None and claimed.id == first.id
+        assert queue.claim("w") is None  # the five wait for the first
+        queue.complete(claimed.lease)
+        order = [queue.claim("w") for _ in range(5)]
+        assert [j.id for j in order if j is not None] == [j.id for j in jobs]
+
+    def test_enqueue_many_checks_every_job_before_storing_any(
+        self, queue: JobQueue
+    ) -> None:
+        """One bad item, a bad shared option or a missing dependency: an error
+        that names it, and no job stored."""
+        with pytest.raises(InvalidInput, match="JSON"):
+            queue.enqueue_many("upload", [{"ok": 1}, {"f": object()}])
+        with pytest.raises(InvalidInput, match="iterable of mappings"):
+            queue.enqueue_many("upload", {"n": 1})  # type: ignore[dict-item]
+        with pytest.raises(InvalidInput, match="depends_on"):
+            queue.enqueue_many("upload", [{}], depends_on="abc")
+        with pytest.raises(UnknownJobType):
+            queue.enqueue_many("nope", [{}])
+        assert queue.stats()["total"] == 0
+
     # -- claim -----------------------------------------------------------------
 
     def test_claim_order_priority_then_run_at_then_id(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sclib.backends.sqlite import SQLiteJobStore
+from sclib.errors import JobNotFound
 from sclib.jobs.queue import JobQueue
 from sclib.testing.clock import ManualClock
 from sclib.testing.jobstore import JobStoreContract
@@ -93,3 +94,45 @@ def test_counts_kept_by_triggers_match_the_jobs(tmp_path: Path) -> None:
         assert dict(reopened.counts()) == _grouped(path) != {}
     finally:
         reopened.close()
+
+
+def test_enqueue_many_is_all_or_nothing(tmp_path: Path) -> None:
+    """On SQLite the jobs of one enqueue_many share a transaction: a missing
+    dependency met after some rows were written leaves none of them."""
+    store = SQLiteJobStore(tmp_path / "jobs.db")
+    queue = JobQueue(store)
+    try:
+        ok = queue._new_job(
+            "upload",
+            {},
+            queue.clock(),
+            dataset_uuid=None,
+            owner=None,
+            priority=None,
+            run_at=None,
+            delay=None,
+            idempotency_key=None,
+            depends_on=(),
+            max_attempts=None,
+            timeout_seconds=None,
+        )
+        orphan = queue._new_job(
+            "upload",
+            {},
+            queue.clock(),
+            dataset_uuid=None,
+            owner=None,
+            priority=None,
+            run_at=None,
+            delay=None,
+            idempotency_key=None,
+            depends_on=("missing",),
+            max_attempts=None,
+            timeout_seconds=None,
+        )
+        with pytest.raises(JobNotFound):
+            store.enqueue_many([ok, orphan])
+        assert store.count_jobs() == 0 and dict(store.counts()) == {}
+        assert [j.id for j in store.enqueue_many([ok])] == [ok.id]
+    finally:
+        store.close()
