@@ -8,9 +8,11 @@ its own worker every time it runs.
 
 At the end every job is ``completed`` except that one, which is ``failed`` as a
 crash loop after its handler ran SCLIB_MAX_CRASHES (+1 in thread mode, see
-docs/guarantees.md) times; none is left ``running``; each job's side effect was
-committed exactly once. From the handlers' log of starts and ends: no crash was
-charged to an attempt whose handler never started, no two executions of one job
+docs/guarantees.md) times, and any job the random kills happened to hit that many
+times while it ran (failed as a crash loop too, rightly: every crash it was
+charged was a recorded start and a handler that ran); none is left ``running``;
+each other job's side effect was committed exactly once. From the handlers' log
+of starts and ends: no crash was charged to an attempt whose handler never started, no two executions of one job
 overlapped in time, no handler process outlived its killed worker by more than
 ``GRACE`` seconds (checked in /proc), and some jobs did run more than once (so the
 test exercised recovery).
@@ -313,11 +315,26 @@ def test_a_dead_worker_costs_only_the_jobs_it_was_running(
     queue.close()
     leftovers = _leftover_job_processes(mark)
 
-    # every job but the crash-loop one completed, none is left running
+    # every job but the crash-loop one completed, none is left running; a job
+    # the random kills hit while it ran MAX_CRASHES times is failed as a crash
+    # loop, rightly: each of its charged crashes was a start the worker recorded
+    # and a handler that really ran (checked below for every charge)
+    unlucky = {
+        j.id
+        for j in final.values()
+        if j.status.value == "failed"
+        and j.id != crasher.id
+        and j.error is not None
+        and "crash loop" in j.error
+        and len(recorded[j.id]) >= MAX_CRASHES
+        and len(runs.by_job.get(j.id, ())) >= MAX_CRASHES
+    }
     stats = Counter(j.status.value for j in final.values())
-    assert stats == {"completed": scenario.jobs, "failed": 1}, (
-        f"{stats}\n{log.read_text()[-3000:]}"
-    )
+    assert stats == {
+        "completed": scenario.jobs - len(unlucky),
+        "failed": 1 + len(unlucky),
+    }, f"{stats}\n{log.read_text()[-3000:]}"
+    assert len(unlucky) <= kills // MAX_CRASHES
     dead = final[crasher.id]
     assert dead.error is not None and "crash loop" in dead.error
     assert len(runs.by_job[crasher.id]) in scenario.crasher_runs
@@ -327,9 +344,11 @@ def test_a_dead_worker_costs_only_the_jobs_it_was_running(
         for p in out.iterdir()
         if not p.name.startswith(".") and p.name != "executions.log"
     }
-    assert sorted(effects) == sorted(j.id for j in jobs)
+    # (an unlucky job may have committed its effect before a kill: once at most)
+    assert {j.id for j in jobs} - unlucky <= set(effects) <= {j.id for j in jobs}
     for i, job in enumerate(jobs):
-        assert effects[job.id]["i"] == i
+        if job.id in effects:
+            assert effects[job.id]["i"] == i
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
     # a crash is charged only to an attempt whose start was recorded, which a
@@ -372,7 +391,8 @@ def test_a_dead_worker_costs_only_the_jobs_it_was_running(
         f"{len(never_started_failed)} crash-loop failures of never-started jobs, "
         f"{len(charges)} crashes charged ({len(charged_held)} to held attempts, "
         f"{len(charged_unstarted)} before the handler's first line), "
-        f"{len(survivors)} handlers outlived their worker"
+        f"{len(survivors)} handlers outlived their worker, {len(unlucky)} jobs "
+        f"failed after {MAX_CRASHES} real crashes"
     )
     assert never_started_failed == []
     assert charged_held == []
