@@ -12,10 +12,10 @@ docs/guarantees.md) times, and any job the random kills happened to hit that man
 times while it ran (failed as a crash loop too, rightly: every crash it was
 charged was a recorded start and a handler that ran); none is left ``running``;
 each other job's side effect was committed exactly once. From the handlers' log
-of starts and ends: no crash was charged to an attempt whose handler never started, no two executions of one job
-overlapped in time, no handler process outlived its killed worker by more than
-``GRACE`` seconds (checked in /proc), and some jobs did run more than once (so the
-test exercised recovery).
+of starts and ends: no crash was charged to an attempt whose handler never
+started, no two executions of one job overlapped in time, no handler process
+outlived its killed worker by more than ``GRACE`` seconds (checked in /proc), and
+some jobs did run more than once (so the test exercised recovery).
 """
 
 from __future__ import annotations
