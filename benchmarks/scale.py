@@ -98,6 +98,8 @@ def fill(store: SQLiteJobStore, finished: int) -> None:
 def operations(store: SQLiteJobStore, finished: int) -> dict[str, Callable[[], Any]]:
     monitor = JobMonitor(store)
     queue = JobQueue(store)
+    # the id halfway through, as a client paging by key would hold it
+    middle = [j.id for j in store.list_jobs(limit=1, offset=finished // 2)]
     return {
         "list, no filter": lambda: store.list_jobs(limit=50),
         "list status=completed": lambda: store.list_jobs(
@@ -115,6 +117,9 @@ def operations(store: SQLiteJobStore, finished: int) -> dict[str, Callable[[], A
             JobFilter(dataset_uuid=f"{7:032x}"), limit=50
         ),
         "list offset=half": lambda: store.list_jobs(limit=50, offset=finished // 2),
+        "list after=half": lambda: store.list_jobs(
+            JobFilter(after=middle[0]), limit=50
+        ),
         "claim": lambda: queue.claim("bench", lease_seconds=60),
         "queue stats": queue.stats,
         "overview": monitor.get_queue_overview,

@@ -44,13 +44,20 @@ _FINISHED_STATUSES = ("completed", "failed", "cancelled")
 
 @dataclass(frozen=True, slots=True)
 class JobFilter:
-    """Which jobs :meth:`JobStore.list_jobs` returns; ``None`` means any."""
+    """Which jobs :meth:`JobStore.list_jobs` returns; ``None`` means any.
+
+    ``after`` is a job id: only jobs created after it (ids grow with creation),
+    so that the next page starts where the last one ended at the cost of one
+    index seek, whatever the number of jobs before it (keyset pagination; an
+    offset must count every job it skips).
+    """
 
     status: str | None = None
     type: str | None = None
     dataset_uuid: str | None = None
     owner: str | None = None
     idempotency_key: str | None = None
+    after: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

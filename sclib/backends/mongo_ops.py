@@ -602,7 +602,7 @@ class MongoJobBase(JobStore):
     @staticmethod
     def _query(filter: JobFilter | None) -> dict[str, Any]:
         f = filter or JobFilter()
-        query = {
+        query: dict[str, Any] = {
             k: v
             for k, v in (
                 ("status", f.status),
@@ -613,6 +613,8 @@ class MongoJobBase(JobStore):
             )
             if v is not None
         }
+        if f.after is not None:
+            query["_id"] = {"$gt": f.after}
         return query if "type" in query else {**query, **_OURS}
 
     def count_jobs(self, filter: JobFilter | None = None) -> int:

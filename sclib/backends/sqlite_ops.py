@@ -416,6 +416,9 @@ class SQLiteJobBase(JobStore):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
+        if f.after is not None:
+            clauses.append("id > ?")
+            params.append(f.after)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def list_jobs(

@@ -569,16 +569,23 @@ class JobQueue:
         owner: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        after: str | None = None,
     ) -> builtins.list[Job]:
-        """Jobs in creation order (oldest first), filtered and paginated."""
+        """Jobs in creation order (oldest first), filtered and paginated: by
+        ``offset``, or, at the same cost on any page, by ``after`` (the id of
+        the last job of the previous page)."""
         if status is not None:
             self._check_status(status)
         if not 1 <= limit <= 10_000:
             raise InvalidInput(f"limit must lie in 1..10000, got {limit}")
         if offset < 0:
             raise InvalidInput(f"offset must not be negative, got {offset}")
+        if after is not None and (not isinstance(after, str) or not after):
+            raise InvalidInput(f"after must be a job id, got {after!r}")
         return self.store.list_jobs(
-            JobFilter(status, job_type, dataset_uuid, owner), limit=limit, offset=offset
+            JobFilter(status, job_type, dataset_uuid, owner, after=after),
+            limit=limit,
+            offset=offset,
         )
 
     @staticmethod

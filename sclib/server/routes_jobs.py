@@ -136,10 +136,18 @@ def list_jobs(
     dataset_uuid: str | None = None,
     limit: int = Query(50, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
+    after: str | None = Query(
+        None,
+        min_length=1,
+        max_length=64,
+        description="the next page: jobs created after this job id "
+        "(the previous answer's next_after); the same cost on every page",
+    ),
     identity: Identity = IdentityDep,
     state: ServerState = StateDep,
 ) -> dict[str, Any]:
-    """The caller's jobs, oldest first (admins: everyone's)."""
+    """The caller's jobs, oldest first (admins: everyone's). ``next_after`` names
+    where the next page starts (null on the last page)."""
     found = state.queue.list(
         status=status.value if status is not None else None,
         job_type=job_type,
@@ -147,12 +155,14 @@ def list_jobs(
         owner=owner_filter(identity),
         limit=limit,
         offset=offset,
+        after=after,
     )
     return {
         "jobs": [public_job(j) for j in found],
         "count": len(found),
         "limit": limit,
         "offset": offset,
+        "next_after": found[-1].id if len(found) == limit else None,
     }
 
 

@@ -784,6 +784,27 @@ class JobStoreContract:
 
     # -- reading -------------------------------------------------------------------
 
+    def test_list_pages_by_key(self, queue: JobQueue) -> None:
+        """``after`` (the last id of a page) gives the next page, with or
+        without a filter, the same pages as offsets give; a page after the
+        last job is empty; a bad ``after`` is refused."""
+        made = [queue.enqueue("upload", owner=f"u{i % 2}") for i in range(7)]
+        pages, after = [], None
+        while True:
+            page = queue.list(limit=3, after=after)
+            if not page:
+                break
+            pages.append([j.id for j in page])
+            after = page[-1].id
+        assert pages == [[j.id for j in made[i : i + 3]] for i in (0, 3, 6)]
+        mine = [j.id for j in made if j.owner == "u1"]
+        first = queue.list(owner="u1", limit=2)
+        rest = queue.list(owner="u1", limit=10, after=first[-1].id)
+        assert [j.id for j in first + rest] == mine
+        assert queue.list(after=made[-1].id) == []
+        with pytest.raises(InvalidInput, match="after must be a job id"):
+            queue.list(after="")
+
     def test_list_filters_and_paginates_in_stable_order(self, queue: JobQueue) -> None:
         """list() filters by status, type, dataset and owner; pages do not overlap."""
         made = [

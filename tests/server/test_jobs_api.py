@@ -58,6 +58,38 @@ def test_submit_get_list_cancel_retry(server: LiveServer) -> None:
     assert stats["by_type"] == {"data_compression": 1}
 
 
+def test_job_lists_page_by_key(server: LiveServer) -> None:
+    """GET /api/v1/jobs answers next_after while a page is full; passing it
+    back gives the next page, the caller's jobs only; a bad after is 422."""
+    u, alice = server.url, server.headers()
+    ids = [
+        httpx.post(
+            f"{u}/api/v1/jobs",
+            json={"job_type": "data_compression", "parameters": {"n": n}},
+            headers=alice,
+        ).json()["job_id"]
+        for n in range(5)
+    ]
+    httpx.post(
+        f"{u}/api/v1/jobs",
+        json={"job_type": "data_compression"},
+        headers=server.headers("bob@example.org"),
+    )
+    seen, after = [], None
+    while True:
+        params: dict[str, str | int] = {"limit": 2}
+        if after is not None:
+            params["after"] = after
+        body = httpx.get(f"{u}/api/v1/jobs", params=params, headers=alice).json()
+        seen += [j["job_id"] for j in body["jobs"]]
+        after = body["next_after"]
+        if after is None:
+            break
+    assert seen == ids
+    bad = httpx.get(f"{u}/api/v1/jobs", params={"after": ""}, headers=alice)
+    assert bad.status_code == 422 and "after" in bad.text
+
+
 def test_users_submit_only_listed_job_types(server: LiveServer) -> None:
     """Unlisted types and upload jobs are 403 for users; admins may submit any;
     an unknown type or a bad priority is 422."""
