@@ -320,6 +320,6 @@ def _after_cancel(queue: JobQueue, job: Job, settings: Settings) -> None:
     url = settings.backend_url()
     store = open_dataset_store(url, **settings.session_store_options(url))
     try:
-        after_cancel(queue, store, job)
+        after_cancel(queue, store, job, settings.data_dir)
     finally:
         store.close()

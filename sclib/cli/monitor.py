@@ -59,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     sessions = open_session_store(url, **settings.session_store_options(url))
     datasets = open_dataset_store(url, **settings.session_store_options(url))
     try:
-        monitor = JobMonitor(queue, sessions=sessions, datasets=datasets)
+        monitor = JobMonitor(
+            queue, sessions=sessions, datasets=datasets, data_dir=settings.data_dir
+        )
         action = args.monitor_action
         if action == "overview":
             data: Any = monitor.get_queue_overview()

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from sclib.backends.base import JobFilter, JobStore
@@ -143,6 +144,7 @@ class JobMonitor:
         datasets: DatasetStore | None = None,
         clock: Callable[[], datetime] | None = None,
         thresholds: HealthThresholds | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         if isinstance(queue_or_store, JobQueue):
             self.queue = queue_or_store
@@ -156,6 +158,8 @@ class JobMonitor:
         self.store = self.queue.store
         self.sessions = sessions
         self.datasets = datasets
+        #: the server's data folder: a cancelled upload's files are taken back
+        self.data_dir = data_dir
         source = clock or self.queue.clock
         self.clock: Callable[[], datetime] = lambda: _as_utc(source())
         self.thresholds = thresholds or HealthThresholds()
@@ -418,7 +422,7 @@ class JobMonitor:
         if self.datasets is not None:
             from sclib.pipeline.flow import after_cancel
 
-            after_cancel(self.queue, self.datasets, job)
+            after_cancel(self.queue, self.datasets, job, self.data_dir)
         return True
 
     def get_stale_jobs(self) -> list[dict[str, Any]]:

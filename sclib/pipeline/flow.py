@@ -22,6 +22,7 @@ the published output already made from the same files does nothing (see
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -34,6 +35,7 @@ import blake3
 
 from sclib.datasets import Dataset, DatasetStore
 from sclib.datasets.records import mark
+from sclib.errors import InvalidInput
 from sclib.jobs.context import JobContext
 from sclib.jobs.queue import JobQueue
 from sclib.jobtypes import DatasetStatus, JobStatus, JobType
@@ -371,16 +373,28 @@ _STEP_STATUS: dict[str, tuple[frozenset[DatasetStatus], DatasetStatus]] = {
 }
 
 
-def after_cancel(queue: JobQueue, datasets: DatasetStore, job: Job) -> None:
+def after_cancel(
+    queue: JobQueue,
+    datasets: DatasetStore,
+    job: Job,
+    data_dir: Path | None = None,
+) -> None:
     """A job cancelled before it ran never tells its dataset: the dataset would
     stay ``conversion queued`` (or ``uploading``, ...) for ever. Called after a
     cancel, this moves it to that step's error status with the reason, unless
     another job of the same step is still pending or running for it. A running
     job that was asked to stop reports for itself when it stops. A dataset left
     ``retrying`` by a failed attempt of the job goes back through the step's
-    active status to its error, as the legacy table allows."""
+    active status to its error, as the legacy table allows.
+
+    With the server's ``data_dir``, a cancelled ``upload`` job of received
+    bytes also takes back the files it brought into the dataset folder and that
+    its handler never recorded: a cancelled upload leaves nothing behind, and
+    the same file can be sent again."""
     if job.status != JobStatus.CANCELLED or not job.dataset_uuid:
         return
+    if data_dir is not None:
+        _remove_unrecorded(datasets, job, data_dir)
     step = _STEP_STATUS.get(job.type)
     if step is None:
         return
@@ -407,3 +421,40 @@ def after_cancel(queue: JobQueue, datasets: DatasetStore, job: Job) -> None:
         if active is not None:
             mark(datasets, job.dataset_uuid, active)
     mark(datasets, job.dataset_uuid, error, f"{job.type} job {job.id}: {reason}")
+
+
+def _remove_unrecorded(datasets: DatasetStore, job: Job, data_dir: Path) -> None:
+    """Delete the files a cancelled upload job committed that its dataset does
+    not list (nothing else can have put them there: a commit never replaces a
+    file), then the folders this leaves empty, up to the dataset's folder."""
+    params = job.parameters
+    if job.type != JobType.UPLOAD.value or params.get("source") != "upload":
+        return
+    from sclib.datasets import DatasetNotFound
+
+    assert job.dataset_uuid is not None
+    try:
+        recorded = {f.path for f in datasets.get(job.dataset_uuid).files}
+    except DatasetNotFound:
+        recorded = set()
+    root = data_dir / "upload" / job.dataset_uuid
+    for entry in params.get("files") or []:
+        rel = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(rel, str) or rel in recorded:
+            continue
+        try:
+            path = safe_join(root, *rel.split("/"))
+        except InvalidInput:
+            continue  # not a path sclib wrote
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            log.info("job %s cancelled: removed its unrecorded %s", job.id, rel)
+        folder = path.parent
+        while folder != root and folder.is_relative_to(root):
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                break
+            folder = folder.parent
+    with contextlib.suppress(OSError):
+        root.rmdir()  # a dataset folder the cancel left empty

@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from sclib import errors as E
 
@@ -168,6 +169,18 @@ def install_handlers(app: FastAPI) -> None:
                 headers = {**(headers or {}), "Allow": ", ".join(allowed)}
         return problem(exc.status_code, str(exc.detail), code, headers)
 
+    async def _gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # the client went away mid-body (a killed process, a dropped network):
+        # what it sent is kept or discarded by the route's own cleanup; there
+        # is no one to answer, and nothing for an operator to fix
+        log.info(
+            "%s %s: the client disconnected before its body ended",
+            request.method,
+            request.url.path,
+        )
+        return problem(400, "the client disconnected mid-request", "client_gone")
+
     app.add_exception_handler(E.SclibError, _sclib)  # type: ignore[arg-type]
+    app.add_exception_handler(ClientDisconnect, _gone)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]

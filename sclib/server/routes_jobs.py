@@ -206,7 +206,7 @@ def cancel_job(
 
     visible_job(state, identity, job_id)
     job = state.queue.cancel(job_id, f"cancelled by {identity.email}")
-    after_cancel(state.queue, state.datasets, job)
+    after_cancel(state.queue, state.datasets, job, state.settings.data_dir)
     return public_job(job)
 
 

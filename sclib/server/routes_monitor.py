@@ -49,7 +49,12 @@ _MAX_ACTIVE_UPLOADS = 1000
 
 
 def _monitor(state: ServerState) -> JobMonitor:
-    return JobMonitor(state.queue, sessions=state.sessions, datasets=state.datasets)
+    return JobMonitor(
+        state.queue,
+        sessions=state.sessions,
+        datasets=state.datasets,
+        data_dir=state.settings.data_dir,
+    )
 
 
 def _require_admin(identity: Identity, what: str) -> None:

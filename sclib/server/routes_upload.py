@@ -607,7 +607,7 @@ def cancel(
     # InvalidJobState
     with legacy.original_codes({InvalidJobState: 404}):
         job = state.queue.cancel(job_id, "cancelled by the user")
-    after_cancel(state.queue, state.datasets, job)
+    after_cancel(state.queue, state.datasets, job, state.settings.data_dir)
     done = job.status.value == "cancelled"
     return {
         "message": f"Job {job_id} cancelled successfully"

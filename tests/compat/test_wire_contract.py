@@ -719,6 +719,27 @@ def test_status_and_cancel_of_a_queued_job(idle: Served) -> None:
         _original_404(client.cancel_upload("upload_0_deadbeef"))
 
 
+def test_a_cancelled_upload_leaves_nothing_behind(idle: Served, tmp_path: Path) -> None:
+    """Row R07: the original Unified client uploads a file, then cancels its
+    queued job: the file it put in the dataset folder goes with the job, and
+    the same file can then be uploaded into that dataset again (it used to stay
+    there unrecorded and make the second upload a 409)."""
+    source = _file(tmp_path, "again.bin", 30_000)
+    with UnifiedWire(idle.url) as client:
+        first = reads(client.upload_file(source, AMY, "Again", "OTHER"), UPLOAD_RESULT)
+        uuid = first["dataset_uuid"]
+        assert idle.stored(uuid, "again.bin").read_bytes() == source.read_bytes()
+        assert client.cancel_upload(first["job_id"]).status_code == 200
+        assert not idle.stored(uuid).exists()
+        second = client.upload_file(
+            source, AMY, "Again", "OTHER", dataset_identifier=uuid, add_to_existing=True
+        )
+        assert second.status_code == 200, second.text
+        assert idle.stored(uuid, "again.bin").read_bytes() == source.read_bytes()
+        client.cancel_upload(reads(second, UPLOAD_RESULT)["job_id"])
+    assert not idle.stored(uuid).exists()
+
+
 def test_cancel_after_completion_is_not_found(
     unified: UnifiedWire, tmp_path: Path
 ) -> None:

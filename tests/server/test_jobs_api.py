@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -264,3 +265,41 @@ def test_users_google_sync_jobs_must_bring_credentials(tmp_path: Path) -> None:
         assert r.status_code == 201, r.text
     finally:
         live.stop()
+
+
+def test_a_cancelled_upload_leaves_nothing_and_can_be_sent_again(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """An upload whose job is cancelled before it ran (the original clients'
+    cancel_upload) takes back the file it committed into the dataset folder,
+    and the folder it made; the same file then uploads into the same dataset
+    (it used to stay there unrecorded, and the second upload was a 409)."""
+    u, alice = server.url, server.headers()
+    data = os.urandom(50_000)
+    form = {"user_email": "alice@example.org", "dataset_name": "C", "sensor": "OTHER"}
+    first = httpx.post(
+        f"{u}/api/upload/upload",
+        data={**form, "relative_path": "raw/day1"},
+        files={"file": ("scan.bin", data)},
+        headers=alice,
+    ).json()
+    uuid = first["dataset_uuid"]
+    folder = server.data_dir / "upload" / uuid
+    assert (folder / "raw" / "day1" / "scan.bin").read_bytes() == data
+    cancelled = httpx.post(f"{u}/api/upload/cancel/{first['job_id']}", headers=alice)
+    assert cancelled.status_code == 200, cancelled.text
+    assert not folder.exists()
+    again = httpx.post(
+        f"{u}/api/upload/upload",
+        data={
+            **form,
+            "relative_path": "raw/day1",
+            "dataset_identifier": uuid,
+            "add_to_existing": "true",
+        },
+        files={"file": ("scan.bin", data)},
+        headers=alice,
+    )
+    assert again.status_code == 200, again.text
+    assert (folder / "raw" / "day1" / "scan.bin").read_bytes() == data
+    assert not list((server.data_dir / "tmp" / "uploads").iterdir())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -620,3 +621,43 @@ def test_sclib_upload_one_liner(live_server: LiveServer, tmp_path: Path) -> None
         progress=False,
     )
     assert [s.status for s in statuses] == ["completed", "completed"]
+
+
+def test_a_client_gone_mid_chunk_is_no_error(live_server: LiveServer) -> None:
+    """A client killed while its multipart chunk was on the wire (the original
+    large-file client SIGKILLed mid-upload): the server logs no error or
+    traceback, keeps nothing of that chunk, and takes it again in full."""
+    data = os.urandom(3 * 64 * 1024)
+    info = initiate(live_server, data)
+    up = info["upload_id"]
+    chunk = data[: 64 * 1024]
+    boundary = "sclibtestboundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="chunk_hash"\r\n\r\n'
+        f"{hashlib.sha256(chunk).hexdigest()}\r\n--{boundary}\r\n"
+        'Content-Disposition: form-data; name="chunk"; filename="blob"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    body_length = len(head) + len(chunk) + len(f"\r\n--{boundary}--\r\n")
+    request = (
+        f"POST /api/upload/large/chunk/{up}/0 HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{live_server.port}\r\n"
+        f"Authorization: {live_server.headers()['Authorization']}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {body_length}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", live_server.port)) as sock:
+        sock.sendall(request + head + chunk[: len(chunk) // 2])
+        time.sleep(0.3)  # the server is reading the chunk when the client dies
+    time.sleep(0.5)
+    status = httpx.get(
+        f"{live_server.url}/api/upload/large/status/{up}",
+        headers=live_server.headers(),
+    ).json()
+    assert status["uploaded_chunks"] == []
+    for i in range(3):
+        piece = data[i * 64 * 1024 : (i + 1) * 64 * 1024]
+        assert send_chunk(live_server, up, i, piece).status_code == 200
+    assert live_server.log_path is not None
+    log = live_server.log_path.read_text(errors="replace")
+    assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
