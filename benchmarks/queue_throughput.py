@@ -595,11 +595,14 @@ def print_report(result: dict[str, Any]) -> None:
             f"{r['ratio_raw']:7.2f}x"
         )
     print(
-        f"   (Worker: prefetch=0, one settle+claim transaction per job; "
+        f"   (Worker: the defaults, prefetch auto (adapts to the jobs' run time); "
         f"Worker+prefetch: prefetch={PREFETCH}, one per batch; raw loop: "
         "claim() then complete(), two per job)"
     )
-    print("   (target: sclib >= 2x huey; more processes than CPUs oversubscribe)")
+    print(
+        "   (targets: default Worker >= 1x huey, Worker+prefetch >= 2x, with 1 and "
+        "4 processes; more processes than CPUs oversubscribe)"
+    )
     print()
     lat = result["claim_latency"]
     print("3. JobQueue.claim latency, one process, claim+complete pairs")

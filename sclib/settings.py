@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -69,10 +69,8 @@ class Settings(BaseSettings):
         le=1024,
         validation_alias=AliasChoices("SCLIB_WORKER_CONCURRENCY"),
     )
-    worker_prefetch: int = Field(
-        default=0,
-        ge=0,
-        le=10_000,
+    worker_prefetch: Literal["auto"] | Annotated[int, Field(ge=0, le=10_000)] = Field(
+        default="auto",
         validation_alias=AliasChoices("SCLIB_WORKER_PREFETCH"),
     )
     worker_mode: Literal["thread", "process"] = Field(

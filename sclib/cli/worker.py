@@ -47,9 +47,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     w.add_argument(
         "--prefetch",
-        type=int,
-        help="jobs to claim ahead of free slots, for short jobs (default: "
-        "$SCLIB_WORKER_PREFETCH, else 0)",
+        type=_prefetch,
+        metavar="auto|N",
+        help="jobs to claim ahead of free slots: 'auto' adapts to how long jobs "
+        "take (many when they take milliseconds, none when they take seconds), "
+        "N fixes it, 0 claims only for idle runners (default: "
+        "$SCLIB_WORKER_PREFETCH, else auto)",
     )
     w.add_argument(
         "--mode",
@@ -122,3 +125,18 @@ def run(args: argparse.Namespace) -> int:
     finally:
         queue.close()
     return EXIT_OK
+
+
+def _prefetch(value: str) -> int | str:
+    """``--prefetch``: ``auto`` or a count."""
+    if value == "auto":
+        return value
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or a number >= 0, got {value!r}"
+        )
+    return count

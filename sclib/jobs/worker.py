@@ -73,6 +73,10 @@ __all__ = ["Worker", "WorkerStats", "new_worker_id", "run_inline"]
 
 log = logging.getLogger(__name__)
 
+#: "auto" prefetch: seconds of work each runner may hold ahead, and the cap
+AUTO_AHEAD_SECONDS = 0.25
+AUTO_PREFETCH_MAX = 32
+
 
 @dataclass
 class WorkerStats:
@@ -147,8 +151,12 @@ class Worker:
         finds its next job already leased (fewer round trips for short jobs; the
         prefetched jobs' leases are renewed while they wait, and if the worker
         dies, a job that never started comes back without a crash charge).
-        ``0`` (default) claims only for idle runners, which is fairest to other
-        workers.
+        ``"auto"`` (default) adapts it to the jobs' observed run times: each
+        runner holds about :data:`AUTO_AHEAD_SECONDS` of work ahead (at most
+        :data:`AUTO_PREFETCH_MAX` jobs in all), so jobs that take milliseconds
+        are claimed in batches and jobs that take a second or more are never
+        held away from other workers. ``0`` claims only for idle runners; a
+        number fixes the count.
     :param types: job types to take (default: every type with a handler).
     :param mode: ``"thread"`` (default) or ``"process"`` (each job in a fresh
         interpreter; handlers must be importable functions; hard time limits).
@@ -178,7 +186,7 @@ class Worker:
         handlers: HandlerRegistry,
         *,
         concurrency: int = 1,
-        prefetch: int = 0,
+        prefetch: int | Literal["auto"] = "auto",
         types: Iterable[str] | None = None,
         mode: Literal["thread", "process"] = "thread",
         lease_seconds: float = 30.0,
@@ -193,8 +201,12 @@ class Worker:
     ) -> None:
         if concurrency < 1:
             raise InvalidInput(f"concurrency must be >= 1, got {concurrency}")
-        if prefetch < 0:
-            raise InvalidInput(f"prefetch must not be negative, got {prefetch}")
+        if prefetch != "auto" and (
+            isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0
+        ):
+            raise InvalidInput(
+                f"prefetch must be 'auto' or a number >= 0, got {prefetch!r}"
+            )
         if mode not in ("thread", "process"):
             raise InvalidInput(f"mode must be 'thread' or 'process', got {mode!r}")
         if lease_seconds <= 0 or poll_interval <= 0 or grace_period < 0:
@@ -236,7 +248,10 @@ class Worker:
         self.handlers = handlers
         self.types = selected
         self.concurrency = concurrency
-        self.prefetch = prefetch
+        self._auto = prefetch == "auto"
+        self._fixed_prefetch = 0 if prefetch == "auto" else prefetch
+        #: average seconds a job ran here lately (exponential, for "auto")
+        self._avg_run: float | None = None
         self.mode = mode
         self.lease_seconds = lease_seconds
         #: how long after a renewal was sent the lease is taken to be good
@@ -270,6 +285,23 @@ class Worker:
         declared = handlers.schedules if isinstance(handlers, HandlerRegistry) else {}
         self._scheduler = Scheduler(queue, declared) if schedules and declared else None
         self._send_lock = threading.Lock()
+
+    @property
+    def prefetch(self) -> int:
+        """Jobs claimed ahead of the free runners now: fixed, or for ``"auto"``
+        about :data:`AUTO_AHEAD_SECONDS` of work per runner at the recent
+        average run time (0 until a job has finished)."""
+        if not self._auto:
+            return self._fixed_prefetch
+        avg = self._avg_run
+        if avg is None:
+            return 0
+        ahead = self.concurrency * AUTO_AHEAD_SECONDS / max(avg, 1e-4)
+        return min(AUTO_PREFETCH_MAX, int(ahead))
+
+    def _observe_run(self, seconds: float) -> None:
+        avg = self._avg_run
+        self._avg_run = seconds if avg is None else 0.8 * avg + 0.2 * seconds
 
     def __repr__(self) -> str:
         return f"Worker({self.worker_id!r}, types={self.types}, mode={self.mode!r})"
@@ -529,11 +561,13 @@ class Worker:
                 return  # a replacement runner took this one's place
 
     def _run_slot(self, slot: _Slot) -> None:
+        began = time.monotonic()
         try:
             if self.mode == "process":
                 outcome = self._run_process(slot)
             else:
                 outcome = self._run_thread(slot)
+            self._observe_run(time.monotonic() - began)
         except BaseException as exc:
             log.exception("job %s: the worker could not run it", slot.id)
             outcome = _Outcome(
