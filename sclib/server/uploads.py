@@ -24,13 +24,13 @@ from sclib.jobs.queue import JobQueue
 from sclib.jobtypes import DatasetStatus, JobType
 from sclib.models.dataset import is_dataset_uuid, uuid_spellings
 from sclib.pipeline.extract import is_archive
-from sclib.transfers.receive import (
+from sclib.transfers.receive import Receiver
+from sclib.transfers.receive_base import (
     _PREFIX,
     LARGE,
     MAX_CHUNKS,
     STANDARD,
     TUS,
-    Receiver,
     Upload,
     UploadNotFound,
 )

@@ -487,7 +487,7 @@ def test_completion_merges_chaining_values_without_reading_back(
     local filesystem types), or after a failed flush of the file, it reads the
     file back as before."""
     hashing_modes.require_tree()
-    from sclib.transfers import receive as uploads_module
+    from sclib.transfers import receive_commit as uploads_module
     from sclib.transfers import staging as staging_module
 
     if case == "not-local":
@@ -592,7 +592,7 @@ def test_the_default_chunk_size_grows_for_huge_files(
     """Without a chunk size from the client, the server's default doubles until
     the file fits in MAX_CHUNKS chunks; a chunk size the client asks for that
     needs more is refused, naming the smallest that would do."""
-    import sclib.transfers.receive as uploads
+    import sclib.transfers.receive_base as uploads
 
     monkeypatch.setattr(uploads, "MAX_CHUNKS", 10)
     up = manager.get(large(manager, 30_000))  # default 1 KiB, at most 4 KiB here
