@@ -1,84 +1,15 @@
-"""Google Drive as a source: ``gdrive://<file-or-folder-id>``.
-
-:class:`DriveSource` talks to the Google Drive v3 REST API with httpx. It is what a
-ScientistCloud "Google Drive import" (``file_id`` + ``service_account_file``) becomes::
-
-    DriveSource(service_account_file="/path/to/service.json").walk("gdrive://1ABC...")
-
-**Credentials**, exactly one of:
-
-* ``service_account_file`` (path to the JSON key a service account comes with) or
-  ``service_account_info`` (that JSON, as a dict): a JWT assertion signed with its
-  RS256 key is exchanged for an access token at the JSON's ``token_uri``. Needs the
-  ``google-auth`` package (the ``gdrive`` extra); ``subject`` impersonates a user
-  through domain-wide delegation.
-* ``access_token``: a ready OAuth 2.0 access token. It cannot be refreshed; once it
-  expires, reads fail with a non-retryable :class:`~sclib.errors.SourceError`.
-* ``oauth_refresh_token`` with ``client_id`` and ``client_secret`` (and
-  ``token_uri``): a user's OAuth refresh token. Needs ``google-auth`` too.
-
-Access tokens are renewed shortly before they expire, and once more when Drive
-answers 401. No credential or token is ever logged, put in an exception message, or
-returned.
-
-**Objects.** A binary file is read with ranged ``alt=media`` requests; its identity
-is its ``md5`` and ``head_revision_id`` (``modified_time`` when Drive reports
-neither). ``version`` and ``modifiedTime`` are left out of a binary file's identity
-on purpose: they also move when a file is only renamed, moved or shared, which would
-refuse resumes for nothing. After every ranged read the file's metadata is fetched
-again, and :class:`~sclib.errors.SourceChanged` is raised if its revision or size
-moved, so a read never returns bytes of a version other than the one described.
-
-**Google Docs** (``application/vnd.google-apps.*`` other than folders) have no bytes
-of their own; they are copied as exports (:attr:`DriveSource.export_formats`: Docs
-to .docx, Sheets to .xlsx, Slides to .pptx, Drawings to .png, Apps Script to .json,
-other exportable types to PDF; forms, sites, maps and the like are skipped with a
-warning). Drive does not say how large an export is, and exports are regenerated on
-each request (not necessarily byte-identical), so a Doc is exported once, when it is
-listed by :meth:`~DriveSource.walk` or :meth:`~DriveSource.stat`, into a temporary
-spool (memory up to ``spool_memory`` bytes, then a file in ``spool_dir``; Google caps
-exports at 10 MB, this source at ``max_export_size``). Its size is the spool's, its
-reads are served from the spool, and :meth:`~DriveSource.supports_ranges` is False for
-it. The spools are freed by :meth:`~DriveSource.close`. Reading an exported object in
-a later process (a resumed transfer) exports it again and raises
-:class:`~sclib.errors.SourceChanged` if the Doc's version or the export's size
-changed. An exported object's identity is its ``version`` and ``modified_time`` plus
-the ``export_mime`` it was exported to.
-
-**Folders** are listed recursively (following ``nextPageToken``; trashed items left
-out; shortcuts followed unless ``follow_shortcuts=False``, with cycles cut). Keys are
-folder-relative paths built from the names: ``/`` and ``\\`` in a name become
-``_``, a name ``.`` or ``..`` becomes underscores, and an exported Doc's key gets
-the export's extension. Names that collide in one folder are told apart
-deterministically: the earliest created item (then the smallest id) keeps the name,
-the others get `` (2)``, `` (3)``... before the extension. Each object's URL is
-``gdrive://<its id>``.
-
-**Errors.** 404 is :class:`~sclib.errors.SourceNotFound` (and
-:class:`~sclib.errors.SourceChanged` during a read: the object was there when it was
-listed). 429, 5xx, Drive's rate-limit 403s and network failures are a retryable
-:class:`~sclib.errors.SourceError` (retrying is the engine's job). Other 403s, a 401
-that a new token does not cure, and other 4xx are a :class:`~sclib.errors.SourceError`
-whose ``retryable`` is False, with Drive's reason and a hint. Credentials that cannot
-be loaded, or that the token endpoint refuses, are a
-:class:`~sclib.errors.ConfigurationError`.
-"""
+"""The Drive source itself: listing folders, reading files and exporting Google
+documents (see :mod:`sclib.transfers.gdrive`)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
-import math
-import mimetypes
-import posixpath
 import re
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -87,381 +18,45 @@ import httpx
 from sclib.errors import (
     ConfigurationError,
     InvalidInput,
-    MissingDependency,
     SourceChanged,
     SourceError,
     SourceNotFound,
 )
+from sclib.transfers.gdrive.auth import (
+    _AuthTransport,
+    _google_auth,
+    _google_refresher,
+    _load_service_account,
+    _read_service_account_file,
+    _Refresher,
+    _Tokens,
+)
+from sclib.transfers.gdrive.common import (
+    _CHECK_FIELDS,
+    _FILE_FIELDS,
+    _ID,
+    _LIST_FIELDS,
+    _MAX_ERROR_BODY,
+    _MIB,
+    _RATE_LIMIT_REASONS,
+    DEFAULT_EXPORT_FORMATS,
+    DEFAULT_FALLBACK_EXPORT,
+    DEFAULT_TOKEN_URI,
+    DRIVE_READONLY_SCOPE,
+    FOLDER_MIME,
+    GOOGLE_APPS_PREFIX,
+    NOT_EXPORTABLE,
+    SHORTCUT_MIME,
+    _drive_error,
+    _extension,
+    _permanent,
+    _safe_name,
+    _with_suffix,
+    drive_file_id,
+)
 from sclib.transfers.sources import Source, SourceObject
 
-__all__ = [
-    "DEFAULT_EXPORT_FORMATS",
-    "DRIVE_READONLY_SCOPE",
-    "DriveSource",
-    "drive_file_id",
-]
-
-log = logging.getLogger(__name__)
-
-FOLDER_MIME = "application/vnd.google-apps.folder"
-SHORTCUT_MIME = "application/vnd.google-apps.shortcut"
-GOOGLE_APPS_PREFIX = "application/vnd.google-apps."
-DRIVE_READONLY_SCOPE = "https://www.googleapis.com/auth/drive.readonly"
-DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
-
-_DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
-_XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-_PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
-
-#: Google Docs MIME type -> the MIME type it is exported to by default
-DEFAULT_EXPORT_FORMATS: Mapping[str, str] = {
-    "application/vnd.google-apps.document": _DOCX,
-    "application/vnd.google-apps.spreadsheet": _XLSX,
-    "application/vnd.google-apps.presentation": _PPTX,
-    "application/vnd.google-apps.drawing": "image/png",
-    "application/vnd.google-apps.script": "application/vnd.google-apps.script+json",
-}
-#: what other exportable Google types are exported to
-DEFAULT_FALLBACK_EXPORT = "application/pdf"
-#: Google types that have no content to download or export
-NOT_EXPORTABLE: frozenset[str] = frozenset(
-    GOOGLE_APPS_PREFIX + name
-    for name in (
-        "folder",
-        "shortcut",
-        "form",
-        "site",
-        "map",
-        "fusiontable",
-        "jam",
-        "drive-sdk",
-        "photo",
-        "audio",
-        "video",
-        "unknown",
-        "file",
-    )
-)
-#: export MIME type -> file extension (others are asked of :mod:`mimetypes`)
-_EXTENSIONS: Mapping[str, str] = {
-    _DOCX: "docx",
-    _XLSX: "xlsx",
-    _PPTX: "pptx",
-    "application/pdf": "pdf",
-    "application/vnd.oasis.opendocument.text": "odt",
-    "application/vnd.oasis.opendocument.spreadsheet": "ods",
-    "application/vnd.oasis.opendocument.presentation": "odp",
-    "application/x-vnd.oasis.opendocument.spreadsheet": "ods",
-    "application/rtf": "rtf",
-    "text/plain": "txt",
-    "text/html": "html",
-    "application/zip": "zip",
-    "application/epub+zip": "epub",
-    "text/csv": "csv",
-    "text/tab-separated-values": "tsv",
-    "text/markdown": "md",
-    "image/png": "png",
-    "image/jpeg": "jpg",
-    "image/svg+xml": "svg",
-    "application/vnd.google-apps.script+json": "json",
-}
-
-_FILE_FIELDS = (
-    "id,name,mimeType,size,md5Checksum,modifiedTime,version,headRevisionId,"
-    "createdTime,driveId,trashed,shortcutDetails(targetId,targetMimeType)"
-)
-_CHECK_FIELDS = "id,mimeType,size,md5Checksum,modifiedTime,version,headRevisionId"
-_LIST_FIELDS = (
-    "nextPageToken,files(id,name,mimeType,size,md5Checksum,modifiedTime,version,"
-    "headRevisionId,createdTime,shortcutDetails(targetId,targetMimeType))"
-)
-_RATE_LIMIT_REASONS = frozenset(
-    {"rateLimitExceeded", "userRateLimitExceeded", "backendError", "internalError"}
-)
-_ID = re.compile(r"[A-Za-z0-9_-]+")
-_UNSAFE_CHARS = re.compile(r"[/\\\x00-\x1f\x7f]")
-_MAX_ERROR_BODY = 64 * 1024
-_MIB = 1024 * 1024
-
-
-def drive_file_id(url: str) -> str:
-    """The file or folder id in ``gdrive://<id>``."""
-    scheme, sep, rest = url.partition("://")
-    file_id = rest.rstrip("/")
-    if not sep or scheme.lower() != "gdrive" or not _ID.fullmatch(file_id):
-        raise InvalidInput(
-            f"not a Google Drive URL: {url!r}; expected gdrive://<file-or-folder-id>"
-        )
-    return file_id
-
-
-def _permanent(message: str) -> SourceError:
-    """A :class:`SourceError` that trying again will not cure."""
-    error = SourceError(message)
-    error.retryable = False
-    return error
-
-
-def _drive_error(body: bytes) -> tuple[str, str]:
-    """Drive's (reason, message) from an error body; empty strings if absent."""
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        return "", ""
-    if not isinstance(payload, dict) or not isinstance(payload.get("error"), dict):
-        return "", ""
-    error = payload["error"]
-    message = str(error.get("message") or "")[:300]
-    reason = ""
-    errors = error.get("errors")
-    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-        reason = str(errors[0].get("reason") or "")
-    return reason[:80], message
-
-
-def _safe_name(name: str, fallback: str) -> str:
-    """A file name usable as one path component."""
-    cleaned = _UNSAFE_CHARS.sub("_", name)
-    if cleaned in ("", ".", ".."):
-        return "_" * len(cleaned) if cleaned else fallback
-    return cleaned
-
-
-def _extension(mime: str) -> str:
-    ext = _EXTENSIONS.get(mime)
-    if ext is None:
-        guessed = mimetypes.guess_extension(mime, strict=False)
-        ext = guessed.lstrip(".") if guessed else ""
-    return ext
-
-
-def _with_suffix(name: str, n: int) -> str:
-    stem, ext = posixpath.splitext(name)
-    return f"{stem} ({n}){ext}"
-
-
-# -- access tokens ----------------------------------------------------------------
-
-#: returns a new access token and its lifetime in seconds (None if unknown)
-_Refresher = Callable[[], tuple[str, float | None]]
-
-
-class _Tokens:
-    """Hands out the current access token; renews it when due or rejected.
-
-    Thread-safe. A token is renewed a minute before it expires (halfway through its
-    life if it lives less than two minutes), and when a request with it gets 401 --
-    once per token, however many threads saw the 401.
-    """
-
-    def __init__(self, refresher: _Refresher | None, token: str | None) -> None:
-        self._refresher = refresher
-        self._token = token
-        self._renew_at = math.inf if refresher is None else 0.0
-        self._generation = 0
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"<_Tokens refreshable={self.refreshable}>"
-
-    @property
-    def refreshable(self) -> bool:
-        return self._refresher is not None
-
-    def current(self) -> tuple[str, int]:
-        """The token to send, and its generation (to pass to :meth:`rejected`)."""
-        with self._lock:
-            if self._token is None or time.monotonic() >= self._renew_at:
-                self._renew()
-            assert self._token is not None
-            return self._token, self._generation
-
-    def rejected(self, generation: int) -> bool:
-        """The token of ``generation`` got a 401. Renew it unless another thread
-        already did; False if it cannot be renewed."""
-        if self._refresher is None:
-            return False
-        with self._lock:
-            if generation == self._generation:
-                self._renew()
-        return True
-
-    def _renew(self) -> None:
-        if self._refresher is None:  # pragma: no cover - a static token is set
-            raise ConfigurationError("no Google Drive credentials were given")
-        token, lifetime = self._refresher()
-        now = time.monotonic()
-        if lifetime is None:
-            lifetime = 3600.0  # Google's usual; a 401 renews it sooner if needed
-        self._renew_at = now + max(lifetime - 60.0, lifetime / 2)
-        self._token = token
-        self._generation += 1
-        log.debug("got a new Google access token, valid for %.0f s", lifetime)
-
-
-@dataclass(frozen=True, slots=True)
-class _AuthResponse:
-    """google-auth's ``transport.Response`` interface."""
-
-    status: int
-    headers: Mapping[str, str]
-    data: bytes
-
-
-class _AuthTransport:
-    """google-auth's ``transport.Request`` interface over the source's httpx client,
-    so token requests use the same connection settings (and test transport)."""
-
-    def __init__(self, client: httpx.Client, timeout: float) -> None:
-        self._client = client
-        self._timeout = timeout
-
-    def __call__(
-        self,
-        url: str,
-        method: str = "GET",
-        body: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-        **kwargs: Any,
-    ) -> _AuthResponse:
-        try:
-            response = self._client.request(
-                method,
-                url,
-                content=body,
-                headers=headers,
-                timeout=timeout if timeout is not None else self._timeout,
-            )
-        except httpx.HTTPError as exc:
-            raise SourceError(
-                f"cannot reach the Google token endpoint {url.split('?')[0]}: "
-                f"{type(exc).__name__}: {exc}"
-            ) from None
-        return _AuthResponse(
-            response.status_code, dict(response.headers), response.content
-        )
-
-
-def _google_auth(feature: str = "The Google Drive source") -> dict[str, Any]:
-    """google-auth's modules, imported on first use."""
-    names = (
-        "google.auth.exceptions",
-        "google.auth.crypt",
-        "google.oauth2.service_account",
-        "google.oauth2.credentials",
-    )
-    try:
-        return {name.rsplit(".", 1)[1]: importlib.import_module(name) for name in names}
-    except ImportError as exc:
-        raise MissingDependency("google-auth", "gdrive", feature) from exc
-
-
-def _refresh_failed(exc: Any) -> Exception:
-    """A non-secret exception for a google-auth ``RefreshError``."""
-    error, description = "", ""
-    args: Sequence[Any] = getattr(exc, "args", ())
-    if len(args) >= 2 and isinstance(args[1], Mapping):
-        error = str(args[1].get("error") or "")[:80]
-        description = str(args[1].get("error_description") or "")[:200]
-    detail = f"{error} ({description})" if description else error or "refused"
-    if getattr(exc, "retryable", False):
-        return SourceError(f"the Google token endpoint failed for now: {detail}")
-    return ConfigurationError(
-        "the Google token endpoint refused these credentials: "
-        f"{detail}; check the service account key (or refresh token and client) "
-        "and that it is still enabled"
-    )
-
-
-def _google_refresher(creds: Any, request: _AuthTransport) -> _Refresher:
-    errors = _google_auth()["exceptions"]
-
-    def refresh() -> tuple[str, float | None]:
-        try:
-            creds.refresh(request)
-        except errors.RefreshError as exc:
-            raise _refresh_failed(exc) from None
-        except errors.GoogleAuthError as exc:
-            raise SourceError(
-                f"could not get a Google access token ({type(exc).__name__})"
-            ) from None
-        token = creds.token
-        if not isinstance(token, str) or not token:
-            raise SourceError("the Google token endpoint returned no access token")
-        expiry = creds.expiry
-        lifetime: float | None = None
-        if isinstance(expiry, datetime):
-            if expiry.tzinfo is None:
-                expiry = expiry.replace(tzinfo=UTC)
-            lifetime = max((expiry - datetime.now(UTC)).total_seconds(), 1.0)
-        return token, lifetime
-
-    return refresh
-
-
-def _load_service_account(
-    info: Mapping[str, Any], scopes: Sequence[str], subject: str | None
-) -> Any:
-    """google-auth service-account credentials, with clear, secret-free errors."""
-    if not isinstance(info, Mapping):
-        raise ConfigurationError("service_account_info must be a dict (the JSON key)")
-    kind = info.get("type")
-    if kind not in (None, "service_account"):
-        raise ConfigurationError(
-            f"the credentials JSON is of type {str(kind)[:40]!r}, not a service "
-            "account key; for a user's OAuth credentials pass oauth_refresh_token, "
-            "client_id and client_secret instead"
-        )
-    missing = [k for k in ("client_email", "private_key") if not info.get(k)]
-    if missing:
-        raise ConfigurationError(
-            f"the service account JSON lacks {', '.join(missing)}; download a new "
-            "JSON key for the service account from the Google Cloud console"
-        )
-    modules = _google_auth()
-    info = dict(info)
-    info.setdefault("token_uri", DEFAULT_TOKEN_URI)
-    try:
-        modules["crypt"].RSASigner.from_string(
-            info["private_key"], info.get("private_key_id")
-        )
-    except Exception:
-        # the key's text must not reach a message or a traceback: no chaining
-        raise ConfigurationError(
-            "the service account JSON's private_key is not a valid PEM-encoded RSA "
-            "private key; download a new JSON key for the service account"
-        ) from None
-    try:
-        return modules["service_account"].Credentials.from_service_account_info(
-            info, scopes=list(scopes), subject=subject
-        )
-    except Exception:
-        raise ConfigurationError(
-            "the service account JSON could not be loaded (a field is malformed); "
-            "download a new JSON key for the service account"
-        ) from None
-
-
-def _read_service_account_file(path: str | Path) -> dict[str, Any]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read the service account file {str(path)!r}: "
-            f"{exc.strerror or type(exc).__name__}"
-        ) from None
-    try:
-        info = json.loads(text)
-    except ValueError:
-        raise ConfigurationError(
-            f"the service account file {str(path)!r} is not valid JSON"
-        ) from None
-    if not isinstance(info, dict):
-        raise ConfigurationError(
-            f"the service account file {str(path)!r} is not a JSON object"
-        )
-    return info
+log = logging.getLogger("sclib.transfers.gdrive")
 
 
 # -- exports ----------------------------------------------------------------------
@@ -482,9 +77,6 @@ class _Spool:
 
 
 _SpoolKey = tuple[str, tuple[tuple[str, str], ...]]
-
-
-# -- the source -------------------------------------------------------------------
 
 
 class DriveSource(Source):
