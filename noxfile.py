@@ -27,11 +27,11 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite (pass pytest options after --)."""
+    """The whole test suite, in two processes (pass pytest options after --)."""
     session.install(
         "-e", ".[dev]", "-e", "examples/source_plugin", "./native/blake3tree"
     )
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *(session.posargs or ["-n", "2"]))
 
 
 @nox.session

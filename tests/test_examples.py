@@ -64,12 +64,11 @@ def test_example_script_runs(script: Path, tmp_path: Path) -> None:
         assert out.count("completed") == 2
 
 
-def test_the_sdk_tour_resumes_in_a_new_process_and_types_strictly(
-    tmp_path: Path,
-) -> None:
+def test_the_sdk_tour_resumes_in_a_new_process(tmp_path: Path) -> None:
     """The 20-line user script, run again in a new process with the same
     folder, copies nothing again (every file reused from the per-user session
-    store); and it passes ``mypy --strict`` as written, with no casts."""
+    store). That it passes ``mypy --strict`` as written, with no casts, is
+    checked by the project's mypy run (pyproject.toml lists it)."""
     script = ROOT / "examples" / "05_sdk_tour" / "run.py"
     env = {
         **os.environ,
@@ -90,15 +89,6 @@ def test_the_sdk_tour_resumes_in_a_new_process_and_types_strictly(
         outs.append(done.stdout)
     assert "sent 4 chunks, reused 0" in outs[0]
     assert "copied 4 files: sent 0 chunks, reused 4" in outs[1]
-    pytest.importorskip("mypy", reason="needs mypy (dev extra)")
-    typed = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(script)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert typed.returncode == 0, typed.stdout + typed.stderr
 
 
 def test_notebook_runs_in_a_jupyter_kernel(tmp_path: Path) -> None:
