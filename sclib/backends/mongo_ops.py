@@ -766,6 +766,31 @@ class MongoJobBase(JobStore):
         except _DRIVER_ERRORS as exc:
             raise _backend_error(exc, "finished_jobs") from exc
 
+    def finished_durations(
+        self, start: datetime, end: datetime, *, limit: int = 50_000
+    ) -> list[tuple[str, float, float]]:
+        query = {
+            "finished_at": {"$gte": start, "$lt": end},
+            "status": "completed",
+            "started_at": {"$ne": None},
+        }
+        fields = {"_id": 0, "type": 1, "started_at": 1, "finished_at": 1}
+        try:
+            cursor = (
+                self.coll.find(query, projection={**fields, "timeout_seconds": 1})
+                .sort([("finished_at", -1), ("_id", -1)])
+                .limit(limit)
+            )
+            found: list[tuple[str, float, float]] = []
+            for d in cursor:
+                began: datetime = d["started_at"]
+                ended: datetime = d["finished_at"]
+                seconds = (ended - began).total_seconds()  # both stored in UTC
+                found.append((str(d["type"]), seconds, float(d["timeout_seconds"])))
+            return found
+        except _DRIVER_ERRORS as exc:
+            raise _backend_error(exc, "finished_durations") from exc
+
     tracks_workers = True
 
     def record_worker(

@@ -562,6 +562,18 @@ class SQLiteJobBase(JobStore):
 
     tracks_workers = True
 
+    def finished_durations(
+        self, start: datetime, end: datetime, *, limit: int = 50_000
+    ) -> list[tuple[str, float, float]]:
+        rows = self.db.read(
+            "SELECT type, finished_at - started_at, timeout_seconds FROM jobs "
+            "INDEXED BY jobs_finished WHERE finished_at >= ? AND finished_at < ? "
+            "AND status = 'completed' AND started_at IS NOT NULL "
+            "ORDER BY finished_at DESC, id DESC LIMIT ?",
+            (to_timestamp(start), to_timestamp(end), limit),
+        )
+        return [(r[0], float(r[1]), float(r[2])) for r in rows]
+
     def record_worker(
         self, worker_id: str, now: datetime, info: Mapping[str, Any]
     ) -> None:

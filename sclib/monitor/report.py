@@ -59,16 +59,13 @@ def build_report(monitor: JobMonitor, days: int, sample_limit: int) -> dict[str,
         for name, row in sorted(by_type.items())
     }
 
-    sample = store.finished_jobs(start, end, status="completed", limit=sample_limit)
     durations: dict[str, list[float]] = {}
     near_limit: dict[str, int] = {}
-    for job in sample:
-        if job.started_at is None or job.finished_at is None:
-            continue
-        seconds = (job.finished_at - job.started_at).total_seconds()
-        durations.setdefault(job.type, []).append(seconds)
-        if seconds > t.timeout_margin * job.timeout_seconds:
-            near_limit[job.type] = near_limit.get(job.type, 0) + 1
+    sample = store.finished_durations(start, end, limit=sample_limit)
+    for job_type, seconds, limit in sample:
+        durations.setdefault(job_type, []).append(seconds)
+        if seconds > t.timeout_margin * limit:
+            near_limit[job_type] = near_limit.get(job_type, 0) + 1
     durations_out = {
         name: {
             "count": len(values),

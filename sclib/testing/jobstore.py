@@ -997,6 +997,40 @@ class JobStoreContract:
         ]
         assert store.finished_jobs(end, end + timedelta(hours=1)) == []
 
+    def test_finished_durations_of_completed_jobs(
+        self, queue: JobQueue, clock: ManualClock
+    ) -> None:
+        """finished_durations gives (type, seconds run, time limit) of the jobs
+        completed in the window, newest first: failed and cancelled ones are
+        left out; the same numbers as the jobs themselves give."""
+        t0 = clock()
+        first = queue.enqueue("upload", timeout_seconds=100)
+        job = queue.claim("w")
+        assert job is not None
+        clock.advance(5)
+        queue.complete(job.lease)  # ran 5 s
+        queue.enqueue("data_validation", max_attempts=1)
+        job = queue.claim("w")
+        assert job is not None
+        clock.advance(2)
+        queue.fail(job.lease, "boom")  # failed: not a duration
+        second = queue.enqueue("dataset_conversion", timeout_seconds=50)
+        job = queue.claim("w")
+        assert job is not None
+        clock.advance(7.5)
+        queue.complete(job.lease)  # ran 7.5 s
+        end = clock() + timedelta(seconds=1)
+        found = queue.store.finished_durations(t0, end)
+        assert [(t, round(s, 3), lim) for t, s, lim in found] == [
+            ("dataset_conversion", 7.5, 50.0),
+            ("upload", 5.0, 100.0),
+        ]
+        assert len(queue.store.finished_durations(t0, end, limit=1)) == 1
+        jobs = {j.id: j for j in queue.store.finished_jobs(t0, end)}
+        assert jobs[first.id].started_at is not None
+        assert jobs[second.id].status.value == "completed"
+        assert queue.store.finished_durations(end, end + timedelta(hours=1)) == []
+
     def test_worker_records(self, store: JobStore, clock: ManualClock) -> None:
         """A worker's record is created, refreshed (first_seen kept), listed by
         last sign of life, removed, and old ones deleted."""
