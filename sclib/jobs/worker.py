@@ -73,9 +73,11 @@ __all__ = ["Worker", "WorkerStats", "new_worker_id", "run_inline"]
 
 log = logging.getLogger(__name__)
 
-#: "auto" prefetch: seconds of work each runner may hold ahead, and the cap
+#: "auto" prefetch: seconds of work each runner may hold ahead, the cap, and how
+#: long a claimed job may wait unstarted before it is given back to the queue
 AUTO_AHEAD_SECONDS = 0.25
 AUTO_PREFETCH_MAX = 32
+AUTO_HOLD_SECONDS = 1.0
 
 
 @dataclass
@@ -99,6 +101,7 @@ class _Slot:
 
     __slots__ = (
         "abandoned",
+        "claimed_at",
         "conn",
         "ctx",
         "done",
@@ -117,6 +120,8 @@ class _Slot:
     def __init__(self, claimed: ClaimedJob, lease_deadline: float) -> None:
         self.id = claimed.lease.job_id
         self.type = claimed.type
+        #: ``time.monotonic()`` when this worker claimed it
+        self.claimed_at = time.monotonic()
         self.timeout_seconds = claimed.timeout_seconds
         self.ctx = JobContext(claimed)
         #: the store holds the claim (no crash charged if this worker vanishes)
@@ -250,8 +255,10 @@ class Worker:
         self.concurrency = concurrency
         self._auto = prefetch == "auto"
         self._fixed_prefetch = 0 if prefetch == "auto" else prefetch
-        #: average seconds a job ran here lately (exponential, for "auto")
-        self._avg_run: float | None = None
+        #: average seconds a job of each type ran here lately (exponential,
+        #: for "auto"; only runs whose handler ran count)
+        self._avg_run: dict[str, float] = {}
+        self._avg_lock = threading.Lock()
         self.mode = mode
         self.lease_seconds = lease_seconds
         #: how long after a renewal was sent the lease is taken to be good
@@ -289,19 +296,45 @@ class Worker:
     @property
     def prefetch(self) -> int:
         """Jobs claimed ahead of the free runners now: fixed, or for ``"auto"``
-        about :data:`AUTO_AHEAD_SECONDS` of work per runner at the recent
-        average run time (0 until a job has finished)."""
+        about :data:`AUTO_AHEAD_SECONDS` of work per runner at the run time of
+        the slowest type seen lately (0 until a job has run). A claimed job can
+        be of any type this worker takes, so the slowest one decides; a held
+        job that still waits unstarted after :data:`AUTO_HOLD_SECONDS` is given
+        back to the queue (see :meth:`_give_back_held`)."""
         if not self._auto:
             return self._fixed_prefetch
-        avg = self._avg_run
-        if avg is None:
+        with self._avg_lock:  # not self._lock: _settle reads this holding it
+            slowest = max(self._avg_run.values(), default=None)
+        if slowest is None:
             return 0
-        ahead = self.concurrency * AUTO_AHEAD_SECONDS / max(avg, 1e-4)
+        ahead = self.concurrency * AUTO_AHEAD_SECONDS / max(slowest, 1e-4)
         return min(AUTO_PREFETCH_MAX, int(ahead))
 
-    def _observe_run(self, seconds: float) -> None:
-        avg = self._avg_run
-        self._avg_run = seconds if avg is None else 0.8 * avg + 0.2 * seconds
+    def _observe_run(self, job_type: str, seconds: float) -> None:
+        with self._avg_lock:
+            avg = self._avg_run.get(job_type)
+            self._avg_run[job_type] = (
+                seconds if avg is None else 0.8 * avg + 0.2 * seconds
+            )
+
+    def _give_back_held(self) -> None:
+        """``"auto"``: a claimed job still waiting for a runner after
+        :data:`AUTO_HOLD_SECONDS` (behind a slower job than the averages
+        expected) goes back to the queue, where an idle worker can take it. It
+        never started, so it costs no attempt's crash budget."""
+        if not self._auto:
+            return
+        cutoff = time.monotonic() - AUTO_HOLD_SECONDS
+        with self._lock:
+            stale = [
+                s
+                for s in self._slots.values()
+                if not s.started and not s.abandoned and s.claimed_at < cutoff
+            ]
+            for slot in stale:
+                slot.abandoned = True  # a runner that pops it skips it
+        for slot in stale:
+            self._release(slot, "held unstarted too long; given back to the queue")
 
     def __repr__(self) -> str:
         return f"Worker({self.worker_id!r}, types={self.types}, mode={self.mode!r})"
@@ -379,6 +412,7 @@ class Worker:
             self._maybe_rescue()
             self._maybe_expire()
             self._check_deadlines()
+            self._give_back_held()
             left = None if max_jobs is None else max_jobs - self.stats.claimed
             claimed, room = self._settle(claim=True, most=left)
             if (
@@ -567,7 +601,9 @@ class Worker:
                 outcome = self._run_process(slot)
             else:
                 outcome = self._run_thread(slot)
-            self._observe_run(time.monotonic() - began)
+            if outcome.kind in ("ok", "error", "timeout", "cancelled"):
+                # a handler ran (not a lost lease or a release before it began)
+                self._observe_run(slot.type, time.monotonic() - began)
         except BaseException as exc:
             log.exception("job %s: the worker could not run it", slot.id)
             outcome = _Outcome(
@@ -907,15 +943,13 @@ class Worker:
             self._release(slot)
         self._settle()
 
-    def _release(self, slot: _Slot) -> None:
+    def _release(self, slot: _Slot, why: str | None = None) -> None:
         slot.abandoned = True
         slot.ctx.request_cancel("worker shutting down")
         slot.ctx.mark_lost()
         if slot.process is not None:
             _kill_job_process(slot.process)
+        message = why or f"worker {self.worker_id} stopped"
         self._add_settlement(
-            Settlement(
-                slot.ctx.lease, "release", message=f"worker {self.worker_id} stopped"
-            ),
-            "released",
+            Settlement(slot.ctx.lease, "release", message=message), "released"
         )
