@@ -111,10 +111,10 @@ def upload(
     dataset fields (``dataset_name``, ``sensor``, ``convert``, ...). With ``wait``
     (the default) it returns the job's final :class:`~sclib.client.UploadStatus`
     (``timeout`` seconds at most); with ``wait=False`` the
-    :class:`~sclib.client.UploadResult` at once. ``progress=True`` draws a bar, a
-    callable gets the fraction sent (0..1). Large files go in parallel, verified,
-    resumable chunks: calling it again after an interruption continues. A folder
-    is :func:`upload_folder`'s.
+    :class:`~sclib.client.UploadResult` at once. ``progress=True`` draws a bar for
+    the bytes and one for the job; a callable gets the fraction sent (0..1).
+    Large files go in parallel, verified, resumable chunks: calling it again
+    after an interruption continues. A folder is :func:`upload_folder`'s.
     """
     from pathlib import Path
 
@@ -132,8 +132,9 @@ def upload(
         result = client.upload_file(path, progress=progress, **fields)
         if not wait:
             return result
+        # a callable follows the bytes sent; the job's own bar is for True only
         return client.wait_for_completion(
-            result.job_id, timeout, progress=progress, label=f"{name}: upload job"
+            result.job_id, timeout, progress=progress is True, label=f"{name}: job"
         )
 
 
@@ -160,7 +161,7 @@ def upload_folder(
             client.wait_for_completion(
                 r.job_id,
                 timeout,
-                progress=progress,
+                progress=progress is True,
                 label=f"{name}: job {n} of {len(results)}",
             )
             for n, r in enumerate(results, 1)

@@ -240,7 +240,7 @@ def _row_to_job(row: sqlite3.Row) -> Job:
         failures,
         crashes,
         max_crashes,
-        timeout,
+        float(timeout),  # RETURNING gives a whole REAL as an int
         fromts(run_at, UTC),
         worker_id,
         None if lease_until is None else fromts(lease_until, UTC),

@@ -394,7 +394,7 @@ def after_cancel(
     if job.status != JobStatus.CANCELLED or not job.dataset_uuid:
         return
     if data_dir is not None:
-        _remove_unrecorded(datasets, job, data_dir)
+        _remove_unrecorded(queue, datasets, job, data_dir)
     step = _STEP_STATUS.get(job.type)
     if step is None:
         return
@@ -423,10 +423,15 @@ def after_cancel(
     mark(datasets, job.dataset_uuid, error, f"{job.type} job {job.id}: {reason}")
 
 
-def _remove_unrecorded(datasets: DatasetStore, job: Job, data_dir: Path) -> None:
+def _remove_unrecorded(
+    queue: JobQueue, datasets: DatasetStore, job: Job, data_dir: Path
+) -> None:
     """Delete the files a cancelled upload job committed that its dataset does
-    not list (nothing else can have put them there: a commit never replaces a
-    file), then the folders this leaves empty, up to the dataset's folder."""
+    not list, then the folders this leaves empty, up to the dataset's folder.
+
+    A file is left alone when another unfinished upload job of the dataset
+    lists the same path (the same file sent again after this job was cancelled
+    once, then retried), or when its size is not the one this job recorded."""
     params = job.parameters
     if job.type != JobType.UPLOAD.value or params.get("source") != "upload":
         return
@@ -437,18 +442,32 @@ def _remove_unrecorded(datasets: DatasetStore, job: Job, data_dir: Path) -> None
         recorded = {f.path for f in datasets.get(job.dataset_uuid).files}
     except DatasetNotFound:
         recorded = set()
+    claimed: set[str] = set()  # paths of the dataset's other live upload jobs
+    for status in (JobStatus.PENDING, JobStatus.RUNNING):
+        for other in queue.list(
+            status=status.value, dataset_uuid=job.dataset_uuid, limit=10_000
+        ):
+            if other.id != job.id and other.type == JobType.UPLOAD.value:
+                claimed.update(
+                    str(f.get("path"))
+                    for f in other.parameters.get("files") or []
+                    if isinstance(f, dict)
+                )
     root = data_dir / "upload" / job.dataset_uuid
     for entry in params.get("files") or []:
         rel = entry.get("path") if isinstance(entry, dict) else None
-        if not isinstance(rel, str) or rel in recorded:
+        if not isinstance(rel, str) or rel in recorded or rel in claimed:
             continue
         try:
             path = safe_join(root, *rel.split("/"))
         except InvalidInput:
             continue  # not a path sclib wrote
-        if path.is_file() and not path.is_symlink():
-            path.unlink()
-            log.info("job %s cancelled: removed its unrecorded %s", job.id, rel)
+        if not path.is_file() or path.is_symlink():
+            continue
+        if path.stat().st_size != entry.get("size"):
+            continue  # not the bytes this job brought
+        path.unlink()
+        log.info("job %s cancelled: removed its unrecorded %s", job.id, rel)
         folder = path.parent
         while folder != root and folder.is_relative_to(root):
             try:

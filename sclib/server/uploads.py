@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from sclib.backends.base import JobFilter
 from sclib.datasets import DatasetStore, canonical_uuid, find_dataset
 from sclib.datasets.fields import DatasetFields
 from sclib.datasets.records import dataset_owner, ensure_dataset, mark
@@ -153,7 +154,12 @@ class UploadManager(Receiver):
         idempotency keys."""
         answer = super().committed(upload, relative, digests)
         assert upload.fields is not None and upload.dataset_uuid is not None
-        self.register(upload.dataset_uuid, upload.owner, upload.fields)
+        key = _PREFIX + upload.id
+        if not self.queue.store.list_jobs(JobFilter(idempotency_key=key), limit=1):
+            # once: a completion repaired after a crash finds its job, whose
+            # dataset may have moved on (registering again would send it back
+            # to 'upload queued' with no job to move it forward)
+            self.register(upload.dataset_uuid, upload.owner, upload.fields)
         archive = is_archive(self.dataset_dir(upload.dataset_uuid) / relative)
         record = {
             "path": relative.as_posix(),
@@ -172,7 +178,7 @@ class UploadManager(Receiver):
             },
             dataset_uuid=upload.dataset_uuid,
             owner=upload.owner,
-            idempotency_key=_PREFIX + upload.id,
+            idempotency_key=key,
         )
         extraction = None
         if archive:  # unpacked once the upload job has verified it

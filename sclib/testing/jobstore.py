@@ -97,6 +97,17 @@ class JobStoreContract:
             queue.enqueue("upload", depends_on=["missing"])
         assert queue.stats()["total"] == 0
 
+    def test_enqueue_returns_the_job_as_get_reads_it(self, queue: JobQueue) -> None:
+        """What enqueue returns is what get returns, to the JSON the API
+        answers with (a time limit of whole seconds stays a float)."""
+        import json
+
+        job = queue.enqueue("upload", {"n": 1}, owner="a@b.c", timeout_seconds=60)
+        assert isinstance(job.timeout_seconds, float)
+        assert json.dumps(job.to_dict(), sort_keys=True, default=str) == json.dumps(
+            queue.get(job.id).to_dict(), sort_keys=True, default=str
+        )
+
     def test_idempotency_key_returns_the_existing_job(self, queue: JobQueue) -> None:
         """Enqueueing the same key twice creates one job and returns it both times."""
         first = queue.enqueue("upload", {"n": 1}, idempotency_key="k1")

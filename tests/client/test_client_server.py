@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+import sclib
 from sclib import cli
 from sclib.client import (
     AsyncClient,
@@ -820,6 +821,21 @@ def test_progress_takes_true_or_a_callable_everywhere(
             client.upload_file(f, sensor="OTHER", progress="yes")
         with pytest.raises(InvalidInput, match="progress must be True, False"):
             client.wait_for_completion(result.job_id, progress=3)
+
+
+def test_sclib_upload_gives_a_callable_the_bytes_only(
+    server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sclib.upload's progress callable follows the bytes sent, up to 1.0, and
+    never goes back (the job's progress went to it too, from 0 again)."""
+    monkeypatch.setenv("SCLIB_STATE_DIR", str(tmp_path / "state"))
+    f = _file(tmp_path, 300_000, "once.bin")
+    seen: list[float] = []
+    status = sclib.upload(
+        f, server.url, token=server.token(), sensor="OTHER", progress=seen.append
+    )
+    assert status.status == "completed"
+    assert seen and seen[-1] == 1.0 and seen == sorted(seen)
 
 
 def test_a_resumed_bar_leaves_reused_bytes_out_of_its_rate() -> None:

@@ -7,8 +7,10 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import blake3
 import pytest
@@ -754,3 +756,83 @@ def test_concatenation_refuses_at_once_when_the_disk_cannot_hold_the_copy(
     final = final_upload(manager, parts, "big.bin")
     manager.concatenate(final, manager.concat_parts(parts, {OWNER}))
     assert manager.complete(final, OWNER)["file_size"] == 12
+
+
+def _with_datasets(tmp_path: Path) -> tuple[UploadManager, Any]:
+    """A SQLite manager that keeps dataset records, as the server's does."""
+    from sclib.datasets import open_dataset_store
+    from sclib.transfers.sessions import open_session_store
+
+    url = f"sqlite:///{tmp_path / 'sclib.db'}"
+    datasets = open_dataset_store(url)
+    manager = UploadManager(
+        open_session_store(url),
+        JobQueue.open(url),
+        tmp_path / "data",
+        datasets=datasets,
+        chunk_size=1024,
+        max_chunk_size=4096,
+        max_upload_size=1024**2,
+    )
+    return manager, datasets
+
+
+def _send(manager: UploadManager, data: bytes) -> Mapping[str, Any]:
+    up = large(manager, len(data))
+    for i in range(-(-len(data) // 1024)):
+        put(manager, up, i, data[i * 1024 : (i + 1) * 1024])
+    return manager.complete(up, OWNER)
+
+
+def test_a_cancel_takes_back_only_its_own_file(tmp_path: Path) -> None:
+    """A cancelled upload job takes back its committed file; cancelling it
+    again after a retry, while the same file sent again waits in another job,
+    leaves that other job's file alone (found in review)."""
+    from sclib.pipeline.flow import after_cancel
+
+    manager, datasets = _with_datasets(tmp_path)
+    queue, data_dir = manager.queue, tmp_path / "data"
+    data = os.urandom(2500)
+    first = _send(manager, data)
+    final = data_dir / "upload" / ("a" * 32) / first["path"]
+    after_cancel(queue, datasets, queue.cancel(first["job_id"]), data_dir)
+    assert not final.exists()
+    second = _send(manager, data)
+    assert final.read_bytes() == data and second["job_id"] != first["job_id"]
+    queue.retry(first["job_id"])
+    after_cancel(queue, datasets, queue.cancel(first["job_id"]), data_dir)
+    assert final.read_bytes() == data  # the second upload's, still there
+
+
+def test_a_repaired_completion_does_not_send_the_dataset_back(tmp_path: Path) -> None:
+    """A completion replayed after a crash between the commit and its recorded
+    answer finds the job it enqueued and leaves the dataset where that job
+    took it (it used to mark it 'upload queued' again, with no job to move
+    it on; found in review)."""
+    from sclib.datasets.records import mark
+    from sclib.jobtypes import DatasetStatus
+    from sclib.transfers.sessions import ACTIVE
+
+    manager, datasets = _with_datasets(tmp_path)
+    data = os.urandom(2500)
+    up = large(manager, len(data))
+    for i in range(3):
+        put(manager, up, i, data[i * 1024 : (i + 1) * 1024])
+    state = dict(manager.sessions.get(up).state)
+    first = manager.complete(up, OWNER)
+    for status in (
+        DatasetStatus.UPLOADING,
+        DatasetStatus.CONVERSION_QUEUED,
+        DatasetStatus.CONVERTING,
+        DatasetStatus.DONE,
+    ):
+        mark(datasets, "a" * 32, status)
+    # the crash window: linked, the answer not recorded, staging still there
+    manager.staging_dir(up).mkdir(parents=True, exist_ok=True)
+    committing = {"blake3": blake3.blake3(data).hexdigest()}
+    manager.sessions.update(
+        up, state={**state, "committing": committing}, status=ACTIVE
+    )
+    again = manager.complete(up, OWNER)
+    assert again["job_id"] == first["job_id"]
+    assert datasets.get("a" * 32).status == DatasetStatus.DONE
