@@ -136,3 +136,42 @@ def test_enqueue_many_is_all_or_nothing(tmp_path: Path) -> None:
         assert [j.id for j in store.enqueue_many([ok])] == [ok.id]
     finally:
         store.close()
+
+
+def test_counts_before_a_time_come_from_the_count_table(tmp_path: Path) -> None:
+    """finished_counts(None, t) (what the cleanup dry run asks) is the count
+    table less what finished since t, read in one statement: equal to
+    counting the old jobs themselves, over completions, failures and cancels
+    spread over time."""
+    path = tmp_path / "jobs.db"
+    clock = ManualClock()
+    store = SQLiteJobStore(path)
+    queue = JobQueue(store, clock=clock)
+    try:
+        cuts = []
+        for n in range(30):
+            kind = ("upload", "data_validation", "backup_creation")[n % 3]
+            job = queue.enqueue(kind, max_attempts=1)
+            if n % 5 == 4:
+                queue.cancel(job.id)
+            else:
+                claimed = queue.claim("w")
+                assert claimed is not None
+                if n % 4 == 3:
+                    queue.fail(claimed.lease, "boom")
+                else:
+                    queue.complete(claimed.lease)
+            clock.advance(60)
+            cuts.append(clock())
+        queue.enqueue("upload")  # pending: never counted
+        with closing(sqlite3.connect(path)) as conn:
+            for cut in cuts[::4]:
+                rows = conn.execute(
+                    "SELECT status, type, COUNT(*) FROM jobs WHERE finished_at < ? "
+                    "GROUP BY status, type",
+                    (cut.timestamp(),),
+                ).fetchall()
+                expected = {(s, t): n for s, t, n in rows}
+                assert dict(store.finished_counts(None, cut)) == expected
+    finally:
+        store.close()
