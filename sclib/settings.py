@@ -238,6 +238,15 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("SCLIB_MAX_HEADERS"),
         description="Most header fields in one request; then 431.",
     )
+    data_plane: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("SCLIB_DATA_PLANE"),
+        description=(
+            "Read the bodies of tus PATCH and raw chunk requests straight from the "
+            "socket (sclib.server.dataplane); false: through ASGI like every other "
+            "request. Needs httptools (the server extra)."
+        ),
+    )
     max_metadata_bytes: int = Field(
         default=4096,
         ge=256,

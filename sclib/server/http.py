@@ -112,6 +112,10 @@ def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Conf
         import httptools  # noqa: F401 - present with uvicorn[standard]
 
         http: Any = limited_protocol(settings.max_header_bytes, settings.max_headers)
+        if settings.data_plane:
+            from sclib.server.dataplane import data_plane_protocol
+
+            http = data_plane_protocol(http, settings.max_header_bytes)
     except ImportError:
         http = "h11"
     values: dict[str, Any] = {

@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from sclib.errors import InvalidInput, TooLarge, UploadConflict
 from sclib.server import legacy
@@ -31,6 +32,7 @@ from sclib.server.common import (
     check_length,
     resolve_fields,
 )
+from sclib.server.dataplane import direct, ring_bytes
 from sclib.server.deps import IdentityDep, ServerState, StateDep, owner_filter
 from sclib.server.legacy import original_codes
 from sclib.server.streaming import Sink, batch_size, pump, receive_multipart
@@ -215,8 +217,14 @@ async def _large_chunk(
             holder["write"] = await run_in_threadpool(
                 state.uploads.begin_chunk, upload_id, owner, chunk_index, {algo}
             )
-            async with state.buffers.hold(size):
-                await pump(request.stream(), holder["write"], size, exact=exact)
+            straight = direct(request)
+            if straight is not None:  # the data plane: off the socket, no ASGI
+                async with state.buffers.hold(ring_bytes(straight.length)):
+                    if not await straight.pump(holder["write"]):
+                        raise ClientDisconnect()
+            else:
+                async with state.buffers.hold(size):
+                    await pump(request.stream(), holder["write"], size, exact=exact)
         done = await run_in_threadpool(
             state.uploads.finish_chunk, holder.pop("write"), chunk_index, {algo: digest}
         )

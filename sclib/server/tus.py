@@ -65,6 +65,7 @@ from sclib.errors import (
 )
 from sclib.server.auth import Identity
 from sclib.server.common import resolve_fields
+from sclib.server.dataplane import direct, ring_bytes
 from sclib.server.deps import IdentityDep, ServerState, StateDep, owner_filter
 from sclib.server.streaming import batch_size, pump
 from sclib.server.uploads import TUS, Upload, UploadNotFound
@@ -413,12 +414,17 @@ async def _receive(
     try:
         cut = _Cut()
         size, exact = batch_size(request.headers.get("content-length"))
+        straight = direct(request)
         try:
-            async with (
-                state.buffers.hold(size),
-                contextlib.aclosing(cut.wrap(request.stream())) as body,
-            ):
-                await pump(body, write, size, exact=exact)
+            if straight is not None:  # the data plane: off the socket, no ASGI
+                async with state.buffers.hold(ring_bytes(straight.length)):
+                    cut.happened = not await straight.pump(write)
+            else:
+                async with (
+                    state.buffers.hold(size),
+                    contextlib.aclosing(cut.wrap(request.stream())) as body,
+                ):
+                    await pump(body, write, size, exact=exact)
         except InsufficientStorage:
             # the disk filled up: what was written of this PATCH is kept (as
             # for a client that went away) unless a checksum must vouch for it
