@@ -951,6 +951,10 @@ def _median_mem(runs: list[dict[str, Any]], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
+class _SkipMain(Exception):
+    """--plane-only: the main section does not run."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument(
@@ -982,6 +986,17 @@ def main(argv: list[str] | None = None) -> int:
         "32,64 with --quick; '' for the server default only)",
     )
     parser.add_argument("--skip-tus", action="store_true", help="no tuspy runs")
+    parser.add_argument(
+        "--no-plane",
+        action="store_true",
+        help="skip the data-plane section (one body fed by curl to sclib tus, "
+        "sclib tus through ASGI, @tus/server, a bare ASGI app, a raw socket sink)",
+    )
+    parser.add_argument(
+        "--plane-only",
+        action="store_true",
+        help="only the data-plane section",
+    )
     parser.add_argument(
         "--diagnose",
         action="store_true",
@@ -1068,7 +1083,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log(f"writing {human(size)} of random bytes ...")
         digest = make_random_file(src, size)
-        with sclib_server(tmp, data_dir) as (url, proc, _log_path):
+        if not args.no_plane:
+            from _plane import run_plane
+
+            log(f"data plane: {human(size)} bodies, {repeat} round(s) ...")
+            result["plane"] = run_plane(tmp, src, digest, repeat, PeakRss)
+        with contextlib.ExitStack() as main_section:
+            if args.plane_only:
+                raise _SkipMain
+            url, proc, _log_path = main_section.enter_context(
+                sclib_server(tmp, data_dir)
+            )
             log(f"sclib serve on {url} (pid {proc.pid}), data in {data_dir}")
             bench = Bench(tmp, url, proc, data_dir, src, digest)
             contenders: list[tuple[str, Callable[[], None]]] = [
@@ -1152,6 +1177,8 @@ def main(argv: list[str] | None = None) -> int:
                 prof = profile_upload(bench, None)
                 result["profile"] = prof
                 print_profile(prof)
+    except _SkipMain:
+        pass
     finally:
         stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -1159,7 +1186,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print_report(result)
+        if "upload" in result:
+            print_report(result)
+        else:
+            st = result["settings"]
+            print(
+                f"sclib {st['sclib_version']} ({st['sclib_source']}) | Python "
+                f"{st['python']} | {st['cpus']} CPU(s), load average "
+                f"{st['load_average'][0]:.2f} at start, "
+                f"{st['load_average_end'][0]:.2f} at end | {st['curl']}"
+            )
+        if "plane" in result:
+            from _plane import print_plane
+
+            print_plane(result["plane"], _verdict)
     return 0
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "CV_PREFIX",
     "ChunkTree",
     "OrderedHasher",
+    "TreeRecorder",
     "blake3_file",
     "blake3_hex",
     "can_check_chaining_values",
@@ -212,6 +213,63 @@ class ChunkTree:
             )
 
         return subtree(0, self.count, True).hex()
+
+
+class TreeRecorder:
+    """Chaining values of the ``chunk``-byte pieces of a file that one stream of
+    bytes, starting at ``start``, covers whole (a tus ``PATCH``: bytes in order
+    from an offset).
+
+    A piece the stream begins inside is skipped; a piece it ends inside is kept
+    open (:meth:`close_last` finishes it when the stream ended at the file's
+    end, where the last piece may be short). Whoever records the values also
+    records how far the bytes reached, and keeps only the pieces below that
+    (:meth:`below`). ``chunk`` is a power of two of at least 1 KiB."""
+
+    def __init__(self, start: int, chunk: int) -> None:
+        _check_tree_chunk(0, chunk)
+        self.chunk = chunk
+        first = -(-start // chunk) * chunk  # the first piece starting at or after
+        self._skip = first - start
+        self._index = first // chunk
+        self._hasher: Any = None
+        self._filled = 0
+        #: piece index -> chaining value
+        self.cvs: dict[int, bytes] = {}
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        if self._skip:
+            n = min(self._skip, len(view))
+            view = view[n:]
+            self._skip -= n
+        while view:
+            if self._hasher is None:
+                self._hasher = new_chunk_hasher(self._index * self.chunk)
+                self._filled = 0
+            n = min(self.chunk - self._filled, len(view))
+            self._hasher.update(view[:n])
+            self._filled += n
+            view = view[n:]
+            if self._filled == self.chunk:
+                self.cvs[self._index] = bytes(self._hasher.chaining_value())
+                self._index += 1
+                self._hasher = None
+
+    def close_last(self) -> None:
+        """The stream ended at the file's end: the open (short) piece is whole."""
+        if self._hasher is not None and self._filled:
+            self.cvs[self._index] = bytes(self._hasher.chaining_value())
+            self._hasher = None
+
+    def below(self, end: int, size: int | None) -> dict[int, bytes]:
+        """The values of the pieces that end at or before ``end`` (the file's
+        last piece ends at ``size``)."""
+        return {
+            i: cv
+            for i, cv in self.cvs.items()
+            if min((i + 1) * self.chunk, size if size is not None else end) <= end
+        }
 
 
 def blake3_hex(data: bytes | bytearray | memoryview) -> str:

@@ -49,7 +49,7 @@ from sclib.errors import (
     TooLarge,
     UploadConflict,
 )
-from sclib.transfers.hashing import CV_HASH
+from sclib.transfers.hashing import CV_HASH, TreeRecorder, tree_hashing
 from sclib.transfers.receive_base import (
     LARGE,
     STANDARD,
@@ -74,6 +74,40 @@ from sclib.transfers.staging import (
 __all__ = ["LARGE", "STANDARD", "TUS", "Receiver", "Upload", "UploadNotFound"]
 
 log = logging.getLogger(__name__)
+
+#: the smallest piece a tus upload's chaining values are recorded for, and the
+#: most pieces one upload records (larger files get larger pieces)
+TUS_TREE_PIECE = 8 * 1024**2
+TUS_TREE_PIECES = 1024
+
+
+def tus_tree_chunk(size: int) -> int:
+    """The piece size (a power of two) of a tus upload of ``size`` bytes."""
+    chunk = TUS_TREE_PIECE
+    while -(-size // chunk) > TUS_TREE_PIECES:
+        chunk *= 2
+    return chunk
+
+
+def _tree_state(
+    old: Any, tree: TreeRecorder, end: int, size: int | None, token: str | None
+) -> dict[str, Any] | None:
+    """The upload's recorded chaining values with those of one write's whole
+    pieces below ``end`` added. Values are kept only while every write that
+    recorded them went to the same staging file since this machine booted
+    (``token``, :func:`~sclib.transfers.staging.written_in`)."""
+    if token is None:
+        return None
+    cvs: dict[str, str] = {}
+    if (
+        isinstance(old, dict)
+        and old.get("token") == token
+        and old.get("chunk") == tree.chunk
+        and isinstance(old.get("cvs"), dict)
+    ):
+        cvs = dict(old["cvs"])
+    cvs.update({str(i): cv.hex() for i, cv in tree.below(end, size).items()})
+    return {"chunk": tree.chunk, "token": token, "cvs": cvs}
 
 
 class Receiver(ReceiverCommit):
@@ -227,12 +261,15 @@ class Receiver(ReceiverCommit):
                     else f"a PATCH body may hold at most {room} bytes"
                 )
             checkpoint = None
+            tree = self._tree_recorder(upload, offset)
             if not hashes:
 
                 def checkpoint(written: int) -> None:
-                    self._set_offset(upload_id, offset + written)
+                    self._set_offset(
+                        upload_id, offset + written, tree=tree, token=write.written_in()
+                    )
 
-            return StagedWrite(
+            write = StagedWrite(
                 self,
                 upload,
                 lock,
@@ -242,14 +279,40 @@ class Receiver(ReceiverCommit):
                 exact=length is not None,
                 on_checkpoint=checkpoint,
                 guard=self._space_guard(upload),
+                tree=tree,
             )
+            return write
         except BaseException:
             lock.release()
             raise
 
-    def _set_offset(self, upload_id: str, offset: int, **more: Any) -> Upload:
+    def _tree_recorder(self, upload: Upload, offset: int) -> TreeRecorder | None:
+        """What records the chaining values of a tus upload's pieces as its bytes
+        arrive, so completion need not read the file back to hash it
+        (:meth:`ReceiverCommit._tus_tree_digest`); ``None`` without
+        ``sclib_blake3tree``, for a length not known yet, or a file of one piece."""
+        if upload.size is None or not tree_hashing():
+            return None
+        chunk = tus_tree_chunk(upload.size)
+        if upload.size <= chunk:
+            return None
+        return TreeRecorder(offset, chunk)
+
+    def _set_offset(
+        self,
+        upload_id: str,
+        offset: int,
+        *,
+        tree: TreeRecorder | None = None,
+        token: str | None = None,
+        **more: Any,
+    ) -> Upload:
         session = self.sessions.get(upload_id)
         state = {**session.state, "offset": offset, **more}
+        if tree is not None:
+            state["tree"] = _tree_state(
+                session.state.get("tree"), tree, offset, session.size, token
+            )
         return _view(self.sessions.update(upload_id, state=state))
 
     def finish_patch(
@@ -258,7 +321,12 @@ class Receiver(ReceiverCommit):
         """Verify the body (tus checksum) and advance the offset."""
         try:
             write.finish(expected)
-            return self._set_offset(write.upload.id, write.start + write.written)
+            end = write.start + write.written
+            if write.tree is not None and end == write.upload.size:
+                write.tree.close_last()
+            return self._set_offset(
+                write.upload.id, end, tree=write.tree, token=write.written_in()
+            )
         finally:
             write.close()
 
@@ -267,7 +335,12 @@ class Receiver(ReceiverCommit):
         try:
             if keep and write.written:
                 write.durable()
-                self._set_offset(write.upload.id, write.start + write.written)
+                self._set_offset(
+                    write.upload.id,
+                    write.start + write.written,
+                    tree=write.tree,
+                    token=write.written_in(),
+                )
         finally:
             write.close()
 

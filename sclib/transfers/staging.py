@@ -29,6 +29,7 @@ from sclib.transfers._writeback import start_writeback
 from sclib.transfers.hashing import (
     CV_HASH,
     CV_PREFIX,
+    TreeRecorder,
     blake3_file,
     can_check_chaining_values,
     new_blake3,
@@ -121,8 +122,11 @@ class StagedWrite:
         on_checkpoint: Callable[[int], None] | None = None,
         side_file: Path | None = None,
         guard: Callable[[int], None] | None = None,
+        tree: TreeRecorder | None = None,
     ) -> None:
         self._guard = guard
+        #: chaining values of the whole pieces these bytes cover (tus)
+        self.tree = tree
         self.manager = manager
         self.upload = upload
         self.start = start
@@ -164,6 +168,8 @@ class StagedWrite:
         if self._guard is not None:
             self._guard(len(view))  # the disk's reserve stays free
         self.hashers.update(view)
+        if self.tree is not None:
+            self.tree.update(view)
         pos = self._position + self.written
         with disk_errors(self.upload.id):
             while view:

@@ -14,6 +14,7 @@ too, as it is on by default.
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import socket
 import threading
@@ -365,3 +366,45 @@ def test_the_plane_can_be_turned_off(tmp_path: Path) -> None:
     off = uvicorn_config(object(), Settings(data_dir=tmp_path, data_plane=False))
     assert on.http.__name__.startswith("DataPlane")  # type: ignore[union-attr]
     assert not off.http.__name__.startswith("DataPlane")  # type: ignore[union-attr]
+
+
+def test_tus_completion_reads_back_only_pieces_no_patch_covered(
+    plane: Plane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The PATCHes record the chaining values of the 8 MiB pieces they cover
+    whole; completion merges them into the file's BLAKE3 and reads back only the
+    two pieces the PATCH boundaries cut (not the whole file)."""
+    from sclib.transfers import receive_commit
+    from tests.hashing_modes import require_tree
+
+    require_tree()
+    whole_reads: list[object] = []
+    merged: list[dict[str, str] | None] = []
+    hash_file = receive_commit.hash_file
+    tree_digest = receive_commit.ReceiverCommit._tus_tree_digest
+
+    def counting_hash_file(*args: object, **kw: object) -> dict[str, str]:
+        whole_reads.append(args)
+        return hash_file(*args, **kw)  # type: ignore[arg-type]
+
+    def watching(self: object, *args: object) -> dict[str, str] | None:
+        found = tree_digest(self, *args)  # type: ignore[arg-type]
+        merged.append(found)
+        return found
+
+    monkeypatch.setattr(receive_commit, "hash_file", counting_hash_file)
+    monkeypatch.setattr(receive_commit.ReceiverCommit, "_tus_tree_digest", watching)
+    data = os.urandom(20 * MiB + 5)
+    path = create(plane, len(data))
+    cuts = [0, 5 * MiB, 17 * MiB + 1, len(data)]
+    with httpx.Client(base_url=plane.url, headers=TUS, timeout=60) as http:
+        for start, end in itertools.pairwise(cuts):
+            r = http.patch(
+                path,
+                content=data[start:end],
+                headers={"Upload-Offset": str(start), "Content-Type": OCTET},
+            )
+            assert r.status_code == 204, r.text
+    assert merged == [{"blake3": blake3(data).hexdigest()}]
+    assert whole_reads == []
+    assert stored(plane, r.headers["x-dataset-uuid"]) == data

@@ -3,6 +3,7 @@ file's BLAKE3, checked against the blake3 package's plain digest."""
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import blake3
@@ -199,3 +200,46 @@ def test_chunk_tree_refuses_bad_input() -> None:
     tree.add(0, b"x" * 32)
     with pytest.raises(InvalidInput, match=r"\[1, 2\]"):
         tree.hexdigest()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.integers(min_value=2 * KIB + 1, max_value=9 * KIB),
+    cuts=st.lists(st.integers(min_value=1, max_value=9 * KIB - 1), max_size=5),
+    piece=st.integers(min_value=1, max_value=3000),
+    seed=st.binary(min_size=8, max_size=8),
+)
+def test_tree_recorder_over_patches_gives_the_file_digest(
+    size: int, cuts: list[int], piece: int, seed: bytes
+) -> None:
+    """A file sent as tus PATCHes split anywhere, each PATCH fed in pieces of any
+    size: the pieces each PATCH covered whole, plus those read back, merge into
+    the file's BLAKE3; a piece a PATCH only began or ended inside is never
+    recorded by it."""
+    from sclib.transfers.hashing import TreeRecorder
+
+    data = blake3.blake3(seed).digest(length=size)
+    chunk = KIB
+    bounds = sorted({0, size, *(c for c in cuts if c < size)})
+    recorded: dict[int, bytes] = {}
+    for start, end in itertools.pairwise(bounds):
+        recorder = TreeRecorder(start, chunk)
+        view = memoryview(data)[start:end]
+        for pos in range(0, len(view), piece):
+            recorder.update(view[pos : pos + piece])
+        if end == size:
+            recorder.close_last()
+        got = recorder.below(end, size)
+        for index in got:
+            assert start <= index * chunk and min((index + 1) * chunk, size) <= end
+        recorded.update(got)
+    count = -(-size // chunk)
+    tree = ChunkTree(count)
+    for index, cv in recorded.items():
+        assert cv == chunk_cv(data[index * chunk : (index + 1) * chunk], index * chunk)
+        tree.add(index, cv)
+    for index in tree.missing():
+        tree.add(
+            index, chunk_cv(data[index * chunk : (index + 1) * chunk], index * chunk)
+        )
+    assert tree.hexdigest() == blake3.blake3(data).hexdigest()
