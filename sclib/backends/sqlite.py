@@ -78,8 +78,9 @@ class SQLiteJobStore(SQLiteJobBase):
                 return [self._enqueue_in(db, job)[0] for job in jobs]
         with self.db.write() as db:
             waiting, dead = self._dependencies(db, shared)
+            deps = _dumps(list(shared))  # the same for every job
             rows = [
-                self._row_values(job, waiting, dead, to_timestamp(job.created_at))
+                self._row_values(job, waiting, dead, to_timestamp(job.created_at), deps)
                 for job in jobs
             ]
             db.executemany(_INSERT_JOB, rows)
@@ -133,7 +134,7 @@ class SQLiteJobStore(SQLiteJobBase):
 
     @staticmethod
     def _row_values(
-        job: Job, waiting: int, dead: str | None, now: float
+        job: Job, waiting: int, dead: str | None, now: float, deps: str | None = None
     ) -> tuple[Any, ...]:
         return (
             job.id,
@@ -148,7 +149,7 @@ class SQLiteJobStore(SQLiteJobBase):
             job.timeout_seconds,
             to_timestamp(job.run_at),
             job.idempotency_key,
-            _dumps(list(job.depends_on)),
+            _dumps(list(job.depends_on)) if deps is None else deps,
             waiting,
             dead,
             now,

@@ -8,6 +8,7 @@ in *immediate* mode, runs jobs inline in the caller (for notebooks and tests).
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 import logging
 import threading
@@ -55,6 +56,17 @@ def _check_json(value: Any, what: str) -> None:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"{what} must be JSON-serialisable: {exc}") from None
+
+
+def _job_parameters(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A job's parameters, checked: a mapping (or nothing) of JSON values."""
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, Mapping):
+        raise InvalidInput(f"parameters must be a mapping, got {type(parameters)}")
+    params = dict(parameters)
+    _check_json(params, "parameters")
+    return params
 
 
 class JobQueue:
@@ -235,25 +247,33 @@ class JobQueue:
             )
         now = self.clock()
         deps = tuple(depends_on)
-        jobs = [
-            self._new_job(
-                job_type,
-                item,
-                now,
-                dataset_uuid=dataset_uuid,
-                owner=owner,
-                priority=priority,
-                run_at=run_at,
-                delay=delay,
-                idempotency_key=None,
-                depends_on=deps,
-                max_attempts=max_attempts,
-                timeout_seconds=timeout_seconds,
-            )
-            for item in parameters
-        ]
-        if not jobs:
+        items = iter(parameters)
+        try:
+            first = next(items)
+        except StopIteration:
             return []
+        # the first job is checked against every rule; the others differ from it
+        # only in id and parameters, so they are copies with those two checked
+        template = self._new_job(
+            job_type,
+            first,
+            now,
+            dataset_uuid=dataset_uuid,
+            owner=owner,
+            priority=priority,
+            run_at=run_at,
+            delay=delay,
+            idempotency_key=None,
+            depends_on=deps,
+            max_attempts=max_attempts,
+            timeout_seconds=timeout_seconds,
+        )
+        jobs = [template]
+        base = {f.name: getattr(template, f.name) for f in dataclasses.fields(Job)}
+        for item in items:
+            base["id"] = new_job_id()
+            base["parameters"] = _job_parameters(item)
+            jobs.append(Job(**base))
         stored = self.store.enqueue_many(jobs)
         log.debug("enqueued %d %s jobs", len(stored), job_type)
         if self.immediate:
@@ -279,10 +299,7 @@ class JobQueue:
     ) -> Job:
         """A new job checked against every rule :meth:`enqueue` states."""
         config = self.job_types.require(job_type)
-        params = dict(parameters) if parameters is not None else {}
-        if parameters is not None and not isinstance(parameters, Mapping):
-            raise InvalidInput(f"parameters must be a mapping, got {type(parameters)}")
-        _check_json(params, "parameters")
+        params = _job_parameters(parameters)
         prio = config.priority if priority is None else check_priority(priority)
         attempts = config.max_attempts if max_attempts is None else max_attempts
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
