@@ -47,7 +47,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any, cast
 
-from sclib.server.streaming import Sink, _give, _take, _write_in_thread
+from sclib.server.streaming import Sink, _write_in_thread
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -71,6 +71,23 @@ RING = 4
 PIECE = 2 * 1024**2
 _DRAIN = 256 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+_KEEP = 16  # PIECE buffers kept for the next bodies (32 MiB)
+_pieces: list[bytearray] = []
+
+
+def _take_piece(size: int) -> bytearray:
+    """A buffer of ``size`` bytes: a kept one for a whole :data:`PIECE` (bodies
+    are read on the event loop's thread only, so no lock), else a new one."""
+    if size == PIECE and _pieces:
+        return _pieces.pop()
+    return bytearray(size)
+
+
+def _give_piece(buf: bytearray) -> None:
+    if len(buf) == PIECE and len(_pieces) < _KEEP:
+        _pieces.append(buf)
 
 
 def direct(request: Request) -> DirectBody | None:
@@ -131,6 +148,11 @@ class DirectBody(asyncio.BufferedProtocol):
     # -- state ------------------------------------------------------------------------
 
     @property
+    def draining(self) -> bool:
+        """The app answered without reading the body; it is being dropped."""
+        return self._draining
+
+    @property
     def complete(self) -> bool:
         """Every byte of the body is off the socket."""
         return self.received >= self.length
@@ -140,9 +162,10 @@ class DirectBody(asyncio.BufferedProtocol):
             self._wake.set_result(None)
 
     def _pause(self) -> None:
-        if not self._paused:
-            self._paused = True
-            self._transport.pause_reading()
+        # always: uvicorn's flow control may have resumed the transport behind
+        # our back (a pipelined request whose predecessor finished)
+        self._paused = True
+        self._transport.pause_reading()
 
     def _resume(self) -> None:
         if self._paused:
@@ -159,6 +182,7 @@ class DirectBody(asyncio.BufferedProtocol):
 
     def _detach(self) -> None:
         """The last byte is in: the connection goes back to the HTTP protocol."""
+        self._scratch = None
         if self._transport.get_protocol() is self:
             self._transport.set_protocol(self._http)
         # reading goes on for the next request unless the app's flow control
@@ -236,8 +260,8 @@ class DirectBody(asyncio.BufferedProtocol):
         self._pumping = True
         loop = asyncio.get_running_loop()
         self._piece = min(self.length, PIECE)
-        count = min(RING, -(-self.length // self._piece))
-        self._ring = [_take(self._piece) for _ in range(count)]
+        count = 0 if self.complete else min(RING, -(-self.length // self._piece))
+        self._ring = [_take_piece(self._piece) for _ in range(count)]
         self._ring_ids = {id(buf) for buf in self._ring}
         self._free = list(self._ring)
         try:
@@ -274,7 +298,7 @@ class DirectBody(asyncio.BufferedProtocol):
             self._ready.clear()
             self._free = []
             for buf in self._ring:
-                _give(buf)
+                _give_piece(buf)
             self._ring = []
             self._ring_ids = set()
             if not self.complete and not self.cut:
@@ -283,10 +307,10 @@ class DirectBody(asyncio.BufferedProtocol):
     def drain(self) -> None:
         """Read and drop what is left of the body (the app answered without
         reading it all), keeping the connection usable for the next request."""
+        self._ready.clear()  # read before pump(), never to be written
         if self.complete or self.cut or self._pumping or self._draining:
             return
         self._draining = True
-        self._ready.clear()
         if self._transport.get_protocol() is self:
             self._resume()
 
@@ -309,6 +333,9 @@ def _read_head(head: bytes) -> _Head:
     """Parse a request head (up to and including the blank line) as far as the
     dispatch needs; anything unusual is left to the parser (``passthrough``)."""
     info = _Head()
+    if head.count(b"\n") != head.count(b"\r\n"):
+        info.passthrough = True  # bare line feeds: the parser's to judge
+        return info
     lines = head.lstrip(b"\r\n").split(b"\r\n")
     parts = lines[0].split(b" ")
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
@@ -316,8 +343,8 @@ def _read_head(head: bytes) -> _Head:
         return info
     method, target = parts[0], parts[1]
     lengths: list[bytes] = []
-    override = b""
-    ctype = b""
+    overrides: list[bytes] = []
+    ctypes: list[bytes] = []
     for line in lines[1:]:
         if not line:
             continue
@@ -335,16 +362,19 @@ def _read_head(head: bytes) -> _Head:
         elif name == b"expect":
             info.expect_continue = value.lower() == b"100-continue"
         elif name == b"x-http-method-override":
-            override = value.upper()
+            overrides.append(value.upper())
         elif name == b"content-type":
-            ctype = value.lower()
+            ctypes.append(value.lower())
     if lengths:
-        if len(set(lengths)) != 1 or not lengths[0].isdigit():
+        if len(set(lengths)) != 1 or not lengths[0].isdigit() or len(lengths[0]) > 18:
             info.passthrough = True  # the parser answers 400
             return info
         info.content_length = int(lengths[0])
-    if info.content_length == 0:
+    if info.content_length == 0 or len(ctypes) > 1 or len(overrides) > 1:
+        # no body, or fields the app may read otherwise than we do: its own way
         return info
+    override = overrides[0] if overrides else b""
+    ctype = ctypes[0] if ctypes else b""
     if method == b"POST" and override == b"PATCH" and _TUS_PATH.fullmatch(target):
         method = b"PATCH"
     for wanted, path in DATA_ROUTES:
@@ -390,64 +420,70 @@ def data_plane_protocol(
             if self._through:
                 super().data_received(data)
                 return
-            view = memoryview(data)
-            while view:
+            if self._head:  # a head began in an earlier read
+                buf = bytes(self._head) + data
+                scan = max(0, len(self._head) - 3)
+                self._head = bytearray()
+            else:
+                buf, scan = data, 0
+            view = memoryview(buf)
+            pos = 0
+            while pos < len(buf):
                 if self._skip:
-                    n = min(self._skip, len(view))
+                    n = min(self._skip, len(buf) - pos)
                     self._skip -= n
-                    super().data_received(view[:n])
-                    view = view[n:]
+                    super().data_received(view[pos : pos + n])
+                    pos += n
                     continue
                 if self._body is not None:
                     # a direct body is still on the wire (its first bytes came
                     # with the head): only possible when nothing is left here
                     raise AssertionError("HTTP protocol data during a direct body")
-                start = max(0, len(self._head) - 3)
-                self._head += view
-                view = view[len(view) :]
-                end = self._head.find(b"\r\n\r\n", start)
+                end = buf.find(b"\r\n\r\n", max(pos, scan))
                 if end < 0:
-                    if len(self._head) > max_head_bytes:
-                        self._give_up()
+                    self._head = bytearray(view[pos:])
+                    if len(self._head) > max_head_bytes or b"\n\n" in self._head:
+                        self._give_up()  # too long, or bare line feeds
                     return
-                head = bytes(self._head[: end + 4])
-                rest = memoryview(bytes(self._head[end + 4 :]))
-                self._head = bytearray()
+                head = buf[pos : end + 4]
+                pos = end + 4
                 info = _read_head(head)
                 if info.passthrough:
                     self._through = True
-                    super().data_received(head + bytes(rest))
+                    super().data_received(view[pos - len(head) :])
                     return
                 if not info.direct:
                     self._skip = info.content_length
                     super().data_received(head)
-                    view = rest
                     continue
-                take = min(len(rest), info.content_length)
+                take = min(len(buf) - pos, info.content_length)
                 body = DirectBody(
                     self,
                     info.content_length,
-                    bytes(rest[:take]),
+                    buf[pos : pos + take],
                     expect_continue=info.expect_continue,
                 )
+                pos += take
+                before = self.cycle
                 self._pending = body
                 try:
                     super().data_received(_empty_body(head))
                 finally:
                     self._pending = None
-                if self.transport.is_closing() or getattr(self, "_refused", False):
-                    return
+                if (
+                    self.transport.is_closing()
+                    or getattr(self, "_refused", False)
+                    or self.cycle is before
+                ):
+                    return  # the head was refused: no request owns this body
                 body.cycle = self.cycle
-                self._body = body
-                if body.complete:
-                    self._body = None
-                else:
+                if not body.complete:
+                    self._body = body
                     body.attach()
-                view = rest[take:]
 
         def _give_up(self) -> None:
-            """A head too long to be one we read: the parser (and its limits)
-            take the connection."""
+            """A head we do not read (too long, bare line feeds): the parser (and
+            its limits) take the connection."""
             self._through = True
             data, self._head = bytes(self._head), bytearray()
             super().data_received(data)
@@ -458,9 +494,10 @@ def data_plane_protocol(
             super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
+            before = self.cycle
             super().on_headers_complete()
             body = self._pending
-            if body is not None and self.cycle is not None:
+            if body is not None and self.cycle is not None and self.cycle is not before:
                 scope = self.cycle.scope
                 extensions = scope.get("extensions")
                 if extensions is None:
@@ -470,13 +507,30 @@ def data_plane_protocol(
         def body_read(self, body: DirectBody) -> None:
             if self._body is body:
                 self._body = None
+            cycle = self.cycle
+            if (
+                body.draining
+                and cycle is not None
+                and cycle.response_complete
+                and not self.pipeline
+                and getattr(self, "timeout_keep_alive_task", None) is None
+                and not self.transport.is_closing()
+            ):
+                # idle again after dropping an unread body: the keep-alive
+                # timer runs from here, as after any answer
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                )
 
         def on_response_complete(self) -> None:
             body = self._body
             super().on_response_complete()
             cycle = body.cycle if body is not None else None
             if body is not None and getattr(cycle, "response_complete", False):
-                body.drain()  # answered without reading it all
+                # answered without reading it all: the rest is read and dropped,
+                # and the connection is not idle meanwhile
+                self._unset_keepalive_if_required()
+                body.drain()
 
     DataPlaneProtocol.__qualname__ = DataPlaneProtocol.__name__ = (
         f"DataPlane{getattr(base, '__name__', 'Protocol')}"
