@@ -139,8 +139,13 @@ _NODE_SCRIPT = textwrap.dedent(
     import { Server } from "@tus/server";
     import { FileStore } from "@tus/file-store";
     const [port, folder] = process.argv.slice(2);
-    const tus = new Server({ path: "/files", datastore: new FileStore({ directory: folder }) });
-    http.createServer((req, res) => tus.handle(req, res)).listen(Number(port), "127.0.0.1");
+    const tus = new Server({
+      path: "/files",
+      datastore: new FileStore({ directory: folder }),
+    });
+    http
+      .createServer((req, res) => tus.handle(req, res))
+      .listen(Number(port), "127.0.0.1");
     """
 )
 
@@ -433,7 +438,8 @@ def run_plane(
                 )
                 log(
                     f"      {took:.2f} s, {size / took / MB:,.0f} MB/s, server CPU "
-                    f"{cpu / (size / GIB):.2f} s/GiB, peak RSS {rss.peak_mib or 0:,.0f} MiB"
+                    f"{cpu / (size / GIB):.2f} s/GiB, "
+                    f"peak RSS {rss.peak_mib or 0:,.0f} MiB"
                 )
                 stored = _stored(c.folder, size)
                 if c.name.startswith("sclib"):
