@@ -89,25 +89,32 @@ def tus_tree_chunk(size: int) -> int:
     return chunk
 
 
+def _below(
+    write: StagedWrite, end: int
+) -> tuple[TreeRecorder | None, dict[int, bytes] | None]:
+    tree = write.tree
+    return tree, tree.below(end, write.upload.size) if tree is not None else None
+
+
 def _tree_state(
-    old: Any, tree: TreeRecorder, end: int, size: int | None, token: str | None
+    old: Any, chunk: int, new: dict[int, bytes], token: str | None
 ) -> dict[str, Any] | None:
-    """The upload's recorded chaining values with those of one write's whole
-    pieces below ``end`` added. Values are kept only while every write that
-    recorded them went to the same staging file since this machine booted
-    (``token``, :func:`~sclib.transfers.staging.written_in`)."""
+    """The upload's recorded chaining values with ``new`` (those of one write's
+    whole pieces below the recorded offset) added. Values are kept only while
+    every write that recorded them went to the same staging file since this
+    machine booted (``token``, :func:`~sclib.transfers.staging.written_in`)."""
     if token is None:
         return None
     cvs: dict[str, str] = {}
     if (
         isinstance(old, dict)
         and old.get("token") == token
-        and old.get("chunk") == tree.chunk
+        and old.get("chunk") == chunk
         and isinstance(old.get("cvs"), dict)
     ):
         cvs = dict(old["cvs"])
-    cvs.update({str(i): cv.hex() for i, cv in tree.below(end, size).items()})
-    return {"chunk": tree.chunk, "token": token, "cvs": cvs}
+    cvs.update({str(i): cv.hex() for i, cv in new.items()})
+    return {"chunk": chunk, "token": token, "cvs": cvs}
 
 
 class Receiver(ReceiverCommit):
@@ -264,9 +271,11 @@ class Receiver(ReceiverCommit):
             tree = self._tree_recorder(upload, offset)
             if not hashes:
 
-                def checkpoint(written: int) -> None:
+                def checkpoint(
+                    written: int, cvs: dict[int, bytes] | None, token: str | None
+                ) -> None:
                     self._set_offset(
-                        upload_id, offset + written, tree=tree, token=write.written_in()
+                        upload_id, offset + written, tree=(tree, cvs), token=token
                     )
 
             write = StagedWrite(
@@ -303,15 +312,17 @@ class Receiver(ReceiverCommit):
         upload_id: str,
         offset: int,
         *,
-        tree: TreeRecorder | None = None,
+        tree: tuple[TreeRecorder | None, dict[int, bytes] | None] | None = None,
         token: str | None = None,
         **more: Any,
     ) -> Upload:
+        """Record how far a tus upload got, with the chaining values of the
+        pieces below (``tree``: the recorder and its values below ``offset``)."""
         session = self.sessions.get(upload_id)
         state = {**session.state, "offset": offset, **more}
-        if tree is not None:
+        if tree is not None and tree[0] is not None and tree[1] is not None:
             state["tree"] = _tree_state(
-                session.state.get("tree"), tree, offset, session.size, token
+                session.state.get("tree"), tree[0].chunk, tree[1], token
             )
         return _view(self.sessions.update(upload_id, state=state))
 
@@ -325,7 +336,7 @@ class Receiver(ReceiverCommit):
             if write.tree is not None and end == write.upload.size:
                 write.tree.close_last()
             return self._set_offset(
-                write.upload.id, end, tree=write.tree, token=write.written_in()
+                write.upload.id, end, tree=_below(write, end), token=write.written_in()
             )
         finally:
             write.close()
@@ -338,7 +349,7 @@ class Receiver(ReceiverCommit):
                 self._set_offset(
                     write.upload.id,
                     write.start + write.written,
-                    tree=write.tree,
+                    tree=_below(write, write.start + write.written),
                     token=write.written_in(),
                 )
         finally:
