@@ -307,8 +307,10 @@ class DirectBody(asyncio.BufferedProtocol):
     def drain(self) -> None:
         """Read and drop what is left of the body (the app answered without
         reading it all), keeping the connection usable for the next request."""
+        if self._pumping:
+            return  # pump() drops the rest itself when it ends
         self._ready.clear()  # read before pump(), never to be written
-        if self.complete or self.cut or self._pumping or self._draining:
+        if self.complete or self.cut or self._draining:
             return
         self._draining = True
         if self._transport.get_protocol() is self:

@@ -16,12 +16,14 @@ import contextlib
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from sclib.errors import InvalidInput, TooLarge
+
+T = TypeVar("T")
 
 __all__ = [
     "BATCH",
@@ -31,6 +33,7 @@ __all__ = [
     "batch_size",
     "pump",
     "receive_multipart",
+    "run_to_the_end",
 ]
 
 BATCH = 8 * 1024**2
@@ -177,13 +180,20 @@ class _Batch:
 
 
 async def _write_in_thread(sink: Sink, data: bytes | memoryview) -> None:
-    """``sink.write(data)`` in a worker thread; returns only once the thread is
-    done, even if this task is cancelled meanwhile (the cancellation is raised
-    after). ``run_in_threadpool`` alone returns at once on a plain asyncio
-    cancellation (as at a server's shutdown) and leaves the thread writing from
-    a buffer the pool would hand to the next request, through a file descriptor
-    the request's cleanup is about to close."""
-    task = asyncio.ensure_future(run_in_threadpool(sink.write, data))
+    """``sink.write(data)`` in a worker thread (:func:`run_to_the_end`): a
+    cancelled request never leaves a thread writing from a buffer the pool would
+    hand to the next request."""
+    await run_to_the_end(sink.write, data)
+
+
+async def run_to_the_end(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a worker thread; returns only once the thread is done,
+    even if this task is cancelled meanwhile (the cancellation is raised after).
+    ``run_in_threadpool`` alone returns at once on a plain asyncio cancellation
+    (as at a server's shutdown) and leaves the thread running while the
+    request's cleanup closes what it uses (a buffer, a file descriptor, a
+    lock)."""
+    task = asyncio.ensure_future(run_in_threadpool(fn, *args))
     cancelled = False
     while not task.done():
         try:
@@ -192,7 +202,7 @@ async def _write_in_thread(sink: Sink, data: bytes | memoryview) -> None:
             cancelled = True  # keep waiting for the thread, then re-raise
     if cancelled:
         raise asyncio.CancelledError
-    task.result()
+    return task.result()
 
 
 async def pump(

@@ -43,6 +43,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -67,7 +68,7 @@ from sclib.server.auth import Identity
 from sclib.server.common import resolve_fields
 from sclib.server.dataplane import direct, ring_bytes
 from sclib.server.deps import IdentityDep, ServerState, StateDep, owner_filter
-from sclib.server.streaming import batch_size, pump
+from sclib.server.streaming import batch_size, pump, run_to_the_end
 from sclib.server.uploads import TUS, Upload, UploadNotFound
 from sclib.transfers.sessions import ACTIVE, CANCELLED
 
@@ -430,21 +431,25 @@ async def _receive(
             # for a client that went away) unless a checksum must vouch for it
             if checksum is None and write.written:
                 with contextlib.suppress(SclibError):
-                    await run_in_threadpool(uploads.abort_patch, write, keep=True)
+                    await run_to_the_end(partial(uploads.abort_patch, write, keep=True))
             raise
         if cut.happened:
             # Bytes that arrived are the client's bytes; without a checksum to
             # check them against, keep them (tus: resume from what was stored).
-            await run_in_threadpool(uploads.abort_patch, write, keep=checksum is None)
+            await run_to_the_end(
+                partial(uploads.abort_patch, write, keep=checksum is None)
+            )
             log.info("upload %s: the client went away at +%d", upload_id, write.written)
             return None
         expected = {checksum[0]: checksum[1]} if checksum else None
         try:
-            return await run_in_threadpool(uploads.finish_patch, write, expected)
+            return await run_to_the_end(uploads.finish_patch, write, expected)
         except ChecksumMismatch as exc:
             raise TusProblem(460, str(exc), "checksum_mismatch") from None
     finally:
-        write.close()  # idempotent; releases the lock on every path
+        # idempotent; releases the lock on every path, off the event loop (it
+        # waits for a checkpoint's flush in flight)
+        await run_to_the_end(write.close)
 
 
 async def _complete_if_ready(

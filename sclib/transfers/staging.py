@@ -15,12 +15,14 @@ import errno
 import functools
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sclib.errors import (
     ChecksumMismatch,
+    DestinationError,
     InsufficientStorage,
     InvalidInput,
     TooLarge,
@@ -108,19 +110,23 @@ class Hashers:
 
 #: bytes in one write from which hashing runs beside the write to disk
 PARALLEL_HASH = 1024**2
+_POOL = max(4, os.cpu_count() or 1)
+_HASH_SLOTS = threading.BoundedSemaphore(_POOL)
 
 
 @functools.cache
 def _hash_threads() -> concurrent.futures.ThreadPoolExecutor:
     """The threads that hash large writes while their own thread writes them."""
-    return concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="sclib-hash")
+    return concurrent.futures.ThreadPoolExecutor(_POOL, thread_name_prefix="sclib-hash")
 
 
 @functools.cache
 def _checkpoints() -> concurrent.futures.ThreadPoolExecutor:
     """The threads that flush tus uploads at their checkpoints (one per upload
     at a time), beside the threads that write them."""
-    return concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="sclib-flush")
+    return concurrent.futures.ThreadPoolExecutor(
+        _POOL, thread_name_prefix="sclib-flush"
+    )
 
 
 class StagedWrite:
@@ -160,6 +166,8 @@ class StagedWrite:
         self._on_checkpoint = on_checkpoint
         self._checkpointed = 0
         self._pending: concurrent.futures.Future[None] | None = None
+        self._settling = threading.Lock()
+        self._flush_failed = False
         #: a chunk sent again goes to a file of its own, so that the verified
         #: copy in the staging file stays until the new one verifies too
         self.side_file = side_file
@@ -191,10 +199,16 @@ class StagedWrite:
         if self._guard is not None:
             self._guard(len(view))  # the disk's reserve stays free
         hashing: concurrent.futures.Future[None] | None = None
-        if len(view) >= PARALLEL_HASH and (self.hashers or self.tree is not None):
+        if (
+            len(view) >= PARALLEL_HASH
+            and (self.hashers or self.tree is not None)
+            and _HASH_SLOTS.acquire(blocking=False)
+        ):
             # hashed in another thread while this one writes (both let go of
-            # the GIL): the same CPU, in about half the time
+            # the GIL): the same CPU, in about half the time; when every hash
+            # thread is busy, here
             hashing = _hash_threads().submit(self._hash, view)
+            hashing.add_done_callback(lambda _: _HASH_SLOTS.release())
         else:
             self._hash(view)
         pos = self._position + self.written
@@ -236,20 +250,33 @@ class StagedWrite:
         self, fd: int, mark: int, tree: dict[int, bytes] | None, token: str | None
     ) -> None:
         assert self._on_checkpoint is not None
-        with disk_errors(self.upload.id):
-            os.fdatasync(fd)
+        self._flush(fd)
         self._on_checkpoint(mark, tree, token)
 
+    def _flush(self, fd: int) -> None:
+        """``fdatasync``; a failure is remembered: Linux reports a write-back
+        error once, so a later flush that succeeds proves nothing."""
+        try:
+            with disk_errors(self.upload.id):
+                os.fdatasync(fd)
+        except BaseException:
+            self._flush_failed = True
+            raise
+
     def _settle(self, *, quiet: bool = False) -> None:
-        """Wait for the checkpoint in flight; raise its error unless ``quiet``."""
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return
-        if quiet:
-            with contextlib.suppress(BaseException):
+        """Wait for the checkpoint in flight (every caller waits for the same
+        one); raise its error unless ``quiet``."""
+        with self._settling:
+            pending = self._pending
+            if pending is None:
+                return
+            try:
                 pending.result()
-        else:
-            pending.result()
+            except BaseException:
+                if not quiet:
+                    raise
+            finally:
+                self._pending = None
 
     def written_in(self) -> str | None:
         """Where these bytes went: :func:`written_in` of the open staging file."""
@@ -258,11 +285,17 @@ class StagedWrite:
         return _marker(os.fstat(self._fd), _local_fs(self._fd))
 
     def durable(self) -> None:
-        """Make what was written durable."""
+        """Make what was written durable, or raise: after a failed flush, and
+        once the file is closed, nothing can be made durable any more."""
         self._settle()
-        if self._fd is not None:
-            with disk_errors(self.upload.id):
-                os.fdatasync(self._fd)
+        if self._fd is None:
+            raise UploadConflict(f"upload {self.upload.id}: this write was closed")
+        if self._flush_failed:
+            raise DestinationError(
+                f"upload {self.upload.id}: writing to disk failed earlier; what "
+                "was received since the last recorded offset is not kept"
+            )
+        self._flush(self._fd)
 
     def close_file(self) -> None:
         """Close the staging file (raising what ``close`` reports); the lock

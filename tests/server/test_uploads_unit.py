@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -836,3 +837,64 @@ def test_a_repaired_completion_does_not_send_the_dataset_back(tmp_path: Path) ->
     again = manager.complete(up, OWNER)
     assert again["job_id"] == first["job_id"]
     assert datasets.get("a" * 32).status == DatasetStatus.DONE
+
+
+def test_a_failed_checkpoint_flush_records_nothing_after_it(
+    manager: UploadManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tus checkpoint's flush fails (a full disk at write-back): Linux reports
+    that once, so a later flush that succeeds proves nothing. The PATCH then
+    records neither the offset nor the pieces' chaining values past the last
+    good checkpoint (found in review: completion would have merged values of
+    bytes that never reached the disk), and the bytes sent again complete the
+    upload with the right BLAKE3. A write closed cannot be made durable."""
+    import errno
+
+    from sclib.errors import InsufficientStorage, SclibError
+    from sclib.transfers import receive, staging
+
+    hashing_modes.require_tree()
+    monkeypatch.setattr(staging, "CHECKPOINT", 16 * 1024)
+    monkeypatch.setattr(receive, "TUS_TREE_PIECE", 4096)
+    data = os.urandom(64 * 1024)
+    up = manager.create(
+        protocol=TUS,
+        owner=OWNER,
+        filename="t.bin",
+        size=len(data),
+        fields=FIELDS,
+        dataset_uuid="c" * 32,
+    ).id
+    real = os.fdatasync
+    calls = []
+
+    def failing_once(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(staging.os, "fdatasync", failing_once)
+    w = manager.begin_patch(up, OWNER, 0, None, set())
+    w.write(data[: 16 * 1024])  # a checkpoint: its flush, in another thread, fails
+    deadline = time.monotonic() + 10
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    with pytest.raises(InsufficientStorage):  # the next checkpoint reports it
+        w.write(data[16 * 1024 : 32 * 1024])
+    # what the route does then: keep what arrived, if it can be made durable
+    with pytest.raises(SclibError, match="failed earlier"):
+        manager.abort_patch(w, keep=True)
+    with pytest.raises(UploadConflict, match="closed"):
+        w.durable()
+    assert manager.get(up).offset == 0
+    assert "tree" not in manager.get(up).state
+    w = manager.begin_patch(up, OWNER, 0, len(data), set())
+    for start in range(0, len(data), 8 * 1024):
+        w.write(data[start : start + 8 * 1024])
+    assert manager.finish_patch(w, None).offset == len(data)
+    assert len(manager.get(up).state["tree"]["cvs"]) == len(data) // 4096
+    result = manager.complete(up, OWNER)
+    assert result["file_blake3"] == blake3.blake3(data).hexdigest()
+    assert manager.final_path(manager.get(up)).read_bytes() == data
