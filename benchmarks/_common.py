@@ -127,6 +127,27 @@ def recycle_page_cache(folder: Path, size: int) -> float:
     return time.perf_counter() - start
 
 
+def empty_folder(folder: Path) -> None:
+    """Delete everything inside ``folder`` (it stays)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for child in folder.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                child.unlink()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used (its threads included)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def file_blake3(path: Path) -> str:
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
     buf = bytearray(BLOCK)

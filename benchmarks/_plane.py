@@ -42,8 +42,10 @@ from _common import (
     GIB,
     MB,
     check_copy,
+    empty_folder,
     free_port,
     log,
+    process_cpu_seconds,
     read_through,
     recycle_page_cache,
     started,
@@ -148,13 +150,6 @@ _NODE_SCRIPT = textwrap.dedent(
       .listen(Number(port), "127.0.0.1");
     """
 )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_port(
@@ -305,15 +300,6 @@ def _stored(folder: Path, size: int) -> Path:
     return found[0]
 
 
-def _empty(folder: Path) -> None:
-    if folder.exists():
-        for child in folder.iterdir():
-            if child.is_dir():
-                shutil.rmtree(child, ignore_errors=True)
-            else:
-                child.unlink(missing_ok=True)
-
-
 def run_plane(
     tmp: Path, src: Path, digest: str, repeat: int, peak_rss: Any
 ) -> dict[str, Any]:
@@ -415,20 +401,20 @@ def run_plane(
         for r in range(repeat):
             shift = r % len(contenders)
             for c in contenders[shift:] + contenders[:shift]:
-                _empty(c.folder)
+                empty_folder(c.folder)
                 if c.name.startswith("sclib"):
-                    _empty(c.folder.parent / "tmp" / "uploads")
+                    empty_folder(c.folder.parent / "tmp" / "uploads")
                 os.sync()
                 state = c.prepare()
                 read_through(src)
                 recycle_page_cache(tmp, size)
                 log(f"    plane round {r + 1}/{repeat}: {c.name} ...")
                 with peak_rss(c.pid) as rss:
-                    cpu = cpu_seconds(c.pid)
+                    cpu = process_cpu_seconds(c.pid)
                     start = time.perf_counter()
                     _curl(curl, *c.curl_args(state))
                     took = time.perf_counter() - start
-                    cpu = cpu_seconds(c.pid) - cpu
+                    cpu = process_cpu_seconds(c.pid) - cpu
                 runs[c.name].append(
                     {
                         "seconds": took,
@@ -444,7 +430,7 @@ def run_plane(
                 stored = _stored(c.folder, size)
                 if c.name.startswith("sclib"):
                     check_copy(stored, size, digest, c.name)
-                _empty(c.folder)
+                empty_folder(c.folder)
     import statistics
 
     table: dict[str, dict[str, float]] = {}

@@ -83,11 +83,13 @@ from _common import (  # this folder: shared benchmark helpers
     MB,
     MIB,
     check_copy,
+    empty_folder,
     filesystem_of,
     free_port,
     log,
     make_random_file,
     mem_available_gib,
+    process_cpu_seconds,
     read_through,
     recycle_page_cache,
     sclib_source_state,
@@ -137,17 +139,6 @@ def human(size: int) -> str:
 # -- files ---------------------------------------------------------------------------
 
 
-def empty_folder(folder: Path) -> None:
-    """Delete everything inside ``folder`` (it stays)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for child in folder.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                child.unlink()
-
-
 # -- processes -----------------------------------------------------------------------
 
 
@@ -187,16 +178,6 @@ def _status_kib(pid: int, key: str) -> int | None:
     except (OSError, ValueError):
         pass
     return None
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds ``pid`` has used (its threads included)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def own_cpu_seconds() -> float:

@@ -89,11 +89,10 @@ def tus_tree_chunk(size: int) -> int:
     return chunk
 
 
-def _below(
-    write: StagedWrite, end: int
-) -> tuple[TreeRecorder | None, dict[int, bytes] | None]:
+def _below(write: StagedWrite, end: int) -> tuple[int, dict[int, bytes]] | None:
+    """A write's piece size and the chaining values of its pieces below ``end``."""
     tree = write.tree
-    return tree, tree.below(end, write.upload.size) if tree is not None else None
+    return None if tree is None else (tree.chunk, tree.below(end, write.upload.size))
 
 
 def _tree_state(
@@ -274,8 +273,9 @@ class Receiver(ReceiverCommit):
                 def checkpoint(
                     written: int, cvs: dict[int, bytes] | None, token: str | None
                 ) -> None:
+                    pieces = None if tree is None or cvs is None else (tree.chunk, cvs)
                     self._set_offset(
-                        upload_id, offset + written, tree=(tree, cvs), token=token
+                        upload_id, offset + written, tree=pieces, token=token
                     )
 
             write = StagedWrite(
@@ -312,18 +312,16 @@ class Receiver(ReceiverCommit):
         upload_id: str,
         offset: int,
         *,
-        tree: tuple[TreeRecorder | None, dict[int, bytes] | None] | None = None,
+        tree: tuple[int, dict[int, bytes]] | None = None,
         token: str | None = None,
         **more: Any,
     ) -> Upload:
         """Record how far a tus upload got, with the chaining values of the
-        pieces below (``tree``: the recorder and its values below ``offset``)."""
+        pieces below (``tree``: the piece size and the values below ``offset``)."""
         session = self.sessions.get(upload_id)
         state = {**session.state, "offset": offset, **more}
-        if tree is not None and tree[0] is not None and tree[1] is not None:
-            state["tree"] = _tree_state(
-                session.state.get("tree"), tree[0].chunk, tree[1], token
-            )
+        if tree is not None:
+            state["tree"] = _tree_state(session.state.get("tree"), *tree, token)
         return _view(self.sessions.update(upload_id, state=state))
 
     def finish_patch(
