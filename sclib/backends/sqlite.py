@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from sclib.jobs.policy import RetryPolicy
 from sclib.backends.sqlite_ops import SQLiteJobBase
 from sclib.backends.sqlite_schema import (
+    _ADD_COUNTS,
     _CLAIM_ORDER,
     _dumps,
     _row_to_claimed,
@@ -53,6 +55,40 @@ _INSERT_JOB = (
     "depends_on, waiting_on, error, created_at, updated_at, finished_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_COUNTED_JOB = (
+    _INSERT_JOB.replace(") VALUES (", ", self_counted) VALUES (")[:-1] + ", 1)"
+)
+
+
+def _stored(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The ``jobs`` row (in column order) that ``_INSERT_JOB`` with ``values``
+    stores: the columns it does not name take their defaults."""
+    (
+        id_,
+        type_,
+        status,
+        priority,
+        parameters,
+        dataset_uuid,
+        owner,
+        max_attempts,
+        max_crashes,
+        timeout,
+        run_at,
+        idempotency_key,
+        depends_on,
+        waiting_on,
+        error,
+        created_at,
+        updated_at,
+        finished_at,
+    ) = values
+    return (
+        id_, type_, status, priority, parameters, dataset_uuid, owner,
+        0, max_attempts, 0, 0, max_crashes, float(timeout), run_at,
+        None, None, 0, None, None, error, "[]", idempotency_key, depends_on,
+        waiting_on, created_at, updated_at, None, finished_at, 0, 0,
+    )  # fmt: skip
 
 
 class SQLiteJobStore(SQLiteJobBase):
@@ -83,7 +119,12 @@ class SQLiteJobStore(SQLiteJobBase):
                 self._row_values(job, waiting, dead, to_timestamp(job.created_at), deps)
                 for job in jobs
             ]
-            db.executemany(_INSERT_JOB, rows)
+            db.executemany(_INSERT_COUNTED_JOB, rows)
+            # the rows skip the count trigger: counted here once per (status, type)
+            db.executemany(
+                _ADD_COUNTS,
+                [(*key, n) for key, n in Counter((r[2], r[1]) for r in rows).items()],
+            )
             if shared:
                 db.executemany(
                     "INSERT OR IGNORE INTO job_deps (dep_id, job_id) VALUES (?, ?)",
@@ -101,16 +142,8 @@ class SQLiteJobStore(SQLiteJobBase):
                 "message) VALUES (?, ?, ?, ?, ?, ?)",
                 events,
             )
-            found: dict[str, Job] = {}
-            ids = [job.id for job in jobs]
-            for start in range(0, len(ids), 500):
-                part = ids[start : start + 500]
-                marks = ", ".join("?" * len(part))
-                for row in db.execute(
-                    f"SELECT * FROM jobs WHERE id IN ({marks})", part
-                ):
-                    found[row["id"]] = _row_to_job(row)
-        return [found[job_id] for job_id in ids]
+        # each job as stored, from the values written (no read back)
+        return [_row_to_job(_stored(r)) for r in rows]
 
     @staticmethod
     def _dependencies(

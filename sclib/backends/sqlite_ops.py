@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 from sclib.backends.sqlite_schema import (
     _ADDED_COLUMNS,
     _COLUMNS,
+    _COUNT_INSERTS,
     _COUNTS_SCHEMA,
     _FINISHED,
     _SCHEMA,
@@ -91,20 +92,35 @@ class SQLiteJobBase(JobStore):
         """Keep ``job_counts`` (jobs per status and type) exact with triggers,
         so counts cost the same at a thousand jobs or a million. A file made
         before them gets the table filled from its jobs and the triggers in the
-        same write transaction, so no concurrent write is missed."""
-        if self.db.read(
-            "SELECT 1 FROM sqlite_master WHERE type = 'trigger' "
-            "AND name = 'job_counts_update'"
-        ):
+        same write transaction, so no concurrent write is missed; a file whose
+        insert trigger predates ``self_counted`` gets it replaced, in one
+        transaction too (an older sclib writing to the file meanwhile leaves
+        ``self_counted`` at 0, so its rows are still counted once)."""
+        if self._counts_state(self.db.read) == "current":
             return
         with self.db.write() as db:
-            if db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'trigger' "
-                "AND name = 'job_counts_update'"
-            ).fetchone():
-                return  # another process did it meanwhile
-            for statement in _COUNTS_SCHEMA:
-                db.execute(statement)
+            state = self._counts_state(lambda sql: db.execute(sql).fetchall())
+            if state == "missing":
+                db.execute("DROP TRIGGER IF EXISTS job_counts_insert")
+                for statement in _COUNTS_SCHEMA:
+                    db.execute(statement)
+            elif state == "old insert trigger":
+                db.execute("DROP TRIGGER IF EXISTS job_counts_insert")
+                db.execute(_COUNT_INSERTS)
+
+    @staticmethod
+    def _counts_state(read: Callable[[str], list[Any]]) -> str:
+        found = dict(
+            read(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                "AND name IN ('job_counts_update', 'job_counts_insert')"
+            )
+        )
+        if "job_counts_update" not in found:
+            return "missing"
+        if "self_counted" not in (found.get("job_counts_insert") or ""):
+            return "old insert trigger"
+        return "current"
 
     def __repr__(self) -> str:
         return f"SQLiteJobStore({str(self.path)!r})"

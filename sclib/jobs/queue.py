@@ -8,13 +8,14 @@ in *immediate* mode, runs jobs inline in the caller (for notebooks and tests).
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from math import isfinite
+from types import NoneType
 from typing import TYPE_CHECKING, Any
 
 from sclib.backends import open_store
@@ -35,6 +36,7 @@ from sclib.jobtypes import (
     dataset_status_trail,
 )
 from sclib.models import ErrorRecord, Job, JobEvent, Lease, Progress, new_job_id
+from sclib.models.job import JOB_FIELDS, build_job
 
 if TYPE_CHECKING:
     from sclib.jobs.registry import HandlerRegistry
@@ -58,6 +60,24 @@ def _check_json(value: Any, what: str) -> None:
         raise InvalidInput(f"{what} must be JSON-serialisable: {exc}") from None
 
 
+_ID = JOB_FIELDS.index("id")
+_PARAMETERS = JOB_FIELDS.index("parameters")
+_SCALARS = (str, int, NoneType)  # bool is an int
+
+
+def _flat_json(params: dict[Any, Any]) -> bool:
+    """Whether ``params`` is plainly JSON: string keys and scalar values (most
+    jobs' parameters), checked without encoding them."""
+    for key, value in params.items():
+        if type(key) is not str:
+            return False
+        if not isinstance(value, _SCALARS) and not (
+            type(value) is float and isfinite(value)
+        ):
+            return False
+    return True
+
+
 def _job_parameters(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
     """A job's parameters, checked: a mapping (or nothing) of JSON values."""
     if parameters is None:
@@ -65,7 +85,8 @@ def _job_parameters(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
     if not isinstance(parameters, Mapping):
         raise InvalidInput(f"parameters must be a mapping, got {type(parameters)}")
     params = dict(parameters)
-    _check_json(params, "parameters")
+    if not _flat_json(params):
+        _check_json(params, "parameters")
     return params
 
 
@@ -269,11 +290,11 @@ class JobQueue:
             timeout_seconds=timeout_seconds,
         )
         jobs = [template]
-        base = {f.name: getattr(template, f.name) for f in dataclasses.fields(Job)}
+        values = [getattr(template, name) for name in JOB_FIELDS]
         for item in items:
-            base["id"] = new_job_id()
-            base["parameters"] = _job_parameters(item)
-            jobs.append(Job(**base))
+            values[_ID] = new_job_id()
+            values[_PARAMETERS] = _job_parameters(item)
+            jobs.append(build_job(*values))
         stored = self.store.enqueue_many(jobs)
         log.debug("enqueued %d %s jobs", len(stored), job_type)
         if self.immediate:

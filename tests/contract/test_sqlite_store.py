@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sclib.backends.base import JobFilter
 from sclib.backends.sqlite import SQLiteJobStore
 from sclib.errors import JobNotFound
 from sclib.jobs.queue import JobQueue
@@ -35,6 +36,8 @@ def test_a_file_from_an_older_sclib_gains_the_hold_columns(tmp_path: Path) -> No
     assert queue.claim("old-worker", lease_seconds=10) is not None
     queue.close()
     with closing(sqlite3.connect(path)) as db:
+        _older_insert_trigger(db)
+        db.execute("ALTER TABLE jobs DROP COLUMN self_counted")
         db.execute("ALTER TABLE jobs DROP COLUMN held_rescues")
         db.execute("ALTER TABLE jobs DROP COLUMN held")
         db.commit()
@@ -46,6 +49,24 @@ def test_a_file_from_an_older_sclib_gains_the_hold_columns(tmp_path: Path) -> No
         assert queue.get(job.id).crashes == 1
     finally:
         queue.close()
+
+
+def _older_insert_trigger(db: sqlite3.Connection) -> None:
+    """The count trigger sclib made before ``self_counted``: it counts every row."""
+    db.executescript(
+        "DROP TRIGGER job_counts_insert; "
+        "CREATE TRIGGER job_counts_insert AFTER INSERT ON jobs BEGIN "
+        "INSERT INTO job_counts (status, type, n) VALUES (NEW.status, NEW.type, 1) "
+        "ON CONFLICT (status, type) DO UPDATE SET n = n + 1; END;"
+    )
+
+
+def _insert_trigger(path: Path) -> str:
+    with closing(sqlite3.connect(path)) as db:
+        row = db.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'job_counts_insert'"
+        ).fetchone()
+    return str(row[0])
 
 
 def _grouped(path: Path) -> dict[tuple[str, str], int]:
@@ -66,6 +87,13 @@ def test_counts_kept_by_triggers_match_the_jobs(tmp_path: Path) -> None:
     store = SQLiteJobStore(path)
     queue = JobQueue(store, clock=clock)
     ids = [queue.enqueue(t).id for t in ["upload", "data_validation"] * 6]
+    # enqueue_many counts its rows itself, once per batch, not through the trigger
+    queue.enqueue_many("upload", [{"i": i} for i in range(7)])
+    dead = queue.enqueue("upload")
+    queue.cancel(dead.id)
+    born_cancelled = queue.enqueue_many("upload", [{}, {}], depends_on=[dead.id])
+    assert {j.status.value for j in born_cancelled} == {"cancelled"}
+    assert dict(store.counts()) == _grouped(path)
     for n in range(5):
         job = queue.claim("w", lease_seconds=60)
         assert job is not None
@@ -92,6 +120,22 @@ def test_counts_kept_by_triggers_match_the_jobs(tmp_path: Path) -> None:
     reopened = SQLiteJobStore(path)
     try:
         assert dict(reopened.counts()) == _grouped(path) != {}
+    finally:
+        reopened.close()
+
+    # a file whose insert trigger predates self_counted: replaced when opened,
+    # and the counts stay exact through single and bulk inserts
+    with closing(sqlite3.connect(path)) as conn:
+        _older_insert_trigger(conn)
+        conn.commit()
+    assert "self_counted" not in _insert_trigger(path)
+    reopened = SQLiteJobStore(path)
+    try:
+        assert "self_counted" in _insert_trigger(path)
+        again = JobQueue(reopened, clock=clock)
+        again.enqueue("upload")
+        again.enqueue_many("data_validation", [{}, {}, {}])
+        assert dict(reopened.counts()) == _grouped(path)
     finally:
         reopened.close()
 
@@ -173,5 +217,38 @@ def test_counts_before_a_time_come_from_the_count_table(tmp_path: Path) -> None:
                 ).fetchall()
                 expected = {(s, t): n for s, t, n in rows}
                 assert dict(store.finished_counts(None, cut)) == expected
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("filter_", "index"),
+    [
+        (JobFilter(owner="ana"), "jobs_by_owner"),
+        (JobFilter(owner="ana", status="pending"), "jobs_by_owner_status"),
+        (JobFilter(dataset_uuid="d-1"), "jobs_by_dataset"),
+        (JobFilter(dataset_uuid="d-1", after="0"), "jobs_by_dataset"),
+    ],
+)
+def test_owner_and_dataset_lists_read_their_partial_index(
+    tmp_path: Path, filter_: JobFilter, index: str
+) -> None:
+    """The owner and dataset indexes leave out jobs without one (an insert of
+    such a job writes none of their pages); a list filtered by owner or dataset
+    still reads its index in id order, with no sort and no scan of the table."""
+    store = SQLiteJobStore(tmp_path / "jobs.db")
+    queue = JobQueue(store)
+    try:
+        queue.enqueue_many("upload", [{}] * 20)
+        queue.enqueue("upload", owner="ana", dataset_uuid="d-1")
+        where, params = store._where(filter_)
+        sql = f"SELECT * FROM jobs{where} ORDER BY id LIMIT ? OFFSET ?"
+        plan = " | ".join(
+            str(r[3])
+            for r in store.db.read(f"EXPLAIN QUERY PLAN {sql}", [*params, 5, 0])
+        )
+        assert f"USING INDEX {index} " in plan + " ", plan
+        assert "TEMP B-TREE" not in plan, plan
+        assert [j.owner for j in store.list_jobs(filter_)] == ["ana"]
     finally:
         store.close()
