@@ -42,6 +42,7 @@ from sclib.backends.sqlite_schema import (
     _ADD_COUNTS,
     _CLAIM_ORDER,
     _dumps,
+    _move_counts,
     _row_to_claimed,
     _row_to_job,
 )
@@ -243,13 +244,15 @@ class SQLiteJobStore(SQLiteJobBase):
         rows = db.execute(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, "
             "worker_id = ?, lease_until = ?, updated_at = ?, "
-            "started_at = COALESCE(started_at, ?), cancel_requested = 0, held = ? "
+            "started_at = COALESCE(started_at, ?), cancel_requested = 0, held = ?, "
+            "self_counted = self_counted + 1 "
             "WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_claimable "
             "WHERE status = 'pending' AND waiting_on = 0 AND run_at <= ?"
             + type_clause
             + " ORDER BY priority, run_at, id LIMIT ?) RETURNING *",
             params,
         ).fetchall()
+        _move_counts(db, "pending", "running", [r[1] for r in rows])
         if len(rows) > 1:
             rows.sort(key=_CLAIM_ORDER)
         db.executemany(
@@ -452,12 +455,14 @@ class SQLiteJobStore(SQLiteJobBase):
                 "WITH v(id, worker, attempt, result) AS (VALUES "
                 + ", ".join(["(?, ?, ?, ?)"] * len(part))
                 + ") UPDATE jobs SET status = 'completed', result = v.result, "
-                "lease_until = NULL, updated_at = ?, finished_at = ? FROM v "
+                "lease_until = NULL, updated_at = ?, finished_at = ?, "
+                "self_counted = self_counted + 1 FROM v "
                 "WHERE jobs.id = v.id AND jobs.worker_id = v.worker "
                 "AND jobs.attempts = v.attempt AND jobs.status = 'running' "
-                "RETURNING jobs.id, jobs.worker_id, jobs.attempts",
+                "RETURNING jobs.id, jobs.worker_id, jobs.attempts, jobs.type",
                 [*params, t, t],
             ).fetchall()
+            _move_counts(db, "running", "completed", [r[3] for r in rows])
             ids = [r[0] for r in rows]
             done.update((r[0], r[1], r[2]) for r in rows)
             if not ids:

@@ -40,6 +40,7 @@ from sclib.backends.sqlite_schema import (
     _ADDED_COLUMNS,
     _COLUMNS,
     _COUNT_INSERTS,
+    _COUNT_UPDATES,
     _COUNTS_SCHEMA,
     _FINISHED,
     _SCHEMA,
@@ -93,9 +94,9 @@ class SQLiteJobBase(JobStore):
         so counts cost the same at a thousand jobs or a million. A file made
         before them gets the table filled from its jobs and the triggers in the
         same write transaction, so no concurrent write is missed; a file whose
-        insert trigger predates ``self_counted`` gets it replaced, in one
-        transaction too (an older sclib writing to the file meanwhile leaves
-        ``self_counted`` at 0, so its rows are still counted once)."""
+        triggers predate ``self_counted`` gets them replaced, in one transaction
+        too (an older sclib writing to the file meanwhile never sets
+        ``self_counted``, so the new triggers count its rows)."""
         if self._counts_state(self.db.read) == "current":
             return
         with self.db.write() as db:
@@ -104,9 +105,11 @@ class SQLiteJobBase(JobStore):
                 db.execute("DROP TRIGGER IF EXISTS job_counts_insert")
                 for statement in _COUNTS_SCHEMA:
                     db.execute(statement)
-            elif state == "old insert trigger":
+            elif state == "older triggers":
                 db.execute("DROP TRIGGER IF EXISTS job_counts_insert")
+                db.execute("DROP TRIGGER IF EXISTS job_counts_update")
                 db.execute(_COUNT_INSERTS)
+                db.execute(_COUNT_UPDATES)
 
     @staticmethod
     def _counts_state(read: Callable[[str], list[Any]]) -> str:
@@ -118,8 +121,9 @@ class SQLiteJobBase(JobStore):
         )
         if "job_counts_update" not in found:
             return "missing"
-        if "self_counted" not in (found.get("job_counts_insert") or ""):
-            return "old insert trigger"
+        found.setdefault("job_counts_insert", None)
+        if not all("self_counted" in (sql or "") for sql in found.values()):
+            return "older triggers"
         return "current"
 
     def __repr__(self) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -127,13 +128,25 @@ def _dt(ts: float | None) -> datetime | None:
 
 _EMPTY_PROGRESS = Progress()
 _STATUSES: Mapping[str, JobStatus] = {s.value: s for s in JobStatus}
-# jobs per (status, type), kept by triggers in the transaction of every change;
-# a statement that inserts many rows counts them itself, once per (status, type),
-# and marks them ``self_counted`` (a trigger runs once per row: about a third of
-# the cost of a bulk insert)
+# jobs per (status, type), kept by triggers in the transaction of every change.
+# A trigger runs once per row (about a third of the cost of a bulk insert, a
+# tenth of a worker's batch), so the statements that write many rows (enqueue_many,
+# a worker's batched claim and completion) count them themselves, once per
+# (status, type) in the same transaction, and tell the triggers so through
+# ``self_counted``: a row inserted with 1, or an update that changes it (adds
+# 1), is not counted by them. A statement that leaves the column alone (every
+# other one, and every statement of an older sclib) is.
 _COUNT_INSERTS = (
     "CREATE TRIGGER IF NOT EXISTS job_counts_insert AFTER INSERT ON jobs "
     "WHEN NEW.self_counted = 0 BEGIN "
+    "INSERT INTO job_counts (status, type, n) VALUES (NEW.status, NEW.type, 1) "
+    "ON CONFLICT (status, type) DO UPDATE SET n = n + 1; END"
+)
+_COUNT_UPDATES = (
+    "CREATE TRIGGER IF NOT EXISTS job_counts_update AFTER UPDATE OF status, type "
+    "ON jobs WHEN (OLD.status IS NOT NEW.status OR OLD.type IS NOT NEW.type) "
+    "AND OLD.self_counted IS NEW.self_counted BEGIN "
+    "UPDATE job_counts SET n = n - 1 WHERE status = OLD.status AND type = OLD.type; "
     "INSERT INTO job_counts (status, type, n) VALUES (NEW.status, NEW.type, 1) "
     "ON CONFLICT (status, type) DO UPDATE SET n = n + 1; END"
 )
@@ -141,6 +154,7 @@ _ADD_COUNTS = (
     "INSERT INTO job_counts (status, type, n) VALUES (?, ?, ?) "
     "ON CONFLICT (status, type) DO UPDATE SET n = n + excluded.n"
 )
+_TAKE_COUNTS = "UPDATE job_counts SET n = n - ? WHERE status = ? AND type = ?"
 _COUNTS_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS job_counts (status TEXT NOT NULL, type TEXT NOT "
     "NULL, n INTEGER NOT NULL, PRIMARY KEY (status, type)) WITHOUT ROWID",
@@ -151,12 +165,21 @@ _COUNTS_SCHEMA = (
     "CREATE TRIGGER IF NOT EXISTS job_counts_delete AFTER DELETE ON jobs BEGIN "
     "UPDATE job_counts SET n = n - 1 WHERE status = OLD.status AND type = OLD.type; "
     "END",
-    "CREATE TRIGGER IF NOT EXISTS job_counts_update AFTER UPDATE OF status, type "
-    "ON jobs WHEN OLD.status IS NOT NEW.status OR OLD.type IS NOT NEW.type BEGIN "
-    "UPDATE job_counts SET n = n - 1 WHERE status = OLD.status AND type = OLD.type; "
-    "INSERT INTO job_counts (status, type, n) VALUES (NEW.status, NEW.type, 1) "
-    "ON CONFLICT (status, type) DO UPDATE SET n = n + 1; END",
+    _COUNT_UPDATES,
 )
+
+
+def _move_counts(
+    db: sqlite3.Connection, before: str, after: str, types: Iterable[str]
+) -> None:
+    """Record in ``job_counts`` that jobs of ``types`` (one item per job) went
+    from status ``before`` to ``after`` (for a statement that bumped their
+    ``self_counted``, so the trigger did not)."""
+    moved = Counter(types)
+    if moved:
+        db.executemany(_TAKE_COUNTS, [(n, before, t) for t, n in moved.items()])
+        db.executemany(_ADD_COUNTS, [(after, t, n) for t, n in moved.items()])
+
 
 _COLUMNS = (
     "id",

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from sclib.backends.base import JobFilter
+from sclib.backends.base import JobFilter, Settlement
 from sclib.backends.sqlite import SQLiteJobStore
 from sclib.errors import JobNotFound
 from sclib.jobs.queue import JobQueue
+from sclib.models import Lease
 from sclib.testing.clock import ManualClock
 from sclib.testing.jobstore import JobStoreContract
 
@@ -36,7 +37,7 @@ def test_a_file_from_an_older_sclib_gains_the_hold_columns(tmp_path: Path) -> No
     assert queue.claim("old-worker", lease_seconds=10) is not None
     queue.close()
     with closing(sqlite3.connect(path)) as db:
-        _older_insert_trigger(db)
+        _older_count_triggers(db)
         db.execute("ALTER TABLE jobs DROP COLUMN self_counted")
         db.execute("ALTER TABLE jobs DROP COLUMN held_rescues")
         db.execute("ALTER TABLE jobs DROP COLUMN held")
@@ -51,22 +52,44 @@ def test_a_file_from_an_older_sclib_gains_the_hold_columns(tmp_path: Path) -> No
         queue.close()
 
 
-def _older_insert_trigger(db: sqlite3.Connection) -> None:
-    """The count trigger sclib made before ``self_counted``: it counts every row."""
+def _older_count_triggers(db: sqlite3.Connection) -> None:
+    """The count triggers sclib made before ``self_counted``: they count every
+    row."""
     db.executescript(
-        "DROP TRIGGER job_counts_insert; "
+        "DROP TRIGGER job_counts_insert; DROP TRIGGER job_counts_update; "
         "CREATE TRIGGER job_counts_insert AFTER INSERT ON jobs BEGIN "
+        "INSERT INTO job_counts (status, type, n) VALUES (NEW.status, NEW.type, 1) "
+        "ON CONFLICT (status, type) DO UPDATE SET n = n + 1; END; "
+        "CREATE TRIGGER job_counts_update AFTER UPDATE OF status, type "
+        "ON jobs WHEN OLD.status IS NOT NEW.status OR OLD.type IS NOT NEW.type BEGIN "
+        "UPDATE job_counts SET n = n - 1 "
+        "WHERE status = OLD.status AND type = OLD.type; "
         "INSERT INTO job_counts (status, type, n) VALUES (NEW.status, NEW.type, 1) "
         "ON CONFLICT (status, type) DO UPDATE SET n = n + 1; END;"
     )
 
 
-def _insert_trigger(path: Path) -> str:
+def _count_triggers(path: Path) -> list[str]:
     with closing(sqlite3.connect(path)) as db:
-        row = db.execute(
-            "SELECT sql FROM sqlite_master WHERE name = 'job_counts_insert'"
-        ).fetchone()
-    return str(row[0])
+        rows = db.execute(
+            "SELECT sql FROM sqlite_master WHERE name IN "
+            "('job_counts_insert', 'job_counts_update')"
+        ).fetchall()
+    assert len(rows) == 2
+    return [str(r[0]) for r in rows]
+
+
+def _settle_in_batches(queue: JobQueue, worker: str, rounds: int) -> None:
+    """What a Worker does: claim a batch, then complete it while claiming the
+    next, one transaction each (the batched statements count their own rows)."""
+    _, claimed = queue.settle_and_claim([], worker, limit=3)
+    for _ in range(rounds):
+        first, *rest = claimed
+        stale = Lease(first.lease.job_id, worker, first.lease.attempt + 1)
+        done = [Settlement(stale, "complete")]  # a lost lease: changes nothing
+        done += [Settlement(c.lease, "complete", result={"ok": 1}) for c in rest]
+        lost, claimed = queue.settle_and_claim(done, worker, limit=3)
+        assert lost[0] is not None and lost[1:] == [None] * len(rest)
 
 
 def _grouped(path: Path) -> dict[tuple[str, str], int]:
@@ -93,6 +116,10 @@ def test_counts_kept_by_triggers_match_the_jobs(tmp_path: Path) -> None:
     queue.cancel(dead.id)
     born_cancelled = queue.enqueue_many("upload", [{}, {}], depends_on=[dead.id])
     assert {j.status.value for j in born_cancelled} == {"cancelled"}
+    assert dict(store.counts()) == _grouped(path)
+    # a worker's batches (claim and complete count their rows themselves), with
+    # a lease lost in each (its completion changes nothing)
+    _settle_in_batches(queue, "batcher", 2)
     assert dict(store.counts()) == _grouped(path)
     for n in range(5):
         job = queue.claim("w", lease_seconds=60)
@@ -123,18 +150,34 @@ def test_counts_kept_by_triggers_match_the_jobs(tmp_path: Path) -> None:
     finally:
         reopened.close()
 
-    # a file whose insert trigger predates self_counted: replaced when opened,
-    # and the counts stay exact through single and bulk inserts
+    # a file whose triggers predate self_counted: replaced when opened, and the
+    # counts stay exact through single and bulk writes, and through the writes
+    # of an older sclib (plain statements that never set self_counted)
     with closing(sqlite3.connect(path)) as conn:
-        _older_insert_trigger(conn)
+        _older_count_triggers(conn)
         conn.commit()
-    assert "self_counted" not in _insert_trigger(path)
+    assert not any("self_counted" in sql for sql in _count_triggers(path))
     reopened = SQLiteJobStore(path)
     try:
-        assert "self_counted" in _insert_trigger(path)
+        assert all("self_counted" in sql for sql in _count_triggers(path))
         again = JobQueue(reopened, clock=clock)
         again.enqueue("upload")
-        again.enqueue_many("data_validation", [{}, {}, {}])
+        again.enqueue_many("data_validation", [{}, {}, {}, {}])
+        _settle_in_batches(again, "batcher-2", 1)
+        with closing(sqlite3.connect(path)) as older:
+            older.execute(
+                "UPDATE jobs SET status = 'running' WHERE id IN (SELECT id FROM "
+                "jobs WHERE status = 'pending' LIMIT 2)"
+            )
+            older.execute(
+                "UPDATE jobs SET status = 'completed' WHERE status = 'running'"
+            )
+            older.execute(
+                "INSERT INTO jobs (id, type, status, priority, max_attempts, "
+                "max_crashes, timeout_seconds, run_at, created_at, updated_at) "
+                "VALUES ('older-1', 'upload', 'pending', 3, 3, 3, 60, 0, 0, 0)"
+            )
+            older.commit()
         assert dict(reopened.counts()) == _grouped(path)
     finally:
         reopened.close()
