@@ -71,3 +71,34 @@ def test_every_setting_is_documented() -> None:
         if f"`{first}`" not in text:
             missing.append(str(first))
     assert missing == []
+
+
+_FENCE = re.compile(r"```.*?```", re.DOTALL)
+_HEADING = re.compile(r"^#+\s+(.*)$", re.MULTILINE)
+_LINK = re.compile(r"\]\(([^)#\s]*)#([^)\s]+)\)")
+
+
+def _slug(heading: str) -> str:
+    """A heading's anchor as GitHub makes it: lower case, punctuation dropped,
+    spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_to_a_heading_finds_it() -> None:
+    """A link such as ``server.md#safety`` names a heading the page has (a
+    renamed or moved heading breaks links silently otherwise)."""
+    pages = [*PAGES, ROOT / "benchmarks" / "README.md"]
+    anchors = {
+        page.resolve(): {
+            _slug(h) for h in _HEADING.findall(_FENCE.sub("", page.read_text()))
+        }
+        for page in pages
+    }
+    broken = []
+    for page in pages:
+        for target, anchor in _LINK.findall(_FENCE.sub("", page.read_text())):
+            path = (page.parent / target).resolve() if target else page.resolve()
+            if path in anchors and anchor not in anchors[path]:
+                broken.append(f"{page.relative_to(ROOT)}: {target}#{anchor}")
+    assert not broken, broken
+    assert sum(len(a) for a in anchors.values()) > 100  # the pages were read

@@ -84,10 +84,15 @@ def _stored(values: tuple[Any, ...]) -> tuple[Any, ...]:
         updated_at,
         finished_at,
     ) = values
+    # plain int and str, as SQLite gives them back, whatever subclass came in
+    text, number = str.__str__, int.__int__
     return (
-        id_, type_, status, priority, parameters, dataset_uuid, owner,
-        0, max_attempts, 0, 0, max_crashes, float(timeout), run_at,
-        None, None, 0, None, None, error, "[]", idempotency_key, depends_on,
+        id_, text(type_), status, number(priority), parameters,
+        None if dataset_uuid is None else text(dataset_uuid),
+        None if owner is None else text(owner),
+        0, number(max_attempts), 0, 0, number(max_crashes), float(timeout), run_at,
+        None, None, 0, None, None, error, "[]",
+        None if idempotency_key is None else text(idempotency_key), depends_on,
         waiting_on, created_at, updated_at, None, finished_at, 0, 0,
     )  # fmt: skip
 

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from math import isfinite
-from types import NoneType
 from typing import TYPE_CHECKING, Any
 
 from sclib.backends import open_store
@@ -62,7 +61,6 @@ def _check_json(value: Any, what: str) -> None:
 
 _ID = JOB_FIELDS.index("id")
 _PARAMETERS = JOB_FIELDS.index("parameters")
-_SCALARS = (str, int, NoneType)  # bool is an int
 
 
 def _flat_json(params: dict[Any, Any]) -> bool:
@@ -71,9 +69,13 @@ def _flat_json(params: dict[Any, Any]) -> bool:
     for key, value in params.items():
         if type(key) is not str:
             return False
-        if not isinstance(value, _SCALARS) and not (
-            type(value) is float and isfinite(value)
-        ):
+        if value is None or isinstance(value, str):
+            continue
+        if isinstance(value, int):  # bool too
+            if value.bit_length() > 2000:  # int-to-str digit limit: 640 at least
+                return False  # let json.dumps say whether it can
+            continue
+        if type(value) is not float or not isfinite(value):
             return False
     return True
 
@@ -359,19 +361,20 @@ class JobQueue:
             when = now + timedelta(seconds=seconds)
         else:
             when = now
+        text = str.__str__  # plain str and int, as a store gives them back
         return Job(
             id=new_job_id(),
-            type=job_type,
+            type=text(job_type),
             status=JobStatus.PENDING,
-            priority=prio,
+            priority=int.__int__(prio),
             parameters=params,
-            dataset_uuid=dataset_uuid,
-            owner=owner,
-            max_attempts=attempts,
+            dataset_uuid=None if dataset_uuid is None else text(dataset_uuid),
+            owner=None if owner is None else text(owner),
+            max_attempts=int.__int__(attempts),
             max_crashes=self.max_crashes,
             timeout_seconds=float(timeout),
             run_at=when,
-            idempotency_key=idempotency_key,
+            idempotency_key=None if idempotency_key is None else text(idempotency_key),
             depends_on=tuple(dict.fromkeys(deps)),
             created_at=now,
             updated_at=now,

@@ -19,6 +19,7 @@ sleeping.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -141,6 +142,33 @@ class JobStoreContract:
         order = [queue.claim("w") for _ in range(5)]
         assert [j.id for j in order if j is not None] == [j.id for j in jobs]
 
+    def test_enqueue_many_returns_plain_values(self, queue: JobQueue) -> None:
+        """Options given as int or str subclasses (an IntEnum priority, a str
+        subclass owner) come back as the plain int and str the store holds, in
+        the returned jobs as from ``get``; so do nested tuples (JSON lists)."""
+
+        class Priority(enum.IntEnum):
+            HIGH = 1
+
+        class Owner(str):
+            def __str__(self) -> str:
+                return "not the value"
+
+        jobs = queue.enqueue_many(
+            "upload",
+            [{"pair": (1, 2)}, {}],
+            priority=Priority.HIGH,
+            owner=Owner("ada"),
+            dataset_uuid=Owner("d-1"),
+        )
+        for job in jobs:
+            assert job == queue.get(job.id)
+            assert type(job.priority) is int and job.priority == 1
+            assert type(job.owner) is str and job.owner == "ada"
+            assert type(job.dataset_uuid) is str and job.dataset_uuid == "d-1"
+            assert type(job.type) is str
+        assert jobs[0].parameters == {"pair": [1, 2]}
+
     def test_enqueue_many_checks_every_job_before_storing_any(
         self, queue: JobQueue
     ) -> None:
@@ -148,6 +176,12 @@ class JobStoreContract:
         that names it, and no job stored."""
         with pytest.raises(InvalidInput, match="JSON"):
             queue.enqueue_many("upload", [{"ok": 1}, {"f": object()}])
+        for bad in ({"x": float("nan")}, {"x": 10**5000}, {"x": float("inf")}):
+            # (an int too long for json to write: checked as json.dumps would)
+            with pytest.raises(InvalidInput, match="JSON"):
+                queue.enqueue_many("upload", [{}, bad])
+            with pytest.raises(InvalidInput, match="JSON"):
+                queue.enqueue("upload", bad)
         with pytest.raises(InvalidInput, match="iterable of mappings"):
             queue.enqueue_many("upload", {"n": 1})  # type: ignore[dict-item]
         with pytest.raises(InvalidInput, match="depends_on"):
