@@ -114,7 +114,8 @@ FIELDS = {"dataset_name": "upload-bench", "sensor": "OTHER"}
 DIAG = "sclib 1 MiB pieces"  # the diagnostic contender (see TimingTransport)
 HASH_TWICE = "sclib two hash passes"  # the client with SCLIB_BLAKE3_TREE=0
 TARGET_CURL = 1.5  # the sclib client against curl -F to the one-request route
-TARGET_CP = 0.6
+# (sclib against cp is printed without a target: its old one, 0.6x, was retired
+# as out of reach through HTTP; CPU per GiB is the data plane's measure)
 
 
 def parse_size(text: str) -> int:
@@ -840,8 +841,7 @@ def print_report(result: dict[str, Any]) -> None:
             f"{r['sclib_best/curl']:.2f}x"
         )
     print(
-        f"   sclib/cp        {r['sclib/cp']:5.2f}x  (target >= {TARGET_CP:g}: "
-        f"{_verdict(r['sclib/cp'], TARGET_CP)}); best chunk size: "
+        f"   sclib/cp        {r['sclib/cp']:5.2f}x  (no target); best chunk size: "
         f"{r['sclib_best/cp']:.2f}x"
     )
     print(f"   sclib/cp+sync   {r['sclib/cp+sync']:5.2f}x")
