@@ -196,6 +196,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def serve_argv(port: int | str) -> list[str]:
+    """``sclib serve`` as the upload benchmarks run it: this Python, 127.0.0.1,
+    no job workers, no auth, quiet."""
+    return [
+        sys.executable, "-m", "sclib", "serve", "--host", "127.0.0.1",
+        "--port", str(port), "--workers", "0", "--no-auth", "--log-level", "warning",
+    ]  # fmt: skip
+
+
 def mem_available_gib() -> float | None:
     try:
         with open("/proc/meminfo") as f:

@@ -48,6 +48,7 @@ from _common import (
     process_cpu_seconds,
     read_through,
     recycle_page_cache,
+    serve_argv,
     started,
     stop,
 )
@@ -367,21 +368,7 @@ def run_plane(
             data = tmp / f"plane-sclib-{flag}"
             proc, port = stack.enter_context(
                 _process(
-                    [
-                        sys.executable,
-                        "-m",
-                        "sclib",
-                        "serve",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        "{port}",
-                        "--workers",
-                        "0",
-                        "--no-auth",
-                        "--log-level",
-                        "warning",
-                    ],
+                    serve_argv("{port}"),
                     name,
                     tmp,
                     env={"SCLIB_DATA_DIR": str(data), "SCLIB_DATA_PLANE": flag},

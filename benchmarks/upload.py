@@ -93,6 +93,7 @@ from _common import (  # this folder: shared benchmark helpers
     read_through,
     recycle_page_cache,
     sclib_source_state,
+    serve_argv,
     started,
     stop,
     stop_all,
@@ -249,21 +250,7 @@ def sclib_server(
         "PYTHONUNBUFFERED": "1",
     }
     log_path = tmp / "server.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "sclib",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "0",
-        "--no-auth",
-        "--log-level",
-        "warning",
-    ]
+    argv = serve_argv(port)
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
             argv,

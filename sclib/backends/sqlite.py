@@ -41,6 +41,7 @@ from sclib.backends.sqlite_ops import SQLiteJobBase
 from sclib.backends.sqlite_schema import (
     _ADD_COUNTS,
     _CLAIM_ORDER,
+    _COLUMNS,
     _dumps,
     _move_counts,
     _row_to_claimed,
@@ -50,51 +51,39 @@ from sclib.backends.sqlite_schema import (
 __all__ = ["SQLiteJobStore"]
 
 
+#: the columns an enqueue writes, in the order of ``_row_values``; the others
+#: take their defaults (``_UNWRITTEN``)
+_WRITTEN = (
+    "id", "type", "status", "priority", "parameters", "dataset_uuid", "owner",
+    "max_attempts", "max_crashes", "timeout_seconds", "run_at", "idempotency_key",
+    "depends_on", "waiting_on", "error", "created_at", "updated_at", "finished_at",
+)  # fmt: skip
+_UNWRITTEN: dict[str, Any] = {
+    "attempts": 0, "failures": 0, "crashes": 0, "worker_id": None,
+    "lease_until": None, "cancel_requested": 0, "progress": None, "result": None,
+    "error_history": "[]", "started_at": None, "held": 0, "held_rescues": 0,
+    "self_counted": 0,
+}  # fmt: skip
 _INSERT_JOB = (
-    "INSERT INTO jobs (id, type, status, priority, parameters, dataset_uuid, owner, "
-    "max_attempts, max_crashes, timeout_seconds, run_at, idempotency_key, "
-    "depends_on, waiting_on, error, created_at, updated_at, finished_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO jobs ({', '.join(_WRITTEN)}) "
+    f"VALUES ({', '.join('?' * len(_WRITTEN))})"
 )
 _INSERT_COUNTED_JOB = (
-    _INSERT_JOB.replace(") VALUES (", ", self_counted) VALUES (")[:-1] + ", 1)"
+    f"INSERT INTO jobs ({', '.join(_WRITTEN)}, self_counted) "
+    f"VALUES ({', '.join('?' * len(_WRITTEN))}, 1)"
+)
+# for each column of a row, where its value comes from: (True, position in the
+# written values) or (False, its default)
+_ROW_FROM: tuple[tuple[bool, Any], ...] = tuple(
+    (True, _WRITTEN.index(c)) if c in _WRITTEN else (False, _UNWRITTEN[c])
+    for c in _COLUMNS
 )
 
 
 def _stored(values: tuple[Any, ...]) -> tuple[Any, ...]:
     """The ``jobs`` row (in column order) that ``_INSERT_JOB`` with ``values``
-    stores: the columns it does not name take their defaults."""
-    (
-        id_,
-        type_,
-        status,
-        priority,
-        parameters,
-        dataset_uuid,
-        owner,
-        max_attempts,
-        max_crashes,
-        timeout,
-        run_at,
-        idempotency_key,
-        depends_on,
-        waiting_on,
-        error,
-        created_at,
-        updated_at,
-        finished_at,
-    ) = values
-    # plain int and str, as SQLite gives them back, whatever subclass came in
-    text, number = str.__str__, int.__int__
-    return (
-        id_, text(type_), status, number(priority), parameters,
-        None if dataset_uuid is None else text(dataset_uuid),
-        None if owner is None else text(owner),
-        0, number(max_attempts), 0, 0, number(max_crashes), float(timeout), run_at,
-        None, None, 0, None, None, error, "[]",
-        None if idempotency_key is None else text(idempotency_key), depends_on,
-        waiting_on, created_at, updated_at, None, finished_at, 0, 0,
-    )  # fmt: skip
+    stores."""
+    return tuple(values[x] if written else x for written, x in _ROW_FROM)
 
 
 class SQLiteJobStore(SQLiteJobBase):

@@ -121,8 +121,10 @@ class SQLiteJobBase(JobStore):
         )
         if "job_counts_update" not in found:
             return "missing"
-        found.setdefault("job_counts_insert", None)
-        if not all("self_counted" in (sql or "") for sql in found.values()):
+        if any(
+            "self_counted" not in (found.get(name) or "")
+            for name in ("job_counts_insert", "job_counts_update")
+        ):
             return "older triggers"
         return "current"
 
