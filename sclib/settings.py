@@ -247,6 +247,17 @@ class Settings(BaseSettings):
             "request. Needs httptools (the server extra)."
         ),
     )
+    direct_io: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("SCLIB_DIRECT_IO"),
+        description=(
+            "Write large aligned pieces of upload bodies past the page cache "
+            "(O_DIRECT, Linux): about half the server's CPU per GiB, and no "
+            "uploaded bytes crowding the page cache; false: every byte through "
+            "the page cache. Filesystems that refuse O_DIRECT are written as if "
+            "false."
+        ),
+    )
     max_metadata_bytes: int = Field(
         default=4096,
         ge=256,

@@ -109,6 +109,7 @@ def create_app(
         disk_reserve=parse_reserve(settings.disk_reserve),
         max_open_uploads=settings.max_open_uploads,
         max_staged_bytes=settings.max_staged_bytes,
+        direct_io=settings.direct_io,
     )
     state = ServerState(
         settings,

@@ -9,6 +9,10 @@ Here the bytes go from the kernel into a few reusable buffers
 (:class:`asyncio.BufferedProtocol`: ``recv_into``), and from there, a buffer at a
 time, to :meth:`StagedWrite.write <sclib.transfers.staging.StagedWrite.write>` in
 a worker thread (hash, ``pwrite``): no copy in Python, no message per 64 KiB.
+The buffers are page-aligned (anonymous ``mmap``), so a sink that can
+(:meth:`StagedWrite.write_behind
+<sclib.transfers.staging.StagedWrite.write_behind>`) writes them past the page
+cache, a few at a time; a buffer is read into again once its write is done.
 
 **The shape: one port, a dispatching protocol.** :class:`DataPlaneProtocol` is
 uvicorn's httptools protocol with a look at each request's head before the
@@ -44,10 +48,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import mmap
 import re
 from typing import TYPE_CHECKING, Any, cast
 
-from sclib.server.streaming import Sink, _write_in_thread
+from sclib.server.streaming import Sink, _write_in_thread, run_to_the_end
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -82,7 +87,7 @@ def _take_piece(size: int) -> bytearray:
     are read on the event loop's thread only, so no lock), else a new one."""
     if size == PIECE and _pieces:
         return _pieces.pop()
-    return bytearray(size)
+    return cast("bytearray", mmap.mmap(-1, size))
 
 
 def _give_piece(buf: bytearray) -> None:
@@ -134,6 +139,8 @@ class DirectBody(asyncio.BufferedProtocol):
         self._free: list[bytearray] = []
         self._ring: list[bytearray] = []
         self._ring_ids: set[int] = set()
+        #: ring buffers a write still reads from (``write_behind``)
+        self._busy: set[int] = set()
         self._piece = 0
         self._current: bytearray | None = None
         self._pos = 0
@@ -264,6 +271,7 @@ class DirectBody(asyncio.BufferedProtocol):
         self._ring = [_take_piece(self._piece) for _ in range(count)]
         self._ring_ids = {id(buf) for buf in self._ring}
         self._free = list(self._ring)
+        self._gather_early()
         try:
             cycle = self.cycle
             if self._expect_continue and getattr(
@@ -273,19 +281,34 @@ class DirectBody(asyncio.BufferedProtocol):
                 if not self._transport.is_closing():
                     self._transport.write(_CONTINUE)
             self._resume()
+            behind = getattr(sink, "write_behind", None)
             while True:
                 if self._ready:
                     data, n = self._ready.popleft()
-                    await _write_in_thread(sink, memoryview(data)[:n])
-                    if id(data) in self._ring_ids:
-                        self._free.append(data)  # type: ignore[arg-type]
-                        if not self.complete and not self.cut:
-                            self._resume()
+                    view = memoryview(data)[:n]
+                    if id(data) not in self._ring_ids:
+                        await _write_in_thread(sink, view)
+                        continue
+                    future = None
+                    if behind is None:
+                        await _write_in_thread(sink, view)
+                    else:
+                        future = await run_to_the_end(behind, view)
+                    buf = cast("bytearray", data)
+                    if future is None or future.done():
+                        self._release(buf)
+                    else:  # the buffer is free once the write is done
+                        self._busy.add(id(buf))
+                        future.add_done_callback(
+                            lambda _, buf=buf: loop.call_soon_threadsafe(
+                                self._release, buf
+                            )
+                        )
                     continue
-                if self.cut:
-                    return False
-                if self.complete and self._current is None:
-                    return True
+                if self.cut or (self.complete and self._current is None):
+                    if behind is not None:  # the last write is done, or raises
+                        await run_to_the_end(sink.join_io)  # type: ignore[attr-defined]
+                    return not self.cut
                 self._wake = loop.create_future()
                 try:
                     await self._wake
@@ -298,11 +321,46 @@ class DirectBody(asyncio.BufferedProtocol):
             self._ready.clear()
             self._free = []
             for buf in self._ring:
-                _give_piece(buf)
+                if id(buf) not in self._busy:  # else when its write is done
+                    _give_piece(buf)
             self._ring = []
             self._ring_ids = set()
             if not self.complete and not self.cut:
                 self.drain()
+
+    def _gather_early(self) -> None:
+        """Move the bytes read before :meth:`pump` (with the head, or while the
+        app ran) to the start of the first ring buffer, which the socket then
+        fills on: the body's pieces start at its offset's alignment, and
+        page-aligned pieces can be written past the page cache
+        (:meth:`~sclib.transfers.staging.StagedWrite.write_behind`)."""
+        if not self._ready or not self._free or self._current is not None:
+            return
+        buf = self._free[-1]
+        pos = 0
+        while self._ready and pos + self._ready[0][1] <= len(buf):
+            data, n = self._ready.popleft()
+            buf[pos : pos + n] = memoryview(data)[:n]
+            pos += n
+        if not pos:
+            return
+        self._free.pop()
+        if self._ready or pos == len(buf) or self.complete:
+            self._ready.appendleft((buf, pos))  # what did not fit comes after
+        else:
+            self._current, self._pos = buf, pos
+
+    def _release(self, buf: bytearray) -> None:
+        """A ring buffer's bytes are written: it takes the next ones (or, after
+        :meth:`pump`, goes back to the pool)."""
+        self._busy.discard(id(buf))
+        if not self._pumping:
+            _give_piece(buf)
+            return
+        self._free.append(buf)
+        if not self.complete and not self.cut:
+            self._resume()
+        self._notify()
 
     def drain(self) -> None:
         """Read and drop what is left of the body (the app answered without

@@ -342,6 +342,7 @@ class Receiver(ReceiverCommit):
     def abort_patch(self, write: StagedWrite, *, keep: bool) -> None:
         """A body that broke off: keep what arrived (tus without a checksum) or not."""
         try:
+            write.join_io(quiet=True)  # what was written behind counts first
             if keep and write.written:
                 write.durable()
                 self._set_offset(

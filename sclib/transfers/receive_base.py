@@ -219,8 +219,11 @@ class ReceiverBase:
         disk_reserve: tuple[int, float] = (0, 0.0),
         max_open_uploads: int | None = None,
         max_staged_bytes: int | None = None,
+        direct_io: bool = True,
     ) -> None:
         self.sessions = sessions
+        #: large aligned writes bypass the page cache (``O_DIRECT``)
+        self.direct_io = direct_io
         self.free_space = free_space
         self.disk_reserve = disk_reserve
         self.max_open_uploads = max_open_uploads

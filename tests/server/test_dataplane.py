@@ -29,6 +29,7 @@ from blake3 import blake3
 
 from sclib.server.dataplane import DirectBody, _read_head
 from sclib.settings import Settings
+from tests.pagecache import cached_fraction, direct_writes_bypass_cache
 
 pytestmark = pytest.mark.integration
 
@@ -49,9 +50,19 @@ class Plane:
 BUFFERED_AT_PUMP: list[int] = []
 
 
+@pytest.fixture
+def plane_settings() -> dict[str, object]:
+    """Settings of the ``plane`` server beyond its data folder (a test overrides
+    this by parametrizing it)."""
+    return {}
+
+
 @pytest.fixture(params=["asyncio", "uvloop"])
 def plane(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    plane_settings: dict[str, object],
 ) -> Iterator[Plane]:
     """A server with the data plane on, on one event loop; ``pumped`` lists the
     length of every body read directly."""
@@ -71,7 +82,11 @@ def plane(
         return await original(self, sink)  # type: ignore[arg-type]
 
     monkeypatch.setattr(DirectBody, "pump", counting)
-    settings = Settings(data_dir=tmp_path / "data", no_auth=True)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        no_auth=True,
+        **plane_settings,  # type: ignore[arg-type]
+    )
     app = create_app(settings, run_worker=False)
     config = uvicorn_config(
         app, settings, host="127.0.0.1", port=0, loop=request.param, log_level="warning"
@@ -184,6 +199,41 @@ def test_patch_bodies_skip_asgi_and_land_whole(plane: Plane) -> None:
     assert blake3(stored(plane, r.headers["x-dataset-uuid"])).digest() == (
         blake3(data).digest()
     )
+
+
+@pytest.mark.parametrize(
+    "plane_settings", [{}, {"direct_io": False}], ids=["direct", "cached"]
+)
+def test_patch_bodies_bypass_the_page_cache_unless_turned_off(
+    plane: Plane, plane_settings: dict[str, object]
+) -> None:
+    """The plane's buffers are page-aligned, so a PATCH from an aligned offset is
+    written past the page cache (``O_DIRECT``): none of the stored file's pages
+    is cached after it; with ``SCLIB_DIRECT_IO=false`` they all are."""
+    why = direct_writes_bypass_cache(plane.data_dir)
+    if why is not None:
+        pytest.skip(why)
+    data = os.urandom(8 * MiB)
+    # half the upload: the staging file as the PATCH left it (completing a file
+    # this small reads it back to hash it, and that fills the cache)
+    path = create(plane, 2 * len(data))
+    r = httpx.patch(
+        plane.url + path,
+        content=data,
+        headers={**TUS, "Upload-Offset": "0", "Content-Type": OCTET},
+        timeout=30,
+    )
+    assert r.status_code == 204, r.text
+    assert plane.pumped == [len(data)]
+    upload_id = path.rstrip("/").rsplit("/")[-1]
+    file = plane.data_dir / "tmp" / "uploads" / upload_id / "data"
+    cached = cached_fraction(file, len(data))
+    if plane_settings.get("direct_io") is False:
+        assert cached == 1.0
+    else:
+        assert cached < 0.01
+    with open(file, "rb") as f:
+        assert f.read(len(data)) == data
 
 
 def test_the_sclib_client_chunks_go_through_the_plane(
