@@ -14,7 +14,10 @@ that process spent, user + system, per GiB received):
 * ``sclib tus``: ``sclib serve`` (the data plane on, the default), ``PATCH`` of
   the whole file to an upload created just before (not timed); the last byte
   commits the file (the server computes its BLAKE3) as in every sclib upload.
-* ``sclib tus, ASGI``: the same with ``SCLIB_DATA_PLANE=0``.
+* ``sclib tus, page cache``: the same with ``SCLIB_DIRECT_IO=0`` (the plane's
+  pieces written through the page cache, as before ``O_DIRECT``).
+* ``sclib tus, ASGI``: the same with ``SCLIB_DATA_PLANE=0`` (through the page
+  cache too: ASGI's buffers are not page-aligned).
 
 Fairness as in the rest of ``upload.py``: every contender runs ``repeat`` times,
 interleaved, the order rotated each round; the source is read into the page cache
@@ -61,6 +64,7 @@ TARGET_RSS_MIB = 250  # sclib's peak RSS receiving the file
 
 PLANE = "sclib tus"
 ASGI_OFF = "sclib tus, ASGI"
+CACHED = "sclib tus, page cache"
 SINK = "raw socket sink"
 BARE = "bare ASGI"
 NODE = "@tus/server"
@@ -364,14 +368,22 @@ def run_plane(
             result["node"] = subprocess.run(
                 [node_bin, "--version"], capture_output=True, text=True
             ).stdout.strip()
-        for name, flag in ((PLANE, "1"), (ASGI_OFF, "0")):
-            data = tmp / f"plane-sclib-{flag}"
+        for name, flag, direct in (
+            (PLANE, "1", "1"),
+            (CACHED, "1", "0"),
+            (ASGI_OFF, "0", "1"),
+        ):
+            data = tmp / f"plane-sclib-{flag}{direct}"
             proc, port = stack.enter_context(
                 _process(
                     serve_argv("{port}"),
                     name,
                     tmp,
-                    env={"SCLIB_DATA_DIR": str(data), "SCLIB_DATA_PLANE": flag},
+                    env={
+                        "SCLIB_DATA_DIR": str(data),
+                        "SCLIB_DATA_PLANE": flag,
+                        "SCLIB_DIRECT_IO": direct,
+                    },
                 )
             )
             url = f"http://127.0.0.1:{port}"
@@ -435,6 +447,10 @@ def run_plane(
     if NODE in table:
         ratios["plane/@tus/server MB/s"] = plane["mb_per_s"] / table[NODE]["mb_per_s"]
     ratios["ASGI/plane CPU"] = table[ASGI_OFF]["cpu_s_per_gib"] / plane["cpu_s_per_gib"]
+    ratios["page cache/plane CPU"] = (
+        table[CACHED]["cpu_s_per_gib"] / plane["cpu_s_per_gib"]
+    )
+    ratios["plane/page cache MB/s"] = plane["mb_per_s"] / table[CACHED]["mb_per_s"]
     ratios["plane/raw sink CPU"] = plane["cpu_s_per_gib"] / table[SINK]["cpu_s_per_gib"]
     ratios["plane/bare ASGI CPU"] = (
         plane["cpu_s_per_gib"] / table[BARE]["cpu_s_per_gib"]
@@ -479,7 +495,13 @@ def print_plane(plane: dict[str, Any], verdict: Callable[[float, float], str]) -
         f"    sclib tus peak RSS {rss:,.0f} MiB (target < {TARGET_RSS_MIB}): "
         + ("met" if 0 < rss < TARGET_RSS_MIB else "NOT MET")
     )
-    for key in ("ASGI/plane CPU", "plane/raw sink CPU", "plane/bare ASGI CPU"):
+    for key in (
+        "ASGI/plane CPU",
+        "page cache/plane CPU",
+        "plane/page cache MB/s",
+        "plane/raw sink CPU",
+        "plane/bare ASGI CPU",
+    ):
         print(f"    {key}: {plane['ratios'][key]:.2f}")
 
 

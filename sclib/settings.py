@@ -248,14 +248,14 @@ class Settings(BaseSettings):
         ),
     )
     direct_io: bool = Field(
-        default=True,
+        default=False,
         validation_alias=AliasChoices("SCLIB_DIRECT_IO"),
         description=(
-            "Write large aligned pieces of upload bodies past the page cache "
-            "(O_DIRECT, Linux): about half the server's CPU per GiB, and no "
-            "uploaded bytes crowding the page cache; false: every byte through "
-            "the page cache. Filesystems that refuse O_DIRECT are written as if "
-            "false."
+            "Write the page-aligned pieces the data plane reads past the page "
+            "cache (O_DIRECT, Linux): no uploaded bytes crowding the page cache, "
+            "and much less CPU where filling it is dear, but only as fast as the "
+            "disk takes them (docs/server.md). Filesystems that refuse O_DIRECT "
+            "are written through the page cache either way."
         ),
     )
     max_metadata_bytes: int = Field(

@@ -141,6 +141,8 @@ class DirectBody(asyncio.BufferedProtocol):
         self._ring_ids: set[int] = set()
         #: ring buffers a write still reads from (``write_behind``)
         self._busy: set[int] = set()
+        #: a write behind finished since its sink last counted them
+        self._released = False
         self._piece = 0
         self._current: bytearray | None = None
         self._pos = 0
@@ -309,6 +311,11 @@ class DirectBody(asyncio.BufferedProtocol):
                     if behind is not None:  # the last write is done, or raises
                         await run_to_the_end(sink.join_io)  # type: ignore[attr-defined]
                     return not self.cut
+                if self._released and behind is not None:
+                    # count the finished writes behind while bytes are awaited
+                    self._released = False
+                    await run_to_the_end(sink.count_done)  # type: ignore[attr-defined]
+                    continue
                 self._wake = loop.create_future()
                 try:
                     await self._wake
@@ -353,7 +360,9 @@ class DirectBody(asyncio.BufferedProtocol):
     def _release(self, buf: bytearray) -> None:
         """A ring buffer's bytes are written: it takes the next ones (or, after
         :meth:`pump`, goes back to the pool)."""
-        self._busy.discard(id(buf))
+        if id(buf) in self._busy:  # a write behind finished
+            self._busy.discard(id(buf))
+            self._released = True
         if not self._pumping:
             _give_piece(buf)
             return

@@ -219,7 +219,7 @@ class ReceiverBase:
         disk_reserve: tuple[int, float] = (0, 0.0),
         max_open_uploads: int | None = None,
         max_staged_bytes: int | None = None,
-        direct_io: bool = True,
+        direct_io: bool = False,
     ) -> None:
         self.sessions = sessions
         #: large aligned writes bypass the page cache (``O_DIRECT``)

@@ -294,6 +294,11 @@ class StagedWrite:
             if not quiet:
                 raise
 
+    def count_done(self) -> None:
+        """Count the writes behind that are done, oldest first, without waiting
+        (so that a checkpoint comes when due, not with the next write)."""
+        self._join_done(keep=len(self._behind))
+
     def _join_done(self, keep: int) -> None:
         """Count the writes behind that are done, oldest first, waiting for the
         oldest while more than ``keep`` run."""

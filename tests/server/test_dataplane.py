@@ -202,14 +202,15 @@ def test_patch_bodies_skip_asgi_and_land_whole(plane: Plane) -> None:
 
 
 @pytest.mark.parametrize(
-    "plane_settings", [{}, {"direct_io": False}], ids=["direct", "cached"]
+    "plane_settings", [{"direct_io": True}, {}], ids=["direct", "default"]
 )
-def test_patch_bodies_bypass_the_page_cache_unless_turned_off(
+def test_patch_bodies_bypass_the_page_cache_when_asked(
     plane: Plane, plane_settings: dict[str, object]
 ) -> None:
-    """The plane's buffers are page-aligned, so a PATCH from an aligned offset is
-    written past the page cache (``O_DIRECT``): none of the stored file's pages
-    is cached after it; with ``SCLIB_DIRECT_IO=false`` they all are."""
+    """The plane's buffers are page-aligned, so with ``SCLIB_DIRECT_IO=true`` a
+    PATCH from an aligned offset is written past the page cache (``O_DIRECT``):
+    none of the stored file's pages is cached after it; by default they all
+    are."""
     why = direct_writes_bypass_cache(plane.data_dir)
     if why is not None:
         pytest.skip(why)
@@ -228,10 +229,10 @@ def test_patch_bodies_bypass_the_page_cache_unless_turned_off(
     upload_id = path.rstrip("/").rsplit("/")[-1]
     file = plane.data_dir / "tmp" / "uploads" / upload_id / "data"
     cached = cached_fraction(file, len(data))
-    if plane_settings.get("direct_io") is False:
-        assert cached == 1.0
-    else:
+    if plane_settings.get("direct_io"):
         assert cached < 0.01
+    else:
+        assert cached == 1.0
     with open(file, "rb") as f:
         assert f.read(len(data)) == data
 

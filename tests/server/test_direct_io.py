@@ -38,6 +38,8 @@ OWNER = "alice@example.org"
 
 
 def _manager(data: Path, db: Path | None = None, **options: object) -> UploadManager:
+    """An upload manager with direct writes on (``SCLIB_DIRECT_IO``; off by
+    default), unless ``options`` say otherwise."""
     data.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{db or data / 'sclib.db'}"
     return UploadManager(
@@ -45,7 +47,7 @@ def _manager(data: Path, db: Path | None = None, **options: object) -> UploadMan
         JobQueue.open(url),
         data,
         max_upload_size=1024**3,
-        **options,  # type: ignore[arg-type]
+        **{"direct_io": True, **options},  # type: ignore[arg-type]
     )
 
 
@@ -96,7 +98,10 @@ def test_large_aligned_writes_bypass_the_page_cache(direct_dir: Path) -> None:
     assert cached_fraction(manager.staging_file(up2)) < 0.01
 
 
-def test_direct_io_can_be_turned_off(direct_dir: Path) -> None:
+def test_direct_io_is_off_by_default(direct_dir: Path) -> None:
+    from sclib.settings import Settings
+
+    assert Settings(data_dir=direct_dir).direct_io is False
     data = os.urandom(4 * MiB)
     manager = _manager(direct_dir / "data", direct_io=False)
     up = _tus(manager, len(data))

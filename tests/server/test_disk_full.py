@@ -158,15 +158,25 @@ def _fill(path: Path, leave: int = 0) -> None:
         os.close(fd)
 
 
-def test_a_full_disk_is_a_507_and_loses_nothing(small_disk: Path) -> None:
+@pytest.mark.parametrize("direct_io", ["false", "true"], ids=["cached", "direct"])
+def test_a_full_disk_is_a_507_and_loses_nothing(
+    small_disk: Path, direct_io: str
+) -> None:
     """Fill a 48 MiB disk through the one-request, large-file and tus routes:
     every refusal is a 507 (problem+json, code insufficient_storage), earlier
     files stay intact, space reserved for an upload stays usable, cancelling
-    still works, and after `sclib uploads expire` a new upload succeeds."""
+    still works, and after `sclib uploads expire` a new upload succeeds. Also
+    with ``SCLIB_DIRECT_IO=true`` (tmpfs takes O_DIRECT), where the data plane's
+    pieces are written behind."""
     seen = Seen()
     data_dir = small_disk / "data"
     server = LiveServer(
-        data_dir, env={"SCLIB_DISK_RESERVE": "4MiB", "SCLIB_CHUNK_SIZE": str(MIB)}
+        data_dir,
+        env={
+            "SCLIB_DISK_RESERVE": "4MiB",
+            "SCLIB_CHUNK_SIZE": str(MIB),
+            "SCLIB_DIRECT_IO": direct_io,
+        },
     ).start()
     try:
         # a first file, kept safe through everything that follows

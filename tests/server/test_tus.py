@@ -282,15 +282,32 @@ def test_resume_after_the_server_is_killed(live_server: LiveServer) -> None:
     check_committed(live_server, done, data)
 
 
+@pytest.fixture(params=["false", "true"], ids=["cached", "direct"])
+def direct_server(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[LiveServer]:
+    """``sclib serve`` with ``SCLIB_DIRECT_IO`` off (the default) and on."""
+    live = LiveServer(
+        tmp_path / "data", env={"SCLIB_DIRECT_IO": str(request.param)}
+    ).start()
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
 def test_a_server_killed_mid_patch_resumes_from_its_last_checkpoint(
-    live_server: LiveServer,
+    direct_server: LiveServer,
 ) -> None:
     """One long PATCH (no checksum): the server records a durable offset every
-    64 MiB while the body streams in (each flush runs beside the next writes).
-    SIGKILLed mid-body, the restarted server gives at least the last recorded
-    offset, and the rest completes the upload byte for byte (the job checks the
-    BLAKE3 merged from the pieces' chaining values against the stored file)."""
+    64 MiB while the body streams in (each flush runs beside the next writes;
+    with ``SCLIB_DIRECT_IO``, up to three writes run behind the body). SIGKILLed
+    mid-body, the restarted server gives at least the last recorded offset, and
+    the rest completes the upload byte for byte (the job checks the BLAKE3
+    merged from the pieces' chaining values against the stored file)."""
     from sclib.transfers.staging import CHECKPOINT
+
+    live_server = direct_server
 
     data = os.urandom(2 * CHECKPOINT + 40 * MiB)
     url = create(live_server, len(data))
