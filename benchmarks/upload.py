@@ -966,6 +966,12 @@ def main(argv: list[str] | None = None) -> int:
         help="only the data-plane section",
     )
     parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="data plane: before each run, wait for the memory freed before to go "
+        "back to the host instead of reusing it (what SCLIB_DIRECT_IO saves)",
+    )
+    parser.add_argument(
         "--diagnose",
         action="store_true",
         help="also run the diagnostic sclib contender whose request bodies go to "
@@ -1055,7 +1061,9 @@ def main(argv: list[str] | None = None) -> int:
             from _plane import run_plane
 
             log(f"data plane: {human(size)} bodies, {repeat} round(s) ...")
-            result["plane"] = run_plane(tmp, src, digest, repeat, PeakRss)
+            result["plane"] = run_plane(
+                tmp, src, digest, repeat, PeakRss, cold=args.cold
+            )
         with contextlib.ExitStack() as main_section:
             if args.plane_only:
                 raise _SkipMain

@@ -6,11 +6,11 @@ refuses bytes past the expected length, and holds the upload's or the chunk's
 write lock until it is closed. ``fdatasync`` makes the bytes durable before the
 caller records them.
 
-Large writes from page-aligned buffers at aligned offsets go past the page cache
-(``O_DIRECT``, Linux; ``SCLIB_DIRECT_IO``): the copy into the page cache was about
-half the CPU an upload cost the server. Since such a write waits for the device,
-:meth:`StagedWrite.write_behind` lets a few run in worker threads while the
-caller receives and hashes the next buffer (the data plane uses it).
+With ``SCLIB_DIRECT_IO`` (off by default), large writes from page-aligned
+buffers at aligned offsets go past the page cache (``O_DIRECT``, Linux), which
+saves the copy into it where that is dear. Since such a write waits for the
+device, :meth:`StagedWrite.write_behind` lets a few run in worker threads while
+the caller receives and hashes the next buffer (the data plane uses it).
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ import errno
 import mmap
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from sclib.server.uploads import TUS, UploadManager
 from sclib.transfers import staging
 from sclib.transfers.sessions import open_session_store
 from tests.pagecache import cached_fraction, direct_writes_bypass_cache
+from tests.server.conftest import small_tmpfs
 
 MiB = 1024**2
 FIELDS = parse_fields({"dataset_name": "d", "sensor": "OTHER"})
@@ -210,39 +210,16 @@ def test_a_filesystem_that_refuses_o_direct_is_written_through_the_cache(
     assert os.stat(manager.staging_file(up)).st_dev in staging._no_direct
 
 
-MOUNT = shutil.which("mount") or "/bin/mount"
-UMOUNT = shutil.which("umount") or "/bin/umount"
-
-
 @pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 12 MiB tmpfs (root only; ``CI_REQUIRE_TMPFS=1`` fails instead)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    reason = None
-    if os.geteuid() != 0:
-        reason = "mounting a tmpfs needs root (CI runs as root)"
-    else:
-        done = subprocess.run(
-            [MOUNT, "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            reason = f"cannot mount a tmpfs here: {done.stderr.strip()}"
-    if reason is not None:
-        if os.environ.get("CI_REQUIRE_TMPFS") == "1":
-            pytest.fail(f"CI_REQUIRE_TMPFS=1 but {reason}", pytrace=False)
-        pytest.skip(reason)
-    try:
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 12 MiB tmpfs (root only)."""
+    with small_tmpfs(tmp_path, 12 * MiB) as mount:
         yield mount
-    finally:
-        subprocess.run([UMOUNT, "-l", str(mount)], check=False)
 
 
 @pytest.mark.parametrize("checked", [True, False], ids=["space-checked", "device"])
 def test_a_full_disk_behind_counts_nothing_from_the_failed_write(
-    small_tmpfs: Path, checked: bool
+    small_disk: Path, checked: bool
 ) -> None:
     """A full disk under writes behind is raised by the next call; the bytes
     written before count, none from a failed write on, and the PATCH keeps
@@ -251,7 +228,7 @@ def test_a_full_disk_behind_counts_nothing_from_the_failed_write(
     # ``device``: the space check before each write is told the disk is empty,
     # so that the full disk is met by the writes behind themselves
     blind = {} if checked else {"free_space": lambda _: 1024**4}
-    manager = _manager(small_tmpfs / "data", small_tmpfs.parent / "sclib.db", **blind)
+    manager = _manager(small_disk / "data", small_disk.parent / "sclib.db", **blind)
     size = 16 * MiB  # more than the disk holds
     up = _tus(manager, None)  # Upload-Defer-Length: no space reserved
     data = os.urandom(size)

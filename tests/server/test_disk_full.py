@@ -26,14 +26,13 @@ import blake3
 import httpx
 import pytest
 
+from tests.server.conftest import small_tmpfs
 from tests.server.live import LiveServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MIB = 1024**2
 DISK = 48 * MIB
-MOUNT = shutil.which("mount") or "/bin/mount"
-UMOUNT = shutil.which("umount") or "/bin/umount"
 FIELDS = {"dataset_name": "Full disk", "sensor": "OTHER"}
 EXPIRE_ALL = ["--older-than", "0", "--apply"]
 
@@ -41,27 +40,8 @@ EXPIRE_ALL = ["--older-than", "0", "--apply"]
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 48 MiB tmpfs mounted for this test (root only)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    reason = None
-    if os.geteuid() != 0:
-        reason = "mounting a tmpfs needs root (CI runs as root)"
-    else:
-        done = subprocess.run(
-            [MOUNT, "-t", "tmpfs", "-o", f"size={DISK}", "tmpfs", str(mount)],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            reason = f"cannot mount a tmpfs here: {done.stderr.strip()}"
-    if reason is not None:
-        if os.environ.get("CI_REQUIRE_TMPFS") == "1":
-            pytest.fail(f"CI_REQUIRE_TMPFS=1 but {reason}", pytrace=False)
-        pytest.skip(reason)
-    try:
+    with small_tmpfs(tmp_path, DISK) as mount:
         yield mount
-    finally:
-        subprocess.run([UMOUNT, "-l", str(mount)], check=False)
 
 
 class Seen:
