@@ -291,16 +291,20 @@ class DirectBody(asyncio.BufferedProtocol):
                     if id(data) not in self._ring_ids:
                         await _write_in_thread(sink, view)
                         continue
-                    future = None
+                    buf = cast("bytearray", data)
                     if behind is None:
                         await _write_in_thread(sink, view)
-                    else:
-                        future = await run_to_the_end(behind, view)
-                    buf = cast("bytearray", data)
+                        self._reuse(buf)
+                        continue
+                    # busy from now on: if this task is cancelled or the call
+                    # raises, a write may still read from the buffer, so it never
+                    # goes back to the pool (it is dropped once unused)
+                    self._busy.add(id(buf))
+                    future = await run_to_the_end(behind, view)
                     if future is None or future.done():
-                        self._release(buf)
+                        self._busy.discard(id(buf))
+                        self._reuse(buf)
                     else:  # the buffer is free once the write is done
-                        self._busy.add(id(buf))
                         future.add_done_callback(
                             lambda _, buf=buf: loop.call_soon_threadsafe(
                                 self._release, buf
@@ -358,11 +362,15 @@ class DirectBody(asyncio.BufferedProtocol):
             self._current, self._pos = buf, pos
 
     def _release(self, buf: bytearray) -> None:
-        """A ring buffer's bytes are written: it takes the next ones (or, after
+        """A write behind from a ring buffer is done: the buffer takes the next
+        bytes (or, after :meth:`pump`, goes back to the pool)."""
+        self._busy.discard(id(buf))
+        self._released = True
+        self._reuse(buf)
+
+    def _reuse(self, buf: bytearray) -> None:
+        """A ring buffer whose bytes are written takes the next ones (or, after
         :meth:`pump`, goes back to the pool)."""
-        if id(buf) in self._busy:  # a write behind finished
-            self._busy.discard(id(buf))
-            self._released = True
         if not self._pumping:
             _give_piece(buf)
             return

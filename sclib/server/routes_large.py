@@ -35,7 +35,13 @@ from sclib.server.common import (
 from sclib.server.dataplane import direct, ring_bytes
 from sclib.server.deps import IdentityDep, ServerState, StateDep, owner_filter
 from sclib.server.legacy import original_codes
-from sclib.server.streaming import Sink, batch_size, pump, receive_multipart
+from sclib.server.streaming import (
+    Sink,
+    batch_size,
+    pump,
+    receive_multipart,
+    run_to_the_end,
+)
 from sclib.server.uploads import LARGE, Upload, UploadNotFound
 from sclib.transfers.receive import Receiver
 from sclib.transfers.sessions import CANCELLED
@@ -229,8 +235,8 @@ async def _large_chunk(
             state.uploads.finish_chunk, holder.pop("write"), chunk_index, {algo: digest}
         )
     finally:
-        if "write" in holder:
-            holder["write"].close()
+        if "write" in holder:  # off the event loop: it waits for writes behind
+            await run_to_the_end(holder["write"].close)
     return {
         "message": f"Chunk {chunk_index} uploaded successfully",
         "uploaded_chunks": len(done.chunks),

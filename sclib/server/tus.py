@@ -429,7 +429,7 @@ async def _receive(
         except InsufficientStorage:
             # the disk filled up: what was written of this PATCH is kept (as
             # for a client that went away) unless a checksum must vouch for it
-            if checksum is None and write.written:
+            if checksum is None:  # abort_patch counts the writes behind first
                 with contextlib.suppress(SclibError):
                     await run_to_the_end(partial(uploads.abort_patch, write, keep=True))
             raise

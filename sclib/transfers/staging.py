@@ -210,8 +210,11 @@ class StagedWrite:
         #: copy in the staging file stays until the new one verifies too
         self.side_file = side_file
         self._position = 0 if side_file is not None else start
-        #: the same file opened with ``O_DIRECT`` (on first use); -1: not possible
-        self._direct_fd: int | None = None if manager.direct_io and _O_DIRECT else -1
+        #: writes may go past the page cache (until the filesystem refuses)
+        self._direct = bool(manager.direct_io and _O_DIRECT)
+        #: the same file opened with ``O_DIRECT``, on first use; closed only by
+        #: :meth:`close_file`, after every write behind is done
+        self._direct_fd: int | None = None
         #: the writes :meth:`write_behind` left running, oldest first, and
         #: their lengths
         self._behind: collections.deque[tuple[concurrent.futures.Future[None], int]] = (
@@ -316,7 +319,7 @@ class StagedWrite:
             self._written(length)
 
     def _can_write_behind(self, view: memoryview) -> bool:
-        if self._direct_fd == -1 or self._fd is None or len(view) < DIRECT_MIN:
+        if not self._direct or self._fd is None or len(view) < DIRECT_MIN:
             return False
         pos = self._position + self.written + sum(n for _, n in self._behind)
         address = _address(view)
@@ -333,14 +336,16 @@ class StagedWrite:
         if self._fd is None:
             raise UploadConflict("this write was already finished")
         view = memoryview(data).cast("B")
-        ahead = self.written + sum(n for _, n in self._behind)
-        if ahead + len(view) > self.limit:
+        behind = sum(n for _, n in self._behind)
+        if self.written + behind + len(view) > self.limit:
             raise TooLarge(
                 f"the request body is larger than expected ({self.limit} bytes "
                 f"here for upload {self.upload.id})"
             )
         if self._guard is not None:
-            self._guard(len(view))  # the disk's reserve stays free
+            # the disk's reserve stays free, counting the bytes still on their
+            # way to it (written behind: not on the disk yet)
+            self._guard(len(view) + behind)
         return view
 
     def _put(self, view: memoryview, pos: int) -> None:
@@ -348,7 +353,7 @@ class StagedWrite:
         the page cache when it can, the rest through it."""
         assert self._fd is not None
         with disk_errors(self.upload.id):
-            if self._direct_fd != -1 and len(view) >= DIRECT_MIN:
+            if self._direct and len(view) >= DIRECT_MIN:
                 done = self._write_direct(view, pos)
                 view = view[done:]
                 pos += done
@@ -400,8 +405,11 @@ class StagedWrite:
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
-                # the filesystem takes O_DIRECT opens but not these writes
-                self._no_direct(fd)
+                # the filesystem takes O_DIRECT opens but not these writes: the
+                # rest goes through the page cache (the descriptor stays open
+                # for the other writes behind until close_file)
+                self._direct = False
+                _no_direct.add(os.fstat(fd).st_dev)
                 break
             done += n
             if n % DIRECT_ALIGN:
@@ -409,8 +417,12 @@ class StagedWrite:
         return done
 
     def _open_direct(self) -> int | None:
+        """The ``O_DIRECT`` descriptor (opened by the caller's thread, the first
+        time), or ``None`` where there can be none."""
+        if not self._direct:
+            return None
         if self._direct_fd is not None:
-            return None if self._direct_fd == -1 else self._direct_fd
+            return self._direct_fd
         assert self._fd is not None
         dev = os.fstat(self._fd).st_dev
         try:
@@ -421,16 +433,11 @@ class StagedWrite:
                 f"/proc/self/fd/{self._fd}", os.O_WRONLY | os.O_CLOEXEC | _O_DIRECT
             )
         except OSError as exc:
-            self._direct_fd = -1
+            self._direct = False
             if exc.errno == errno.EINVAL:
                 _no_direct.add(dev)
             return None
         return self._direct_fd
-
-    def _no_direct(self, fd: int) -> None:
-        _no_direct.add(os.fstat(fd).st_dev)
-        self._direct_fd = -1
-        os.close(fd)
 
     def _hash(self, view: memoryview) -> None:
         self.hashers.update(view)
@@ -496,8 +503,9 @@ class StagedWrite:
             concurrent.futures.wait([f for f, _ in self._behind])
             self._behind.clear()
         self._settle(quiet=True)  # nor a flush
-        if self._direct_fd is not None and self._direct_fd != -1:
-            fd, self._direct_fd = self._direct_fd, -1
+        self._direct = False
+        if self._direct_fd is not None:
+            fd, self._direct_fd = self._direct_fd, None
             os.close(fd)
         if self._fd is not None:
             fd, self._fd = self._fd, None

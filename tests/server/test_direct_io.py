@@ -11,12 +11,16 @@ only, as in ``test_disk_full.py``). One test fakes a filesystem that refuses
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import mmap
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from blake3 import blake3
@@ -254,3 +258,176 @@ def test_a_full_disk_behind_counts_nothing_from_the_failed_write(
     assert manager.get(up).offset == kept
     with open(manager.staging_file(up), "rb") as f:
         assert f.read(kept) == data[:kept]
+
+
+def test_a_refused_space_check_keeps_the_writes_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The space check refuses a piece while the piece before is still being
+    written: the PATCH's abort keeps that piece (it counts once joined), as the
+    tus route's 507 path asks it to."""
+    manager = _manager(tmp_path / "data")
+    up = _tus(manager, None)
+    data = os.urandom(4 * MiB)
+    write = manager.begin_patch(up, OWNER, 0, None, set())
+    checks: list[int] = []
+
+    def guard(length: int) -> None:  # the disk fills up (another upload)
+        checks.append(length)
+        if len(checks) == 2:
+            raise InsufficientStorage("the disk is full")
+
+    write._guard = guard
+    real = os.pwrite
+
+    def slow(fd: int, buf: object, pos: int) -> int:  # a slow device
+        time.sleep(0.2)
+        return real(fd, buf, pos)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(staging.os, "pwrite", slow)
+    write.write_behind(aligned(data[: 2 * MiB]))
+    with pytest.raises(InsufficientStorage):
+        write.write_behind(aligned(data[2 * MiB :]))
+    assert checks == [2 * MiB, 4 * MiB]  # the bytes behind count against the disk
+    manager.abort_patch(write, keep=True)
+    assert manager.get(up).offset == 2 * MiB
+    with open(manager.staging_file(up), "rb") as f:
+        assert f.read(2 * MiB) == data[: 2 * MiB]
+
+
+def test_a_refused_direct_write_leaves_the_others_their_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filesystem that takes the O_DIRECT open but refuses a write (EINVAL; a
+    fake ``pwrite`` plays it: none can be mounted here) while another write is
+    behind: that write still has its descriptor, and every byte lands in the
+    upload's file, none in a file opened meanwhile."""
+    monkeypatch.setattr(staging, "_no_direct", set())
+    manager = _manager(tmp_path / "data")
+    data = os.urandom(4 * MiB)
+    up = _tus(manager, len(data))
+    write = manager.begin_patch(up, OWNER, 0, len(data), set())
+    direct_fd = write._open_direct()
+    real = os.pwrite
+
+    def pwrite(fd: int, buf: object, pos: int) -> int:
+        if fd == direct_fd:
+            if pos == 0:
+                time.sleep(0.1)
+                raise OSError(errno.EINVAL, "Invalid argument")
+            time.sleep(0.3)  # the second is still on its way
+        return real(fd, buf, pos)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(staging.os, "pwrite", pwrite)
+    write.write_behind(aligned(data[: 2 * MiB]))
+    write.write_behind(aligned(data[2 * MiB :]))
+    time.sleep(0.2)  # the first write met the refusal
+    other = tmp_path / "another-upload"
+    fd = os.open(other, os.O_RDWR | os.O_CREAT, 0o600)  # may reuse a closed number
+    try:
+        write.join_io()
+    finally:
+        os.close(fd)
+    manager.finish_patch(write, None)
+    assert other.stat().st_size == 0
+    assert manager.staging_file(up).read_bytes() == data
+
+
+class _Transport:
+    """A transport that only records (the fake of
+    test_a_cancelled_patch_never_lends_a_buffer_still_being_written)."""
+
+    def __init__(self) -> None:
+        self.protocol: object = None
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def set_protocol(self, protocol: object) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self) -> object:
+        return self.protocol
+
+    def is_closing(self) -> bool:
+        return False
+
+    def write(self, data: bytes) -> None: ...
+
+
+class _Http:
+    def __init__(self) -> None:
+        self.transport = _Transport()
+
+    def body_read(self, body: object) -> None: ...
+
+    def connection_lost(self, exc: object) -> None: ...
+
+    def eof_received(self) -> None:
+        return None
+
+
+def _feed(body: Any, data: bytes) -> None:
+    """Bytes arriving on the socket, as the event loop hands them over."""
+    pos = 0
+    while pos < len(data):
+        buf = body.get_buffer(-1)
+        n = min(len(buf), len(data) - pos)
+        buf[:n] = data[pos : pos + n]
+        body.buffer_updated(n)
+        pos += n
+
+
+def test_a_cancelled_patch_never_lends_a_buffer_still_being_written(
+    direct_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request task is cancelled (a server's shutdown timeout) while a write
+    behind still reads from a ring buffer: the next body must not read into that
+    buffer. A cancellation cannot be caused from a client, so the body is fed
+    through a fake transport straight into :class:`DirectBody`; the file and
+    the sink are real."""
+    from sclib.server import dataplane
+    from sclib.server.dataplane import PIECE, DirectBody
+
+    monkeypatch.setattr(dataplane, "_pieces", [])
+    manager = _manager(direct_dir / "data")
+    size = 4 * PIECE
+    data = b"".join(bytes([65 + i]) * PIECE for i in range(4))
+    up = _tus(manager, size)
+    write = manager.begin_patch(up, OWNER, 0, size, set())
+    real = os.pwrite
+
+    def slow(fd: int, buf: object, pos: int) -> int:  # a slow device
+        if fd == write._direct_fd:
+            time.sleep(0.4)
+        return real(fd, buf, pos)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(staging.os, "pwrite", slow)
+
+    class Drop:
+        def write(self, data: object) -> None: ...
+
+    async def main() -> None:
+        body = DirectBody(_Http(), size, b"", expect_continue=False)
+        body.attach()
+        task = asyncio.ensure_future(body.pump(write))
+        await asyncio.sleep(0.05)
+        _feed(body, data)  # 4 pieces: 3 behind, the 4th waits for the first
+        await asyncio.sleep(0.15)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        after = DirectBody(_Http(), 2 * PIECE, b"", expect_continue=False)
+        after.attach()
+        reading = asyncio.ensure_future(after.pump(Drop()))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        _feed(after, b"Z" * (2 * PIECE))
+        await reading
+
+    asyncio.run(main())
+    manager.abort_patch(write, keep=True)
+    offset = manager.get(up).offset
+    assert offset > 0
+    with open(manager.staging_file(up), "rb") as f:
+        assert f.read(offset) == data[:offset]
