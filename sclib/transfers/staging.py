@@ -151,8 +151,8 @@ def _hash_threads() -> concurrent.futures.ThreadPoolExecutor:
 
 @functools.cache
 def _io_threads() -> concurrent.futures.ThreadPoolExecutor:
-    """The threads that write buffers :meth:`StagedWrite.write_behind` hands
-    over (one per upload at a time)."""
+    """The threads that write the buffers :meth:`StagedWrite.write_behind`
+    hands over (up to :data:`BEHIND` per upload at a time)."""
     return concurrent.futures.ThreadPoolExecutor(
         2 * _POOL, thread_name_prefix="sclib-write"
     )
@@ -205,6 +205,10 @@ class StagedWrite:
         self._checkpointed = 0
         self._pending: concurrent.futures.Future[None] | None = None
         self._settling = threading.Lock()
+        #: a checkpoint flush is running; the next one due meanwhile waits here
+        self._queue_lock = threading.Lock()
+        self._flushing = False
+        self._queued: tuple[int, dict[int, bytes] | None, str | None] | None = None
         self._flush_failed = False
         #: a chunk sent again goes to a file of its own, so that the verified
         #: copy in the staging file stays until the new one verifies too
@@ -366,24 +370,48 @@ class StagedWrite:
         """``length`` more bytes are written: start a checkpoint when one is due."""
         self.written += length
         if (
-            self._fd is not None
-            and self._on_checkpoint is not None
-            and self.written - self._checkpointed >= CHECKPOINT
-            and (self._pending is None or self._pending.done())
+            self._fd is None
+            or self._on_checkpoint is None
+            or self.written - self._checkpointed < CHECKPOINT
         ):
-            self._settle()  # an error of the last checkpoint is raised here
-            self._checkpointed = mark = self.written
-            tree = (
-                self.tree.below(self.start + mark, self.upload.size)
-                if self.tree
-                else None
-            )
-            token = self.written_in()
-            # the flush runs beside the next writes (it flushes them too, which
-            # does no harm); the offset recorded is what came before it
-            self._pending = _checkpoints().submit(
-                self._checkpoint, self._fd, mark, tree, token
-            )
+            return
+        self._checkpointed = mark = self.written
+        tree = (
+            self.tree.below(self.start + mark, self.upload.size) if self.tree else None
+        )
+        point = (mark, tree, self.written_in())
+        with self._queue_lock:
+            if self._flushing:
+                # the flush before is still running: it takes this one when it
+                # ends (a later one due meanwhile replaces it), so a body that
+                # stops here still gets its offset recorded
+                self._queued = point
+                return
+            self._flushing = True
+        self._settle()  # an error of the last checkpoint is raised here
+        # the flush runs beside the next writes (it flushes them too, which does
+        # no harm); the offset recorded is what came before it
+        self._pending = _checkpoints().submit(self._checkpoints_from, self._fd, point)
+
+    def _checkpoints_from(
+        self, fd: int, point: tuple[int, dict[int, bytes] | None, str | None]
+    ) -> None:
+        """Flush and record ``point``, then each checkpoint that came due
+        meanwhile, until none is left."""
+        try:
+            while True:
+                self._checkpoint(fd, *point)
+                with self._queue_lock:
+                    queued, self._queued = self._queued, None
+                    if queued is None:
+                        self._flushing = False
+                        return
+                point = queued
+        except BaseException:
+            with self._queue_lock:
+                self._queued = None
+                self._flushing = False
+            raise
 
     def _write_direct(self, view: memoryview, pos: int) -> int:
         """Write the whole aligned blocks at the start of ``view`` past the page

@@ -431,3 +431,37 @@ def test_a_cancelled_patch_never_lends_a_buffer_still_being_written(
     assert offset > 0
     with open(manager.staging_file(up), "rb") as f:
         assert f.read(offset) == data[:offset]
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["cached", "direct"])
+def test_a_checkpoint_due_during_a_slow_flush_is_recorded_without_more_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
+    """The first checkpoint's flush is slow; the second comes due while it runs,
+    and then no more bytes arrive (a client that stalls, a server about to be
+    killed): the second offset is recorded all the same, once the first flush
+    is done. Checkpoints every 4 MiB here instead of 64."""
+    monkeypatch.setattr(staging, "CHECKPOINT", 4 * MiB)
+    real = os.fdatasync
+    flushes: list[int] = []
+
+    def slow_first(fd: int) -> None:
+        flushes.append(fd)
+        if len(flushes) == 1:
+            time.sleep(0.5)
+        real(fd)
+
+    monkeypatch.setattr(staging.os, "fdatasync", slow_first)
+    manager = _manager(tmp_path / "data", direct_io=direct)
+    data = os.urandom(10 * MiB)
+    up = _tus(manager, len(data))
+    write = manager.begin_patch(up, OWNER, 0, None, set())
+    for i in range(0, len(data), 2 * MiB):
+        write.write_behind(aligned(data[i : i + 2 * MiB]))
+    write.count_done()
+    deadline = time.monotonic() + 10
+    while manager.get(up).offset < 8 * MiB:
+        assert time.monotonic() < deadline, manager.get(up).offset
+        time.sleep(0.05)
+        write.count_done()  # as the data plane does while it waits for bytes
+    write.close()
