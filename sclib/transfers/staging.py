@@ -137,6 +137,15 @@ def _address(view: memoryview) -> int | None:
         return None
 
 
+def _aligned(view: memoryview, pos: int) -> bool:
+    """``view``, written at file offset ``pos``, may go past the page cache: the
+    offset and the buffer's address are multiples of :data:`DIRECT_ALIGN`."""
+    if pos % DIRECT_ALIGN:
+        return False
+    address = _address(view)
+    return address is not None and not address % DIRECT_ALIGN
+
+
 #: bytes in one write from which hashing runs beside the write to disk
 PARALLEL_HASH = 1024**2
 _POOL = max(4, os.cpu_count() or 1)
@@ -286,7 +295,7 @@ class StagedWrite:
         view = self._admit(view)
         self._hash(view)  # beside the writes of the buffers before
         self._join_done(keep=BEHIND - 1)
-        pos = self._position + self.written + sum(n for _, n in self._behind)
+        pos = self._position + self.written + self._bytes_behind()
         future = _io_threads().submit(self._put, view, pos)
         self._behind.append((future, len(view)))
         return future
@@ -322,17 +331,14 @@ class StagedWrite:
             behind.popleft()
             self._written(length)
 
+    def _bytes_behind(self) -> int:
+        return sum(n for _, n in self._behind)
+
     def _can_write_behind(self, view: memoryview) -> bool:
         if not self._direct or self._fd is None or len(view) < DIRECT_MIN:
             return False
-        pos = self._position + self.written + sum(n for _, n in self._behind)
-        address = _address(view)
-        return (
-            not pos % DIRECT_ALIGN
-            and address is not None
-            and not address % DIRECT_ALIGN
-            and self._open_direct() is not None
-        )
+        pos = self._position + self.written + self._bytes_behind()
+        return _aligned(view, pos) and self._open_direct() is not None
 
     def _admit(self, data: bytes | bytearray | memoryview) -> memoryview:
         """``data`` as a view, if it may be written: not past the expected
@@ -340,7 +346,7 @@ class StagedWrite:
         if self._fd is None:
             raise UploadConflict("this write was already finished")
         view = memoryview(data).cast("B")
-        behind = sum(n for _, n in self._behind)
+        behind = self._bytes_behind()
         if self.written + behind + len(view) > self.limit:
             raise TooLarge(
                 f"the request body is larger than expected ({self.limit} bytes "
@@ -418,10 +424,7 @@ class StagedWrite:
         cache, if ``pos`` and the buffer are aligned; how many bytes were written
         (the caller writes the rest through the page cache)."""
         end = len(view) - len(view) % DIRECT_ALIGN
-        if pos % DIRECT_ALIGN or end < DIRECT_MIN:
-            return 0
-        address = _address(view)
-        if address is None or address % DIRECT_ALIGN:
+        if end < DIRECT_MIN or not _aligned(view, pos):
             return 0
         fd = self._open_direct()
         if fd is None:
